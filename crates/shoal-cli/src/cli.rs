@@ -1,0 +1,162 @@
+//! The command-line interface: every subcommand and option, declared with clap.
+//! Parsing only; the `commands` modules do the work.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::units::{parse_duration, parse_size};
+
+/// shoal: run a command over many inputs on a fault-tolerant pool of slots, with
+/// timeouts, retries, memory limits, priorities, progress, a durable result store
+/// and resume after a crash.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, max_term_width = 100)]
+pub struct Cli {
+    /// The result store (SQLite). Default: ./.shoal/shoal.db
+    #[arg(long, global = true, value_name = "PATH", env = "SHOAL_STORE")]
+    pub store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run COMMAND once per input: `shoal run [OPTIONS] COMMAND... ::: a b c`
+    Run(RunArgs),
+    /// List the runs in the store.
+    Runs(RunsArgs),
+    /// Show the tasks of a run, with their status and output.
+    Results(ResultsArgs),
+    /// Counts by status, success rate, duration percentiles, per-slot busy time.
+    Stats(StatsArgs),
+    /// Every task of a run with its attempts, as JSON lines.
+    Export(ExportArgs),
+}
+
+/// Options of `shoal run`. Options are `Option`s so that `--resume` can tell what
+/// was given now from what the first run stored.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Inputs: `::: a b c` (literal; several groups make the cartesian product), \
+`:::: FILE` (one input per line), `--tasks FILE.jsonl`, or stdin lines when none is given.\n\
+Replacement strings: {} {.} {/} {//} {/.} {#} (task number) {%} (slot) {1} {2} (n-th group); \
+with none, the inputs are appended.\n\
+Exit status: 0 all tasks succeeded, 1 some failed, 2 usage error, 130/143 interrupted."
+)]
+pub struct RunArgs {
+    /// Number of slots (tasks running at once). Default: the number of cores.
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub jobs: Option<u32>,
+
+    /// Per-task time limit (1.5, 250ms, 2s, 3m, 1h): the task's whole process group
+    /// gets SIGTERM, then SIGKILL after --kill-grace.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Wait between SIGTERM and SIGKILL when a task is stopped. Default: 2s.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub kill_grace: Option<Duration>,
+
+    /// Extra attempts for a task that fails, with exponential backoff.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Wait before the first retry; doubles for each further one. Default: 1s.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub retry_delay: Option<Duration>,
+
+    /// Per-task memory limit (512M, 2G). Enforced with RLIMIT_AS; results name it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
+
+    /// Pin slot n to core n-1 (modulo the number of cores).
+    #[arg(long)]
+    pub pin: bool,
+
+    /// Niceness of the tasks (0-19 lowers their priority).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: Option<i32>,
+
+    /// Run the command through `sh -c` even when it needs no shell.
+    #[arg(long)]
+    pub shell: bool,
+
+    /// Print outputs in input order instead of completion order.
+    #[arg(short = 'k', long)]
+    pub keep_order: bool,
+
+    /// Stream output lines as they come, each prefixed with the task number and a tab.
+    #[arg(long, conflicts_with = "keep_order")]
+    pub line_buffer: bool,
+
+    /// Output kept in the store per stream and task (the rest is marked truncated). Default: 1M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub output_limit: Option<u64>,
+
+    /// Show the progress bar even when stderr is not a terminal.
+    #[arg(long, conflicts_with = "no_progress")]
+    pub progress: bool,
+
+    /// Never show the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Read tasks from a JSON-lines file: {"args": [...], "priority": 1, "cost": 2.5,
+    /// "key": "k", "timeout": 10, "retries": 2}.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub tasks: Option<PathBuf>,
+
+    /// Continue a run (default: the last one): tasks that succeeded are skipped, the
+    /// others run again. The command and inputs come from the store.
+    #[arg(long, value_name = "RUN_ID", num_args = 0..=1, require_equals = false)]
+    pub resume: Option<Option<i64>>,
+
+    /// The command, then its inputs: COMMAND... [::: INPUTS...] [:::: FILE]
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Options of `shoal runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `shoal results`.
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// The run (default: the last one).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// Only tasks in this status: queued, running, succeeded, failed, timed_out,
+    /// crashed, memory_exceeded, cancelled.
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
+    /// One JSON object per task and line, with the captured output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `shoal stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The run (default: the last one).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `shoal export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run (default: the last one).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+}

@@ -1,0 +1,98 @@
+//! Printing task output. Runs in the store's writer thread, after each group commit,
+//! so a task's output is shown only once its result is on disk: what the user saw
+//! is never lost by a crash. Output of a task is written whole, never interleaved.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::Arc;
+
+use shoal_core::engine::Stream;
+use shoal_core::store::StoreEvent;
+use shoal_core::TaskId;
+
+use crate::progress::Progress;
+
+/// Prints the output of finished tasks, in completion or input order.
+pub struct Printer {
+    keep_order: bool,
+    line_buffer: bool,
+    /// Input order of the tasks not printed yet (only with `keep_order`).
+    order: VecDeque<TaskId>,
+    /// Outputs waiting for an earlier task (only with `keep_order`).
+    held: HashMap<TaskId, (Vec<u8>, Vec<u8>)>,
+    progress: Arc<Progress>,
+}
+
+impl Printer {
+    /// `order` is the run's tasks in input order.
+    pub fn new(
+        keep_order: bool,
+        line_buffer: bool,
+        order: Vec<TaskId>,
+        progress: Arc<Progress>,
+    ) -> Printer {
+        let order = if keep_order { order.into() } else { VecDeque::new() };
+        Printer { keep_order, line_buffer, order, held: HashMap::new(), progress }
+    }
+
+    /// Called with every committed batch of store events.
+    pub fn committed(&mut self, batch: &[StoreEvent]) {
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        let (mut out, mut err) = (stdout.lock(), stderr.lock());
+        for event in batch {
+            let StoreEvent::AttemptEnded { task, final_status, stdout, stderr, .. } = event else {
+                continue;
+            };
+            self.progress
+                .ended(final_status.is_some(), final_status.is_some_and(|s| s.is_failure()));
+            if final_status.is_none() || self.line_buffer {
+                continue;
+            }
+            if self.keep_order {
+                self.held.insert(*task, (stdout.bytes.clone(), stderr.bytes.clone()));
+                while let Some((o, e)) = self.order.front().and_then(|t| self.held.remove(t)) {
+                    self.order.pop_front();
+                    write_task(&mut out, &mut err, &o, &e);
+                }
+            } else {
+                write_task(&mut out, &mut err, &stdout.bytes, &stderr.bytes);
+            }
+        }
+        let _ = out.flush();
+    }
+
+    /// Prints what `keep_order` still holds (tasks after one that never finished).
+    pub fn flush_held(&mut self) {
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        let (mut out, mut err) = (stdout.lock(), stderr.lock());
+        for task in std::mem::take(&mut self.order) {
+            if let Some((o, e)) = self.held.remove(&task) {
+                write_task(&mut out, &mut err, &o, &e);
+            }
+        }
+        let _ = out.flush();
+    }
+}
+
+fn write_task(out: &mut impl Write, err: &mut impl Write, stdout: &[u8], stderr: &[u8]) {
+    // A closed stdout (`| head`) must not stop the run: the results are in the store.
+    let _ = out.write_all(stdout);
+    if !stderr.is_empty() {
+        let _ = out.flush();
+        let _ = err.write_all(stderr);
+    }
+}
+
+/// `--line-buffer`: one complete line, prefixed with the task number and a tab.
+pub fn print_line(task: TaskId, stream: Stream, line: &[u8]) {
+    let mut buf = Vec::with_capacity(line.len() + 12);
+    buf.extend_from_slice(task.to_string().as_bytes());
+    buf.push(b'\t');
+    buf.extend_from_slice(line);
+    let _ = match stream {
+        Stream::Stdout => std::io::stdout().lock().write_all(&buf),
+        Stream::Stderr => std::io::stderr().lock().write_all(&buf),
+    };
+}

@@ -1,0 +1,384 @@
+//! `shoal run`: turn the command line into tasks, record them, run them on the
+//! engine, print their output once it is durable, and sum up.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
+use shoal_core::process::{CommandLine, Limits, MemoryMode};
+use shoal_core::scheduler::{Backoff, SchedulerConfig};
+use shoal_core::store::{NewRun, NewTask, Output, RunStatus, Store, StoreEvent, Writer};
+use shoal_core::{SlotId, TaskId, TaskMeta, TaskStatus};
+use tokio::sync::watch;
+
+use super::printer::Printer;
+use crate::cli::RunArgs;
+use crate::inputs::{self, TaskInput};
+use crate::progress::Progress;
+use crate::template::Template;
+use crate::Exit;
+
+/// Waiting this long raises a task by one priority level.
+const AGING_STEP: Duration = Duration::from_secs(30);
+
+/// The run's settings, as stored with the run so that `--resume` keeps them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunOptions {
+    jobs: u32,
+    timeout: Option<f64>,
+    kill_grace: f64,
+    retries: u32,
+    retry_delay: f64,
+    memory_limit: Option<u64>,
+    pin: bool,
+    nice: Option<i32>,
+    shell: bool,
+    keep_order: bool,
+    line_buffer: bool,
+    output_limit: u64,
+}
+
+impl RunOptions {
+    /// What was given now wins over what was stored, which wins over the defaults.
+    fn resolve(args: &RunArgs, stored: Option<RunOptions>) -> RunOptions {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        let s = stored.as_ref();
+        RunOptions {
+            jobs: args.jobs.or(s.map(|s| s.jobs)).unwrap_or(cores),
+            timeout: secs(args.timeout).or(s.and_then(|s| s.timeout)),
+            kill_grace: secs(args.kill_grace).or(s.map(|s| s.kill_grace)).unwrap_or(2.0),
+            retries: args.retries.or(s.map(|s| s.retries)).unwrap_or(0),
+            retry_delay: secs(args.retry_delay).or(s.map(|s| s.retry_delay)).unwrap_or(1.0),
+            memory_limit: args.memory_limit.or(s.and_then(|s| s.memory_limit)),
+            pin: args.pin || s.is_some_and(|s| s.pin),
+            nice: args.nice.or(s.and_then(|s| s.nice)),
+            shell: args.shell || s.is_some_and(|s| s.shell),
+            keep_order: args.keep_order || s.is_some_and(|s| s.keep_order),
+            line_buffer: args.line_buffer || s.is_some_and(|s| s.line_buffer),
+            output_limit: args.output_limit.or(s.map(|s| s.output_limit)).unwrap_or(1 << 20),
+        }
+    }
+}
+
+/// A task ready for the engine: its inputs and its scheduling metadata.
+struct Planned {
+    task: TaskId,
+    args: Vec<String>,
+    meta: TaskMeta,
+    attempts: u32,
+}
+
+/// Runs `shoal run`.
+pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
+    let store = super::open_store(store_path)?;
+    let (run_id, template, options, planned, skipped) = match args.resume {
+        Some(run) => resume(&store, run, &args)?,
+        None => start(&store, &args)?,
+    };
+
+    let total = planned.len() as u64;
+    let force = if args.progress {
+        Some(true)
+    } else if args.no_progress {
+        Some(false)
+    } else {
+        None
+    };
+    let progress = Arc::new(Progress::new(total, force));
+    let order: Vec<TaskId> = planned.iter().map(|p| p.task).collect();
+    let printer = Arc::new(Mutex::new(Printer::new(
+        options.keep_order,
+        options.line_buffer,
+        order,
+        progress.clone(),
+    )));
+    let on_commit = {
+        let printer = printer.clone();
+        Box::new(move |batch: &[StoreEvent]| {
+            printer.lock().unwrap_or_else(|e| e.into_inner()).committed(batch)
+        })
+    };
+    let writer = store.writer(on_commit)?;
+
+    let config = EngineConfig {
+        scheduler: SchedulerConfig {
+            slots: options.jobs as usize,
+            aging: Some(AGING_STEP),
+            backoff: Backoff {
+                base: Duration::from_secs_f64(options.retry_delay),
+                max: Duration::from_secs(300).max(Duration::from_secs_f64(options.retry_delay)),
+            },
+        },
+        kill_grace: Duration::from_secs_f64(options.kill_grace),
+        output_cap: options.output_limit as usize,
+        limits: Limits { memory: options.memory_limit, cpu: None, nice: options.nice },
+        pin: options.pin,
+        line_buffer: options.line_buffer,
+    };
+    let started = Instant::now();
+    let mut frontend = CliFrontend {
+        run: run_id,
+        template,
+        args: planned.iter().map(|p| (p.task, p.args.clone())).collect(),
+        writer: &writer,
+        progress: &progress,
+        finished: HashMap::new(),
+    };
+    let tasks = planned.into_iter().map(|p| (p.task, p.meta, p.attempts));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    let signal = Arc::new(AtomicI32::new(0));
+    let report = runtime.block_on(async {
+        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+        let watcher = tokio::spawn(watch_signals(stop_tx, signal.clone()));
+        let report = engine::run(&config, tasks, &mut frontend, stop_rx).await;
+        watcher.abort();
+        report
+    })?;
+
+    let interrupted = signal.load(Ordering::Relaxed);
+    let status = if interrupted != 0 { RunStatus::Interrupted } else { RunStatus::Finished };
+    writer.send(StoreEvent::RunEnded { run: run_id, ended_at: unix_now(), status });
+    let finished = std::mem::take(&mut frontend.finished);
+    drop(frontend);
+    writer.finish().context("record the results")?;
+    printer.lock().unwrap_or_else(|e| e.into_inner()).flush_held();
+    progress.finish();
+
+    eprintln!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
+    Ok(match interrupted {
+        0 if report.failed == 0 && report.cancelled == 0 => Exit::Success,
+        0 => Exit::TasksFailed,
+        signal => Exit::Interrupted(signal),
+    })
+}
+
+type Prepared = (i64, Template, RunOptions, Vec<Planned>, u64);
+
+/// A new run: parse inputs and template, record run and tasks.
+fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
+    let (command, groups) = inputs::split_command(args.command.clone())?;
+    let options = RunOptions::resolve(args, None);
+    let template = Template::parse(&command, options.shell)?;
+    let default_timeout = options.timeout.map(Duration::from_secs_f64);
+    let inputs: Vec<TaskInput> = match (&args.tasks, groups.is_empty()) {
+        (Some(_), false) => {
+            bail!("give the inputs either with ::: / :::: or with --tasks, not both")
+        }
+        (Some(path), true) => inputs::parse_tasks_file(path)?,
+        (None, false) => {
+            let groups = inputs::load_groups(groups, std::io::stdin().lock())?;
+            inputs::cartesian(&groups)
+                .map(|args| TaskInput { args, ..TaskInput::default() })
+                .collect()
+        }
+        (None, true) => {
+            if std::io::stdin().is_terminal() {
+                eprintln!(
+                    "shoal: reading inputs from the terminal, one per line (end with Ctrl-D)"
+                );
+            }
+            let groups = inputs::stdin_inputs(std::io::stdin().lock())?;
+            inputs::cartesian(&groups)
+                .map(|args| TaskInput { args, ..TaskInput::default() })
+                .collect()
+        }
+    };
+    if inputs.is_empty() {
+        bail!("no inputs: nothing to run");
+    }
+    let fewest_args = inputs.iter().map(|t| t.args.len()).min().unwrap_or(0);
+    template.check_groups(fewest_args)?;
+
+    let planned: Vec<Planned> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| Planned {
+            task: i as u64 + 1,
+            args: input.args.clone(),
+            meta: input.meta(default_timeout, options.retries),
+            attempts: 0,
+        })
+        .collect();
+    let new_run = NewRun {
+        command,
+        options: serde_json::to_value(&options)?,
+        cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+        memory_limit_mode: options.memory_limit.map(|_| MemoryMode::detect().as_str().to_owned()),
+    };
+    let run_id = store.create_run(&new_run)?;
+    let tasks: Vec<NewTask> = planned
+        .iter()
+        .map(|p| NewTask {
+            task: p.task,
+            args: p.args.clone(),
+            command: crate::template::display(&template.render(&p.args, p.task, 0)),
+            meta: p.meta.clone(),
+        })
+        .collect();
+    store.insert_tasks(run_id, &tasks)?;
+    Ok((run_id, template, options, planned, 0))
+}
+
+/// A resumed run: everything but the options comes from the store.
+fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow::Result<Prepared> {
+    if !args.command.is_empty() || args.tasks.is_some() {
+        bail!("--resume takes the command and the inputs from the store: give only options");
+    }
+    let run_id = match run {
+        Some(id) => id,
+        None => store.last_run()?.context("the store holds no run to resume")?,
+    };
+    let info = store.prepare_resume(run_id)?;
+    let stored: RunOptions = serde_json::from_value(info.run.options.clone())
+        .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
+    let options = RunOptions::resolve(args, Some(stored));
+    let template = Template::parse(&info.run.command, options.shell)?;
+    let total = store.stats(run_id)?.total;
+    let override_timeout = args.timeout;
+    let planned: Vec<Planned> = info
+        .pending
+        .into_iter()
+        .map(|t| Planned {
+            task: t.task,
+            meta: TaskMeta {
+                priority: t.priority,
+                cost: t.cost.map(Duration::from_secs_f64),
+                key: t.key,
+                timeout: override_timeout.or(t.timeout.map(Duration::from_secs_f64)),
+                retries: args.retries.unwrap_or(t.retries),
+            },
+            args: t.args,
+            // Retries count from this resume on: a resumed task gets its full budget.
+            attempts: 0,
+        })
+        .collect();
+    let skipped = total - planned.len() as u64;
+    Ok((run_id, template, options, planned, skipped))
+}
+
+/// The engine's front end for `shoal run`: renders commands, records events.
+struct CliFrontend<'a> {
+    run: i64,
+    template: Template,
+    args: HashMap<TaskId, Vec<String>>,
+    writer: &'a Writer,
+    progress: &'a Progress,
+    finished: HashMap<TaskStatus, u64>,
+}
+
+impl Frontend for CliFrontend<'_> {
+    fn command(&mut self, task: TaskId, slot: SlotId) -> CommandLine {
+        self.template.render(&self.args[&task], task, slot)
+    }
+
+    fn started(&mut self, event: Started) {
+        self.progress.started();
+        self.writer.send(StoreEvent::AttemptStarted {
+            run: self.run,
+            task: event.task,
+            attempt: event.attempt,
+            slot: event.slot,
+            pid: event.pid,
+            started_at: unix(event.at),
+        });
+    }
+
+    fn ended(&mut self, event: Ended) {
+        if let Some(status) = event.final_status {
+            *self.finished.entry(status).or_default() += 1;
+        }
+        self.writer.send(StoreEvent::AttemptEnded {
+            run: self.run,
+            task: event.task,
+            attempt: event.attempt,
+            ended_at: unix(event.at),
+            duration: event.duration.as_secs_f64(),
+            outcome: event.outcome,
+            final_status: event.final_status,
+            max_rss_kb: event.max_rss_kb,
+            stdout: Output { bytes: event.stdout.bytes, truncated: event.stdout.truncated },
+            stderr: Output { bytes: event.stderr.bytes, truncated: event.stderr.truncated },
+        });
+    }
+
+    fn line(&mut self, task: TaskId, stream: Stream, line: &[u8]) {
+        super::printer::print_line(task, stream, line);
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful stop; second: kill now. Remembers the first signal.
+async fn watch_signals(stop: watch::Sender<Stop>, first: Arc<AtomicI32>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return;
+    };
+    loop {
+        let number = tokio::select! {
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+        };
+        if first.compare_exchange(0, number, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            eprintln!(
+                "shoal: stopping: no new tasks; running ones get SIGTERM (again to kill them now)"
+            );
+            let _ = stop.send(Stop::Graceful);
+        } else {
+            eprintln!("shoal: killing running tasks");
+            let _ = stop.send(Stop::Immediate);
+        }
+    }
+}
+
+/// The one-line summary printed on stderr at the end.
+fn summary(
+    run: i64,
+    finished: &HashMap<TaskStatus, u64>,
+    skipped: u64,
+    unfinished: u64,
+    took: Duration,
+) -> String {
+    let succeeded = finished.get(&TaskStatus::Succeeded).copied().unwrap_or(0);
+    let failures: Vec<String> = TaskStatus::ALL
+        .iter()
+        .filter(|s| s.is_failure())
+        .filter_map(|s| finished.get(s).map(|n| format!("{n} {s}")))
+        .collect();
+    let failed: u64 =
+        TaskStatus::ALL.iter().filter(|s| s.is_failure()).filter_map(|s| finished.get(s)).sum();
+    let mut line = format!("shoal: run {run}: {succeeded} succeeded");
+    if failed > 0 {
+        line += &format!(", {failed} failed ({})", failures.join(", "));
+    }
+    if skipped > 0 {
+        line += &format!(", {skipped} already done");
+    }
+    if unfinished > 0 {
+        line += &format!(", {unfinished} not run (continue with `shoal run --resume {run}`)");
+    }
+    line += &format!(" in {:.2}s", took.as_secs_f64());
+    if failed > 0 {
+        line += &format!("; see `shoal results --run {run} --status failed`");
+    }
+    line
+}
+
+fn unix(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn unix_now() -> f64 {
+    unix(SystemTime::now())
+}

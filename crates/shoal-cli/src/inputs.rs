@@ -1,0 +1,605 @@
+//! Where the inputs of `shoal run` come from: the `:::` and `::::` groups after the
+//! command (GNU parallel style), the lines of standard input, or a `--tasks` JSON
+//! lines file with per-task priority, cost, key, timeout and retries. It turns them
+//! into argument lists; it knows nothing of templates or of running anything.
+
+use std::fs;
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_core::task::TaskMeta;
+
+use crate::units::parse_duration;
+
+/// What went wrong while reading the inputs, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Nothing before the first `:::`/`::::`.
+    #[error("no command given (expected a command before `:::` or `::::`)")]
+    EmptyCommand,
+    /// A `:::` or `::::` followed by nothing or by another separator.
+    #[error("input group {position} (`{separator}`) is empty")]
+    EmptyGroup { position: usize, separator: &'static str },
+    /// A `::::` or `--tasks` file (or standard input) that could not be read.
+    #[error("cannot read input file {}: {source}", show(path))]
+    File { path: PathBuf, source: io::Error },
+    /// A `::::` file without a single line.
+    #[error("input file {} holds no lines", show(path))]
+    EmptyFile { path: PathBuf },
+    /// A line that is not UTF-8 text.
+    #[error("{}:{line}: not valid UTF-8 text", show(path))]
+    NotUtf8 { path: PathBuf, line: usize },
+    /// A `--tasks` line that is not a valid task.
+    #[error("{}:{line}: {reason}", show(path))]
+    TaskLine { path: PathBuf, line: usize, reason: String },
+    /// A `--tasks` file without a single task.
+    #[error("{} holds no tasks", show(path))]
+    NoTasks { path: PathBuf },
+}
+
+/// `-` is standard input; say so rather than print a lone dash.
+fn show(path: &Path) -> String {
+    if path == Path::new("-") {
+        "(standard input)".to_owned()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// One input group as written on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputGroupSpec {
+    /// `::: a b c`: the words themselves.
+    Literal(Vec<String>),
+    /// `:::: file`: the lines of a file (`-` is standard input).
+    File(PathBuf),
+}
+
+/// Splits the trailing words of `shoal run` into the command and its input groups.
+/// After `::::`, every file named is a group of its own, as in GNU parallel.
+pub fn split_command(words: Vec<String>) -> Result<(Vec<String>, Vec<InputGroupSpec>), InputError> {
+    let mut words = words.into_iter().peekable();
+    let mut command = Vec::new();
+    while let Some(w) = words.next_if(|w| w != ":::" && w != "::::") {
+        command.push(w);
+    }
+    if command.is_empty() {
+        return Err(InputError::EmptyCommand);
+    }
+    let mut groups = Vec::new();
+    while let Some(separator) = words.next() {
+        let mut members = Vec::new();
+        while let Some(w) = words.next_if(|w| w != ":::" && w != "::::") {
+            members.push(w);
+        }
+        let separator = if separator == ":::" { ":::" } else { "::::" };
+        if members.is_empty() {
+            return Err(InputError::EmptyGroup { position: groups.len() + 1, separator });
+        }
+        if separator == ":::" {
+            groups.push(InputGroupSpec::Literal(members));
+        } else {
+            groups.extend(members.into_iter().map(|m| InputGroupSpec::File(PathBuf::from(m))));
+        }
+    }
+    Ok((command, groups))
+}
+
+/// Reads the groups: `::::` files become their lines (empty lines kept as empty
+/// inputs, `\n` and `\r\n` stripped). `-` reads `stdin`; naming it twice reuses
+/// what was read the first time.
+pub fn load_groups(
+    specs: Vec<InputGroupSpec>,
+    mut stdin: impl BufRead,
+) -> Result<Vec<Vec<String>>, InputError> {
+    let mut stdin_lines: Option<Vec<String>> = None;
+    let mut groups = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let path = match spec {
+            InputGroupSpec::Literal(words) => {
+                groups.push(words);
+                continue;
+            }
+            InputGroupSpec::File(path) => path,
+        };
+        let lines = if path == Path::new("-") {
+            if stdin_lines.is_none() {
+                stdin_lines = Some(read_lines(&mut stdin, &path)?);
+            }
+            stdin_lines.clone().unwrap_or_default()
+        } else {
+            let file = fs::File::open(&path)
+                .map_err(|source| InputError::File { path: path.clone(), source })?;
+            read_lines(io::BufReader::new(file), &path)?
+        };
+        if lines.is_empty() {
+            return Err(InputError::EmptyFile { path });
+        }
+        groups.push(lines);
+    }
+    Ok(groups)
+}
+
+/// The inputs when no group is given: each line of standard input is one input of a
+/// single group. Empty input gives an empty group, so nothing runs (as in GNU parallel,
+/// where `find ... | parallel` with nothing found is not an error).
+pub fn stdin_inputs(reader: impl BufRead) -> Result<Vec<Vec<String>>, InputError> {
+    Ok(vec![read_lines(reader, Path::new("-"))?])
+}
+
+/// Reads every line, without its `\n` or `\r\n`; `origin` names the source in errors.
+fn read_lines(mut reader: impl BufRead, origin: &Path) -> Result<Vec<String>, InputError> {
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| InputError::File { path: origin.to_owned(), source })?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let line = String::from_utf8(std::mem::take(&mut buf))
+            .map_err(|_| InputError::NotUtf8 { path: origin.to_owned(), line: lines.len() + 1 })?;
+        lines.push(line);
+    }
+}
+
+/// The cartesian product of the groups in GNU parallel order: the last group varies
+/// fastest. An empty group makes the product empty; no groups at all give one empty
+/// combination.
+pub fn cartesian(groups: &[Vec<String>]) -> Cartesian<'_> {
+    let done = groups.iter().any(|g| g.is_empty());
+    let remaining = groups.iter().try_fold(1usize, |acc, g| acc.checked_mul(g.len()));
+    Cartesian { groups, indices: vec![0; groups.len()], done, remaining }
+}
+
+/// Iterator returned by [`cartesian`]; its `size_hint` is exact unless the count overflows.
+#[derive(Debug, Clone)]
+pub struct Cartesian<'a> {
+    groups: &'a [Vec<String>],
+    indices: Vec<usize>,
+    done: bool,
+    remaining: Option<usize>,
+}
+
+impl Iterator for Cartesian<'_> {
+    type Item = Vec<String>;
+
+    fn next(&mut self) -> Option<Vec<String>> {
+        if self.done {
+            return None;
+        }
+        let item = self.indices.iter().zip(self.groups).map(|(&i, g)| g[i].clone()).collect();
+        self.remaining = self.remaining.map(|r| r.saturating_sub(1));
+        // Odometer step: bump the last index, carrying leftwards.
+        self.done = true;
+        for (i, group) in self.indices.iter_mut().zip(self.groups).rev() {
+            *i += 1;
+            if *i < group.len() {
+                self.done = false;
+                break;
+            }
+            *i = 0;
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match (self.done, self.remaining) {
+            (true, _) => (0, Some(0)),
+            (false, Some(r)) => (r, Some(r)),
+            (false, None) => (usize::MAX, None),
+        }
+    }
+}
+
+/// One line of a `--tasks` file. The options are `None` where the line is silent, so
+/// the run-wide defaults apply.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskInput {
+    /// The inputs, one per group (`{1}`, `{2}`…).
+    pub args: Vec<String>,
+    /// Higher runs first (default 0).
+    pub priority: Option<i32>,
+    /// Expected duration, a scheduling hint.
+    pub cost: Option<Duration>,
+    /// Affinity key.
+    pub key: Option<String>,
+    /// Per-attempt time limit; `None` takes the run's `--timeout`.
+    pub timeout: Option<Duration>,
+    /// Further attempts after a failure; `None` takes the run's `--retries`.
+    pub retries: Option<u32>,
+}
+
+impl TaskInput {
+    /// The scheduler's view of this task, with the run-wide defaults filled in.
+    pub fn meta(&self, default_timeout: Option<Duration>, default_retries: u32) -> TaskMeta {
+        TaskMeta {
+            priority: self.priority.unwrap_or(0),
+            cost: self.cost,
+            key: self.key.clone(),
+            timeout: self.timeout.or(default_timeout),
+            retries: self.retries.unwrap_or(default_retries),
+        }
+    }
+}
+
+const TASK_FIELDS: &str = "args, priority, cost, key, timeout, retries";
+
+/// Reads a `--tasks` file (`-` is standard input): one JSON object per non-blank line.
+pub fn parse_tasks_file(path: &Path) -> Result<Vec<TaskInput>, InputError> {
+    let file_error = |source| InputError::File { path: path.to_owned(), source };
+    let bytes = if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes).map_err(file_error)?;
+        bytes
+    } else {
+        fs::read(path).map_err(file_error)?
+    };
+    let mut tasks = Vec::new();
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = index + 1;
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| InputError::NotUtf8 { path: path.to_owned(), line })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let task = parse_task(text).map_err(|reason| InputError::TaskLine {
+            path: path.to_owned(),
+            line,
+            reason,
+        })?;
+        tasks.push(task);
+    }
+    if tasks.is_empty() {
+        return Err(InputError::NoTasks { path: path.to_owned() });
+    }
+    Ok(tasks)
+}
+
+/// Parses one task line; the error is the reason, for [`InputError::TaskLine`].
+fn parse_task(text: &str) -> Result<TaskInput, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        // serde_json ends with "at line 1 column N"; the line is ours to give.
+        let message = e.to_string();
+        let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m);
+        format!("invalid JSON at column {}: {message}", e.column())
+    })?;
+    let Value::Object(mut fields) = value else {
+        return Err(format!(
+            "expected a JSON object such as {{\"args\": [\"a\"]}}, found {}",
+            kind(&value)
+        ));
+    };
+    if let Some(unknown) = fields.keys().find(|k| !TASK_FIELDS.split(", ").any(|f| f == k.as_str()))
+    {
+        return Err(format!("unknown field `{unknown}` (expected one of: {TASK_FIELDS})"));
+    }
+    let mut take = |name| fields.remove(name).filter(|v| !v.is_null());
+    let args = match take("args") {
+        None => return Err("missing field `args`".to_owned()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                scalar(v).ok_or_else(|| {
+                    format!("args[{i}] must be a string or a number, not {}", kind(v))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => vec![scalar(&v).ok_or_else(|| {
+            format!("args must be a string, a number or an array of them, not {}", kind(&v))
+        })?],
+    };
+    let priority = take("priority")
+        .map(|v| {
+            v.as_i64().and_then(|p| i32::try_from(p).ok()).ok_or_else(|| {
+                format!("priority must be an integer (-2147483648 to 2147483647), not {v}")
+            })
+        })
+        .transpose()?;
+    let retries = take("retries")
+        .map(|v| {
+            v.as_u64()
+                .and_then(|r| u32::try_from(r).ok())
+                .ok_or_else(|| format!("retries must be a non-negative integer, not {v}"))
+        })
+        .transpose()?;
+    let key = take("key")
+        .map(|v| match v {
+            Value::String(s) => Ok(s),
+            other => Err(format!("key must be a string, not {}", kind(&other))),
+        })
+        .transpose()?;
+    let cost = take("cost").map(|v| duration("cost", &v)).transpose()?;
+    let timeout = take("timeout").map(|v| duration("timeout", &v)).transpose()?;
+    Ok(TaskInput { args, priority, cost, key, timeout, retries })
+}
+
+/// A string, or a number turned into its JSON text.
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Seconds as a number, or a duration string such as "250ms".
+fn duration(field: &str, value: &Value) -> Result<Duration, String> {
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| format!("{field} must be a non-negative number of seconds, not {n}")),
+        Value::String(s) => parse_duration(s).map_err(|e| format!("{field}: {e}")),
+        other => Err(format!(
+            "{field} must be seconds or a duration string such as \"2s\", not {}",
+            kind(other)
+        )),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn s(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn file_with(content: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content).unwrap();
+        f
+    }
+
+    fn tasks(content: &str) -> Result<Vec<TaskInput>, InputError> {
+        parse_tasks_file(file_with(content.as_bytes()).path())
+    }
+
+    /// The reason of a `TaskLine` error, checking its line number.
+    fn task_error(content: &str, line: usize) -> String {
+        match tasks(content).unwrap_err() {
+            InputError::TaskLine { line: l, reason, .. } if l == line => reason,
+            other => panic!("expected an error on line {line}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn splits_command_and_groups() {
+        let (cmd, groups) =
+            split_command(s(&["gzip", "-9", ":::", "a", "b", "::::", "f1", "-", ":::", "x"]))
+                .unwrap();
+        assert_eq!(cmd, s(&["gzip", "-9"]));
+        assert_eq!(
+            groups,
+            [
+                InputGroupSpec::Literal(s(&["a", "b"])),
+                InputGroupSpec::File("f1".into()),
+                InputGroupSpec::File("-".into()),
+                InputGroupSpec::Literal(s(&["x"])),
+            ]
+        );
+        let (cmd, groups) = split_command(s(&["echo", "{}"])).unwrap();
+        assert_eq!((cmd, groups), (s(&["echo", "{}"]), vec![]));
+    }
+
+    #[test]
+    fn empty_groups_and_commands_are_errors() {
+        let err = split_command(s(&["echo", ":::", "a", ":::"])).unwrap_err();
+        assert_eq!(err.to_string(), "input group 2 (`:::`) is empty");
+        let err = split_command(s(&["echo", ":::", ":::", "a"])).unwrap_err();
+        assert_eq!(err.to_string(), "input group 1 (`:::`) is empty");
+        let err = split_command(s(&["echo", "::::", "f1", "f2", "::::", ":::", "a"])).unwrap_err();
+        assert!(
+            matches!(err, InputError::EmptyGroup { position: 3, separator: "::::" }),
+            "{err:?}"
+        );
+        assert!(matches!(split_command(s(&[":::", "a"])), Err(InputError::EmptyCommand)));
+        assert!(matches!(split_command(vec![]), Err(InputError::EmptyCommand)));
+    }
+
+    #[test]
+    fn loads_files_with_crlf_and_empty_lines() {
+        let crlf = file_with(b"a.txt\r\nb c\r\n\r\nlast");
+        let specs = vec![
+            InputGroupSpec::Literal(s(&["x"])),
+            InputGroupSpec::File(crlf.path().to_owned()),
+            InputGroupSpec::File("-".into()),
+            InputGroupSpec::File("-".into()),
+        ];
+        let groups = load_groups(specs, &b"s1\ns2\n"[..]).unwrap();
+        assert_eq!(
+            groups,
+            [s(&["x"]), s(&["a.txt", "b c", "", "last"]), s(&["s1", "s2"]), s(&["s1", "s2"])]
+        );
+    }
+
+    #[test]
+    fn unreadable_and_empty_files_are_named() {
+        let missing = PathBuf::from("/nonexistent/shoal/inputs.txt");
+        let err = load_groups(vec![InputGroupSpec::File(missing)], io::empty()).unwrap_err();
+        assert!(matches!(err, InputError::File { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("cannot read input file /nonexistent/shoal/inputs.txt: No such file"),
+            "{err}"
+        );
+        let empty = file_with(b"");
+        let err = load_groups(vec![InputGroupSpec::File(empty.path().to_owned())], io::empty())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("input file {} holds no lines", empty.path().display())
+        );
+        let err = load_groups(vec![InputGroupSpec::File("-".into())], io::empty()).unwrap_err();
+        assert_eq!(err.to_string(), "input file (standard input) holds no lines");
+        let err =
+            load_groups(vec![InputGroupSpec::File("-".into())], &b"ok\n\xff\n"[..]).unwrap_err();
+        assert_eq!(err.to_string(), "(standard input):2: not valid UTF-8 text");
+    }
+
+    #[test]
+    fn stdin_lines_are_one_group() {
+        assert_eq!(stdin_inputs(&b"a\r\nb\n\nc"[..]).unwrap(), [s(&["a", "b", "", "c"])]);
+        assert_eq!(stdin_inputs(io::empty()).unwrap(), [Vec::<String>::new()]);
+    }
+
+    #[test]
+    fn cartesian_varies_the_last_group_fastest() {
+        let groups = [s(&["a", "b"]), s(&["1", "2", "3"]), s(&["x"])];
+        let product = cartesian(&groups);
+        assert_eq!(product.size_hint(), (6, Some(6)));
+        let all: Vec<Vec<String>> = product.collect();
+        let expected: Vec<Vec<String>> = [
+            ["a", "1", "x"],
+            ["a", "2", "x"],
+            ["a", "3", "x"],
+            ["b", "1", "x"],
+            ["b", "2", "x"],
+            ["b", "3", "x"],
+        ]
+        .iter()
+        .map(|c| s(c))
+        .collect();
+        assert_eq!(all, expected);
+        assert_eq!(cartesian(&[s(&["a"]), vec![]]).count(), 0);
+        assert_eq!(cartesian(&[]).collect::<Vec<_>>(), [Vec::<String>::new()]);
+    }
+
+    #[test]
+    fn good_task_lines() {
+        let text = concat!(
+            r#"{"args": ["a.txt", "b"], "priority": 5, "cost": 2.5, "key": "k1", "timeout": "250ms", "retries": 2}"#,
+            "\n\n  \n",
+            r#"{"args": "single"}"#,
+            "\r\n",
+            r#"{"args": [1, 2.5, "x"], "cost": "3m", "timeout": 10, "priority": -3, "key": null}"#,
+        );
+        let got = tasks(text).unwrap();
+        assert_eq!(
+            got,
+            [
+                TaskInput {
+                    args: s(&["a.txt", "b"]),
+                    priority: Some(5),
+                    cost: Some(Duration::from_millis(2500)),
+                    key: Some("k1".into()),
+                    timeout: Some(Duration::from_millis(250)),
+                    retries: Some(2),
+                },
+                TaskInput { args: s(&["single"]), ..TaskInput::default() },
+                TaskInput {
+                    args: s(&["1", "2.5", "x"]),
+                    priority: Some(-3),
+                    cost: Some(Duration::from_secs(180)),
+                    timeout: Some(Duration::from_secs(10)),
+                    ..TaskInput::default()
+                },
+            ]
+        );
+        let meta = got[1].meta(Some(Duration::from_secs(9)), 4);
+        assert_eq!(
+            meta,
+            TaskMeta {
+                priority: 0,
+                cost: None,
+                key: None,
+                timeout: Some(Duration::from_secs(9)),
+                retries: 4
+            }
+        );
+        let meta = got[0].meta(Some(Duration::from_secs(9)), 4);
+        assert_eq!(
+            (meta.priority, meta.timeout, meta.retries),
+            (5, Some(Duration::from_millis(250)), 2)
+        );
+    }
+
+    #[test]
+    fn bad_task_lines_name_line_and_reason() {
+        let good = "{\"args\": \"a\"}\n";
+        let reason = task_error(&format!("{good}{good}{{\"args\": [\"a\",]}}\n{good}"), 3);
+        assert!(reason.starts_with("invalid JSON at column "), "{reason}");
+        assert!(!reason.contains("at line"), "{reason}");
+        let f = file_with(format!("{good}{good}{{\"args\": \"a\"").as_bytes());
+        let err = parse_tasks_file(f.path()).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!("{}:3: invalid JSON", f.path().display())),
+            "{err}"
+        );
+
+        assert_eq!(
+            task_error(r#"{"args": "a", "prio": 1}"#, 1),
+            "unknown field `prio` (expected one of: args, priority, cost, key, timeout, retries)"
+        );
+        assert_eq!(
+            task_error(r#"{"args": "a", "retries": -1}"#, 1),
+            "retries must be a non-negative integer, not -1"
+        );
+        assert_eq!(task_error(r#"{"priority": 1}"#, 1), "missing field `args`");
+        assert_eq!(
+            task_error(r#"{"args": [["a"]]}"#, 1),
+            "args[0] must be a string or a number, not an array"
+        );
+        assert_eq!(
+            task_error(r#"{"args": true}"#, 1),
+            "args must be a string, a number or an array of them, not a boolean"
+        );
+        assert_eq!(
+            task_error(r#"{"args": "a", "priority": 1.5}"#, 1),
+            "priority must be an integer (-2147483648 to 2147483647), not 1.5"
+        );
+        assert_eq!(
+            task_error(r#"{"args": "a", "cost": -2}"#, 1),
+            "cost must be a non-negative number of seconds, not -2"
+        );
+        assert_eq!(
+            task_error(r#"{"args": "a", "timeout": "5x"}"#, 1),
+            "timeout: invalid duration '5x': use seconds (1.5) or a unit: 250ms, 2s, 3m, 1h"
+        );
+        assert_eq!(
+            task_error(r#"{"args": "a", "key": 3}"#, 1),
+            "key must be a string, not a number"
+        );
+        assert_eq!(
+            task_error(r#"["a"]"#, 1),
+            r#"expected a JSON object such as {"args": ["a"]}, found an array"#
+        );
+    }
+
+    #[test]
+    fn empty_or_missing_tasks_files() {
+        let f = file_with(b"\n  \n");
+        let err = parse_tasks_file(f.path()).unwrap_err();
+        assert_eq!(err.to_string(), format!("{} holds no tasks", f.path().display()));
+        let err = parse_tasks_file(Path::new("/nonexistent/tasks.jsonl")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("cannot read input file /nonexistent/tasks.jsonl: "),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Parsing of the human units the command line accepts: durations (`250ms`, `1.5`,
+//! `3m`) and byte sizes (`512M`, `1.5G`). Both functions serve as clap
+//! `value_parser`s, so their error strings are shown to users as they are: each one
+//! quotes the text it rejects and says what would have been accepted.
+
+use std::time::Duration;
+
+const DURATION_HELP: &str = "use seconds (1.5) or a unit: 250ms, 2s, 3m, 1h";
+const SIZE_HELP: &str = "use bytes (4096) or a unit: 100K, 512M, 1.5G, 2T";
+
+/// Parses a duration: a plain number is seconds (`1.5`); the suffixes `ms`, `s`, `m`
+/// and `h` (any case) name the unit. Negative, non-finite and empty values are refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = |why: &str| format!("invalid duration '{s}': {why}");
+    let text = s.trim().to_ascii_lowercase();
+    if text.is_empty() {
+        return Err(bad(&format!("it is empty; {DURATION_HELP}")));
+    }
+    if text.starts_with('-') {
+        return Err(bad("a duration cannot be negative"));
+    }
+    // `ms` before `m` and `s`, or "250ms" would read as 250 minutes of garbage.
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (text.as_str(), 1.0)
+    };
+    let value = parse_decimal(number.trim_end()).ok_or_else(|| bad(DURATION_HELP))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| bad("it is too large"))
+}
+
+/// Parses a size in bytes: a whole number (`4096`) or a number with a binary suffix
+/// `K`, `M`, `G`, `T` (powers of 1024, any case, optionally followed by `B` or `iB`).
+/// Zero is returned as is: whether it makes sense is the caller's decision.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = |why: &str| format!("invalid size '{s}': {why}");
+    let text = s.trim().to_ascii_lowercase();
+    if text.is_empty() {
+        return Err(bad(&format!("it is empty; {SIZE_HELP}")));
+    }
+    if text.starts_with('-') {
+        return Err(bad("a size cannot be negative"));
+    }
+    let mut rest = text.strip_suffix('b').unwrap_or(&text);
+    // "iB" is only meaningful after a unit letter ("MiB"), never alone ("5iB").
+    let binary_marker = rest.strip_suffix('i');
+    if let Some(r) = binary_marker {
+        rest = r;
+    }
+    let (number, shift) = match rest.as_bytes().last() {
+        Some(b'k') => (&rest[..rest.len() - 1], 10),
+        Some(b'm') => (&rest[..rest.len() - 1], 20),
+        Some(b'g') => (&rest[..rest.len() - 1], 30),
+        Some(b't') => (&rest[..rest.len() - 1], 40),
+        _ if binary_marker.is_some() => return Err(bad(SIZE_HELP)),
+        _ => (rest, 0),
+    };
+    let number = number.trim_end();
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !digits(whole) || !digits(fraction) {
+        return Err(bad(SIZE_HELP));
+    }
+    if shift == 0 && !fraction.is_empty() {
+        return Err(bad("a byte count must be a whole number"));
+    }
+    // Exact integer arithmetic: "1.5G" must be 1610612736, not a float's neighbour.
+    let too_large = || bad("it is too large");
+    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_large())? };
+    let fraction = &fraction[..fraction.len().min(20)];
+    let frac_num: u128 =
+        if fraction.is_empty() { 0 } else { fraction.parse().map_err(|_| too_large())? };
+    let frac_bytes = (frac_num << shift) / 10u128.pow(fraction.len() as u32);
+    let total = whole.checked_shl(shift).filter(|t| t >> shift == whole).ok_or_else(too_large)?;
+    u64::try_from(total + frac_bytes).map_err(|_| too_large())
+}
+
+/// A non-negative decimal without sign or exponent ("1", "1.5", ".5"); `None` for
+/// anything else, so "nan", "inf" and "1e3" are refused rather than half-accepted.
+fn parse_decimal(text: &str) -> Option<f64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + fraction.len() == 0 || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_unit() {
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3m"), Ok(Duration::from_secs(180)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration(" 0.5H "), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration(".25s"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("10 ms"), Ok(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn bad_durations_name_the_text() {
+        assert_eq!(
+            parse_duration("5x").unwrap_err(),
+            "invalid duration '5x': use seconds (1.5) or a unit: 250ms, 2s, 3m, 1h"
+        );
+        assert_eq!(
+            parse_duration("-1").unwrap_err(),
+            "invalid duration '-1': a duration cannot be negative"
+        );
+        assert!(parse_duration("").unwrap_err().starts_with("invalid duration '': it is empty"));
+        for bad in ["nan", "inf", "1e3", "s", "ms", ".", "1.2.3", "+1", "1 2s", "1hs"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+        assert!(parse_duration("99999999999999999999999h")
+            .unwrap_err()
+            .ends_with("it is too large"));
+    }
+
+    #[test]
+    fn sizes_with_and_without_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("100k"), Ok(102_400));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5G"), Ok(1_610_612_736));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(parse_size("512MB"), Ok(512 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1gib"), Ok(1 << 30));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size(".5K"), Ok(512));
+    }
+
+    #[test]
+    fn bad_sizes_name_the_text() {
+        assert_eq!(
+            parse_size("12x").unwrap_err(),
+            "invalid size '12x': use bytes (4096) or a unit: 100K, 512M, 1.5G, 2T"
+        );
+        assert_eq!(parse_size("-1M").unwrap_err(), "invalid size '-1M': a size cannot be negative");
+        assert_eq!(
+            parse_size("1.5").unwrap_err(),
+            "invalid size '1.5': a byte count must be a whole number"
+        );
+        assert!(parse_size("").unwrap_err().contains("it is empty"));
+        for bad in ["G", "5iB", "1e3", "1.2.3K", "abc", "1KK", "MB"] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+        assert!(parse_size("99999999999T").unwrap_err().ends_with("it is too large"));
+        assert!(parse_size("18446744073709551616").unwrap_err().ends_with("it is too large"));
+    }
+}

@@ -1,0 +1,161 @@
+//! One running attempt: capture its output, enforce kills, reap it.
+//!
+//! Kill protocol: `Term` sends SIGTERM to the task's process group and arms a
+//! SIGKILL for the group after the grace; `Kill` sends SIGKILL at once. When the
+//! leader exits, whatever is left in its group is SIGKILLed before the leader is
+//! reaped (see `process::reap`), so no process of a task outlives it.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use rustix::process::Signal;
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::events::{Captured, Stream};
+use crate::process::{reap, signal, ExitInfo, Spawned};
+use crate::task::TaskId;
+
+/// How hard to stop an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum KillLevel {
+    None,
+    Term,
+    Kill,
+}
+
+/// A complete output line sent to the driver in line-buffer mode.
+pub(crate) type Line = (TaskId, Stream, Vec<u8>);
+
+/// What the attempt left behind.
+pub(crate) struct Finished {
+    pub exit: io::Result<ExitInfo>,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+/// Runs an attempt to its end.
+pub(crate) async fn supervise(
+    spawned: Spawned,
+    kill: watch::Receiver<KillLevel>,
+    grace: Duration,
+    cap: usize,
+    lines: Option<(TaskId, mpsc::UnboundedSender<Line>)>,
+) -> Finished {
+    let Spawned { pid, pidfd, stdout, stderr } = spawned;
+    let mut out = Captured::default();
+    let mut err = Captured::default();
+    let exit = {
+        let out_lines = lines.clone().map(|(task, tx)| (task, Stream::Stdout, tx));
+        let err_lines = lines.map(|(task, tx)| (task, Stream::Stderr, tx));
+        let readers = async {
+            tokio::join!(
+                capture(stdout, &mut out, cap, out_lines),
+                capture(stderr, &mut err, cap, err_lines)
+            )
+        };
+        let waiter = wait_exit(pid, pidfd, kill, grace);
+        tokio::pin!(readers, waiter);
+        let mut exit = None;
+        let mut drained = false;
+        loop {
+            tokio::select! {
+                e = &mut waiter, if exit.is_none() => exit = Some(e),
+                _ = &mut readers, if !drained => drained = true,
+                // A process that left the group still holds the pipes: stop waiting.
+                _ = sleep(grace), if exit.is_some() && !drained => break,
+            }
+            if exit.is_some() && drained {
+                break;
+            }
+        }
+        exit.expect("loop ends after the exit")
+    };
+    Finished { exit, stdout: out, stderr: err }
+}
+
+/// Waits for the leader to exit while enforcing kill requests, then cleans up the
+/// group and reaps the leader.
+async fn wait_exit(
+    pid: u32,
+    pidfd: OwnedFd,
+    mut kill: watch::Receiver<KillLevel>,
+    grace: Duration,
+) -> io::Result<ExitInfo> {
+    // SAFETY: the OwnedFd moves into the AsyncFd and stays open, unchanged, for its life.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)?;
+    let mut force_at: Option<Instant> = None;
+    let mut kill_open = true;
+    loop {
+        tokio::select! {
+            guard = pidfd.readable() => {
+                guard?.retain_ready();
+                break;
+            }
+            changed = kill.changed(), if kill_open => {
+                if changed.is_err() {
+                    kill_open = false;
+                    continue;
+                }
+                let level = *kill.borrow_and_update();
+                match level {
+                    KillLevel::None => {}
+                    KillLevel::Term => {
+                        signal::kill_group(pid, Signal::TERM);
+                        force_at.get_or_insert(Instant::now() + grace);
+                    }
+                    KillLevel::Kill => signal::kill_group(pid, Signal::KILL),
+                }
+            }
+            _ = sleep_until(force_at.unwrap_or_else(Instant::now)), if force_at.is_some() => {
+                signal::kill_group(pid, Signal::KILL);
+                force_at = None;
+            }
+        }
+    }
+    // The leader is a zombie: its pid (the group id) cannot be reused yet.
+    signal::kill_group(pid, Signal::KILL);
+    reap::reap(pid)
+}
+
+/// Reads a stream to its end, keeping the first `cap` bytes.
+async fn capture(
+    fd: OwnedFd,
+    into: &mut Captured,
+    cap: usize,
+    mut lines: Option<(TaskId, Stream, mpsc::UnboundedSender<Line>)>,
+) {
+    let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut partial = Vec::new();
+    loop {
+        let n = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let data = &chunk[..n];
+        let room = cap.saturating_sub(into.bytes.len());
+        into.bytes.extend_from_slice(&data[..n.min(room)]);
+        into.truncated |= n > room;
+        if let Some((task, stream, tx)) = &mut lines {
+            partial.extend_from_slice(data);
+            while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+                let rest = partial.split_off(end + 1);
+                let _ = tx.send((*task, *stream, std::mem::replace(&mut partial, rest)));
+            }
+        }
+    }
+    if let Some((task, stream, tx)) = lines {
+        if !partial.is_empty() {
+            partial.push(b'\n');
+            let _ = tx.send((task, stream, partial));
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! What the engine is given ([`EngineConfig`], a [`Frontend`]) and what it reports.
+
+use std::time::{Duration, SystemTime};
+
+use crate::process::{CommandLine, Limits};
+use crate::scheduler::SchedulerConfig;
+use crate::task::{AttemptOutcome, SlotId, TaskId, TaskStatus};
+
+/// How the engine runs tasks.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub scheduler: SchedulerConfig,
+    /// Between SIGTERM and SIGKILL when a task is stopped.
+    pub kill_grace: Duration,
+    /// Bytes kept per output stream of an attempt; the rest is counted as truncated.
+    pub output_cap: usize,
+    /// Limits of every task's process (`cpu` is set per slot when `pin` is on).
+    pub limits: Limits,
+    /// Pin slot n to core (n-1) mod cores.
+    pub pin: bool,
+    /// Hand complete output lines to the front end as they arrive.
+    pub line_buffer: bool,
+}
+
+/// Asked to stop the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stop {
+    #[default]
+    Run,
+    /// Start nothing more; SIGTERM running tasks, SIGKILL them after the grace.
+    Graceful,
+    /// SIGKILL running tasks now.
+    Immediate,
+}
+
+/// Which output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Output captured from one stream of an attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    /// More was written than the cap kept.
+    pub truncated: bool,
+}
+
+/// An attempt has started.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub slot: SlotId,
+    pub pid: u32,
+    pub at: SystemTime,
+}
+
+/// An attempt has ended.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub slot: SlotId,
+    pub outcome: AttemptOutcome,
+    /// `Some` when the task is finished, `None` when it will be retried.
+    pub final_status: Option<TaskStatus>,
+    pub at: SystemTime,
+    pub duration: Duration,
+    pub max_rss_kb: Option<u64>,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+/// The engine's view of a front end.
+pub trait Frontend {
+    /// The command line of an attempt of `task` on `slot`.
+    fn command(&mut self, task: TaskId, slot: SlotId) -> CommandLine;
+    /// An attempt started.
+    fn started(&mut self, event: Started);
+    /// An attempt ended (its whole captured output is in the event).
+    fn ended(&mut self, event: Ended);
+    /// A complete line of output (only with `line_buffer`).
+    fn line(&mut self, _task: TaskId, _stream: Stream, _line: &[u8]) {}
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub succeeded: u64,
+    /// Finished with any failure status, cancelled ones excluded.
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Never finished because the run was stopped.
+    pub unfinished: u64,
+}

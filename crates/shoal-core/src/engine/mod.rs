@@ -1,0 +1,21 @@
+//! The engine: drives the pure [`crate::scheduler`] with real processes.
+//!
+//! One task of a tokio current-thread runtime owns the scheduler; each running
+//! attempt is a future in a `JoinSet` that captures the process's output, enforces
+//! kills (SIGTERM to the group, SIGKILL after the grace) and reaps it. The front end
+//! (the CLI today, long-lived workers' front ends later) plugs in through
+//! [`Frontend`]: it renders the command of an attempt and receives its events.
+//!
+//! Channels: attempt futures return their end through the `JoinSet`; with line
+//! buffering they also send each complete output line over an unbounded mpsc channel
+//! to the driver, which hands it to the front end before the attempt's end.
+//! Shutdown: the stop `watch` goes to `Graceful` (stop dispatching, cancel running
+//! attempts: SIGTERM, SIGKILL after the grace) then perhaps `Immediate` (SIGKILL now);
+//! the driver returns once no attempt runs.
+
+mod attempt;
+mod driver;
+mod events;
+
+pub use driver::run;
+pub use events::{Captured, Ended, EngineConfig, Frontend, Report, Started, Stop, Stream};

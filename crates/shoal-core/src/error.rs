@@ -1,0 +1,63 @@
+//! The one error type of the engine. Every variant names what it was doing and on
+//! what (a path, a task, an operation), so a front end can print it as it is.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::task::TaskId;
+
+/// Everything that can go wrong inside shoal-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store's directory is missing, unwritable, or SQLite cannot open the file.
+    #[error("cannot open the store {}: {reason}", path.display())]
+    StoreOpen { path: PathBuf, reason: String },
+
+    /// The file exists but is not a readable shoal database.
+    #[error("the store {} is not a shoal database or is corrupt: {reason}", path.display())]
+    StoreCorrupt { path: PathBuf, reason: String },
+
+    /// The database was written by a shoal with another schema version.
+    #[error("the store {} has schema version {found}; this shoal reads version {expected}", path.display())]
+    StoreSchema { path: PathBuf, found: i64, expected: i64 },
+
+    /// A query or write failed after the store was opened.
+    #[error("store {operation} failed: {source}")]
+    Store {
+        operation: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The store holds no run with this id.
+    #[error("no run {run} in the store")]
+    NoSuchRun { run: i64 },
+
+    /// A store event named a task, or an attempt of it, that the store does not hold.
+    #[error("the store holds no {what} for task {task} of run {run}")]
+    StoreMissing { run: i64, task: TaskId, what: &'static str },
+
+    /// A task's process could not be set up (pipes, pidfd, ...).
+    #[error("task {task}: cannot {operation}: {source}")]
+    Spawn {
+        task: TaskId,
+        operation: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// An operating-system call of the engine itself failed.
+    #[error("cannot {operation}: {source}")]
+    Os {
+        operation: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A resource limit was asked for that this machine cannot enforce.
+    #[error("{what} cannot be enforced here: {reason}")]
+    Unsupported { what: &'static str, reason: String },
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,110 @@
+//! Per-task limits applied in the child between fork and exec: address-space limit
+//! (the memory limit), CPU pinning and niceness; and how a memory-limit failure is
+//! recognised afterwards.
+//!
+//! Memory limits use `RLIMIT_AS`. cgroup v2 `memory.max` is the better mechanism
+//! (it counts resident memory and its OOM kills are reported), but it needs a
+//! delegated cgroup v2 hierarchy, which the machines this was built on lack
+//! (cgroup v1); [`MemoryMode`] names the mechanism so results can say which was used.
+
+use std::io;
+
+/// The mechanism that enforces a memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryMode {
+    /// `setrlimit(RLIMIT_AS)`: allocations past the limit fail inside the task.
+    RlimitAs,
+}
+
+impl MemoryMode {
+    /// The mechanism available on this machine.
+    pub fn detect() -> MemoryMode {
+        MemoryMode::RlimitAs
+    }
+
+    /// The name recorded in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryMode::RlimitAs => "rlimit_as",
+        }
+    }
+}
+
+/// Limits for one task's process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Address-space limit in bytes.
+    pub memory: Option<u64>,
+    /// The only CPU the task may run on.
+    pub cpu: Option<usize>,
+    /// Niceness added to the task.
+    pub nice: Option<i32>,
+}
+
+impl Limits {
+    /// Whether any limit must be applied in the child (which costs a fork instead of
+    /// the cheaper posix_spawn).
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Applies the limits to the calling process. Runs in the child after fork, so
+    /// it only makes async-signal-safe system calls and allocates nothing.
+    pub fn apply_in_child(&self) -> io::Result<()> {
+        if let Some(bytes) = self.memory {
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+            // SAFETY: a plain system call with a pointer to a local.
+            if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if let Some(cpu) = self.cpu {
+            // SAFETY: cpu_set_t is plain data; CPU_SET indexes within it.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        if let Some(nice) = self.nice {
+            // SAFETY: a plain system call.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Messages that runtimes print when an allocation fails. Under `RLIMIT_AS` the
+/// kernel reports nothing itself, so a failed task under a memory limit whose error
+/// output says one of these is classified `memory_exceeded`.
+const ALLOCATION_FAILURES: [&[u8]; 7] = [
+    b"MemoryError",
+    b"Cannot allocate memory",
+    b"std::bad_alloc",
+    b"out of memory",
+    b"Out of memory",
+    b"memory allocation of",
+    b"failed to allocate",
+];
+
+/// Whether `stderr` shows that the task ran out of memory.
+pub fn shows_allocation_failure(stderr: &[u8]) -> bool {
+    ALLOCATION_FAILURES.iter().any(|needle| stderr.windows(needle.len()).any(|w| w == *needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_common_allocation_failures() {
+        assert!(shows_allocation_failure(b"Traceback ...\nMemoryError\n"));
+        assert!(shows_allocation_failure(b"memory allocation of 1048576 bytes failed\n"));
+        assert!(shows_allocation_failure(b"head: cannot allocate: Cannot allocate memory"));
+        assert!(!shows_allocation_failure(b"error: file not found\n"));
+    }
+}

@@ -1,0 +1,67 @@
+//! Starting a task's process: its own process group (so the whole task can be
+//! signalled), stdin from /dev/null, stdout and stderr into pipes, a pidfd to learn
+//! of its exit, and its [`Limits`].
+//!
+//! Without limits std uses posix_spawn (vfork speed); limits need a `pre_exec` hook,
+//! which makes std fall back to fork + exec.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
+
+use super::limits::Limits;
+use crate::task::{SlotId, TaskId};
+
+/// A program and its arguments, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    pub program: String,
+    pub args: Vec<String>,
+}
+
+/// A started process and the handles the engine keeps on it.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid, which is also its process group id.
+    pub pid: u32,
+    /// Readable once the process has exited.
+    pub pidfd: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Starts `command` for attempt `task` on `slot`. The task sees its number and slot
+/// as `SHOAL_TASK` and `SHOAL_SLOT`.
+pub fn spawn(
+    command: &CommandLine,
+    limits: Limits,
+    task: TaskId,
+    slot: SlotId,
+) -> io::Result<Spawned> {
+    let mut cmd = Command::new(&command.program);
+    cmd.args(&command.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("SHOAL_TASK", task.to_string())
+        .env("SHOAL_SLOT", slot.to_string())
+        .process_group(0);
+    if !limits.is_empty() {
+        // SAFETY: apply_in_child only makes async-signal-safe system calls.
+        unsafe {
+            cmd.pre_exec(move || limits.apply_in_child());
+        }
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    let stdout = OwnedFd::from(child.stdout.take().expect("stdout is piped"));
+    let stderr = OwnedFd::from(child.stderr.take().expect("stderr is piped"));
+    // The child is not reaped by anyone but us, so its pid is still valid here.
+    let pidfd = pidfd_open(Pid::from_child(&child), PidfdFlags::empty())?;
+    // Dropping a std Child neither kills nor waits: the engine reaps it (see reap.rs).
+    drop(child);
+    Ok(Spawned { pid, pidfd, stdout, stderr })
+}

@@ -1,0 +1,15 @@
+//! The pure scheduler: a state machine that is handed events (a task submitted, an
+//! attempt ended, the run stopped) with the current time, and answers with
+//! [`Decision`]s (start this task on that slot, kill that slot).
+//!
+//! It must stay free of I/O, sleeping and clock reads: time is a [`Duration`] since
+//! the run began, given by the caller. That keeps it testable without processes and
+//! lets any executor (command slots, long-lived workers) drive it.
+//!
+//! [`Duration`]: std::time::Duration
+
+mod queue;
+mod state;
+
+pub use queue::ReadyQueue;
+pub use state::{Backoff, Decision, Scheduler, SchedulerConfig, Verdict};

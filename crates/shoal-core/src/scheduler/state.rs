@@ -1,0 +1,325 @@
+//! The scheduler state machine: tasks, slots, retries with backoff and timeouts.
+//!
+//! Task life: submitted → ready → running on a slot → (succeeded | failed for good |
+//! delayed for a retry → ready …). A running attempt past its deadline gets a
+//! [`Decision::Kill`]; when its end is reported, the kill reason decides the outcome.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use super::queue::ReadyQueue;
+use crate::task::{AttemptOutcome, KillReason, SlotId, TaskId, TaskMeta, TaskStatus};
+
+/// Exponential backoff between attempts: `base * 2^(n-1)` after the n-th failure,
+/// capped at `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait after the `failed_attempt`-th attempt failed.
+    pub fn delay(&self, failed_attempt: u32) -> Duration {
+        let doublings = failed_attempt.saturating_sub(1).min(30);
+        self.base.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// How the scheduler behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Number of slots, numbered 1..=slots.
+    pub slots: usize,
+    /// Waiting this long raises a task by one priority level; `None` turns aging off.
+    pub aging: Option<Duration>,
+    /// Wait before a retry.
+    pub backoff: Backoff,
+}
+
+/// What the driver must do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Start attempt `attempt` (1-based) of `task` on `slot`.
+    Start { slot: SlotId, task: TaskId, attempt: u32 },
+    /// Stop what runs on `slot`; its end will still be reported.
+    Kill { slot: SlotId, task: TaskId, reason: KillReason },
+}
+
+/// What became of a task when one of its attempts ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub task: TaskId,
+    pub attempt: u32,
+    /// The attempt's outcome once kill reasons are applied (a killed-at-timeout
+    /// attempt is `TimedOut` whatever signal ended it).
+    pub outcome: AttemptOutcome,
+    /// `Some` when the task is finished; `None` when it will be retried.
+    pub final_status: Option<TaskStatus>,
+}
+
+#[derive(Debug)]
+struct TaskState {
+    meta: TaskMeta,
+    seq: u64,
+    attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    task: TaskId,
+    attempt: u32,
+    deadline: Option<Duration>,
+    killing: Option<KillReason>,
+}
+
+/// The scheduler. See the module doc of [`crate::scheduler`].
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    tasks: HashMap<TaskId, TaskState>,
+    ready: ReadyQueue,
+    /// Failed tasks waiting out their backoff: (ready at, task).
+    delayed: BTreeSet<(Duration, TaskId)>,
+    /// Index 0 is slot 1.
+    slots: Vec<Option<Running>>,
+    last_key: Vec<Option<String>>,
+    deadlines: BTreeSet<(Duration, SlotId)>,
+    next_seq: u64,
+    stopped: bool,
+}
+
+impl Scheduler {
+    /// A scheduler with every slot free and no task.
+    pub fn new(config: SchedulerConfig) -> Self {
+        let slots = config.slots;
+        Scheduler {
+            ready: ReadyQueue::new(config.aging),
+            config,
+            tasks: HashMap::new(),
+            delayed: BTreeSet::new(),
+            slots: vec![None; slots],
+            last_key: vec![None; slots],
+            deadlines: BTreeSet::new(),
+            next_seq: 0,
+            stopped: false,
+        }
+    }
+
+    /// Adds a task that has already had `attempts_so_far` attempts (0 for a new task;
+    /// more when a run is resumed).
+    pub fn submit(&mut self, task: TaskId, meta: TaskMeta, attempts_so_far: u32, now: Duration) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ready.push(task, seq, &meta, now);
+        self.tasks.insert(task, TaskState { meta, seq, attempts: attempts_so_far });
+    }
+
+    /// Decisions due at `now`: timeouts to enforce, retries to release, free slots
+    /// to fill. Appends to `out`.
+    pub fn poll(&mut self, now: Duration, out: &mut Vec<Decision>) {
+        while let Some(&(at, slot)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.remove(&(at, slot));
+            let run = self.slots[slot - 1].as_mut().expect("deadline of a running slot");
+            run.killing = Some(KillReason::Timeout);
+            out.push(Decision::Kill { slot, task: run.task, reason: KillReason::Timeout });
+        }
+        while let Some(&(at, task)) = self.delayed.first() {
+            if at > now {
+                break;
+            }
+            self.delayed.remove(&(at, task));
+            let state = &self.tasks[&task];
+            self.ready.push(task, state.seq, &state.meta, now);
+        }
+        if self.stopped {
+            return;
+        }
+        for index in 0..self.slots.len() {
+            if self.slots[index].is_some() {
+                continue;
+            }
+            let Some(task) = self.ready.pop(self.last_key[index].as_deref(), now) else {
+                break;
+            };
+            let slot = index + 1;
+            let state = self.tasks.get_mut(&task).expect("queued task is known");
+            state.attempts += 1;
+            let deadline = state.meta.timeout.map(|t| now + t);
+            if let Some(at) = deadline {
+                self.deadlines.insert((at, slot));
+            }
+            if state.meta.key.is_some() {
+                self.last_key[index].clone_from(&state.meta.key);
+            }
+            let attempt = state.attempts;
+            self.slots[index] = Some(Running { task, attempt, deadline, killing: None });
+            out.push(Decision::Start { slot, task, attempt });
+        }
+    }
+
+    /// Records the end of whatever ran on `slot` and decides the task's fate.
+    ///
+    /// # Panics
+    /// If nothing runs on `slot`: that is a bug in the driver.
+    pub fn attempt_ended(
+        &mut self,
+        slot: SlotId,
+        outcome: AttemptOutcome,
+        now: Duration,
+    ) -> Verdict {
+        let run = self.slots[slot - 1].take().expect("attempt ended on a free slot");
+        if let Some(at) = run.deadline {
+            self.deadlines.remove(&(at, slot));
+        }
+        let outcome = match (run.killing, outcome) {
+            (_, AttemptOutcome::Succeeded) | (None, _) => outcome,
+            (Some(KillReason::Timeout), _) => AttemptOutcome::TimedOut,
+            (Some(KillReason::Cancel), _) => AttemptOutcome::Cancelled,
+        };
+        let state = &self.tasks[&run.task];
+        let retry = outcome.is_retryable() && run.attempt <= state.meta.retries && !self.stopped;
+        let final_status = if retry {
+            let at = now + self.config.backoff.delay(run.attempt);
+            self.delayed.insert((at, run.task));
+            None
+        } else {
+            self.tasks.remove(&run.task);
+            Some(outcome.status())
+        };
+        Verdict { task: run.task, attempt: run.attempt, outcome, final_status }
+    }
+
+    /// Stops dispatching: waiting tasks stay unstarted, running ones are killed.
+    pub fn stop(&mut self, out: &mut Vec<Decision>) {
+        self.stopped = true;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(run) = slot {
+                if run.killing.is_none() {
+                    run.killing = Some(KillReason::Cancel);
+                    out.push(Decision::Kill {
+                        slot: index + 1,
+                        task: run.task,
+                        reason: KillReason::Cancel,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The earliest time at which [`Scheduler::poll`] has something new to do
+    /// without any other event.
+    pub fn next_wakeup(&self) -> Option<Duration> {
+        let deadline = self.deadlines.first().map(|&(at, _)| at);
+        let retry = self.delayed.first().map(|&(at, _)| at).filter(|_| !self.stopped);
+        deadline.into_iter().chain(retry).min()
+    }
+
+    /// Number of slots with an attempt running.
+    pub fn running(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Tasks submitted but not finished (waiting, delayed or running).
+    pub fn unfinished(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the driver can stop: nothing runs and nothing more will start.
+    pub fn is_idle(&self) -> bool {
+        self.running() == 0 && (self.stopped || self.tasks.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn config(slots: usize) -> SchedulerConfig {
+        SchedulerConfig {
+            slots,
+            aging: None,
+            backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(8) },
+        }
+    }
+
+    fn poll(s: &mut Scheduler, now: Duration) -> Vec<Decision> {
+        let mut out = Vec::new();
+        s.poll(now, &mut out);
+        out
+    }
+
+    #[test]
+    fn fills_free_slots_in_priority_order() {
+        let mut s = Scheduler::new(config(2));
+        for (task, priority) in [(1, 0), (2, 3), (3, 1)] {
+            s.submit(task, TaskMeta { priority, ..TaskMeta::default() }, 0, Duration::ZERO);
+        }
+        assert_eq!(
+            poll(&mut s, Duration::ZERO),
+            vec![
+                Decision::Start { slot: 1, task: 2, attempt: 1 },
+                Decision::Start { slot: 2, task: 3, attempt: 1 }
+            ]
+        );
+        let v = s.attempt_ended(2, AttemptOutcome::Succeeded, Duration::from_secs(1));
+        assert_eq!(v.final_status, Some(TaskStatus::Succeeded));
+        assert_eq!(
+            poll(&mut s, Duration::from_secs(1)),
+            vec![Decision::Start { slot: 2, task: 1, attempt: 1 }]
+        );
+    }
+
+    #[test]
+    fn timeout_kills_then_classifies_and_retries_after_backoff() {
+        let mut s = Scheduler::new(config(1));
+        let meta =
+            TaskMeta { timeout: Some(Duration::from_secs(5)), retries: 1, ..TaskMeta::default() };
+        s.submit(7, meta, 0, Duration::ZERO);
+        assert_eq!(poll(&mut s, Duration::ZERO).len(), 1);
+        assert_eq!(s.next_wakeup(), Some(Duration::from_secs(5)));
+        assert!(poll(&mut s, Duration::from_secs(4)).is_empty());
+        assert_eq!(
+            poll(&mut s, Duration::from_secs(5)),
+            vec![Decision::Kill { slot: 1, task: 7, reason: KillReason::Timeout }]
+        );
+        let v = s.attempt_ended(1, AttemptOutcome::Crashed { signal: 15 }, Duration::from_secs(6));
+        assert_eq!(v.outcome, AttemptOutcome::TimedOut);
+        assert_eq!(v.final_status, None, "one retry left");
+        assert_eq!(s.next_wakeup(), Some(Duration::from_secs(7)), "backoff base is 1s");
+        assert!(poll(&mut s, Duration::from_secs(6)).is_empty());
+        assert_eq!(
+            poll(&mut s, Duration::from_secs(7)),
+            vec![Decision::Start { slot: 1, task: 7, attempt: 2 }]
+        );
+        let v = s.attempt_ended(1, AttemptOutcome::Failed { exit_code: 3 }, Duration::from_secs(8));
+        assert_eq!(v.final_status, Some(TaskStatus::Failed));
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn stop_kills_running_and_starts_nothing_more() {
+        let mut s = Scheduler::new(config(1));
+        s.submit(1, TaskMeta::default(), 0, Duration::ZERO);
+        s.submit(2, TaskMeta::default(), 0, Duration::ZERO);
+        poll(&mut s, Duration::ZERO);
+        let mut out = Vec::new();
+        s.stop(&mut out);
+        assert_eq!(out, vec![Decision::Kill { slot: 1, task: 1, reason: KillReason::Cancel }]);
+        let v = s.attempt_ended(1, AttemptOutcome::Crashed { signal: 15 }, Duration::ZERO);
+        assert_eq!(v.final_status, Some(TaskStatus::Cancelled));
+        assert!(poll(&mut s, Duration::ZERO).is_empty());
+        assert!(s.is_idle());
+        assert_eq!(s.unfinished(), 1, "task 2 never started and stays for a resume");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_millis(500) };
+        let delays: Vec<_> = (1..=5).map(|n| b.delay(n).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 400, 500, 500]);
+    }
+}

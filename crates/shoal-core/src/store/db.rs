@@ -1,0 +1,156 @@
+//! The [`Store`] handle and its synchronous writes: runs, tasks, and the repair a
+//! resume does. The hot-path writes of a running pool go through the
+//! [`Writer`](super::Writer) instead.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::records::{NewRun, NewTask, ResumeInfo, RunStatus};
+use super::schema;
+use crate::error::{Error, Result};
+use crate::task::TaskStatus;
+
+/// An open shoal store. Synchronous calls share one connection behind a mutex, so a
+/// `Store` can be shared between threads; the writer thread has its own connection.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+/// Wraps a SQLite error with the operation that failed.
+pub(super) fn db(operation: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |source| Error::Store { operation, source }
+}
+
+/// The current time as unix seconds.
+pub(super) fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Encodes a list of words as a JSON array.
+pub(super) fn json_words(words: &[String]) -> String {
+    // Serialising strings into JSON cannot fail.
+    serde_json::to_string(words).unwrap_or_else(|_| "[]".to_owned())
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (mode 0600) if it does not exist.
+    ///
+    /// The parent directory must exist and be writable ([`Error::StoreOpen`]). A
+    /// file that is not a shoal database gives [`Error::StoreCorrupt`]; one of
+    /// another schema version gives [`Error::StoreSchema`].
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = schema::open_store(path)?;
+        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn) })
+    }
+
+    /// The path the store was opened with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The shared connection; a panic in another caller leaves it usable, since
+    /// every write is a transaction SQLite rolls back on its own.
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a new run, `running` from now, and returns its id.
+    pub fn create_run(&self, run: &NewRun) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO runs (started_at, status, command, options, cwd, memory_limit_mode)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                now(),
+                RunStatus::Running,
+                json_words(&run.command),
+                run.options.to_string(),
+                run.cwd,
+                run.memory_limit_mode
+            ],
+        )
+        .map_err(db("create a run"))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Adds tasks to a run, `queued` with no attempts, in one transaction.
+    pub fn insert_tasks(&self, run: i64, tasks: &[NewTask]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("insert tasks"))?;
+        require_run(&tx, run)?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO tasks (run_id, task, args, command, priority, cost, key,
+                                        timeout, retries, status, attempts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0)",
+                )
+                .map_err(db("insert tasks"))?;
+            for t in tasks {
+                insert
+                    .execute(params![
+                        run,
+                        t.task,
+                        json_words(&t.args),
+                        t.command,
+                        t.meta.priority,
+                        t.meta.cost.map(|d| d.as_secs_f64()),
+                        t.meta.key,
+                        t.meta.timeout.map(|d| d.as_secs_f64()),
+                        t.meta.retries,
+                        TaskStatus::Queued,
+                    ])
+                    .map_err(db("insert tasks"))?;
+            }
+        }
+        tx.commit().map_err(db("insert tasks"))
+    }
+
+    /// Repairs a run whose shoal was killed so it can be resumed: attempts left open
+    /// end as `interrupted` now, `running` tasks go back to `queued`, and the run is
+    /// `running` again. Returns the run and every task that did not succeed.
+    pub fn prepare_resume(&self, run: i64) -> Result<ResumeInfo> {
+        {
+            let mut conn = self.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db("prepare a resume"))?;
+            require_run(&tx, run)?;
+            tx.execute(
+                "UPDATE attempts SET outcome = 'interrupted', ended_at = ?2
+                 WHERE run_id = ?1 AND ended_at IS NULL",
+                params![run, now()],
+            )
+            .map_err(db("prepare a resume"))?;
+            tx.execute(
+                "UPDATE tasks SET status = ?2 WHERE run_id = ?1 AND status = ?3",
+                params![run, TaskStatus::Queued, TaskStatus::Running],
+            )
+            .map_err(db("prepare a resume"))?;
+            tx.execute(
+                "UPDATE runs SET status = ?2, ended_at = NULL WHERE id = ?1",
+                params![run, RunStatus::Running],
+            )
+            .map_err(db("prepare a resume"))?;
+            tx.commit().map_err(db("prepare a resume"))?;
+        }
+        let mut pending = self.tasks(run, None)?;
+        pending.retain(|t| t.status != TaskStatus::Succeeded);
+        Ok(ResumeInfo { run: self.run(run)?, pending })
+    }
+}
+
+/// Fails with [`Error::NoSuchRun`] unless the run exists.
+pub(super) fn require_run(conn: &Connection, run: i64) -> Result<()> {
+    conn.query_row("SELECT 1 FROM runs WHERE id = ?1", [run], |_| Ok(()))
+        .optional()
+        .map_err(db("look up a run"))?
+        .ok_or(Error::NoSuchRun { run })
+}

@@ -1,0 +1,238 @@
+//! Queries over the store: runs, tasks, attempts and statistics. Reads only; in WAL
+//! mode they see the last commit and never wait for the writer thread.
+
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, Row};
+
+use super::db::{db, require_run, Store};
+use super::records::{
+    zero_counts, AttemptRecord, RunRecord, RunStats, RunSummary, SlotStats, StatusCounts,
+    TaskRecord,
+};
+use crate::error::Result;
+use crate::task::TaskStatus;
+
+const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
+    status, attempts, exit_code, signal, slot, pid, started_at, ended_at, duration,
+    stdout, stderr, stdout_truncated, stderr_truncated";
+
+impl Store {
+    /// Every run, oldest first, with its task counts.
+    pub fn runs(&self) -> Result<Vec<RunSummary>> {
+        let conn = self.conn();
+        let mut runs = conn
+            .prepare("SELECT id, started_at, ended_at, status, command FROM runs ORDER BY id")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| {
+                    Ok(RunSummary {
+                        id: r.get(0)?,
+                        started_at: r.get(1)?,
+                        ended_at: r.get(2)?,
+                        status: r.get(3)?,
+                        command: json(r, 4)?,
+                        total: 0,
+                        counts: zero_counts(),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db("list runs"))?;
+        let mut stmt = conn
+            .prepare("SELECT run_id, status, count(*) FROM tasks GROUP BY run_id, status")
+            .map_err(db("count tasks"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, TaskStatus>(1)?, r.get(2)?)))
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<(i64, TaskStatus, u64)>>>)
+            .map_err(db("count tasks"))?;
+        for (id, status, n) in rows {
+            // Both lists are ordered by run id.
+            if let Ok(i) = runs.binary_search_by_key(&id, |r| r.id) {
+                runs[i].counts.insert(status, n);
+                runs[i].total += n;
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The id of the newest run, if any.
+    pub fn last_run(&self) -> Result<Option<i64>> {
+        self.conn()
+            .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+            .map_err(db("find the last run"))
+    }
+
+    /// One run; [`Error::NoSuchRun`](crate::Error::NoSuchRun) if the store does not hold it.
+    pub fn run(&self, id: i64) -> Result<RunRecord> {
+        let conn = self.conn();
+        require_run(&conn, id)?;
+        conn.query_row(
+            "SELECT id, started_at, ended_at, status, command, options, cwd, memory_limit_mode
+             FROM runs WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    ended_at: r.get(2)?,
+                    status: r.get(3)?,
+                    command: json(r, 4)?,
+                    options: json(r, 5)?,
+                    cwd: r.get(6)?,
+                    memory_limit_mode: r.get(7)?,
+                })
+            },
+        )
+        .map_err(db("read a run"))
+    }
+
+    /// The tasks of a run by task number, all of them or those in one status.
+    pub fn tasks(&self, run: i64, status: Option<TaskStatus>) -> Result<Vec<TaskRecord>> {
+        let conn = self.conn();
+        require_run(&conn, run)?;
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE run_id = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY task"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(db("read tasks"))?;
+        stmt.query_map(params![run, status], task_row)
+            .and_then(Iterator::collect)
+            .map_err(db("read tasks"))
+    }
+
+    /// Every attempt of a run, by task then attempt number.
+    pub fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
+        let conn = self.conn();
+        require_run(&conn, run)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT run_id, task, attempt, slot, pid, started_at, ended_at, duration,
+                        outcome, exit_code, signal, max_rss_kb
+                 FROM attempts WHERE run_id = ?1 ORDER BY task, attempt",
+            )
+            .map_err(db("read attempts"))?;
+        stmt.query_map([run], |r| {
+            Ok(AttemptRecord {
+                run: r.get(0)?,
+                task: r.get(1)?,
+                attempt: r.get(2)?,
+                slot: r.get(3)?,
+                pid: r.get(4)?,
+                started_at: r.get(5)?,
+                ended_at: r.get(6)?,
+                duration: r.get(7)?,
+                outcome: r.get(8)?,
+                exit_code: r.get(9)?,
+                signal: r.get(10)?,
+                max_rss_kb: r.get(11)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(db("read attempts"))
+    }
+
+    /// Counts, success rate, duration percentiles and per-slot work of a run.
+    pub fn stats(&self, run: i64) -> Result<RunStats> {
+        let conn = self.conn();
+        require_run(&conn, run)?;
+        let counts = status_counts(&conn, run)?;
+        let total = counts.values().sum();
+        let unfinished = counts[&TaskStatus::Queued] + counts[&TaskStatus::Running];
+        let finished = total - unfinished;
+        let success_rate =
+            (finished > 0).then(|| counts[&TaskStatus::Succeeded] as f64 / finished as f64);
+
+        let mut stmt = conn
+            .prepare(
+                "SELECT duration FROM tasks
+                 WHERE run_id = ?1 AND status NOT IN (?2, ?3) AND duration IS NOT NULL
+                 ORDER BY duration",
+            )
+            .map_err(db("read durations"))?;
+        let durations: Vec<f64> = stmt
+            .query_map(params![run, TaskStatus::Queued, TaskStatus::Running], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(db("read durations"))?;
+
+        let mut stmt = conn
+            .prepare(
+                "SELECT slot, count(*), total(duration) FROM attempts
+                 WHERE run_id = ?1 GROUP BY slot ORDER BY slot",
+            )
+            .map_err(db("read slot statistics"))?;
+        let per_slot = stmt
+            .query_map([run], |r| {
+                Ok(SlotStats { slot: r.get(0)?, tasks: r.get(1)?, busy: r.get(2)? })
+            })
+            .and_then(Iterator::collect)
+            .map_err(db("read slot statistics"))?;
+
+        Ok(RunStats {
+            run,
+            total,
+            counts,
+            success_rate,
+            duration_p50: nearest_rank(&durations, 50.0),
+            duration_p95: nearest_rank(&durations, 95.0),
+            duration_max: durations.last().copied(),
+            per_slot,
+        })
+    }
+}
+
+/// Task counts per status of one run, every status present.
+fn status_counts(conn: &Connection, run: i64) -> Result<StatusCounts> {
+    let mut counts = zero_counts();
+    let mut stmt = conn
+        .prepare("SELECT status, count(*) FROM tasks WHERE run_id = ?1 GROUP BY status")
+        .map_err(db("count tasks"))?;
+    let rows = stmt
+        .query_map([run], |r| Ok((r.get::<_, TaskStatus>(0)?, r.get::<_, u64>(1)?)))
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+        .map_err(db("count tasks"))?;
+    counts.extend(rows);
+    Ok(counts)
+}
+
+/// The nearest-rank percentile `p` of ascending `sorted` values: the smallest value
+/// with at least `p` percent of the values at or below it.
+pub(super) fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Reads a JSON text column.
+fn json<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        run: r.get(0)?,
+        task: r.get(1)?,
+        args: json(r, 2)?,
+        command: r.get(3)?,
+        priority: r.get(4)?,
+        cost: r.get(5)?,
+        key: r.get(6)?,
+        timeout: r.get(7)?,
+        retries: r.get(8)?,
+        status: r.get(9)?,
+        attempts: r.get(10)?,
+        exit_code: r.get(11)?,
+        signal: r.get(12)?,
+        slot: r.get(13)?,
+        pid: r.get(14)?,
+        started_at: r.get(15)?,
+        ended_at: r.get(16)?,
+        duration: r.get(17)?,
+        stdout: r.get(18)?,
+        stderr: r.get(19)?,
+        stdout_truncated: r.get(20)?,
+        stderr_truncated: r.get(21)?,
+    })
+}

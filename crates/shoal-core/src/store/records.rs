@@ -1,0 +1,284 @@
+//! The plain data that goes into the store and comes out of it. Times are `f64`
+//! unix seconds and durations `f64` seconds, as stored, so the CLI can print the
+//! records as JSON unchanged.
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::{Serialize, Serializer};
+
+use crate::task::{SlotId, TaskId, TaskMeta, TaskStatus};
+
+/// Counts of tasks per status; every status is present, zero or not, so JSON
+/// consumers never meet a missing key.
+pub type StatusCounts = BTreeMap<TaskStatus, u64>;
+
+/// A new run, as [`Store::create_run`](super::Store::create_run) records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// The command words as typed.
+    pub command: Vec<String>,
+    /// The run's options, opaque to the store (a resume reads them back).
+    pub options: serde_json::Value,
+    /// The working directory the run started in.
+    pub cwd: String,
+    /// How memory limits are enforced: `"cgroup_v2"`, `"rlimit_as"` or none.
+    pub memory_limit_mode: Option<String>,
+}
+
+/// A new task of a run; it enters the store as `queued` with no attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// The task's number inside its run, from 1.
+    pub task: TaskId,
+    /// The input arguments of the task.
+    pub args: Vec<String>,
+    /// The command line as run, for display.
+    pub command: String,
+    /// What the scheduler knows of it.
+    pub meta: TaskMeta,
+}
+
+/// The status of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Being run now, or killed without a chance to say so.
+    Running,
+    /// Every task reached an end.
+    Finished,
+    /// Stopped by SIGINT/SIGTERM; it can be resumed.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The name used in the store and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses a name given by [`RunStatus::as_str`].
+    pub fn parse(name: &str) -> Option<RunStatus> {
+        [RunStatus::Running, RunStatus::Finished, RunStatus::Interrupted]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// A run as listed by [`Store::runs`](super::Store::runs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub id: i64,
+    /// When it started.
+    pub started_at: f64,
+    /// When it ended; `None` while running or after a crash.
+    pub ended_at: Option<f64>,
+    /// Its status.
+    pub status: RunStatus,
+    /// The command words as typed.
+    pub command: Vec<String>,
+    /// How many tasks it has.
+    pub total: u64,
+    /// How many tasks are in each status.
+    pub counts: StatusCounts,
+}
+
+/// One run with everything stored about it but its tasks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: i64,
+    /// When it started.
+    pub started_at: f64,
+    /// When it ended; `None` while running or after a crash.
+    pub ended_at: Option<f64>,
+    /// Its status.
+    pub status: RunStatus,
+    /// The command words as typed.
+    pub command: Vec<String>,
+    /// The options it was started with, as given to [`NewRun`].
+    pub options: serde_json::Value,
+    /// The working directory it started in.
+    pub cwd: String,
+    /// How memory limits were enforced, if at all.
+    pub memory_limit_mode: Option<String>,
+}
+
+/// One task with every stored column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    /// The run it belongs to.
+    pub run: i64,
+    /// Its number inside the run.
+    pub task: TaskId,
+    /// Its input arguments.
+    pub args: Vec<String>,
+    /// The command line as run.
+    pub command: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// The expected duration hint, seconds.
+    pub cost: Option<f64>,
+    /// The affinity key.
+    pub key: Option<String>,
+    /// The per-attempt time limit, seconds.
+    pub timeout: Option<f64>,
+    /// How many retries it was allowed.
+    pub retries: u32,
+    /// Its status.
+    pub status: TaskStatus,
+    /// How many attempts have started so far.
+    pub attempts: u32,
+    /// Exit code of the last ended attempt, if it exited.
+    pub exit_code: Option<i32>,
+    /// Signal that killed the last ended attempt, if one did.
+    pub signal: Option<i32>,
+    /// Slot of the last attempt.
+    pub slot: Option<SlotId>,
+    /// Process id of the last attempt.
+    pub pid: Option<u32>,
+    /// When the last attempt started.
+    pub started_at: Option<f64>,
+    /// When the last attempt ended.
+    pub ended_at: Option<f64>,
+    /// How long the last attempt ran, seconds.
+    pub duration: Option<f64>,
+    /// Captured standard output of the last attempt (JSON: lossy UTF-8 text).
+    #[serde(serialize_with = "lossy_text")]
+    pub stdout: Vec<u8>,
+    /// Captured standard error of the last attempt (JSON: lossy UTF-8 text).
+    #[serde(serialize_with = "lossy_text")]
+    pub stderr: Vec<u8>,
+    /// Whether stdout was cut at the capture limit.
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut at the capture limit.
+    pub stderr_truncated: bool,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    /// The run it belongs to.
+    pub run: i64,
+    /// The task it belongs to.
+    pub task: TaskId,
+    /// Its number among the task's attempts, from 1.
+    pub attempt: u32,
+    /// The slot it ran on.
+    pub slot: SlotId,
+    /// Its process id.
+    pub pid: u32,
+    /// When it started.
+    pub started_at: f64,
+    /// When it ended; `None` while it runs.
+    pub ended_at: Option<f64>,
+    /// How long it ran as measured by the engine; `None` if interrupted.
+    pub duration: Option<f64>,
+    /// A [`TaskStatus`] name, or `"interrupted"` for an attempt lost when shoal
+    /// itself was killed; `None` while it runs.
+    pub outcome: Option<String>,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Its peak resident memory, if measured.
+    pub max_rss_kb: Option<u64>,
+}
+
+/// What a resume needs: the run and the tasks still to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResumeInfo {
+    /// The run, now `running` again.
+    pub run: RunRecord,
+    /// Every task that did not succeed, by task number; `attempts` holds how many
+    /// attempts each has had so far.
+    pub pending: Vec<TaskRecord>,
+}
+
+/// Work done on one slot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotStats {
+    /// The slot.
+    pub slot: SlotId,
+    /// How many attempts ran on it.
+    pub tasks: u64,
+    /// Sum of its measured attempt durations, seconds.
+    pub busy: f64,
+}
+
+/// Statistics of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunStats {
+    /// The run.
+    pub run: i64,
+    /// How many tasks it has.
+    pub total: u64,
+    /// How many tasks are in each status.
+    pub counts: StatusCounts,
+    /// Succeeded over finished (not queued, not running) tasks; `None` if none finished.
+    pub success_rate: Option<f64>,
+    /// Median of finished tasks' last-attempt durations (nearest rank).
+    pub duration_p50: Option<f64>,
+    /// 95th percentile of the same (nearest rank).
+    pub duration_p95: Option<f64>,
+    /// Longest of the same.
+    pub duration_max: Option<f64>,
+    /// Per-slot work, by slot.
+    pub per_slot: Vec<SlotStats>,
+}
+
+fn lossy_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+/// A status name in a column that names no status: the file was edited by hand or
+/// written by a newer shoal.
+#[derive(Debug)]
+struct UnknownName(String);
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown status {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+fn parse_name<T>(value: ValueRef<'_>, parse: fn(&str) -> Option<T>) -> FromSqlResult<T> {
+    let name = value.as_str()?;
+    parse(name).ok_or_else(|| FromSqlError::Other(Box::new(UnknownName(name.to_owned()))))
+}
+
+impl ToSql for TaskStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for TaskStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        parse_name(value, TaskStatus::parse)
+    }
+}
+
+impl ToSql for RunStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for RunStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        parse_name(value, RunStatus::parse)
+    }
+}
+
+/// Every status with a zero count, to be filled in.
+pub(super) fn zero_counts() -> StatusCounts {
+    TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect()
+}

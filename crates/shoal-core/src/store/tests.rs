@@ -1,0 +1,509 @@
+//! Unit tests of the store against real SQLite files in temporary directories.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::read::nearest_rank;
+use super::*;
+use crate::error::Error;
+use crate::task::{AttemptOutcome, TaskMeta, TaskStatus};
+
+fn temp() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shoal.db");
+    (dir, path)
+}
+
+fn new_run(store: &Store) -> i64 {
+    store
+        .create_run(&NewRun {
+            command: vec!["echo".into(), "{}".into()],
+            options: serde_json::json!({"jobs": 2}),
+            cwd: "/tmp".into(),
+            memory_limit_mode: Some("rlimit_as".into()),
+        })
+        .unwrap()
+}
+
+fn new_tasks(n: u64) -> Vec<NewTask> {
+    (1..=n)
+        .map(|i| NewTask {
+            task: i,
+            args: vec![format!("arg{i}")],
+            command: format!("echo arg{i}"),
+            meta: TaskMeta {
+                priority: (i % 3) as i32,
+                cost: Some(Duration::from_millis(1500)),
+                key: Some("k".into()),
+                timeout: None,
+                retries: 2,
+            },
+        })
+        .collect()
+}
+
+fn started(run: i64, task: u64, attempt: u32, slot: usize) -> StoreEvent {
+    StoreEvent::AttemptStarted {
+        run,
+        task,
+        attempt,
+        slot,
+        pid: 1000 + task as u32,
+        started_at: 100.0,
+    }
+}
+
+fn ended(
+    run: i64,
+    task: u64,
+    attempt: u32,
+    duration: f64,
+    outcome: AttemptOutcome,
+    last: bool,
+) -> StoreEvent {
+    StoreEvent::AttemptEnded {
+        run,
+        task,
+        attempt,
+        ended_at: 100.0 + duration,
+        duration,
+        outcome,
+        final_status: last.then(|| outcome.status()),
+        max_rss_kb: Some(2048),
+        stdout: Output { bytes: format!("out{task}\n").into_bytes(), truncated: false },
+        stderr: Output { bytes: b"err".to_vec(), truncated: task == 2 },
+    }
+}
+
+/// Runs events through a writer and returns what on_commit saw.
+fn write_all(store: &Store, events: Vec<StoreEvent>) -> (crate::Result<()>, Vec<StoreEvent>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let writer = store
+        .writer(Box::new(move |batch: &[StoreEvent]| sink.lock().unwrap().extend_from_slice(batch)))
+        .unwrap();
+    for ev in events {
+        writer.send(ev);
+    }
+    let result = writer.finish();
+    let seen = seen.lock().unwrap().clone();
+    (result, seen)
+}
+
+fn pragma<T: rusqlite::types::FromSql>(path: &Path, name: &str) -> T {
+    Connection::open(path).unwrap().query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+    check::<Writer>();
+}
+
+#[test]
+fn open_creates_a_private_wal_file_and_reopens() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(pragma::<String>(&path, "journal_mode"), "wal");
+    assert_eq!(pragma::<i64>(&path, "application_id"), APPLICATION_ID);
+    assert_eq!(pragma::<i64>(&path, "user_version"), SCHEMA_VERSION);
+    assert_eq!(store.last_run().unwrap(), None);
+    let run = new_run(&store);
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.last_run().unwrap(), Some(run));
+    let record = store.run(run).unwrap();
+    assert_eq!(record.command, vec!["echo", "{}"]);
+    assert_eq!(record.options, serde_json::json!({"jobs": 2}));
+    assert_eq!(record.cwd, "/tmp");
+    assert_eq!(record.memory_limit_mode.as_deref(), Some("rlimit_as"));
+    assert_eq!(record.status, RunStatus::Running);
+    assert_eq!(record.ended_at, None);
+}
+
+#[test]
+fn missing_directory_is_an_open_error_naming_the_path() {
+    let (dir, _) = temp();
+    let path = dir.path().join("nope").join("shoal.db");
+    match Store::open(&path) {
+        Err(Error::StoreOpen { path: p, reason }) => {
+            assert_eq!(p, path);
+            assert!(reason.contains("does not exist"), "{reason}");
+            assert!(reason.contains("nope"), "{reason}");
+        }
+        other => panic!("expected StoreOpen, got {other:?}"),
+    }
+    assert!(!dir.path().join("nope").exists(), "the directory must not be created");
+}
+
+/// Tests run as root, who ignores mode bits, so an unwritable directory cannot be
+/// made with chmod; a parent that is a regular file is refused the same way.
+#[test]
+fn parent_that_is_a_file_is_an_open_error() {
+    let (dir, _) = temp();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    let path = file.join("shoal.db");
+    match Store::open(&path) {
+        Err(Error::StoreOpen { path: p, reason }) => {
+            assert_eq!(p, path);
+            assert!(reason.contains("is not a directory"), "{reason}");
+        }
+        other => panic!("expected StoreOpen, got {other:?}"),
+    }
+    let deeper = file.join("sub").join("shoal.db");
+    match Store::open(&deeper) {
+        Err(Error::StoreOpen { reason, .. }) => {
+            assert_eq!(reason, format!("{} is not a directory", file.display()));
+        }
+        other => panic!("expected StoreOpen, got {other:?}"),
+    }
+}
+
+#[test]
+fn path_that_is_a_directory_is_an_open_error() {
+    let (dir, _) = temp();
+    assert!(matches!(Store::open(dir.path()), Err(Error::StoreOpen { .. })));
+}
+
+#[test]
+fn garbage_and_text_files_are_corrupt() {
+    let (_dir, path) = temp();
+    let garbage: Vec<u8> =
+        (0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for content in [garbage, b"hello, I am a text file\n".to_vec()] {
+        std::fs::write(&path, content).unwrap();
+        match Store::open(&path) {
+            Err(Error::StoreCorrupt { path: p, reason }) => {
+                assert_eq!(p, path);
+                assert!(reason.contains("not a database"), "{reason}");
+            }
+            other => panic!("expected StoreCorrupt, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn another_applications_database_is_corrupt() {
+    let (_dir, path) = temp();
+    Connection::open(&path).unwrap().execute_batch("CREATE TABLE notes (body TEXT)").unwrap();
+    match Store::open(&path) {
+        Err(Error::StoreCorrupt { reason, .. }) => assert!(reason.contains("not a shoal database")),
+        other => panic!("expected StoreCorrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn another_schema_version_is_refused() {
+    let (_dir, path) = temp();
+    drop(Store::open(&path).unwrap());
+    Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 7").unwrap();
+    match Store::open(&path) {
+        Err(Error::StoreSchema { found, expected, .. }) => assert_eq!((found, expected), (7, 1)),
+        other => panic!("expected StoreSchema, got {other:?}"),
+    }
+}
+
+#[test]
+fn writer_events_are_reflected_by_reads() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(3)).unwrap();
+    let events = vec![
+        started(run, 1, 1, 1),
+        ended(run, 1, 1, 0.5, AttemptOutcome::Succeeded, true),
+        started(run, 2, 1, 2),
+        ended(run, 2, 1, 1.0, AttemptOutcome::Failed { exit_code: 3 }, false),
+        started(run, 2, 2, 1),
+        ended(run, 2, 2, 2.0, AttemptOutcome::Crashed { signal: 9 }, true),
+        StoreEvent::TaskCancelled { run, task: 3 },
+        StoreEvent::RunEnded { run, ended_at: 200.0, status: RunStatus::Finished },
+    ];
+    let (result, seen) = write_all(&store, events.clone());
+    result.unwrap();
+    assert_eq!(seen, events);
+
+    let tasks = store.tasks(run, None).unwrap();
+    assert_eq!(tasks.len(), 3);
+    let (t1, t2, t3) = (&tasks[0], &tasks[1], &tasks[2]);
+    assert_eq!(
+        (t1.status, t1.attempts, t1.exit_code, t1.signal),
+        (TaskStatus::Succeeded, 1, Some(0), None)
+    );
+    assert_eq!((t1.stdout.as_slice(), t1.stdout_truncated), (&b"out1\n"[..], false));
+    assert_eq!((t1.slot, t1.pid, t1.duration), (Some(1), Some(1001), Some(0.5)));
+    assert_eq!(
+        (t2.status, t2.attempts, t2.exit_code, t2.signal),
+        (TaskStatus::Crashed, 2, None, Some(9))
+    );
+    assert_eq!((t2.stderr.as_slice(), t2.stderr_truncated), (&b"err"[..], true));
+    assert_eq!((t2.slot, t2.ended_at), (Some(1), Some(102.0)));
+    assert_eq!((t3.status, t3.attempts), (TaskStatus::Cancelled, 0));
+    assert_eq!(t3.args, vec!["arg3"]);
+    assert_eq!((t3.cost, t3.timeout, t3.retries, t3.priority), (Some(1.5), None, 2, 0));
+
+    let crashed = store.tasks(run, Some(TaskStatus::Crashed)).unwrap();
+    assert_eq!(crashed.iter().map(|t| t.task).collect::<Vec<_>>(), vec![2]);
+
+    let attempts = store.attempts(run).unwrap();
+    let summary: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.task, a.attempt, a.slot, a.outcome.as_deref(), a.exit_code, a.signal))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, 1, 1, Some("succeeded"), Some(0), None),
+            (2, 1, 2, Some("failed"), Some(3), None),
+            (2, 2, 1, Some("crashed"), None, Some(9)),
+        ]
+    );
+    assert_eq!(attempts[0].max_rss_kb, Some(2048));
+
+    let record = store.run(run).unwrap();
+    assert_eq!((record.status, record.ended_at), (RunStatus::Finished, Some(200.0)));
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].total, 3);
+    assert_eq!(runs[0].counts[&TaskStatus::Succeeded], 1);
+    assert_eq!(runs[0].counts[&TaskStatus::Queued], 0);
+
+    let json = serde_json::to_value(t1).unwrap();
+    assert_eq!(json["stdout"], "out1\n");
+    assert_eq!(json["status"], "succeeded");
+}
+
+#[test]
+fn on_commit_sees_every_event_once_after_it_is_durable() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(200)).unwrap();
+    let mut events = Vec::new();
+    for t in 1..=200 {
+        events.push(started(run, t, 1, 1 + (t as usize % 2)));
+        events.push(ended(run, t, 1, 0.1, AttemptOutcome::Succeeded, true));
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let other = path.clone();
+    let writer = store
+        .writer(Box::new(move |batch: &[StoreEvent]| {
+            // A fresh connection must already see every event of the batch.
+            let conn = Connection::open(&other).unwrap();
+            for ev in batch {
+                let (sql, run, task) = match ev {
+                    StoreEvent::AttemptStarted { run, task, .. } => {
+                        ("SELECT count(*) FROM attempts WHERE run_id = ?1 AND task = ?2", run, task)
+                    }
+                    StoreEvent::AttemptEnded { run, task, .. } => (
+                        "SELECT count(*) FROM attempts WHERE run_id = ?1 AND task = ?2
+                         AND outcome IS NOT NULL",
+                        run,
+                        task,
+                    ),
+                    _ => unreachable!(),
+                };
+                let n: i64 =
+                    conn.query_row(sql, rusqlite::params![run, task], |r| r.get(0)).unwrap();
+                assert_eq!(n, 1, "{ev:?} not visible in on_commit");
+            }
+            sink.lock().unwrap().extend_from_slice(batch);
+        }))
+        .unwrap();
+    for ev in events.clone() {
+        writer.send(ev);
+    }
+    writer.finish().unwrap();
+    assert_eq!(*seen.lock().unwrap(), events);
+}
+
+#[test]
+fn queued_events_are_grouped_into_few_commits() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(1500)).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (c, a) = (Arc::clone(&calls), Arc::clone(&acked));
+    let writer = store
+        .writer(Box::new(move |batch: &[StoreEvent]| {
+            // Hold the first acknowledgement until everything is queued, so the rest
+            // is waiting in the channel: no timing involved.
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                gate_rx.recv().unwrap();
+            }
+            assert!(batch.len() <= MAX_BATCH);
+            a.fetch_add(batch.len(), Ordering::SeqCst);
+        }))
+        .unwrap();
+    for t in 1..=1500 {
+        writer.send(started(run, t, 1, 1));
+    }
+    for t in 1..=1500 {
+        writer.send(ended(run, t, 1, 0.1, AttemptOutcome::Succeeded, true));
+    }
+    gate_tx.send(()).unwrap();
+    writer.finish().unwrap();
+    assert_eq!(acked.load(Ordering::SeqCst), 3000);
+    let commits = calls.load(Ordering::SeqCst);
+    assert!(commits <= 5, "{commits} commits for 3000 events");
+    assert_eq!(store.tasks(run, Some(TaskStatus::Succeeded)).unwrap().len(), 1500);
+}
+
+#[test]
+fn a_bad_event_is_reported_at_finish_and_spares_its_batch() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(2)).unwrap();
+    let events = vec![
+        started(run, 1, 1, 1),
+        started(run, 99, 1, 1),
+        ended(run, 2, 1, 1.0, AttemptOutcome::Succeeded, true),
+        started(run, 2, 1, 1),
+        StoreEvent::RunEnded { run: 42, ended_at: 1.0, status: RunStatus::Finished },
+    ];
+    let (result, seen) = write_all(&store, events.clone());
+    match result {
+        Err(Error::StoreMissing { run: r, task: 99, what: "task" }) => assert_eq!(r, run),
+        other => panic!("expected StoreMissing, got {other:?}"),
+    }
+    assert_eq!(seen, vec![events[0].clone(), events[3].clone()]);
+    let statuses: Vec<_> = store.tasks(run, None).unwrap().iter().map(|t| t.status).collect();
+    assert_eq!(statuses, vec![TaskStatus::Running, TaskStatus::Running]);
+}
+
+#[test]
+fn dropping_a_writer_still_writes_its_queue() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    let writer = store.writer(Box::new(|_: &[StoreEvent]| {})).unwrap();
+    writer.send(StoreEvent::RunEnded { run, ended_at: 5.0, status: RunStatus::Interrupted });
+    drop(writer);
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted);
+}
+
+#[test]
+fn prepare_resume_requeues_running_tasks_and_closes_open_attempts() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(4)).unwrap();
+    let events = vec![
+        started(run, 1, 1, 1),
+        ended(run, 1, 1, 1.0, AttemptOutcome::Succeeded, true),
+        started(run, 2, 1, 2),
+        ended(run, 2, 1, 1.0, AttemptOutcome::Failed { exit_code: 1 }, false),
+        started(run, 2, 2, 2),
+        started(run, 3, 1, 1),
+        ended(run, 3, 1, 1.0, AttemptOutcome::TimedOut, true),
+        StoreEvent::RunEnded { run, ended_at: 300.0, status: RunStatus::Interrupted },
+    ];
+    write_all(&store, events).0.unwrap();
+    assert!(matches!(store.prepare_resume(run + 1), Err(Error::NoSuchRun { .. })));
+
+    let info = store.prepare_resume(run).unwrap();
+    assert_eq!((info.run.id, info.run.status, info.run.ended_at), (run, RunStatus::Running, None));
+    let pending: Vec<_> = info.pending.iter().map(|t| (t.task, t.status, t.attempts)).collect();
+    assert_eq!(
+        pending,
+        vec![(2, TaskStatus::Queued, 2), (3, TaskStatus::TimedOut, 1), (4, TaskStatus::Queued, 0)]
+    );
+    let open: Vec<_> = store
+        .attempts(run)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.outcome.as_deref() == Some("interrupted"))
+        .collect();
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].task, open[0].attempt, open[0].duration), (2, 2, None));
+    assert!(open[0].ended_at.is_some());
+    assert!(store.attempts(run).unwrap().iter().all(|a| a.ended_at.is_some()));
+}
+
+#[test]
+fn stats_on_known_data() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(11)).unwrap();
+    let mut events = Vec::new();
+    for t in 1..=10u64 {
+        let outcome = if t <= 2 {
+            AttemptOutcome::Failed { exit_code: 1 }
+        } else {
+            AttemptOutcome::Succeeded
+        };
+        events.push(started(run, t, 1, 1 + (t as usize + 1) % 2));
+        events.push(ended(run, t, 1, t as f64, outcome, true));
+    }
+    write_all(&store, events).0.unwrap();
+
+    let stats = store.stats(run).unwrap();
+    assert_eq!(stats.total, 11);
+    assert_eq!(stats.counts[&TaskStatus::Succeeded], 8);
+    assert_eq!(stats.counts[&TaskStatus::Failed], 2);
+    assert_eq!(stats.counts[&TaskStatus::Queued], 1);
+    assert_eq!(stats.counts.len(), TaskStatus::ALL.len());
+    assert_eq!(stats.success_rate, Some(0.8));
+    assert_eq!(
+        (stats.duration_p50, stats.duration_p95, stats.duration_max),
+        (Some(5.0), Some(10.0), Some(10.0))
+    );
+    assert_eq!(
+        stats.per_slot,
+        vec![
+            SlotStats { slot: 1, tasks: 5, busy: 25.0 },
+            SlotStats { slot: 2, tasks: 5, busy: 30.0 }
+        ]
+    );
+
+    let empty = new_run(&store);
+    let stats = store.stats(empty).unwrap();
+    assert_eq!((stats.total, stats.success_rate, stats.duration_p50), (0, None, None));
+    assert!(stats.per_slot.is_empty());
+    assert!(matches!(store.stats(empty + 1), Err(Error::NoSuchRun { .. })));
+}
+
+#[test]
+fn nearest_rank_percentiles() {
+    assert_eq!(nearest_rank(&[], 50.0), None);
+    assert_eq!(nearest_rank(&[7.0], 95.0), Some(7.0));
+    assert_eq!(nearest_rank(&[1.0, 2.0, 3.0, 4.0], 50.0), Some(2.0));
+    assert_eq!(nearest_rank(&[1.0, 2.0, 3.0, 4.0], 95.0), Some(4.0));
+    assert_eq!(nearest_rank(&[1.0, 2.0, 3.0, 4.0], 0.0), Some(1.0));
+}
+
+#[test]
+fn reads_of_an_unknown_run_fail_cleanly() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    assert!(matches!(store.run(1), Err(Error::NoSuchRun { run: 1 })));
+    assert!(matches!(store.tasks(1, None), Err(Error::NoSuchRun { run: 1 })));
+    assert!(matches!(store.attempts(1), Err(Error::NoSuchRun { run: 1 })));
+    assert!(matches!(store.insert_tasks(1, &new_tasks(1)), Err(Error::NoSuchRun { run: 1 })));
+}
+
+#[test]
+fn inserts_a_hundred_thousand_tasks() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(100_000)).unwrap();
+    assert_eq!(store.stats(run).unwrap().counts[&TaskStatus::Queued], 100_000);
+    assert_eq!(store.runs().unwrap()[0].total, 100_000);
+}

@@ -1,0 +1,337 @@
+//! The writer thread: the hot path of a running pool, with group commit.
+//!
+//! # Protocol
+//!
+//! - The channel carries [`StoreEvent`]s from the engine to one thread that owns its
+//!   own SQLite connection. [`Writer::send`] only queues: it never waits for I/O.
+//! - The thread blocks for the first event, then drains what is already queued (at
+//!   most [`MAX_BATCH`] events), applies the whole batch in ONE transaction and
+//!   commits. Only THEN does it call `on_commit(&batch)`, in send order, so the
+//!   caller prints or acknowledges only results that are durable. Under load batches
+//!   grow by themselves: one commit (one WAL append) serves many events.
+//! - If the batch transaction fails, it is rolled back and the events are applied
+//!   one per transaction, so one bad event (an unknown task) does not take its
+//!   neighbours down; `on_commit` then gets the events that did commit. A failure
+//!   never panics the thread: it is logged with `tracing::error!`, the first one is
+//!   kept, and the thread keeps draining so senders never block.
+//! - [`Writer::finish`] closes the channel, waits until every queued event has been
+//!   written and acknowledged, and returns the first write error. Dropping a
+//!   `Writer` does the same but can only log the error.
+//!
+//! # What survives a kill
+//!
+//! Every event whose `on_commit` ran is in the WAL. With `synchronous=NORMAL` in WAL
+//! mode a commit survives a crash or `kill -9` of the process; only a power loss
+//! (or OS crash) can drop the last commits. Events still queued when the process
+//! dies are lost; a resume finds their tasks `running` with open attempts and
+//! repairs them ([`Store::prepare_resume`]).
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+
+use super::db::{db, Store};
+use super::records::RunStatus;
+use super::schema;
+use crate::error::{Error, Result};
+use crate::task::{AttemptOutcome, SlotId, TaskId, TaskStatus};
+
+/// The most events one transaction takes; bounds the latency of the first one.
+pub const MAX_BATCH: usize = 1000;
+
+/// Called by the writer thread with every batch it has committed.
+pub type OnCommit = Box<dyn FnMut(&[StoreEvent]) + Send>;
+
+/// Captured output of an attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// The bytes kept.
+    pub bytes: Vec<u8>,
+    /// Whether more was written than kept.
+    pub truncated: bool,
+}
+
+/// One change the engine asks the writer thread to make durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    /// An attempt's process was started: adds the attempt, the task is `running`.
+    AttemptStarted {
+        /// The run.
+        run: i64,
+        /// The task.
+        task: TaskId,
+        /// Its number among the task's attempts, from 1.
+        attempt: u32,
+        /// Where it runs.
+        slot: SlotId,
+        /// Its process id.
+        pid: u32,
+        /// When it started, unix seconds.
+        started_at: f64,
+    },
+    /// An attempt ended: closes the attempt and records its result on the task.
+    AttemptEnded {
+        /// The run.
+        run: i64,
+        /// The task.
+        task: TaskId,
+        /// Which attempt.
+        attempt: u32,
+        /// When it ended, unix seconds.
+        ended_at: f64,
+        /// How long it ran, seconds.
+        duration: f64,
+        /// How it ended.
+        outcome: AttemptOutcome,
+        /// The task's final status if this was its last attempt; `None` sends it
+        /// back to `queued` for a retry.
+        final_status: Option<TaskStatus>,
+        /// Its peak resident memory, if measured.
+        max_rss_kb: Option<u64>,
+        /// Its captured standard output.
+        stdout: Output,
+        /// Its captured standard error.
+        stderr: Output,
+    },
+    /// A task that never started was cancelled.
+    TaskCancelled {
+        /// The run.
+        run: i64,
+        /// The task.
+        task: TaskId,
+    },
+    /// The run ended.
+    RunEnded {
+        /// The run.
+        run: i64,
+        /// When, unix seconds.
+        ended_at: f64,
+        /// How it ended.
+        status: RunStatus,
+    },
+}
+
+/// The handle of the writer thread; see the module doc for the protocol.
+#[derive(Debug)]
+pub struct Writer {
+    tx: Option<Sender<StoreEvent>>,
+    thread: Option<JoinHandle<Option<Error>>>,
+}
+
+impl Store {
+    /// Starts the writer thread with its own connection to this store. `on_commit`
+    /// runs on that thread after each commit, with the events just made durable.
+    pub fn writer(&self, on_commit: OnCommit) -> Result<Writer> {
+        let conn = schema::connect(self.path())?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("shoal-store-writer".into())
+            .spawn(move || run(conn, rx, on_commit))
+            .map_err(|source| Error::Os { operation: "start the store writer thread", source })?;
+        Ok(Writer { tx: Some(tx), thread: Some(thread) })
+    }
+}
+
+impl Writer {
+    /// Queues an event; never waits for I/O. A failure to write it is reported by
+    /// [`Writer::finish`].
+    pub fn send(&self, ev: StoreEvent) {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(ev).is_ok());
+        if !sent {
+            // Only if on_commit panicked and took the thread with it.
+            tracing::error!("the store writer thread is gone; an event was dropped");
+        }
+    }
+
+    /// Closes the channel, waits until every queued event is written and
+    /// acknowledged, and returns the first write error if there was one.
+    ///
+    /// A panic of `on_commit` is resumed here, on the caller's thread.
+    pub fn finish(mut self) -> Result<()> {
+        match self.close() {
+            None => Ok(()),
+            Some(Ok(None)) => Ok(()),
+            Some(Ok(Some(e))) => Err(e),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn close(&mut self) -> Option<std::thread::Result<Option<Error>>> {
+        drop(self.tx.take());
+        self.thread.take().map(JoinHandle::join)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Waiting here keeps queued events from being lost when the caller forgets
+        // `finish`; errors can only be logged (they already were, by the thread).
+        let _ = self.close();
+    }
+}
+
+/// The thread's loop: batch, commit, acknowledge, until the channel closes.
+fn run(mut conn: Connection, rx: Receiver<StoreEvent>, mut on_commit: OnCommit) -> Option<Error> {
+    let mut first_error = None;
+    let mut keep = |e: Error| {
+        tracing::error!(error = %e, "store write failed");
+        first_error.get_or_insert(e);
+    };
+    while let Ok(ev) = rx.recv() {
+        let mut batch = vec![ev];
+        batch.extend(rx.try_iter().take(MAX_BATCH - 1));
+        match commit(&mut conn, &batch) {
+            Ok(()) => on_commit(&batch),
+            Err(e) => {
+                tracing::warn!(error = %e, "group commit failed; retrying its events one by one");
+                // Retry one by one so the good events of a bad batch still land.
+                let mut done = Vec::with_capacity(batch.len());
+                for ev in batch {
+                    match commit(&mut conn, std::slice::from_ref(&ev)) {
+                        Ok(()) => done.push(ev),
+                        Err(e) => keep(e),
+                    }
+                }
+                if !done.is_empty() {
+                    on_commit(&done);
+                }
+            }
+        }
+    }
+    first_error
+}
+
+/// Applies events in one transaction; rolled back (on drop) unless all succeed.
+fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("begin a write"))?;
+    for ev in batch {
+        apply(&tx, ev)?;
+    }
+    tx.commit().map_err(db("commit a write"))
+}
+
+/// The exit code and signal an outcome implies.
+fn codes(outcome: AttemptOutcome) -> (Option<i32>, Option<i32>) {
+    match outcome {
+        AttemptOutcome::Succeeded => (Some(0), None),
+        AttemptOutcome::Failed { exit_code } => (Some(exit_code), None),
+        AttemptOutcome::Crashed { signal } => (None, Some(signal)),
+        _ => (None, None),
+    }
+}
+
+fn apply(tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
+    let missing = |run, task, what| Error::StoreMissing { run, task, what };
+    match ev {
+        &StoreEvent::AttemptStarted { run, task, attempt, slot, pid, started_at } => {
+            // The task first, so an unknown task gets a clear error, not a foreign
+            // key failure.
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET status = ?3, attempts = ?4, slot = ?5, pid = ?6,
+                     started_at = ?7 WHERE run_id = ?1 AND task = ?2",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        run,
+                        task,
+                        TaskStatus::Running,
+                        attempt,
+                        slot,
+                        pid,
+                        started_at
+                    ])
+                })
+                .map_err(db("record an attempt start"))?;
+            if n == 0 {
+                return Err(missing(run, task, "task"));
+            }
+            tx.prepare_cached(
+                "INSERT INTO attempts (run_id, task, attempt, slot, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| s.execute(params![run, task, attempt, slot, pid, started_at]))
+            .map_err(db("record an attempt start"))?;
+        }
+        StoreEvent::AttemptEnded {
+            run,
+            task,
+            attempt,
+            ended_at,
+            duration,
+            outcome,
+            final_status,
+            max_rss_kb,
+            stdout,
+            stderr,
+        } => {
+            let (exit_code, signal) = codes(*outcome);
+            let n = tx
+                .prepare_cached(
+                    "UPDATE attempts SET ended_at = ?4, duration = ?5, outcome = ?6,
+                     exit_code = ?7, signal = ?8, max_rss_kb = ?9
+                     WHERE run_id = ?1 AND task = ?2 AND attempt = ?3",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        run,
+                        task,
+                        attempt,
+                        ended_at,
+                        duration,
+                        outcome.status(),
+                        exit_code,
+                        signal,
+                        max_rss_kb
+                    ])
+                })
+                .map_err(db("record an attempt end"))?;
+            if n == 0 {
+                return Err(missing(*run, *task, "attempt"));
+            }
+            tx.prepare_cached(
+                "UPDATE tasks SET status = ?3, exit_code = ?4, signal = ?5, duration = ?6,
+                 ended_at = ?7, stdout = ?8, stderr = ?9, stdout_truncated = ?10,
+                 stderr_truncated = ?11 WHERE run_id = ?1 AND task = ?2",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    run,
+                    task,
+                    final_status.unwrap_or(TaskStatus::Queued),
+                    exit_code,
+                    signal,
+                    duration,
+                    ended_at,
+                    stdout.bytes,
+                    stderr.bytes,
+                    stdout.truncated,
+                    stderr.truncated
+                ])
+            })
+            .map_err(db("record an attempt end"))?;
+        }
+        &StoreEvent::TaskCancelled { run, task } => {
+            let n = tx
+                .prepare_cached("UPDATE tasks SET status = ?3 WHERE run_id = ?1 AND task = ?2")
+                .and_then(|mut s| s.execute(params![run, task, TaskStatus::Cancelled]))
+                .map_err(db("cancel a task"))?;
+            if n == 0 {
+                return Err(missing(run, task, "task"));
+            }
+        }
+        &StoreEvent::RunEnded { run, ended_at, status } => {
+            let n = tx
+                .prepare_cached("UPDATE runs SET ended_at = ?2, status = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![run, ended_at, status]))
+                .map_err(db("end a run"))?;
+            if n == 0 {
+                return Err(Error::NoSuchRun { run });
+            }
+        }
+    }
+    Ok(())
+}
