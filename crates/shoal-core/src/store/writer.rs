@@ -26,6 +26,7 @@
 //! dies are lost; a resume finds their tasks `running` with open attempts and
 //! repairs them ([`Store::prepare_resume`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -203,14 +204,116 @@ fn run(mut conn: Connection, rx: Receiver<StoreEvent>, mut on_commit: OnCommit) 
 }
 
 /// Applies events in one transaction; rolled back (on drop) unless all succeed.
+///
+/// An attempt that starts and ends within the batch (most of them, under load) is
+/// written once, complete, instead of being inserted and then updated.
 fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("begin a write"))?;
+    let ended: HashSet<(i64, TaskId, u32)> = batch
+        .iter()
+        .filter_map(|ev| match *ev {
+            StoreEvent::AttemptEnded { run, task, attempt, .. } => Some((run, task, attempt)),
+            _ => None,
+        })
+        .collect();
+    let mut started: HashMap<(i64, TaskId, u32), (SlotId, u32, f64)> = HashMap::new();
     for ev in batch {
-        apply(&tx, ev)?;
+        match *ev {
+            StoreEvent::AttemptStarted { run, task, attempt, slot, pid, started_at }
+                if ended.contains(&(run, task, attempt)) =>
+            {
+                started.insert((run, task, attempt), (slot, pid, started_at));
+            }
+            StoreEvent::AttemptEnded { run, task, attempt, .. } => {
+                match started.remove(&(run, task, attempt)) {
+                    Some(start) => apply_whole_attempt(&tx, start, ev)?,
+                    None => apply(&tx, ev)?,
+                }
+            }
+            _ => apply(&tx, ev)?,
+        }
     }
     tx.commit().map_err(db("commit a write"))
+}
+
+/// Writes an attempt whose start `(slot, pid, started_at)` and end `ev` are both in
+/// one batch: one insert and one task update.
+fn apply_whole_attempt(
+    tx: &Transaction<'_>,
+    (slot, pid, started_at): (SlotId, u32, f64),
+    ev: &StoreEvent,
+) -> Result<()> {
+    let StoreEvent::AttemptEnded {
+        run,
+        task,
+        attempt,
+        ended_at,
+        duration,
+        outcome,
+        final_status,
+        max_rss_kb,
+        stdout,
+        stderr,
+    } = ev
+    else {
+        unreachable!("called with an AttemptEnded event");
+    };
+    let (exit_code, signal) = codes(*outcome);
+    let n = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = ?3, attempts = ?4, slot = ?5, pid = ?6, started_at = ?7,
+             exit_code = ?8, signal = ?9, duration = ?10, ended_at = ?11, stdout = ?12,
+             stderr = ?13, stdout_truncated = ?14, stderr_truncated = ?15
+             WHERE run_id = ?1 AND task = ?2",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                run,
+                task,
+                final_status.unwrap_or(TaskStatus::Queued),
+                attempt,
+                slot,
+                pid,
+                started_at,
+                exit_code,
+                signal,
+                duration,
+                ended_at,
+                stdout.bytes,
+                stderr.bytes,
+                stdout.truncated,
+                stderr.truncated
+            ])
+        })
+        .map_err(db("record an attempt"))?;
+    if n == 0 {
+        return Err(Error::StoreMissing { run: *run, task: *task, what: "task" });
+    }
+    tx.prepare_cached(
+        "INSERT INTO attempts (run_id, task, attempt, slot, pid, started_at, ended_at,
+         duration, outcome, exit_code, signal, max_rss_kb)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            run,
+            task,
+            attempt,
+            slot,
+            pid,
+            started_at,
+            ended_at,
+            duration,
+            outcome.status(),
+            exit_code,
+            signal,
+            max_rss_kb
+        ])
+    })
+    .map_err(db("record an attempt"))?;
+    Ok(())
 }
 
 /// The exit code and signal an outcome implies.

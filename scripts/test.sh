@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test of shoal on a fresh machine: unit, property, integration
+# (real processes, real kills) and snapshot tests. Installs what they need first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The integration tests use python3 (a memory hog) and procps-style tools from a
+# plain Debian; install them when missing.
+need=()
+command -v python3 >/dev/null || need+=(python3)
+command -v ps >/dev/null || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked
