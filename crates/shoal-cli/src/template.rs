@@ -56,7 +56,6 @@ pub struct Template {
     body: Body,
     /// No replacement string anywhere: inputs are appended as extra arguments.
     appends: bool,
-    uses_slot: bool,
     /// The `{n}` with the highest n, for [`Template::check_groups`].
     highest_group: Option<(usize, String)>,
 }
@@ -171,7 +170,6 @@ impl Template {
         }
         let all = || words.iter().flatten();
         let appends = !all().any(|s| !matches!(s, Segment::Text(_)));
-        let uses_slot = all().any(|s| *s == Segment::SlotNumber);
         let literal = |segs: &[Segment]| -> String {
             segs.iter()
                 .filter_map(|s| if let Segment::Text(t) = s { Some(t.as_str()) } else { None })
@@ -200,7 +198,7 @@ impl Template {
         } else {
             Body::Direct(words)
         };
-        Ok(Template { body, appends, uses_slot, highest_group })
+        Ok(Template { body, appends, highest_group })
     }
 
     /// Checks that every `{n}` names one of the `groups` input groups.
@@ -215,20 +213,19 @@ impl Template {
         }
     }
 
-    /// Whether `{%}` (the slot number) appears: the command can then only be
-    /// rendered once the task has a slot.
-    pub fn uses_slot(&self) -> bool {
-        self.uses_slot
+    /// Whether `{%}` (the slot number) appears.
+    #[cfg(test)]
+    fn uses_slot(&self) -> bool {
+        match &self.body {
+            Body::Direct(words) => words.iter().flatten().any(|s| *s == Segment::SlotNumber),
+            Body::Shell(script) => script.contains(&Segment::SlotNumber),
+        }
     }
 
     /// Whether the command runs through `sh -c`.
-    pub fn uses_shell(&self) -> bool {
+    #[cfg(test)]
+    fn uses_shell(&self) -> bool {
         matches!(self.body, Body::Shell(_))
-    }
-
-    /// Whether the inputs are appended as extra arguments (no replacement string).
-    pub fn appends_inputs(&self) -> bool {
-        self.appends
     }
 
     /// Renders the command for one task: `args` holds one input per group. A group
@@ -480,7 +477,7 @@ mod tests {
     #[test]
     fn inputs_are_appended_without_replacement_strings() {
         let t = Template::parse(&words(&["gzip", "-9"]), false).unwrap();
-        assert!(t.appends_inputs());
+        assert!(t.appends);
         assert_eq!(argv(&["gzip", "-9"], &["a b.txt"]), ["gzip", "-9", "a b.txt"]);
         assert_eq!(argv(&["echo"], &["a", "b"]), ["echo", "a", "b"]);
         assert_eq!(script(&["echo hi |", "cat"], &["it's", "x"]), "echo hi | cat 'it'\\''s' x");

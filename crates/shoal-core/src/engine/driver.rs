@@ -1,6 +1,7 @@
 //! The driver loop: poll the scheduler, act on its decisions, wait for the next
 //! event (an attempt ending, a line of output, a deadline, a stop request), repeat.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -9,7 +10,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::attempt::{supervise, Finished, KillLevel, Line};
 use super::events::{Captured, Ended, EngineConfig, Frontend, Report, Started, Stop};
-use crate::process::{limits, spawn, Exited, Limits};
+use crate::process::{limits, resolve_program, spawn, Exited, Limits};
 use crate::scheduler::{Decision, Scheduler};
 use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::{Error, Result};
@@ -45,6 +46,8 @@ pub async fn run<F: Frontend>(
     let mut report = Report::default();
     let mut decisions = Vec::new();
     let mut stop_open = true;
+    // Program name -> its path on PATH, looked up once per run.
+    let mut programs: HashMap<String, String> = HashMap::new();
 
     loop {
         sched.poll(epoch.elapsed(), &mut decisions);
@@ -53,7 +56,14 @@ pub async fn run<F: Frontend>(
         for decision in decisions.drain(..) {
             match decision {
                 Decision::Start { slot, task, attempt } => {
-                    let command = frontend.command(task, slot);
+                    let mut command = frontend.command(task, slot);
+                    if let Some(path) = programs.get(&command.program) {
+                        command.program.clone_from(path);
+                    } else if let Some(path) = resolve_program(&command.program) {
+                        let path = path.to_string_lossy().into_owned();
+                        programs
+                            .insert(std::mem::replace(&mut command.program, path.clone()), path);
+                    }
                     let limits =
                         Limits { cpu: config.pin.then_some((slot - 1) % cores), ..config.limits };
                     let at = SystemTime::now();

@@ -13,4 +13,4 @@ pub mod spawn;
 
 pub use limits::{Limits, MemoryMode};
 pub use reap::{ExitInfo, Exited};
-pub use spawn::{spawn, CommandLine, Spawned};
+pub use spawn::{resolve_program, spawn, CommandLine, Spawned};

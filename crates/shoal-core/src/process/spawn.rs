@@ -5,9 +5,12 @@
 //! Without limits std uses posix_spawn (vfork speed); limits need a `pre_exec` hook,
 //! which makes std fall back to fork + exec.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
@@ -64,4 +67,43 @@ pub fn spawn(
     // Dropping a std Child neither kills nor waits: the engine reaps it (see reap.rs).
     drop(child);
     Ok(Spawned { pid, pidfd, stdout, stderr })
+}
+
+/// Finds `program` on `PATH` as execvp would: a name with a `/` is taken as it is.
+/// The engine resolves each program once per run instead of letting every spawn
+/// search `PATH` (each miss is a failed execve in the child).
+pub fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    path.as_bytes()
+        .split(|&b| b == b':')
+        // An empty entry means the current directory, as for execvp.
+        .map(|dir| {
+            if dir.is_empty() {
+                PathBuf::from(".")
+            } else {
+                PathBuf::from(OsStr::from_bytes(dir))
+            }
+        })
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    path.is_file() && rustix::fs::access(path, rustix::fs::Access::EXEC_OK).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_names_on_path_and_keeps_paths() {
+        let sh = resolve_program("sh").expect("sh is on PATH");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
+        assert_eq!(resolve_program("./x"), Some(PathBuf::from("./x")));
+        assert_eq!(resolve_program("no-such-program-shoal"), None);
+    }
 }
