@@ -37,10 +37,29 @@ fn main() -> ExitCode {
         Ok(Exit::TasksFailed) => ExitCode::from(1),
         Ok(Exit::Interrupted(signal)) => ExitCode::from(128 + signal as u8),
         Err(err) => {
-            eprintln!("shoal: error: {err:#}");
+            eprintln!("shoal: error: {}", message(&err));
             ExitCode::from(USAGE_ERROR)
         }
     }
+}
+
+/// The error and its causes on one line, like anyhow's `{:#}`, but without a cause
+/// whose text the message already holds: several error types (thiserror's with a
+/// `source` shown in their text, rusqlite's) repeat their cause in their own text,
+/// which printed "No such file or directory (os error 2)" twice.
+fn message(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {

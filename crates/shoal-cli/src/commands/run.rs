@@ -15,6 +15,7 @@ use shoal_core::process::{CommandLine, Limits, MemoryMode};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::store::{NewRun, NewTask, Output, RunStatus, Store, StoreEvent, Writer};
 use shoal_core::{SlotId, TaskId, TaskMeta, TaskStatus};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use super::printer::Printer;
@@ -140,7 +141,12 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let signal = Arc::new(AtomicI32::new(0));
     let report = runtime.block_on(async {
         let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-        let watcher = tokio::spawn(watch_signals(stop_tx, signal.clone()));
+        // The handlers are installed here, before any task starts: the watcher task
+        // first runs when the driver yields, once tasks are running, and a signal
+        // arriving before the handlers exist killed shoal outright (or was lost
+        // where SIGINT is ignored, as in background jobs), leaving its tasks behind.
+        let handlers = install_signal_handlers();
+        let watcher = tokio::spawn(watch_signals(handlers, stop_tx, signal.clone()));
         let report = engine::run(&config, tasks, &mut frontend, stop_rx).await;
         watcher.abort();
         report
@@ -256,11 +262,15 @@ fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow::Result<Pre
                 cost: t.cost.map(Duration::from_secs_f64),
                 key: t.key,
                 timeout: override_timeout.or(t.timeout.map(Duration::from_secs_f64)),
-                retries: args.retries.unwrap_or(t.retries),
+                // Retries count from this resume on: a resumed task gets its full
+                // budget on top of the attempts it has had (the scheduler counts the
+                // budget in absolute attempt numbers).
+                retries: args.retries.unwrap_or(t.retries).saturating_add(t.attempts),
             },
             args: t.args,
-            // Retries count from this resume on: a resumed task gets its full budget.
-            attempts: 0,
+            // Attempt numbers continue after those in the store, where (run, task,
+            // attempt) is the key: restarting at 1 collided with the old attempts.
+            attempts: t.attempts,
         })
         .collect();
     let skipped = total - planned.len() as u64;
@@ -317,12 +327,19 @@ impl Frontend for CliFrontend<'_> {
     }
 }
 
+/// Handlers for SIGINT and SIGTERM (in that order); `None` if they cannot be installed.
+/// Must be called inside the runtime.
+fn install_signal_handlers() -> Option<(Signal, Signal)> {
+    Some((signal(SignalKind::interrupt()).ok()?, signal(SignalKind::terminate()).ok()?))
+}
+
 /// First SIGINT/SIGTERM: graceful stop; second: kill now. Remembers the first signal.
-async fn watch_signals(stop: watch::Sender<Stop>, first: Arc<AtomicI32>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+async fn watch_signals(
+    handlers: Option<(Signal, Signal)>,
+    stop: watch::Sender<Stop>,
+    first: Arc<AtomicI32>,
+) {
+    let Some((mut int, mut term)) = handlers else {
         return;
     };
     loop {
@@ -351,11 +368,12 @@ fn summary(
     took: Duration,
 ) -> String {
     let succeeded = finished.get(&TaskStatus::Succeeded).copied().unwrap_or(0);
-    let failures: Vec<String> = TaskStatus::ALL
-        .iter()
-        .filter(|s| s.is_failure())
-        .filter_map(|s| finished.get(s).map(|n| format!("{n} {s}")))
+    let failed_statuses: Vec<TaskStatus> = TaskStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_failure() && finished.get(s).is_some_and(|n| *n > 0))
         .collect();
+    let failures: Vec<String> =
+        failed_statuses.iter().map(|s| format!("{} {s}", finished[s])).collect();
     let failed: u64 =
         TaskStatus::ALL.iter().filter(|s| s.is_failure()).filter_map(|s| finished.get(s)).sum();
     let mut line = format!("shoal: run {run}: {succeeded} succeeded");
@@ -369,8 +387,12 @@ fn summary(
         line += &format!(", {unfinished} not run (continue with `shoal run --resume {run}`)");
     }
     line += &format!(" in {:.2}s", took.as_secs_f64());
-    if failed > 0 {
-        line += &format!("; see `shoal results --run {run} --status failed`");
+    // Name the one failure status, if there is one: `--status failed` alone does not
+    // list the timed-out, crashed, memory-exceeded or cancelled tasks.
+    match failed_statuses.as_slice() {
+        [] => {}
+        [status] => line += &format!("; see `shoal results --run {run} --status {status}`"),
+        _ => line += &format!("; see `shoal results --run {run}`"),
     }
     line
 }

@@ -1,0 +1,755 @@
+//! The `shoal` command line end to end: inputs, replacement strings, output modes,
+//! exit statuses, the report subcommands' shapes, and bad input (snapshots of the
+//! error text: a clear message, exit status 2, never a panic).
+
+mod common;
+
+use common::{int_of, json_lines, keys, str_of, task, Env};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------
+// Inputs and replacement strings
+// ---------------------------------------------------------------------------
+
+#[test]
+fn replacement_strings_end_to_end() {
+    let env = Env::new();
+    let out = env.run(&[
+        "run",
+        "-j1",
+        "-k",
+        "echo",
+        "{}",
+        "{.}",
+        "{/}",
+        "{//}",
+        "{/.}",
+        "{#}",
+        "{%}",
+        ":::",
+        "/a/b/c.tar.gz",
+        "x.y",
+        "dir/sub/",
+        "plain",
+        "d.d/file",
+    ]);
+    out.expect_code(0);
+    // GNU parallel's definitions: {/} and {/.} of "dir/sub/" are empty, and a dot
+    // before the last slash is no extension.
+    assert_eq!(
+        out.stdout,
+        "/a/b/c.tar.gz /a/b/c.tar c.tar.gz /a/b c.tar 1 1\n\
+         x.y x x.y . x 2 1\n\
+         dir/sub/ dir/sub/  dir  3 1\n\
+         plain plain plain . plain 4 1\n\
+         d.d/file d.d/file file d.d file 5 1\n"
+    );
+    insta::assert_snapshot!("replacement_strings_stdout", out.stdout);
+    // The store keeps the command as it ran.
+    let results = env.results(&[]);
+    let command = str_of(task(&results, 2), "command");
+    assert!(command.starts_with("echo x.y x x.y . x 2 "), "{command}");
+}
+
+#[test]
+#[ignore = "known bug: the stored command is rendered before the slot is known, {%} shows 0"]
+fn the_stored_command_shows_the_slot_it_ran_on() {
+    let env = Env::new();
+    env.run(&["run", "-j1", "echo", "{%}", ":::", "a"]).expect_code(0);
+    assert_eq!(str_of(&env.results(&[])[0], "command"), "echo 1");
+}
+
+#[test]
+fn slot_numbers_stay_within_the_slots() {
+    let env = Env::new();
+    let out = env.run(&["run", "-j2", "echo {#}:{%}", ":::", "a", "b", "c", "d", "e", "f"]);
+    out.expect_code(0);
+    let mut seen: Vec<(u32, u32)> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let (t, s) = l.split_once(':').expect("task:slot");
+            (t.parse().unwrap(), s.parse().unwrap())
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+    assert!(seen.iter().all(|p| p.1 == 1 || p.1 == 2), "{seen:?}");
+    // Each task's slot in the store is the one it printed.
+    let results = env.results(&[]);
+    for (t, s) in seen {
+        assert_eq!(int_of(task(&results, t.into()), "slot"), i64::from(s));
+    }
+}
+
+#[test]
+fn numbered_groups_make_the_cartesian_product_last_group_fastest() {
+    let env = Env::new();
+    let out =
+        env.run(&["run", "-j2", "-k", "echo", "{2}{1}", ":::", "a", "b", ":::", "1", "2", "3"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "1a\n2a\n3a\n1b\n2b\n3b\n");
+    let results = env.results(&[]);
+    assert_eq!(results.len(), 6);
+    assert_eq!(task(&results, 4)["args"], json!(["b", "1"]));
+
+    let out = env.run(&["run", "-j1", "echo", "{1/.}", "{2}", ":::", "/x/y.txt", ":::", "z"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "y z\n");
+}
+
+#[test]
+fn without_a_replacement_string_the_inputs_are_appended() {
+    let env = Env::new();
+    let out = env.run(&["run", "-j1", "-k", "echo", "pre", ":::", "a", "b", ":::", "1"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "pre a 1\npre b 1\n");
+}
+
+#[test]
+fn a_file_group_gives_one_input_per_line() {
+    let env = Env::new();
+    let file = env.write("lines.txt", "one\ntwo words\n\nfour\r\n");
+    let out = env.run(&["run", "-j2", "-k", "echo [{}]", "::::", &file]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "[one]\n[two words]\n[]\n[four]\n");
+
+    // A file group and a literal group combine like two literal groups.
+    let out = env.run(&["run", "-j2", "-k", "echo", "{1}-{2}", "::::", &file, ":::", "x"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "one-x\ntwo words-x\n-x\nfour-x\n");
+}
+
+#[test]
+fn stdin_lines_are_the_inputs_when_no_group_is_given() {
+    let env = Env::new();
+    let out = env.run_stdin(&["run", "-j2", "-k", "echo", "got"], "a\nb c\n");
+    out.expect_code(0);
+    assert_eq!(out.stdout, "got a\ngot b c\n");
+    let results = env.results(&[]);
+    assert_eq!(task(&results, 2)["args"], json!(["b c"]));
+
+    // `:::: -` reads standard input as a group.
+    let out =
+        env.run_stdin(&["run", "-j1", "-k", "echo", "{1}{2}", ":::", "x", "::::", "-"], "1\n2\n");
+    out.expect_code(0);
+    assert_eq!(out.stdout, "x1\nx2\n");
+}
+
+#[test]
+fn empty_stdin_runs_nothing_and_says_so() {
+    let env = Env::new();
+    let out = env.run_stdin(&["run", "echo"], "");
+    out.expect_code(2);
+    insta::assert_snapshot!("empty_stdin_stderr", env.redact(&out.stderr));
+}
+
+#[test]
+fn tasks_file_priorities_run_higher_first_and_fifo_within_a_priority() {
+    let env = Env::new();
+    let tasks = env.write(
+        "tasks.jsonl",
+        concat!(
+            "{\"args\": [\"low\"]}\n",
+            "{\"args\": [\"high\"], \"priority\": 5}\n",
+            "\n",
+            "{\"args\": [\"mid\"], \"priority\": 2, \"key\": \"k\", \"cost\": 0.5}\n",
+            "{\"args\": [\"high2\"], \"priority\": 5, \"retries\": 1, \"timeout\": \"30s\"}\n",
+            "{\"args\": \"neg\", \"priority\": -1}\n",
+        ),
+    );
+    let out = env.run(&["run", "-j1", "--tasks", &tasks, "echo"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "high\nhigh2\nmid\nlow\nneg\n");
+
+    let exported = env.export(&[]);
+    let mut by_start: Vec<(f64, &str)> = exported
+        .iter()
+        .map(|t| (t["started_at"].as_f64().unwrap(), t["args"][0].as_str().unwrap()))
+        .collect();
+    by_start.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let order: Vec<&str> = by_start.iter().map(|p| p.1).collect();
+    assert_eq!(order, ["high", "high2", "mid", "low", "neg"]);
+    // Task numbers follow the file; the per-task fields are stored.
+    let mid = task(&exported, 3);
+    assert_eq!(mid["args"], json!(["mid"]));
+    assert_eq!((int_of(mid, "priority"), str_of(mid, "key")), (2, "k"));
+    assert_eq!(mid["cost"], json!(0.5));
+    let high2 = task(&exported, 4);
+    assert_eq!((int_of(high2, "retries"), high2["timeout"].clone()), (1, json!(30.0)));
+}
+
+// ---------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------
+
+#[test]
+fn keep_order_prints_in_input_order_whatever_the_finishing_order() {
+    let env = Env::new();
+    let out = env.run(&["run", "-j4", "-k", "sleep {}; echo {}", ":::", "0.4", "0.1", "0.2", "0"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "0.4\n0.1\n0.2\n0\n");
+
+    // Without it every output is printed whole, in some order.
+    let out = env.run(&["run", "-j4", "sleep {}; echo {}; echo {}", ":::", "0.2", "0.1", "0"]);
+    out.expect_code(0);
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    for pair in lines.chunks(2) {
+        assert_eq!(pair[0], pair[1], "a task's output was interleaved: {}", out.stdout);
+    }
+    lines.sort_unstable();
+    assert_eq!(lines, ["0", "0", "0.1", "0.1", "0.2", "0.2"]);
+}
+
+#[test]
+fn line_buffer_streams_lines_prefixed_with_the_task_number() {
+    let env = Env::new();
+    let out = env.run(&[
+        "run",
+        "-j2",
+        "--line-buffer",
+        "echo a{}; echo e{} >&2; sleep 0.2; echo b{}",
+        ":::",
+        "1",
+        "2",
+    ]);
+    out.expect_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let mut sorted = lines.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["1\ta1", "1\tb1", "2\ta2", "2\tb2"]);
+    for n in ["1", "2"] {
+        let at = |l: String| lines.iter().position(|x| *x == l).unwrap();
+        assert!(at(format!("{n}\ta{n}")) < at(format!("{n}\tb{n}")), "{lines:?}");
+    }
+    assert!(out.stderr.contains("1\te1\n") && out.stderr.contains("2\te2\n"), "{}", out.stderr);
+    // The store keeps the output without prefixes.
+    let results = env.results(&[]);
+    assert_eq!(str_of(task(&results, 1), "stdout"), "a1\nb1\n");
+    assert_eq!(str_of(task(&results, 2), "stderr"), "e2\n");
+}
+
+#[test]
+fn a_command_needing_a_shell_runs_through_sh_with_inputs_quoted() {
+    let env = Env::new();
+    let out = env.run(&["run", "-j1", "-k", "echo {} | tr a-z A-Z", ":::", "hello", "two  words"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "HELLO\nTWO  WORDS\n");
+    let results = env.results(&[]);
+    assert_eq!(str_of(task(&results, 1), "command"), "echo hello | tr a-z A-Z");
+
+    // An input can never inject shell syntax, in a shell command or a direct one.
+    let out = env.run(&[
+        "run",
+        "-j1",
+        "-k",
+        "echo {} >/dev/null; echo {}",
+        ":::",
+        "$(touch pwned)",
+        ";touch pwned2",
+    ]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "$(touch pwned)\n;touch pwned2\n");
+    let out = env.run(&["run", "-j1", "echo", "{}", ":::", "a;b $(touch pwned3)"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a;b $(touch pwned3)\n");
+    for file in ["pwned", "pwned2", "pwned3"] {
+        assert!(!env.path().join(file).exists(), "an input ran as shell code");
+    }
+    // A direct command is stored shell-quoted, ready to paste.
+    assert_eq!(str_of(&env.results(&[])[0], "command"), "echo 'a;b $(touch pwned3)'");
+}
+
+#[test]
+fn exit_status_is_0_when_all_succeed_and_1_when_any_fails() {
+    let env = Env::new();
+    env.run(&["run", "-j2", "true", ":::", "a", "b"]).expect_code(0);
+
+    let out = env.run(&["run", "-j2", "sh", "-c", "{}", ":::", "exit 0", "exit 3"]);
+    out.expect_code(1);
+    let summary = out.stderr.lines().last().unwrap();
+    assert!(summary.starts_with("shoal: run 2: 1 succeeded, 1 failed (1 failed) in "), "{summary}");
+    assert!(summary.ends_with("; see `shoal results --run 2 --status failed`"), "{summary}");
+    let failed = env.results(&["--status", "failed"]);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(int_of(&failed[0], "exit_code"), 3);
+
+    // A program that does not exist fails its tasks, not the run.
+    let out = env.run(&["run", "-j1", "shoal-no-such-program", ":::", "a"]);
+    out.expect_code(1);
+    let t = &env.results(&[])[0];
+    assert_eq!((str_of(t, "status"), int_of(t, "exit_code")), ("failed", 127));
+    assert!(str_of(t, "stderr").contains("cannot run 'shoal-no-such-program'"), "{t}");
+}
+
+#[test]
+fn the_summary_points_at_all_results_when_failures_are_of_several_kinds() {
+    let env = Env::new();
+    let out = env.run(&[
+        "run",
+        "-j2",
+        "--timeout",
+        "0.3",
+        "--kill-grace",
+        "0.1",
+        "sh",
+        "-c",
+        "{}",
+        ":::",
+        "exit 2",
+        "sleep 20",
+    ]);
+    out.expect_code(1);
+    let summary = out.stderr.lines().last().unwrap();
+    assert!(summary.contains("0 succeeded, 2 failed (1 failed, 1 timed_out)"), "{summary}");
+    assert!(summary.ends_with("; see `shoal results --run 1`"), "{summary}");
+}
+
+#[test]
+fn output_beyond_the_limit_is_cut_in_the_store_and_marked_truncated() {
+    let env = Env::new();
+    let out = env.run(&[
+        "run",
+        "-j1",
+        "--output-limit",
+        "1K",
+        "head -c {} /dev/zero | tr '\\000' a",
+        ":::",
+        "5000",
+        "10",
+    ]);
+    out.expect_code(0);
+    let results = env.results(&[]);
+    let big = task(&results, 1);
+    assert_eq!(str_of(big, "stdout"), "a".repeat(1024));
+    assert_eq!(
+        (big["stdout_truncated"].clone(), big["stderr_truncated"].clone()),
+        (json!(true), json!(false))
+    );
+    let small = task(&results, 2);
+    assert_eq!(str_of(small, "stdout"), "a".repeat(10));
+    assert_eq!(small["stdout_truncated"], json!(false));
+}
+
+#[test]
+#[ignore = "known bug: the printed output is cut at --output-limit too, silently (see the test report)"]
+fn output_beyond_the_limit_is_still_printed_whole() {
+    let env = Env::new();
+    let out = env.run(&[
+        "run",
+        "-j1",
+        "--output-limit",
+        "1K",
+        "head -c {} /dev/zero | tr '\\000' a",
+        ":::",
+        "5000",
+    ]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a".repeat(5000));
+}
+
+// ---------------------------------------------------------------------------
+// The report subcommands
+// ---------------------------------------------------------------------------
+
+/// Replaces `YYYY-MM-DD HH:MM:SS` by `[DATE]` and decimal numbers by `[N]`.
+fn redact_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let digits = |from: usize| chars[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    while i < chars.len() {
+        let is_date = chars.len() - i >= 19
+            && chars[i..i + 19].iter().zip("dddd-dd-dd dd:dd:dd".chars()).all(|(c, p)| {
+                if p == 'd' {
+                    c.is_ascii_digit()
+                } else {
+                    *c == p
+                }
+            });
+        if is_date {
+            out.push_str("[DATE]");
+            i += 19;
+            continue;
+        }
+        let whole = digits(i);
+        if whole > 0 && chars.get(i + whole) == Some(&'.') && digits(i + whole + 1) > 0 {
+            let end = i + whole + 1 + digits(i + whole + 1);
+            // Keep alignment visible: one [N] per number, padding is the table's.
+            out.push_str("[N]");
+            i = end;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A run with one success (printing on both streams) and one failure.
+fn small_run(env: &Env) {
+    let out = env.run(&["run", "-j1", "sh", "-c", "{}", ":::", "echo out; echo err >&2", "exit 4"]);
+    out.expect_code(1);
+}
+
+#[test]
+fn runs_lists_every_run_with_its_counts() {
+    let env = Env::new();
+    small_run(&env);
+    env.run(&["run", "-j1", "true", ":::", "a"]).expect_code(0);
+    let runs = env.runs();
+    assert_eq!(runs.len(), 2);
+    insta::assert_snapshot!("runs_json_keys", keys(&runs[0]).join("\n"));
+    assert_eq!(int_of(&runs[0], "id"), 1);
+    assert_eq!(str_of(&runs[0], "status"), "finished");
+    assert_eq!(runs[0]["command"], json!(["sh", "-c", "{}"]));
+    assert_eq!(int_of(&runs[0], "total"), 2);
+    assert_eq!(runs[0]["counts"]["succeeded"], 1);
+    assert_eq!(runs[0]["counts"]["failed"], 1);
+    assert!(runs[0]["ended_at"].as_f64().unwrap() >= runs[0]["started_at"].as_f64().unwrap());
+    assert_eq!(runs[1]["counts"]["succeeded"], 1);
+
+    let table = env.run(&["runs"]);
+    table.expect_code(0);
+    insta::assert_snapshot!("runs_table", redact_numbers(&table.stdout));
+}
+
+#[test]
+fn results_shows_tasks_with_status_and_output() {
+    let env = Env::new();
+    small_run(&env);
+    let results = env.results(&[]);
+    assert_eq!(results.len(), 2);
+    insta::assert_snapshot!("results_json_keys", keys(&results[0]).join("\n"));
+    let ok = task(&results, 1);
+    assert_eq!(
+        (str_of(ok, "status"), str_of(ok, "stdout"), str_of(ok, "stderr")),
+        ("succeeded", "out\n", "err\n")
+    );
+    assert_eq!((int_of(ok, "exit_code"), int_of(ok, "attempts"), int_of(ok, "slot")), (0, 1, 1));
+    let failed = task(&results, 2);
+    assert_eq!((str_of(failed, "status"), int_of(failed, "exit_code")), ("failed", 4));
+    assert_eq!(env.results(&["--status", "failed"]).len(), 1);
+    assert_eq!(env.results(&["--status", "crashed"]).len(), 0);
+    assert_eq!(env.results(&["--run", "1", "--status", "succeeded"])[0]["task"], 1);
+
+    let table = env.run(&["results"]);
+    table.expect_code(0);
+    insta::assert_snapshot!("results_table", redact_numbers(&table.stdout));
+}
+
+#[test]
+fn stats_counts_rates_percentiles_and_slots() {
+    let env = Env::new();
+    small_run(&env);
+    let stats = env.stats(&["--run", "1"]);
+    insta::assert_snapshot!("stats_json_keys", keys(&stats).join("\n"));
+    assert_eq!(int_of(&stats, "run"), 1);
+    assert_eq!(int_of(&stats, "total"), 2);
+    assert_eq!(
+        stats["counts"],
+        json!({
+            "queued": 0, "running": 0, "succeeded": 1, "failed": 1, "timed_out": 0,
+            "crashed": 0, "memory_exceeded": 0, "cancelled": 0
+        })
+    );
+    assert_eq!(stats["success_rate"], json!(0.5));
+    assert_eq!(stats["memory_limit_mode"], Value::Null);
+    let (p50, p95, max) = (
+        stats["duration_p50"].as_f64().unwrap(),
+        stats["duration_p95"].as_f64().unwrap(),
+        stats["duration_max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p95 && p95 <= max, "{stats}");
+    let slots = stats["per_slot"].as_array().unwrap();
+    assert_eq!(slots.len(), 1);
+    assert_eq!((int_of(&slots[0], "slot"), int_of(&slots[0], "tasks")), (1, 2));
+    assert!(slots[0]["busy"].as_f64().unwrap() > 0.0);
+
+    let text = env.run(&["stats"]);
+    text.expect_code(0);
+    insta::assert_snapshot!("stats_text", redact_numbers(&text.stdout));
+}
+
+#[test]
+fn export_gives_every_task_with_its_attempts_as_json_lines() {
+    let env = Env::new();
+    small_run(&env);
+    let out = env.run(&["export"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout.lines().count(), 2, "one line per task");
+    let exported = json_lines(&out.stdout);
+    insta::assert_snapshot!("export_json_keys", keys(&exported[0]).join("\n"));
+    let attempt = &exported[1]["attempt_log"][0];
+    insta::assert_snapshot!("export_attempt_keys", keys(attempt).join("\n"));
+    assert_eq!((int_of(attempt, "task"), int_of(attempt, "attempt")), (2, 1));
+    assert_eq!((str_of(attempt, "outcome"), int_of(attempt, "exit_code")), ("failed", 4));
+    assert_eq!(attempt["pid"], exported[1]["pid"]);
+    // The export holds what results holds, plus the attempts.
+    let results = env.results(&[]);
+    for (mut e, r) in exported.into_iter().zip(results) {
+        e.as_object_mut().unwrap().remove("attempt_log");
+        assert_eq!(e, r);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bad input: a clear message, exit status 2, never a panic
+// ---------------------------------------------------------------------------
+
+/// Runs shoal, expects exit status 2 with a message and no panic, snapshots the
+/// message (temp paths redacted) and returns it.
+#[track_caller]
+fn bad_input(env: &Env, args: &[&str], snapshot: &str) -> String {
+    let out = env.run(args);
+    out.expect_code(2);
+    assert!(out.stdout.is_empty(), "nothing on stdout: {}", out.stdout);
+    assert!(!out.stderr.trim().is_empty(), "an error says what is wrong");
+    let stderr = env.redact(&out.stderr);
+    insta::assert_snapshot!(snapshot, stderr);
+    stderr
+}
+
+#[test]
+fn bad_unknown_option() {
+    let env = Env::new();
+    let err = bad_input(&env, &["run", "--bogus", "echo", ":::", "a"], "bad_unknown_option");
+    assert!(err.contains("'--bogus'"));
+    assert!(!env.store.exists(), "nothing was recorded");
+}
+
+#[test]
+fn bad_zero_slots() {
+    let env = Env::new();
+    let err = bad_input(&env, &["run", "-j", "0", "echo", ":::", "a"], "bad_zero_slots");
+    assert!(err.contains("--jobs"));
+}
+
+#[test]
+fn bad_empty_input_group() {
+    let env = Env::new();
+    let err = bad_input(&env, &["run", "echo", ":::"], "bad_empty_group");
+    assert!(err.contains("input group 1"));
+    let err =
+        bad_input(&env, &["run", "echo", ":::", "a", ":::", ":::", "b"], "bad_empty_second_group");
+    assert!(err.contains("input group 2"));
+    assert_eq!(env.runs().len(), 0, "a failed start records no run");
+}
+
+#[test]
+fn bad_unreadable_file_group() {
+    let env = Env::new();
+    let missing = env.file("missing.txt");
+    let err = bad_input(&env, &["run", "echo", "::::", &missing], "bad_missing_file_group");
+    assert!(err.contains("[TMP]/missing.txt"));
+    // Root reads any file whatever its mode; a directory cannot be read as lines.
+    let dir = env.file("adir");
+    std::fs::create_dir(&dir).unwrap();
+    bad_input(&env, &["run", "echo", "::::", &dir], "bad_directory_file_group");
+}
+
+#[test]
+fn bad_tasks_line_names_its_line_number() {
+    let env = Env::new();
+    let tasks = env.write("tasks.jsonl", "{\"args\": [\"a\"]}\n\n{\"args\": [1,}\n");
+    let err = bad_input(&env, &["run", "--tasks", &tasks, "echo"], "bad_tasks_json");
+    assert!(err.contains("tasks.jsonl:3:"), "{err}");
+    let tasks =
+        env.write("fields.jsonl", "{\"args\": [\"a\"]}\n{\"args\": [\"b\"], \"prio\": 1}\n");
+    let err = bad_input(&env, &["run", "--tasks", &tasks, "echo"], "bad_tasks_unknown_field");
+    assert!(err.contains("fields.jsonl:2:"), "{err}");
+    let tasks = env.write("kinds.jsonl", "[\"a\"]\n");
+    bad_input(&env, &["run", "--tasks", &tasks, "echo"], "bad_tasks_not_an_object");
+    let tasks = env.write("prio.jsonl", "{\"args\": \"a\", \"priority\": \"high\"}\n");
+    bad_input(&env, &["run", "--tasks", &tasks, "echo"], "bad_tasks_priority");
+}
+
+#[test]
+fn bad_store_in_a_missing_directory() {
+    let mut env = Env::new();
+    env.store = env.path().join("no/such/dir/s.db");
+    let out = env.run(&["run", "echo", ":::", "a"]);
+    out.expect_code(2);
+    insta::assert_snapshot!("bad_store_missing_directory", env.redact(&out.stderr));
+    assert!(!env.path().join("no").exists(), "shoal does not create the directory");
+}
+
+#[test]
+fn bad_store_whose_parent_is_a_file() {
+    let mut env = Env::new();
+    env.write("afile", "");
+    env.store = env.path().join("afile/s.db");
+    let out = env.run(&["run", "echo", ":::", "a"]);
+    out.expect_code(2);
+    insta::assert_snapshot!("bad_store_parent_is_a_file", env.redact(&out.stderr));
+}
+
+#[test]
+fn bad_store_that_is_a_directory() {
+    let mut env = Env::new();
+    env.store = env.path().to_owned();
+    let out = env.run(&["run", "echo", ":::", "a"]);
+    out.expect_code(2);
+    insta::assert_snapshot!("bad_store_is_a_directory", env.redact(&out.stderr));
+}
+
+/// Makes a directory immutable (`chattr +i`: even root cannot create files in it)
+/// and undoes it on drop so the temp dir can be removed.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: &std::path::Path) -> Option<Immutable> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Immutable(dir.to_owned()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn bad_store_in_a_read_only_directory() {
+    let mut env = Env::new();
+    let dir = env.path().join("ro");
+    std::fs::create_dir(&dir).unwrap();
+    // Root ignores permission bits, so the directory is made immutable instead. Where
+    // chattr is refused (no CAP_LINUX_IMMUTABLE, a file system without the flag) the
+    // case cannot be set up and is skipped; the parent-is-a-file case still runs.
+    let Some(_guard) = Immutable::new(&dir) else {
+        eprintln!("skipped: chattr +i is not possible here");
+        return;
+    };
+    env.store = dir.join("s.db");
+    let out = env.run(&["run", "echo", ":::", "a"]);
+    assert!(!env.store.exists());
+    out.expect_code(2);
+    insta::assert_snapshot!("bad_store_read_only_directory", env.redact(&out.stderr));
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so the snapshot is stable.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn bad_corrupt_database_file() {
+    let env = Env::new();
+    std::fs::write(&env.store, noise(16 * 1024)).unwrap();
+    let before = std::fs::read(&env.store).unwrap();
+    let err = bad_input(&env, &["run", "echo", ":::", "a"], "bad_corrupt_store_run");
+    assert!(err.contains("[TMP]/s.db"), "{err}");
+    for report in ["runs", "results", "stats", "export"] {
+        let out = env.run(&[report]);
+        out.expect_code(2);
+        assert_eq!(env.redact(&out.stderr), err, "`shoal {report}` says the same");
+    }
+    assert_eq!(std::fs::read(&env.store).unwrap(), before, "shoal never writes over it");
+}
+
+#[test]
+fn bad_database_with_damaged_pages() {
+    let env = Env::new();
+    env.run(&["run", "-j2", "echo", ":::", "a", "b", "c"]).expect_code(0);
+    // Fold the WAL into the file, then overwrite everything after the header page.
+    let mut db = std::fs::read(&env.store).unwrap();
+    assert!(db.len() > 4096, "the store has more than its header page");
+    let len = db.len();
+    db[4096..].copy_from_slice(&noise(len - 4096));
+    let _ = std::fs::remove_file(env.path().join("s.db-wal"));
+    let _ = std::fs::remove_file(env.path().join("s.db-shm"));
+    std::fs::write(&env.store, db).unwrap();
+    for args in [
+        &["runs"][..],
+        &["results"],
+        &["stats"],
+        &["export"],
+        &["run", "echo", ":::", "x"],
+        &["run", "--resume"],
+    ] {
+        let out = env.run(args);
+        out.expect_code(2);
+        assert!(out.stderr.contains("malformed"), "{args:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn bad_a_file_of_another_program() {
+    let env = Env::new();
+    // A valid SQLite database that is not a shoal store (python3 is needed by the
+    // memory-limit test anyway).
+    let made = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE t(x)'); c.commit()")
+        .arg(&env.store)
+        .status()
+        .expect("run python3");
+    assert!(made.success());
+    let before = std::fs::read(&env.store).unwrap();
+    bad_input(&env, &["run", "echo", ":::", "a"], "bad_not_a_shoal_store");
+    assert_eq!(
+        std::fs::read(&env.store).unwrap(),
+        before,
+        "a file that is not ours is never modified"
+    );
+    assert!(!env.path().join("s.db-wal").exists());
+}
+
+#[test]
+fn bad_resume_on_an_empty_store() {
+    let env = Env::new();
+    let err = bad_input(&env, &["run", "--resume"], "bad_resume_empty_store");
+    assert!(err.contains("no run to resume"));
+    env.run(&["run", "true", ":::", "a"]).expect_code(0);
+    bad_input(&env, &["run", "--resume", "7"], "bad_resume_unknown_run");
+    bad_input(&env, &["run", "--resume", "1", "echo", ":::", "b"], "bad_resume_with_a_command");
+}
+
+#[test]
+fn bad_results_status() {
+    let env = Env::new();
+    env.run(&["run", "true", ":::", "a"]).expect_code(0);
+    let err = bad_input(&env, &["results", "--status", "nonsense"], "bad_results_status");
+    assert!(err.contains("'nonsense'"));
+}
+
+#[test]
+fn bad_reports_without_a_store_or_a_run() {
+    let env = Env::new();
+    bad_input(&env, &["results"], "bad_report_no_store");
+    assert!(!env.store.exists(), "a report never creates a store");
+    env.run(&["run", "true", ":::", "a"]).expect_code(0);
+    bad_input(&env, &["stats", "--run", "9"], "bad_report_unknown_run");
+}
+
+#[test]
+fn bad_command_lines_of_other_kinds() {
+    let env = Env::new();
+    bad_input(&env, &["run", ":::", "a"], "bad_no_command");
+    bad_input(&env, &["run", "echo", "{3}", ":::", "a", ":::", "b"], "bad_group_out_of_range");
+    bad_input(&env, &["run", "--timeout", "soon", "echo", ":::", "a"], "bad_timeout_value");
+    bad_input(
+        &env,
+        &["run", "--memory-limit", "12Q", "echo", ":::", "a"],
+        "bad_memory_limit_value",
+    );
+    let tasks = env.write("t.jsonl", "{\"args\": [\"a\"]}\n");
+    bad_input(&env, &["run", "--tasks", &tasks, "echo", ":::", "a"], "bad_tasks_and_groups");
+    bad_input(&env, &["run", "--tasks", &env.file("none.jsonl"), "echo"], "bad_tasks_missing_file");
+    assert!(!env.store.exists() || env.runs().is_empty(), "no run was recorded");
+}
