@@ -214,8 +214,7 @@ impl Template {
     }
 
     /// Whether `{%}` (the slot number) appears.
-    #[cfg(test)]
-    fn uses_slot(&self) -> bool {
+    pub fn uses_slot(&self) -> bool {
         match &self.body {
             Body::Direct(words) => words.iter().flatten().any(|s| *s == Segment::SlotNumber),
             Body::Shell(script) => script.contains(&Segment::SlotNumber),

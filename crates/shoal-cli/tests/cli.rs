@@ -52,7 +52,6 @@ fn replacement_strings_end_to_end() {
 }
 
 #[test]
-#[ignore = "known bug: the stored command is rendered before the slot is known, {%} shows 0"]
 fn the_stored_command_shows_the_slot_it_ran_on() {
     let env = Env::new();
     env.run(&["run", "-j1", "echo", "{%}", ":::", "a"]).expect_code(0);
@@ -332,7 +331,6 @@ fn output_beyond_the_limit_is_cut_in_the_store_and_marked_truncated() {
 }
 
 #[test]
-#[ignore = "known bug: the printed output is cut at --output-limit too, silently (see the test report)"]
 fn output_beyond_the_limit_is_still_printed_whole() {
     let env = Env::new();
     let out = env.run(&[

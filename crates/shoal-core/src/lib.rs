@@ -13,4 +13,4 @@ pub mod store;
 pub mod task;
 
 pub use error::{Error, Result};
-pub use task::{AttemptOutcome, KillReason, SlotId, TaskId, TaskMeta, TaskStatus};
+pub use task::{AttemptOutcome, KillReason, Output, SlotId, TaskId, TaskMeta, TaskStatus};

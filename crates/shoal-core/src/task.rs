@@ -29,6 +29,14 @@ pub struct TaskMeta {
     pub retries: u32,
 }
 
+/// Output captured from one stream of an attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub bytes: Vec<u8>,
+    /// More was written than was kept.
+    pub truncated: bool,
+}
+
 /// Why a running attempt was stopped by the engine rather than ending by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

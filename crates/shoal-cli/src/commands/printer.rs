@@ -8,9 +8,13 @@ use std::sync::Arc;
 
 use shoal_core::engine::Stream;
 use shoal_core::store::StoreEvent;
-use shoal_core::TaskId;
+use shoal_core::{Output, TaskId};
 
 use crate::progress::Progress;
+
+/// Output kept in memory per stream and attempt so that it can be printed whole;
+/// the store keeps `--output-limit` of it.
+pub const PRINT_LIMIT: u64 = 64 << 20;
 
 /// Prints the output of finished tasks, in completion or input order.
 pub struct Printer {
@@ -20,6 +24,8 @@ pub struct Printer {
     order: VecDeque<TaskId>,
     /// Outputs waiting for an earlier task (only with `keep_order`).
     held: HashMap<TaskId, (Vec<u8>, Vec<u8>)>,
+    /// Whole outputs of tasks whose stored output was cut to `--output-limit`.
+    whole: HashMap<TaskId, (Output, Output)>,
     progress: Arc<Progress>,
 }
 
@@ -32,7 +38,20 @@ impl Printer {
         progress: Arc<Progress>,
     ) -> Printer {
         let order = if keep_order { order.into() } else { VecDeque::new() };
-        Printer { keep_order, line_buffer, order, held: HashMap::new(), progress }
+        Printer {
+            keep_order,
+            line_buffer,
+            order,
+            held: HashMap::new(),
+            whole: HashMap::new(),
+            progress,
+        }
+    }
+
+    /// Keeps the whole output of a finished task whose stored output was cut, to
+    /// print it instead once its result is committed.
+    pub fn hold_whole(&mut self, task: TaskId, outputs: (Output, Output)) {
+        self.whole.insert(task, outputs);
     }
 
     /// Called with every committed batch of store events.
@@ -48,6 +67,12 @@ impl Printer {
                 .ended(final_status.is_some(), final_status.is_some_and(|s| s.is_failure()));
             if final_status.is_none() || self.line_buffer {
                 continue;
+            }
+            let whole = self.whole.remove(task);
+            let (stdout, stderr) = whole.as_ref().map_or((stdout, stderr), |(o, e)| (o, e));
+            if stdout.truncated || stderr.truncated {
+                let mib = PRINT_LIMIT >> 20;
+                eprintln!("shoal: task {task}: output past {mib} MiB per stream was dropped");
             }
             if self.keep_order {
                 self.held.insert(*task, (stdout.bytes.clone(), stderr.bytes.clone()));

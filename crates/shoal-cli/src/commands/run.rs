@@ -13,16 +13,16 @@ use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
 use shoal_core::process::{CommandLine, Limits, MemoryMode};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
-use shoal_core::store::{NewRun, NewTask, Output, RunStatus, Store, StoreEvent, Writer};
-use shoal_core::{SlotId, TaskId, TaskMeta, TaskStatus};
+use shoal_core::store::{NewRun, NewTask, RunStatus, Store, StoreEvent, Writer};
+use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-use super::printer::Printer;
+use super::printer::{Printer, PRINT_LIMIT};
 use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
 use crate::progress::Progress;
-use crate::template::Template;
+use crate::template::{display, Template};
 use crate::Exit;
 
 /// Waiting this long raises a task by one priority level.
@@ -118,7 +118,7 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
             },
         },
         kill_grace: Duration::from_secs_f64(options.kill_grace),
-        output_cap: options.output_limit as usize,
+        output_cap: options.output_limit.max(PRINT_LIMIT) as usize,
         limits: Limits { memory: options.memory_limit, cpu: None, nice: options.nice },
         pin: options.pin,
         line_buffer: options.line_buffer,
@@ -130,6 +130,8 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         args: planned.iter().map(|p| (p.task, p.args.clone())).collect(),
         writer: &writer,
         progress: &progress,
+        printer: &printer,
+        output_limit: options.output_limit as usize,
         finished: HashMap::new(),
     };
     let tasks = planned.into_iter().map(|p| (p.task, p.meta, p.attempts));
@@ -228,7 +230,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         .map(|p| NewTask {
             task: p.task,
             args: p.args.clone(),
-            command: crate::template::display(&template.render(&p.args, p.task, 0)),
+            command: display(&template.render(&p.args, p.task, 0)),
             meta: p.meta.clone(),
         })
         .collect();
@@ -284,7 +286,20 @@ struct CliFrontend<'a> {
     args: HashMap<TaskId, Vec<String>>,
     writer: &'a Writer,
     progress: &'a Progress,
+    printer: &'a Mutex<Printer>,
+    /// Bytes of each stream the store keeps.
+    output_limit: usize,
     finished: HashMap<TaskStatus, u64>,
+}
+
+/// Cuts an output to what the store keeps; returns the whole output too when it
+/// was longer, for printing.
+fn for_store(output: Output, limit: usize) -> (Output, Option<Output>) {
+    if output.bytes.len() <= limit {
+        return (output, None);
+    }
+    let kept = Output { bytes: output.bytes[..limit].to_vec(), truncated: true };
+    (kept, Some(output))
 }
 
 impl Frontend for CliFrontend<'_> {
@@ -301,12 +316,23 @@ impl Frontend for CliFrontend<'_> {
             slot: event.slot,
             pid: event.pid,
             started_at: unix(event.at),
+            // The stored command was rendered without a slot; record the real one.
+            command: self.template.uses_slot().then(|| {
+                display(&self.template.render(&self.args[&event.task], event.task, event.slot))
+            }),
         });
     }
 
     fn ended(&mut self, event: Ended) {
         if let Some(status) = event.final_status {
             *self.finished.entry(status).or_default() += 1;
+        }
+        let (stdout, whole_stdout) = for_store(event.stdout, self.output_limit);
+        let (stderr, whole_stderr) = for_store(event.stderr, self.output_limit);
+        if event.final_status.is_some() && (whole_stdout.is_some() || whole_stderr.is_some()) {
+            let whole = |w: Option<Output>, kept: &Output| w.unwrap_or_else(|| kept.clone());
+            let outputs = (whole(whole_stdout, &stdout), whole(whole_stderr, &stderr));
+            self.printer.lock().unwrap_or_else(|e| e.into_inner()).hold_whole(event.task, outputs);
         }
         self.writer.send(StoreEvent::AttemptEnded {
             run: self.run,
@@ -317,8 +343,8 @@ impl Frontend for CliFrontend<'_> {
             outcome: event.outcome,
             final_status: event.final_status,
             max_rss_kb: event.max_rss_kb,
-            stdout: Output { bytes: event.stdout.bytes, truncated: event.stdout.truncated },
-            stderr: Output { bytes: event.stderr.bytes, truncated: event.stderr.truncated },
+            stdout,
+            stderr,
         });
     }
 

@@ -16,9 +16,9 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::events::{Captured, Stream};
+use super::events::Stream;
 use crate::process::{reap, signal, ExitInfo, Spawned};
-use crate::task::TaskId;
+use crate::task::{Output, TaskId};
 
 /// How hard to stop an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,8 +34,8 @@ pub(crate) type Line = (TaskId, Stream, Vec<u8>);
 /// What the attempt left behind.
 pub(crate) struct Finished {
     pub exit: io::Result<ExitInfo>,
-    pub stdout: Captured,
-    pub stderr: Captured,
+    pub stdout: Output,
+    pub stderr: Output,
 }
 
 /// Runs an attempt to its end.
@@ -47,8 +47,8 @@ pub(crate) async fn supervise(
     lines: Option<(TaskId, mpsc::UnboundedSender<Line>)>,
 ) -> Finished {
     let Spawned { pid, pidfd, stdout, stderr } = spawned;
-    let mut out = Captured::default();
-    let mut err = Captured::default();
+    let mut out = Output::default();
+    let mut err = Output::default();
     let exit = {
         let out_lines = lines.clone().map(|(task, tx)| (task, Stream::Stdout, tx));
         let err_lines = lines.map(|(task, tx)| (task, Stream::Stderr, tx));
@@ -126,7 +126,7 @@ async fn wait_exit(
 /// Reads a stream to its end, keeping the first `cap` bytes.
 async fn capture(
     fd: OwnedFd,
-    into: &mut Captured,
+    into: &mut Output,
     cap: usize,
     mut lines: Option<(TaskId, Stream, mpsc::UnboundedSender<Line>)>,
 ) {

@@ -9,10 +9,10 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
 use super::attempt::{supervise, Finished, KillLevel, Line};
-use super::events::{Captured, Ended, EngineConfig, Frontend, Report, Started, Stop};
+use super::events::{Ended, EngineConfig, Frontend, Report, Started, Stop};
 use crate::process::{limits, resolve_program, spawn, Exited, Limits};
 use crate::scheduler::{Decision, Scheduler};
-use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta, TaskStatus};
+use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::{Error, Result};
 
 /// Exit code of a task whose program could not be started, as shells use.
@@ -88,7 +88,7 @@ pub async fn run<F: Frontend>(
                             let verdict = sched.attempt_ended(slot, outcome, epoch.elapsed());
                             count(&mut report, verdict.final_status);
                             slot_freed = true;
-                            let stderr = Captured { bytes: message.into_bytes(), truncated: false };
+                            let stderr = Output { bytes: message.into_bytes(), truncated: false };
                             frontend.ended(Ended {
                                 task,
                                 attempt,
@@ -98,7 +98,7 @@ pub async fn run<F: Frontend>(
                                 at: SystemTime::now(),
                                 duration: started.elapsed(),
                                 max_rss_kb: None,
-                                stdout: Captured::default(),
+                                stdout: Output::default(),
                                 stderr,
                             });
                         }

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::process::{CommandLine, Limits};
 use crate::scheduler::SchedulerConfig;
-use crate::task::{AttemptOutcome, SlotId, TaskId, TaskStatus};
+use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 
 /// How the engine runs tasks.
 #[derive(Debug, Clone)]
@@ -40,14 +40,6 @@ pub enum Stream {
     Stderr,
 }
 
-/// Output captured from one stream of an attempt.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Captured {
-    pub bytes: Vec<u8>,
-    /// More was written than the cap kept.
-    pub truncated: bool,
-}
-
 /// An attempt has started.
 #[derive(Debug, Clone)]
 pub struct Started {
@@ -70,8 +62,8 @@ pub struct Ended {
     pub at: SystemTime,
     pub duration: Duration,
     pub max_rss_kb: Option<u64>,
-    pub stdout: Captured,
-    pub stderr: Captured,
+    pub stdout: Output,
+    pub stderr: Output,
 }
 
 /// The engine's view of a front end.

@@ -18,4 +18,4 @@ mod driver;
 mod events;
 
 pub use driver::run;
-pub use events::{Captured, Ended, EngineConfig, Frontend, Report, Started, Stop, Stream};
+pub use events::{Ended, EngineConfig, Frontend, Report, Started, Stop, Stream};

@@ -23,7 +23,7 @@ pub use records::{
     SlotStats, StatusCounts, TaskRecord,
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
-pub use writer::{OnCommit, Output, StoreEvent, Writer, MAX_BATCH};
+pub use writer::{OnCommit, StoreEvent, Writer, MAX_BATCH};
 
 #[cfg(test)]
 mod tests;

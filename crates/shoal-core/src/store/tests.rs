@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use super::read::nearest_rank;
 use super::*;
 use crate::error::Error;
-use crate::task::{AttemptOutcome, TaskMeta, TaskStatus};
+use crate::task::{AttemptOutcome, Output, TaskMeta, TaskStatus};
 
 fn temp() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -55,6 +55,7 @@ fn started(run: i64, task: u64, attempt: u32, slot: usize) -> StoreEvent {
         slot,
         pid: 1000 + task as u32,
         started_at: 100.0,
+        command: None,
     }
 }
 

@@ -37,7 +37,7 @@ use super::db::{db, Store};
 use super::records::RunStatus;
 use super::schema;
 use crate::error::{Error, Result};
-use crate::task::{AttemptOutcome, SlotId, TaskId, TaskStatus};
+use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 
 /// How long the thread waits after the first event of a batch for others to join.
 /// Bounds how late a result is shown; 100 commits a second at most.
@@ -48,15 +48,6 @@ pub const MAX_BATCH: usize = 1000;
 
 /// Called by the writer thread with every batch it has committed.
 pub type OnCommit = Box<dyn FnMut(&[StoreEvent]) + Send>;
-
-/// Captured output of an attempt.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Output {
-    /// The bytes kept.
-    pub bytes: Vec<u8>,
-    /// Whether more was written than kept.
-    pub truncated: bool,
-}
 
 /// One change the engine asks the writer thread to make durable.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +66,9 @@ pub enum StoreEvent {
         pid: u32,
         /// When it started, unix seconds.
         started_at: f64,
+        /// The command as run, when it differs from the one stored with the task
+        /// (it uses the slot number).
+        command: Option<String>,
     },
     /// An attempt ended: closes the attempt and records its result on the task.
     AttemptEnded {
@@ -232,13 +226,19 @@ fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
             _ => None,
         })
         .collect();
-    let mut started: HashMap<(i64, TaskId, u32), (SlotId, u32, f64)> = HashMap::new();
+    let mut started: HashMap<(i64, TaskId, u32), Start<'_>> = HashMap::new();
     for ev in batch {
         match *ev {
-            StoreEvent::AttemptStarted { run, task, attempt, slot, pid, started_at }
-                if ended.contains(&(run, task, attempt)) =>
-            {
-                started.insert((run, task, attempt), (slot, pid, started_at));
+            StoreEvent::AttemptStarted {
+                run,
+                task,
+                attempt,
+                slot,
+                pid,
+                started_at,
+                ref command,
+            } if ended.contains(&(run, task, attempt)) => {
+                started.insert((run, task, attempt), (slot, pid, started_at, command.as_deref()));
             }
             StoreEvent::AttemptEnded { run, task, attempt, .. } => {
                 match started.remove(&(run, task, attempt)) {
@@ -252,11 +252,14 @@ fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
     tx.commit().map_err(db("commit a write"))
 }
 
-/// Writes an attempt whose start `(slot, pid, started_at)` and end `ev` are both in
-/// one batch: one insert and one task update.
+/// The start of an attempt held back until its end: slot, pid, start time, command.
+type Start<'a> = (SlotId, u32, f64, Option<&'a str>);
+
+/// Writes an attempt whose start and end `ev` are both in one batch: one insert and
+/// one task update.
 fn apply_whole_attempt(
     tx: &Transaction<'_>,
-    (slot, pid, started_at): (SlotId, u32, f64),
+    (slot, pid, started_at, command): Start<'_>,
     ev: &StoreEvent,
 ) -> Result<()> {
     let StoreEvent::AttemptEnded {
@@ -279,8 +282,8 @@ fn apply_whole_attempt(
         .prepare_cached(
             "UPDATE tasks SET status = ?3, attempts = ?4, slot = ?5, pid = ?6, started_at = ?7,
              exit_code = ?8, signal = ?9, duration = ?10, ended_at = ?11, stdout = ?12,
-             stderr = ?13, stdout_truncated = ?14, stderr_truncated = ?15
-             WHERE run_id = ?1 AND task = ?2",
+             stderr = ?13, stdout_truncated = ?14, stderr_truncated = ?15,
+             command = coalesce(?16, command) WHERE run_id = ?1 AND task = ?2",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -298,7 +301,8 @@ fn apply_whole_attempt(
                 stdout.bytes,
                 stderr.bytes,
                 stdout.truncated,
-                stderr.truncated
+                stderr.truncated,
+                command
             ])
         })
         .map_err(db("record an attempt"))?;
@@ -343,13 +347,13 @@ fn codes(outcome: AttemptOutcome) -> (Option<i32>, Option<i32>) {
 fn apply(tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
     let missing = |run, task, what| Error::StoreMissing { run, task, what };
     match ev {
-        &StoreEvent::AttemptStarted { run, task, attempt, slot, pid, started_at } => {
+        &StoreEvent::AttemptStarted { run, task, attempt, slot, pid, started_at, ref command } => {
             // The task first, so an unknown task gets a clear error, not a foreign
             // key failure.
             let n = tx
                 .prepare_cached(
                     "UPDATE tasks SET status = ?3, attempts = ?4, slot = ?5, pid = ?6,
-                     started_at = ?7 WHERE run_id = ?1 AND task = ?2",
+                     started_at = ?7, command = coalesce(?8, command) WHERE run_id = ?1 AND task = ?2",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -359,7 +363,8 @@ fn apply(tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
                         attempt,
                         slot,
                         pid,
-                        started_at
+                        started_at,
+                        command
                     ])
                 })
                 .map_err(db("record an attempt start"))?;
