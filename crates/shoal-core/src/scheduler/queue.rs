@@ -15,18 +15,17 @@ use crate::task::{TaskId, TaskMeta};
 /// Position inside one priority bucket: longest cost first, then FIFO.
 type Rank = (Reverse<u128>, u64);
 
+/// A waiting task, stored in its bucket's `order` under its rank.
 #[derive(Debug)]
 struct Waiting {
     task: TaskId,
-    priority: i32,
-    rank: Rank,
     key: Option<String>,
     since: Duration,
 }
 
 #[derive(Debug, Default)]
 struct Bucket {
-    order: BTreeSet<Rank>,
+    order: BTreeMap<Rank, Waiting>,
     by_key: HashMap<String, BTreeSet<Rank>>,
     /// (enqueued at, seq): the front is the task that has waited longest.
     by_age: BTreeSet<(Duration, u64)>,
@@ -37,23 +36,23 @@ struct Bucket {
 pub struct ReadyQueue {
     aging: Option<Duration>,
     buckets: BTreeMap<i32, Bucket>,
-    waiting: HashMap<u64, Waiting>,
+    len: usize,
 }
 
 impl ReadyQueue {
     /// An empty queue; `aging` is the wait that raises a task by one priority level.
     pub fn new(aging: Option<Duration>) -> Self {
-        ReadyQueue { aging, buckets: BTreeMap::new(), waiting: HashMap::new() }
+        ReadyQueue { aging, buckets: BTreeMap::new(), len: 0 }
     }
 
     /// Number of waiting tasks.
     pub fn len(&self) -> usize {
-        self.waiting.len()
+        self.len
     }
 
     /// Whether no task waits.
     pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
+        self.len == 0
     }
 
     /// Adds a task. `seq` is its submission number (unique, kept across retries so a
@@ -61,14 +60,12 @@ impl ReadyQueue {
     pub fn push(&mut self, task: TaskId, seq: u64, meta: &TaskMeta, now: Duration) {
         let rank = (Reverse(meta.cost.map_or(0, |c| c.as_nanos())), seq);
         let bucket = self.buckets.entry(meta.priority).or_default();
-        bucket.order.insert(rank);
         bucket.by_age.insert((now, seq));
         if let Some(key) = &meta.key {
             bucket.by_key.entry(key.clone()).or_default().insert(rank);
         }
-        let waiting =
-            Waiting { task, priority: meta.priority, rank, key: meta.key.clone(), since: now };
-        self.waiting.insert(seq, waiting);
+        bucket.order.insert(rank, Waiting { task, key: meta.key.clone(), since: now });
+        self.len += 1;
     }
 
     /// Takes the next task for a slot that last ran `last_key`.
@@ -76,8 +73,8 @@ impl ReadyQueue {
         let priority = self.best_bucket(now)?;
         let bucket = &self.buckets[&priority];
         let preferred = last_key.and_then(|k| bucket.by_key.get(k)).and_then(|s| s.first());
-        let rank = *preferred.or_else(|| bucket.order.first())?;
-        Some(self.remove(priority, rank.1))
+        let rank = *preferred.or_else(|| bucket.order.first_key_value().map(|(rank, _)| rank))?;
+        Some(self.remove(priority, rank))
     }
 
     /// The priority of the bucket to serve: highest effective priority, ties to the
@@ -98,15 +95,14 @@ impl ReadyQueue {
             .map(|(_, priority)| priority)
     }
 
-    fn remove(&mut self, priority: i32, seq: u64) -> TaskId {
-        let waiting = self.waiting.remove(&seq).expect("ranked task is waiting");
-        debug_assert_eq!(waiting.priority, priority);
+    fn remove(&mut self, priority: i32, rank: Rank) -> TaskId {
         let bucket = self.buckets.get_mut(&priority).expect("bucket of a waiting task");
-        bucket.order.remove(&waiting.rank);
-        bucket.by_age.remove(&(waiting.since, seq));
+        let waiting = bucket.order.remove(&rank).expect("ranked task is waiting");
+        self.len -= 1;
+        bucket.by_age.remove(&(waiting.since, rank.1));
         if let Some(key) = &waiting.key {
             if let Some(set) = bucket.by_key.get_mut(key) {
-                set.remove(&waiting.rank);
+                set.remove(&rank);
                 if set.is_empty() {
                     bucket.by_key.remove(key);
                 }

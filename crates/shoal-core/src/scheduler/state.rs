@@ -5,6 +5,7 @@
 //! [`Decision::Kill`]; when its end is reported, the kill reason decides the outcome.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use super::queue::ReadyQueue;
@@ -58,6 +59,29 @@ pub struct Verdict {
     pub final_status: Option<TaskStatus>,
 }
 
+/// Hashes task ids with one multiplication instead of SipHash: the ids are the
+/// front end's own counters, never hostile, and this map is on every decision.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<TaskId, V, BuildHasherDefault<IdHasher>>;
+
 #[derive(Debug)]
 struct TaskState {
     meta: TaskMeta,
@@ -77,7 +101,7 @@ struct Running {
 #[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
-    tasks: HashMap<TaskId, TaskState>,
+    tasks: IdMap<TaskState>,
     ready: ReadyQueue,
     /// Failed tasks waiting out their backoff: (ready at, task).
     delayed: BTreeSet<(Duration, TaskId)>,
@@ -96,7 +120,7 @@ impl Scheduler {
         Scheduler {
             ready: ReadyQueue::new(config.aging),
             config,
-            tasks: HashMap::new(),
+            tasks: IdMap::default(),
             delayed: BTreeSet::new(),
             slots: vec![None; slots],
             last_key: vec![None; slots],
