@@ -241,10 +241,7 @@ fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
                 started.insert((run, task, attempt), (slot, pid, started_at, command.as_deref()));
             }
             StoreEvent::AttemptEnded { run, task, attempt, .. } => {
-                match started.remove(&(run, task, attempt)) {
-                    Some(start) => apply_whole_attempt(&tx, start, ev)?,
-                    None => apply(&tx, ev)?,
-                }
+                record_end(&tx, ev, started.remove(&(run, task, attempt)))?;
             }
             _ => apply(&tx, ev)?,
         }
@@ -255,13 +252,10 @@ fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
 /// The start of an attempt held back until its end: slot, pid, start time, command.
 type Start<'a> = (SlotId, u32, f64, Option<&'a str>);
 
-/// Writes an attempt whose start and end `ev` are both in one batch: one insert and
-/// one task update.
-fn apply_whole_attempt(
-    tx: &Transaction<'_>,
-    (slot, pid, started_at, command): Start<'_>,
-    ev: &StoreEvent,
-) -> Result<()> {
+/// Records the end of an attempt: the task's result, and the attempt's row. With
+/// `start` (the attempt also began in this batch) the row is inserted complete;
+/// otherwise the row written at its start is closed.
+fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -> Result<()> {
     let StoreEvent::AttemptEnded {
         run,
         task,
@@ -278,22 +272,23 @@ fn apply_whole_attempt(
         unreachable!("called with an AttemptEnded event");
     };
     let (exit_code, signal) = codes(*outcome);
+    let (slot, pid, started_at, command) =
+        start.map_or((None, None, None, None), |(s, p, t, c)| (Some(s), Some(p), Some(t), c));
+    // The task first, so an unknown task gets a clear error, not a foreign key failure.
     let n = tx
         .prepare_cached(
-            "UPDATE tasks SET status = ?3, attempts = ?4, slot = ?5, pid = ?6, started_at = ?7,
-             exit_code = ?8, signal = ?9, duration = ?10, ended_at = ?11, stdout = ?12,
-             stderr = ?13, stdout_truncated = ?14, stderr_truncated = ?15,
-             command = coalesce(?16, command) WHERE run_id = ?1 AND task = ?2",
+            "UPDATE tasks SET status = ?3, exit_code = ?4, signal = ?5, duration = ?6,
+             ended_at = ?7, stdout = ?8, stderr = ?9, stdout_truncated = ?10,
+             stderr_truncated = ?11, attempts = coalesce(?12, attempts),
+             slot = coalesce(?13, slot), pid = coalesce(?14, pid),
+             started_at = coalesce(?15, started_at), command = coalesce(?16, command)
+             WHERE run_id = ?1 AND task = ?2",
         )
         .and_then(|mut s| {
             s.execute(params![
                 run,
                 task,
                 final_status.unwrap_or(TaskStatus::Queued),
-                attempt,
-                slot,
-                pid,
-                started_at,
                 exit_code,
                 signal,
                 duration,
@@ -302,35 +297,52 @@ fn apply_whole_attempt(
                 stderr.bytes,
                 stdout.truncated,
                 stderr.truncated,
+                start.map(|_| attempt),
+                slot,
+                pid,
+                started_at,
                 command
             ])
         })
-        .map_err(db("record an attempt"))?;
+        .map_err(db("record an attempt end"))?;
     if n == 0 {
         return Err(Error::StoreMissing { run: *run, task: *task, what: "task" });
     }
-    tx.prepare_cached(
-        "INSERT INTO attempts (run_id, task, attempt, slot, pid, started_at, ended_at,
-         duration, outcome, exit_code, signal, max_rss_kb)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            run,
-            task,
-            attempt,
-            slot,
-            pid,
-            started_at,
-            ended_at,
-            duration,
-            outcome.status(),
-            exit_code,
-            signal,
-            max_rss_kb
-        ])
-    })
-    .map_err(db("record an attempt"))?;
+    let end = params![
+        run,
+        task,
+        attempt,
+        ended_at,
+        duration,
+        outcome.status(),
+        exit_code,
+        signal,
+        max_rss_kb
+    ];
+    let n = match start {
+        Some(_) => tx
+            .prepare_cached(
+                "INSERT INTO attempts (run_id, task, attempt, ended_at, duration, outcome,
+                 exit_code, signal, max_rss_kb, slot, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut s| {
+                let mut values = end.to_vec();
+                values.extend_from_slice(params![slot, pid, started_at]);
+                s.execute(values.as_slice())
+            }),
+        None => tx
+            .prepare_cached(
+                "UPDATE attempts SET ended_at = ?4, duration = ?5, outcome = ?6,
+                 exit_code = ?7, signal = ?8, max_rss_kb = ?9
+                 WHERE run_id = ?1 AND task = ?2 AND attempt = ?3",
+            )
+            .and_then(|mut s| s.execute(end)),
+    }
+    .map_err(db("record an attempt end"))?;
+    if n == 0 {
+        return Err(Error::StoreMissing { run: *run, task: *task, what: "attempt" });
+    }
     Ok(())
 }
 
@@ -378,64 +390,7 @@ fn apply(tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
             .and_then(|mut s| s.execute(params![run, task, attempt, slot, pid, started_at]))
             .map_err(db("record an attempt start"))?;
         }
-        StoreEvent::AttemptEnded {
-            run,
-            task,
-            attempt,
-            ended_at,
-            duration,
-            outcome,
-            final_status,
-            max_rss_kb,
-            stdout,
-            stderr,
-        } => {
-            let (exit_code, signal) = codes(*outcome);
-            let n = tx
-                .prepare_cached(
-                    "UPDATE attempts SET ended_at = ?4, duration = ?5, outcome = ?6,
-                     exit_code = ?7, signal = ?8, max_rss_kb = ?9
-                     WHERE run_id = ?1 AND task = ?2 AND attempt = ?3",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        run,
-                        task,
-                        attempt,
-                        ended_at,
-                        duration,
-                        outcome.status(),
-                        exit_code,
-                        signal,
-                        max_rss_kb
-                    ])
-                })
-                .map_err(db("record an attempt end"))?;
-            if n == 0 {
-                return Err(missing(*run, *task, "attempt"));
-            }
-            tx.prepare_cached(
-                "UPDATE tasks SET status = ?3, exit_code = ?4, signal = ?5, duration = ?6,
-                 ended_at = ?7, stdout = ?8, stderr = ?9, stdout_truncated = ?10,
-                 stderr_truncated = ?11 WHERE run_id = ?1 AND task = ?2",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    run,
-                    task,
-                    final_status.unwrap_or(TaskStatus::Queued),
-                    exit_code,
-                    signal,
-                    duration,
-                    ended_at,
-                    stdout.bytes,
-                    stderr.bytes,
-                    stdout.truncated,
-                    stderr.truncated
-                ])
-            })
-            .map_err(db("record an attempt end"))?;
-        }
+        StoreEvent::AttemptEnded { .. } => record_end(tx, ev, None)?,
         &StoreEvent::TaskCancelled { run, task } => {
             let n = tx
                 .prepare_cached("UPDATE tasks SET status = ?3 WHERE run_id = ?1 AND task = ?2")
