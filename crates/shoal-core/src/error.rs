@@ -57,6 +57,10 @@ pub enum Error {
     /// A resource limit was asked for that this machine cannot enforce.
     #[error("{what} cannot be enforced here: {reason}")]
     Unsupported { what: &'static str, reason: String },
+
+    /// A worker broke the wire protocol, or its channel failed.
+    #[error("worker protocol: {0}")]
+    Protocol(#[from] crate::protocol::ProtocolError),
 }
 
 /// The engine's result type.

@@ -1,13 +1,15 @@
 //! shoal-core: the engine of shoal, a fault-tolerant multi-process task scheduler.
 //!
 //! It owns the task model ([`task`]), the pure scheduler ([`scheduler`]), process
-//! supervision ([`process`]), the driver that joins them ([`engine`]) and the durable
-//! SQLite store ([`store`]). It knows nothing of command-line parsing, HTTP or Python:
-//! front ends hand it tasks as data and receive events back.
+//! supervision ([`process`]), the driver that joins them ([`engine`]), the durable
+//! SQLite store ([`store`]) and the wire protocol of long-lived workers
+//! ([`protocol`]). It knows nothing of command-line parsing, HTTP or Python: front
+//! ends hand it tasks as data and receive events back.
 
 pub mod engine;
 pub mod error;
 pub mod process;
+pub mod protocol;
 pub mod scheduler;
 pub mod store;
 pub mod task;
