@@ -25,7 +25,7 @@ shoal=$PWD/target/release/shoal
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 seq "$tasks" >"$work/inputs"
-true_bin=$(command -v true)
+true_bin=$(type -P true)
 
 # The spawn floor: posix_spawn and wait, keeping 2 processes running, nothing else.
 cat >"$work/spawn_loop.c" <<'C'

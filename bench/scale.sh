@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 seq "$tasks" >"$work/inputs"
 
 /usr/bin/time -f "%M" -o "$work/rss" \
-  "$shoal" --store "$work/s.db" run -j2 --no-progress "$(command -v true)" :::: "$work/inputs"
+  "$shoal" --store "$work/s.db" run -j2 --no-progress "$(type -P true)" :::: "$work/inputs"
 echo "peak RSS of shoal: $(( $(cat "$work/rss") / 1024 )) MiB for $tasks tasks"
 
 python3 - "$work/s.db" <<'PY'
