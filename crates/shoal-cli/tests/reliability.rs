@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{assert_all_dead, int_of, read_pids, str_of, task, wait_for, Env};
+use common::{alive, assert_all_dead, int_of, read_pids, str_of, task, wait_for, Env};
 use serde_json::Value;
 
 /// A task script: with input `hang` it starts children that all ignore SIGTERM and
@@ -444,4 +444,57 @@ fn a_sigterm_right_at_the_start_is_a_graceful_stop() {
     assert_eq!(statuses, ["cancelled", "queued"]);
     assert_all_dead(&[int_of(&results[0], "pid") as i32]);
     assert_eq!(str_of(&env.runs()[0], "status"), "interrupted");
+}
+
+/// After a `kill -9` of shoal its tasks live on; a resume kills them (and their
+/// children) before running those tasks again, so no task runs twice at once. A
+/// resume while the run is still going on under another shoal is refused.
+#[test]
+fn resume_kills_what_a_killed_shoal_left_running_and_refuses_a_live_run() {
+    let env = Env::new();
+    let slow = env.write("slow", "");
+    let script = env.write(
+        "task.sh",
+        &format!(
+            r#"if [ -e {slow} ]; then
+  sleep 1000 &
+  echo $$ $! > {dir}/pids.$1.tmp && mv {dir}/pids.$1.tmp {dir}/pids.$1
+  wait
+fi
+echo "done $1"
+"#,
+            dir = env.path().display()
+        ),
+    );
+    let shoal = env.spawn(&["run", "-j2", "sh", &script, "{}", ":::", "a", "b"]);
+    let pids: Vec<i32> = wait_for("both tasks to run", Duration::from_secs(20), || {
+        let mut pids = Vec::new();
+        for name in ["a", "b"] {
+            let text = std::fs::read_to_string(env.file(&format!("pids.{name}"))).ok()?;
+            pids.extend(text.split_whitespace().map(|p| p.parse::<i32>().unwrap()));
+        }
+        (pids.len() == 4).then_some(pids)
+    });
+
+    // While the first shoal lives, a resume must not touch its tasks.
+    let refused = env.run(&["run", "--resume"]);
+    refused.expect_code(2);
+    assert!(refused.stderr.contains("is still running in shoal process"), "{}", refused.stderr);
+    assert!(pids.iter().all(|&p| alive(p)), "a refused resume killed nothing");
+
+    shoal.signal(libc::SIGKILL);
+    shoal.wait(Duration::from_secs(10));
+    assert!(pids.iter().all(|&p| alive(p)), "the tasks outlive a kill -9 of shoal");
+
+    std::fs::remove_file(&slow).unwrap();
+    let resumed = env.run(&["run", "--resume"]);
+    resumed.expect_code(0);
+    assert!(
+        resumed.stderr.contains("killed 4 processes that the interrupted run 1 left running"),
+        "{}",
+        resumed.stderr
+    );
+    assert_all_dead(&pids);
+    let tasks = env.results(&[]);
+    assert!(tasks.iter().all(|t| str_of(t, "status") == "succeeded"), "{tasks:?}");
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
-use shoal_core::process::{CommandLine, Limits, MemoryMode};
+use shoal_core::process::{orphans, CommandLine, Limits, MemoryMode};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::store::{NewRun, NewTask, RunStatus, Store, StoreEvent, Writer};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
@@ -80,7 +80,7 @@ struct Planned {
 pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let store = super::open_store(store_path)?;
     let (run_id, template, options, planned, skipped) = match args.resume {
-        Some(run) => resume(&store, run, &args)?,
+        Some(run) => resume(&store, store_path, run, &args)?,
         None => start(&store, &args)?,
     };
 
@@ -122,6 +122,7 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         limits: Limits { memory: options.memory_limit, cpu: None, nice: options.nice },
         pin: options.pin,
         line_buffer: options.line_buffer,
+        env: vec![(RUN_MARKER.to_owned(), run_marker(store_path, run_id))],
     };
     let started = Instant::now();
     let mut frontend = CliFrontend {
@@ -239,7 +240,12 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
 }
 
 /// A resumed run: everything but the options comes from the store.
-fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow::Result<Prepared> {
+fn resume(
+    store: &Store,
+    store_path: &Path,
+    run: Option<i64>,
+    args: &RunArgs,
+) -> anyhow::Result<Prepared> {
     if !args.command.is_empty() || args.tasks.is_some() {
         bail!("--resume takes the command and the inputs from the store: give only options");
     }
@@ -247,6 +253,7 @@ fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow::Result<Pre
         Some(id) => id,
         None => store.last_run()?.context("the store holds no run to resume")?,
     };
+    stop_leftovers(store_path, run_id)?;
     let info = store.prepare_resume(run_id)?;
     let stored: RunOptions = serde_json::from_value(info.run.options.clone())
         .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
@@ -277,6 +284,34 @@ fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow::Result<Pre
         .collect();
     let skipped = total - planned.len() as u64;
     Ok((run_id, template, options, planned, skipped))
+}
+
+/// The environment variable that marks every process of a run.
+const RUN_MARKER: &str = "SHOAL_RUN";
+
+/// The marker's value: the run and its store, so runs of other stores never match.
+fn run_marker(store_path: &Path, run: i64) -> String {
+    let store = std::fs::canonicalize(store_path).unwrap_or_else(|_| store_path.to_owned());
+    format!("{run}@{}", store.display())
+}
+
+/// Before a resume: refuses if the run is still going on under another shoal, and
+/// kills what a killed shoal left running of it, so no task runs twice at once.
+fn stop_leftovers(store_path: &Path, run: i64) -> anyhow::Result<()> {
+    let marker = format!("{RUN_MARKER}={}", run_marker(store_path, run));
+    let marked = orphans::find_marked(&marker);
+    let own_name = orphans::command_name(std::process::id());
+    if let Some(live) = marked.iter().find(|m| orphans::command_name(m.parent) == own_name) {
+        bail!(
+            "run {run} is still running in shoal process {}: stop it (or let it finish) before resuming",
+            live.parent
+        );
+    }
+    if !marked.is_empty() {
+        let killed = orphans::kill_all(&marked);
+        eprintln!("shoal: killed {killed} processes that the interrupted run {run} left running");
+    }
+    Ok(())
 }
 
 /// The engine's front end for `shoal run`: renders commands, records events.

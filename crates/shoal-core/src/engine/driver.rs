@@ -68,7 +68,7 @@ pub async fn run<F: Frontend>(
                         Limits { cpu: config.pin.then_some((slot - 1) % cores), ..config.limits };
                     let at = SystemTime::now();
                     let started = Instant::now();
-                    match spawn(&command, limits, task, slot) {
+                    match spawn(&command, limits, &config.env, task, slot) {
                         Ok(spawned) => {
                             frontend.started(Started { task, attempt, slot, pid: spawned.pid, at });
                             let (kill, kill_rx) = watch::channel(KillLevel::None);

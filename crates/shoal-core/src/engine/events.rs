@@ -20,6 +20,9 @@ pub struct EngineConfig {
     pub pin: bool,
     /// Hand complete output lines to the front end as they arrive.
     pub line_buffer: bool,
+    /// Environment given to every task besides its own variables; a front end puts
+    /// a marker naming the run here (see `process::orphans`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Asked to stop the run.

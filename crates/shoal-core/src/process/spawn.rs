@@ -37,10 +37,11 @@ pub struct Spawned {
 }
 
 /// Starts `command` for attempt `task` on `slot`. The task sees its number and slot
-/// as `SHOAL_TASK` and `SHOAL_SLOT`.
+/// as `SHOAL_TASK` and `SHOAL_SLOT`, and `env` besides.
 pub fn spawn(
     command: &CommandLine,
     limits: Limits,
+    env: &[(String, String)],
     task: TaskId,
     slot: SlotId,
 ) -> io::Result<Spawned> {
@@ -51,6 +52,7 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .env("SHOAL_TASK", task.to_string())
         .env("SHOAL_SLOT", slot.to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
     if !limits.is_empty() {
         // SAFETY: apply_in_child only makes async-signal-safe system calls.

@@ -1,0 +1,92 @@
+//! Finding the processes an earlier engine left behind.
+//!
+//! The engine puts a marker (`NAME=VALUE`, naming the run) in every task's
+//! environment; a task's children inherit it. After a `kill -9` of the engine its
+//! tasks live on, reparented to init; before a resume re-runs them, they must go.
+//! The marker, not a recorded pid, identifies them, so a pid reused by a stranger
+//! is never touched.
+
+use std::fs;
+
+use rustix::process::{kill_process, Pid, Signal};
+
+/// A process that carries a run's marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marked {
+    pub pid: u32,
+    /// Its parent: init (or a subreaper) for an orphan, the live engine (or one of
+    /// the task's own processes) otherwise.
+    pub parent: u32,
+}
+
+/// Every process whose environment holds `marker` exactly, as one `NAME=VALUE`
+/// entry. Processes that cannot be read (gone, or another user's) are skipped.
+pub fn find_marked(marker: &str) -> Vec<Marked> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let own = std::process::id();
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own)
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|entry| entry == marker.as_bytes()))
+        })
+        .filter_map(|pid| Some(Marked { pid, parent: parent_of(pid)? }))
+        .collect()
+}
+
+/// The parent pid, from `/proc/PID/stat` (the field after the command's closing
+/// parenthesis, which may itself contain spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The short command name of a process (`/proc/PID/comm`).
+pub fn command_name(pid: u32) -> Option<String> {
+    Some(fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim_end().to_owned())
+}
+
+/// SIGKILLs each process; returns how many were signalled.
+pub fn kill_all(marked: &[Marked]) -> usize {
+    marked
+        .iter()
+        .filter_map(|m| Pid::from_raw(m.pid as i32))
+        .filter(|&pid| kill_process(pid, Signal::KILL).is_ok())
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn finds_and_kills_exactly_the_marked_processes() {
+        let marker = format!("SHOAL_TEST_MARK={}", std::process::id());
+        let mut marked = Command::new("sleep")
+            .arg("30")
+            .env("SHOAL_TEST_MARK", marker.split('=').nth(1).unwrap())
+            .spawn()
+            .unwrap();
+        let mut other =
+            Command::new("sleep").arg("30").env("SHOAL_TEST_MARK", "someone-else").spawn().unwrap();
+        let found = find_marked(&marker);
+        assert_eq!(found, vec![Marked { pid: marked.id(), parent: std::process::id() }]);
+        assert_eq!(kill_all(&found), 1);
+        let status = marked.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+        assert!(other.try_wait().unwrap().is_none(), "an unmarked process is left alone");
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+
+    #[test]
+    fn parent_is_read_past_a_command_name_with_spaces() {
+        assert_eq!(parent_of(std::process::id()), Some(std::os::unix::process::parent_id()));
+    }
+}
