@@ -68,7 +68,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub retry_delay: Option<Duration>,
 
-    /// Per-task memory limit (512M, 2G). Enforced with RLIMIT_AS; results name it.
+    /// Per-task memory limit (512M, 2G): a memory cgroup where possible, else
+    /// RLIMIT_AS; `shoal stats` names the mechanism.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory_limit: Option<u64>,
 

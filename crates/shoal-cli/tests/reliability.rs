@@ -193,13 +193,20 @@ fn a_task_past_its_memory_limit_is_memory_exceeded_and_the_others_are_untouched(
     let results = env.results(&[]);
     let hog = task(&results, 1);
     assert_eq!(str_of(hog, "status"), "memory_exceeded", "{hog}");
-    assert!(str_of(hog, "stderr").contains("MemoryError"), "{hog}");
     let ok = task(&results, 2);
     assert_eq!(str_of(ok, "status"), "succeeded");
     assert_eq!(str_of(ok, "stdout"), "ok\n");
 
     let stats = env.stats(&[]);
-    assert_eq!(stats["memory_limit_mode"], "rlimit_as");
+    // The mechanism is the best this machine allows; each leaves its own evidence.
+    match stats["memory_limit_mode"].as_str() {
+        // The OOM killer's SIGKILL leaves no Python traceback.
+        Some("cgroup_v1" | "cgroup_v2") => {
+            assert!(!str_of(hog, "stderr").contains("MemoryError"), "{hog}")
+        }
+        Some("rlimit_as") => assert!(str_of(hog, "stderr").contains("MemoryError"), "{hog}"),
+        other => panic!("unknown memory_limit_mode {other:?}"),
+    }
     assert_eq!(stats["counts"]["memory_exceeded"], 1);
     assert_eq!(stats["counts"]["succeeded"], 1);
     let exported = env.export(&[]);

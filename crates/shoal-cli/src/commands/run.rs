@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
-use shoal_core::process::{orphans, CommandLine, Limits, MemoryMode};
+use shoal_core::process::{orphans, CommandLine, Limits, MemoryLimit};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::store::{NewRun, NewTask, RunStatus, Store, StoreEvent, Writer};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
@@ -79,7 +79,7 @@ struct Planned {
 /// Runs `shoal run`.
 pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let store = super::open_store(store_path)?;
-    let (run_id, template, options, planned, skipped) = match args.resume {
+    let Prepared { run_id, template, options, memory, planned, skipped } = match args.resume {
         Some(run) => resume(&store, store_path, run, &args)?,
         None => start(&store, &args)?,
     };
@@ -119,7 +119,8 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         },
         kill_grace: Duration::from_secs_f64(options.kill_grace),
         output_cap: options.output_limit.max(PRINT_LIMIT) as usize,
-        limits: Limits { memory: options.memory_limit, cpu: None, nice: options.nice },
+        limits: Limits { nice: options.nice, ..Limits::default() },
+        memory,
         pin: options.pin,
         line_buffer: options.line_buffer,
         env: vec![(RUN_MARKER.to_owned(), run_marker(store_path, run_id))],
@@ -172,7 +173,23 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     })
 }
 
-type Prepared = (i64, Template, RunOptions, Vec<Planned>, u64);
+/// A run ready to start, new or resumed.
+struct Prepared {
+    run_id: i64,
+    template: Template,
+    options: RunOptions,
+    memory: Option<Arc<MemoryLimit>>,
+    /// The tasks to run now.
+    planned: Vec<Planned>,
+    /// Tasks that had already succeeded (on resume).
+    skipped: u64,
+}
+
+/// The memory limit of a run, by the best mechanism this machine allows.
+fn memory_limit(options: &RunOptions) -> Option<Arc<MemoryLimit>> {
+    let slots = options.jobs as usize;
+    options.memory_limit.map(|bytes| Arc::new(MemoryLimit::new(bytes, slots)))
+}
 
 /// A new run: parse inputs and template, record run and tasks.
 fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
@@ -219,11 +236,12 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             attempts: 0,
         })
         .collect();
+    let memory = memory_limit(&options);
     let new_run = NewRun {
         command,
         options: serde_json::to_value(&options)?,
         cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
-        memory_limit_mode: options.memory_limit.map(|_| MemoryMode::detect().as_str().to_owned()),
+        memory_limit_mode: memory.as_ref().map(|m| m.mode().as_str().to_owned()),
     };
     let run_id = store.create_run(&new_run)?;
     let tasks: Vec<NewTask> = planned
@@ -236,7 +254,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         })
         .collect();
     store.insert_tasks(run_id, &tasks)?;
-    Ok((run_id, template, options, planned, 0))
+    Ok(Prepared { run_id, template, options, memory, planned, skipped: 0 })
 }
 
 /// A resumed run: everything but the options comes from the store.
@@ -283,7 +301,8 @@ fn resume(
         })
         .collect();
     let skipped = total - planned.len() as u64;
-    Ok((run_id, template, options, planned, skipped))
+    let memory = memory_limit(&options);
+    Ok(Prepared { run_id, template, options, memory, planned, skipped })
 }
 
 /// The environment variable that marks every process of a run.

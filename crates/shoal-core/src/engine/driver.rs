@@ -10,7 +10,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::attempt::{supervise, Finished, KillLevel, Line};
 use super::events::{Ended, EngineConfig, Frontend, Report, Started, Stop};
-use crate::process::{limits, resolve_program, spawn, Exited, Limits};
+use crate::process::{limits, resolve_program, spawn, Exited, Limits, MemoryLimit};
 use crate::scheduler::{Decision, Scheduler};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::{Error, Result};
@@ -24,6 +24,8 @@ struct InFlight {
     attempt: u32,
     started: Instant,
     kill: watch::Sender<KillLevel>,
+    /// The slot cgroup's OOM-kill count when the attempt started.
+    oom_kills: Option<u64>,
 }
 
 /// Runs `tasks` (id, meta, attempts already made) to completion or until `stop`.
@@ -64,8 +66,17 @@ pub async fn run<F: Frontend>(
                         programs
                             .insert(std::mem::replace(&mut command.program, path.clone()), path);
                     }
-                    let limits =
+                    let mut limits =
                         Limits { cpu: config.pin.then_some((slot - 1) % cores), ..config.limits };
+                    let mut oom_kills = None;
+                    match config.memory.as_deref() {
+                        Some(MemoryLimit::Cgroup(cgroups)) => {
+                            limits.cgroup_procs = Some(cgroups.procs_fd(slot));
+                            oom_kills = Some(cgroups.oom_kills(slot));
+                        }
+                        Some(MemoryLimit::AddressSpace(bytes)) => limits.memory = Some(*bytes),
+                        None => {}
+                    }
                     let at = SystemTime::now();
                     let started = Instant::now();
                     match spawn(&command, limits, &config.env, task, slot) {
@@ -78,7 +89,8 @@ pub async fn run<F: Frontend>(
                             attempts.spawn(async move {
                                 (slot, supervise(spawned, kill_rx, grace, cap, lines).await)
                             });
-                            slots[slot - 1] = Some(InFlight { task, attempt, started, kill });
+                            slots[slot - 1] =
+                                Some(InFlight { task, attempt, started, kill, oom_kills });
                         }
                         Err(err) => {
                             frontend.started(Started { task, attempt, slot, pid: 0, at });
@@ -128,7 +140,7 @@ pub async fn run<F: Frontend>(
                     frontend.line(task, stream, &line);
                 }
                 let flight = slots[slot - 1].take().expect("a finished attempt had a slot");
-                let outcome = classify(&finished, config.limits.memory.is_some());
+                let outcome = classify(&finished, config.memory.as_deref(), slot, flight.oom_kills);
                 let verdict = sched.attempt_ended(slot, outcome, epoch.elapsed());
                 count(&mut report, verdict.final_status);
                 frontend.ended(Ended {
@@ -174,8 +186,14 @@ fn raise(level: &mut KillLevel, to: KillLevel) -> bool {
     changed
 }
 
-/// The outcome of an attempt from its exit and output.
-fn classify(finished: &Finished, memory_limited: bool) -> AttemptOutcome {
+/// The outcome of an attempt from its exit, its output and, under a cgroup memory
+/// limit, the slot's OOM-kill count (`oom_kills` before it started).
+fn classify(
+    finished: &Finished,
+    memory: Option<&MemoryLimit>,
+    slot: SlotId,
+    oom_kills: Option<u64>,
+) -> AttemptOutcome {
     let outcome = match &finished.exit {
         Ok(info) => match info.exited {
             Exited::Code(0) => AttemptOutcome::Succeeded,
@@ -185,13 +203,21 @@ fn classify(finished: &Finished, memory_limited: bool) -> AttemptOutcome {
         // Could not reap (should not happen): the attempt's fate is unknown.
         Err(_) => AttemptOutcome::Failed { exit_code: -1 },
     };
-    if memory_limited
-        && outcome != AttemptOutcome::Succeeded
-        && limits::shows_allocation_failure(&finished.stderr.bytes)
-    {
-        return AttemptOutcome::MemoryExceeded;
+    if outcome == AttemptOutcome::Succeeded {
+        return outcome;
     }
-    outcome
+    let exceeded = match memory {
+        Some(MemoryLimit::Cgroup(cgroups)) => cgroups.oom_kills(slot) > oom_kills.unwrap_or(0),
+        Some(MemoryLimit::AddressSpace(_)) => {
+            limits::shows_allocation_failure(&finished.stderr.bytes)
+        }
+        None => false,
+    };
+    if exceeded {
+        AttemptOutcome::MemoryExceeded
+    } else {
+        outcome
+    }
 }
 
 fn count(report: &mut Report, status: Option<TaskStatus>) {

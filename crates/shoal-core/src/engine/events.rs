@@ -1,8 +1,9 @@
 //! What the engine is given ([`EngineConfig`], a [`Frontend`]) and what it reports.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::process::{CommandLine, Limits};
+use crate::process::{CommandLine, Limits, MemoryLimit};
 use crate::scheduler::SchedulerConfig;
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 
@@ -16,6 +17,8 @@ pub struct EngineConfig {
     pub output_cap: usize,
     /// Limits of every task's process (`cpu` is set per slot when `pin` is on).
     pub limits: Limits,
+    /// Memory limit per task, applied per slot.
+    pub memory: Option<Arc<MemoryLimit>>,
     /// Pin slot n to core (n-1) mod cores.
     pub pin: bool,
     /// Hand complete output lines to the front end as they arrive.

@@ -1,40 +1,16 @@
-//! Per-task limits applied in the child between fork and exec: address-space limit
-//! (the memory limit), CPU pinning and niceness; and how a memory-limit failure is
-//! recognised afterwards.
-//!
-//! Memory limits use `RLIMIT_AS`. cgroup v2 `memory.max` is the better mechanism
-//! (it counts resident memory and its OOM kills are reported), but it needs a
-//! delegated cgroup v2 hierarchy, which the machines this was built on lack
-//! (cgroup v1); [`MemoryMode`] names the mechanism so results can say which was used.
+//! Per-task limits applied in the child between fork and exec: joining a memory
+//! cgroup or an address-space limit (`RLIMIT_AS`, where no cgroup can be had), CPU
+//! pinning and niceness; and how an `RLIMIT_AS` failure is recognised afterwards.
 
 use std::io;
-
-/// The mechanism that enforces a memory limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemoryMode {
-    /// `setrlimit(RLIMIT_AS)`: allocations past the limit fail inside the task.
-    RlimitAs,
-}
-
-impl MemoryMode {
-    /// The mechanism available on this machine.
-    pub fn detect() -> MemoryMode {
-        MemoryMode::RlimitAs
-    }
-
-    /// The name recorded in the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemoryMode::RlimitAs => "rlimit_as",
-        }
-    }
-}
 
 /// Limits for one task's process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Address-space limit in bytes.
+    /// Address-space limit in bytes (`RLIMIT_AS`).
     pub memory: Option<u64>,
+    /// An open `cgroup.procs` of the memory cgroup to join.
+    pub cgroup_procs: Option<i32>,
     /// The only CPU the task may run on.
     pub cpu: Option<usize>,
     /// Niceness added to the task.
@@ -51,6 +27,13 @@ impl Limits {
     /// Applies the limits to the calling process. Runs in the child after fork, so
     /// it only makes async-signal-safe system calls and allocates nothing.
     pub fn apply_in_child(&self) -> io::Result<()> {
+        if let Some(fd) = self.cgroup_procs {
+            // "0" moves the writing process itself.
+            // SAFETY: a plain system call on an fd the parent keeps open for us.
+            if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         if let Some(bytes) = self.memory {
             let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
             // SAFETY: a plain system call with a pointer to a local.
@@ -79,8 +62,8 @@ impl Limits {
 }
 
 /// Messages that runtimes print when an allocation fails. Under `RLIMIT_AS` the
-/// kernel reports nothing itself, so a failed task under a memory limit whose error
-/// output says one of these is classified `memory_exceeded`.
+/// kernel reports nothing itself (unlike a cgroup's OOM kill), so a failed task
+/// under such a limit whose error output says one of these is `memory_exceeded`.
 const ALLOCATION_FAILURES: [&[u8]; 7] = [
     b"MemoryError",
     b"Cannot allocate memory",

@@ -62,6 +62,7 @@ pub fn kill_all(marked: &[Marked]) -> usize {
 #[cfg(test)]
 mod tests {
     use std::process::Command;
+    use std::time::Duration;
 
     use super::*;
 
@@ -75,7 +76,16 @@ mod tests {
             .unwrap();
         let mut other =
             Command::new("sleep").arg("30").env("SHOAL_TEST_MARK", "someone-else").spawn().unwrap();
-        let found = find_marked(&marker);
+        // Right after spawn the child may still be inside exec, its environment not
+        // yet readable: look again for a moment.
+        let mut found = find_marked(&marker);
+        for _ in 0..100 {
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            found = find_marked(&marker);
+        }
         assert_eq!(found, vec![Marked { pid: marked.id(), parent: std::process::id() }]);
         assert_eq!(kill_all(&found), 1);
         let status = marked.wait().unwrap();

@@ -1,0 +1,77 @@
+//! Both memory-limit mechanisms, through the engine with real processes: a task
+//! past its limit is `MemoryExceeded`, one under it succeeds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop};
+use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryLimiter, MemoryMode};
+use shoal_core::scheduler::{Backoff, SchedulerConfig};
+use shoal_core::{AttemptOutcome, SlotId, TaskId, TaskMeta};
+
+/// Runs `scripts` (python3 code, one task each) and returns each task's outcome and
+/// stderr, in task order.
+fn run(memory: MemoryLimit, scripts: &[&str]) -> Vec<(AttemptOutcome, String)> {
+    struct Collect<'a> {
+        scripts: &'a [&'a str],
+        ended: Vec<(TaskId, AttemptOutcome, String)>,
+    }
+    impl Frontend for Collect<'_> {
+        fn command(&mut self, task: TaskId, _slot: SlotId) -> CommandLine {
+            let script = self.scripts[task as usize - 1].to_owned();
+            CommandLine { program: "python3".into(), args: vec!["-c".into(), script] }
+        }
+        fn started(&mut self, _: Started) {}
+        fn ended(&mut self, e: Ended) {
+            let stderr = String::from_utf8_lossy(&e.stderr.bytes).into_owned();
+            self.ended.push((e.task, e.outcome, stderr));
+        }
+    }
+    let config = EngineConfig {
+        scheduler: SchedulerConfig {
+            slots: 2,
+            aging: None,
+            backoff: Backoff { base: Duration::from_millis(10), max: Duration::from_secs(1) },
+        },
+        kill_grace: Duration::from_secs(1),
+        output_cap: 1 << 20,
+        limits: Limits::default(),
+        memory: Some(Arc::new(memory)),
+        pin: false,
+        line_buffer: false,
+        env: Vec::new(),
+    };
+    let mut frontend = Collect { scripts, ended: Vec::new() };
+    let tasks = (1..=scripts.len() as u64).map(|t| (t, TaskMeta::default(), 0));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    runtime.block_on(engine::run(&config, tasks, &mut frontend, stop_rx)).unwrap();
+    frontend.ended.sort_by_key(|e| e.0);
+    frontend.ended.into_iter().map(|(_, outcome, stderr)| (outcome, stderr)).collect()
+}
+
+/// Touches every page, so the memory is really resident (not just reserved).
+const HOG: &str = "b = bytearray(512 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1";
+const SMALL: &str = "b = bytearray(1 << 20)";
+
+#[test]
+fn rlimit_as_turns_a_failed_allocation_into_memory_exceeded() {
+    let outcomes = run(MemoryLimit::AddressSpace(64 << 20), &[HOG, SMALL]);
+    assert_eq!(outcomes[0].0, AttemptOutcome::MemoryExceeded, "{}", outcomes[0].1);
+    assert!(outcomes[0].1.contains("MemoryError"), "{}", outcomes[0].1);
+    assert_eq!(outcomes[1].0, AttemptOutcome::Succeeded, "{}", outcomes[1].1);
+}
+
+#[test]
+fn a_cgroup_oom_kill_is_memory_exceeded() {
+    let Some(limiter) = MemoryLimiter::new(64 << 20, 2) else {
+        eprintln!("skipped: no writable memory cgroup on this machine");
+        return;
+    };
+    assert!(matches!(limiter.mode(), MemoryMode::CgroupV1 | MemoryMode::CgroupV2));
+    let outcomes = run(MemoryLimit::Cgroup(limiter), &[HOG, SMALL, HOG]);
+    assert_eq!(outcomes[0].0, AttemptOutcome::MemoryExceeded, "{}", outcomes[0].1);
+    assert_eq!(outcomes[1].0, AttemptOutcome::Succeeded, "{}", outcomes[1].1);
+    // A second hog on a slot that already saw an OOM kill is judged on its own.
+    assert_eq!(outcomes[2].0, AttemptOutcome::MemoryExceeded, "{}", outcomes[2].1);
+}
