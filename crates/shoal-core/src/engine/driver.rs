@@ -36,147 +36,221 @@ pub async fn run<F: Frontend>(
     frontend: &mut F,
     mut stop: watch::Receiver<Stop>,
 ) -> Result<Report> {
-    let epoch = Instant::now();
-    let mut sched = Scheduler::new(config.scheduler.clone());
+    let mut driver = Driver::new(config, frontend);
     for (task, meta, attempts) in tasks {
-        sched.submit(task, meta, attempts, Duration::ZERO);
+        driver.sched.submit(task, meta, attempts, Duration::ZERO);
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut slots: Vec<Option<InFlight>> = (0..config.scheduler.slots).map(|_| None).collect();
-    let mut attempts: JoinSet<(SlotId, Finished)> = JoinSet::new();
     let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
-    let mut report = Report::default();
+    let mut attempts: JoinSet<(SlotId, Finished)> = JoinSet::new();
     let mut decisions = Vec::new();
     let mut stop_open = true;
-    // Program name -> its path on PATH, looked up once per run.
-    let mut programs: HashMap<String, String> = HashMap::new();
-
     loop {
-        sched.poll(epoch.elapsed(), &mut decisions);
+        driver.sched.poll(driver.now(), &mut decisions);
         // A task that could not start frees its slot at once: poll again before waiting.
         let mut slot_freed = false;
         for decision in decisions.drain(..) {
             match decision {
                 Decision::Start { slot, task, attempt } => {
-                    let mut command = frontend.command(task, slot);
-                    if let Some(path) = programs.get(&command.program) {
-                        command.program.clone_from(path);
-                    } else if let Some(path) = resolve_program(&command.program) {
-                        let path = path.to_string_lossy().into_owned();
-                        programs
-                            .insert(std::mem::replace(&mut command.program, path.clone()), path);
-                    }
-                    let mut limits =
-                        Limits { cpu: config.pin.then_some((slot - 1) % cores), ..config.limits };
-                    let mut oom_kills = None;
-                    match config.memory.as_deref() {
-                        Some(MemoryLimit::Cgroup(cgroups)) => {
-                            limits.cgroup_procs = Some(cgroups.procs_fd(slot));
-                            oom_kills = Some(cgroups.oom_kills(slot));
-                        }
-                        Some(MemoryLimit::AddressSpace(bytes)) => limits.memory = Some(*bytes),
-                        None => {}
-                    }
-                    let at = SystemTime::now();
-                    let started = Instant::now();
-                    match spawn(&command, limits, &config.env, task, slot) {
-                        Ok(spawned) => {
-                            frontend.started(Started { task, attempt, slot, pid: spawned.pid, at });
-                            let (kill, kill_rx) = watch::channel(KillLevel::None);
-                            let lines = config.line_buffer.then(|| (task, line_tx.clone()));
-                            let grace = config.kill_grace;
-                            let cap = config.output_cap;
-                            attempts.spawn(async move {
-                                (slot, supervise(spawned, kill_rx, grace, cap, lines).await)
-                            });
-                            slots[slot - 1] =
-                                Some(InFlight { task, attempt, started, kill, oom_kills });
-                        }
-                        Err(err) => {
-                            frontend.started(Started { task, attempt, slot, pid: 0, at });
-                            let message =
-                                format!("shoal: cannot run '{}': {err}\n", command.program);
-                            let outcome = AttemptOutcome::Failed { exit_code: NOT_RUNNABLE };
-                            let verdict = sched.attempt_ended(slot, outcome, epoch.elapsed());
-                            count(&mut report, verdict.final_status);
-                            slot_freed = true;
-                            let stderr = Output { bytes: message.into_bytes(), truncated: false };
-                            frontend.ended(Ended {
-                                task,
-                                attempt,
-                                slot,
-                                outcome: verdict.outcome,
-                                final_status: verdict.final_status,
-                                at: SystemTime::now(),
-                                duration: started.elapsed(),
-                                max_rss_kb: None,
-                                stdout: Output::default(),
-                                stderr,
-                            });
-                        }
-                    }
+                    let lines = config.line_buffer.then(|| line_tx.clone());
+                    slot_freed |= !driver.start(slot, task, attempt, lines, &mut attempts);
                 }
-                Decision::Kill { slot, .. } => {
-                    if let Some(flight) = &slots[slot - 1] {
-                        flight.kill.send_if_modified(|level| raise(level, KillLevel::Term));
-                    }
-                }
+                Decision::Kill { slot, .. } => driver.kill(slot, KillLevel::Term),
             }
         }
-        if sched.is_idle() && attempts.is_empty() {
+        if driver.sched.is_idle() && attempts.is_empty() {
             break;
         }
         if slot_freed {
             continue;
         }
-        let wakeup = sched.next_wakeup().map(|at| epoch + at);
+        let wakeup = driver.sched.next_wakeup().map(|at| driver.epoch + at);
         tokio::select! {
             Some(joined) = attempts.join_next() => {
                 let (slot, finished) = joined.map_err(|e| Error::Os {
                     operation: "supervise an attempt",
                     source: std::io::Error::other(e.to_string()),
                 })?;
+                // Lines come before their attempt's end.
                 while let Ok((task, stream, line)) = line_rx.try_recv() {
-                    frontend.line(task, stream, &line);
+                    driver.frontend.line(task, stream, &line);
                 }
-                let flight = slots[slot - 1].take().expect("a finished attempt had a slot");
-                let outcome = classify(&finished, config.memory.as_deref(), slot, flight.oom_kills);
-                let verdict = sched.attempt_ended(slot, outcome, epoch.elapsed());
-                count(&mut report, verdict.final_status);
-                frontend.ended(Ended {
-                    task: flight.task,
-                    attempt: flight.attempt,
-                    slot,
-                    outcome: verdict.outcome,
-                    final_status: verdict.final_status,
-                    at: SystemTime::now(),
-                    duration: flight.started.elapsed(),
-                    max_rss_kb: finished.exit.as_ref().ok().map(|e| e.max_rss_kb),
-                    stdout: finished.stdout,
-                    stderr: finished.stderr,
-                });
+                driver.finish(slot, finished);
             }
-            Some((task, stream, line)) = line_rx.recv() => frontend.line(task, stream, &line),
+            Some((task, stream, line)) = line_rx.recv() => driver.frontend.line(task, stream, &line),
             _ = sleep_until(wakeup.unwrap_or_else(Instant::now)), if wakeup.is_some() => {}
-            changed = stop.changed(), if stop_open => {
-                if changed.is_err() {
-                    stop_open = false;
-                    continue;
-                }
-                let level = *stop.borrow_and_update();
-                if level != Stop::Run {
-                    sched.stop(&mut decisions);
-                    decisions.clear(); // Kill decisions: done below, harder for Immediate.
-                    let kill = if level == Stop::Immediate { KillLevel::Kill } else { KillLevel::Term };
-                    for flight in slots.iter().flatten() {
-                        flight.kill.send_if_modified(|l| raise(l, kill));
-                    }
-                }
+            changed = stop.changed(), if stop_open => match changed {
+                Err(_) => stop_open = false,
+                Ok(()) => driver.stop(*stop.borrow_and_update()),
+            },
+        }
+    }
+    driver.report.unfinished = driver.sched.unfinished() as u64;
+    Ok(driver.report)
+}
+
+/// The driver's state between events; the event loop is in [`run`].
+struct Driver<'a, F> {
+    config: &'a EngineConfig,
+    frontend: &'a mut F,
+    sched: Scheduler,
+    epoch: Instant,
+    cores: usize,
+    /// Index 0 is slot 1.
+    slots: Vec<Option<InFlight>>,
+    /// Program name -> its path on PATH, looked up once per run.
+    programs: HashMap<String, String>,
+    report: Report,
+}
+
+impl<'a, F: Frontend> Driver<'a, F> {
+    fn new(config: &'a EngineConfig, frontend: &'a mut F) -> Self {
+        Driver {
+            config,
+            frontend,
+            sched: Scheduler::new(config.scheduler.clone()),
+            epoch: Instant::now(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            slots: (0..config.scheduler.slots).map(|_| None).collect(),
+            programs: HashMap::new(),
+            report: Report::default(),
+        }
+    }
+
+    /// The scheduler's clock.
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Starts an attempt and adds its supervision to `attempts`; false when it could
+    /// not be started (its end is already reported and its slot free again).
+    fn start(
+        &mut self,
+        slot: SlotId,
+        task: TaskId,
+        attempt: u32,
+        lines: Option<mpsc::UnboundedSender<Line>>,
+        attempts: &mut JoinSet<(SlotId, Finished)>,
+    ) -> bool {
+        let mut command = self.frontend.command(task, slot);
+        self.resolve(&mut command.program);
+        let (limits, oom_kills) = self.limits(slot);
+        let at = SystemTime::now();
+        let started = Instant::now();
+        match spawn(&command, limits, &self.config.env, task, slot) {
+            Ok(spawned) => {
+                self.frontend.started(Started { task, attempt, slot, pid: spawned.pid, at });
+                let (kill, kill_rx) = watch::channel(KillLevel::None);
+                let (grace, cap) = (self.config.kill_grace, self.config.output_cap);
+                let lines = lines.map(|tx| (task, tx));
+                attempts.spawn(async move {
+                    (slot, supervise(spawned, kill_rx, grace, cap, lines).await)
+                });
+                self.slots[slot - 1] = Some(InFlight { task, attempt, started, kill, oom_kills });
+                true
+            }
+            Err(err) => {
+                self.frontend.started(Started { task, attempt, slot, pid: 0, at });
+                let message = format!("shoal: cannot run '{}': {err}\n", command.program);
+                let stderr = Output { bytes: message.into_bytes(), truncated: false };
+                let outcome = AttemptOutcome::Failed { exit_code: NOT_RUNNABLE };
+                let run = Ran { task, attempt, slot, started, max_rss_kb: None };
+                self.ended(run, outcome, Output::default(), stderr);
+                false
             }
         }
     }
-    report.unfinished = sched.unfinished() as u64;
-    Ok(report)
+
+    /// Replaces a program name by its path on PATH (cached per run).
+    fn resolve(&mut self, program: &mut String) {
+        if let Some(path) = self.programs.get(program) {
+            program.clone_from(path);
+        } else if let Some(path) = resolve_program(program) {
+            let path = path.to_string_lossy().into_owned();
+            self.programs.insert(std::mem::replace(program, path.clone()), path);
+        }
+    }
+
+    /// The limits of an attempt on `slot`, and the slot cgroup's OOM-kill count now.
+    fn limits(&self, slot: SlotId) -> (Limits, Option<u64>) {
+        let mut limits = Limits {
+            cpu: self.config.pin.then_some((slot - 1) % self.cores),
+            ..self.config.limits
+        };
+        let mut oom_kills = None;
+        match self.config.memory.as_deref() {
+            Some(MemoryLimit::Cgroup(cgroups)) => {
+                limits.cgroup_procs = Some(cgroups.procs_fd(slot));
+                oom_kills = Some(cgroups.oom_kills(slot));
+            }
+            Some(MemoryLimit::AddressSpace(bytes)) => limits.memory = Some(*bytes),
+            None => {}
+        }
+        (limits, oom_kills)
+    }
+
+    /// An attempt's supervision has finished: classify and report it.
+    fn finish(&mut self, slot: SlotId, finished: Finished) {
+        let flight = self.slots[slot - 1].take().expect("a finished attempt had a slot");
+        let memory = self.config.memory.as_deref();
+        let outcome = classify(&finished, memory, slot, flight.oom_kills);
+        let max_rss_kb = finished.exit.as_ref().ok().map(|e| e.max_rss_kb);
+        let InFlight { task, attempt, started, .. } = flight;
+        let run = Ran { task, attempt, slot, started, max_rss_kb };
+        self.ended(run, outcome, finished.stdout, finished.stderr);
+    }
+
+    /// Tells the scheduler and the front end how an attempt ended.
+    fn ended(&mut self, run: Ran, outcome: AttemptOutcome, stdout: Output, stderr: Output) {
+        let verdict = self.sched.attempt_ended(run.slot, outcome, self.now());
+        match verdict.final_status {
+            None => {}
+            Some(TaskStatus::Succeeded) => self.report.succeeded += 1,
+            Some(TaskStatus::Cancelled) => self.report.cancelled += 1,
+            Some(_) => self.report.failed += 1,
+        }
+        self.frontend.ended(Ended {
+            task: run.task,
+            attempt: run.attempt,
+            slot: run.slot,
+            outcome: verdict.outcome,
+            final_status: verdict.final_status,
+            at: SystemTime::now(),
+            duration: run.started.elapsed(),
+            max_rss_kb: run.max_rss_kb,
+            stdout,
+            stderr,
+        });
+    }
+
+    /// Raises the kill level of what runs on `slot`.
+    fn kill(&self, slot: SlotId, level: KillLevel) {
+        if let Some(flight) = &self.slots[slot - 1] {
+            flight.kill.send_if_modified(|current| raise(current, level));
+        }
+    }
+
+    /// A stop request: start nothing more and stop what runs, harder for `Immediate`.
+    fn stop(&mut self, level: Stop) {
+        let kill = match level {
+            Stop::Run => return,
+            Stop::Graceful => KillLevel::Term,
+            Stop::Immediate => KillLevel::Kill,
+        };
+        // The scheduler's Kill decisions name the running slots: all of them.
+        self.sched.stop(&mut Vec::new());
+        for slot in 1..=self.slots.len() {
+            self.kill(slot, kill);
+        }
+    }
+}
+
+/// What the driver knows of an attempt when it ends.
+struct Ran {
+    task: TaskId,
+    attempt: u32,
+    slot: SlotId,
+    started: Instant,
+    max_rss_kb: Option<u64>,
 }
 
 /// Raises a kill level, never lowers it; true when it changed.
@@ -217,14 +291,5 @@ fn classify(
         AttemptOutcome::MemoryExceeded
     } else {
         outcome
-    }
-}
-
-fn count(report: &mut Report, status: Option<TaskStatus>) {
-    match status {
-        None => {}
-        Some(TaskStatus::Succeeded) => report.succeeded += 1,
-        Some(TaskStatus::Cancelled) => report.cancelled += 1,
-        Some(_) => report.failed += 1,
     }
 }
