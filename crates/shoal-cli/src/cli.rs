@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_size, parse_timeout};
 
 /// shoal: run a command over many inputs on a fault-tolerant pool of slots, with
 /// timeouts, retries, memory limits, priorities, progress, a durable result store
@@ -53,7 +53,7 @@ pub struct RunArgs {
 
     /// Per-task time limit (1.5, 250ms, 2s, 3m, 1h): the task's whole process group
     /// gets SIGTERM, then SIGKILL after --kill-grace.
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
     /// Wait between SIGTERM and SIGKILL when a task is stopped. Default: 2s.

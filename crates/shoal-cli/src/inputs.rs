@@ -322,6 +322,9 @@ fn parse_task(text: &str) -> Result<TaskInput, String> {
         .transpose()?;
     let cost = take("cost").map(|v| duration("cost", &v)).transpose()?;
     let timeout = take("timeout").map(|v| duration("timeout", &v)).transpose()?;
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Err("timeout must be above zero".to_owned());
+    }
     Ok(TaskInput { args, priority, cost, key, timeout, retries })
 }
 
@@ -581,6 +584,7 @@ mod tests {
             task_error(r#"{"args": "a", "timeout": "5x"}"#, 1),
             "timeout: invalid duration '5x': use seconds (1.5) or a unit: 250ms, 2s, 3m, 1h"
         );
+        assert_eq!(task_error(r#"{"args": "a", "timeout": 0}"#, 1), "timeout must be above zero");
         assert_eq!(
             task_error(r#"{"args": "a", "key": 3}"#, 1),
             "key must be a string, not a number"

@@ -35,6 +35,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|_| bad("it is too large"))
 }
 
+/// Parses a timeout: a duration above zero (a zero timeout would kill every task
+/// the moment it starts).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("invalid timeout '{s}': it must be above zero")),
+        d => Ok(d),
+    }
+}
+
 /// Parses a size in bytes: a whole number (`4096`) or a number with a binary suffix
 /// `K`, `M`, `G`, `T` (powers of 1024, any case, optionally followed by `B` or `iB`).
 /// Zero is returned as is: whether it makes sense is the caller's decision.
@@ -127,6 +136,17 @@ mod tests {
         assert!(parse_duration("99999999999999999999999h")
             .unwrap_err()
             .ends_with("it is too large"));
+    }
+
+    #[test]
+    fn a_timeout_must_be_above_zero() {
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("0").unwrap_err(), "invalid timeout '0': it must be above zero");
+        assert_eq!(
+            parse_timeout("0ms").unwrap_err(),
+            "invalid timeout '0ms': it must be above zero"
+        );
+        assert!(parse_timeout("-1").is_err());
     }
 
     #[test]
