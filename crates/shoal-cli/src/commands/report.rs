@@ -94,10 +94,32 @@ pub fn results(path: &Path, args: ResultsArgs) -> anyhow::Result<()> {
 /// How a task's last attempt ended, in a few characters.
 fn exit_text(task: &TaskRecord) -> String {
     match (task.exit_code, task.signal) {
-        (_, Some(signal)) => format!("signal {signal}"),
+        (_, Some(signal)) => signal_name(signal),
         (Some(code), None) => code.to_string(),
         (None, None) => String::new(),
     }
+}
+
+/// A signal's usual name (`SIGKILL`), or its number.
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_owned()
 }
 
 /// `shoal stats`.
