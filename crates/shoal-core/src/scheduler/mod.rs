@@ -11,5 +11,4 @@
 mod queue;
 mod state;
 
-pub use queue::ReadyQueue;
 pub use state::{Backoff, Decision, Scheduler, SchedulerConfig, Verdict};

@@ -15,11 +15,23 @@ use crate::task::{TaskId, TaskMeta};
 /// Position inside one priority bucket: longest cost first, then FIFO.
 type Rank = (Reverse<u128>, u64);
 
+/// A task the scheduler holds. It moves, whole, from the queue to a slot to the
+/// backoff set and back, so no map of every task is needed: at 100,000 tasks such
+/// a map would miss the cache on every step.
+#[derive(Debug)]
+pub(crate) struct TaskState {
+    pub task: TaskId,
+    pub meta: TaskMeta,
+    /// Submission number: FIFO order, kept across retries.
+    pub seq: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
 /// A waiting task, stored in its bucket's `order` under its rank.
 #[derive(Debug)]
 struct Waiting {
-    task: TaskId,
-    key: Option<String>,
+    state: TaskState,
     since: Duration,
 }
 
@@ -33,7 +45,7 @@ struct Bucket {
 
 /// Tasks ready to start, ordered as the module doc says.
 #[derive(Debug)]
-pub struct ReadyQueue {
+pub(crate) struct ReadyQueue {
     aging: Option<Duration>,
     buckets: BTreeMap<i32, Bucket>,
     len: usize,
@@ -46,30 +58,30 @@ impl ReadyQueue {
     }
 
     /// Number of waiting tasks.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether no task waits.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Adds a task. `seq` is its submission number (unique, kept across retries so a
-    /// retried task keeps its place in FIFO order); `now` starts its wait.
-    pub fn push(&mut self, task: TaskId, seq: u64, meta: &TaskMeta, now: Duration) {
-        let rank = (Reverse(meta.cost.map_or(0, |c| c.as_nanos())), seq);
+    /// Adds a task; `now` starts its wait. Its `seq` must be unique.
+    pub fn push(&mut self, state: TaskState, now: Duration) {
+        let meta = &state.meta;
+        let rank = (Reverse(meta.cost.map_or(0, |c| c.as_nanos())), state.seq);
         let bucket = self.buckets.entry(meta.priority).or_default();
-        bucket.by_age.insert((now, seq));
+        bucket.by_age.insert((now, state.seq));
         if let Some(key) = &meta.key {
-            bucket.by_key.entry(key.clone()).or_default().insert(rank);
+            // Look up before inserting: `entry` would allocate a key copy every time.
+            match bucket.by_key.get_mut(key) {
+                Some(set) => set.insert(rank),
+                None => bucket.by_key.entry(key.clone()).or_default().insert(rank),
+            };
         }
-        bucket.order.insert(rank, Waiting { task, key: meta.key.clone(), since: now });
+        bucket.order.insert(rank, Waiting { state, since: now });
         self.len += 1;
     }
 
     /// Takes the next task for a slot that last ran `last_key`.
-    pub fn pop(&mut self, last_key: Option<&str>, now: Duration) -> Option<TaskId> {
+    pub fn pop(&mut self, last_key: Option<&str>, now: Duration) -> Option<TaskState> {
         let priority = self.best_bucket(now)?;
         let bucket = &self.buckets[&priority];
         let preferred = last_key.and_then(|k| bucket.by_key.get(k)).and_then(|s| s.first());
@@ -95,12 +107,12 @@ impl ReadyQueue {
             .map(|(_, priority)| priority)
     }
 
-    fn remove(&mut self, priority: i32, rank: Rank) -> TaskId {
+    fn remove(&mut self, priority: i32, rank: Rank) -> TaskState {
         let bucket = self.buckets.get_mut(&priority).expect("bucket of a waiting task");
         let waiting = bucket.order.remove(&rank).expect("ranked task is waiting");
         self.len -= 1;
         bucket.by_age.remove(&(waiting.since, rank.1));
-        if let Some(key) = &waiting.key {
+        if let Some(key) = &waiting.state.meta.key {
             if let Some(set) = bucket.by_key.get_mut(key) {
                 set.remove(&rank);
                 if set.is_empty() {
@@ -111,7 +123,7 @@ impl ReadyQueue {
         if bucket.order.is_empty() {
             self.buckets.remove(&priority);
         }
-        waiting.task
+        waiting.state
     }
 }
 
@@ -128,52 +140,64 @@ mod tests {
         }
     }
 
+    fn state(task: TaskId, meta: TaskMeta) -> TaskState {
+        TaskState { task, meta, seq: task, attempts: 0 }
+    }
+
+    fn push(q: &mut ReadyQueue, task: TaskId, meta: TaskMeta, now: Duration) {
+        q.push(state(task, meta), now);
+    }
+
+    fn pop(q: &mut ReadyQueue, last_key: Option<&str>, now: Duration) -> Option<TaskId> {
+        q.pop(last_key, now).map(|s| s.task)
+    }
+
     fn drain(q: &mut ReadyQueue, now: Duration) -> Vec<TaskId> {
-        std::iter::from_fn(|| q.pop(None, now)).collect()
+        std::iter::from_fn(|| pop(q, None, now)).collect()
     }
 
     #[test]
     fn higher_priority_first_then_fifo() {
         let mut q = ReadyQueue::new(None);
         for (task, p) in [(1, 0), (2, 5), (3, 0), (4, 5), (5, -1)] {
-            q.push(task, task, &meta(p, None, None), Duration::ZERO);
+            push(&mut q, task, meta(p, None, None), Duration::ZERO);
         }
         assert_eq!(drain(&mut q, Duration::ZERO), vec![2, 4, 1, 3, 5]);
-        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
     }
 
     #[test]
     fn longest_cost_first_within_a_priority() {
         let mut q = ReadyQueue::new(None);
-        q.push(1, 1, &meta(0, Some(1), None), Duration::ZERO);
-        q.push(2, 2, &meta(0, Some(9), None), Duration::ZERO);
-        q.push(3, 3, &meta(0, None, None), Duration::ZERO);
-        q.push(4, 4, &meta(1, Some(1), None), Duration::ZERO);
+        push(&mut q, 1, meta(0, Some(1), None), Duration::ZERO);
+        push(&mut q, 2, meta(0, Some(9), None), Duration::ZERO);
+        push(&mut q, 3, meta(0, None, None), Duration::ZERO);
+        push(&mut q, 4, meta(1, Some(1), None), Duration::ZERO);
         assert_eq!(drain(&mut q, Duration::ZERO), vec![4, 2, 1, 3]);
     }
 
     #[test]
     fn a_slot_prefers_the_key_it_ran_last_within_the_best_priority() {
         let mut q = ReadyQueue::new(None);
-        q.push(1, 1, &meta(0, None, Some("a")), Duration::ZERO);
-        q.push(2, 2, &meta(0, None, Some("b")), Duration::ZERO);
-        q.push(3, 3, &meta(1, None, Some("a")), Duration::ZERO);
+        push(&mut q, 1, meta(0, None, Some("a")), Duration::ZERO);
+        push(&mut q, 2, meta(0, None, Some("b")), Duration::ZERO);
+        push(&mut q, 3, meta(1, None, Some("a")), Duration::ZERO);
         // Priority wins over affinity.
-        assert_eq!(q.pop(Some("b"), Duration::ZERO), Some(3));
-        assert_eq!(q.pop(Some("b"), Duration::ZERO), Some(2));
-        assert_eq!(q.pop(Some("b"), Duration::ZERO), Some(1));
+        assert_eq!(pop(&mut q, Some("b"), Duration::ZERO), Some(3));
+        assert_eq!(pop(&mut q, Some("b"), Duration::ZERO), Some(2));
+        assert_eq!(pop(&mut q, Some("b"), Duration::ZERO), Some(1));
     }
 
     #[test]
     fn aging_lifts_a_long_waiting_low_priority_task() {
         let step = Duration::from_secs(10);
         let mut q = ReadyQueue::new(Some(step));
-        q.push(1, 1, &meta(0, None, None), Duration::ZERO);
+        push(&mut q, 1, meta(0, None, None), Duration::ZERO);
         // Fresh priority-2 work keeps arriving; once the priority-0 task has waited
         // two steps, it outranks it.
-        q.push(2, 2, &meta(2, None, None), Duration::from_secs(19));
-        assert_eq!(q.pop(None, Duration::from_secs(19)), Some(2));
-        q.push(3, 3, &meta(2, None, None), Duration::from_secs(25));
-        assert_eq!(q.pop(None, Duration::from_secs(25)), Some(1));
+        push(&mut q, 2, meta(2, None, None), Duration::from_secs(19));
+        assert_eq!(pop(&mut q, None, Duration::from_secs(19)), Some(2));
+        push(&mut q, 3, meta(2, None, None), Duration::from_secs(25));
+        assert_eq!(pop(&mut q, None, Duration::from_secs(25)), Some(1));
     }
 }

@@ -4,11 +4,10 @@
 //! delayed for a retry → ready …). A running attempt past its deadline gets a
 //! [`Decision::Kill`]; when its end is reported, the kill reason decides the outcome.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::queue::ReadyQueue;
+use super::queue::{ReadyQueue, TaskState};
 use crate::task::{AttemptOutcome, KillReason, SlotId, TaskId, TaskMeta, TaskStatus};
 
 /// Exponential backoff between attempts: `base * 2^(n-1)` after the n-th failure,
@@ -59,40 +58,9 @@ pub struct Verdict {
     pub final_status: Option<TaskStatus>,
 }
 
-/// Hashes task ids with one multiplication instead of SipHash: the ids are the
-/// front end's own counters, never hostile, and this map is on every decision.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(self.0 ^ u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type IdMap<V> = HashMap<TaskId, V, BuildHasherDefault<IdHasher>>;
-
 #[derive(Debug)]
-struct TaskState {
-    meta: TaskMeta,
-    seq: u64,
-    attempts: u32,
-}
-
-#[derive(Debug, Clone, Copy)]
 struct Running {
-    task: TaskId,
-    attempt: u32,
+    state: TaskState,
     deadline: Option<Duration>,
     killing: Option<KillReason>,
 }
@@ -101,10 +69,11 @@ struct Running {
 #[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
-    tasks: IdMap<TaskState>,
+    /// Tasks submitted and not finished: waiting, delayed or running.
+    unfinished: usize,
     ready: ReadyQueue,
-    /// Failed tasks waiting out their backoff: (ready at, task).
-    delayed: BTreeSet<(Duration, TaskId)>,
+    /// Failed tasks waiting out their backoff, by (ready at, seq).
+    delayed: BTreeMap<(Duration, u64), TaskState>,
     /// Index 0 is slot 1.
     slots: Vec<Option<Running>>,
     last_key: Vec<Option<String>>,
@@ -120,9 +89,9 @@ impl Scheduler {
         Scheduler {
             ready: ReadyQueue::new(config.aging),
             config,
-            tasks: IdMap::default(),
-            delayed: BTreeSet::new(),
-            slots: vec![None; slots],
+            unfinished: 0,
+            delayed: BTreeMap::new(),
+            slots: (0..slots).map(|_| None).collect(),
             last_key: vec![None; slots],
             deadlines: BTreeSet::new(),
             next_seq: 0,
@@ -135,8 +104,8 @@ impl Scheduler {
     pub fn submit(&mut self, task: TaskId, meta: TaskMeta, attempts_so_far: u32, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ready.push(task, seq, &meta, now);
-        self.tasks.insert(task, TaskState { meta, seq, attempts: attempts_so_far });
+        self.ready.push(TaskState { task, meta, seq, attempts: attempts_so_far }, now);
+        self.unfinished += 1;
     }
 
     /// Decisions due at `now`: timeouts to enforce, retries to release, free slots
@@ -149,15 +118,11 @@ impl Scheduler {
             self.deadlines.remove(&(at, slot));
             let run = self.slots[slot - 1].as_mut().expect("deadline of a running slot");
             run.killing = Some(KillReason::Timeout);
-            out.push(Decision::Kill { slot, task: run.task, reason: KillReason::Timeout });
+            out.push(Decision::Kill { slot, task: run.state.task, reason: KillReason::Timeout });
         }
-        while let Some(&(at, task)) = self.delayed.first() {
-            if at > now {
-                break;
-            }
-            self.delayed.remove(&(at, task));
-            let state = &self.tasks[&task];
-            self.ready.push(task, state.seq, &state.meta, now);
+        while self.delayed.first_key_value().is_some_and(|(&(at, _), _)| at <= now) {
+            let (_, state) = self.delayed.pop_first().expect("checked above");
+            self.ready.push(state, now);
         }
         if self.stopped {
             return;
@@ -166,11 +131,10 @@ impl Scheduler {
             if self.slots[index].is_some() {
                 continue;
             }
-            let Some(task) = self.ready.pop(self.last_key[index].as_deref(), now) else {
+            let Some(mut state) = self.ready.pop(self.last_key[index].as_deref(), now) else {
                 break;
             };
             let slot = index + 1;
-            let state = self.tasks.get_mut(&task).expect("queued task is known");
             state.attempts += 1;
             let deadline = state.meta.timeout.map(|t| now + t);
             if let Some(at) = deadline {
@@ -179,9 +143,8 @@ impl Scheduler {
             if state.meta.key.is_some() {
                 self.last_key[index].clone_from(&state.meta.key);
             }
-            let attempt = state.attempts;
-            self.slots[index] = Some(Running { task, attempt, deadline, killing: None });
-            out.push(Decision::Start { slot, task, attempt });
+            out.push(Decision::Start { slot, task: state.task, attempt: state.attempts });
+            self.slots[index] = Some(Running { state, deadline, killing: None });
         }
     }
 
@@ -204,17 +167,17 @@ impl Scheduler {
             (Some(KillReason::Timeout), _) => AttemptOutcome::TimedOut,
             (Some(KillReason::Cancel), _) => AttemptOutcome::Cancelled,
         };
-        let state = &self.tasks[&run.task];
-        let retry = outcome.is_retryable() && run.attempt <= state.meta.retries && !self.stopped;
+        let (task, attempt) = (run.state.task, run.state.attempts);
+        let retry = outcome.is_retryable() && attempt <= run.state.meta.retries && !self.stopped;
         let final_status = if retry {
-            let at = now + self.config.backoff.delay(run.attempt);
-            self.delayed.insert((at, run.task));
+            let at = now + self.config.backoff.delay(attempt);
+            self.delayed.insert((at, run.state.seq), run.state);
             None
         } else {
-            self.tasks.remove(&run.task);
+            self.unfinished -= 1;
             Some(outcome.status())
         };
-        Verdict { task: run.task, attempt: run.attempt, outcome, final_status }
+        Verdict { task, attempt, outcome, final_status }
     }
 
     /// Stops dispatching: waiting tasks stay unstarted, running ones are killed.
@@ -226,7 +189,7 @@ impl Scheduler {
                     run.killing = Some(KillReason::Cancel);
                     out.push(Decision::Kill {
                         slot: index + 1,
-                        task: run.task,
+                        task: run.state.task,
                         reason: KillReason::Cancel,
                     });
                 }
@@ -238,7 +201,7 @@ impl Scheduler {
     /// without any other event.
     pub fn next_wakeup(&self) -> Option<Duration> {
         let deadline = self.deadlines.first().map(|&(at, _)| at);
-        let retry = self.delayed.first().map(|&(at, _)| at).filter(|_| !self.stopped);
+        let retry = self.delayed.keys().next().map(|&(at, _)| at).filter(|_| !self.stopped);
         deadline.into_iter().chain(retry).min()
     }
 
@@ -249,12 +212,12 @@ impl Scheduler {
 
     /// Tasks submitted but not finished (waiting, delayed or running).
     pub fn unfinished(&self) -> usize {
-        self.tasks.len()
+        self.unfinished
     }
 
     /// Whether the driver can stop: nothing runs and nothing more will start.
     pub fn is_idle(&self) -> bool {
-        self.running() == 0 && (self.stopped || self.tasks.is_empty())
+        self.running() == 0 && (self.stopped || self.unfinished == 0)
     }
 }
 
