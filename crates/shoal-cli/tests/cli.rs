@@ -751,3 +751,57 @@ fn bad_command_lines_of_other_kinds() {
     bad_input(&env, &["run", "--tasks", &env.file("none.jsonl"), "echo"], "bad_tasks_missing_file");
     assert!(!env.store.exists() || env.runs().is_empty(), "no run was recorded");
 }
+
+#[test]
+fn pin_gives_each_slot_its_core_and_nice_lowers_the_tasks() {
+    let env = Env::new();
+    let script = env.write(
+        "where.sh",
+        "echo \"$SHOAL_SLOT $(grep Cpus_allowed_list /proc/self/status | cut -f2) $(nice)\"\n",
+    );
+    let out =
+        env.run(&["run", "-j2", "--pin", "--nice", "5", "sh", &script, ":::", "a", "b", "c", "d"]);
+    out.expect_code(0);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    for line in lines {
+        let fields: Vec<usize> = line.split(' ').map(|f| f.parse().unwrap()).collect();
+        let [slot, cpu, nice] = fields[..] else { panic!("{line}") };
+        assert_eq!(cpu, (slot - 1) % cores, "slot {slot} runs on its own core: {line}");
+        assert_eq!(nice, 5, "{line}");
+    }
+}
+
+#[test]
+fn forced_progress_on_a_non_terminal_prints_status_lines() {
+    let env = Env::new();
+    let out = env.run(&["run", "-j2", "--progress", "sleep", ":::", "0.6", "0.6", "0.6"]);
+    out.expect_code(0);
+    let status: Vec<&str> =
+        out.stderr.lines().filter(|l| l.starts_with("shoal: ") && l.contains(" done, ")).collect();
+    assert!(!status.is_empty(), "{}", out.stderr);
+    let last = status.last().unwrap();
+    assert!(last.starts_with("shoal: 3/3 done, running 0 failed 0, "), "{last}");
+    assert!(!env.run(&["run", "--no-progress", "true", ":::", "1"]).stderr.contains(" done, "));
+}
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_run_or_lose_results() {
+    let env = Env::new();
+    let mut cmd = env.command(&["run", "-j2", "seq", ":::", "100000", "200000", "300000"]);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Read one line, then close the pipe, as `| head -1` does.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 2];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let status = common::wait_for("shoal to finish", std::time::Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+    let tasks = env.results(&[]);
+    assert_eq!(tasks.len(), 3);
+    assert!(tasks.iter().all(|t| str_of(t, "status") == "succeeded"), "{tasks:?}");
+}
