@@ -64,11 +64,29 @@ fn message(err: &anyhow::Error) -> String {
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let store = commands::store_path(cli.store)?;
-    match cli.command {
-        Command::Run(args) => commands::run::run(&store, args),
-        Command::Runs(args) => commands::report::runs(&store, args).map(|()| Exit::Success),
-        Command::Results(args) => commands::report::results(&store, args).map(|()| Exit::Success),
-        Command::Stats(args) => commands::report::stats(&store, args).map(|()| Exit::Success),
-        Command::Export(args) => commands::report::export(&store, args).map(|()| Exit::Success),
+    name_the_store(&store, run_command(&store, cli.command))
+}
+
+/// A failed query or write names the store it failed on (errors from opening it
+/// already do).
+fn name_the_store<T>(store: &std::path::Path, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    result.map_err(|err| {
+        let in_store =
+            err.chain().any(|e| matches!(e.downcast_ref(), Some(shoal_core::Error::Store { .. })));
+        if in_store {
+            err.context(format!("in {}", store.display()))
+        } else {
+            err
+        }
+    })
+}
+
+fn run_command(store: &std::path::Path, command: Command) -> anyhow::Result<Exit> {
+    match command {
+        Command::Run(args) => commands::run::run(store, args),
+        Command::Runs(args) => commands::report::runs(store, args).map(|()| Exit::Success),
+        Command::Results(args) => commands::report::results(store, args).map(|()| Exit::Success),
+        Command::Stats(args) => commands::report::stats(store, args).map(|()| Exit::Success),
+        Command::Export(args) => commands::report::export(store, args).map(|()| Exit::Success),
     }
 }

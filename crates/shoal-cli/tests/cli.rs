@@ -683,6 +683,8 @@ fn bad_database_with_damaged_pages() {
         let out = env.run(args);
         out.expect_code(2);
         assert!(out.stderr.contains("malformed"), "{args:?}: {}", out.stderr);
+        let named = format!("in {}", env.store.display());
+        assert!(out.stderr.contains(&named), "names the store: {args:?}: {}", out.stderr);
     }
 }
 
