@@ -21,6 +21,7 @@ fn open_existing(path: &Path) -> anyhow::Result<Store> {
 /// `shoal runs`.
 pub fn runs(path: &Path, args: RunsArgs) -> anyhow::Result<()> {
     let store = open_existing(path)?;
+    let runs = store.runs()?;
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(
@@ -29,7 +30,7 @@ pub fn runs(path: &Path, args: RunsArgs) -> anyhow::Result<()> {
             "run", "status", "tasks", "succeeded", "failed", "started"
         )?;
     }
-    for run in store.runs()? {
+    for run in runs {
         if args.json {
             writeln!(out, "{}", serde_json::to_string(&run)?)?;
             continue;
