@@ -108,23 +108,8 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     };
     let writer = store.writer(on_commit)?;
 
-    let config = EngineConfig {
-        scheduler: SchedulerConfig {
-            slots: options.jobs as usize,
-            aging: Some(AGING_STEP),
-            backoff: Backoff {
-                base: Duration::from_secs_f64(options.retry_delay),
-                max: Duration::from_secs(300).max(Duration::from_secs_f64(options.retry_delay)),
-            },
-        },
-        kill_grace: Duration::from_secs_f64(options.kill_grace),
-        output_cap: options.output_limit.max(PRINT_LIMIT) as usize,
-        limits: Limits { nice: options.nice, ..Limits::default() },
-        memory,
-        pin: options.pin,
-        line_buffer: options.line_buffer,
-        env: vec![(RUN_MARKER.to_owned(), run_marker(store_path, run_id))],
-    };
+    let marker = (RUN_MARKER.to_owned(), run_marker(store_path, run_id));
+    let config = engine_config(&options, memory, marker);
     let started = Instant::now();
     let mut frontend = CliFrontend {
         run: run_id,
@@ -171,6 +156,31 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         0 => Exit::TasksFailed,
         signal => Exit::Interrupted(signal),
     })
+}
+
+/// The engine's settings for a run.
+fn engine_config(
+    options: &RunOptions,
+    memory: Option<Arc<MemoryLimit>>,
+    marker: (String, String),
+) -> EngineConfig {
+    EngineConfig {
+        scheduler: SchedulerConfig {
+            slots: options.jobs as usize,
+            aging: Some(AGING_STEP),
+            backoff: Backoff {
+                base: Duration::from_secs_f64(options.retry_delay),
+                max: Duration::from_secs(300).max(Duration::from_secs_f64(options.retry_delay)),
+            },
+        },
+        kill_grace: Duration::from_secs_f64(options.kill_grace),
+        output_cap: options.output_limit.max(PRINT_LIMIT) as usize,
+        limits: Limits { nice: options.nice, ..Limits::default() },
+        memory,
+        pin: options.pin,
+        line_buffer: options.line_buffer,
+        env: vec![marker],
+    }
 }
 
 /// A run ready to start, new or resumed.
