@@ -112,6 +112,14 @@ impl Progress {
         }
     }
 
+    /// Runs `f` (which prints) with the bar hidden, so output and bar never mix.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.display {
+            Display::Bar(bar) => bar.suspend(f),
+            _ => f(),
+        }
+    }
+
     /// Removes the bar before the summary is printed.
     pub fn finish(&self) {
         match &self.display {

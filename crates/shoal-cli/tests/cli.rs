@@ -807,3 +807,30 @@ fn a_closed_stdout_does_not_stop_the_run_or_lose_results() {
     assert_eq!(tasks.len(), 3);
     assert!(tasks.iter().all(|t| str_of(t, "status") == "succeeded"), "{tasks:?}");
 }
+
+/// On a terminal the bar is drawn, and task output printed while it runs neither
+/// mixes with it nor stalls the run.
+#[test]
+fn the_progress_bar_on_a_terminal_leaves_output_whole() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` (for a pseudo-terminal) is not installed");
+        return;
+    }
+    let env = Env::new();
+    let shoal = format!(
+        "{} --store {} run -j2 'sleep 0.1; echo line {{}}' ::: 1 2 3 4",
+        common::shoal_bin(),
+        env.store.display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &shoal, "/dev/null"]).current_dir(env.path());
+    let out = common::run_command(cmd, None);
+    out.expect_code(0);
+    let text = out.stdout.replace('\r', "");
+    assert!(text.contains("] 4/4 "), "the bar was drawn: {text:?}");
+    for n in 1..=4 {
+        let line = format!("line {n}\n");
+        assert!(text.contains(&line), "{line:?} printed whole: {text:?}");
+    }
+    assert!(text.contains("shoal: run 1: 4 succeeded"), "{text:?}");
+}

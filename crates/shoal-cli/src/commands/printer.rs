@@ -56,6 +56,18 @@ impl Printer {
 
     /// Called with every committed batch of store events.
     pub fn committed(&mut self, batch: &[StoreEvent]) {
+        let progress = self.progress.clone();
+        // Only writes inside: the bar's own methods would deadlock within `suspend`.
+        progress.suspend(|| self.print(batch));
+        for event in batch {
+            if let StoreEvent::AttemptEnded { final_status, .. } = event {
+                let failed = final_status.is_some_and(|s| s.is_failure());
+                progress.ended(final_status.is_some(), failed);
+            }
+        }
+    }
+
+    fn print(&mut self, batch: &[StoreEvent]) {
         let stdout = std::io::stdout();
         let stderr = std::io::stderr();
         let (mut out, mut err) = (stdout.lock(), stderr.lock());
@@ -63,8 +75,6 @@ impl Printer {
             let StoreEvent::AttemptEnded { task, final_status, stdout, stderr, .. } = event else {
                 continue;
             };
-            self.progress
-                .ended(final_status.is_some(), final_status.is_some_and(|s| s.is_failure()));
             if final_status.is_none() || self.line_buffer {
                 continue;
             }

@@ -413,7 +413,7 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn line(&mut self, task: TaskId, stream: Stream, line: &[u8]) {
-        super::printer::print_line(task, stream, line);
+        self.progress.suspend(|| super::printer::print_line(task, stream, line));
     }
 }
 
