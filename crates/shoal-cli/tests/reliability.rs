@@ -334,7 +334,8 @@ echo "done $1"
     out.expect_code(130);
     assert!(out.stderr.contains("shoal: stopping"), "{}", out.stderr);
     assert!(
-        out.stderr.contains("2 not run (continue with `shoal run --resume 1`)"),
+        out.stderr
+            .contains("0 succeeded, 2 cancelled, 2 not run (continue with `shoal run --resume 1`)"),
         "{}",
         out.stderr
     );

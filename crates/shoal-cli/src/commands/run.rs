@@ -135,7 +135,8 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         // arriving before the handlers exist killed shoal outright (or was lost
         // where SIGINT is ignored, as in background jobs), leaving its tasks behind.
         let handlers = install_signal_handlers();
-        let watcher = tokio::spawn(watch_signals(handlers, stop_tx, signal.clone()));
+        let watcher =
+            tokio::spawn(watch_signals(handlers, stop_tx, signal.clone(), progress.clone()));
         let report = engine::run(&config, tasks, &mut frontend, stop_rx).await;
         watcher.abort();
         report
@@ -428,6 +429,7 @@ async fn watch_signals(
     handlers: Option<(Signal, Signal)>,
     stop: watch::Sender<Stop>,
     first: Arc<AtomicI32>,
+    progress: Arc<Progress>,
 ) {
     let Some((mut int, mut term)) = handlers else {
         return;
@@ -438,12 +440,14 @@ async fn watch_signals(
             _ = term.recv() => libc::SIGTERM,
         };
         if first.compare_exchange(0, number, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            eprintln!(
-                "shoal: stopping: no new tasks; running ones get SIGTERM (again to kill them now)"
-            );
+            progress.suspend(|| {
+                eprintln!(
+                    "shoal: stopping: no new tasks; running ones get SIGTERM (again to kill them now)"
+                )
+            });
             let _ = stop.send(Stop::Graceful);
         } else {
-            eprintln!("shoal: killing running tasks");
+            progress.suspend(|| eprintln!("shoal: killing running tasks"));
             let _ = stop.send(Stop::Immediate);
         }
     }
@@ -457,18 +461,22 @@ fn summary(
     unfinished: u64,
     took: Duration,
 ) -> String {
-    let succeeded = finished.get(&TaskStatus::Succeeded).copied().unwrap_or(0);
+    let count = |status| finished.get(&status).copied().unwrap_or(0);
+    // Cancelled tasks are reported on their own: the user stopped them, they did not fail.
     let failed_statuses: Vec<TaskStatus> = TaskStatus::ALL
         .into_iter()
-        .filter(|s| s.is_failure() && finished.get(s).is_some_and(|n| *n > 0))
+        .filter(|&s| s.is_failure() && s != TaskStatus::Cancelled && count(s) > 0)
         .collect();
     let failures: Vec<String> =
-        failed_statuses.iter().map(|s| format!("{} {s}", finished[s])).collect();
-    let failed: u64 =
-        TaskStatus::ALL.iter().filter(|s| s.is_failure()).filter_map(|s| finished.get(s)).sum();
-    let mut line = format!("shoal: run {run}: {succeeded} succeeded");
+        failed_statuses.iter().map(|&s| format!("{} {s}", count(s))).collect();
+    let failed: u64 = failed_statuses.iter().map(|&s| count(s)).sum();
+    let mut line = format!("shoal: run {run}: {} succeeded", count(TaskStatus::Succeeded));
     if failed > 0 {
         line += &format!(", {failed} failed ({})", failures.join(", "));
+    }
+    let cancelled = count(TaskStatus::Cancelled);
+    if cancelled > 0 {
+        line += &format!(", {cancelled} cancelled");
     }
     if skipped > 0 {
         line += &format!(", {skipped} already done");
@@ -479,7 +487,11 @@ fn summary(
     line += &format!(" in {:.2}s", took.as_secs_f64());
     // Name the one failure status, if there is one: `--status failed` alone does not
     // list the timed-out, crashed, memory-exceeded or cancelled tasks.
-    match failed_statuses.as_slice() {
+    let mut not_ok = failed_statuses;
+    if cancelled > 0 {
+        not_ok.push(TaskStatus::Cancelled);
+    }
+    match not_ok.as_slice() {
         [] => {}
         [status] => line += &format!("; see `shoal results --run {run} --status {status}`"),
         _ => line += &format!("; see `shoal results --run {run}`"),
