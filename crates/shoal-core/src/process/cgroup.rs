@@ -7,8 +7,9 @@
 //! `memory.oom_control`) where memory is on a v1 hierarchy we may write to; when
 //! neither is possible, [`MemoryMode::RlimitAs`] (see `limits.rs`).
 //!
-//! Layout: `<our cgroup>/shoal-<pid>-<k>/slot-<n>` (k numbers the limiters of one
-//! process), removed when the limiter is dropped.
+//! Layout: `<our cgroup>/shoal-<pid namespace>-<pid>-<k>/slot-<n>` (k numbers the
+//! limiters of one process), removed when the limiter is dropped, or by a later
+//! limiter when its owner died without cleaning up.
 
 use std::fs;
 use std::io;
@@ -128,10 +129,11 @@ impl MemoryLimiter {
                 return Err(io::Error::other("memory controller not delegated"));
             }
         }
+        remove_stale(parent);
         // Several limiters may live in one process (several pools): number them.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let root = parent.join(format!("shoal-{}-{n}", std::process::id()));
+        let root = parent.join(format!("shoal-{}-{}-{n}", pid_namespace(), std::process::id()));
         fs::create_dir(&root)?;
         // From here on, Drop removes what was made if a later step fails.
         let mut limiter = MemoryLimiter { files, root, slots: Vec::with_capacity(slots) };
@@ -173,6 +175,43 @@ impl Drop for MemoryLimiter {
         }
         let _ = fs::remove_dir(&self.root);
     }
+}
+
+/// Removes the cgroups that shoal processes which no longer exist left behind (a
+/// `kill -9` gives no chance to clean up). Only those of our pid namespace: a pid
+/// from another one means nothing here. A cgroup still holding a process cannot be
+/// removed and stays.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    let namespace = pid_namespace();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((ns, pid)) = name.to_str().and_then(owner) else { continue };
+        if ns != namespace || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let root = entry.path();
+        if let Ok(slots) = fs::read_dir(&root) {
+            for slot in slots.flatten().filter(|s| s.path().is_dir()) {
+                let _ = fs::remove_dir(slot.path());
+            }
+        }
+        let _ = fs::remove_dir(&root);
+    }
+}
+
+/// The pid namespace and pid in a cgroup name `shoal-<namespace>-<pid>-<k>`.
+fn owner(name: &str) -> Option<(u64, u32)> {
+    let mut parts = name.strip_prefix("shoal-")?.splitn(3, '-');
+    let (ns, pid, k) = (parts.next()?, parts.next()?, parts.next()?);
+    k.parse::<u64>().ok()?;
+    Some((ns.parse().ok()?, pid.parse().ok()?))
+}
+
+/// Our pid namespace's inode number (0 if it cannot be read).
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
 }
 
 /// The hierarchies to try, best first: (files, the cgroup directory to nest under).
@@ -222,6 +261,28 @@ fn oom_kill_count(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_cgroups_of_dead_shoals_are_removed_and_live_ones_kept() {
+        let parent = std::env::temp_dir().join(format!("shoal-cgroup-test-{}", std::process::id()));
+        let ns = pid_namespace();
+        let dead = parent.join(format!("shoal-{ns}-4194305-0"));
+        let live = parent.join(format!("shoal-{ns}-{}-7", std::process::id()));
+        let foreign = parent.join(format!("shoal-{}-4194305-0", ns + 1));
+        let other = parent.join("unrelated");
+        for dir in [dead.join("slot-1"), dead.join("slot-2"), live.join("slot-1"), foreign.clone()]
+            .into_iter()
+            .chain([other.clone()])
+        {
+            fs::create_dir_all(dir).unwrap();
+        }
+        remove_stale(&parent);
+        assert!(!dead.exists(), "pid 4194305 is above the kernel's pid limit: never alive");
+        assert!(live.join("slot-1").exists());
+        assert!(foreign.exists(), "another pid namespace's cgroups are not ours to judge");
+        assert!(other.exists());
+        fs::remove_dir_all(&parent).unwrap();
+    }
 
     #[test]
     fn reads_the_oom_kill_counter_of_both_versions() {
