@@ -834,3 +834,22 @@ fn the_progress_bar_on_a_terminal_leaves_output_whole() {
     }
     assert!(text.contains("shoal: run 1: 4 succeeded"), "{text:?}");
 }
+
+#[test]
+fn line_buffer_passes_an_endless_line_on_in_pieces() {
+    let env = Env::new();
+    let script = env.write(
+        "long.sh",
+        "printf 'start\\n'\npython3 -c \"import sys; sys.stdout.write('x' * 200000)\"\nprintf '\\nend\\n'\n",
+    );
+    let out = env.run(&["run", "--line-buffer", "sh", &script, ":::", "1"]);
+    out.expect_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"1\tstart"));
+    assert_eq!(lines.last(), Some(&"1\tend"));
+    let middle = &lines[1..lines.len() - 1];
+    assert!(middle.len() >= 3, "200,000 bytes come in pieces of at most 64 KiB: {}", middle.len());
+    assert!(middle.iter().all(|l| l.starts_with("1\t") && l.len() <= 2 + 64 * 1024));
+    let xs: usize = middle.iter().map(|l| l.len() - 2).sum();
+    assert_eq!(xs, 200_000, "no byte lost");
+}

@@ -28,6 +28,9 @@ pub(crate) enum KillLevel {
     Kill,
 }
 
+/// The longest line passed on whole in line-buffer mode; longer ones come in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
 /// A complete output line sent to the driver in line-buffer mode.
 pub(crate) type Line = (TaskId, Stream, Vec<u8>);
 
@@ -146,9 +149,17 @@ async fn capture(
         into.truncated |= n > room;
         if let Some((task, stream, tx)) = &mut lines {
             partial.extend_from_slice(data);
-            while let Some(end) = partial.iter().position(|&b| b == b'\n') {
-                let rest = partial.split_off(end + 1);
-                let _ = tx.send((*task, *stream, std::mem::replace(&mut partial, rest)));
+            let mut start = 0;
+            while let Some(end) = partial[start..].iter().position(|&b| b == b'\n') {
+                let _ = tx.send((*task, *stream, partial[start..=start + end].to_vec()));
+                start += end + 1;
+            }
+            partial.drain(..start);
+            // A line that never ends must not grow without bound: pass it on in pieces.
+            if partial.len() >= MAX_LINE {
+                let mut piece = std::mem::take(&mut partial);
+                piece.push(b'\n');
+                let _ = tx.send((*task, *stream, piece));
             }
         }
     }
