@@ -28,6 +28,10 @@ pub(crate) enum KillLevel {
     Kill,
 }
 
+/// How long the output pipes may stay open once the task's group is gone (only a
+/// process that left the group, a daemon, can hold them): then the attempt ends.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+
 /// The longest line passed on whole in line-buffer mode; longer ones come in pieces.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -67,10 +71,11 @@ pub(crate) async fn supervise(
         let mut drained = false;
         loop {
             tokio::select! {
-                e = &mut waiter, if exit.is_none() => exit = Some(e),
+                biased;
                 _ = &mut readers, if !drained => drained = true,
+                e = &mut waiter, if exit.is_none() => exit = Some(e),
                 // A process that left the group still holds the pipes: stop waiting.
-                _ = sleep(grace), if exit.is_some() && !drained => break,
+                _ = sleep(DRAIN_AFTER_EXIT), if exit.is_some() && !drained => break,
             }
             if exit.is_some() && drained {
                 break;
