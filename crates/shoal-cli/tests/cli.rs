@@ -853,3 +853,17 @@ fn line_buffer_passes_an_endless_line_on_in_pieces() {
     let xs: usize = middle.iter().map(|l| l.len() - 2).sum();
     assert_eq!(xs, 200_000, "no byte lost");
 }
+
+/// The output still in the pipes when a task exits is read whole, whatever the kill
+/// grace (which once also bounded this wait, and may be 0).
+#[test]
+fn output_is_whole_even_with_no_kill_grace() {
+    let env = Env::new();
+    let inputs: Vec<String> = (1..=20).map(|n| n.to_string()).collect();
+    // `: {}` swallows the input, which would otherwise be appended as a file name.
+    let mut args = vec!["run", "-j2", "--kill-grace", "0", "head -c 100000 /dev/zero; : {}", ":::"];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = env.run(&args);
+    out.expect_code(0);
+    assert_eq!(out.stdout.len(), 20 * 100_000);
+}
