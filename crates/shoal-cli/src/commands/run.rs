@@ -313,6 +313,8 @@ fn resume(
         .collect();
     let skipped = total - planned.len() as u64;
     let memory = memory_limit(&options);
+    let mode = memory.as_ref().map(|m| m.mode().as_str());
+    store.set_run_options(run_id, &serde_json::to_value(&options)?, mode)?;
     Ok(Prepared { run_id, template, options, memory, planned, skipped })
 }
 

@@ -78,6 +78,27 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Replaces a run's options and memory-limit mechanism: a resume may change them,
+    /// and the next resume starts from what this one used.
+    pub fn set_run_options(
+        &self,
+        run: i64,
+        options: &serde_json::Value,
+        memory_limit_mode: Option<&str>,
+    ) -> Result<()> {
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "UPDATE runs SET options = ?2, memory_limit_mode = ?3 WHERE id = ?1",
+                params![run, options.to_string(), memory_limit_mode],
+            )
+            .map_err(db("update a run's options"))?;
+        if n == 0 {
+            return Err(Error::NoSuchRun { run });
+        }
+        Ok(())
+    }
+
     /// Adds tasks to a run, `queued` with no attempts, in one transaction.
     pub fn insert_tasks(&self, run: i64, tasks: &[NewTask]) -> Result<()> {
         let mut conn = self.conn();

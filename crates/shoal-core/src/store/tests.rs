@@ -508,3 +508,19 @@ fn inserts_a_hundred_thousand_tasks() {
     assert_eq!(store.stats(run).unwrap().counts[&TaskStatus::Queued], 100_000);
     assert_eq!(store.runs().unwrap()[0].total, 100_000);
 }
+
+#[test]
+fn a_resume_can_replace_the_run_options() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    let options = serde_json::json!({"jobs": 8, "timeout": 7.5});
+    store.set_run_options(run, &options, Some("cgroup_v1")).unwrap();
+    let record = store.run(run).unwrap();
+    assert_eq!(record.options, options);
+    assert_eq!(record.memory_limit_mode.as_deref(), Some("cgroup_v1"));
+    assert!(matches!(
+        store.set_run_options(run + 1, &options, None),
+        Err(Error::NoSuchRun { run: r }) if r == run + 1
+    ));
+}
