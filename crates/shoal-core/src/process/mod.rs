@@ -1,11 +1,11 @@
 //! Process control for the engine, one file per OS concern: starting a task's
 //! process in its own process group with its limits ([`spawn`]), signalling the
-//! whole group ([`signal`]), reaping it with its resource usage ([`reap`]) and the
-//! memory-limit mechanisms ([`cgroup`], [`limits`]), and finding what an earlier engine left
-//! running ([`orphans`]).
+//! whole group ([`signal`]), reaping it with its resource usage ([`reap`]), the
+//! memory-limit mechanisms ([`cgroup`], [`limits`]), and finding what an earlier
+//! engine left running ([`orphans`]).
 //!
 //! Nothing here decides anything: the scheduler decides, the engine calls these.
-//! Linux only (pidfd, process groups, `RLIMIT_AS`).
+//! Linux only (pidfd, process groups, cgroups, `RLIMIT_AS`).
 
 pub mod cgroup;
 pub mod limits;
