@@ -1,5 +1,5 @@
 //! Process control for the engine, one file per OS concern: starting a task's
-//! process in its own process group with its limits ([`spawn`]), signalling the
+//! process in its own process group with its limits ([`mod@spawn`]), signalling the
 //! whole group ([`signal`]), reaping it with its resource usage ([`reap`]), the
 //! memory-limit mechanisms ([`cgroup`], [`limits`]), and finding what an earlier
 //! engine left running ([`orphans`]).
