@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of shoal on a fresh machine: unit, property, integration
-# (real processes, real kills) and snapshot tests. Installs what they need first.
+# Runs every test of shoal on a fresh machine: formatting and lints, then unit,
+# property, integration (real processes, real kills) and snapshot tests. Installs
+# what they need first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
