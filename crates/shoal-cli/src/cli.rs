@@ -73,7 +73,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory_limit: Option<u64>,
 
-    /// Pin slot n to core n-1 (modulo the number of cores).
+    /// Pin slot n to the n-th CPU shoal may use (cycling when slots outnumber them).
     #[arg(long)]
     pub pin: bool,
 

@@ -764,13 +764,18 @@ fn pin_gives_each_slot_its_core_and_nice_lowers_the_tasks() {
     let out =
         env.run(&["run", "-j2", "--pin", "--nice", "5", "sh", &script, ":::", "a", "b", "c", "d"]);
     out.expect_code(0);
-    let cores = std::thread::available_parallelism().unwrap().get();
+    // The CPUs this test may use, as shoal sees them.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    };
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", out.stdout);
     for line in lines {
         let fields: Vec<usize> = line.split(' ').map(|f| f.parse().unwrap()).collect();
         let [slot, cpu, nice] = fields[..] else { panic!("{line}") };
-        assert_eq!(cpu, (slot - 1) % cores, "slot {slot} runs on its own core: {line}");
+        assert_eq!(cpu, cpus[(slot - 1) % cpus.len()], "slot {slot} runs on its own CPU: {line}");
         assert_eq!(nice, 5, "{line}");
     }
 }

@@ -94,7 +94,8 @@ struct Driver<'a, F> {
     frontend: &'a mut F,
     sched: Scheduler,
     epoch: Instant,
-    cores: usize,
+    /// The CPUs slots are pinned to, in turn.
+    cpus: Vec<usize>,
     /// Index 0 is slot 1.
     slots: Vec<Option<InFlight>>,
     /// Program name -> its path on PATH, looked up once per run.
@@ -109,7 +110,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
             frontend,
             sched: Scheduler::new(config.scheduler.clone()),
             epoch: Instant::now(),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus: if config.pin { limits::allowed_cpus() } else { Vec::new() },
             slots: (0..config.scheduler.slots).map(|_| None).collect(),
             programs: HashMap::new(),
             report: Report::default(),
@@ -173,7 +174,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
     /// The limits of an attempt on `slot`, and the slot cgroup's OOM-kill count now.
     fn limits(&self, slot: SlotId) -> (Limits, Option<u64>) {
         let mut limits = Limits {
-            cpu: self.config.pin.then_some((slot - 1) % self.cores),
+            cpu: self.config.pin.then(|| self.cpus[(slot - 1) % self.cpus.len()]),
             ..self.config.limits
         };
         let mut oom_kills = None;

@@ -19,7 +19,7 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Memory limit per task, applied per slot.
     pub memory: Option<Arc<MemoryLimit>>,
-    /// Pin slot n to core (n-1) mod cores.
+    /// Pin slot n to the n-th CPU this process may use (cycling when slots outnumber them).
     pub pin: bool,
     /// Hand complete output lines to the front end as they arrive.
     pub line_buffer: bool,

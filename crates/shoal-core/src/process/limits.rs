@@ -61,6 +61,19 @@ impl Limits {
     }
 }
 
+/// The CPUs this process may run on, in order: pinning picks among these, since a
+/// container or `taskset` may allow only some of the machine's cores.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data that sched_getaffinity fills in.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
+    }
+}
+
 /// Messages that runtimes print when an allocation fails. Under `RLIMIT_AS` the
 /// kernel reports nothing itself (unlike a cgroup's OOM kill), so a failed task
 /// under such a limit whose error output says one of these is `memory_exceeded`.
