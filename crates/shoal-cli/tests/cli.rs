@@ -872,3 +872,19 @@ fn output_is_whole_even_with_no_kill_grace() {
     out.expect_code(0);
     assert_eq!(out.stdout.len(), 20 * 100_000);
 }
+
+/// Programs run as execvp would: argv[0] is the name given (not the path found on
+/// PATH), and an executable script without a `#!` line runs with sh.
+#[test]
+fn programs_run_as_execvp_would() {
+    let env = Env::new();
+    let out = env.run(&["run", "cat", ":::", "/proc/self/cmdline"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "cat\0/proc/self/cmdline\0");
+
+    let script = env.write("no-shebang", "echo \"ran with $1\"\n");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = env.run(&["run", "./no-shebang", ":::", "x"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "ran with x\n");
+}

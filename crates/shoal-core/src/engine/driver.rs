@@ -132,12 +132,12 @@ impl<'a, F: Frontend> Driver<'a, F> {
         lines: Option<mpsc::UnboundedSender<Line>>,
         attempts: &mut JoinSet<(SlotId, Finished)>,
     ) -> bool {
-        let mut command = self.frontend.command(task, slot);
-        self.resolve(&mut command.program);
+        let command = self.frontend.command(task, slot);
+        let path = self.resolve(&command.program);
         let (limits, oom_kills) = self.limits(slot);
         let at = SystemTime::now();
         let started = Instant::now();
-        match spawn(&command, limits, &self.config.env, task, slot) {
+        match spawn(&command, path.as_deref(), limits, &self.config.env, task, slot) {
             Ok(spawned) => {
                 self.frontend.started(Started { task, attempt, slot, pid: spawned.pid, at });
                 let (kill, kill_rx) = watch::channel(KillLevel::None);
@@ -161,14 +161,14 @@ impl<'a, F: Frontend> Driver<'a, F> {
         }
     }
 
-    /// Replaces a program name by its path on PATH (cached per run).
-    fn resolve(&mut self, program: &mut String) {
+    /// The path of a program on PATH (cached per run); `None` if it is not there.
+    fn resolve(&mut self, program: &str) -> Option<String> {
         if let Some(path) = self.programs.get(program) {
-            program.clone_from(path);
-        } else if let Some(path) = resolve_program(program) {
-            let path = path.to_string_lossy().into_owned();
-            self.programs.insert(std::mem::replace(program, path.clone()), path);
+            return Some(path.clone());
         }
+        let path = resolve_program(program)?.to_string_lossy().into_owned();
+        self.programs.insert(program.to_owned(), path.clone());
+        Some(path)
     }
 
     /// The limits of an attempt on `slot`, and the slot cgroup's OOM-kill count now.

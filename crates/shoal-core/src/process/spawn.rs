@@ -36,18 +36,46 @@ pub struct Spawned {
     pub stderr: OwnedFd,
 }
 
-/// Starts `command` for attempt `task` on `slot`. The task sees its number and slot
-/// as `SHOAL_TASK` and `SHOAL_SLOT`, and `env` besides.
+/// Starts `command` for attempt `task` on `slot`, from `path` when the program was
+/// already looked up (its argv[0] stays the name it was given, as with execvp). The
+/// task sees its number and slot as `SHOAL_TASK` and `SHOAL_SLOT`, and `env` besides.
 pub fn spawn(
     command: &CommandLine,
+    path: Option<&str>,
     limits: Limits,
     env: &[(String, String)],
     task: TaskId,
     slot: SlotId,
 ) -> io::Result<Spawned> {
-    let mut cmd = Command::new(&command.program);
-    cmd.args(&command.args)
-        .stdin(Stdio::null())
+    let program = path.unwrap_or(&command.program);
+    let run = |cmd: &mut Command| start(cmd, limits, env, task, slot);
+    let mut child = match run(Command::new(program).arg0(&command.program).args(&command.args)) {
+        // A script without a `#!` line: run it with sh, as execvp (and so xargs) does.
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+            run(Command::new("/bin/sh").arg(program).args(&command.args))?
+        }
+        result => result?,
+    };
+    let pid = child.id();
+    let stdout = OwnedFd::from(child.stdout.take().expect("stdout is piped"));
+    let stderr = OwnedFd::from(child.stderr.take().expect("stderr is piped"));
+    // The child is not reaped by anyone but us, so its pid is still valid here.
+    let pidfd = pidfd_open(Pid::from_child(&child), PidfdFlags::empty())?;
+    // Dropping a std Child neither kills nor waits: the engine reaps it (see reap.rs).
+    drop(child);
+    Ok(Spawned { pid, pidfd, stdout, stderr })
+}
+
+/// Sets up and starts `cmd`: its own process group, null stdin, piped outputs, the
+/// task's environment and limits.
+fn start(
+    cmd: &mut Command,
+    limits: Limits,
+    env: &[(String, String)],
+    task: TaskId,
+    slot: SlotId,
+) -> io::Result<std::process::Child> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("SHOAL_TASK", task.to_string())
@@ -60,15 +88,7 @@ pub fn spawn(
             cmd.pre_exec(move || limits.apply_in_child());
         }
     }
-    let mut child = cmd.spawn()?;
-    let pid = child.id();
-    let stdout = OwnedFd::from(child.stdout.take().expect("stdout is piped"));
-    let stderr = OwnedFd::from(child.stderr.take().expect("stderr is piped"));
-    // The child is not reaped by anyone but us, so its pid is still valid here.
-    let pidfd = pidfd_open(Pid::from_child(&child), PidfdFlags::empty())?;
-    // Dropping a std Child neither kills nor waits: the engine reaps it (see reap.rs).
-    drop(child);
-    Ok(Spawned { pid, pidfd, stdout, stderr })
+    cmd.spawn()
 }
 
 /// Finds `program` on `PATH` as execvp would: a name with a `/` is taken as it is.
