@@ -2,6 +2,7 @@
 
 mod printer;
 pub mod report;
+mod resume;
 pub mod run;
 
 use std::path::{Path, PathBuf};

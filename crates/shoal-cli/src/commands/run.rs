@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
-use shoal_core::process::{orphans, CommandLine, Limits, MemoryLimit};
+use shoal_core::process::{CommandLine, Limits, MemoryLimit};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::store::{NewRun, NewTask, RunStatus, Store, StoreEvent, Writer};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
@@ -19,6 +19,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use super::printer::{Printer, PRINT_LIMIT};
+use super::resume::{run_marker, RUN_MARKER};
 use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
 use crate::progress::Progress;
@@ -30,24 +31,24 @@ const AGING_STEP: Duration = Duration::from_secs(30);
 
 /// The run's settings, as stored with the run so that `--resume` keeps them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RunOptions {
-    jobs: u32,
-    timeout: Option<f64>,
-    kill_grace: f64,
-    retries: u32,
-    retry_delay: f64,
-    memory_limit: Option<u64>,
-    pin: bool,
-    nice: Option<i32>,
-    shell: bool,
-    keep_order: bool,
-    line_buffer: bool,
-    output_limit: u64,
+pub(super) struct RunOptions {
+    pub(super) jobs: u32,
+    pub(super) timeout: Option<f64>,
+    pub(super) kill_grace: f64,
+    pub(super) retries: u32,
+    pub(super) retry_delay: f64,
+    pub(super) memory_limit: Option<u64>,
+    pub(super) pin: bool,
+    pub(super) nice: Option<i32>,
+    pub(super) shell: bool,
+    pub(super) keep_order: bool,
+    pub(super) line_buffer: bool,
+    pub(super) output_limit: u64,
 }
 
 impl RunOptions {
     /// What was given now wins over what was stored, which wins over the defaults.
-    fn resolve(args: &RunArgs, stored: Option<RunOptions>) -> RunOptions {
+    pub(super) fn resolve(args: &RunArgs, stored: Option<RunOptions>) -> RunOptions {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         let s = stored.as_ref();
@@ -69,18 +70,18 @@ impl RunOptions {
 }
 
 /// A task ready for the engine: its inputs and its scheduling metadata.
-struct Planned {
-    task: TaskId,
-    args: Vec<String>,
-    meta: TaskMeta,
-    attempts: u32,
+pub(super) struct Planned {
+    pub(super) task: TaskId,
+    pub(super) args: Vec<String>,
+    pub(super) meta: TaskMeta,
+    pub(super) attempts: u32,
 }
 
 /// Runs `shoal run`.
 pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let store = super::open_store(store_path)?;
     let Prepared { run_id, template, options, memory, planned, skipped } = match args.resume {
-        Some(run) => resume(&store, store_path, run, &args)?,
+        Some(run) => super::resume::resume(&store, store_path, run, &args)?,
         None => start(&store, &args)?,
     };
 
@@ -185,19 +186,19 @@ fn engine_config(
 }
 
 /// A run ready to start, new or resumed.
-struct Prepared {
-    run_id: i64,
-    template: Template,
-    options: RunOptions,
-    memory: Option<Arc<MemoryLimit>>,
+pub(super) struct Prepared {
+    pub(super) run_id: i64,
+    pub(super) template: Template,
+    pub(super) options: RunOptions,
+    pub(super) memory: Option<Arc<MemoryLimit>>,
     /// The tasks to run now.
-    planned: Vec<Planned>,
+    pub(super) planned: Vec<Planned>,
     /// Tasks that had already succeeded (on resume).
-    skipped: u64,
+    pub(super) skipped: u64,
 }
 
 /// The memory limit of a run, by the best mechanism this machine allows.
-fn memory_limit(options: &RunOptions) -> Option<Arc<MemoryLimit>> {
+pub(super) fn memory_limit(options: &RunOptions) -> Option<Arc<MemoryLimit>> {
     let slots = options.jobs as usize;
     options.memory_limit.map(|bytes| Arc::new(MemoryLimit::new(bytes, slots)))
 }
@@ -266,84 +267,6 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         .collect();
     store.insert_tasks(run_id, &tasks)?;
     Ok(Prepared { run_id, template, options, memory, planned, skipped: 0 })
-}
-
-/// A resumed run: everything but the options comes from the store.
-fn resume(
-    store: &Store,
-    store_path: &Path,
-    run: Option<i64>,
-    args: &RunArgs,
-) -> anyhow::Result<Prepared> {
-    if !args.command.is_empty() || args.tasks.is_some() {
-        bail!("--resume takes the command and the inputs from the store: give only options");
-    }
-    let run_id = match run {
-        Some(id) => id,
-        None => store.last_run()?.context("the store holds no run to resume")?,
-    };
-    stop_leftovers(store_path, run_id)?;
-    let info = store.prepare_resume(run_id)?;
-    let stored: RunOptions = serde_json::from_value(info.run.options.clone())
-        .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
-    let options = RunOptions::resolve(args, Some(stored));
-    let template = Template::parse(&info.run.command, options.shell)?;
-    let total = store.stats(run_id)?.total;
-    let override_timeout = args.timeout;
-    let planned: Vec<Planned> = info
-        .pending
-        .into_iter()
-        .map(|t| Planned {
-            task: t.task,
-            meta: TaskMeta {
-                priority: t.priority,
-                cost: t.cost.map(Duration::from_secs_f64),
-                key: t.key,
-                timeout: override_timeout.or(t.timeout.map(Duration::from_secs_f64)),
-                // Retries count from this resume on: a resumed task gets its full
-                // budget on top of the attempts it has had (the scheduler counts the
-                // budget in absolute attempt numbers).
-                retries: args.retries.unwrap_or(t.retries).saturating_add(t.attempts),
-            },
-            args: t.args,
-            // Attempt numbers continue after those in the store, where (run, task,
-            // attempt) is the key: restarting at 1 collided with the old attempts.
-            attempts: t.attempts,
-        })
-        .collect();
-    let skipped = total - planned.len() as u64;
-    let memory = memory_limit(&options);
-    let mode = memory.as_ref().map(|m| m.mode().as_str());
-    store.set_run_options(run_id, &serde_json::to_value(&options)?, mode)?;
-    Ok(Prepared { run_id, template, options, memory, planned, skipped })
-}
-
-/// The environment variable that marks every process of a run.
-const RUN_MARKER: &str = "SHOAL_RUN";
-
-/// The marker's value: the run and its store, so runs of other stores never match.
-fn run_marker(store_path: &Path, run: i64) -> String {
-    let store = std::fs::canonicalize(store_path).unwrap_or_else(|_| store_path.to_owned());
-    format!("{run}@{}", store.display())
-}
-
-/// Before a resume: refuses if the run is still going on under another shoal, and
-/// kills what a killed shoal left running of it, so no task runs twice at once.
-fn stop_leftovers(store_path: &Path, run: i64) -> anyhow::Result<()> {
-    let marker = format!("{RUN_MARKER}={}", run_marker(store_path, run));
-    let marked = orphans::find_marked(&marker);
-    let own_name = orphans::command_name(std::process::id());
-    if let Some(live) = marked.iter().find(|m| orphans::command_name(m.parent) == own_name) {
-        bail!(
-            "run {run} is still running in shoal process {}: stop it (or let it finish) before resuming",
-            live.parent
-        );
-    }
-    if !marked.is_empty() {
-        let killed = orphans::kill_all(&marked);
-        eprintln!("shoal: killed {killed} processes that the interrupted run {run} left running");
-    }
-    Ok(())
 }
 
 /// The engine's front end for `shoal run`: renders commands, records events.

@@ -1,0 +1,92 @@
+//! `shoal run --resume`: continue a run from the store, after making sure that
+//! nothing of it still runs (a live shoal, or what a killed one left behind).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use shoal_core::process::orphans;
+use shoal_core::store::Store;
+use shoal_core::TaskMeta;
+
+use super::run::{memory_limit, Planned, Prepared, RunOptions};
+use crate::cli::RunArgs;
+use crate::template::Template;
+
+/// A resumed run: everything but the options comes from the store.
+pub(super) fn resume(
+    store: &Store,
+    store_path: &Path,
+    run: Option<i64>,
+    args: &RunArgs,
+) -> anyhow::Result<Prepared> {
+    if !args.command.is_empty() || args.tasks.is_some() {
+        bail!("--resume takes the command and the inputs from the store: give only options");
+    }
+    let run_id = match run {
+        Some(id) => id,
+        None => store.last_run()?.context("the store holds no run to resume")?,
+    };
+    stop_leftovers(store_path, run_id)?;
+    let info = store.prepare_resume(run_id)?;
+    let stored: RunOptions = serde_json::from_value(info.run.options.clone())
+        .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
+    let options = RunOptions::resolve(args, Some(stored));
+    let template = Template::parse(&info.run.command, options.shell)?;
+    let total = store.stats(run_id)?.total;
+    let override_timeout = args.timeout;
+    let planned: Vec<Planned> = info
+        .pending
+        .into_iter()
+        .map(|t| Planned {
+            task: t.task,
+            meta: TaskMeta {
+                priority: t.priority,
+                cost: t.cost.map(Duration::from_secs_f64),
+                key: t.key,
+                timeout: override_timeout.or(t.timeout.map(Duration::from_secs_f64)),
+                // Retries count from this resume on: a resumed task gets its full
+                // budget on top of the attempts it has had (the scheduler counts the
+                // budget in absolute attempt numbers).
+                retries: args.retries.unwrap_or(t.retries).saturating_add(t.attempts),
+            },
+            args: t.args,
+            // Attempt numbers continue after those in the store, where (run, task,
+            // attempt) is the key: restarting at 1 collided with the old attempts.
+            attempts: t.attempts,
+        })
+        .collect();
+    let skipped = total - planned.len() as u64;
+    let memory = memory_limit(&options);
+    let mode = memory.as_ref().map(|m| m.mode().as_str());
+    store.set_run_options(run_id, &serde_json::to_value(&options)?, mode)?;
+    Ok(Prepared { run_id, template, options, memory, planned, skipped })
+}
+
+/// The environment variable that marks every process of a run.
+pub(super) const RUN_MARKER: &str = "SHOAL_RUN";
+
+/// The marker's value: the run and its store, so runs of other stores never match.
+pub(super) fn run_marker(store_path: &Path, run: i64) -> String {
+    let store = std::fs::canonicalize(store_path).unwrap_or_else(|_| store_path.to_owned());
+    format!("{run}@{}", store.display())
+}
+
+/// Before a resume: refuses if the run is still going on under another shoal, and
+/// kills what a killed shoal left running of it, so no task runs twice at once.
+fn stop_leftovers(store_path: &Path, run: i64) -> anyhow::Result<()> {
+    let marker = format!("{RUN_MARKER}={}", run_marker(store_path, run));
+    let marked = orphans::find_marked(&marker);
+    let own_name = orphans::command_name(std::process::id());
+    if let Some(live) = marked.iter().find(|m| orphans::command_name(m.parent) == own_name) {
+        bail!(
+            "run {run} is still running in shoal process {}: stop it (or let it finish) before resuming",
+            live.parent
+        );
+    }
+    if !marked.is_empty() {
+        let killed = orphans::kill_all(&marked);
+        eprintln!("shoal: killed {killed} processes that the interrupted run {run} left running");
+    }
+    Ok(())
+}
