@@ -63,7 +63,7 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
-    let store = commands::store_path(cli.store)?;
+    let store = commands::store_path(cli.store, matches!(cli.command, Command::Run(_)))?;
     name_the_store(&store, run_command(&store, cli.command))
 }
 

@@ -5,7 +5,7 @@ pub mod report;
 mod resume;
 pub mod run;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use shoal_core::store::Store;
@@ -13,22 +13,18 @@ use shoal_core::store::Store;
 /// The default store, relative to the working directory.
 pub const DEFAULT_STORE: &str = ".shoal/shoal.db";
 
-/// The store path to use: `--store` as given, or the default (whose directory is
-/// created on first use; a `--store` in a missing directory is an error).
-pub fn store_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+/// The store path to use: `--store` as given, or the default, whose directory is
+/// created when `create` (for `shoal run`; reports never create anything). A
+/// `--store` in a missing directory is an error.
+pub fn store_path(given: Option<PathBuf>, create: bool) -> anyhow::Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path);
     }
     let path = PathBuf::from(DEFAULT_STORE);
-    if let Some(dir) = path.parent() {
+    if let (true, Some(dir)) = (create, path.parent()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     Ok(path)
-}
-
-/// Opens the store, for a read-only command only if it exists already.
-pub fn open_store(path: &Path) -> anyhow::Result<Store> {
-    Ok(Store::open(path)?)
 }
 
 /// The run a report is about: the one given, or the last one.

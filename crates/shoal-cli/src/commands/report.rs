@@ -15,7 +15,7 @@ fn open_existing(path: &Path) -> anyhow::Result<Store> {
     if !path.exists() {
         bail!("no store at {} (`shoal run` creates it; --store names another)", path.display());
     }
-    super::open_store(path)
+    Ok(Store::open(path)?)
 }
 
 /// `shoal runs`.

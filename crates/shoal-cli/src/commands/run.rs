@@ -79,7 +79,7 @@ pub(super) struct Planned {
 
 /// Runs `shoal run`.
 pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
-    let store = super::open_store(store_path)?;
+    let store = Store::open(store_path)?;
     let Prepared { run_id, template, options, memory, planned, skipped } = match args.resume {
         Some(run) => super::resume::resume(&store, store_path, run, &args)?,
         None => start(&store, &args)?,

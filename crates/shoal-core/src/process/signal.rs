@@ -1,6 +1,6 @@
 //! Signals to a task's whole process group, so that no child of a task survives it.
 
-use rustix::process::{kill_process_group, test_kill_process_group, Pid, Signal};
+use rustix::process::{kill_process_group, Pid, Signal};
 
 /// Sends `signal` to every process of the group led by `pgid`. A group that is
 /// already gone is not an error.
@@ -9,9 +9,4 @@ pub fn kill_group(pgid: u32, signal: Signal) {
         // ESRCH (nothing left) is the normal case for a task that ended cleanly.
         let _ = kill_process_group(pid, signal);
     }
-}
-
-/// Whether any process of the group led by `pgid` is still alive (or a zombie).
-pub fn group_exists(pgid: u32) -> bool {
-    Pid::from_raw(pgid as i32).is_some_and(|pid| test_kill_process_group(pid).is_ok())
 }
