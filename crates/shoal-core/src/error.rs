@@ -58,6 +58,14 @@ pub enum Error {
     #[error("{what} cannot be enforced here: {reason}")]
     Unsupported { what: &'static str, reason: String },
 
+    /// A setting of a worker pool is out of range.
+    #[error("invalid pool setting {what}: {reason}")]
+    InvalidConfig { what: &'static str, reason: String },
+
+    /// The worker program cannot be run.
+    #[error("cannot start workers with {program}: {reason}")]
+    WorkerProgram { program: String, reason: String },
+
     /// A worker broke the wire protocol, or its channel failed.
     #[error("worker protocol: {0}")]
     Protocol(#[from] crate::protocol::ProtocolError),

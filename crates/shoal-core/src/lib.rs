@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod scheduler;
 pub mod store;
 pub mod task;
+pub mod workers;
 
 pub use error::{Error, Result};
 pub use task::{AttemptOutcome, KillReason, Output, SlotId, TaskId, TaskMeta, TaskStatus};

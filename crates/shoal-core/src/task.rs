@@ -63,6 +63,9 @@ pub enum AttemptOutcome {
     MemoryExceeded,
     /// Stopped because the run was interrupted.
     Cancelled,
+    /// A long-lived worker's function raised: that is the task's answer, so it is
+    /// final and never retried (the worker itself is fine).
+    Raised,
 }
 
 impl AttemptOutcome {
@@ -75,12 +78,17 @@ impl AttemptOutcome {
             AttemptOutcome::TimedOut => TaskStatus::TimedOut,
             AttemptOutcome::MemoryExceeded => TaskStatus::MemoryExceeded,
             AttemptOutcome::Cancelled => TaskStatus::Cancelled,
+            AttemptOutcome::Raised => TaskStatus::Failed,
         }
     }
 
-    /// Whether another attempt may change the result (a cancelled run is not retried).
+    /// Whether another attempt may change the result (a cancelled run is not
+    /// retried, nor a function that raised).
     pub fn is_retryable(self) -> bool {
-        !matches!(self, AttemptOutcome::Succeeded | AttemptOutcome::Cancelled)
+        !matches!(
+            self,
+            AttemptOutcome::Succeeded | AttemptOutcome::Cancelled | AttemptOutcome::Raised
+        )
     }
 }
 

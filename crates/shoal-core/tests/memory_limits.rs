@@ -32,6 +32,7 @@ fn run(memory: MemoryLimit, scripts: &[&str]) -> Vec<(AttemptOutcome, String)> {
             slots: 2,
             aging: None,
             backoff: Backoff { base: Duration::from_millis(10), max: Duration::from_secs(1) },
+            retry_timeouts: true,
         },
         kill_grace: Duration::from_secs(1),
         output_cap: 1 << 20,

@@ -13,6 +13,7 @@ fn config(slots: usize, aging: Option<Duration>) -> SchedulerConfig {
         slots,
         aging,
         backoff: Backoff { base: Duration::from_millis(10), max: Duration::from_millis(40) },
+        retry_timeouts: true,
     }
 }
 

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use shoal_core::process::signal::signal_name;
 use shoal_core::store::{AttemptRecord, Store, TaskRecord};
 use shoal_core::TaskStatus;
 
@@ -99,28 +100,6 @@ fn exit_text(task: &TaskRecord) -> String {
         (Some(code), None) => code.to_string(),
         (None, None) => String::new(),
     }
-}
-
-/// A signal's usual name (`SIGKILL`), or its number.
-fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        _ => return format!("signal {signal}"),
-    };
-    name.to_owned()
 }
 
 /// `shoal stats`.

@@ -174,6 +174,7 @@ fn engine_config(
                 base: Duration::from_secs_f64(options.retry_delay),
                 max: Duration::from_secs(300).max(Duration::from_secs_f64(options.retry_delay)),
             },
+            retry_timeouts: true,
         },
         kill_grace: Duration::from_secs_f64(options.kill_grace),
         output_cap: options.output_limit.max(PRINT_LIMIT) as usize,

@@ -17,4 +17,4 @@ pub mod spawn;
 pub use cgroup::{MemoryLimit, MemoryLimiter, MemoryMode};
 pub use limits::Limits;
 pub use reap::{ExitInfo, Exited};
-pub use spawn::{resolve_program, spawn, CommandLine, Spawned};
+pub use spawn::{resolve_program, spawn, spawn_worker, CommandLine, Spawned};

@@ -3,11 +3,12 @@
 //! of its exit, and its [`Limits`].
 //!
 //! Without limits std uses posix_spawn (vfork speed); limits need a `pre_exec` hook,
-//! which makes std fall back to fork + exec.
+//! which makes std fall back to fork + exec. Long-lived workers ([`spawn_worker`])
+//! always take that path: they start rarely, and their channel must be inherited.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -89,6 +90,42 @@ fn start(
         }
     }
     cmd.spawn()
+}
+
+/// Starts a long-lived worker: `argv` in its own process group, stdin from
+/// /dev/null, stdout and stderr shared with the engine's (they belong to the user's
+/// code), and `channel` inherited across exec, its number in `SHOAL_WORKER_FD`.
+/// Returns the pid (also the group id) and a pidfd to learn of its exit.
+pub fn spawn_worker(
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+    limits: Limits,
+    channel: BorrowedFd<'_>,
+) -> io::Result<(u32, OwnedFd)> {
+    let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty argv"))?;
+    let fd = channel.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env("SHOAL_WORKER_FD", fd.to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .process_group(0);
+    // SAFETY: fcntl and apply_in_child make only async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The engine made the channel close-on-exec so that no other child of
+            // this process inherits it; only this one keeps it across exec.
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            limits.apply_in_child()
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    let pidfd = pidfd_open(Pid::from_child(&child), PidfdFlags::empty())?;
+    drop(child);
+    Ok((pid, pidfd))
 }
 
 /// Finds `program` on `PATH` as execvp would: a name with a `/` is taken as it is.

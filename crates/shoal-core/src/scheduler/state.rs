@@ -35,6 +35,8 @@ pub struct SchedulerConfig {
     pub aging: Option<Duration>,
     /// Wait before a retry.
     pub backoff: Backoff,
+    /// Whether a timed-out attempt is retried (under the task's retries) or final.
+    pub retry_timeouts: bool,
 }
 
 /// What the driver must do now.
@@ -77,6 +79,8 @@ pub struct Scheduler {
     /// Index 0 is slot 1.
     slots: Vec<Option<Running>>,
     last_key: Vec<Option<String>>,
+    /// Slots the driver has closed: no task starts there (index 0 is slot 1).
+    closed: Vec<bool>,
     deadlines: BTreeSet<(Duration, SlotId)>,
     next_seq: u64,
     stopped: bool,
@@ -93,6 +97,7 @@ impl Scheduler {
             delayed: BTreeMap::new(),
             slots: (0..slots).map(|_| None).collect(),
             last_key: vec![None; slots],
+            closed: vec![false; slots],
             deadlines: BTreeSet::new(),
             next_seq: 0,
             stopped: false,
@@ -128,7 +133,7 @@ impl Scheduler {
             return;
         }
         for index in 0..self.slots.len() {
-            if self.slots[index].is_some() {
+            if self.slots[index].is_some() || self.closed[index] {
                 continue;
             }
             let Some(mut state) = self.ready.pop(self.last_key[index].as_deref(), now) else {
@@ -168,7 +173,10 @@ impl Scheduler {
             (Some(KillReason::Cancel), _) => AttemptOutcome::Cancelled,
         };
         let (task, attempt) = (run.state.task, run.state.attempts);
-        let retry = outcome.is_retryable() && attempt <= run.state.meta.retries && !self.stopped;
+        let retry = outcome.is_retryable()
+            && (outcome != AttemptOutcome::TimedOut || self.config.retry_timeouts)
+            && attempt <= run.state.meta.retries
+            && !self.stopped;
         let final_status = if retry {
             let at = now + self.config.backoff.delay(attempt);
             self.delayed.insert((at, run.state.seq), run.state);
@@ -178,6 +186,27 @@ impl Scheduler {
             Some(outcome.status())
         };
         Verdict { task, attempt, outcome, final_status }
+    }
+
+    /// Opens or closes `slot`: a closed slot gets no new task (what runs there goes on).
+    /// The worker pool closes the slots of a worker that is starting or retiring.
+    pub fn set_slot_open(&mut self, slot: SlotId, open: bool) {
+        self.closed[slot - 1] = !open;
+    }
+
+    /// Gives back the attempt on `slot` as if it had never started: the task returns
+    /// to the queue in its old place, without using up an attempt. For a task that
+    /// was handed to a worker which died before starting it.
+    ///
+    /// # Panics
+    /// If nothing runs on `slot`: that is a bug in the driver.
+    pub fn requeue(&mut self, slot: SlotId, now: Duration) {
+        let mut run = self.slots[slot - 1].take().expect("requeue of a free slot");
+        if let Some(at) = run.deadline {
+            self.deadlines.remove(&(at, slot));
+        }
+        run.state.attempts -= 1;
+        self.ready.push(run.state, now);
     }
 
     /// Stops dispatching: waiting tasks stay unstarted, running ones are killed.
@@ -230,6 +259,7 @@ mod tests {
             slots,
             aging: None,
             backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(8) },
+            retry_timeouts: true,
         }
     }
 

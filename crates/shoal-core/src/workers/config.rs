@@ -1,0 +1,156 @@
+//! What a worker pool is asked to do ([`PoolConfig`], [`TaskSpec`]) and what it
+//! answers ([`TaskEvent`], [`PoolStats`]). Plain data.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use crate::task::{SlotId, TaskId, TaskMeta};
+
+/// How a pool starts and supervises its workers.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The worker program and its arguments.
+    pub argv: Vec<OsString>,
+    /// Extra environment for the workers.
+    pub env: Vec<(OsString, OsString)>,
+    /// Number of workers (slots), at least 1.
+    pub workers: usize,
+    /// Sent to every worker in Welcome (opaque to the engine).
+    pub worker_config: Vec<u8>,
+    /// Sent once to every worker as Init (the initializer), if any.
+    pub init: Option<Vec<u8>>,
+    /// Replace a worker after it has been given this many tasks.
+    pub max_tasks_per_worker: Option<u64>,
+    /// Replace a worker whose heartbeat reports more resident memory than this.
+    pub recycle_memory: Option<u64>,
+    /// Hard per-worker memory limit: a memory cgroup where the machine allows, else
+    /// `RLIMIT_AS`.
+    pub memory_limit: Option<u64>,
+    /// Worker `k` (from 0) is pinned to `cpus[k % len]`.
+    pub cpus: Option<Vec<usize>>,
+    pub nice: Option<i32>,
+    /// Heartbeat interval asked of the workers; zero turns hang detection off.
+    pub heartbeat: Duration,
+    /// A worker silent this long (no frame at all) is hung: it is killed.
+    pub heartbeat_timeout: Duration,
+    /// After Shutdown, a worker not gone this long later is killed.
+    pub kill_grace: Duration,
+    /// Backoff base before a retry (doubling, capped at 30 s).
+    pub retry_delay: Duration,
+    /// Most tasks handed to one worker at once when tasks are tiny (1: never more
+    /// than the one it runs).
+    pub prefetch: usize,
+}
+
+impl PoolConfig {
+    /// A pool of `workers` running `argv`, with the default supervision settings.
+    pub fn new(argv: Vec<OsString>, workers: usize) -> PoolConfig {
+        PoolConfig {
+            argv,
+            env: Vec::new(),
+            workers,
+            worker_config: Vec::new(),
+            init: None,
+            max_tasks_per_worker: None,
+            recycle_memory: None,
+            memory_limit: None,
+            cpus: None,
+            nice: None,
+            heartbeat: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(1),
+            retry_delay: Duration::from_millis(50),
+            prefetch: 8,
+        }
+    }
+}
+
+/// One task: the payload the worker runs, and what the scheduler needs.
+#[derive(Debug, Clone, Default)]
+pub struct TaskSpec {
+    pub payload: Vec<u8>,
+    /// `retries` counts attempts after a worker-level failure (crash, hang, memory);
+    /// a task whose function raised is never retried, nor one that timed out.
+    pub meta: TaskMeta,
+}
+
+/// How a task ended, for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    /// The function returned; the payload is its result.
+    Ok,
+    /// The function raised; the payload is the error, the message its traceback.
+    Raised,
+    /// Its worker died or hung on every attempt; the message says how.
+    Crashed,
+    /// It ran past its timeout.
+    TimedOut,
+    /// Its worker went past the memory limit.
+    MemoryExceeded,
+    /// Cancelled before it started, or by terminate.
+    Cancelled,
+    /// The pool's initializer raised: payload and message are its error.
+    InitFailed,
+    /// Anything else (a payload too large to send, workers that cannot start).
+    Error,
+}
+
+impl EventStatus {
+    /// The name front ends see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Ok => "ok",
+            EventStatus::Raised => "raised",
+            EventStatus::Crashed => "crashed",
+            EventStatus::TimedOut => "timed_out",
+            EventStatus::MemoryExceeded => "memory_exceeded",
+            EventStatus::Cancelled => "cancelled",
+            EventStatus::InitFailed => "init_failed",
+            EventStatus::Error => "error",
+        }
+    }
+}
+
+/// The final outcome of one task: exactly one per submitted task.
+#[derive(Debug, Clone)]
+pub struct TaskEvent {
+    pub task: TaskId,
+    pub status: EventStatus,
+    pub payload: Vec<u8>,
+    /// A traceback or the reason of a failure; empty on success.
+    pub message: String,
+    /// Attempts made (0 when it never started).
+    pub attempts: u32,
+    /// The slot of its last attempt; 0 when it never started.
+    pub worker: SlotId,
+    /// How long its last attempt ran.
+    pub duration: Duration,
+}
+
+/// Per-slot figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStats {
+    pub slot: SlotId,
+    /// The current worker's pid; 0 when none runs.
+    pub pid: u32,
+    /// Tasks finished on this slot (by any of its successive workers).
+    pub tasks: u64,
+    /// Time spent running them.
+    pub busy: Duration,
+    pub mean: Duration,
+    pub p95: Duration,
+    /// Workers started on this slot after the first (crashes, timeouts, recycling).
+    pub restarts: u64,
+    /// Resident memory at the last heartbeat.
+    pub rss: u64,
+}
+
+/// A snapshot of the pool.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolStats {
+    pub workers: Vec<WorkerStats>,
+    pub submitted: u64,
+    pub finished: u64,
+    pub running: u64,
+    pub queued: u64,
+}

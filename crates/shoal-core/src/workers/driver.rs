@@ -1,0 +1,985 @@
+//! The pool's driver loop: it owns the scheduler, the workers and the tasks'
+//! payloads, and turns commands, worker messages, exits and deadlines into Runs,
+//! kills, replacements and final events.
+//!
+//! Slots and lanes: the scheduler sees `workers * prefetch` slots. Slot `s` belongs
+//! to worker `(s - 1) % workers`; slots `1..=workers` are each worker's first lane,
+//! the next `workers` their second, and so on. A worker's first lane is open while it
+//! is ready; its other lanes open only while tasks are tiny (prefetch), so a worker
+//! can be handed its next task before it answers the last.
+//!
+//! Shutdown: on Close the driver runs what is queued, then sends every worker
+//! Shutdown and kills the ones not gone `kill_grace` after their last Result. On
+//! Terminate (or when the handle is dropped) it kills every worker at once and ends
+//! every unfinished task as cancelled. Either way it returns only once every worker
+//! has been reaped.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use super::config::{EventStatus, PoolConfig, PoolStats, TaskEvent, TaskSpec, WorkerStats};
+use super::handle::Command;
+use super::worker::{Inbox, Process, WorkerEvent};
+use crate::process::signal::signal_name;
+use crate::process::{ExitInfo, Exited, Limits, MemoryLimit};
+use crate::protocol::{encode, Conversation, Message, ProtocolError, PROTOCOL_VERSION};
+use crate::scheduler::{Backoff, Decision, Scheduler, SchedulerConfig};
+use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta};
+
+/// Tasks shorter than this (a moving average) are prefetched.
+const TINY_TASK: Duration = Duration::from_millis(1);
+/// A worker that exits this many times in a row before it is ready breaks the pool.
+const MAX_START_FAILURES: u32 = 3;
+/// Task durations kept per slot for the p95.
+const DURATIONS_KEPT: usize = 1024;
+
+/// A task the driver holds until its final event.
+struct Task {
+    payload: Vec<u8>,
+    retries: u32,
+    timeout: Option<Duration>,
+    /// Cancel asked before it started: it ends cancelled when the scheduler picks it.
+    cancel: bool,
+    /// How its last failed attempt ended, for the final message.
+    failure: Option<String>,
+    /// Attempts that ended with its worker dead.
+    crashes: u32,
+}
+
+/// A Run handed to a worker (or held for its fresh replacement).
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    task: TaskId,
+    attempt: u32,
+    /// The scheduler's slot (lane) it runs on.
+    slot: SlotId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Started; waiting for Hello.
+    Starting,
+    /// Init sent; waiting for InitDone.
+    Initializing,
+    Ready,
+    /// Shutdown sent: it answers what it has, says Bye and exits.
+    Retiring,
+}
+
+/// Why the driver killed a worker.
+#[derive(Debug, Clone)]
+enum Cause {
+    /// The task on this slot ran past its timeout.
+    Timeout(SlotId),
+    Hung(Duration),
+    Protocol(String),
+    /// Retiring, it did not exit within the grace.
+    Lingered,
+    Terminate,
+}
+
+/// A running worker process.
+struct Live {
+    id: u64,
+    process: Process,
+    conversation: Conversation,
+    phase: Phase,
+    /// Runs sent and not answered, oldest (the one running) first.
+    in_flight: VecDeque<Sent>,
+    /// When the oldest in flight began: its send, or the previous Result.
+    head_since: Instant,
+    /// Runs sent to it (for `max_tasks_per_worker`).
+    given: u64,
+    last_heard: Instant,
+    /// Killed after this, unless gone (retiring workers).
+    kill_at: Option<Instant>,
+    cause: Option<Cause>,
+    /// The slot cgroup's OOM-kill count when it started.
+    oom_before: u64,
+    /// It runs a quarantined task alone.
+    alone: bool,
+}
+
+/// One worker place: its current process and its figures across processes.
+#[derive(Default)]
+struct Slot {
+    live: Option<Live>,
+    /// A quarantined task waiting for this slot's next fresh worker.
+    held: Option<Sent>,
+    started: u64,
+    tasks: u64,
+    busy: Duration,
+    durations: VecDeque<f32>,
+    rss: u64,
+}
+
+/// Why the pool can run nothing more.
+#[derive(Debug, Clone)]
+struct Broken {
+    status: EventStatus,
+    payload: Vec<u8>,
+    message: String,
+}
+
+/// Runs the pool until it is closed and drained, or terminated; returns its last
+/// figures.
+pub(super) async fn run(
+    config: PoolConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: std_mpsc::Sender<Vec<TaskEvent>>,
+) -> PoolStats {
+    let (inbox, mut worker_events) = mpsc::unbounded_channel();
+    let mut driver = Driver::new(config, inbox, events);
+    for index in 0..driver.slots.len() {
+        driver.spawn(index);
+    }
+    let mut commands_open = true;
+    while !driver.finished() {
+        driver.dispatch();
+        driver.flush();
+        let wakeup = driver.next_wakeup();
+        tokio::select! {
+            biased;
+            Some((id, event)) = worker_events.recv() => {
+                driver.on_worker(id, event);
+                while let Ok((id, event)) = worker_events.try_recv() {
+                    driver.on_worker(id, event);
+                }
+            }
+            command = commands.recv(), if commands_open => match command {
+                Some(command) => {
+                    driver.on_command(command);
+                    while let Ok(command) = commands.try_recv() {
+                        driver.on_command(command);
+                    }
+                }
+                // The handle is gone without closing: nobody can read results.
+                None => {
+                    commands_open = false;
+                    driver.terminate();
+                }
+            },
+            _ = sleep_until(wakeup.unwrap_or_else(Instant::now)), if wakeup.is_some() => {}
+        }
+        driver.check_timers();
+    }
+    driver.flush();
+    driver.stats()
+}
+
+/// The driver's state; the loop is in [`run`].
+struct Driver {
+    config: PoolConfig,
+    sched: Scheduler,
+    epoch: Instant,
+    tasks: HashMap<TaskId, Task>,
+    /// Unfinished tasks with a timeout: none may wait behind another in a worker.
+    timed: usize,
+    slots: Vec<Slot>,
+    memory: Option<MemoryLimit>,
+    inbox: Inbox,
+    next_worker: u64,
+    /// Moving average of task run time, seconds.
+    typical: Option<f64>,
+    prefetching: bool,
+    start_failures: u32,
+    closing: bool,
+    terminating: bool,
+    broken: Option<Broken>,
+    submitted: u64,
+    finished: u64,
+    out: Vec<TaskEvent>,
+    events: std_mpsc::Sender<Vec<TaskEvent>>,
+}
+
+impl Driver {
+    fn new(config: PoolConfig, inbox: Inbox, events: std_mpsc::Sender<Vec<TaskEvent>>) -> Self {
+        let workers = config.workers;
+        let lanes = config.prefetch.max(1);
+        let mut sched = Scheduler::new(SchedulerConfig {
+            slots: workers * lanes,
+            aging: Some(Duration::from_secs(30)),
+            backoff: Backoff { base: config.retry_delay, max: Duration::from_secs(30) },
+            retry_timeouts: false,
+        });
+        for slot in 1..=workers * lanes {
+            sched.set_slot_open(slot, false);
+        }
+        Driver {
+            memory: config.memory_limit.map(|bytes| MemoryLimit::new(bytes, workers)),
+            config,
+            sched,
+            epoch: Instant::now(),
+            tasks: HashMap::new(),
+            timed: 0,
+            slots: (0..workers).map(|_| Slot::default()).collect(),
+            inbox,
+            next_worker: 1,
+            typical: None,
+            prefetching: false,
+            start_failures: 0,
+            closing: false,
+            terminating: false,
+            broken: None,
+            submitted: 0,
+            finished: 0,
+            out: Vec::new(),
+            events,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn finished(&self) -> bool {
+        (self.closing || self.terminating)
+            && self.tasks.is_empty()
+            && self.slots.iter().all(|s| s.live.is_none())
+    }
+
+    // ----- commands -----
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Submit(tasks) => self.submit(tasks),
+            Command::Cancel(task) => {
+                if let Some(t) = self.tasks.get_mut(&task) {
+                    t.cancel = true;
+                }
+            }
+            Command::Close => {
+                self.closing = true;
+                self.retire_idle();
+            }
+            Command::Terminate => self.terminate(),
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+        }
+    }
+
+    fn submit(&mut self, tasks: Vec<(TaskId, TaskSpec)>) {
+        let now = self.now();
+        for (id, spec) in tasks {
+            self.submitted += 1;
+            if self.terminating || self.broken.is_some() {
+                let (status, payload, message) = match &self.broken {
+                    Some(b) => (b.status, b.payload.clone(), b.message.clone()),
+                    None => (EventStatus::Cancelled, Vec::new(), "the pool was terminated".into()),
+                };
+                self.emit(TaskEvent {
+                    task: id,
+                    status,
+                    payload,
+                    message,
+                    attempts: 0,
+                    worker: 0,
+                    duration: Duration::ZERO,
+                });
+                continue;
+            }
+            let TaskMeta { timeout, retries, .. } = spec.meta;
+            if timeout.is_some() {
+                self.timed += 1;
+            }
+            self.tasks.insert(
+                id,
+                Task {
+                    payload: spec.payload,
+                    retries,
+                    timeout,
+                    cancel: false,
+                    failure: None,
+                    crashes: 0,
+                },
+            );
+            self.sched.submit(id, spec.meta, 0, now);
+        }
+        self.update_prefetch();
+    }
+
+    /// Kills every worker and ends every unfinished task as cancelled.
+    fn terminate(&mut self) {
+        self.terminating = true;
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            self.end_unstarted(
+                id,
+                EventStatus::Cancelled,
+                Vec::new(),
+                "the pool was terminated".into(),
+            );
+        }
+        for index in 0..self.slots.len() {
+            self.slots[index].held = None;
+            self.kill(index, Cause::Terminate);
+        }
+    }
+
+    /// Ends a task outside the scheduler (terminate, a broken pool).
+    fn end_unstarted(
+        &mut self,
+        id: TaskId,
+        status: EventStatus,
+        payload: Vec<u8>,
+        message: String,
+    ) {
+        if let Some(task) = self.tasks.remove(&id) {
+            if task.timeout.is_some() {
+                self.timed -= 1;
+            }
+            self.emit(TaskEvent {
+                task: id,
+                status,
+                payload,
+                message,
+                attempts: 0,
+                worker: 0,
+                duration: Duration::ZERO,
+            });
+        }
+    }
+
+    /// The pool cannot go on (the initializer raised, workers cannot start): every
+    /// task, now and later, ends with `broken`'s status.
+    fn break_pool(&mut self, broken: Broken) {
+        tracing::warn!(message = %broken.message, "the worker pool is broken");
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            self.end_unstarted(id, broken.status, broken.payload.clone(), broken.message.clone());
+        }
+        self.broken = Some(broken);
+        for index in 0..self.slots.len() {
+            self.slots[index].held = None;
+            self.kill(index, Cause::Terminate);
+        }
+    }
+
+    // ----- dispatch -----
+
+    /// Acts on the scheduler's decisions until it has none.
+    fn dispatch(&mut self) {
+        if self.terminating || self.broken.is_some() {
+            return;
+        }
+        let mut decisions = Vec::new();
+        loop {
+            self.sched.poll(self.now(), &mut decisions);
+            if decisions.is_empty() {
+                break;
+            }
+            for decision in decisions.drain(..) {
+                match decision {
+                    Decision::Start { slot, task, attempt } => {
+                        self.start(Sent { task, attempt, slot })
+                    }
+                    Decision::Kill { slot, .. } => self.kill_slot(slot),
+                }
+            }
+        }
+        if self.closing && self.tasks.is_empty() {
+            self.retire_idle();
+        }
+    }
+
+    fn start(&mut self, sent: Sent) {
+        let index = self.worker_of(sent.slot);
+        let task = self.tasks.get(&sent.task).expect("a started task is held");
+        if task.cancel {
+            self.end_attempt(sent, AttemptOutcome::Cancelled, "cancelled".into());
+            return;
+        }
+        // Its last try after crashing workers runs alone, in a fresh worker.
+        let quarantine = task.crashes > 0 && sent.attempt == task.retries + 1;
+        // An earlier start of this same batch may have retired the worker.
+        let max = self.config.max_tasks_per_worker.unwrap_or(u64::MAX);
+        let Some(live) = self.slots[index]
+            .live
+            .as_mut()
+            .filter(|l| l.phase == Phase::Ready && l.cause.is_none() && l.given < max)
+        else {
+            let now = self.now();
+            self.sched.requeue(sent.slot, now);
+            return;
+        };
+        if quarantine && (live.given > 0 || !live.in_flight.is_empty()) {
+            self.slots[index].held = Some(sent);
+            self.retire(index);
+            return;
+        }
+        self.send_run(index, sent, quarantine);
+    }
+
+    fn send_run(&mut self, index: usize, sent: Sent, alone: bool) {
+        let task = self.tasks.get_mut(&sent.task).expect("a started task is held");
+        let message = Message::Run {
+            task: sent.task,
+            attempt: sent.attempt,
+            payload: std::mem::take(&mut task.payload),
+        };
+        let mut frame = Vec::new();
+        let encoded = encode(&message, &mut frame);
+        if let Message::Run { payload, .. } = message {
+            task.payload = payload;
+        }
+        if let Err(e) = encoded {
+            self.end_attempt(sent, AttemptOutcome::Raised, format!("cannot send the task: {e}"));
+            return;
+        }
+        let live = self.slots[index].live.as_mut().expect("open lanes have a worker");
+        if live.in_flight.is_empty() {
+            live.head_since = Instant::now();
+        }
+        live.conversation.sent(&message_header(sent)).expect("Runs are sent only to ready workers");
+        let _ = live.process.out.send(frame);
+        live.in_flight.push_back(sent);
+        live.given += 1;
+        live.alone |= alone;
+        let recycle = self.config.max_tasks_per_worker.is_some_and(|max| live.given >= max);
+        if recycle || alone {
+            self.update_lanes(index);
+        }
+        if recycle {
+            self.retire(index);
+        }
+    }
+
+    /// Ends an attempt the driver decided itself (cancelled, unsendable).
+    fn end_attempt(&mut self, sent: Sent, outcome: AttemptOutcome, message: String) {
+        let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
+        let status = match outcome {
+            AttemptOutcome::Cancelled => EventStatus::Cancelled,
+            _ => EventStatus::Error,
+        };
+        if verdict.final_status.is_some() {
+            self.finish(sent, status, Vec::new(), message, Duration::ZERO);
+        }
+    }
+
+    /// A timeout on `slot`: kill the worker running it (or drop it if still held).
+    fn kill_slot(&mut self, slot: SlotId) {
+        let index = self.worker_of(slot);
+        if let Some(held) = self.slots[index].held.filter(|h| h.slot == slot) {
+            self.slots[index].held = None;
+            let timeout = self.tasks.get(&held.task).and_then(|t| t.timeout).unwrap_or_default();
+            self.end_attempt_with_failure(
+                held,
+                AttemptOutcome::Crashed { signal: 9 },
+                timed_out(timeout),
+            );
+            return;
+        }
+        self.kill(index, Cause::Timeout(slot));
+    }
+
+    // ----- worker life -----
+
+    fn worker_of(&self, slot: SlotId) -> usize {
+        (slot - 1) % self.slots.len()
+    }
+
+    fn lanes(&self) -> usize {
+        self.config.prefetch.max(1)
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        let slot = index + 1;
+        let mut limits = Limits { nice: self.config.nice, ..Limits::default() };
+        let mut oom_before = 0;
+        match &self.memory {
+            Some(MemoryLimit::Cgroup(cgroups)) => {
+                limits.cgroup_procs = Some(cgroups.procs_fd(slot));
+                oom_before = cgroups.oom_kills(slot);
+            }
+            Some(MemoryLimit::AddressSpace(bytes)) => limits.memory = Some(*bytes),
+            None => {}
+        }
+        if let Some(cpus) = self.config.cpus.as_ref().filter(|c| !c.is_empty()) {
+            limits.cpu = Some(cpus[index % cpus.len()]);
+        }
+        match Process::start(id, &self.config.argv, &self.config.env, limits, &self.inbox) {
+            Ok(process) => {
+                let now = Instant::now();
+                self.slots[index].started += 1;
+                self.slots[index].live = Some(Live {
+                    id,
+                    process,
+                    conversation: Conversation::new(),
+                    phase: Phase::Starting,
+                    in_flight: VecDeque::new(),
+                    head_since: now,
+                    given: 0,
+                    last_heard: now,
+                    kill_at: None,
+                    cause: None,
+                    oom_before,
+                    alone: false,
+                });
+            }
+            Err(e) => self.start_failed(format!("cannot start a worker: {e}")),
+        }
+    }
+
+    /// A worker could not start or died before it was ready.
+    fn start_failed(&mut self, why: String) {
+        self.start_failures += 1;
+        tracing::warn!(%why, failures = self.start_failures, "a worker failed to start");
+        if self.start_failures >= MAX_START_FAILURES && self.broken.is_none() {
+            self.break_pool(Broken {
+                status: EventStatus::Error,
+                payload: Vec::new(),
+                message: format!(
+                    "workers fail to start ({} times in a row); the last: {why}",
+                    self.start_failures
+                ),
+            });
+        }
+    }
+
+    /// Sends Shutdown: the worker answers what it has, then exits.
+    fn retire(&mut self, index: usize) {
+        let grace = self.config.kill_grace;
+        let Some(live) = self.slots[index].live.as_mut() else { return };
+        if matches!(live.phase, Phase::Retiring) || live.cause.is_some() {
+            return;
+        }
+        if live.phase == Phase::Ready && live.conversation.sent(&Message::Shutdown).is_ok() {
+            let mut frame = Vec::new();
+            encode(&Message::Shutdown, &mut frame).expect("Shutdown encodes");
+            let _ = live.process.out.send(frame);
+            live.phase = Phase::Retiring;
+            if live.in_flight.is_empty() {
+                live.kill_at = Some(Instant::now() + grace);
+            }
+        } else {
+            // Not ready yet: nothing to finish, so no grace is owed.
+            live.phase = Phase::Retiring;
+            self.kill(index, Cause::Lingered);
+        }
+        self.update_lanes(index);
+    }
+
+    /// Retires the workers with nothing to do, once nothing is left to run.
+    fn retire_idle(&mut self) {
+        if self.closing && self.tasks.is_empty() {
+            for index in 0..self.slots.len() {
+                self.retire(index);
+            }
+        }
+    }
+
+    fn kill(&mut self, index: usize, cause: Cause) {
+        if let Some(live) = self.slots[index].live.as_mut() {
+            if live.cause.is_none() {
+                live.cause = Some(cause);
+            }
+            let _ = live.process.kill.send(true);
+            self.update_lanes(index);
+        }
+    }
+
+    fn on_worker(&mut self, id: u64, event: WorkerEvent) {
+        let Some(index) =
+            self.slots.iter().position(|s| s.live.as_ref().is_some_and(|l| l.id == id))
+        else {
+            return; // from a worker already replaced
+        };
+        match event {
+            WorkerEvent::Message(message) => self.on_message(index, message),
+            WorkerEvent::Broken(e) => self.protocol_error(index, e),
+            // Its exit follows (or, if it lingers, the hang check kills it).
+            WorkerEvent::Closed => {}
+            WorkerEvent::Exited(info) => self.on_exit(index, info),
+        }
+    }
+
+    fn protocol_error(&mut self, index: usize, error: ProtocolError) {
+        if let ProtocolError::IncompatibleVersion { .. } = error {
+            self.break_pool(Broken {
+                status: EventStatus::Error,
+                payload: Vec::new(),
+                message: error.to_string(),
+            });
+            return;
+        }
+        self.kill(index, Cause::Protocol(error.to_string()));
+    }
+
+    fn on_message(&mut self, index: usize, message: Message) {
+        let live = self.slots[index].live.as_mut().expect("checked by on_worker");
+        live.last_heard = Instant::now();
+        if live.cause.is_some() {
+            return; // being killed: its last words change nothing
+        }
+        if let Err(e) = live.conversation.received(&message) {
+            self.protocol_error(index, e);
+            return;
+        }
+        match message {
+            Message::Hello { .. } => {
+                let welcome = Message::Welcome {
+                    protocol_version: PROTOCOL_VERSION,
+                    worker_id: live.id,
+                    heartbeat_ms: self.config.heartbeat.as_millis().min(u32::MAX as u128) as u32,
+                    config: self.config.worker_config.clone(),
+                };
+                send(live, &welcome);
+                match &self.config.init {
+                    Some(payload) => {
+                        send(live, &Message::Init { payload: payload.clone() });
+                        live.phase = Phase::Initializing;
+                    }
+                    None => self.ready(index),
+                }
+            }
+            Message::InitDone { ok: true, .. } => self.ready(index),
+            Message::InitDone { ok: false, payload, traceback } => self.break_pool(Broken {
+                status: EventStatus::InitFailed,
+                payload,
+                message: traceback,
+            }),
+            Message::Result { ok, payload, traceback, .. } => {
+                self.on_result(index, ok, payload, traceback)
+            }
+            Message::Heartbeat { rss_bytes } => {
+                self.slots[index].rss = rss_bytes;
+                if self.config.recycle_memory.is_some_and(|max| rss_bytes > max) {
+                    self.retire(index);
+                }
+            }
+            // Its exit follows.
+            Message::Bye => {}
+            // The conversation check lets only worker messages through.
+            _ => {}
+        }
+    }
+
+    fn ready(&mut self, index: usize) {
+        self.start_failures = 0;
+        let slot = &mut self.slots[index];
+        let live = slot.live.as_mut().expect("checked by on_worker");
+        live.phase = Phase::Ready;
+        if self.closing && self.tasks.is_empty() {
+            self.retire(index);
+            return;
+        }
+        if let Some(held) = slot.held.take() {
+            self.send_run(index, held, true);
+        }
+        self.update_lanes(index);
+    }
+
+    fn on_result(&mut self, index: usize, ok: bool, payload: Vec<u8>, traceback: String) {
+        let now = Instant::now();
+        let slot = &mut self.slots[index];
+        let live = slot.live.as_mut().expect("checked by on_worker");
+        let sent = live.in_flight.pop_front().expect("the conversation checked a Run was owed");
+        let ran = now - live.head_since;
+        live.head_since = now;
+        let alone_done = live.alone && live.in_flight.is_empty();
+        if alone_done {
+            live.alone = false;
+        }
+        let retiring_done = live.phase == Phase::Retiring && live.in_flight.is_empty();
+        if retiring_done {
+            live.kill_at = Some(now + self.config.kill_grace);
+        }
+        slot.tasks += 1;
+        slot.busy += ran;
+        if slot.durations.len() == DURATIONS_KEPT {
+            slot.durations.pop_front();
+        }
+        slot.durations.push_back(ran.as_secs_f32());
+        let secs = ran.as_secs_f64();
+        self.typical = Some(self.typical.map_or(secs, |t| 0.9 * t + 0.1 * secs));
+
+        let outcome = if ok { AttemptOutcome::Succeeded } else { AttemptOutcome::Raised };
+        let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
+        debug_assert!(verdict.final_status.is_some(), "returning and raising are final");
+        let status = if ok { EventStatus::Ok } else { EventStatus::Raised };
+        self.finish(sent, status, payload, traceback, ran);
+        self.update_prefetch();
+        if alone_done {
+            self.update_lanes(index);
+        }
+        if self.closing && self.tasks.is_empty() {
+            self.retire_idle();
+        }
+    }
+
+    fn on_exit(&mut self, index: usize, info: io::Result<ExitInfo>) {
+        let live = self.slots[index].live.take().expect("checked by on_worker");
+        let oom = match &self.memory {
+            Some(MemoryLimit::Cgroup(cgroups)) => cgroups.oom_kills(index + 1) > live.oom_before,
+            _ => false,
+        };
+        let exited = info.as_ref().map(|i| i.exited).ok();
+        let (outcome, why) = match (&live.cause, exited) {
+            _ if oom => {
+                (AttemptOutcome::MemoryExceeded, "the worker went past its memory limit".into())
+            }
+            (Some(Cause::Hung(silent)), _) => (
+                AttemptOutcome::Crashed { signal: 9 },
+                format!(
+                    "the worker stopped answering (nothing heard for {} s)",
+                    silent.as_secs_f64()
+                ),
+            ),
+            (Some(Cause::Protocol(e)), _) => (
+                AttemptOutcome::Crashed { signal: 9 },
+                format!("the worker broke the protocol: {e}"),
+            ),
+            (_, Some(Exited::Signal(signal))) => (
+                AttemptOutcome::Crashed { signal },
+                format!(
+                    "the worker (pid {}) was killed by signal {signal} ({})",
+                    live.process.pid,
+                    signal_name(signal)
+                ),
+            ),
+            (_, Some(Exited::Code(code))) => (
+                AttemptOutcome::Failed { exit_code: code },
+                format!("the worker (pid {}) exited with status {code}", live.process.pid),
+            ),
+            (_, None) => {
+                (AttemptOutcome::Failed { exit_code: -1 }, "the worker could not be reaped".into())
+            }
+        };
+        let planned = matches!(live.cause, Some(Cause::Terminate | Cause::Lingered))
+            || (live.phase == Phase::Retiring && exited == Some(Exited::Code(0)));
+        if live.phase != Phase::Ready && live.phase != Phase::Retiring && !planned {
+            self.start_failed(why.clone());
+        }
+        // The Run that was running ends with the worker; the ones queued behind it
+        // never started and go back to the queue as they were. When a queued one
+        // timed out, it is the one that ends and the running one is not to blame.
+        let timed_out = match live.cause {
+            Some(Cause::Timeout(slot)) => Some(slot),
+            _ => None,
+        };
+        let blamed = timed_out.unwrap_or_else(|| live.in_flight.front().map_or(0, |s| s.slot));
+        let now = self.now();
+        // Terminated or broken: its tasks have had their final events already.
+        let in_flight = if self.terminating || self.broken.is_some() {
+            VecDeque::new()
+        } else {
+            live.in_flight
+        };
+        for sent in in_flight {
+            if sent.slot == blamed {
+                let why = match (timed_out, self.tasks.get(&sent.task)) {
+                    (Some(_), Some(task)) => timed_out_text(task.timeout),
+                    _ => why.clone(),
+                };
+                self.end_attempt_with_failure(sent, outcome, why);
+            } else {
+                self.sched.requeue(sent.slot, now);
+            }
+        }
+        self.update_lanes(index);
+        let wanted = !self.terminating
+            && self.broken.is_none()
+            && !(self.closing && self.tasks.is_empty() && self.slots[index].held.is_none());
+        if wanted {
+            self.spawn(index);
+        }
+    }
+
+    /// Ends an attempt whose worker died: a retry, or the final event.
+    fn end_attempt_with_failure(&mut self, sent: Sent, outcome: AttemptOutcome, why: String) {
+        let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
+        let task = self.tasks.get_mut(&sent.task).expect("an attempt's task is held");
+        if matches!(
+            verdict.outcome,
+            AttemptOutcome::Crashed { .. }
+                | AttemptOutcome::Failed { .. }
+                | AttemptOutcome::MemoryExceeded
+        ) {
+            task.crashes += 1;
+        }
+        if verdict.final_status.is_none() {
+            task.failure = Some(why);
+            return;
+        }
+        let status = match verdict.outcome {
+            AttemptOutcome::TimedOut => EventStatus::TimedOut,
+            AttemptOutcome::MemoryExceeded => EventStatus::MemoryExceeded,
+            AttemptOutcome::Cancelled => EventStatus::Cancelled,
+            _ => EventStatus::Crashed,
+        };
+        let message = if sent.attempt > 1 {
+            format!("{why} (attempt {} of {})", sent.attempt, sent.attempt)
+        } else {
+            why
+        };
+        self.finish(sent, status, Vec::new(), message, Duration::ZERO);
+    }
+
+    /// Emits a task's final event and forgets it.
+    fn finish(
+        &mut self,
+        sent: Sent,
+        status: EventStatus,
+        payload: Vec<u8>,
+        message: String,
+        ran: Duration,
+    ) {
+        if let Some(task) = self.tasks.remove(&sent.task) {
+            if task.timeout.is_some() {
+                self.timed -= 1;
+            }
+        }
+        self.emit(TaskEvent {
+            task: sent.task,
+            status,
+            payload,
+            message,
+            attempts: sent.attempt,
+            worker: self.worker_of(sent.slot) + 1,
+            duration: ran,
+        });
+    }
+
+    fn emit(&mut self, event: TaskEvent) {
+        self.finished += 1;
+        self.out.push(event);
+    }
+
+    /// Hands the events of this turn to the front end in one batch.
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            let _ = self.events.send(std::mem::take(&mut self.out));
+        }
+    }
+
+    // ----- lanes and timers -----
+
+    /// Prefetch while tasks are tiny and none has a timeout (a deadline must not
+    /// tick while its task waits behind another).
+    fn update_prefetch(&mut self) {
+        let tiny = self.typical.is_some_and(|t| t < TINY_TASK.as_secs_f64());
+        let prefetching = self.lanes() > 1 && tiny && self.timed == 0;
+        if prefetching != self.prefetching {
+            self.prefetching = prefetching;
+            for index in 0..self.slots.len() {
+                self.update_lanes(index);
+            }
+        }
+    }
+
+    fn update_lanes(&mut self, index: usize) {
+        let (ready, alone, recycled) = match &self.slots[index].live {
+            Some(live) => (
+                live.phase == Phase::Ready && live.cause.is_none(),
+                live.alone,
+                self.config.max_tasks_per_worker.is_some_and(|max| live.given >= max),
+            ),
+            None => (false, false, false),
+        };
+        let first = ready && !recycled && self.slots[index].held.is_none();
+        let workers = self.slots.len();
+        for lane in 0..self.lanes() {
+            let open = first && (lane == 0 || (self.prefetching && !alone));
+            self.sched.set_slot_open(lane * workers + index + 1, open);
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut at = self.sched.next_wakeup().map(|d| self.epoch + d);
+        let timeout = self.config.heartbeat_timeout;
+        for live in self.slots.iter().filter_map(|s| s.live.as_ref()) {
+            let hang = self.watches_hang(live).then(|| live.last_heard + timeout);
+            for t in [hang, live.kill_at].into_iter().flatten() {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        }
+        at
+    }
+
+    /// Whether silence from this worker means it hangs: always before its Hello,
+    /// afterwards only when it sends heartbeats.
+    fn watches_hang(&self, live: &Live) -> bool {
+        live.cause.is_none()
+            && !self.config.heartbeat_timeout.is_zero()
+            && (live.phase == Phase::Starting || !self.config.heartbeat.is_zero())
+    }
+
+    fn check_timers(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.slots.len() {
+            let Some(live) = &self.slots[index].live else { continue };
+            let silent = now - live.last_heard;
+            if self.watches_hang(live) && silent >= self.config.heartbeat_timeout {
+                self.kill(index, Cause::Hung(self.config.heartbeat_timeout));
+            } else if live.kill_at.is_some_and(|t| t <= now) {
+                self.kill(index, Cause::Lingered);
+            }
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        let workers = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let mut sorted: Vec<f32> = slot.durations.iter().copied().collect();
+                sorted.sort_by(f32::total_cmp);
+                let p95 = sorted
+                    .get((sorted.len() * 95).div_ceil(100).saturating_sub(1))
+                    .map_or(Duration::ZERO, |&s| Duration::from_secs_f32(s));
+                WorkerStats {
+                    slot: index + 1,
+                    pid: slot.live.as_ref().map_or(0, |l| l.process.pid),
+                    tasks: slot.tasks,
+                    busy: slot.busy,
+                    mean: if slot.tasks == 0 {
+                        Duration::ZERO
+                    } else {
+                        slot.busy / slot.tasks as u32
+                    },
+                    p95,
+                    restarts: slot.started.saturating_sub(1),
+                    rss: slot.rss,
+                }
+            })
+            .collect();
+        let running = self.sched.running() as u64;
+        PoolStats {
+            workers,
+            submitted: self.submitted,
+            finished: self.finished,
+            running,
+            queued: (self.tasks.len() as u64).saturating_sub(running),
+        }
+    }
+}
+
+/// Records and sends `message` (Welcome, Init) to a worker the conversation allows.
+fn send(live: &mut Live, message: &Message) {
+    live.conversation.sent(message).expect("the driver follows the protocol");
+    let mut frame = Vec::new();
+    encode(message, &mut frame).expect("control messages are small");
+    let _ = live.process.out.send(frame);
+}
+
+/// A Run without its payload, for the conversation's bookkeeping.
+fn message_header(sent: Sent) -> Message {
+    Message::Run { task: sent.task, attempt: sent.attempt, payload: Vec::new() }
+}
+
+fn timed_out_text(timeout: Option<Duration>) -> String {
+    timed_out(timeout.unwrap_or_default())
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!("the task ran past its timeout of {} s", timeout.as_secs_f64())
+}

@@ -1,0 +1,230 @@
+//! The front end's handle on a pool: [`WorkerPool`]. Its methods may be called from
+//! any thread; they talk to the driver thread through channels and never block on
+//! it, except [`WorkerPool::next_events`], [`WorkerPool::join`] and
+//! [`WorkerPool::stats`], which wait by design.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::config::{PoolConfig, PoolStats, TaskEvent, TaskSpec};
+use super::driver;
+use crate::process::resolve_program;
+use crate::task::TaskId;
+use crate::{Error, Result};
+
+/// What the handle asks of the driver thread.
+#[derive(Debug)]
+pub(super) enum Command {
+    Submit(Vec<(TaskId, TaskSpec)>),
+    Cancel(TaskId),
+    /// No more submits will come: run what is queued, then stop the workers.
+    Close,
+    /// Kill every worker now; unfinished tasks end cancelled.
+    Terminate,
+    Stats(std_mpsc::Sender<PoolStats>),
+}
+
+/// Refused: the pool was closed or terminated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the pool is closed: no more tasks can be submitted")]
+pub struct PoolClosed;
+
+/// Events received from the driver and not yet handed out.
+struct Events {
+    rx: std_mpsc::Receiver<Vec<TaskEvent>>,
+    buffered: VecDeque<TaskEvent>,
+}
+
+/// Set by the driver thread as it ends, with the pool's last figures.
+#[derive(Default)]
+pub(super) struct Ended {
+    pub done: bool,
+    pub stats: PoolStats,
+}
+
+/// Publishes the driver thread's end when dropped, panic or not.
+struct EndGuard {
+    ended: Arc<(Mutex<Ended>, Condvar)>,
+    stats: PoolStats,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.ended;
+        let mut ended = lock.lock().unwrap_or_else(|e| e.into_inner());
+        *ended = Ended { done: true, stats: std::mem::take(&mut self.stats) };
+        cvar.notify_all();
+    }
+}
+
+/// A pool of long-lived workers run by its own driver thread. Dropping it
+/// terminates the pool and waits for the thread.
+pub struct WorkerPool {
+    /// `None` once closed; the lock makes "closed" and "sent" one step, so no
+    /// submit can slip in behind a Close.
+    commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    /// Kept for terminate and stats after close.
+    control: mpsc::UnboundedSender<Command>,
+    events: Mutex<Events>,
+    next_task: AtomicU64,
+    submitted: AtomicU64,
+    delivered: AtomicU64,
+    ended: Arc<(Mutex<Ended>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WorkerPool {
+    /// Checks `config`, then starts the driver thread, which starts the workers.
+    pub fn start(config: PoolConfig) -> Result<WorkerPool> {
+        if config.workers == 0 {
+            return Err(Error::InvalidConfig {
+                what: "workers",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let Some(program) = config.argv.first() else {
+            return Err(Error::InvalidConfig { what: "argv", reason: "is empty".into() });
+        };
+        let name = program.to_string_lossy().into_owned();
+        if resolve_program(&name).is_none_or(|path| !path.is_file()) {
+            return Err(Error::WorkerProgram {
+                program: name,
+                reason: "not found, or not an executable file".into(),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Os { operation: "start the pool's runtime", source })?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = std_mpsc::channel();
+        let ended = Arc::new((Mutex::new(Ended::default()), Condvar::new()));
+        let thread_ended = Arc::clone(&ended);
+        let thread = std::thread::Builder::new()
+            .name("shoal-pool".into())
+            .spawn(move || {
+                // Marks the end even if the driver panics, so that no join waits forever.
+                let mut guard = EndGuard { ended: thread_ended, stats: PoolStats::default() };
+                guard.stats = runtime.block_on(driver::run(config, command_rx, event_tx));
+            })
+            .map_err(|source| Error::Os { operation: "start the pool's thread", source })?;
+        Ok(WorkerPool {
+            control: commands.clone(),
+            commands: Mutex::new(Some(commands)),
+            events: Mutex::new(Events { rx: event_rx, buffered: VecDeque::new() }),
+            next_task: AtomicU64::new(1),
+            submitted: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            ended,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues tasks; returns the id of the first (the ids are consecutive).
+    pub fn submit(&self, specs: Vec<TaskSpec>) -> Result<TaskId, PoolClosed> {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        let sender = commands.as_ref().ok_or(PoolClosed)?;
+        let n = specs.len() as u64;
+        let first = self.next_task.fetch_add(n, Ordering::Relaxed);
+        let tasks = (first..).zip(specs).collect();
+        sender.send(Command::Submit(tasks)).map_err(|_| PoolClosed)?;
+        self.submitted.fetch_add(n, Ordering::Relaxed);
+        Ok(first)
+    }
+
+    /// Cancels `task` if no worker has it yet: it ends [`super::EventStatus::Cancelled`].
+    pub fn cancel(&self, task: TaskId) {
+        let _ = self.control.send(Command::Cancel(task));
+    }
+
+    /// Up to `max` final events, in completion order. Waits until there is one, or
+    /// `timeout` passes (then returns none), or the pool has ended and everything
+    /// was handed out (returns none at once).
+    pub fn next_events(&self, timeout: Option<Duration>, max: usize) -> Vec<TaskEvent> {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if events.buffered.is_empty() {
+            let received = match timeout {
+                None => events.rx.recv().ok(),
+                Some(t) => events.rx.recv_timeout(t).ok(),
+            };
+            events.buffered.extend(received.into_iter().flatten());
+            while let Ok(more) = events.rx.try_recv() {
+                events.buffered.extend(more);
+            }
+        }
+        let n = max.max(1).min(events.buffered.len());
+        let out: Vec<_> = events.buffered.drain(..n).collect();
+        self.delivered.fetch_add(out.len() as u64, Ordering::Relaxed);
+        out
+    }
+
+    /// Submitted tasks whose event has not been handed out yet.
+    pub fn pending(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed) - self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Refuses further submits; queued tasks still run, then the workers exit.
+    pub fn close(&self) {
+        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = commands.take() {
+            let _ = sender.send(Command::Close);
+        }
+    }
+
+    /// Refuses further submits and kills every worker now; unfinished tasks end
+    /// cancelled.
+    pub fn terminate(&self) {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = self.control.send(Command::Terminate);
+    }
+
+    /// Waits until the pool has ended (after [`close`](Self::close) and its tasks,
+    /// or [`terminate`](Self::terminate)); false if `timeout` passed first.
+    pub fn join(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let (lock, cvar) = &*self.ended;
+        let mut ended = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !ended.done {
+            ended = match deadline {
+                None => cvar.wait(ended).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    cvar.wait_timeout(ended, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+        drop(ended);
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+        true
+    }
+
+    /// Per-worker figures and task counts, now (or as they were when the pool ended).
+    pub fn stats(&self) -> PoolStats {
+        let (tx, rx) = std_mpsc::channel();
+        if self.control.send(Command::Stats(tx)).is_ok() {
+            if let Ok(stats) = rx.recv() {
+                return stats;
+            }
+        }
+        self.join(None);
+        self.ended.0.lock().unwrap_or_else(|e| e.into_inner()).stats.clone()
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.terminate();
+        self.join(None);
+    }
+}

@@ -1,0 +1,144 @@
+//! One worker process: starting it with its private channel, and the three tokio
+//! tasks that carry its frames in, carry frames out, and report its exit.
+//!
+//! The driver never signals a worker itself: it asks the exit watcher, the only one
+//! that reaps the process, so a signal can never reach a reused pid.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::process::Signal;
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{mpsc, watch};
+
+use crate::process::reap::reap;
+use crate::process::signal::kill_group;
+use crate::process::{spawn_worker, ExitInfo, Limits};
+use crate::protocol::{Message, MessageReader, ProtocolError};
+
+/// What a worker's tasks tell the driver, tagged with the worker's id.
+#[derive(Debug)]
+pub(super) enum WorkerEvent {
+    Message(Message),
+    /// The worker sent something the codec refuses (or the channel failed).
+    Broken(ProtocolError),
+    /// The channel reached end-of-file between frames.
+    Closed,
+    /// The process is gone and reaped, with the rest of its group.
+    Exited(io::Result<ExitInfo>),
+}
+
+/// Where worker tasks send their events.
+pub(super) type Inbox = mpsc::UnboundedSender<(u64, WorkerEvent)>;
+
+/// The driver's handles on a started worker process.
+#[derive(Debug)]
+pub(super) struct Process {
+    pub pid: u32,
+    /// Encoded frames to send, in order.
+    pub out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Set to true to SIGKILL the worker's group.
+    pub kill: watch::Sender<bool>,
+}
+
+impl Process {
+    /// Starts worker `id` and its tasks (on the current tokio runtime).
+    pub fn start(
+        id: u64,
+        argv: &[OsString],
+        env: &[(OsString, OsString)],
+        limits: Limits,
+        inbox: &Inbox,
+    ) -> io::Result<Process> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let (pid, pidfd) = spawn_worker(argv, env, limits, theirs.as_fd())?;
+        drop(theirs);
+        let (kill, kill_rx) = watch::channel(false);
+        // SAFETY: the OwnedFd moves into the AsyncFd and stays open, unchanged, for its life.
+        let watcher = match unsafe {
+            AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        } {
+            Ok(fd) => fd,
+            Err(e) => {
+                let e = io::Error::from(e);
+                // Without a way to learn of its exit the worker cannot be supervised.
+                kill_group(pid, Signal::KILL);
+                let _ = reap(pid);
+                return Err(e);
+            }
+        };
+        tokio::spawn(watch_exit(id, pid, watcher, kill_rx, inbox.clone()));
+        ours.set_nonblocking(true)?;
+        let (read, write) = tokio::net::UnixStream::from_std(ours)?.into_split();
+        let (out, out_rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_frames(write, out_rx));
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            let mut reader = MessageReader::new(read);
+            loop {
+                let event = match reader.next().await {
+                    Ok(Some(message)) => WorkerEvent::Message(message),
+                    Ok(None) => WorkerEvent::Closed,
+                    Err(e) => WorkerEvent::Broken(e),
+                };
+                let last = !matches!(event, WorkerEvent::Message(_));
+                if inbox.send((id, event)).is_err() || last {
+                    break;
+                }
+            }
+        });
+        Ok(Process { pid, out, kill })
+    }
+}
+
+/// Writes frames as they come, several per system call when they queue up. Stops
+/// when the driver drops the sender or the worker's end is gone (its exit says why).
+async fn write_frames(mut write: OwnedWriteHalf, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut batch = Vec::new();
+    while let Some(frame) = frames.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&frame);
+        while batch.len() < 1 << 20 {
+            match frames.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if write.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Waits for the worker to exit, killing its group when asked; then kills what is
+/// left of the group (the leader is a zombie, so its group id is not reused yet),
+/// reaps it and reports.
+async fn watch_exit(
+    id: u64,
+    pid: u32,
+    pidfd: AsyncFd<OwnedFd>,
+    mut kill: watch::Receiver<bool>,
+    inbox: Inbox,
+) {
+    let mut kill_open = true;
+    loop {
+        tokio::select! {
+            guard = pidfd.readable() => {
+                if let Ok(mut guard) = guard {
+                    guard.retain_ready();
+                }
+                break;
+            }
+            changed = kill.changed(), if kill_open => match changed {
+                Ok(()) if *kill.borrow_and_update() => kill_group(pid, Signal::KILL),
+                Ok(()) => {}
+                Err(_) => kill_open = false,
+            },
+        }
+    }
+    kill_group(pid, Signal::KILL);
+    let _ = inbox.send((id, WorkerEvent::Exited(reap(pid))));
+}

@@ -1,0 +1,243 @@
+//! The worker pool with real processes: the reference Python worker of
+//! `docs/protocol.md` (extracted from the doc, so the doc's worker is proven to work)
+//! runs calls of `eval`, and the tests crash, hang, stop and garble workers.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use shoal_core::workers::{EventStatus, PoolConfig, TaskEvent, TaskSpec, WorkerPool};
+use shoal_core::TaskMeta;
+
+/// The reference worker from the protocol doc, written to a temporary file.
+fn reference_worker(dir: &tempfile::TempDir) -> Vec<OsString> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md"))
+            .expect("docs/protocol.md");
+    let section = doc.split("## A reference worker in Python").nth(1).expect("the section");
+    let code =
+        section.split("```python\n").nth(1).and_then(|c| c.split("```").next()).expect("code");
+    let path = dir.path().join("worker.py");
+    std::fs::write(&path, code).expect("write the worker");
+    vec!["python3".into(), path.into()]
+}
+
+/// A payload the reference worker runs: `eval(expr)`, pickled (protocol 0).
+fn call(expr: &str) -> Vec<u8> {
+    assert!(!expr.contains(['\n', '\\']), "kept simple for protocol 0");
+    format!("(c__builtin__\neval\n(V{expr}\ntt.").into_bytes()
+}
+
+fn task(expr: &str, meta: TaskMeta) -> TaskSpec {
+    TaskSpec { payload: call(expr), meta }
+}
+
+fn config(dir: &tempfile::TempDir, workers: usize) -> PoolConfig {
+    let mut config = PoolConfig::new(reference_worker(dir), workers);
+    config.retry_delay = Duration::from_millis(10);
+    config
+}
+
+/// Collects exactly `n` events, failing the test after `limit`.
+fn collect(pool: &WorkerPool, n: usize, limit: Duration) -> Vec<TaskEvent> {
+    let deadline = Instant::now() + limit;
+    let mut events = Vec::new();
+    while events.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "only {} of {n} events after {limit:?}: {events:?}", events.len());
+        events.extend(pool.next_events(Some(left), usize::MAX));
+    }
+    assert_eq!(events.len(), n, "more events than tasks: {events:?}");
+    events
+}
+
+fn contains(payload: &[u8], text: &str) -> bool {
+    payload.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[test]
+fn runs_every_task_once_and_returns_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = WorkerPool::start(config(&dir, 2)).unwrap();
+    let specs =
+        (0..200).map(|i| task(&format!("'r-{i}-' + str({i} * 2)"), TaskMeta::default())).collect();
+    let first = pool.submit(specs).unwrap();
+    let events = collect(&pool, 200, Duration::from_secs(30));
+    let ids: HashSet<u64> = events.iter().map(|e| e.task).collect();
+    assert_eq!(ids, (first..first + 200).collect(), "each task exactly once");
+    for e in &events {
+        let i = e.task - first;
+        assert_eq!(e.status, EventStatus::Ok, "{e:?}");
+        assert!(contains(&e.payload, &format!("r-{i}-{}", i * 2)), "{e:?}");
+        assert!((1..=2).contains(&e.worker));
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.finished, 200);
+    assert_eq!(stats.workers.iter().map(|w| w.tasks).sum::<u64>(), 200);
+    pool.close();
+    assert!(pool.join(Some(Duration::from_secs(10))), "close drains and ends");
+    assert!(stats.workers.iter().all(|w| !alive(w.pid)), "no worker outlives the pool");
+}
+
+#[test]
+fn an_exception_is_the_answer_and_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = WorkerPool::start(config(&dir, 1)).unwrap();
+    pool.submit(vec![task("1/0", TaskMeta { retries: 3, ..TaskMeta::default() })]).unwrap();
+    let e = &collect(&pool, 1, Duration::from_secs(20))[0];
+    assert_eq!(e.status, EventStatus::Raised);
+    assert_eq!(e.attempts, 1);
+    assert!(e.message.contains("ZeroDivisionError"), "{}", e.message);
+    assert_eq!(pool.stats().workers[0].restarts, 0, "the worker survives");
+}
+
+#[test]
+fn a_killed_worker_fails_only_its_task_after_its_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = WorkerPool::start(config(&dir, 2)).unwrap();
+    let kill = "__import__('os').kill(__import__('os').getpid(), 9)";
+    let first =
+        pool.submit(vec![task(kill, TaskMeta { retries: 1, ..TaskMeta::default() })]).unwrap();
+    let others = (0..20).map(|i| task(&format!("'ok-{i}'"), TaskMeta::default())).collect();
+    pool.submit(others).unwrap();
+    let events = collect(&pool, 21, Duration::from_secs(30));
+    let killed = events.iter().find(|e| e.task == first).unwrap();
+    assert_eq!(killed.status, EventStatus::Crashed);
+    assert_eq!(killed.attempts, 2, "retried once");
+    assert!(killed.message.contains("SIGKILL"), "{}", killed.message);
+    assert!(events.iter().filter(|e| e.task != first).all(|e| e.status == EventStatus::Ok));
+    assert!(pool.stats().workers.iter().map(|w| w.restarts).sum::<u64>() >= 2);
+}
+
+#[test]
+fn a_timeout_kills_the_worker_and_the_pool_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = WorkerPool::start(config(&dir, 1)).unwrap();
+    let timeout =
+        TaskMeta { timeout: Some(Duration::from_millis(500)), retries: 2, ..TaskMeta::default() };
+    let started = Instant::now();
+    let hung = pool.submit(vec![task("__import__('time').sleep(60)", timeout)]).unwrap();
+    pool.submit(vec![task("'after'", TaskMeta::default())]).unwrap();
+    let events = collect(&pool, 2, Duration::from_secs(20));
+    let e = events.iter().find(|e| e.task == hung).unwrap();
+    assert_eq!(e.status, EventStatus::TimedOut, "{e:?}");
+    assert_eq!(e.attempts, 1, "a timeout is not retried");
+    assert!(e.message.contains("timeout of 0.5 s"), "{}", e.message);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let after = events.iter().find(|e| e.task != hung).unwrap();
+    assert_eq!(after.status, EventStatus::Ok);
+}
+
+#[test]
+fn a_worker_that_stops_answering_is_killed_and_its_task_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir, 1);
+    config.heartbeat = Duration::from_millis(100);
+    config.heartbeat_timeout = Duration::from_millis(600);
+    let pool = WorkerPool::start(config).unwrap();
+    let stop = "__import__('os').kill(__import__('os').getpid(), 19)"; // SIGSTOP
+    let stopped =
+        pool.submit(vec![task(stop, TaskMeta { retries: 1, ..TaskMeta::default() })]).unwrap();
+    pool.submit(vec![task("'fine'", TaskMeta::default())]).unwrap();
+    let events = collect(&pool, 2, Duration::from_secs(20));
+    let e = events.iter().find(|e| e.task == stopped).unwrap();
+    assert_eq!(e.status, EventStatus::Crashed);
+    assert_eq!(e.attempts, 2);
+    assert!(e.message.contains("stopped answering"), "{}", e.message);
+    assert!(events.iter().any(|e| e.task != stopped && e.status == EventStatus::Ok));
+}
+
+#[test]
+fn a_failing_initializer_fails_every_task_without_respawning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir, 2);
+    config.init = Some(call("1/0"));
+    let pool = WorkerPool::start(config).unwrap();
+    pool.submit((0..5).map(|_| task("1", TaskMeta::default())).collect()).unwrap();
+    let events = collect(&pool, 5, Duration::from_secs(20));
+    for e in &events {
+        assert_eq!(e.status, EventStatus::InitFailed);
+        assert!(e.message.contains("ZeroDivisionError"), "{}", e.message);
+    }
+    pool.submit(vec![task("1", TaskMeta::default())]).unwrap();
+    assert_eq!(collect(&pool, 1, Duration::from_secs(5))[0].status, EventStatus::InitFailed);
+    let started: u64 = pool.stats().workers.iter().map(|w| w.restarts).sum();
+    assert_eq!(started, 0, "no respawn loop");
+}
+
+#[test]
+fn workers_that_cannot_start_or_speak_garbage_fail_the_tasks_clearly() {
+    for argv in [
+        vec!["/bin/false".into()],
+        vec![
+            "python3".into(),
+            "-c".into(),
+            "import os; os.write(int(os.environ['SHOAL_WORKER_FD']), b'\\xff\\xff\\xff\\xffgarbage')".into(),
+        ],
+    ] {
+        let pool = WorkerPool::start(PoolConfig::new(argv, 1)).unwrap();
+        pool.submit(vec![TaskSpec { payload: b"x".to_vec(), meta: TaskMeta::default() }]).unwrap();
+        let e = &collect(&pool, 1, Duration::from_secs(20))[0];
+        assert_eq!(e.status, EventStatus::Error);
+        assert!(e.message.contains("workers fail to start"), "{}", e.message);
+    }
+}
+
+#[test]
+fn workers_are_recycled_after_max_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir, 1);
+    config.max_tasks_per_worker = Some(2);
+    let pool = WorkerPool::start(config).unwrap();
+    pool.submit(
+        (0..6).map(|_| task("str(__import__('os').getpid())", TaskMeta::default())).collect(),
+    )
+    .unwrap();
+    let events = collect(&pool, 6, Duration::from_secs(30));
+    let pids: HashSet<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    assert_eq!(pids.len(), 3, "three workers of two tasks each");
+}
+
+#[test]
+fn terminate_cancels_the_rest_and_leaves_no_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = WorkerPool::start(config(&dir, 2)).unwrap();
+    pool.submit(
+        (0..6).map(|_| task("__import__('time').sleep(30)", TaskMeta::default())).collect(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.stats().running < 2 {
+        assert!(Instant::now() < deadline, "the workers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids: Vec<u32> = pool.stats().workers.iter().map(|w| w.pid).collect();
+    pool.terminate();
+    let events = collect(&pool, 6, Duration::from_secs(5));
+    assert!(events.iter().all(|e| e.status == EventStatus::Cancelled), "{events:?}");
+    assert!(pool.join(Some(Duration::from_secs(5))));
+    assert!(pids.iter().all(|&pid| pid != 0 && !alive(pid)), "workers {pids:?} are gone");
+    assert!(pool.submit(vec![task("1", TaskMeta::default())]).is_err());
+}
+
+#[test]
+fn cancel_ends_a_queued_task_and_bad_settings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = WorkerPool::start(config(&dir, 1)).unwrap();
+    let slow =
+        pool.submit(vec![task("__import__('time').sleep(0.5)", TaskMeta::default())]).unwrap();
+    let queued = pool.submit(vec![task("1", TaskMeta::default())]).unwrap();
+    pool.cancel(queued);
+    let events = collect(&pool, 2, Duration::from_secs(20));
+    assert_eq!(events.iter().find(|e| e.task == slow).unwrap().status, EventStatus::Ok);
+    assert_eq!(events.iter().find(|e| e.task == queued).unwrap().status, EventStatus::Cancelled);
+
+    assert!(WorkerPool::start(PoolConfig::new(vec!["python3".into()], 0)).is_err());
+    let missing = WorkerPool::start(PoolConfig::new(vec!["no-such-worker-shoal".into()], 1));
+    assert!(missing.err().unwrap().to_string().contains("no-such-worker-shoal"));
+}

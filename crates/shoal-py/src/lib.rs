@@ -1,0 +1,230 @@
+//! `shoal._engine`: the Python face of the engine's worker pool
+//! ([`shoal_core::workers`]). It converts arguments and results and maps errors to
+//! Python exceptions, in one place; it decides nothing. Payloads cross as bytes: the
+//! Python package pickles, the engine never looks inside. Waits release the GIL.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use shoal_core::workers::{PoolClosed, PoolConfig, TaskEvent, TaskSpec, WorkerPool};
+use shoal_core::{Error, TaskMeta};
+
+/// A final task event as Python sees it:
+/// `(task, status, payload, message, attempts, worker, duration_seconds)`.
+type PyEvent = (u64, &'static str, Py<PyBytes>, String, u32, usize, f64);
+
+/// A pool of worker processes run by the Rust engine.
+#[pyclass(frozen, module = "shoal._engine")]
+struct Engine {
+    pool: WorkerPool,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (
+        argv, workers, *, env=None, worker_config=Vec::new(), init=None,
+        max_tasks_per_worker=None, recycle_memory=None, memory_limit=None, cpus=None,
+        nice=None, heartbeat=1.0, heartbeat_timeout=30.0, kill_grace=1.0,
+        retry_delay=0.05, prefetch=8,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        argv: Vec<OsString>,
+        workers: usize,
+        env: Option<HashMap<OsString, OsString>>,
+        worker_config: Vec<u8>,
+        init: Option<Vec<u8>>,
+        max_tasks_per_worker: Option<u64>,
+        recycle_memory: Option<u64>,
+        memory_limit: Option<u64>,
+        cpus: Option<Vec<usize>>,
+        nice: Option<i32>,
+        heartbeat: f64,
+        heartbeat_timeout: f64,
+        kill_grace: f64,
+        retry_delay: f64,
+        prefetch: usize,
+    ) -> PyResult<Self> {
+        if max_tasks_per_worker == Some(0) {
+            return Err(PyValueError::new_err("max_tasks_per_worker must be at least 1"));
+        }
+        let mut config = PoolConfig::new(argv, workers);
+        config.env = env.unwrap_or_default().into_iter().collect();
+        config.worker_config = worker_config;
+        config.init = init;
+        config.max_tasks_per_worker = max_tasks_per_worker;
+        config.recycle_memory = recycle_memory;
+        config.memory_limit = memory_limit;
+        config.cpus = cpus;
+        config.nice = nice;
+        config.heartbeat = seconds("heartbeat", heartbeat)?;
+        config.heartbeat_timeout = seconds("heartbeat_timeout", heartbeat_timeout)?;
+        config.kill_grace = seconds("kill_grace", kill_grace)?;
+        config.retry_delay = seconds("retry_delay", retry_delay)?;
+        config.prefetch = prefetch.max(1);
+        let pool = WorkerPool::start(config).map_err(engine_error)?;
+        Ok(Engine { pool })
+    }
+
+    /// Queues one task; returns its id.
+    #[pyo3(signature = (payload, priority=0, timeout=None, retries=1, cost=None, key=None))]
+    fn submit(
+        &self,
+        payload: Vec<u8>,
+        priority: i32,
+        timeout: Option<f64>,
+        retries: u32,
+        cost: Option<f64>,
+        key: Option<String>,
+    ) -> PyResult<u64> {
+        let meta = meta(priority, timeout, retries, cost, key)?;
+        self.pool.submit(vec![TaskSpec { payload, meta }]).map_err(closed)
+    }
+
+    /// Queues tasks with the same options; returns the first id (they are consecutive).
+    #[pyo3(signature = (payloads, priority=0, timeout=None, retries=1, cost=None, key=None))]
+    fn submit_many(
+        &self,
+        payloads: Vec<Vec<u8>>,
+        priority: i32,
+        timeout: Option<f64>,
+        retries: u32,
+        cost: Option<f64>,
+        key: Option<String>,
+    ) -> PyResult<u64> {
+        let meta = meta(priority, timeout, retries, cost, key)?;
+        let specs =
+            payloads.into_iter().map(|payload| TaskSpec { payload, meta: meta.clone() }).collect();
+        self.pool.submit(specs).map_err(closed)
+    }
+
+    /// A task no worker has yet ends cancelled; otherwise nothing happens.
+    fn cancel(&self, task: u64) {
+        self.pool.cancel(task);
+    }
+
+    /// Final events, waiting (without the GIL) up to `timeout` seconds for the first.
+    #[pyo3(signature = (timeout=None, max=4096))]
+    fn events(&self, py: Python<'_>, timeout: Option<f64>, max: usize) -> PyResult<Vec<PyEvent>> {
+        let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
+        let events = py.detach(|| self.pool.next_events(timeout, max));
+        Ok(events.into_iter().map(|e| to_python(py, e)).collect())
+    }
+
+    /// No more submits; queued tasks still run, then the workers exit.
+    fn close(&self) {
+        self.pool.close();
+    }
+
+    /// Kills every worker now; unfinished tasks end cancelled.
+    fn terminate(&self) {
+        self.pool.terminate();
+    }
+
+    /// Waits for the pool to end; false if `timeout` seconds passed first.
+    #[pyo3(signature = (timeout=None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
+        Ok(py.detach(|| self.pool.join(timeout)))
+    }
+
+    /// Per-worker figures and task counts.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.detach(|| self.pool.stats());
+        let workers = stats
+            .workers
+            .iter()
+            .map(|w| {
+                let d = PyDict::new(py);
+                d.set_item("slot", w.slot)?;
+                d.set_item("pid", w.pid)?;
+                d.set_item("tasks", w.tasks)?;
+                d.set_item("busy", w.busy.as_secs_f64())?;
+                d.set_item("mean", w.mean.as_secs_f64())?;
+                d.set_item("p95", w.p95.as_secs_f64())?;
+                d.set_item("restarts", w.restarts)?;
+                d.set_item("rss", w.rss)?;
+                Ok(d)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let d = PyDict::new(py);
+        d.set_item("workers", workers)?;
+        d.set_item("submitted", stats.submitted)?;
+        d.set_item("finished", stats.finished)?;
+        d.set_item("running", stats.running)?;
+        d.set_item("queued", stats.queued)?;
+        Ok(d)
+    }
+
+    /// Submitted tasks whose event has not been returned by `events` yet.
+    #[getter]
+    fn pending(&self) -> u64 {
+        self.pool.pending()
+    }
+}
+
+fn meta(
+    priority: i32,
+    timeout: Option<f64>,
+    retries: u32,
+    cost: Option<f64>,
+    key: Option<String>,
+) -> PyResult<TaskMeta> {
+    let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Err(PyValueError::new_err("timeout must be more than 0 seconds"));
+    }
+    Ok(TaskMeta {
+        priority,
+        cost: cost.map(|c| seconds("cost", c)).transpose()?,
+        key,
+        timeout,
+        retries,
+    })
+}
+
+/// A duration in seconds from Python, refused when negative or not finite.
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} must be a finite number of seconds >= 0, not {value}"
+        ))
+    })
+}
+
+fn to_python(py: Python<'_>, e: TaskEvent) -> PyEvent {
+    (
+        e.task,
+        e.status.as_str(),
+        PyBytes::new(py, &e.payload).unbind(),
+        e.message,
+        e.attempts,
+        e.worker,
+        e.duration.as_secs_f64(),
+    )
+}
+
+/// The one place engine errors become Python exceptions.
+fn engine_error(error: Error) -> PyErr {
+    match error {
+        Error::InvalidConfig { .. } => PyValueError::new_err(error.to_string()),
+        Error::WorkerProgram { .. } | Error::Os { .. } => PyOSError::new_err(error.to_string()),
+        other => PyRuntimeError::new_err(other.to_string()),
+    }
+}
+
+fn closed(error: PoolClosed) -> PyErr {
+    PyRuntimeError::new_err(error.to_string())
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add("PROTOCOL_VERSION", shoal_core::protocol::PROTOCOL_VERSION)?;
+    Ok(())
+}
