@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of shoal on a fresh machine: formatting and lints, then unit,
-# property, integration (real processes, real kills) and snapshot tests. Installs
-# what they need first.
+# property, integration (real processes, real kills) and snapshot tests of the Rust
+# crates, then the Python package's pytest suite against the package installed
+# from this tree as `pip install .` does. Installs what they need first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
@@ -20,5 +22,22 @@ cargo build --workspace --all-targets --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
-# One closing line for the whole suite (cargo prints one per test binary).
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+
+# The Python package, built by maturin and installed into a private environment.
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q 'maturin>=1.7,<2' pytest cloudpickle
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/pip install -q --no-build-isolation .
+.venv/bin/python -m pytest tests/python 2>&1 | tee -a "$log"
+
+# One closing line for the whole suite (cargo prints one per test binary, pytest
+# one line such as "3 failed, 80 passed in 9.1s").
+awk '
+  /^test result:/ { passed += $4; failed += $6 }
+  /^=+ .* in [0-9.]+s/ {
+    for (i = 2; i < NF; i++) {
+      if ($(i + 1) ~ /^passed/) passed += $i
+      if ($(i + 1) ~ /^(failed|errors?)/) failed += $i
+    }
+  }
+  END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -89,6 +89,8 @@ struct Live {
     process: Process,
     conversation: Conversation,
     phase: Phase,
+    /// Frames encoded this turn, handed to the writer in one piece by `flush`.
+    outbox: Vec<u8>,
     /// Runs sent and not answered, oldest (the one running) first.
     in_flight: VecDeque<Sent>,
     /// When the oldest in flight began: its send, or the previous Result.
@@ -418,13 +420,13 @@ impl Driver {
 
     fn send_run(&mut self, index: usize, sent: Sent, alone: bool) {
         let task = self.tasks.get_mut(&sent.task).expect("a started task is held");
+        let live = self.slots[index].live.as_mut().expect("open lanes have a worker");
         let message = Message::Run {
             task: sent.task,
             attempt: sent.attempt,
             payload: std::mem::take(&mut task.payload),
         };
-        let mut frame = Vec::new();
-        let encoded = encode(&message, &mut frame);
+        let encoded = encode(&message, &mut live.outbox);
         if let Message::Run { payload, .. } = message {
             task.payload = payload;
         }
@@ -432,12 +434,10 @@ impl Driver {
             self.end_attempt(sent, AttemptOutcome::Raised, format!("cannot send the task: {e}"));
             return;
         }
-        let live = self.slots[index].live.as_mut().expect("open lanes have a worker");
         if live.in_flight.is_empty() {
             live.head_since = Instant::now();
         }
         live.conversation.sent(&message_header(sent)).expect("Runs are sent only to ready workers");
-        let _ = live.process.out.send(frame);
         live.in_flight.push_back(sent);
         live.given += 1;
         live.alone |= alone;
@@ -514,6 +514,7 @@ impl Driver {
                     process,
                     conversation: Conversation::new(),
                     phase: Phase::Starting,
+                    outbox: Vec::new(),
                     in_flight: VecDeque::new(),
                     head_since: now,
                     given: 0,
@@ -552,9 +553,7 @@ impl Driver {
             return;
         }
         if live.phase == Phase::Ready && live.conversation.sent(&Message::Shutdown).is_ok() {
-            let mut frame = Vec::new();
-            encode(&Message::Shutdown, &mut frame).expect("Shutdown encodes");
-            let _ = live.process.out.send(frame);
+            encode(&Message::Shutdown, &mut live.outbox).expect("Shutdown encodes");
             live.phase = Phase::Retiring;
             if live.in_flight.is_empty() {
                 live.kill_at = Some(Instant::now() + grace);
@@ -853,8 +852,14 @@ impl Driver {
         self.out.push(event);
     }
 
-    /// Hands the events of this turn to the front end in one batch.
+    /// Hands this turn's frames to each worker's writer, and its events to the front
+    /// end, in one batch each.
     fn flush(&mut self) {
+        for live in self.slots.iter_mut().filter_map(|s| s.live.as_mut()) {
+            if !live.outbox.is_empty() {
+                let _ = live.process.out.send(std::mem::take(&mut live.outbox));
+            }
+        }
         if !self.out.is_empty() {
             let _ = self.events.send(std::mem::take(&mut self.out));
         }
@@ -966,9 +971,7 @@ impl Driver {
 /// Records and sends `message` (Welcome, Init) to a worker the conversation allows.
 fn send(live: &mut Live, message: &Message) {
     live.conversation.sent(message).expect("the driver follows the protocol");
-    let mut frame = Vec::new();
-    encode(message, &mut frame).expect("control messages are small");
-    let _ = live.process.out.send(frame);
+    encode(message, &mut live.outbox).expect("control messages are small");
 }
 
 /// A Run without its payload, for the conversation's bookkeeping.

@@ -38,7 +38,7 @@ pub(super) type Inbox = mpsc::UnboundedSender<(u64, WorkerEvent)>;
 #[derive(Debug)]
 pub(super) struct Process {
     pub pid: u32,
-    /// Encoded frames to send, in order.
+    /// Encoded frames to send, in order (several frames per message).
     pub out: mpsc::UnboundedSender<Vec<u8>>,
     /// Set to true to SIGKILL the worker's group.
     pub kill: watch::Sender<bool>,
@@ -97,10 +97,7 @@ impl Process {
 /// Writes frames as they come, several per system call when they queue up. Stops
 /// when the driver drops the sender or the worker's end is gone (its exit says why).
 async fn write_frames(mut write: OwnedWriteHalf, mut frames: mpsc::UnboundedReceiver<Vec<u8>>) {
-    let mut batch = Vec::new();
-    while let Some(frame) = frames.recv().await {
-        batch.clear();
-        batch.extend_from_slice(&frame);
+    while let Some(mut batch) = frames.recv().await {
         while batch.len() < 1 << 20 {
             match frames.try_recv() {
                 Ok(more) => batch.extend_from_slice(&more),
