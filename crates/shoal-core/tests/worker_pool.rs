@@ -6,8 +6,10 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use shoal_core::workers::{EventStatus, PoolConfig, TaskEvent, TaskSpec, WorkerPool};
+use shoal_core::store::Store;
+use shoal_core::workers::{EventStatus, PoolConfig, PoolStore, TaskEvent, TaskSpec, WorkerPool};
 use shoal_core::TaskMeta;
+use shoal_core::TaskStatus;
 
 /// The reference worker from the protocol doc, written to a temporary file.
 fn reference_worker(dir: &tempfile::TempDir) -> Vec<OsString> {
@@ -29,7 +31,7 @@ fn call(expr: &str) -> Vec<u8> {
 }
 
 fn task(expr: &str, meta: TaskMeta) -> TaskSpec {
-    TaskSpec { payload: call(expr), meta }
+    TaskSpec { payload: call(expr), label: format!("eval({expr:?})"), meta }
 }
 
 fn config(dir: &tempfile::TempDir, workers: usize) -> PoolConfig {
@@ -181,7 +183,7 @@ fn workers_that_cannot_start_or_speak_garbage_fail_the_tasks_clearly() {
         ],
     ] {
         let pool = WorkerPool::start(PoolConfig::new(argv, 1)).unwrap();
-        pool.submit(vec![TaskSpec { payload: b"x".to_vec(), meta: TaskMeta::default() }]).unwrap();
+        pool.submit(vec![TaskSpec { payload: b"x".to_vec(), ..TaskSpec::default() }]).unwrap();
         let e = &collect(&pool, 1, Duration::from_secs(20))[0];
         assert_eq!(e.status, EventStatus::Error);
         assert!(e.message.contains("workers fail to start"), "{}", e.message);
@@ -240,4 +242,48 @@ fn cancel_ends_a_queued_task_and_bad_settings_are_refused() {
     assert!(WorkerPool::start(PoolConfig::new(vec!["python3".into()], 0)).is_err());
     let missing = WorkerPool::start(PoolConfig::new(vec!["no-such-worker-shoal".into()], 1));
     assert!(missing.err().unwrap().to_string().contains("no-such-worker-shoal"));
+}
+
+#[test]
+fn a_stored_pool_records_every_task_and_reuses_keyed_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.db");
+    let keyed = |key: &str| TaskMeta { key: Some(key.into()), ..TaskMeta::default() };
+    let run_pool = |exprs: &[(&str, TaskMeta)]| {
+        let mut config = config(&dir, 2);
+        config.store = Some(PoolStore { path: path.clone(), command: vec!["test".into()] });
+        let pool = WorkerPool::start(config).unwrap();
+        let first = pool.submit(exprs.iter().map(|(e, m)| task(e, m.clone())).collect()).unwrap();
+        let mut events = collect(&pool, exprs.len(), Duration::from_secs(30));
+        events.sort_by_key(|e| e.task);
+        pool.close();
+        assert!(pool.join(Some(Duration::from_secs(10))));
+        (first, events)
+    };
+    let pid = "str(__import__('os').getpid())";
+    let (_, before) =
+        run_pool(&[(pid, keyed("a")), ("1/0", keyed("b")), ("'plain'", TaskMeta::default())]);
+    assert_eq!(
+        before.iter().map(|e| e.status).collect::<Vec<_>>(),
+        [EventStatus::Ok, EventStatus::Raised, EventStatus::Ok]
+    );
+
+    // Again: "a" succeeded before, so its stored result comes back without running;
+    // "b" failed, so it runs again.
+    let (_, after) = run_pool(&[(pid, keyed("a")), ("1/0", keyed("b"))]);
+    assert_eq!(after[0].status, EventStatus::Ok);
+    assert_eq!(after[0].payload, before[0].payload, "the stored result, not a new pid");
+    assert_eq!(after[0].attempts, 0, "it did not run");
+    assert_eq!((after[1].status, after[1].attempts), (EventStatus::Raised, 1));
+
+    let store = Store::open(&path).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 2);
+    let first_run = store.tasks(runs[0].id.min(runs[1].id), None).unwrap();
+    let statuses: Vec<_> = first_run.iter().map(|t| t.status).collect();
+    assert_eq!(statuses, [TaskStatus::Succeeded, TaskStatus::Failed, TaskStatus::Succeeded]);
+    assert!(contains(&first_run[1].stderr, "ZeroDivisionError"), "the traceback is kept");
+    assert_eq!(first_run[0].attempts, 1);
+    let second_run = store.tasks(runs[0].id.max(runs[1].id), None).unwrap();
+    assert_eq!((second_run[0].status, second_run[0].attempts), (TaskStatus::Succeeded, 0));
 }

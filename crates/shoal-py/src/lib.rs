@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use shoal_core::workers::{PoolClosed, PoolConfig, TaskEvent, TaskSpec, WorkerPool};
+use shoal_core::workers::{PoolClosed, PoolConfig, PoolStore, TaskEvent, TaskSpec, WorkerPool};
 use shoal_core::{Error, TaskMeta};
 
 /// A final task event as Python sees it:
@@ -30,7 +31,7 @@ impl Engine {
         argv, workers, *, env=None, worker_config=Vec::new(), init=None,
         max_tasks_per_worker=None, recycle_memory=None, memory_limit=None, cpus=None,
         nice=None, heartbeat=1.0, heartbeat_timeout=30.0, kill_grace=1.0,
-        retry_delay=0.05, prefetch=8,
+        retry_delay=0.05, prefetch=8, store=None, run_name=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -49,6 +50,8 @@ impl Engine {
         kill_grace: f64,
         retry_delay: f64,
         prefetch: usize,
+        store: Option<PathBuf>,
+        run_name: Option<Vec<String>>,
     ) -> PyResult<Self> {
         if max_tasks_per_worker == Some(0) {
             return Err(PyValueError::new_err("max_tasks_per_worker must be at least 1"));
@@ -67,12 +70,17 @@ impl Engine {
         config.kill_grace = seconds("kill_grace", kill_grace)?;
         config.retry_delay = seconds("retry_delay", retry_delay)?;
         config.prefetch = prefetch.max(1);
+        config.store = store.map(|path| PoolStore {
+            path,
+            command: run_name.unwrap_or_else(|| vec!["python".into()]),
+        });
         let pool = WorkerPool::start(config).map_err(engine_error)?;
         Ok(Engine { pool })
     }
 
     /// Queues one task; returns its id.
-    #[pyo3(signature = (payload, priority=0, timeout=None, retries=1, cost=None, key=None))]
+    #[pyo3(signature = (payload, priority=0, timeout=None, retries=1, cost=None, key=None, label=String::new()))]
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         payload: Vec<u8>,
@@ -81,13 +89,15 @@ impl Engine {
         retries: u32,
         cost: Option<f64>,
         key: Option<String>,
+        label: String,
     ) -> PyResult<u64> {
         let meta = meta(priority, timeout, retries, cost, key)?;
-        self.pool.submit(vec![TaskSpec { payload, meta }]).map_err(closed)
+        self.pool.submit(vec![TaskSpec { payload, label, meta }]).map_err(closed)
     }
 
     /// Queues tasks with the same options; returns the first id (they are consecutive).
-    #[pyo3(signature = (payloads, priority=0, timeout=None, retries=1, cost=None, key=None))]
+    #[pyo3(signature = (payloads, priority=0, timeout=None, retries=1, cost=None, key=None, labels=None))]
+    #[allow(clippy::too_many_arguments)]
     fn submit_many(
         &self,
         payloads: Vec<Vec<u8>>,
@@ -96,10 +106,21 @@ impl Engine {
         retries: u32,
         cost: Option<f64>,
         key: Option<String>,
+        labels: Option<Vec<String>>,
     ) -> PyResult<u64> {
         let meta = meta(priority, timeout, retries, cost, key)?;
-        let specs =
-            payloads.into_iter().map(|payload| TaskSpec { payload, meta: meta.clone() }).collect();
+        if labels.as_ref().is_some_and(|l| l.len() != payloads.len()) {
+            return Err(PyValueError::new_err("labels must be as many as payloads"));
+        }
+        let mut labels = labels.unwrap_or_default().into_iter();
+        let specs = payloads
+            .into_iter()
+            .map(|payload| TaskSpec {
+                payload,
+                label: labels.next().unwrap_or_default(),
+                meta: meta.clone(),
+            })
+            .collect();
         self.pool.submit(specs).map_err(closed)
     }
 
@@ -213,7 +234,11 @@ fn to_python(py: Python<'_>, e: TaskEvent) -> PyEvent {
 fn engine_error(error: Error) -> PyErr {
     match error {
         Error::InvalidConfig { .. } => PyValueError::new_err(error.to_string()),
-        Error::WorkerProgram { .. } | Error::Os { .. } => PyOSError::new_err(error.to_string()),
+        Error::WorkerProgram { .. }
+        | Error::Os { .. }
+        | Error::StoreOpen { .. }
+        | Error::StoreCorrupt { .. }
+        | Error::StoreSchema { .. } => PyOSError::new_err(error.to_string()),
         other => PyRuntimeError::new_err(other.to_string()),
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::records::{NewRun, NewTask, ResumeInfo, RunStatus};
 use super::schema;
@@ -27,7 +27,7 @@ pub(super) fn db(operation: &'static str) -> impl Fn(rusqlite::Error) -> Error {
 }
 
 /// The current time as unix seconds.
-pub(super) fn now() -> f64 {
+pub fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
@@ -105,33 +105,22 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db("insert tasks"))?;
-        require_run(&tx, run)?;
-        {
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO tasks (run_id, task, args, command, priority, cost, key,
-                                        timeout, retries, status, attempts)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0)",
-                )
-                .map_err(db("insert tasks"))?;
-            for t in tasks {
-                insert
-                    .execute(params![
-                        run,
-                        t.task,
-                        json_words(&t.args),
-                        t.command,
-                        t.meta.priority,
-                        t.meta.cost.map(|d| d.as_secs_f64()),
-                        t.meta.key,
-                        t.meta.timeout.map(|d| d.as_secs_f64()),
-                        t.meta.retries,
-                        TaskStatus::Queued,
-                    ])
-                    .map_err(db("insert tasks"))?;
-            }
-        }
+        insert_task_rows(&tx, run, tasks)?;
         tx.commit().map_err(db("insert tasks"))
+    }
+
+    /// The result of the latest task with this key that succeeded and kept one, in
+    /// any run of the store.
+    pub fn stored_result(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT result FROM tasks WHERE key = ?1 AND status = ?2 AND result IS NOT NULL
+                 ORDER BY ended_at DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![key, TaskStatus::Succeeded], |r| r.get(0)).optional()
+            })
+            .map_err(db("look up a stored result"))
     }
 
     /// Repairs a run whose shoal was killed so it can be resumed: attempts left open
@@ -174,4 +163,33 @@ pub(super) fn require_run(conn: &Connection, run: i64) -> Result<()> {
         .optional()
         .map_err(db("look up a run"))?
         .ok_or(Error::NoSuchRun { run })
+}
+
+/// Inserts tasks, `queued` with no attempts, inside the caller's transaction.
+pub(super) fn insert_task_rows(tx: &Transaction<'_>, run: i64, tasks: &[NewTask]) -> Result<()> {
+    require_run(tx, run)?;
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO tasks (run_id, task, args, command, priority, cost, key,
+                                timeout, retries, status, attempts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0)",
+        )
+        .map_err(db("insert tasks"))?;
+    for t in tasks {
+        insert
+            .execute(params![
+                run,
+                t.task,
+                json_words(&t.args),
+                t.command,
+                t.meta.priority,
+                t.meta.cost.map(|d| d.as_secs_f64()),
+                t.meta.key,
+                t.meta.timeout.map(|d| d.as_secs_f64()),
+                t.meta.retries,
+                TaskStatus::Queued,
+            ])
+            .map_err(db("insert tasks"))?;
+    }
+    Ok(())
 }

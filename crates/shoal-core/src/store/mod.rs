@@ -17,7 +17,7 @@ mod records;
 pub mod schema;
 pub mod writer;
 
-pub use db::Store;
+pub use db::{now as unix_now, Store};
 pub use records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus, RunSummary,
     SlotStats, StatusCounts, TaskRecord,

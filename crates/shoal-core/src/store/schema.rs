@@ -1,5 +1,6 @@
-//! The on-disk format: the DDL of schema version 1, how a file is recognised as a
-//! shoal store, and how a connection is opened and configured.
+//! The on-disk format: the DDL of schema version 2, the migration from version 1, how
+//! a file is recognised as a shoal store, and how a connection is opened and
+//! configured.
 //!
 //! A file is a shoal store when its `application_id` is [`APPLICATION_ID`]; its
 //! `user_version` is the schema version. Both are written in the same transaction
@@ -17,7 +18,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// The schema version this shoal reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Marks a SQLite file as a shoal store (`PRAGMA application_id`): "shoa" in ASCII.
 pub const APPLICATION_ID: i64 = 0x7368_6f61;
@@ -60,9 +61,11 @@ CREATE TABLE tasks (
     stderr           BLOB NOT NULL DEFAULT x'',
     stdout_truncated INTEGER NOT NULL DEFAULT 0,
     stderr_truncated INTEGER NOT NULL DEFAULT 0,
+    result           BLOB,
     PRIMARY KEY (run_id, task)
 );
 CREATE INDEX tasks_by_status ON tasks(run_id, status);
+CREATE INDEX tasks_by_key ON tasks(key, status) WHERE key IS NOT NULL;
 CREATE TABLE attempts (
     run_id     INTEGER NOT NULL,
     task       INTEGER NOT NULL,
@@ -79,6 +82,14 @@ CREATE TABLE attempts (
     PRIMARY KEY (run_id, task, attempt),
     FOREIGN KEY (run_id, task) REFERENCES tasks(run_id, task)
 );
+";
+
+/// Version 1 to 2: a task's result (the return value of a call run by a worker
+/// pool, as its front end encoded it), and finding tasks by key.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE tasks ADD COLUMN result BLOB;
+CREATE INDEX tasks_by_key ON tasks(key, status) WHERE key IS NOT NULL;
+PRAGMA user_version = 2;
 ";
 
 /// Opens `path` as a shoal store, creating it (mode 0600) if absent, checking that
@@ -117,6 +128,16 @@ pub(super) fn open_store(path: &Path) -> Result<Connection> {
             path: path.to_owned(),
             reason: format!("not a shoal database (application_id {app:#x})"),
         });
+    }
+    if app == APPLICATION_ID && version == 1 {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(io)?;
+        // Re-read under the write lock: another shoal may have migrated it meanwhile.
+        (_, version, _) = header(&tx).map_err(io)?;
+        if version == 1 {
+            tx.execute_batch(MIGRATE_1_TO_2).map_err(io)?;
+            version = 2;
+        }
+        tx.commit().map_err(io)?;
     }
     if version != SCHEMA_VERSION {
         return Err(Error::StoreSchema {

@@ -209,7 +209,9 @@ fn another_schema_version_is_refused() {
     drop(Store::open(&path).unwrap());
     Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 7").unwrap();
     match Store::open(&path) {
-        Err(Error::StoreSchema { found, expected, .. }) => assert_eq!((found, expected), (7, 1)),
+        Err(Error::StoreSchema { found, expected, .. }) => {
+            assert_eq!((found, expected), (7, SCHEMA_VERSION))
+        }
         other => panic!("expected StoreSchema, got {other:?}"),
     }
 }
@@ -523,4 +525,55 @@ fn a_resume_can_replace_the_run_options() {
         store.set_run_options(run + 1, &options, None),
         Err(Error::NoSuchRun { run: r }) if r == run + 1
     ));
+}
+
+#[test]
+fn results_of_keyed_tasks_are_kept_and_found_again() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    let mut tasks = new_tasks(3);
+    tasks[0].meta.key = Some("a".into());
+    tasks[1].meta.key = Some("b".into());
+    tasks[2].meta.key = Some("c".into());
+    let events = vec![
+        StoreEvent::TasksAdded { run, tasks },
+        started(run, 1, 1, 1),
+        ended(run, 1, 1, 0.5, AttemptOutcome::Succeeded, true),
+        StoreEvent::TaskResult { run, task: 1, result: b"value-a".to_vec(), reused: false },
+        started(run, 2, 1, 1),
+        ended(run, 2, 1, 0.5, AttemptOutcome::Raised, true),
+        StoreEvent::TaskResult { run, task: 3, result: b"value-c".to_vec(), reused: true },
+    ];
+    let (result, seen) = write_all(&store, events);
+    result.unwrap();
+    assert_eq!(seen.len(), 7);
+    assert_eq!(store.stored_result("a").unwrap(), Some(b"value-a".to_vec()));
+    assert_eq!(store.stored_result("b").unwrap(), None, "b raised: nothing to reuse");
+    assert_eq!(store.stored_result("c").unwrap(), Some(b"value-c".to_vec()));
+    assert_eq!(store.stored_result("zz").unwrap(), None);
+    let statuses: Vec<_> = store.tasks(run, None).unwrap().iter().map(|t| t.status).collect();
+    assert_eq!(statuses, [TaskStatus::Succeeded, TaskStatus::Failed, TaskStatus::Succeeded]);
+}
+
+#[test]
+fn a_version_1_store_is_migrated_in_place() {
+    let (_dir, path) = temp();
+    {
+        let store = Store::open(&path).unwrap();
+        let run = new_run(&store);
+        store.insert_tasks(run, &new_tasks(2)).unwrap();
+    }
+    // Turn it back into what shoal 0.1 wrote.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "DROP INDEX tasks_by_key; ALTER TABLE tasks DROP COLUMN result; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(pragma::<i64>(&path, "user_version"), 2);
+    let run = store.last_run().unwrap().unwrap();
+    assert_eq!(store.tasks(run, None).unwrap().len(), 2, "rows survive the migration");
+    assert_eq!(store.stored_result("k").unwrap(), None);
 }

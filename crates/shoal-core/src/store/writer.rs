@@ -33,8 +33,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
+use super::db::insert_task_rows;
 use super::db::{db, Store};
-use super::records::RunStatus;
+use super::records::{NewTask, RunStatus};
 use super::schema;
 use crate::error::{Error, Result};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
@@ -93,6 +94,26 @@ pub enum StoreEvent {
         stdout: Output,
         /// Its captured standard error.
         stderr: Output,
+    },
+    /// Tasks submitted to a running pool: they enter as `queued`.
+    TasksAdded {
+        /// The run.
+        run: i64,
+        /// The tasks.
+        tasks: Vec<NewTask>,
+    },
+    /// A task's result (the return value of a call, as its front end encoded it).
+    /// With `reused` the task did not run: the result is the one a task with the same
+    /// key returned before, and the task is `succeeded` with no attempt.
+    TaskResult {
+        /// The run.
+        run: i64,
+        /// The task.
+        task: TaskId,
+        /// The encoded result.
+        result: Vec<u8>,
+        /// Taken from an earlier task with the same key.
+        reused: bool,
     },
     /// A task that never started was cancelled.
     TaskCancelled {
@@ -391,6 +412,21 @@ fn apply(tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
             .map_err(db("record an attempt start"))?;
         }
         StoreEvent::AttemptEnded { .. } => record_end(tx, ev, None)?,
+        StoreEvent::TasksAdded { run, tasks } => insert_task_rows(tx, *run, tasks)?,
+        StoreEvent::TaskResult { run, task, result, reused } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET result = ?3,
+                     status = CASE WHEN ?4 THEN ?5 ELSE status END WHERE run_id = ?1 AND task = ?2",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![run, task, result, reused, TaskStatus::Succeeded])
+                })
+                .map_err(db("record a result"))?;
+            if n == 0 {
+                return Err(missing(*run, *task, "task"));
+            }
+        }
         &StoreEvent::TaskCancelled { run, task } => {
             let n = tx
                 .prepare_cached("UPDATE tasks SET status = ?3 WHERE run_id = ?1 AND task = ?2")

@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+pub use super::record::PoolStore;
 use crate::task::{SlotId, TaskId, TaskMeta};
 
 /// How a pool starts and supervises its workers.
@@ -40,6 +41,9 @@ pub struct PoolConfig {
     /// Most tasks handed to one worker at once when tasks are tiny (1: never more
     /// than the one it runs).
     pub prefetch: usize,
+    /// Record every task in this store, and reuse the stored result of a task whose
+    /// key already succeeded there.
+    pub store: Option<PoolStore>,
 }
 
 impl PoolConfig {
@@ -61,6 +65,7 @@ impl PoolConfig {
             kill_grace: Duration::from_secs(1),
             retry_delay: Duration::from_millis(50),
             prefetch: 8,
+            store: None,
         }
     }
 }
@@ -69,6 +74,8 @@ impl PoolConfig {
 #[derive(Debug, Clone, Default)]
 pub struct TaskSpec {
     pub payload: Vec<u8>,
+    /// How the task is shown in the store (its call, briefly); unused without one.
+    pub label: String,
     /// `retries` counts attempts after a worker-level failure (crash, hang, memory);
     /// a task whose function raised is never retried, nor one that timed out.
     pub meta: TaskMeta,

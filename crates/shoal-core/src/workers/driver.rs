@@ -24,6 +24,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::config::{EventStatus, PoolConfig, PoolStats, TaskEvent, TaskSpec, WorkerStats};
 use super::handle::Command;
+use super::record::Recorder;
 use super::worker::{Inbox, Process, WorkerEvent};
 use crate::process::signal::signal_name;
 use crate::process::{ExitInfo, Exited, Limits, MemoryLimit};
@@ -132,11 +133,13 @@ struct Broken {
 /// figures.
 pub(super) async fn run(
     config: PoolConfig,
+    memory: Option<MemoryLimit>,
+    recorder: Option<Recorder>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: std_mpsc::Sender<Vec<TaskEvent>>,
 ) -> PoolStats {
     let (inbox, mut worker_events) = mpsc::unbounded_channel();
-    let mut driver = Driver::new(config, inbox, events);
+    let mut driver = Driver::new(config, memory, recorder, inbox, events);
     for index in 0..driver.slots.len() {
         driver.spawn(index);
     }
@@ -171,7 +174,11 @@ pub(super) async fn run(
         driver.check_timers();
     }
     driver.flush();
-    driver.stats()
+    let stats = driver.stats();
+    if let Some(recorder) = driver.recorder.take() {
+        recorder.finish(driver.terminating);
+    }
+    stats
 }
 
 /// The driver's state; the loop is in [`run`].
@@ -184,6 +191,7 @@ struct Driver {
     timed: usize,
     slots: Vec<Slot>,
     memory: Option<MemoryLimit>,
+    recorder: Option<Recorder>,
     inbox: Inbox,
     next_worker: u64,
     /// Moving average of task run time, seconds.
@@ -200,7 +208,13 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(config: PoolConfig, inbox: Inbox, events: std_mpsc::Sender<Vec<TaskEvent>>) -> Self {
+    fn new(
+        config: PoolConfig,
+        memory: Option<MemoryLimit>,
+        recorder: Option<Recorder>,
+        inbox: Inbox,
+        events: std_mpsc::Sender<Vec<TaskEvent>>,
+    ) -> Self {
         let workers = config.workers;
         let lanes = config.prefetch.max(1);
         let mut sched = Scheduler::new(SchedulerConfig {
@@ -213,7 +227,8 @@ impl Driver {
             sched.set_slot_open(slot, false);
         }
         Driver {
-            memory: config.memory_limit.map(|bytes| MemoryLimit::new(bytes, workers)),
+            memory,
+            recorder,
             config,
             sched,
             epoch: Instant::now(),
@@ -268,6 +283,11 @@ impl Driver {
 
     fn submit(&mut self, tasks: Vec<(TaskId, TaskSpec)>) {
         let now = self.now();
+        if let Some(recorder) = &self.recorder {
+            recorder.added(
+                tasks.iter().map(|(id, t)| (*id, t.label.clone(), t.meta.clone())).collect(),
+            );
+        }
         for (id, spec) in tasks {
             self.submitted += 1;
             if self.terminating || self.broken.is_some() {
@@ -280,6 +300,23 @@ impl Driver {
                     status,
                     payload,
                     message,
+                    attempts: 0,
+                    worker: 0,
+                    duration: Duration::ZERO,
+                });
+                continue;
+            }
+            let reused = match (&self.recorder, &spec.meta.key) {
+                (Some(recorder), Some(key)) => recorder.reusable(key),
+                _ => None,
+            };
+            if let Some(result) = reused {
+                self.recorder.as_ref().expect("reused from it").reused(id, result.clone());
+                self.emit(TaskEvent {
+                    task: id,
+                    status: EventStatus::Ok,
+                    payload: result,
+                    message: String::new(),
                     attempts: 0,
                     worker: 0,
                     duration: Duration::ZERO,
@@ -335,6 +372,9 @@ impl Driver {
         if let Some(task) = self.tasks.remove(&id) {
             if task.timeout.is_some() {
                 self.timed -= 1;
+            }
+            if let Some(recorder) = &self.recorder {
+                recorder.cancelled(id);
             }
             self.emit(TaskEvent {
                 task: id,
@@ -434,11 +474,16 @@ impl Driver {
             self.end_attempt(sent, AttemptOutcome::Raised, format!("cannot send the task: {e}"));
             return;
         }
-        if live.in_flight.is_empty() {
+        let first = live.in_flight.is_empty();
+        if first {
             live.head_since = Instant::now();
         }
         live.conversation.sent(&message_header(sent)).expect("Runs are sent only to ready workers");
         live.in_flight.push_back(sent);
+        if first {
+            self.head_started(index);
+        }
+        let live = self.slots[index].live.as_mut().expect("open lanes have a worker");
         live.given += 1;
         live.alone |= alone;
         let recycle = self.config.max_tasks_per_worker.is_some_and(|max| live.given >= max);
@@ -450,9 +495,35 @@ impl Driver {
         }
     }
 
+    /// The Run at the head of a worker's queue has begun: the store learns of it.
+    fn head_started(&self, index: usize) {
+        if let (Some(recorder), Some(live)) = (&self.recorder, &self.slots[index].live) {
+            if let Some(head) = live.in_flight.front() {
+                recorder.started(head.task, head.attempt, index + 1, live.process.pid);
+            }
+        }
+    }
+
     /// Ends an attempt the driver decided itself (cancelled, unsendable).
     fn end_attempt(&mut self, sent: Sent, outcome: AttemptOutcome, message: String) {
         let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
+        if let Some(recorder) = &self.recorder {
+            if outcome == AttemptOutcome::Cancelled {
+                recorder.cancelled(sent.task);
+            } else {
+                recorder.started(sent.task, sent.attempt, self.worker_of(sent.slot) + 1, 0);
+                let status = verdict.final_status;
+                recorder.ended(
+                    sent.task,
+                    sent.attempt,
+                    Duration::ZERO,
+                    outcome,
+                    status,
+                    None,
+                    &message,
+                );
+            }
+        }
         let status = match outcome {
             AttemptOutcome::Cancelled => EventStatus::Cancelled,
             _ => EventStatus::Error,
@@ -472,6 +543,7 @@ impl Driver {
                 held,
                 AttemptOutcome::Crashed { signal: 9 },
                 timed_out(timeout),
+                false,
             );
             return;
         }
@@ -700,9 +772,18 @@ impl Driver {
         let secs = ran.as_secs_f64();
         self.typical = Some(self.typical.map_or(secs, |t| 0.9 * t + 0.1 * secs));
 
+        let next = !live.in_flight.is_empty();
         let outcome = if ok { AttemptOutcome::Succeeded } else { AttemptOutcome::Raised };
         let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
         debug_assert!(verdict.final_status.is_some(), "returning and raising are final");
+        if let Some(recorder) = &self.recorder {
+            let result = ok.then(|| payload.clone());
+            let status = verdict.final_status;
+            recorder.ended(sent.task, sent.attempt, ran, outcome, status, result, &traceback);
+        }
+        if next {
+            self.head_started(index);
+        }
         let status = if ok { EventStatus::Ok } else { EventStatus::Raised };
         self.finish(sent, status, payload, traceback, ran);
         self.update_prefetch();
@@ -764,7 +845,8 @@ impl Driver {
             Some(Cause::Timeout(slot)) => Some(slot),
             _ => None,
         };
-        let blamed = timed_out.unwrap_or_else(|| live.in_flight.front().map_or(0, |s| s.slot));
+        let head = live.in_flight.front().map_or(0, |s| s.slot);
+        let blamed = timed_out.unwrap_or(head);
         let now = self.now();
         // Terminated or broken: its tasks have had their final events already.
         let in_flight = if self.terminating || self.broken.is_some() {
@@ -778,7 +860,7 @@ impl Driver {
                     (Some(_), Some(task)) => timed_out_text(task.timeout),
                     _ => why.clone(),
                 };
-                self.end_attempt_with_failure(sent, outcome, why);
+                self.end_attempt_with_failure(sent, outcome, why, sent.slot == head);
             } else {
                 self.sched.requeue(sent.slot, now);
             }
@@ -793,8 +875,22 @@ impl Driver {
     }
 
     /// Ends an attempt whose worker died: a retry, or the final event.
-    fn end_attempt_with_failure(&mut self, sent: Sent, outcome: AttemptOutcome, why: String) {
+    /// `begun`: the worker had started it (else it was held or waiting behind another).
+    fn end_attempt_with_failure(
+        &mut self,
+        sent: Sent,
+        outcome: AttemptOutcome,
+        why: String,
+        begun: bool,
+    ) {
         let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
+        if let Some(recorder) = &self.recorder {
+            if !begun {
+                recorder.started(sent.task, sent.attempt, self.worker_of(sent.slot) + 1, 0);
+            }
+            let (status, ran) = (verdict.final_status, Duration::ZERO);
+            recorder.ended(sent.task, sent.attempt, ran, verdict.outcome, status, None, &why);
+        }
         let task = self.tasks.get_mut(&sent.task).expect("an attempt's task is held");
         if matches!(
             verdict.outcome,

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 
 use super::config::{PoolConfig, PoolStats, TaskEvent, TaskSpec};
 use super::driver;
-use crate::process::resolve_program;
+use super::record::Recorder;
+use crate::process::{resolve_program, MemoryLimit};
 use crate::task::TaskId;
 use crate::{Error, Result};
 
@@ -98,6 +99,15 @@ impl WorkerPool {
                 reason: "not found, or not an executable file".into(),
             });
         }
+        let memory = config.memory_limit.map(|bytes| MemoryLimit::new(bytes, config.workers));
+        let recorder = match &config.store {
+            Some(store) => Some(Recorder::open(
+                store,
+                config.workers,
+                memory.as_ref().map(|m| m.mode().as_str()),
+            )?),
+            None => None,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -111,7 +121,8 @@ impl WorkerPool {
             .spawn(move || {
                 // Marks the end even if the driver panics, so that no join waits forever.
                 let mut guard = EndGuard { ended: thread_ended, stats: PoolStats::default() };
-                guard.stats = runtime.block_on(driver::run(config, command_rx, event_tx));
+                guard.stats =
+                    runtime.block_on(driver::run(config, memory, recorder, command_rx, event_tx));
             })
             .map_err(|source| Error::Os { operation: "start the pool's thread", source })?;
         Ok(WorkerPool {

@@ -17,7 +17,8 @@
 mod config;
 mod driver;
 mod handle;
+mod record;
 mod worker;
 
-pub use config::{EventStatus, PoolConfig, PoolStats, TaskEvent, TaskSpec, WorkerStats};
+pub use config::{EventStatus, PoolConfig, PoolStats, PoolStore, TaskEvent, TaskSpec, WorkerStats};
 pub use handle::{PoolClosed, WorkerPool};

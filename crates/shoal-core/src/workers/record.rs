@@ -1,0 +1,125 @@
+//! Recording a pool's tasks in the durable store, as the CLI records its runs, so
+//! `shoal results` and `shoal stats` read both; and finding the result a task with
+//! the same key returned before.
+//!
+//! Everything goes through the store's writer thread (group commit): the driver
+//! never waits for the disk, except for the key lookup at submit, a read.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::store::{unix_now, NewRun, NewTask, RunStatus, Store, StoreEvent, Writer};
+use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
+use crate::Result;
+
+/// Where and under what name a pool records its tasks.
+#[derive(Debug, Clone)]
+pub struct PoolStore {
+    /// The store file (created if absent; its directory must exist).
+    pub path: PathBuf,
+    /// How the run is listed (`shoal runs`), e.g. `["python", "Pool(2)"]`.
+    pub command: Vec<String>,
+}
+
+/// The pool's run in the store.
+pub(super) struct Recorder {
+    store: Store,
+    writer: Writer,
+    run: i64,
+}
+
+impl Recorder {
+    /// Opens the store and starts a run for the pool.
+    pub fn open(config: &PoolStore, workers: usize, memory_mode: Option<&str>) -> Result<Recorder> {
+        let store = Store::open(&config.path)?;
+        let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+        let run = store.create_run(&NewRun {
+            command: config.command.clone(),
+            options: serde_json::json!({ "workers": workers }),
+            cwd,
+            memory_limit_mode: memory_mode.map(str::to_owned),
+        })?;
+        let writer = store.writer(Box::new(|_| {}))?;
+        Ok(Recorder { store, writer, run })
+    }
+
+    /// The result of an earlier task with this key that succeeded, if the store has one.
+    pub fn reusable(&self, key: &str) -> Option<Vec<u8>> {
+        self.store.stored_result(key).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot look up a stored result; the task runs");
+            None
+        })
+    }
+
+    pub fn added(&self, tasks: Vec<(TaskId, String, TaskMeta)>) {
+        let tasks = tasks
+            .into_iter()
+            .map(|(task, label, meta)| NewTask {
+                task,
+                args: vec![label.clone()],
+                command: label,
+                meta,
+            })
+            .collect();
+        self.writer.send(StoreEvent::TasksAdded { run: self.run, tasks });
+    }
+
+    pub fn reused(&self, task: TaskId, result: Vec<u8>) {
+        self.writer.send(StoreEvent::TaskResult { run: self.run, task, result, reused: true });
+    }
+
+    pub fn started(&self, task: TaskId, attempt: u32, slot: SlotId, pid: u32) {
+        self.writer.send(StoreEvent::AttemptStarted {
+            run: self.run,
+            task,
+            attempt,
+            slot,
+            pid,
+            started_at: unix_now(),
+            command: None,
+        });
+    }
+
+    /// An attempt ended; `result` is kept when it succeeded, `message` (a traceback,
+    /// a reason) goes where a command's stderr would.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ended(
+        &self,
+        task: TaskId,
+        attempt: u32,
+        ran: Duration,
+        outcome: AttemptOutcome,
+        final_status: Option<TaskStatus>,
+        result: Option<Vec<u8>>,
+        message: &str,
+    ) {
+        self.writer.send(StoreEvent::AttemptEnded {
+            run: self.run,
+            task,
+            attempt,
+            ended_at: unix_now(),
+            duration: ran.as_secs_f64(),
+            outcome,
+            final_status,
+            max_rss_kb: None,
+            stdout: Output::default(),
+            stderr: Output { bytes: message.as_bytes().to_vec(), truncated: false },
+        });
+        if let Some(result) = result {
+            self.writer.send(StoreEvent::TaskResult { run: self.run, task, result, reused: false });
+        }
+    }
+
+    pub fn cancelled(&self, task: TaskId) {
+        self.writer.send(StoreEvent::TaskCancelled { run: self.run, task });
+    }
+
+    /// Ends the run and waits until everything is written.
+    pub fn finish(self, interrupted: bool) {
+        let status = if interrupted { RunStatus::Interrupted } else { RunStatus::Finished };
+        self.writer.send(StoreEvent::RunEnded { run: self.run, ended_at: unix_now(), status });
+        if let Err(e) = self.writer.finish() {
+            tracing::error!(error = %e, "the pool's store could not record everything");
+        }
+    }
+}
