@@ -1,0 +1,83 @@
+"""shoal: a fault-tolerant process pool with a Rust engine.
+
+`shoal.Pool` is a drop-in for `multiprocessing.Pool` and `shoal.ProcessPoolExecutor`
+for `concurrent.futures.ProcessPoolExecutor`; both run their tasks on long-lived worker
+processes supervised by the engine (`shoal._engine`), which never hangs when a worker
+dies, kills only the task that timed out, retries crashes, and prioritises. The errors
+they raise are in `shoal.errors`.
+
+This module only names the public API. It imports nothing until a name is used,
+because every worker process imports it first (`python -m shoal._worker`) and worker
+start is on the path of `Pool(...)` to the first result.
+"""
+
+from __future__ import annotations
+
+# Not `typing.TYPE_CHECKING`: importing typing alone costs a worker milliseconds at start.
+TYPE_CHECKING = False
+
+__all__ = [
+    "Pool",
+    "AsyncResult",
+    "ProcessPoolExecutor",
+    "Stats",
+    "WorkerStats",
+    "ShoalError",
+    "TaskTimeout",
+    "WorkerCrashed",
+    "MemoryLimitExceeded",
+    "InitializerError",
+    "TaskCancelled",
+    "PicklingError",
+    "RemoteError",
+    "EngineError",
+]
+
+# Where each public name lives.
+_HOMES = {
+    "Pool": "shoal.pool",
+    "AsyncResult": "shoal.pool",
+    "ProcessPoolExecutor": "shoal.futures",
+    "Stats": "shoal._client",
+    "WorkerStats": "shoal._client",
+    "ShoalError": "shoal.errors",
+    "TaskTimeout": "shoal.errors",
+    "WorkerCrashed": "shoal.errors",
+    "MemoryLimitExceeded": "shoal.errors",
+    "InitializerError": "shoal.errors",
+    "TaskCancelled": "shoal.errors",
+    "PicklingError": "shoal.errors",
+    "RemoteError": "shoal.errors",
+    "EngineError": "shoal.errors",
+}
+
+if TYPE_CHECKING:
+    from shoal._client import Stats, WorkerStats
+    from shoal.errors import (
+        EngineError,
+        InitializerError,
+        MemoryLimitExceeded,
+        PicklingError,
+        RemoteError,
+        ShoalError,
+        TaskCancelled,
+        TaskTimeout,
+        WorkerCrashed,
+    )
+    from shoal.futures import ProcessPoolExecutor
+    from shoal.pool import AsyncResult, Pool
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

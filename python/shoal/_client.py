@@ -1,0 +1,460 @@
+"""The core shared by shoal's two front ends (`shoal.pool`, `shoal.futures`).
+
+It owns one `shoal._engine.Engine` and everything between the front ends and it:
+- encoding: a task's function is cloudpickled once and its bytes reused (cached by
+  identity for single calls, once per call for map-like calls); arguments go through
+  plain pickle protocol 5 (`_payload` defines the bytes);
+- the dispatcher thread, which waits on `engine.events` (the GIL released) and hands
+  each task's final event to the handler registered when it was submitted: futures are
+  resolved and callbacks run there;
+- the registry of streams (`_stream.Stream`: map-like calls fed in chunks by threads of
+  their own);
+- the lifecycle: close (deferred until every stream has seen its last chunk done),
+  terminate, join, Ctrl-C while waiting (terminate, then re-raise), and interpreter
+  exit (every live core is terminated).
+
+Threads and locks:
+- `Core._lock` guards `_pending` and the close state. It is held around `engine.submit`
+  so the dispatcher cannot meet an event whose handler is not registered yet. A
+  stream's condition may be held while taking it, never the other way round (see
+  `_stream`).
+- Handlers run in the dispatcher thread without any lock of the core held; a stream's
+  chunks of one batch of events are handed over together.
+
+Never hang: every submitted task gets exactly one event from the engine (cancelled ones
+included); when the engine has ended, the dispatcher drains the last events and fails
+whatever handler is left. Items a stream never submitted are failed by the stream
+itself when it stops.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable
+
+from shoal import _payload, errors
+from shoal._options import PoolSettings, TaskOptions
+from shoal._outcomes import call_outcome, describe
+from shoal._progress import ProgressBar
+from shoal._stream import Stream, ChunkHandler
+
+WORKER_MODULE = "shoal._worker"
+
+# Functions pickled per core, cached by identity. Entries hold the function itself, so
+# its id cannot be reused by another object while the entry lives.
+FUNCTION_CACHE_SIZE = 256
+
+# The dispatcher wakes at least this often (to notice the engine's end, and to redraw
+# the progress bar).
+IDLE_TICK = 0.5
+
+# After terminate() the engine ends at once (it kills); past this many seconds the
+# dispatcher stops waiting for it and fails what is left, so that no caller hangs on an
+# engine that cannot end.
+TERMINATE_GRACE = 10.0
+
+_live_cores: weakref.WeakSet = weakref.WeakSet()
+
+
+def worker_config() -> bytes:
+    """Welcome.config for every worker: the caller's import path, with relative entries
+    made absolute (a worker's cwd is the caller's at spawn time, which may change)."""
+    cwd = os.getcwd()
+    sys_path = [
+        entry if os.path.isabs(entry) else os.path.abspath(os.path.join(cwd, entry))
+        for entry in sys.path
+    ]
+    return pickle.dumps({"sys_path": sys_path}, _payload.PROTOCOL)
+
+
+class _CallHandler:
+    """A single call in flight: its outcome goes to `deliver(ok, value)`."""
+
+    __slots__ = ("core", "deliver")
+
+    def __init__(self, core: Core, deliver) -> None:
+        self.core = core
+        self.deliver = deliver
+
+    def __call__(self, event) -> None:
+        self.core.calls_done += 1
+        ok, value = call_outcome(event)
+        self.deliver(ok, value)
+
+
+def _report_handler_error() -> None:
+    """A callback of the user's raised in the dispatcher thread: say so, keep going."""
+    try:
+        sys.stderr.write("shoal: a callback raised in the result thread (ignored):\n")
+        traceback.print_exc()
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics.
+
+
+class WorkerStats:
+    """One worker slot: `slot` (1..workers), `pid` of its current process (None if none),
+    `tasks` run, `busy` seconds, `mean` and `p95` task seconds, `restarts` (processes
+    started after the first: recycling, crashes, timeouts), `rss` bytes at the last
+    heartbeat. A chunk of a map counts as one task."""
+
+    __slots__ = ("slot", "pid", "tasks", "busy", "mean", "p95", "restarts", "rss")
+
+    def __init__(self, slot, pid, tasks, busy, mean, p95, restarts, rss) -> None:
+        self.slot, self.pid, self.tasks, self.busy = slot, pid, tasks, busy
+        self.mean, self.p95, self.restarts, self.rss = mean, p95, restarts, rss
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"WorkerStats({fields})"
+
+
+class Stats:
+    """A snapshot of a pool: `workers` (a list of WorkerStats); `calls` submitted and
+    `calls_done` (function calls, each item of a map counting once); the engine's
+    `tasks` submitted, `finished`, `running`, `queued` (a chunk is one task)."""
+
+    __slots__ = ("workers", "calls", "calls_done", "tasks", "finished", "running", "queued")
+
+    def __init__(self, raw: dict, calls: int, calls_done: int) -> None:
+        self.workers = [
+            WorkerStats(
+                w["slot"],
+                w["pid"] or None,
+                w["tasks"],
+                w["busy"],
+                w["mean"],
+                w["p95"],
+                w["restarts"],
+                w["rss"],
+            )
+            for w in raw["workers"]
+        ]
+        self.calls, self.calls_done = calls, calls_done
+        self.tasks, self.finished = raw["submitted"], raw["finished"]
+        self.running, self.queued = raw["running"], raw["queued"]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Stats({fields})"
+
+    def __str__(self) -> str:
+        lines = [
+            f"calls: {self.calls_done}/{self.calls} done; engine tasks: {self.finished} "
+            f"finished, {self.running} running, {self.queued} queued",
+            f"{'slot':>4} {'pid':>8} {'tasks':>7} {'busy s':>8} {'mean ms':>8} "
+            f"{'p95 ms':>8} {'restarts':>8} {'rss MiB':>8}",
+        ]
+        for w in self.workers:
+            lines.append(
+                f"{w.slot:>4} {w.pid or '-':>8} {w.tasks:>7} {w.busy:>8.2f} {w.mean * 1e3:>8.2f} "
+                f"{w.p95 * 1e3:>8.2f} {w.restarts:>8} {w.rss / (1 << 20):>8.1f}"
+            )
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# The core.
+
+
+class Core:
+    """One engine, its dispatcher, and the bookkeeping of the tasks in flight."""
+
+    def __init__(self, settings: PoolSettings) -> None:
+        from shoal._engine import Engine  # the extension: loaded by the caller only
+
+        if not sys.executable:
+            raise RuntimeError("sys.executable is empty: shoal cannot start Python workers")
+        init = None
+        if settings.initializer is not None:
+            try:
+                init = _payload.dumps_function((settings.initializer, settings.initargs))
+            except Exception as exc:
+                raise errors.PicklingError(
+                    f"the initializer {describe(settings.initializer)} or its initargs could "
+                    f"not be pickled: {type(exc).__name__}: {exc}"
+                ) from exc
+        self.workers = settings.workers
+        self.engine = Engine(
+            [sys.executable, "-m", WORKER_MODULE],
+            settings.workers,
+            worker_config=worker_config(),
+            init=init,
+            max_tasks_per_worker=settings.max_tasks,
+            recycle_memory=settings.recycle_memory,
+            memory_limit=settings.memory_limit,
+            cpus=settings.cpus,
+            heartbeat=settings.heartbeat,
+            heartbeat_timeout=settings.heartbeat_timeout,
+        )
+        # A child forked from the caller inherits this object (and its finalizers) but
+        # neither the engine's thread nor the workers: only this process may stop them.
+        self.owner_pid = os.getpid()
+        self._lock = threading.Lock()
+        self._pending: dict[int, Callable[[tuple], None]] = {}
+        self._streams: set[Stream] = set()
+        self._closing = False  # the front end was closed: the engine closes after the streams
+        self._engine_closed = False
+        self._terminated_at: float | None = None
+        self._functions: dict[int, tuple[object, bytes]] = {}
+        self.calls = 0  # written under _lock
+        self.calls_done = 0  # written by the dispatcher only
+        self._progress = ProgressBar() if settings.progress else None
+        self._leftover_reason = "the engine ended without reporting this task"
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name="shoal-dispatcher", daemon=True
+        )
+        self._dispatcher.start()
+        _live_cores.add(self)
+
+    # ----- encoding -----
+
+    def function_bytes(self, fn) -> bytes:
+        """The function's pickle, made once per function object. Raises PicklingError."""
+        entry = self._functions.get(id(fn))
+        if entry is not None and entry[0] is fn:
+            return entry[1]
+        data = self.function_bytes_once(fn)
+        functions = self._functions
+        if len(functions) >= FUNCTION_CACHE_SIZE:
+            functions.pop(next(iter(functions)), None)
+        functions[id(fn)] = (fn, data)
+        return data
+
+    @staticmethod
+    def function_bytes_once(fn) -> bytes:
+        """The function's pickle, not cached: for a map-like call, which pickles its
+        function once for all its items. Raises PicklingError."""
+        try:
+            return _payload.dumps_function(fn)
+        except Exception as exc:
+            raise errors.PicklingError(
+                f"the function {describe(fn)} could not be pickled: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def encode_call(self, fn, args: tuple, kwargs: dict | None) -> bytes:
+        """The Run payload of fn(*args, **kwargs). Raises PicklingError."""
+        fn_bytes = self.function_bytes(fn)
+        try:
+            args_bytes = _payload.dumps((args, kwargs or None))
+        except Exception as exc:
+            raise errors.PicklingError(
+                f"the arguments of {describe(fn)} could not be pickled: {type(exc).__name__}: {exc}"
+            ) from exc
+        return _payload.encode_run(_payload.CALL, fn_bytes, args_bytes)
+
+    # ----- submitting -----
+
+    def submit_call(
+        self, fn, args: tuple, kwargs: dict | None, options: TaskOptions, deliver
+    ) -> int | None:
+        """Submits fn(*args, **kwargs); `deliver(ok, value)` gets its outcome, in the
+        dispatcher thread. A call that cannot be pickled is delivered failed at once, in
+        this thread, and None is returned instead of a task id."""
+        try:
+            payload = self.encode_call(fn, args, kwargs)
+        except errors.PicklingError as exc:
+            deliver(False, exc)
+            return None
+        with self._lock:
+            task = self.engine.submit(
+                payload,
+                options.priority,
+                options.timeout,
+                options.retries,
+                options.cost,
+                options.key,
+            )
+            self._pending[task] = _CallHandler(self, deliver)
+            self.calls += 1
+        return task
+
+    def submit_tasks(self, payloads: list, options: TaskOptions, handlers: list, calls: int) -> int:
+        """Submits tasks made elsewhere (a stream's chunks), each with its handler; returns
+        the first id (they are consecutive)."""
+        with self._lock:
+            first = self.engine.submit_many(
+                payloads,
+                options.priority,
+                options.timeout,
+                options.retries,
+                options.cost,
+                options.key,
+            )
+            pending = self._pending
+            for task, handler in zip(itertools.count(first), handlers):
+                pending[task] = handler
+            self.calls += calls
+        return first
+
+    def cancel(self, task: int) -> None:
+        """Asks the engine to cancel a task that no worker has yet (it then ends
+        "cancelled"); a running task is not affected."""
+        self.engine.cancel(task)
+
+    # ----- streams -----
+
+    def add_stream(self, stream: Stream, calls: int) -> None:
+        """Registers a stream, counting `calls` it will submit (for the progress bar)."""
+        with self._lock:
+            self._streams.add(stream)
+            self.calls += calls
+
+    def stream_done(self, stream: Stream, uncounted: int) -> None:
+        """A stream has nothing more to submit (`uncounted` of the calls it was counted
+        for never were): the engine may close if the front end is."""
+        with self._lock:
+            self.calls -= uncounted
+            self._streams.discard(stream)
+            if self._closing and not self._streams:
+                self._close_engine()
+
+    # ----- lifecycle -----
+
+    def close(self) -> None:
+        """No more calls from the front end. The engine closes (runs what is queued, then
+        its workers exit) once every stream has nothing more to submit; streams stop
+        waiting for their consumers, so that a join cannot wait on a reader."""
+        if os.getpid() != self.owner_pid:
+            return  # a forked child's copy: the workers are its parent's (see owner_pid)
+        with self._lock:
+            self._closing = True
+            streams = list(self._streams)
+            if not streams:
+                self._close_engine()
+        for stream in streams:
+            stream.drain()
+
+    def _close_engine(self) -> None:
+        if not self._engine_closed:
+            self._engine_closed = True
+            self.engine.close()
+
+    def terminate(self) -> None:
+        """Kills every worker now; unfinished tasks end cancelled, streams stop."""
+        if os.getpid() != self.owner_pid:
+            return  # a forked child's copy: the workers are its parent's (see owner_pid)
+        with self._lock:
+            self._closing = self._engine_closed = True
+            streams = list(self._streams)
+            if self._terminated_at is None:
+                self._terminated_at = time.monotonic()
+        self.engine.terminate()
+        for stream in streams:
+            stream.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Waits until the engine ended and every event was handled. From a callback (the
+        dispatcher thread itself) it cannot wait for its own end: it returns False."""
+        if threading.current_thread() is self._dispatcher:
+            return False
+        self._dispatcher.join(timeout)
+        return not self._dispatcher.is_alive()
+
+    def interruptible(self) -> _Interruptible:
+        """`with core.interruptible(): wait...`: Ctrl-C while waiting terminates the pool,
+        so that nothing is left running, and propagates."""
+        return _Interruptible(self)
+
+    def stats(self) -> Stats:
+        return Stats(self.engine.stats(), self.calls, self.calls_done)
+
+    # ----- the dispatcher thread -----
+
+    def _dispatch(self) -> None:
+        engine = self.engine
+        progress = self._progress
+        tick = min(IDLE_TICK, 0.2) if progress else IDLE_TICK
+        try:
+            while True:
+                events = engine.events(tick)
+                if events:
+                    self._handle(events)
+                elif engine.join(0):
+                    # Ended: what is left comes at once, then [] for good.
+                    while events := engine.events(0):
+                        self._handle(events)
+                    break
+                elif (
+                    self._terminated_at is not None
+                    and time.monotonic() - self._terminated_at > TERMINATE_GRACE
+                ):
+                    self._leftover_reason = (
+                        f"the engine did not end within {TERMINATE_GRACE:g} s of terminate(); "
+                        "this task's outcome is unknown"
+                    )
+                    break
+                if progress is not None:
+                    progress.update(self.calls_done, self.calls)
+        finally:
+            self._fail_leftovers()
+            if progress is not None:
+                progress.update(self.calls_done, self.calls, final=True)
+
+    def _handle(self, events: list) -> None:
+        with self._lock:
+            pop = self._pending.pop
+            handlers = [pop(event[0], None) for event in events]
+        # A stream's chunks are handed over together: one lock and one delivery per
+        # stream and batch of events, not per event.
+        streams: dict[Stream, list] = {}
+        for handler, event in zip(handlers, events):
+            if type(handler) is ChunkHandler:
+                streams.setdefault(handler.stream, []).append((handler, event))
+            elif handler is not None:
+                try:
+                    handler(event)
+                except BaseException:
+                    _report_handler_error()
+        for stream, done in streams.items():
+            try:
+                stream.chunks_done(done)
+            except BaseException:
+                _report_handler_error()
+
+    def _fail_leftovers(self) -> None:
+        """Whatever the engine never reported fails rather than waits forever."""
+        with self._lock:
+            leftovers, self._pending = self._pending, {}
+        message = self._leftover_reason
+        for task, handler in leftovers.items():
+            try:
+                handler((task, "error", b"", message, 0, 0, 0.0))
+            except BaseException:
+                _report_handler_error()
+
+
+class _Interruptible:
+    __slots__ = ("core",)
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.core.terminate()
+
+
+@atexit.register
+def _terminate_live_cores() -> None:
+    """At interpreter exit no worker outlives the caller: terminate every live core and
+    give its dispatcher a moment to deliver the cancellations."""
+    cores = list(_live_cores)
+    for core in cores:
+        core.terminate()
+    for core in cores:
+        core.join(2.0)

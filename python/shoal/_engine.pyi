@@ -1,0 +1,76 @@
+"""Type stubs of `shoal._engine`, the Rust extension (crates/shoal-py): the engine that
+starts, supervises and feeds the worker processes. Payloads are opaque bytes to it."""
+
+from typing import Final
+
+PROTOCOL_VERSION: Final[int]
+
+# (task, status, payload, message, attempts, worker, duration_seconds); status is one of
+# "ok", "raised", "crashed", "timed_out", "memory_exceeded", "cancelled", "init_failed",
+# "error". `shoal.errors.from_event` maps each to an exception.
+Event = tuple[int, str, bytes, str, int, int, float]
+
+class Engine:
+    def __init__(
+        self,
+        argv: list[str],
+        workers: int,
+        *,
+        env: dict[str, str] | None = None,
+        worker_config: bytes = b"",
+        init: bytes | None = None,
+        max_tasks_per_worker: int | None = None,
+        recycle_memory: int | None = None,
+        memory_limit: int | None = None,
+        cpus: list[int] | None = None,
+        nice: int | None = None,
+        heartbeat: float = 1.0,
+        heartbeat_timeout: float = 30.0,
+        kill_grace: float = 1.0,
+        retry_delay: float = 0.05,
+        prefetch: int = 8,
+        store: str | None = None,
+        run_name: list[str] | None = None,
+    ) -> None:
+        """Starts the engine thread and the workers. ValueError for bad arguments, OSError
+        if the worker program cannot be started at all (or the store cannot be opened)."""
+    def submit(
+        self,
+        payload: bytes,
+        priority: int = 0,
+        timeout: float | None = None,
+        retries: int = 1,
+        cost: float | None = None,
+        key: str | None = None,
+        label: str = "",
+    ) -> int:
+        """Queues one task; returns its id (>= 1, increasing). Never blocks; RuntimeError
+        after close() or terminate()."""
+    def submit_many(
+        self,
+        payloads: list[bytes],
+        priority: int = 0,
+        timeout: float | None = None,
+        retries: int = 1,
+        cost: float | None = None,
+        key: str | None = None,
+        labels: list[str] | None = None,
+    ) -> int:
+        """Queues tasks with the same options; returns the first id (they are consecutive)."""
+    def cancel(self, task: int) -> None:
+        """A task no worker has yet ends "cancelled"; otherwise nothing happens."""
+    def events(self, timeout: float | None = None, max: int = 4096) -> list[Event]:
+        """Final events in completion order, waiting (GIL released) up to `timeout` for
+        the first; [] at once when the engine has ended and everything was delivered."""
+    def close(self) -> None:
+        """No more submits; queued tasks still run, then the workers exit."""
+    def terminate(self) -> None:
+        """Kills every worker now; unfinished tasks end "cancelled"."""
+    def join(self, timeout: float | None = None) -> bool:
+        """True once the engine has ended (after close/terminate and all tasks done)."""
+    def stats(self) -> dict:
+        """{"workers": [{"slot", "pid", "tasks", "busy", "mean", "p95", "restarts",
+        "rss"}, ...], "submitted", "finished", "running", "queued"}."""
+    @property
+    def pending(self) -> int:
+        """Submitted tasks whose event events() has not returned yet."""

@@ -1,0 +1,75 @@
+"""Task outcomes: a final event of the engine turned into what the caller gets.
+
+`call_outcome` reads a single call's event, `chunk_outcomes` a chunk's (the payloads of
+`_payload`); every status but "ok" becomes its exception through `errors.from_event`.
+Shared by the core (`_client`) and the streams (`_stream`).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+from shoal import errors
+
+
+def describe(fn) -> str:
+    """A function's name for messages."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        return repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module else name
+
+
+def _unpickling_error(exc: BaseException) -> errors.PicklingError:
+    error = errors.PicklingError(
+        f"the task's return value could not be unpickled here: {type(exc).__name__}: {exc}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def call_outcome(event) -> tuple[bool, object]:
+    """The outcome of a CALL task."""
+    status = event[1]
+    if status == "ok":
+        try:
+            return True, pickle.loads(event[2])
+        except Exception as exc:
+            return False, _unpickling_error(exc)
+    return False, errors.from_event(status, event[2], event[3], event[4])
+
+
+def chunk_outcomes(event, count: int) -> tuple[float | None, list, dict]:
+    """A chunk task's outcome: the worker's seconds for it (None if it failed whole), the
+    `count` return values (None where an item failed) and {position: exception} of the
+    items that failed."""
+    _, status, payload, message, attempts = event[:5]
+    if status == "ok":
+        try:
+            elapsed, values, failures = pickle.loads(payload)
+            if len(values) != count:
+                raise ValueError(f"{len(values)} results for a chunk of {count} calls")
+        except Exception as exc:
+            return (
+                None,
+                [None] * count,
+                {position: _unpickling_error(exc) for position in range(count)},
+            )
+        return (
+            elapsed,
+            values,
+            {
+                position: errors.remote_exception(exc_bytes, tb)
+                for position, (exc_bytes, tb) in failures.items()
+            },
+        )
+    # One exception object per item: each is raised on its own and grows its own traceback.
+    return (
+        None,
+        [None] * count,
+        {
+            position: errors.from_event(status, payload, message, attempts)
+            for position in range(count)
+        },
+    )

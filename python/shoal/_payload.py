@@ -1,0 +1,120 @@
+"""The payloads of shoal's Python tasks: what a Run frame carries, what its Result answers.
+
+The engine carries payloads as opaque bytes (`docs/protocol.md`); this module is the one
+place that gives them a meaning, for both sides: `_client` encodes calls and decodes
+outcomes, `_worker` decodes calls and encodes outcomes. It must stay cheap to import
+(the worker imports it at start): `pickle` and `struct` only, cloudpickle on demand.
+
+A Run payload is a header, the pickled function, then the pickled arguments:
+
+    offset 0   u8    mode: CALL, MAP or STARMAP
+    offset 1   u32   n, little-endian: the length of the function's pickle
+    offset 5   n     the function, cloudpickled once by the client and reused as is
+    offset 5+n ...   the arguments: CALL: (args, kwargs or None);
+                     MAP: [item, ...] for fn(item); STARMAP: [args, ...] for fn(*args)
+
+The worker keeps unpickled functions keyed by their pickled bytes, so a function costs
+one unpickling per worker, however many tasks carry it.
+
+The Result payload of a CALL is the pickled return value (ok) or the pickled exception
+with its formatted traceback in the frame's own field (not ok). A chunk (MAP, STARMAP)
+answers `ok` with a pickled `(elapsed, values, errors)`: the seconds the worker spent on
+the chunk (the client's chunking measures items with it), the list of return values (None
+where an item failed) and a dict `{index: (pickled exception, traceback)}` of the items
+that failed. A chunk answers not ok only when the whole chunk failed (its function or its
+arguments could not be unpickled), with one exception for all its items.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+CALL = 1
+MAP = 2
+STARMAP = 3
+MODES = (CALL, MAP, STARMAP)
+
+PROTOCOL = 5
+_HEADER = struct.Struct("<BI")
+
+# Plain pickle refers to what it pickles by module and name. A worker's `__main__` is
+# not the caller's, so anything pickled by reference to `__main__` must go by value.
+_MAIN = b"__main__"
+
+
+def dumps(obj: object) -> bytes:
+    """Pickles `obj` with the fast standard pickler, falling back to cloudpickle for what
+    only cloudpickle can carry (lambdas, closures, anything defined in `__main__`).
+    Raises the pickler's own error when neither can pickle it."""
+    try:
+        data = pickle.dumps(obj, PROTOCOL)
+    except Exception:
+        return _cloudpickle().dumps(obj, PROTOCOL)
+    if _MAIN in data:
+        return _cloudpickle().dumps(obj, PROTOCOL)
+    return data
+
+
+def dumps_function(fn: object) -> bytes:
+    """Pickles a task's function with cloudpickle, which pickles importable functions by
+    reference and the others (lambdas, closures, `__main__`) by value."""
+    return _cloudpickle().dumps(fn, PROTOCOL)
+
+
+def encode_run(mode: int, fn_bytes: bytes, args_bytes: bytes) -> bytes:
+    """The Run payload of a call or a chunk (layout in the module doc)."""
+    return b"".join((_HEADER.pack(mode, len(fn_bytes)), fn_bytes, args_bytes))
+
+
+def decode_run(payload: memoryview) -> tuple[int, bytes, memoryview]:
+    """Splits a Run payload into (mode, function bytes, arguments). Raises ValueError
+    naming what is wrong when the payload was not made by `encode_run`."""
+    if len(payload) < _HEADER.size:
+        raise ValueError(f"the task payload is {len(payload)} bytes, shorter than its header")
+    mode, fn_len = _HEADER.unpack_from(payload)
+    if mode not in MODES:
+        raise ValueError(f"the task payload has an unknown mode {mode}")
+    end = _HEADER.size + fn_len
+    if end > len(payload):
+        raise ValueError(
+            f"the task payload's function ({fn_len} bytes) runs past its end ({len(payload)} bytes)"
+        )
+    return mode, bytes(payload[_HEADER.size : end]), payload[end:]
+
+
+def encode_chunk_result(elapsed: float, values: list, errors: dict) -> bytes:
+    """The Result payload of a chunk. Values that cannot be pickled become failures of
+    their own item (`errors` gains them), so one bad value never sinks the chunk.
+    `errors` maps an index to (pickled exception, traceback)."""
+    try:
+        return dumps((elapsed, values, errors))
+    except Exception:
+        pass
+    for index, value in enumerate(values):
+        if index in errors:
+            continue
+        try:
+            dumps(value)
+        except Exception as exc:
+            values[index] = None
+            errors[index] = unpicklable_result(value, exc)
+    return dumps((elapsed, values, errors))
+
+
+def unpicklable_result(value: object, exc: BaseException) -> tuple[bytes, str]:
+    """The failure of a task whose return value cannot be pickled: a pickled
+    `shoal.PicklingError` naming the value's type and why, and its one-line traceback."""
+    from shoal.errors import PicklingError  # only on this failure: keep worker start light
+
+    error = PicklingError(
+        f"the task's return value (of type {type(value).__qualname__}) could not be "
+        f"pickled to send it back: {type(exc).__name__}: {exc}"
+    )
+    return pickle.dumps(error, PROTOCOL), f"shoal.errors.PicklingError: {error}\n"
+
+
+def _cloudpickle():
+    import cloudpickle  # costs tens of ms: only when a payload needs it
+
+    return cloudpickle

@@ -1,0 +1,517 @@
+"""Streams: map-like calls (`map`, `imap`, `starmap`, `Executor.map`) fed to the engine.
+
+A `Stream` takes its items in chunks sized by a `Chunker` (fixed, or adaptive from the
+workers' timings), keeps a bounded window of them in flight from a feeder thread of its
+own, runs the items of a chunk whose worker died again one by one, and hands outcomes
+to a sink: `pool.MapResult` for a whole map, `Results` for an iterator.
+
+Locks: a stream's `_cond` guards its window and tasks in flight; the feeder holds it
+while it submits (so that neither `stop` nor the chunk's own event comes between the
+submission and its registration), then takes `Core._lock` inside: a stream's condition
+comes before the core's lock, and the core never takes a stream's condition while it
+holds its own. `Results._cond` may be held while taking its stream's condition, never
+the other way round: streams deliver to sinks outside their condition.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from shoal import _payload, errors
+from shoal._options import TaskOptions
+from shoal._outcomes import call_outcome, chunk_outcomes, describe
+
+if TYPE_CHECKING:
+    from shoal._client import Core
+
+# Adaptive chunking aims at chunks of about this many seconds: long enough that the
+# per-chunk cost vanishes, short enough that load balance holds (an item that takes as
+# long as this alone is never batched with another).
+CHUNK_SECONDS = 0.004
+
+# Chunk outcomes that say more about one item than about the others: the chunk's items
+# run again alone.
+_SPLIT = frozenset({"crashed", "memory_exceeded", "timed_out"})
+
+# An adaptive chunk holds at most this many times the items of the largest chunk done so
+# far: sizes follow measurements of sizes not far below them.
+GROWTH = 16
+
+
+def window(workers: int, chunksize: int | None) -> int:
+    """Chunks a stream keeps in flight. Single calls: enough to keep every worker and its
+    prefetch busy. Chunks (given or adaptive): two per worker and two more, so adaptive
+    sizes follow fresh measurements and no chunk waits long in the queue."""
+    return max(64, 16 * workers) if chunksize == 1 else 2 * workers + 2
+
+
+class Chunker:
+    """Chunk sizes for a stream: fixed when the caller gave one, else adaptive.
+
+    Adaptive: the first chunks hold one item; each completed chunk reports the worker's
+    seconds for it, and the next chunks hold as many items as fit in CHUNK_SECONDS at the
+    recent per-item time, at most GROWTH times the largest chunk seen done (growth is earned),
+    and at most `limit` (about len/(4*workers), like multiprocessing's default, so every
+    worker gets several chunks). Items that take CHUNK_SECONDS or more always go alone.
+
+    The per-item time is a decaying ratio of seconds to items: each observation halves
+    the weight of the past, and a chunk weighs as many items as it holds, so a slow first
+    call is forgotten as soon as larger chunks report.
+    """
+
+    def __init__(self, chunksize: int | None, limit: int) -> None:
+        self.fixed = chunksize
+        self.limit = max(1, limit)
+        self.per_item: float | None = None
+        self.largest_done = 0
+        self._seconds = 0.0
+        self._items = 0.0
+
+    @property
+    def adaptive(self) -> bool:
+        return self.fixed is None
+
+    def next_size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.per_item is None:
+            return 1
+        fit = int(CHUNK_SECONDS / self.per_item) if self.per_item > 0 else self.limit
+        return max(1, min(fit, self.limit, GROWTH * self.largest_done))
+
+    def observe(self, items: int, elapsed: float) -> None:
+        self._seconds = self._seconds / 2 + elapsed
+        self._items = self._items / 2 + items
+        self.per_item = self._seconds / self._items
+        self.largest_done = max(self.largest_done, items)
+
+
+class Stream:
+    """Feeds one map-like call to the engine from a thread of its own.
+
+    It takes items from `items` in chunks (`Chunker`), keeps at most `window` chunks in
+    flight (None: no bound), and with `backpressure` also waits while the items submitted
+    but not yet consumed fill the window, so an unread iterator never runs ahead of its
+    reader (`consumed` tells it a reader took items; `drain` lifts this when the pool is
+    closing). Items' outcomes go to `sink.deliver(indices, values, failures)` (the return
+    values, None where an item failed, and {position in indices: exception}), chunks at
+    a time from the dispatcher thread, or from the feeder for items that fail before
+    they are sent (`fail_items`); `sink.end(count)` tells how many items there are, once
+    the input is exhausted or the stream stopped.
+
+    A chunk of one item in a fixed-size stream is sent as a single CALL (the fastest
+    path); otherwise chunks go as MAP/STARMAP so the worker times them.
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        fn,
+        items,
+        *,
+        star: bool,
+        chunker: Chunker,
+        options: TaskOptions,
+        sink,
+        window: int | None,
+        backpressure: bool,
+        total: int | None = None,
+    ) -> None:
+        self.core = core
+        self._total = total
+        self.fn = fn
+        self._items = iter(items)
+        self._star = star
+        self._chunker = chunker
+        self._options = options
+        self._sink = sink
+        self._window = window
+        self._backpressure = backpressure
+        self._cond = threading.Condition(threading.Lock())
+        self._in_flight: dict[int, range | list] = {}  # task id -> item indices
+        self._submitted_items = 0
+        self._consumed = 0
+        self._stopped = False
+        self._fed = False  # the feeder has taken its last item
+        self._released = False
+        self._fn_bytes = b""
+        self._thread = threading.Thread(target=self._feed, name="shoal-feeder", daemon=True)
+
+    def start(self) -> None:
+        """Starts feeding. Raises PicklingError (before any item is taken) if the function
+        cannot be pickled."""
+        self._fn_bytes = self.core.function_bytes_once(self.fn)
+        self.core.add_stream(self, self._total or 0)
+        self._thread.start()
+
+    # ----- called by the reader, the dispatcher, the core -----
+
+    def consumed(self, count: int = 1) -> None:
+        with self._cond:
+            self._consumed += count
+            self._cond.notify()
+
+    def drain(self) -> None:
+        with self._cond:
+            self._backpressure = False
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Stops feeding and cancels the chunks no worker has yet; their items still get
+        an outcome (cancelled) from the engine."""
+        with self._cond:
+            self._stopped = True
+            in_flight = list(self._in_flight)
+            self._cond.notify()
+        for task in in_flight:
+            self.core.cancel(task)
+
+    # ----- the feeder thread -----
+
+    def _feed(self) -> None:
+        index = 0
+        exhausted = False
+        input_error: BaseException | None = None
+        try:
+            while not exhausted and input_error is None:
+                with self._cond:
+                    while not self._stopped and not self._has_room():
+                        self._cond.wait()
+                    if self._stopped:
+                        break
+                    size = self._chunker.next_size()
+                    count = self._free_chunks(size)
+                batch = []
+                try:
+                    for _ in range(count):
+                        chunk: list = []
+                        batch.append(chunk)
+                        # extend keeps the items taken before the input raises.
+                        chunk.extend(itertools.islice(self._items, size))
+                        if len(chunk) < size:
+                            exhausted = True
+                            break
+                except Exception as exc:  # the caller's iterator raised: its item fails
+                    input_error = exc
+                index = self._submit([chunk for chunk in batch if chunk], index)
+            if input_error is not None:
+                fail_items(self._sink, (index,), input_error)
+                index += 1
+            elif self._stopped and not exhausted:
+                # Items never taken: say so rather than end an iteration silently.
+                fail_items(self._sink, (index,), self._cancelled_error())
+                index += 1
+        finally:
+            self._sink.end(index)
+            with self._cond:
+                self._fed = True
+            self._release_if_done()
+
+    @staticmethod
+    def _cancelled_error() -> errors.TaskCancelled:
+        return errors.TaskCancelled("the pool was terminated before this item was submitted")
+
+    def _has_room(self) -> bool:
+        """Whether a chunk may be submitted now. Called with `_cond` held."""
+        window = self._window
+        if window is None:
+            return True
+        if len(self._in_flight) >= window:
+            return False
+        if self._backpressure:
+            return self._submitted_items - self._consumed < window * self._chunker.next_size()
+        return True
+
+    def _free_chunks(self, size: int) -> int:
+        """How many chunks of `size` to submit in one go. Called with `_cond` held."""
+        window = self._window
+        if window is None:
+            return 256  # one engine call per 256 chunks
+        free = window - len(self._in_flight)
+        if self._backpressure:
+            unread = self._submitted_items - self._consumed
+            free = min(free, -(-(window * size - unread) // size))
+        return max(1, free)
+
+    def _submit(self, batch: list[list], index: int) -> int:
+        """Encodes and submits chunks (items that cannot be pickled fail on their own;
+        after a stop, the rest fail as cancelled). Returns the index after the batch."""
+        single = self._chunker.fixed == 1
+        mode = _payload.STARMAP if self._star else _payload.MAP
+        payloads, handlers, calls = [], [], 0
+        for chunk in batch:
+            indices = range(index, index + len(chunk))
+            index += len(chunk)
+            encoded = self._encode(chunk, indices, single, mode)
+            if encoded is not None:
+                payload, indices, items = encoded
+                payloads.append(payload)
+                handlers.append(ChunkHandler(self, indices, items, single))
+                calls += len(indices)
+        if not payloads:
+            return index
+        options = self._options
+        if options.timeout is not None and len(batch[0]) > 1:
+            # A chunk is one engine task: it may take as long as its items together.
+            options = options.replace(timeout=options.timeout * len(batch[0]))
+        with self._cond:
+            submitted = False
+            if not self._stopped:
+                try:
+                    counted = 0 if self._total is not None else calls
+                    first = self.core.submit_tasks(payloads, options, handlers, counted)
+                    submitted = True
+                except RuntimeError:  # the engine was closed under us: terminated
+                    self._stopped = True
+            if submitted:
+                for task, handler in zip(itertools.count(first), handlers):
+                    self._in_flight[task] = handler.indices
+                self._submitted_items += calls
+        if not submitted:
+            for handler in handlers:
+                fail_items(self._sink, handler.indices, self._cancelled_error())
+        return index
+
+    def _encode(self, chunk: list, indices, single: bool, mode: int):
+        """(payload, indices, items) for a chunk, or None if none of its items can be
+        pickled; the items that cannot are failed here."""
+        fn_bytes = self._fn_bytes
+        if single:
+            item = chunk[0]
+            args = tuple(item) if self._star else (item,)
+            try:
+                return (
+                    _payload.encode_run(_payload.CALL, fn_bytes, _payload.dumps((args, None))),
+                    indices,
+                    chunk,
+                )
+            except Exception as exc:
+                fail_items(self._sink, indices, self._pickling_error(exc))
+                return None
+        try:
+            return _payload.encode_run(mode, fn_bytes, _payload.dumps(chunk)), indices, chunk
+        except Exception:
+            pass
+        good, good_indices = [], []
+        for item, item_index in zip(chunk, indices):
+            try:
+                _payload.dumps(item)
+            except Exception as exc:
+                fail_items(self._sink, (item_index,), self._pickling_error(exc))
+                continue
+            good.append(item)
+            good_indices.append(item_index)
+        if not good:
+            return None
+        return _payload.encode_run(mode, fn_bytes, _payload.dumps(good)), good_indices, good
+
+    def _pickling_error(self, exc: BaseException) -> errors.PicklingError:
+        error = errors.PicklingError(
+            f"the arguments of {describe(self.fn)} could not be pickled: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        error.__cause__ = exc
+        return error
+
+    # ----- the dispatcher thread -----
+
+    def chunks_done(self, done: list) -> None:
+        """Chunks ended: [(handler, event), ...] (dispatcher thread). A chunk of several
+        items whose worker crashed, ran out of memory or timed out is not failed whole:
+        its items run again one by one, so that only the culprit fails."""
+        indices: list = []
+        values: list = []
+        failures: dict = {}
+        timings = []
+        split = []
+        for handler, event in done:
+            if handler.single:
+                ok, value = call_outcome(event)
+                if not ok:
+                    failures[len(values)] = value
+                    value = None
+                values.append(value)
+            elif event[1] in _SPLIT and len(handler.indices) > 1 and not self._stopped:
+                split.append((handler, event))
+                continue
+            else:
+                elapsed, chunk_values, chunk_failures = chunk_outcomes(event, len(handler.indices))
+                if elapsed is not None:
+                    timings.append((len(handler.indices), elapsed))
+                offset = len(values)
+                for position, error in chunk_failures.items():
+                    failures[offset + position] = error
+                values.extend(chunk_values)
+            indices.extend(handler.indices)
+        unsent = self._resubmit(split) if split else []
+        with self._cond:
+            in_flight = self._in_flight
+            for _, event in done:
+                in_flight.pop(event[0], None)
+            if self._chunker.adaptive:
+                for items, elapsed in timings:
+                    self._chunker.observe(items, elapsed)
+            self._cond.notify()
+        for handler, event in unsent:
+            _, chunk_values, chunk_failures = chunk_outcomes(event, len(handler.indices))
+            offset = len(values)
+            for position, error in chunk_failures.items():
+                failures[offset + position] = error
+            values.extend(chunk_values)
+            indices.extend(handler.indices)
+        self.core.calls_done += len(indices)
+        if indices:
+            delivered: list | range = indices
+            if not split and _contiguous(done):
+                start = done[0][0].indices.start
+                delivered = range(start, start + len(indices))  # lets a map store it as one slice
+            self._sink.deliver(delivered, values, failures)
+        self._release_if_done()
+
+    def _resubmit(self, split: list) -> list:
+        """Submits the items of failed chunks as single calls; returns the chunks that
+        could not be (the stream stopped, or the engine closed): they fail whole."""
+        payloads, handlers = [], []
+        for handler, _ in split:
+            for index, item in zip(handler.indices, handler.items):
+                args = tuple(item) if self._star else (item,)
+                payloads.append(
+                    _payload.encode_run(_payload.CALL, self._fn_bytes, _payload.dumps((args, None)))
+                )
+                handlers.append(ChunkHandler(self, (index,), [item], True))
+        with self._cond:
+            if self._stopped:
+                return split
+            try:
+                first = self.core.submit_tasks(payloads, self._options, handlers, 0)
+            except RuntimeError:
+                return split
+            for task, handler in zip(itertools.count(first), handlers):
+                self._in_flight[task] = handler.indices
+        return []
+
+    def _release_if_done(self) -> None:
+        """Once the feeder is done and nothing is in flight, the core may close the
+        engine (a chunk that fails may still need it to run its items again)."""
+        with self._cond:
+            if self._released or not self._fed or self._in_flight:
+                return
+            self._released = True
+        # A known total was counted at start: take back what was never submitted.
+        uncounted = self._total - self._submitted_items if self._total is not None else 0
+        self.core.stream_done(self, uncounted)
+
+
+def _contiguous(done: list) -> bool:
+    """Whether the chunks of `done` follow each other, item after item."""
+    stop = None
+    for handler, _ in done:
+        indices = handler.indices
+        if type(indices) is not range or (stop is not None and indices.start != stop):
+            return False
+        stop = indices.stop
+    return True
+
+
+def fail_items(sink, indices, error: BaseException) -> None:
+    """Delivers the same failure for every item of `indices` to a stream's sink."""
+    sink.deliver(indices, [None] * len(indices), dict.fromkeys(range(len(indices)), error))
+
+
+class ChunkHandler:
+    """A stream's chunk in flight: its items' indices, the items (kept to run them again
+    one by one if the chunk's worker dies), and whether it went as one CALL. The
+    dispatcher hands these to `Stream.chunks_done` in batches; called alone (for a task
+    the engine never reported), it does the same for one."""
+
+    __slots__ = ("stream", "indices", "items", "single")
+
+    def __init__(self, stream: Stream, indices, items: list, single: bool) -> None:
+        self.stream, self.indices, self.items, self.single = stream, indices, items, single
+
+    def __call__(self, event) -> None:
+        self.stream.chunks_done([(self, event)])
+
+
+class Results:
+    """The sink of a stream read by an iterator (imap, imap_unordered, executor.map):
+    outcomes in item order, or in completion order. Its reader tells the stream what it
+    took (every few items, and before it waits), which is what bounds a stream with
+    backpressure."""
+
+    _REPORT_EVERY = 8
+
+    def __init__(self, ordered: bool) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._ordered = ordered
+        # Ordered: index -> (ok, value); unordered: (ok, value) in completion order.
+        self._ready: Any = {} if ordered else collections.deque()
+        self._taken = 0
+        self._unreported = 0
+        self._count: int | None = None
+        self._waiting = False
+        self.stream: Stream | None = None
+
+    def deliver(self, indices, values: list, failures: dict) -> None:
+        outcomes = [(True, value) for value in values]
+        for position, error in failures.items():
+            outcomes[position] = (False, error)
+        with self._cond:
+            if self._ordered:
+                self._ready.update(zip(indices, outcomes))
+            else:
+                self._ready.extend(outcomes)
+            if self._waiting:
+                self._cond.notify()
+
+    def end(self, count: int) -> None:
+        with self._cond:
+            self._count = count
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        """Every item was taken."""
+        return self._count is not None and self._taken >= self._count
+
+    def take(self, deadline: float | None) -> tuple[bool, Any] | None:
+        """The next outcome, waiting until `deadline` (time.monotonic()) at most: None
+        if it passed. Raises StopIteration after the last item."""
+        ready = self._ready
+        with self._cond:
+            while True:
+                if self._ordered:
+                    outcome = ready.pop(self._taken, None)
+                else:
+                    outcome = ready.popleft() if ready else None
+                if outcome is not None:
+                    break
+                if self._count is not None and self._taken >= self._count:
+                    raise StopIteration
+                self._report()
+                self._waiting = True
+                try:
+                    if deadline is None:
+                        self._cond.wait()
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return None
+                        self._cond.wait(left)
+                finally:
+                    self._waiting = False
+            self._taken += 1
+            self._unreported += 1
+            if self._unreported >= self._REPORT_EVERY:
+                self._report()
+        return outcome
+
+    def _report(self) -> None:
+        # Called with _cond held; the stream's condition comes after it (see the doc).
+        if self._unreported and self.stream is not None:
+            self.stream.consumed(self._unreported)
+        self._unreported = 0

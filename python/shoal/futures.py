@@ -1,0 +1,332 @@
+"""`shoal.ProcessPoolExecutor`: a drop-in for `concurrent.futures.ProcessPoolExecutor` on
+shoal's engine.
+
+`submit` returns a real `concurrent.futures.Future`, so `as_completed`, `wait` and
+asyncio's `run_in_executor`/`wrap_future` work as usual. Unlike the standard executor it
+never breaks: a dead worker fails (or retries) its own task only, the executor stays
+usable, and a hung task can be given a timeout. `map` consumes its input lazily, a
+bounded window ahead of its reader. Per-task priority, timeout, retries, cost and
+affinity key come from the executor's defaults or from `executor.options(...)`.
+
+This module owns the executor's semantics and the futures' states; `_client` does the
+work.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import weakref
+from concurrent.futures import _base
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from shoal import _client, _stream
+from shoal._options import PoolSettings, TaskOptions
+
+__all__ = ["ProcessPoolExecutor", "ExecutorOptions"]
+
+
+class _Future(concurrent.futures.Future):
+    """A Future whose `cancel()` also withdraws its task from the engine, and whose
+    `result()`/`exception()` terminate the executor on Ctrl-C while they wait.
+
+    The engine does not tell when a task starts, so the future stays PENDING until its
+    outcome arrives; `cancel()` succeeds until then. A task that a worker had already
+    taken still runs to its end, and its outcome is dropped."""
+
+    def __init__(self, pending: set) -> None:
+        super().__init__()
+        self._shoal_core: _client.Core | None = None
+        self._shoal_task: int | None = None
+        self._shoal_pending = pending
+
+    def _deliver(self, ok: bool, value) -> None:
+        """The task's outcome (dispatcher thread, or the submitter's if it failed to
+        pickle). Holding the condition, no cancel() can slip between the check and the
+        RUNNING state."""
+        self._shoal_pending.discard(self)
+        with self._condition:
+            if self.cancelled() or not self.set_running_or_notify_cancel():
+                return
+        if ok:
+            self.set_result(value)
+        else:
+            self.set_exception(value)
+
+    def result(self, timeout: float | None = None):
+        try:
+            return super().result(timeout)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+
+    def exception(self, timeout: float | None = None):
+        try:
+            return super().exception(timeout)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+
+    def _interrupted(self) -> None:
+        # Ctrl-C while waiting: stop every worker, so that nothing is left running.
+        if self._shoal_core is not None:
+            self._shoal_core.terminate()
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        with self._condition:
+            # Waiters (as_completed, wait) learn of a cancel only from this call.
+            if self._state == _base.CANCELLED:
+                self.set_running_or_notify_cancel()
+        self._shoal_pending.discard(self)
+        if self._shoal_task is not None and self._shoal_core is not None:
+            self._shoal_core.cancel(self._shoal_task)
+        return True
+
+
+class _MapIterator:
+    """The iterator `Executor.map` returns: results in order; raises TimeoutError when
+    the map's deadline passes and the exception of a call that raised, which ends it.
+    Closing it (or dropping it) stops the map and cancels what has not started."""
+
+    def __init__(
+        self, core: _client.Core, results: _stream.Results, deadline: float | None
+    ) -> None:
+        self._core = core
+        self._results = results
+        self._deadline = deadline
+        self._closed = False
+
+    def __iter__(self) -> _MapIterator:
+        return self
+
+    def __next__(self):
+        if self._closed:
+            raise StopIteration
+        try:
+            outcome = self._results.take(self._deadline)
+        except StopIteration:
+            self._closed = True
+            raise
+        except KeyboardInterrupt:
+            self._core.terminate()  # as core.interruptible() does, without its cost per item
+            raise
+        if outcome is None:
+            self.close()
+            raise concurrent.futures.TimeoutError()
+        ok, value = outcome
+        if ok:
+            return value
+        self.close()
+        raise value
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._results.stream is not None:
+                self._results.stream.stop()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class _Submitting:
+    """The submitting half of the API, shared by the executor and its `options` views."""
+
+    _core: _client.Core
+    _options: TaskOptions
+
+    @property
+    def _owner(self) -> ProcessPoolExecutor:
+        """The executor these calls go to: itself, or the one a view was made from. (A
+        property: an attribute holding itself would keep a dropped executor alive until
+        the cycle collector runs, and its workers with it.)"""
+        return self  # type: ignore[return-value]
+
+    def options(
+        self, *, priority=..., timeout=..., retries=..., cost=..., key=...
+    ) -> ExecutorOptions:
+        """A view of this executor whose tasks use other task options; the others are
+        kept. It is an Executor too (for run_in_executor):
+
+            executor.options(timeout=5).submit(fn, x)
+            loop.run_in_executor(executor.options(priority=10), fn, x)
+
+        - priority (int): higher runs first; FIFO within a priority.
+        - timeout (seconds or None): a task running longer is killed with its worker and
+          raises shoal.TaskTimeout (a TimeoutError); the executor stays usable.
+        - retries (int): extra attempts after a worker crash, hang or memory kill.
+        - cost (seconds or None): a duration hint; longer tasks start first.
+        - key (str or None): affinity; tasks with the same key prefer the same worker.
+        Shutting down a view does nothing: shut down the executor itself."""
+        changes = {
+            name: value
+            for name, value in dict(
+                priority=priority, timeout=timeout, retries=retries, cost=cost, key=key
+            ).items()
+            if value is not ...
+        }
+        return ExecutorOptions(self._owner, self._options.replace(**changes))
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> concurrent.futures.Future:
+        """Schedules fn(*args, **kwargs); returns its Future. Arguments that cannot be
+        pickled fail that future only (shoal.PicklingError)."""
+        owner = self._owner
+        if owner._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        pending = owner._pending
+        future = _Future(pending)
+        pending.add(future)
+        core = self._core
+        try:
+            task = core.submit_call(fn, args, kwargs, self._options, future._deliver)
+        except RuntimeError:  # the engine closed between the check above and now
+            pending.discard(future)
+            raise RuntimeError("cannot schedule new futures after shutdown") from None
+        future._shoal_core = core
+        future._shoal_task = task
+        return future
+
+    def map(
+        self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1
+    ) -> Iterator:
+        """fn(*args) for args in zip(*iterables), in order. The input is consumed lazily,
+        a bounded window ahead of the reader; `timeout` is a deadline for the whole map,
+        counted from this call (TimeoutError); `chunksize` batches that many calls per
+        task."""
+        owner = self._owner
+        if owner._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        core = self._core
+        results = _stream.Results(ordered=True)
+        stream = _stream.Stream(
+            core,
+            fn,
+            zip(*iterables),
+            star=True,
+            chunker=_stream.Chunker(chunksize, chunksize),
+            options=self._options,
+            sink=results,
+            window=_stream.window(core.workers, chunksize),
+            backpressure=True,
+        )
+        results.stream = stream
+        try:
+            stream.start()
+        except Exception as exc:  # the function cannot be pickled: the first result says so
+            _stream.fail_items(results, (0,), exc)
+            results.end(1)
+        return _MapIterator(core, results, deadline)
+
+
+class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
+    """An Executor running calls in worker processes, with the API of
+    concurrent.futures.ProcessPoolExecutor.
+
+    ProcessPoolExecutor(max_workers=None, mp_context=None, initializer=None,
+                        initargs=(), *, max_tasks_per_child=None, priority=0,
+                        timeout=None, retries=1, cost=None, memory_limit=None,
+                        cpu_affinity=None, max_memory_per_child=None, heartbeat=1.0,
+                        heartbeat_timeout=30.0, progress=False, store=None)
+
+    - max_workers: worker count (default: the CPUs this process may use).
+    - mp_context: accepted for compatibility and ignored: workers are always fresh
+      interpreters (no fork of this process).
+    - initializer(*initargs) runs once in each worker. If it raises, every task fails
+      with shoal.InitializerError (workers are not respawned in a loop).
+    - max_tasks_per_child: a worker is replaced after this many tasks.
+    The other keywords are as for shoal.Pool (see its doc): task defaults, memory_limit,
+    cpu_affinity, max_memory_per_child, heartbeats, progress, store.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable | None = None,
+        initargs: Iterable = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        retries: int = 1,
+        cost: float | None = None,
+        memory_limit: int | str | None = None,
+        cpu_affinity: bool | list[int] | None = None,
+        max_memory_per_child: int | str | None = None,
+        heartbeat: float = 1.0,
+        heartbeat_timeout: float = 30.0,
+        progress: bool = False,
+        store: str | None = None,
+    ) -> None:
+        settings = PoolSettings(
+            workers=max_workers,
+            workers_name="max_workers",
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks=max_tasks_per_child,
+            max_tasks_name="max_tasks_per_child",
+            defaults=TaskOptions(priority, timeout, retries, cost),
+            memory_limit=memory_limit,
+            cpu_affinity=cpu_affinity,
+            max_memory_per_child=max_memory_per_child,
+            heartbeat=heartbeat,
+            heartbeat_timeout=heartbeat_timeout,
+            progress=progress,
+            store=store,
+        )
+        self._max_workers = settings.workers
+        self._core = _client.Core(settings)
+        self._options = settings.defaults
+        self._shutdown = False
+        self._pending: set[_Future] = set()
+        # Dropped without shutdown: its queued work still runs, then the workers exit,
+        # like the standard executor (interpreter exit terminates, see _client).
+        weakref.finalize(self, self._core.close).atexit = False
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more tasks. `cancel_futures` cancels those not started; `wait` waits until
+        every other one is done and the workers have exited."""
+        self._shutdown = True
+        if cancel_futures:
+            for future in list(self._pending):
+                future.cancel()
+        self._core.close()
+        if wait:
+            with self._core.interruptible():
+                self._core.join()
+
+    def stats(self) -> _client.Stats:
+        """Per-worker statistics and call counts (see shoal.Pool.stats)."""
+        return self._core.stats()
+
+    def __repr__(self) -> str:
+        state = "shutdown" if self._shutdown else "running"
+        return f"<shoal.ProcessPoolExecutor {state} max_workers={self._max_workers}>"
+
+
+class ExecutorOptions(_Submitting, concurrent.futures.Executor):
+    """A view of a ProcessPoolExecutor with other task options (made by `options`)."""
+
+    def __init__(self, executor: ProcessPoolExecutor, options: TaskOptions) -> None:
+        self._of = executor
+        self._core = executor._core
+        self._options = options
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Does nothing: the view does not own the workers."""
+
+    @property
+    def _owner(self) -> ProcessPoolExecutor:
+        return self._of
+
+    def __repr__(self) -> str:
+        return f"<shoal.ExecutorOptions of {self._owner!r}: {self._options!r}>"

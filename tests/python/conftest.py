@@ -1,0 +1,116 @@
+"""Fixtures of the Python suite: small pools with short heartbeats, and checks through
+/proc that no worker process outlives its pool."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import shoal
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Short heartbeats so that hung workers are noticed in a test's time.
+FAST = dict(heartbeat=0.1, heartbeat_timeout=2.0)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as gone: it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pids, timeout: float = 5.0) -> list[int]:
+    """Waits until none of `pids` is alive; returns those still alive at the deadline."""
+    deadline = time.monotonic() + timeout
+    left = [pid for pid in pids if pid]
+    while left and time.monotonic() < deadline:
+        left = [pid for pid in left if alive(pid)]
+        if left:
+            time.sleep(0.02)
+    return left
+
+
+def worker_children() -> list[int]:
+    """This process's children that run shoal's worker (found through /proc)."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if fields[1] != me or fields[0] == "Z":
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if b"shoal._worker" in cmdline.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def worker_pids(pool) -> list[int]:
+    """The pids of a pool's current workers, once they all have one."""
+    deadline = time.monotonic() + 10
+    while True:
+        pids = [w.pid for w in pool.stats().workers]
+        if all(pids) or time.monotonic() > deadline:
+            return [pid for pid in pids if pid]
+        time.sleep(0.01)
+
+
+def run_script(source: str, *args, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
+    """Runs `source` as a script (its functions live in its own __main__), with this
+    suite's directory on its path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left():
+    """Every test ends with no worker process of this process alive."""
+    yield
+    left = wait_gone(worker_children(), timeout=5)
+    assert not left, f"worker processes left running: {left}"
+
+
+@pytest.fixture
+def pool():
+    with shoal.Pool(2, **FAST) as p:
+        yield p
+        p.terminate()
+        p.join()
+
+
+@pytest.fixture
+def pool1():
+    """One worker: the order in which tasks run is the scheduler's alone."""
+    with shoal.Pool(1, **FAST) as p:
+        yield p
+        p.terminate()
+        p.join()
+
+
+@pytest.fixture
+def executor():
+    ex = shoal.ProcessPoolExecutor(2, **FAST)
+    yield ex
+    ex.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,155 @@
+"""Functions the tests run in worker processes.
+
+They live in a module of their own, importable by the workers (the pool hands its
+sys.path to them), so that they are pickled by reference and a worker imports only this
+small module, not a test file with pytest behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+
+def add(a, b=0):
+    return a + b
+
+
+def inc(x):
+    return x + 1
+
+
+def square(x):
+    return x * x
+
+
+def boom(message="bad"):
+    raise ValueError(message)
+
+
+def fail_on(x, bad):
+    if x in bad:
+        raise ValueError(f"item {x} is bad")
+    return x
+
+
+def sleep_then(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+def pid(_=None):
+    return os.getpid()
+
+
+def affinity(_=None):
+    return sorted(os.sched_getaffinity(0))
+
+
+def sleep_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def kill_self(sig=signal.SIGKILL):
+    os.kill(os.getpid(), sig)
+    time.sleep(10)
+
+
+def kill_self_once(marker_path, value):
+    """Kills its worker the first time (the marker file does not exist yet), then
+    returns `value`: a crash that a retry cures."""
+    if not os.path.exists(marker_path):
+        open(marker_path, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def die_on(x, bad=3):
+    """Returns x, except that item `bad` kills its worker."""
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def hog(megabytes):
+    blocks = []
+    for _ in range(megabytes):
+        blocks.append(bytearray(1 << 20))
+    return len(blocks)
+
+
+def unpicklable_result(_=None):
+    return threading.Lock()
+
+
+class Unpicklable(Exception):
+    """An exception holding a lock: it cannot be pickled."""
+
+    def __init__(self):
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable():
+    raise Unpicklable()
+
+
+class NeedsTwoArgs(Exception):
+    """An exception that pickles but cannot be unpickled (its __init__ wants 2 args)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}-{b}")
+
+
+def raise_needs_two():
+    raise NeedsTwoArgs(1, 2)
+
+
+def environ_and_fd(fd):
+    """What a task sees of the worker's channel: the variable, and whether the fd would
+    be inherited by a process the task starts."""
+    try:
+        inheritable = os.get_inheritable(fd)
+    except OSError:
+        inheritable = None
+    return os.environ.get("SHOAL_WORKER_FD"), inheritable
+
+
+LOADS = 0
+
+
+class CountingCallable:
+    """A callable that counts how often it was unpickled in this process."""
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        global LOADS
+        LOADS += 1
+
+    def __call__(self, *args):
+        return LOADS
+
+
+STATE = {}
+
+
+def initializer(value):
+    STATE["value"] = value
+
+
+def failing_initializer():
+    raise OSError("no model")
+
+
+def read_state(_=None):
+    return STATE.get("value")
+
+
+def print_and_return(x):
+    print(f"task output {x}", flush=False)
+    return x

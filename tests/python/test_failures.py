@@ -1,0 +1,403 @@
+"""Every failure of the issue's list, with real kills, hangs and memory hogs: each one
+reaches only its own task, carries its reason, and leaves the pool usable."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import shoal
+import tasks
+from conftest import FAST, HERE, run_script, wait_gone, worker_pids
+
+
+def test_an_exception_is_re_raised_with_the_workers_traceback(pool):
+    with pytest.raises(ValueError, match="bad") as caught:
+        pool.apply(tasks.boom)
+    cause = caught.value.__cause__
+    assert isinstance(cause, shoal.errors.RemoteTraceback)
+    assert "tasks.py" in str(cause) and "in boom" in str(cause)
+    assert "raise ValueError(message)" in str(cause)
+
+
+def test_a_worker_killed_by_sigkill_is_retried_then_reported(pool):
+    started = time.monotonic()
+    with pytest.raises(shoal.WorkerCrashed) as caught:
+        pool.apply(tasks.kill_self)
+    error = caught.value
+    assert error.signal == signal.SIGKILL and error.attempts == 2
+    assert "SIGKILL" in str(error) and "2 attempts" in str(error)
+    assert time.monotonic() - started < 5
+    assert pool.apply(tasks.inc, (1,)) == 2  # the pool goes on
+
+
+def test_a_crash_that_a_retry_cures(pool, tmp_path):
+    marker = str(tmp_path / "crashed-once")
+    assert pool.apply(tasks.kill_self_once, (marker, "second try")) == "second try"
+
+
+def test_no_retry_when_retries_is_zero(pool, tmp_path):
+    marker = str(tmp_path / "crashed-once")
+    with pytest.raises(shoal.WorkerCrashed) as caught:
+        pool.options(retries=0).apply(tasks.kill_self_once, (marker, "never"))
+    assert caught.value.attempts == 1
+
+
+def test_a_segfault_names_its_signal(pool):
+    with pytest.raises(shoal.WorkerCrashed, match="SIGSEGV") as caught:
+        pool.apply(tasks.kill_self, (signal.SIGSEGV,))
+    assert caught.value.signal == signal.SIGSEGV
+
+
+def test_a_worker_exiting_names_its_status(pool):
+    with pytest.raises(shoal.WorkerCrashed, match="status 3") as caught:
+        pool.apply(os._exit, (3,))
+    assert caught.value.exit_status == 3
+
+
+def test_a_crash_in_a_map_fails_only_its_item(pool):
+    results = pool.imap(tasks.die_on, range(6), chunksize=1)
+    outcomes = []
+    while True:
+        try:
+            outcomes.append(next(results))
+        except StopIteration:
+            break
+        except shoal.WorkerCrashed as error:
+            outcomes.append(error)
+    assert outcomes[:3] + outcomes[4:] == [0, 1, 2, 4, 5]
+    assert isinstance(outcomes[3], shoal.WorkerCrashed)
+
+
+@pytest.mark.parametrize("chunksize", [None, 10])
+def test_a_crash_in_a_chunk_fails_only_the_culprit(pool, chunksize):
+    # Chunks (adaptive, or given) hold many items: the chunk whose worker dies is run
+    # again item by item, so only the item that kills its worker fails.
+    outcomes = []
+    bad = 250  # late enough for adaptive chunks to have grown
+    results = pool.imap(functools.partial(tasks.die_on, bad=bad), range(300), chunksize=chunksize)
+    while True:
+        try:
+            outcomes.append(next(results))
+        except StopIteration:
+            break
+        except shoal.WorkerCrashed as error:
+            outcomes.append(error)
+    assert len(outcomes) == 300
+    assert [o for i, o in enumerate(outcomes) if i != bad] == [i for i in range(300) if i != bad]
+    assert isinstance(outcomes[bad], shoal.WorkerCrashed) and outcomes[bad].signal == signal.SIGKILL
+    assert pool.stats().calls_done == 300
+
+
+def test_a_timeout_in_a_chunk_fails_only_the_culprit(pool):
+    results = pool.options(timeout=0.5).imap(tasks.sleep_then, [0.01, 60, 0.01, 0.01], chunksize=2)
+    assert next(results) is None
+    with pytest.raises(shoal.TaskTimeout):
+        next(results)
+    assert list(results) == [None, None]
+
+
+def test_sigkill_of_a_worker_from_outside_loses_nothing():
+    with shoal.Pool(2, **FAST) as p:
+        results = p.map_async(tasks.sleep_pid, [0.5] * 6, chunksize=1)
+        pids = worker_pids(p)
+        time.sleep(0.25)
+        os.kill(pids[0], signal.SIGKILL)
+        ran_on = results.get(20)
+        assert len(ran_on) == 6
+        assert pids[0] not in ran_on  # its task was retried elsewhere
+        assert max(w.restarts for w in p.stats().workers) >= 1
+
+
+def test_sigkill_from_outside_with_the_executor():
+    with shoal.ProcessPoolExecutor(2, **FAST) as ex:
+        futures = [ex.submit(tasks.sleep_pid, 0.5) for _ in range(4)]
+        time.sleep(0.25)
+        os.kill(worker_pids(ex)[1], signal.SIGKILL)
+        assert len([f.result(20) for f in futures]) == 4
+        assert ex.submit(tasks.inc, 1).result(10) == 2
+
+
+def test_a_hung_task_times_out_and_only_it(pool):
+    before = set(worker_pids(pool))
+    started = time.monotonic()
+    hung = pool.options(timeout=0.5).apply_async(tasks.sleep_then, (60,))
+    fine = pool.options(timeout=5).apply_async(tasks.sleep_then, (0.2, "fine"))
+    with pytest.raises(shoal.TaskTimeout) as caught:
+        hung.get(10)
+    assert isinstance(caught.value, TimeoutError)
+    assert time.monotonic() - started < 3
+    assert "timeout" in str(caught.value)
+    assert fine.get(10) == "fine"
+    assert pool.apply(tasks.inc, (1,)) == 2
+    assert set(worker_pids(pool)) != before  # the hung worker was replaced
+
+
+def test_a_pool_wide_timeout(tmp_path):
+    with shoal.ProcessPoolExecutor(2, timeout=0.5, **FAST) as ex:
+        with pytest.raises(shoal.TaskTimeout):
+            ex.submit(time.sleep, 60).result(10)
+        assert ex.submit(tasks.inc, 1).result(10) == 2
+        # Adaptive map chunks hold one item each under a timeout: one hang fails one item.
+        results = ex.map(tasks.sleep_then, [0.01, 60, 0.01])
+        assert next(results) is None
+        with pytest.raises(shoal.TaskTimeout):
+            next(results)
+
+
+def test_a_stopped_worker_is_declared_hung(pool):
+    # SIGSTOP freezes the heartbeat thread too: the engine hears nothing and kills it.
+    started = time.monotonic()
+    with pytest.raises(shoal.WorkerCrashed, match="answer|heartbeat") as caught:
+        pool.options(retries=0).apply(tasks.kill_self, (signal.SIGSTOP,))
+    assert caught.value.attempts == 1
+    assert time.monotonic() - started < 10
+    assert pool.apply(tasks.inc, (1,)) == 2
+
+
+def test_a_memory_hog_hits_the_limit():
+    with shoal.Pool(1, memory_limit="300M", retries=0, **FAST) as p:
+        with pytest.raises(MemoryError) as caught:
+            p.apply(tasks.hog, (1500,))
+        assert isinstance(caught.value, (shoal.MemoryLimitExceeded, MemoryError))
+        assert p.apply(tasks.hog, (20,)) == 20
+
+
+def test_an_unpicklable_argument_fails_only_its_task(pool, executor):
+    lock = threading.Lock()
+    result = pool.apply_async(tasks.add, (lock,))
+    with pytest.raises(shoal.PicklingError, match="arguments of tasks.add could not be pickled"):
+        result.get(5)
+    assert isinstance(result._value, pickle.PicklingError)
+    future = executor.submit(tasks.add, lock)
+    with pytest.raises(shoal.PicklingError):
+        future.result(5)
+    assert executor.submit(tasks.add, 1).result(10) == 1
+    items = pool.imap(tasks.inc, [1, lock, 3], chunksize=1)
+    assert next(items) == 2
+    with pytest.raises(shoal.PicklingError):
+        next(items)
+    assert next(items) == 4
+    with pytest.raises(shoal.PicklingError):
+        pool.map(tasks.inc, [1, lock, 3], chunksize=2)
+    assert pool.apply(tasks.inc, (1,)) == 2
+
+
+def test_an_unpicklable_function(pool, executor):
+    class Local:
+        lock = threading.Lock()
+
+        def __call__(self, x):
+            return x
+
+    with pytest.raises(shoal.PicklingError, match="could not be pickled"):
+        pool.apply(Local(), (1,))
+    with pytest.raises(shoal.PicklingError):
+        pool.map(Local(), range(3))
+    with pytest.raises(shoal.PicklingError):
+        next(executor.map(Local(), range(3)))
+
+
+def test_an_unpicklable_result_fails_only_its_task(pool):
+    with pytest.raises(shoal.PicklingError, match="return value .* could not be pickled"):
+        pool.apply(tasks.unpicklable_result)
+    results = pool.map_async(tasks.unpicklable_result, range(3))
+    with pytest.raises(shoal.PicklingError):
+        results.get(10)
+    assert pool.apply(tasks.inc, (1,)) == 2
+
+
+def test_exceptions_that_cannot_travel(pool):
+    with pytest.raises(shoal.RemoteError, match="Unpicklable: holds a lock"):
+        pool.apply(tasks.raise_unpicklable)
+    with pytest.raises(shoal.RemoteError, match="NeedsTwoArgs: 1-2") as caught:
+        pool.apply(tasks.raise_needs_two)
+    assert "raise_needs_two" in str(caught.value.__cause__)
+
+
+def test_an_initializer_that_raises_fails_the_tasks_without_a_respawn_loop():
+    started = time.monotonic()
+    with shoal.Pool(2, initializer=tasks.failing_initializer, **FAST) as p:
+        results = [p.apply_async(tasks.inc, (i,)) for i in range(5)]
+        for result in results:
+            with pytest.raises(shoal.InitializerError) as caught:
+                result.get(10)
+        cause = caught.value.__cause__
+        assert isinstance(cause, OSError) and str(cause) == "no model"
+        assert "failing_initializer" in str(cause.__cause__)
+        with pytest.raises(shoal.InitializerError):
+            p.apply(tasks.inc, (1,))
+        assert sum(w.restarts for w in p.stats().workers) <= 2
+    assert time.monotonic() - started < 10
+
+
+def test_an_initializer_that_raises_with_the_executor():
+    with shoal.ProcessPoolExecutor(1, initializer=tasks.failing_initializer, **FAST) as ex:
+        with pytest.raises(shoal.InitializerError):
+            ex.submit(tasks.inc, 1).result(10)
+
+
+@pytest.mark.parametrize(
+    "wait",
+    [
+        "shoal.Pool(2, **FAST).map(tasks.sleep_then, [30] * 4, chunksize=1)",
+        "list(shoal.Pool(2, **FAST).imap_unordered(tasks.sleep_then, [30] * 4))",
+        "shoal.ProcessPoolExecutor(2, **FAST).submit(tasks.sleep_then, 30).result()",
+        "list(shoal.ProcessPoolExecutor(2, **FAST).map(tasks.sleep_then, [30] * 4))",
+    ],
+)
+def test_ctrl_c_while_waiting_stops_every_worker(wait):
+    script = textwrap.dedent(
+        f"""
+        import shoal, tasks
+        FAST = dict(heartbeat=0.1, heartbeat_timeout=2.0)
+        print("waiting", flush=True)
+        try:
+            {wait}
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            raise
+        """
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "waiting"
+        deadline = time.monotonic() + 10
+        while len(pids := _worker_pids_of(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pids) == 2
+        time.sleep(0.3)  # the tasks are running
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted" in out, err
+    assert "KeyboardInterrupt" in err
+    assert proc.returncode != 0
+    assert wait_gone(pids) == [], f"workers left after Ctrl-C: {pids}"
+
+
+def _worker_pids_of(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if fields[1] == str(parent) and b"shoal._worker" in cmdline.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("front", ["pool", "executor", "pool-closed"])
+def test_interpreter_exit_with_a_live_pool_stops_every_worker(front):
+    make = {
+        "pool": "p = shoal.Pool(2); r = p.apply_async(tasks.sleep_then, (60,))",
+        "executor": "p = shoal.ProcessPoolExecutor(2); r = p.submit(tasks.sleep_then, 60)",
+        "pool-closed": "p = shoal.Pool(2); r = p.apply_async(tasks.sleep_then, (60,)); p.close()",
+    }[front]
+    done = run_script(
+        f"""
+        import os, time, shoal, tasks
+        {make}
+        time.sleep(0.5)
+        print(" ".join(str(w.pid) for w in p.stats().workers if w.pid), flush=True)
+        """,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert pids
+    assert wait_gone(pids) == []
+
+
+def test_a_killed_caller_leaves_no_worker():
+    # SIGKILL of the caller: no atexit, no finalizer. The workers see the channel close.
+    script = textwrap.dedent(
+        """
+        import time, shoal, tasks
+        p = shoal.Pool(2, heartbeat=0.1)
+        r = p.map_async(tasks.sleep_then, [60] * 2, chunksize=1)
+        time.sleep(0.5)
+        print(" ".join(str(w.pid) for w in p.stats().workers if w.pid), flush=True)
+        time.sleep(60)
+        """
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pids = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_gone(pids, timeout=5) == []
+
+
+def test_terminate_join_and_close_leave_no_worker():
+    for finish in ("terminate", "close"):
+        p = shoal.Pool(2, **FAST)
+        p.map(tasks.inc, range(10))
+        pids = worker_pids(p)
+        getattr(p, finish)()
+        p.join()
+        assert wait_gone(pids, timeout=3) == []
+    ex = shoal.ProcessPoolExecutor(2, **FAST)
+    ex.submit(tasks.inc, 1).result(10)
+    pids = worker_pids(ex)
+    ex.shutdown()
+    assert wait_gone(pids, timeout=3) == []
+
+
+def test_cancelled_futures_are_concurrent_futures_cancelled_errors(executor):
+    blockers = [executor.submit(tasks.sleep_then, 0.3) for _ in range(2)]
+    queued = executor.submit(tasks.inc, 1)
+    queued.cancel()
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued.result()
+    for future in blockers:
+        future.result(10)
+
+
+def test_a_forked_child_does_not_stop_its_parents_pool(pool):
+    pids = worker_pids(pool)
+    child = os.fork()
+    if child == 0:
+        # What the child's interpreter exit would run: the atexit hooks and the
+        # finalizers it inherited (then leave at once, out of pytest's hands).
+        import atexit
+
+        atexit._run_exitfuncs()
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert wait_gone(pids, timeout=0.5) == pids  # still alive
+    assert pool.apply(tasks.inc, (1,)) == 2
