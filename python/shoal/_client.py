@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 from shoal import _payload, errors
 from shoal._options import PoolSettings, TaskOptions
-from shoal._outcomes import call_outcome, describe
+from shoal._outcomes import call_outcome, describe, label
 from shoal._progress import ProgressBar
 from shoal._stream import Stream, ChunkHandler
 
@@ -197,7 +197,12 @@ class Core:
             cpus=settings.cpus,
             heartbeat=settings.heartbeat,
             heartbeat_timeout=settings.heartbeat_timeout,
+            store=settings.store,
+            run_name=[os.path.basename(sys.executable), *sys.argv][:8],
         )
+        # With a store every task carries a label: how it is shown there, and (with
+        # its key) how a stored result is found again.
+        self.recording = settings.store is not None
         # A child forked from the caller inherits this object (and its finalizers) but
         # neither the engine's thread nor the workers: only this process may stop them.
         self.owner_pid = os.getpid()
@@ -267,6 +272,7 @@ class Core:
         except errors.PicklingError as exc:
             deliver(False, exc)
             return None
+        name = label(fn, args, kwargs) if self.recording else ""
         with self._lock:
             task = self.engine.submit(
                 payload,
@@ -275,14 +281,17 @@ class Core:
                 options.retries,
                 options.cost,
                 options.key,
+                name,
             )
             self._pending[task] = _CallHandler(self, deliver)
             self.calls += 1
         return task
 
-    def submit_tasks(self, payloads: list, options: TaskOptions, handlers: list, calls: int) -> int:
-        """Submits tasks made elsewhere (a stream's chunks), each with its handler; returns
-        the first id (they are consecutive)."""
+    def submit_tasks(
+        self, payloads: list, options: TaskOptions, handlers: list, calls: int, labels=None
+    ) -> int:
+        """Submits tasks made elsewhere (a stream's chunks), each with its handler and,
+        with a store, its label; returns the first id (they are consecutive)."""
         with self._lock:
             first = self.engine.submit_many(
                 payloads,
@@ -291,6 +300,7 @@ class Core:
                 options.retries,
                 options.cost,
                 options.key,
+                labels if self.recording else None,
             )
             pending = self._pending
             for task, handler in zip(itertools.count(first), handlers):

@@ -161,11 +161,9 @@ class PoolSettings:
                 raise ValueError(
                     f"{max_tasks_name} must be a positive int or None, not {max_tasks}"
                 )
-        if store is not None:
-            raise NotImplementedError(
-                f"store={store!r}: the durable result store is not available in the Python "
-                "package yet; leave store=None"
-            )
+        if store is not None and not isinstance(store, (str, bytes, os.PathLike)):
+            raise TypeError(f"store must be a path to a SQLite file, not {store!r}")
+        self.store = None if store is None else os.fsdecode(store)
         self.workers: int = workers
         self.initializer = initializer
         self.initargs = tuple(initargs)

@@ -7,6 +7,8 @@ Shared by the core (`_client`) and the streams (`_stream`).
 
 from __future__ import annotations
 
+import reprlib
+
 import pickle
 
 from shoal import errors
@@ -19,6 +21,14 @@ def describe(fn) -> str:
         return repr(fn)
     module = getattr(fn, "__module__", None)
     return f"{module}.{name}" if module else name
+
+
+def label(fn, args: tuple, kwargs: dict | None = None) -> str:
+    """How a call is shown in the store, e.g. `tasks.inc(41)`: short, and the same for
+    the same call in another run (a stored result is found by key and label)."""
+    parts = [reprlib.repr(a) for a in args]
+    parts += [f"{k}={reprlib.repr(v)}" for k, v in (kwargs or {}).items()]
+    return f"{describe(fn)}({', '.join(parts)})"
 
 
 def _unpickling_error(exc: BaseException) -> errors.PicklingError:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal import _payload, errors
 from shoal._options import TaskOptions
-from shoal._outcomes import call_outcome, chunk_outcomes, describe
+from shoal._outcomes import call_outcome, chunk_outcomes, describe, label
 
 if TYPE_CHECKING:
     from shoal._client import Core
@@ -263,7 +263,8 @@ class Stream:
             if not self._stopped:
                 try:
                     counted = 0 if self._total is not None else calls
-                    first = self.core.submit_tasks(payloads, options, handlers, counted)
+                    labels = [self._label(h) for h in handlers] if self.core.recording else None
+                    first = self.core.submit_tasks(payloads, options, handlers, counted, labels)
                     submitted = True
                 except RuntimeError:  # the engine was closed under us: terminated
                     self._stopped = True
@@ -372,6 +373,16 @@ class Stream:
             self._sink.deliver(delivered, values, failures)
         self._release_if_done()
 
+    def _label(self, handler: ChunkHandler) -> str:
+        """How a chunk is shown in the store: the call itself when it went as one CALL,
+        else the function and the positions of its items (a chunk's stored result has
+        another form than a call's, so their labels must differ)."""
+        if handler.single:
+            item = handler.items[0]
+            return label(self.fn, tuple(item) if self._star else (item,))
+        indices = handler.indices
+        return f"{describe(self.fn)} items {indices[0]}..{indices[-1]}"
+
     def _resubmit(self, split: list) -> list:
         """Submits the items of failed chunks as single calls; returns the chunks that
         could not be (the stream stopped, or the engine closed): they fail whole."""
@@ -387,7 +398,8 @@ class Stream:
             if self._stopped:
                 return split
             try:
-                first = self.core.submit_tasks(payloads, self._options, handlers, 0)
+                labels = [self._label(h) for h in handlers] if self.core.recording else None
+                first = self.core.submit_tasks(payloads, self._options, handlers, 0, labels)
             except RuntimeError:
                 return split
             for task, handler in zip(itertools.count(first), handlers):

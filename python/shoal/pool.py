@@ -297,6 +297,8 @@ class _Submitting:
     def _chunker(self, chunksize: int | None, total: int | None) -> _stream.Chunker:
         if chunksize is None and self._options.timeout is not None:
             chunksize = 1  # each call gets its own timeout
+        if chunksize is None and self._options.key is not None and self._core.recording:
+            chunksize = 1  # each call is stored, and found again, on its own
         workers = self._core.workers
         limit = math.ceil(total / (4 * workers)) if total else 1024
         return _stream.Chunker(chunksize, limit)

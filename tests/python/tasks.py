@@ -153,3 +153,14 @@ def read_state(_=None):
 def print_and_return(x):
     print(f"task output {x}", flush=False)
     return x
+
+
+def counted(directory, x):
+    """x * 10, leaving a file per execution in `directory` (to count real runs)."""
+    import os
+    import uuid
+
+    open(os.path.join(directory, f"{x}-{uuid.uuid4().hex}"), "w").close()
+    if os.path.exists(os.path.join(directory, f"fail-{x}")):
+        raise ValueError(f"item {x} fails this time")
+    return x * 10

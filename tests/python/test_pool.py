@@ -284,7 +284,7 @@ def test_progress_bar(capfd):
         (dict(retries=-1), ValueError, "retries must be 0 or more"),
         (dict(cpu_affinity=[-1]), ValueError, "cpu_affinity must list CPU numbers"),
         (dict(heartbeat=1, heartbeat_timeout=0.5), ValueError, "heartbeat_timeout"),
-        (dict(store="results.db"), NotImplementedError, "store"),
+        (dict(store=5), TypeError, "store must be a path"),
     ],
 )
 def test_bad_arguments_are_refused_clearly(kwargs, error, message):

@@ -109,16 +109,16 @@ impl Store {
         tx.commit().map_err(db("insert tasks"))
     }
 
-    /// The result of the latest task with this key that succeeded and kept one, in
-    /// any run of the store.
-    pub fn stored_result(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// The result of the latest task with this key and command (a call's label)
+    /// that succeeded and kept one, in any run of the store.
+    pub fn stored_result(&self, key: &str, command: &str) -> Result<Option<Vec<u8>>> {
         self.conn()
             .prepare_cached(
-                "SELECT result FROM tasks WHERE key = ?1 AND status = ?2 AND result IS NOT NULL
-                 ORDER BY ended_at DESC LIMIT 1",
+                "SELECT result FROM tasks WHERE key = ?1 AND command = ?2 AND status = ?3
+                 AND result IS NOT NULL ORDER BY ended_at DESC LIMIT 1",
             )
             .and_then(|mut s| {
-                s.query_row(params![key, TaskStatus::Succeeded], |r| r.get(0)).optional()
+                s.query_row(params![key, command, TaskStatus::Succeeded], |r| r.get(0)).optional()
             })
             .map_err(db("look up a stored result"))
     }

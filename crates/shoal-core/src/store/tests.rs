@@ -548,10 +548,10 @@ fn results_of_keyed_tasks_are_kept_and_found_again() {
     let (result, seen) = write_all(&store, events);
     result.unwrap();
     assert_eq!(seen.len(), 7);
-    assert_eq!(store.stored_result("a").unwrap(), Some(b"value-a".to_vec()));
-    assert_eq!(store.stored_result("b").unwrap(), None, "b raised: nothing to reuse");
-    assert_eq!(store.stored_result("c").unwrap(), Some(b"value-c".to_vec()));
-    assert_eq!(store.stored_result("zz").unwrap(), None);
+    assert_eq!(store.stored_result("a", "echo arg1").unwrap(), Some(b"value-a".to_vec()));
+    assert_eq!(store.stored_result("b", "echo arg2").unwrap(), None, "b raised: nothing to reuse");
+    assert_eq!(store.stored_result("c", "echo arg3").unwrap(), Some(b"value-c".to_vec()));
+    assert_eq!(store.stored_result("a", "echo arg2").unwrap(), None);
     let statuses: Vec<_> = store.tasks(run, None).unwrap().iter().map(|t| t.status).collect();
     assert_eq!(statuses, [TaskStatus::Succeeded, TaskStatus::Failed, TaskStatus::Succeeded]);
 }
@@ -575,5 +575,5 @@ fn a_version_1_store_is_migrated_in_place() {
     assert_eq!(pragma::<i64>(&path, "user_version"), 2);
     let run = store.last_run().unwrap().unwrap();
     assert_eq!(store.tasks(run, None).unwrap().len(), 2, "rows survive the migration");
-    assert_eq!(store.stored_result("k").unwrap(), None);
+    assert_eq!(store.stored_result("k", "echo arg1").unwrap(), None);
 }

@@ -42,7 +42,7 @@ pub struct PoolConfig {
     /// than the one it runs).
     pub prefetch: usize,
     /// Record every task in this store, and reuse the stored result of a task whose
-    /// key already succeeded there.
+    /// key and label already succeeded there.
     pub store: Option<PoolStore>,
 }
 

@@ -307,7 +307,7 @@ impl Driver {
                 continue;
             }
             let reused = match (&self.recorder, &spec.meta.key) {
-                (Some(recorder), Some(key)) => recorder.reusable(key),
+                (Some(recorder), Some(key)) => recorder.reusable(key, &spec.label),
                 _ => None,
             };
             if let Some(result) = reused {

@@ -43,9 +43,10 @@ impl Recorder {
         Ok(Recorder { store, writer, run })
     }
 
-    /// The result of an earlier task with this key that succeeded, if the store has one.
-    pub fn reusable(&self, key: &str) -> Option<Vec<u8>> {
-        self.store.stored_result(key).unwrap_or_else(|e| {
+    /// The result of an earlier task with this key and label that succeeded, if the
+    /// store has one.
+    pub fn reusable(&self, key: &str, label: &str) -> Option<Vec<u8>> {
+        self.store.stored_result(key, label).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot look up a stored result; the task runs");
             None
         })

@@ -1,0 +1,77 @@
+"""store=: every task recorded in the SQLite store the CLI reads, and keyed results
+reused, so an interrupted job resumes where it stopped."""
+
+import functools
+import os
+import sqlite3
+
+import pytest
+import tasks
+from conftest import worker_children
+
+import shoal
+
+
+def rows(path):
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT command, status, attempts, key FROM tasks ORDER BY run_id, task"
+        ).fetchall()
+
+
+def runs_of(directory):
+    return sorted(name for name in os.listdir(directory) if not name.startswith("fail-"))
+
+
+def test_every_task_is_recorded_with_its_outcome(tmp_path):
+    path = tmp_path / "results.db"
+    with shoal.Pool(2, store=path) as pool:
+        assert pool.map(tasks.inc, range(5), chunksize=1) == [1, 2, 3, 4, 5]
+        with pytest.raises(ValueError):
+            pool.apply(tasks.boom, ("bad",))
+        pool.close()
+        pool.join()
+    recorded = rows(path)
+    assert len(recorded) == 6
+    assert [r[0] for r in recorded[:5]] == [f"tasks.inc({i})" for i in range(5)]
+    assert {r[1] for r in recorded[:5]} == {"succeeded"}
+    assert recorded[5][:3] == ("tasks.boom('bad')", "failed", 1)
+    with sqlite3.connect(path) as db:
+        (traceback,) = db.execute("SELECT stderr FROM tasks WHERE status = 'failed'").fetchone()
+        (status,) = db.execute("SELECT status FROM runs").fetchone()
+    assert b"ValueError: bad" in traceback
+    assert status == "finished"
+
+
+def test_a_keyed_job_resumes_running_only_what_did_not_succeed(tmp_path):
+    path, marks = tmp_path / "results.db", tmp_path / "marks"
+    marks.mkdir()
+    (marks / "fail-3").touch()  # the first run: item 3 raises
+    work = functools.partial(tasks.counted, str(marks))
+
+    with shoal.Pool(2, store=path) as pool:
+        first = pool.options(key="job-1").map_async(work, range(6))
+        first.wait(30)
+        assert not first.successful()
+    assert len(runs_of(marks)) == 6
+
+    (marks / "fail-3").unlink()
+    with shoal.Pool(2, store=path) as pool:
+        assert pool.options(key="job-1").map(work, range(6)) == [0, 10, 20, 30, 40, 50]
+    ran_again = [name.split("-")[0] for name in runs_of(marks)]
+    assert sorted(ran_again) == ["0", "1", "2", "3", "3", "4", "5"], "only item 3 ran again"
+
+    # Another key is another job: it runs everything.
+    with shoal.ProcessPoolExecutor(2, store=path) as executor:
+        assert executor.options(key="job-2").submit(work, 4).result() == 40
+    assert len(runs_of(marks)) == 8
+    assert worker_children() == []
+
+
+def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path):
+    with pytest.raises(OSError, match="does not exist"):
+        shoal.Pool(1, store=tmp_path / "missing" / "results.db")
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OSError, match="not a shoal database or is corrupt"):
+        shoal.Pool(1, store=tmp_path / "junk.db")
+    assert worker_children() == []
