@@ -308,10 +308,10 @@ class Core:
             self.calls += calls
         return first
 
-    def cancel(self, task: int) -> None:
-        """Asks the engine to cancel a task that no worker has yet (it then ends
-        "cancelled"); a running task is not affected."""
-        self.engine.cancel(task)
+    def cancel(self, task: int) -> bool:
+        """Cancels a task that no worker has yet (it then ends "cancelled") and says
+        True; False when a worker has it (it runs to its end) or it has ended."""
+        return self.engine.cancel(task)
 
     # ----- streams -----
 

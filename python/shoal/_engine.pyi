@@ -57,8 +57,9 @@ class Engine:
         labels: list[str] | None = None,
     ) -> int:
         """Queues tasks with the same options; returns the first id (they are consecutive)."""
-    def cancel(self, task: int) -> None:
-        """A task no worker has yet ends "cancelled"; otherwise nothing happens."""
+    def cancel(self, task: int) -> bool:
+        """A task no worker has yet ends "cancelled" (True); otherwise nothing happens
+        (False: a worker has it, or it has ended)."""
     def events(self, timeout: float | None = None, max: int = 4096) -> list[Event]:
         """Final events in completion order, waiting (GIL released) up to `timeout` for
         the first; [] at once when the engine has ended and everything was delivered."""

@@ -47,7 +47,8 @@ class _Future(concurrent.futures.Future):
         RUNNING state."""
         self._shoal_pending.discard(self)
         with self._condition:
-            if self.cancelled() or not self.set_running_or_notify_cancel():
+            # RUNNING already when a cancel() found a worker had it.
+            if self._state != _base.RUNNING and not self.set_running_or_notify_cancel():
                 return
         if ok:
             self.set_result(value)
@@ -74,6 +75,18 @@ class _Future(concurrent.futures.Future):
             self._shoal_core.terminate()
 
     def cancel(self) -> bool:
+        """As the stdlib: False once a worker has the task (it runs to its end and the
+        future then shows RUNNING), True if it was cancelled in time."""
+        with self._condition:
+            if self._state != _base.PENDING:
+                return super().cancel()
+        core, task = self._shoal_core, self._shoal_task
+        if task is not None and core is not None and not core.cancel(task):
+            with self._condition:
+                if self._state == _base.PENDING:
+                    self._state = _base.RUNNING  # what set_running_or_notify_cancel does
+                    return False
+            return super().cancel()
         if not super().cancel():
             return False
         with self._condition:
@@ -81,8 +94,6 @@ class _Future(concurrent.futures.Future):
             if self._state == _base.CANCELLED:
                 self.set_running_or_notify_cancel()
         self._shoal_pending.discard(self)
-        if self._shoal_task is not None and self._shoal_core is not None:
-            self._shoal_core.cancel(self._shoal_task)
         return True
 
 

@@ -234,7 +234,13 @@ fn cancel_ends_a_queued_task_and_bad_settings_are_refused() {
     let slow =
         pool.submit(vec![task("__import__('time').sleep(0.5)", TaskMeta::default())]).unwrap();
     let queued = pool.submit(vec![task("1", TaskMeta::default())]).unwrap();
-    pool.cancel(queued);
+    assert!(pool.cancel(queued), "still queued: in time");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.stats().running < 1 {
+        assert!(Instant::now() < deadline, "the first task never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!pool.cancel(slow), "a worker has it: too late");
     let events = collect(&pool, 2, Duration::from_secs(20));
     assert_eq!(events.iter().find(|e| e.task == slow).unwrap().status, EventStatus::Ok);
     assert_eq!(events.iter().find(|e| e.task == queued).unwrap().status, EventStatus::Cancelled);

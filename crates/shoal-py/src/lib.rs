@@ -124,9 +124,9 @@ impl Engine {
         self.pool.submit(specs).map_err(closed)
     }
 
-    /// A task no worker has yet ends cancelled; otherwise nothing happens.
-    fn cancel(&self, task: u64) {
-        self.pool.cancel(task);
+    /// A task no worker has yet ends cancelled (True); otherwise nothing happens (False).
+    fn cancel(&self, py: Python<'_>, task: u64) -> bool {
+        py.detach(|| self.pool.cancel(task))
     }
 
     /// Final events, waiting (without the GIL) up to `timeout` seconds for the first.

@@ -46,6 +46,8 @@ struct Task {
     timeout: Option<Duration>,
     /// Cancel asked before it started: it ends cancelled when the scheduler picks it.
     cancel: bool,
+    /// A worker has it (sent, or held for a fresh worker): too late to cancel.
+    with_worker: bool,
     /// How its last failed attempt ended, for the final message.
     failure: Option<String>,
     /// Attempts that ended with its worker dead.
@@ -265,9 +267,16 @@ impl Driver {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Submit(tasks) => self.submit(tasks),
-            Command::Cancel(task) => {
-                if let Some(t) = self.tasks.get_mut(&task) {
-                    t.cancel = true;
+            Command::Cancel(task, reply) => {
+                let cancelled = match self.tasks.get_mut(&task) {
+                    Some(t) if !t.with_worker => {
+                        t.cancel = true;
+                        true
+                    }
+                    _ => false,
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(cancelled);
                 }
             }
             Command::Close => {
@@ -334,6 +343,7 @@ impl Driver {
                     retries,
                     timeout,
                     cancel: false,
+                    with_worker: false,
                     failure: None,
                     crashes: 0,
                 },
@@ -452,6 +462,7 @@ impl Driver {
         };
         if quarantine && (live.given > 0 || !live.in_flight.is_empty()) {
             self.slots[index].held = Some(sent);
+            self.set_with_worker(sent.task, true);
             self.retire(index);
             return;
         }
@@ -480,6 +491,7 @@ impl Driver {
         }
         live.conversation.sent(&message_header(sent)).expect("Runs are sent only to ready workers");
         live.in_flight.push_back(sent);
+        task.with_worker = true;
         if first {
             self.head_started(index);
         }
@@ -492,6 +504,12 @@ impl Driver {
         }
         if recycle {
             self.retire(index);
+        }
+    }
+
+    fn set_with_worker(&mut self, task: TaskId, with_worker: bool) {
+        if let Some(t) = self.tasks.get_mut(&task) {
+            t.with_worker = with_worker;
         }
     }
 
@@ -863,6 +881,7 @@ impl Driver {
                 self.end_attempt_with_failure(sent, outcome, why, sent.slot == head);
             } else {
                 self.sched.requeue(sent.slot, now);
+                self.set_with_worker(sent.task, false);
             }
         }
         self.update_lanes(index);
@@ -902,6 +921,7 @@ impl Driver {
         }
         if verdict.final_status.is_none() {
             task.failure = Some(why);
+            task.with_worker = false;
             return;
         }
         let status = match verdict.outcome {

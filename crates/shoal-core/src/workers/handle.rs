@@ -23,7 +23,8 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub(super) enum Command {
     Submit(Vec<(TaskId, TaskSpec)>),
-    Cancel(TaskId),
+    /// Cancel a task no worker has; the reply says whether it was in time.
+    Cancel(TaskId, Option<std_mpsc::Sender<bool>>),
     /// No more submits will come: run what is queued, then stop the workers.
     Close,
     /// Kill every worker now; unfinished tasks end cancelled.
@@ -149,9 +150,12 @@ impl WorkerPool {
         Ok(first)
     }
 
-    /// Cancels `task` if no worker has it yet: it ends [`super::EventStatus::Cancelled`].
-    pub fn cancel(&self, task: TaskId) {
-        let _ = self.control.send(Command::Cancel(task));
+    /// Cancels `task` if no worker has it yet: it then ends
+    /// [`super::EventStatus::Cancelled`] and this returns true. False when a worker
+    /// has it (it runs to its end), or it has ended, or the pool has.
+    pub fn cancel(&self, task: TaskId) -> bool {
+        let (tx, rx) = std_mpsc::channel();
+        self.control.send(Command::Cancel(task, Some(tx))).is_ok() && rx.recv().unwrap_or(false)
     }
 
     /// Up to `max` final events, in completion order. Waits until there is one, or
