@@ -66,6 +66,8 @@ _HEARTBEAT = struct.Struct("<Q")
 # How many unpickled functions a worker keeps; a caller making a new closure per task
 # would otherwise grow the cache without bound.
 FUNCTION_CACHE_SIZE = 64
+# Most Results held back to be written together.
+HOLD = 32
 
 
 class ProtocolError(Exception):
@@ -242,6 +244,14 @@ class _Channel:
             rest += chunk
         self._buf, self._pos = rest, n
         return rest[:n]
+
+    def has_frame(self) -> bool:
+        """Whether a whole frame is already buffered (a Run the engine prefetched)."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 4:
+            return False
+        (length,) = _U32.unpack_from(buf, pos)
+        return pos + 4 + length <= len(buf)
 
     def recv(self) -> tuple:
         """The next frame from the engine, decoded and checked (see `decode`)."""
@@ -474,7 +484,12 @@ def serve(channel: _Channel) -> None:
     _configure(config)
     runner = _Runner()
     initialized = ran = False
-    recv, run, send = channel.recv, runner.run, channel.send
+    recv, run, send, has_frame = channel.recv, runner.run, channel.send, channel.has_frame
+    # The Results of prefetched Runs (the engine prefetches only tiny tasks) go out
+    # together, in one write, once the Runs already received are done, HOLD at most.
+    # The engine allows it: when a worker dies with several Runs unanswered, it runs
+    # them again, each alone, rather than guess which one was running.
+    held: list[bytes] = []
     while True:
         message = recv()
         kind = message[0]
@@ -484,7 +499,10 @@ def serve(channel: _Channel) -> None:
             ok, data, tb = run(payload)
             del message, payload  # the task's bytes can be large: free them now
             _flush_output()
-            send(result(task, attempt, ok, data, tb))
+            held.append(result(task, attempt, ok, data, tb))
+            if len(held) >= HOLD or not has_frame():
+                send(b"".join(held))
+                held.clear()
         elif kind == INIT:
             if initialized or ran:
                 raise ProtocolError(
@@ -496,6 +514,8 @@ def serve(channel: _Channel) -> None:
             channel.send(init_done(ok, data, tb))
         elif kind == SHUTDOWN:
             # Every Run received was answered (they run in order, in this thread).
+            if held:
+                send(b"".join(held))
             channel.send_last(bye())
             return
         else:

@@ -401,3 +401,15 @@ def test_a_forked_child_does_not_stop_its_parents_pool(pool):
     os.waitpid(child, 0)
     assert wait_gone(pids, timeout=0.5) == pids  # still alive
     assert pool.apply(tasks.inc, (1,)) == 2
+
+
+def test_killing_a_worker_full_of_prefetched_tiny_tasks_loses_and_blames_nothing(pool):
+    # Tiny tasks are prefetched and their results sent in batches, so a worker killed
+    # from outside dies with several tasks unanswered: none of them is to blame, and
+    # every one must still come back with its result (they run again, each alone).
+    results = pool.imap_unordered(tasks.inc, range(20000), chunksize=1)
+    got = [next(results) for _ in range(2000)]
+    os.kill(worker_pids(pool)[0], signal.SIGKILL)
+    got += list(results)
+    assert sorted(got) == list(range(1, 20001))
+    assert sum(w.restarts for w in pool.stats().workers) == 1

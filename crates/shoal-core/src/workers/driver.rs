@@ -48,6 +48,9 @@ struct Task {
     cancel: bool,
     /// A worker has it (sent, or held for a fresh worker): too late to cancel.
     with_worker: bool,
+    /// It was among several Runs a worker had when it died: it runs alone next, so
+    /// that a death is blamed on the Run that caused it.
+    suspect: bool,
     /// How its last failed attempt ended, for the final message.
     failure: Option<String>,
     /// Attempts that ended with its worker dead.
@@ -344,6 +347,7 @@ impl Driver {
                     timeout,
                     cancel: false,
                     with_worker: false,
+                    suspect: false,
                     failure: None,
                     crashes: 0,
                 },
@@ -460,13 +464,35 @@ impl Driver {
             self.sched.requeue(sent.slot, now);
             return;
         };
-        if quarantine && (live.given > 0 || !live.in_flight.is_empty()) {
-            self.slots[index].held = Some(sent);
-            self.set_with_worker(sent.task, true);
-            self.retire(index);
+        let busy = !live.in_flight.is_empty();
+        if quarantine && (live.given > 0 || busy) {
+            let holding = self.slots[index].held.is_some();
+            self.hold(index, sent);
+            if !holding {
+                self.retire(index);
+            }
             return;
         }
-        self.send_run(index, sent, quarantine);
+        let suspect = task.suspect;
+        if suspect && busy {
+            // Sent when the worker's queue is empty (`on_result`).
+            self.hold(index, sent);
+            return;
+        }
+        self.send_run(index, sent, quarantine || suspect);
+    }
+
+    /// Keeps a started task on its slot until its worker can run it alone. A worker
+    /// holds one at most: a second (started in the same turn) goes back to the queue.
+    fn hold(&mut self, index: usize, sent: Sent) {
+        if self.slots[index].held.is_some() {
+            let now = self.now();
+            self.sched.requeue(sent.slot, now);
+            return;
+        }
+        self.slots[index].held = Some(sent);
+        self.set_with_worker(sent.task, true);
+        self.update_lanes(index);
     }
 
     fn send_run(&mut self, index: usize, sent: Sent, alone: bool) {
@@ -802,6 +828,12 @@ impl Driver {
         if next {
             self.head_started(index);
         }
+        let idle_ready = self.slots[index].live.as_ref().is_some_and(|l| l.phase == Phase::Ready);
+        if !next && idle_ready {
+            if let Some(held) = self.slots[index].held.take() {
+                self.send_run(index, held, true);
+            }
+        }
         let status = if ok { EventStatus::Ok } else { EventStatus::Raised };
         self.finish(sent, status, payload, traceback, ran);
         self.update_prefetch();
@@ -865,6 +897,9 @@ impl Driver {
         };
         let head = live.in_flight.front().map_or(0, |s| s.slot);
         let blamed = timed_out.unwrap_or(head);
+        // A worker may send the Results of prefetched Runs together, so with several
+        // unanswered the one it was running is unknown: they all go back, to run alone.
+        let precise = live.in_flight.len() <= 1 || timed_out.is_some();
         let now = self.now();
         // Terminated or broken: its tasks have had their final events already.
         let in_flight = if self.terminating || self.broken.is_some() {
@@ -873,7 +908,7 @@ impl Driver {
             live.in_flight
         };
         for sent in in_flight {
-            if sent.slot == blamed {
+            if precise && sent.slot == blamed {
                 let why = match (timed_out, self.tasks.get(&sent.task)) {
                     (Some(_), Some(task)) => timed_out_text(task.timeout),
                     _ => why.clone(),
@@ -881,7 +916,10 @@ impl Driver {
                 self.end_attempt_with_failure(sent, outcome, why, sent.slot == head);
             } else {
                 self.sched.requeue(sent.slot, now);
-                self.set_with_worker(sent.task, false);
+                if let Some(task) = self.tasks.get_mut(&sent.task) {
+                    task.with_worker = false;
+                    task.suspect |= !precise;
+                }
             }
         }
         self.update_lanes(index);
