@@ -134,6 +134,27 @@ pub struct TaskEvent {
     pub duration: Duration,
 }
 
+impl TaskEvent {
+    /// The event of a task that ends without running (cancelled, reused from the
+    /// store, refused by a broken pool).
+    pub(super) fn unstarted(
+        task: TaskId,
+        status: EventStatus,
+        payload: Vec<u8>,
+        message: String,
+    ) -> Self {
+        TaskEvent {
+            task,
+            status,
+            payload,
+            message,
+            attempts: 0,
+            worker: 0,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
 /// Per-slot figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerStats {

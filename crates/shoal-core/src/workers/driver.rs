@@ -307,15 +307,7 @@ impl Driver {
                     Some(b) => (b.status, b.payload.clone(), b.message.clone()),
                     None => (EventStatus::Cancelled, Vec::new(), "the pool was terminated".into()),
                 };
-                self.emit(TaskEvent {
-                    task: id,
-                    status,
-                    payload,
-                    message,
-                    attempts: 0,
-                    worker: 0,
-                    duration: Duration::ZERO,
-                });
+                self.emit(TaskEvent::unstarted(id, status, payload, message));
                 continue;
             }
             let reused = match (&self.recorder, &spec.meta.key) {
@@ -324,15 +316,7 @@ impl Driver {
             };
             if let Some(result) = reused {
                 self.recorder.as_ref().expect("reused from it").reused(id, result.clone());
-                self.emit(TaskEvent {
-                    task: id,
-                    status: EventStatus::Ok,
-                    payload: result,
-                    message: String::new(),
-                    attempts: 0,
-                    worker: 0,
-                    duration: Duration::ZERO,
-                });
+                self.emit(TaskEvent::unstarted(id, EventStatus::Ok, result, String::new()));
                 continue;
             }
             let TaskMeta { timeout, retries, .. } = spec.meta;
@@ -390,15 +374,7 @@ impl Driver {
             if let Some(recorder) = &self.recorder {
                 recorder.cancelled(id);
             }
-            self.emit(TaskEvent {
-                task: id,
-                status,
-                payload,
-                message,
-                attempts: 0,
-                worker: 0,
-                duration: Duration::ZERO,
-            });
+            self.emit(TaskEvent::unstarted(id, status, payload, message));
         }
     }
 
