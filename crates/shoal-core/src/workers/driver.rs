@@ -51,8 +51,6 @@ struct Task {
     /// It was among several Runs a worker had when it died: it runs alone next, so
     /// that a death is blamed on the Run that caused it.
     suspect: bool,
-    /// How its last failed attempt ended, for the final message.
-    failure: Option<String>,
     /// Attempts that ended with its worker dead.
     crashes: u32,
 }
@@ -332,7 +330,6 @@ impl Driver {
                     cancel: false,
                     with_worker: false,
                     suspect: false,
-                    failure: None,
                     crashes: 0,
                 },
             );
@@ -562,7 +559,7 @@ impl Driver {
             self.end_attempt_with_failure(
                 held,
                 AttemptOutcome::Crashed { signal: 9 },
-                timed_out(timeout),
+                timeout_message(timeout),
                 false,
             );
             return;
@@ -886,7 +883,7 @@ impl Driver {
         for sent in in_flight {
             if precise && sent.slot == blamed {
                 let why = match (timed_out, self.tasks.get(&sent.task)) {
-                    (Some(_), Some(task)) => timed_out_text(task.timeout),
+                    (Some(_), Some(task)) => timeout_message(task.timeout.unwrap_or_default()),
                     _ => why.clone(),
                 };
                 self.end_attempt_with_failure(sent, outcome, why, sent.slot == head);
@@ -934,7 +931,6 @@ impl Driver {
             task.crashes += 1;
         }
         if verdict.final_status.is_none() {
-            task.failure = Some(why);
             task.with_worker = false;
             return;
         }
@@ -1109,10 +1105,6 @@ fn message_header(sent: Sent) -> Message {
     Message::Run { task: sent.task, attempt: sent.attempt, payload: Vec::new() }
 }
 
-fn timed_out_text(timeout: Option<Duration>) -> String {
-    timed_out(timeout.unwrap_or_default())
-}
-
-fn timed_out(timeout: Duration) -> String {
+fn timeout_message(timeout: Duration) -> String {
     format!("the task ran past its timeout of {} s", timeout.as_secs_f64())
 }
