@@ -3,7 +3,8 @@
 //!
 //!   cargo run --release -p shoal-core --example scheduler_rate
 //!
-//! The rate must not fall as the queue grows (the queue is O(log n) per operation).
+//! The queue does O(1) amortized work per step; what still differs between the two
+//! depths is the memory cache: a task popped from 100,000 waiting ones is cold.
 
 use std::time::{Duration, Instant};
 
