@@ -346,6 +346,40 @@ fn output_beyond_the_limit_is_still_printed_whole() {
     assert_eq!(out.stdout, "a".repeat(5000));
 }
 
+#[test]
+fn output_is_whole_from_big_slow_and_left_behind_writers_and_none_stalls_the_run() {
+    let env = Env::new();
+    // A process that leaves the task's group keeps its stdout open for 3 s; the task
+    // ends once it has left (at once, or after 0.2 s when its pipes are watched).
+    let holder = |name: &str, then: &str| {
+        let ready = env.file(name);
+        format!(
+            "setsid sh -c ': >{ready}; exec sleep 3' & until [ -e {ready} ]; do :; done; {then}"
+        )
+    };
+    let started = std::time::Instant::now();
+    let out = env.run(&[
+        "run",
+        "-j4",
+        "--keep-order",
+        "sh",
+        "-c",
+        "{}",
+        ":::",
+        // More than a pipe holds, written at once by a task that ends at once.
+        "head -c 300000 /dev/zero | tr '\\000' a",
+        // Still running when its pipes are watched.
+        "sleep 0.1; echo slow; echo slow-err >&2",
+        &holder("ready1", "echo left"),
+        &holder("ready2", "sleep 0.2; echo left-late"),
+    ]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, format!("{}slow\nleft\nleft-late\n", "a".repeat(300_000)));
+    assert!(out.stderr.starts_with("slow-err\n"), "{}", out.stderr);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(2500), "waited for the holder: {took:?}");
+}
+
 // ---------------------------------------------------------------------------
 // The report subcommands
 // ---------------------------------------------------------------------------

@@ -45,6 +45,12 @@ pub(crate) struct Finished {
     pub stderr: Output,
 }
 
+/// How long an attempt runs before its output pipes are watched. The output of a
+/// short task is read once, after it has exited, which spares registering two pipes
+/// with the poller and waking up for each; a task that fills a pipe before then
+/// waits this long at most.
+const WATCH_OUTPUT_AFTER: Duration = Duration::from_millis(5);
+
 /// Runs an attempt to its end.
 pub(crate) async fn supervise(
     spawned: Spawned,
@@ -56,18 +62,31 @@ pub(crate) async fn supervise(
     let Spawned { pid, pidfd, stdout, stderr } = spawned;
     let mut out = Output::default();
     let mut err = Output::default();
+    let waiter = wait_exit(pid, pidfd, kill, grace);
+    tokio::pin!(waiter);
+    let mut exit = None;
+    if lines.is_none() {
+        tokio::select! {
+            biased;
+            e = &mut waiter => exit = Some(e),
+            _ = sleep(WATCH_OUTPUT_AFTER) => {}
+        }
+    }
+    // Streams still open: all of them unless the task has exited already.
+    let (stdout, stderr) = match exit {
+        Some(_) => (read_buffered(stdout, &mut out, cap), read_buffered(stderr, &mut err, cap)),
+        None => (Some(stdout), Some(stderr)),
+    };
+    let out_lines = lines.clone().map(|(task, tx)| (task, Stream::Stdout, tx));
+    let err_lines = lines.map(|(task, tx)| (task, Stream::Stderr, tx));
     let exit = {
-        let out_lines = lines.clone().map(|(task, tx)| (task, Stream::Stdout, tx));
-        let err_lines = lines.map(|(task, tx)| (task, Stream::Stderr, tx));
         let readers = async {
             tokio::join!(
                 capture(stdout, &mut out, cap, out_lines),
                 capture(stderr, &mut err, cap, err_lines)
             )
         };
-        let waiter = wait_exit(pid, pidfd, kill, grace);
-        tokio::pin!(readers, waiter);
-        let mut exit = None;
+        tokio::pin!(readers);
         let mut drained = false;
         loop {
             tokio::select! {
@@ -84,6 +103,29 @@ pub(crate) async fn supervise(
         exit.expect("loop ends after the exit")
     };
     Finished { exit, stdout: out, stderr: err }
+}
+
+/// Keeps the first `cap` bytes of a stream.
+fn keep(into: &mut Output, data: &[u8], cap: usize) {
+    let room = cap.saturating_sub(into.bytes.len());
+    into.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    into.truncated |= data.len() > room;
+}
+
+/// Reads what an exited task left in a pipe. Returns the pipe when it is still open
+/// (a process outside the task's group holds it) or keeps being written to.
+fn read_buffered(fd: OwnedFd, into: &mut Output, cap: usize) -> Option<OwnedFd> {
+    let mut chunk = [0u8; 16 * 1024];
+    // Bounded: whatever keeps writing is read by `capture` instead.
+    for _ in 0..16 {
+        match rustix::io::read(&fd, &mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => keep(into, &chunk[..n], cap),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return Some(fd),
+        }
+    }
+    Some(fd)
 }
 
 /// Waits for the leader to exit while enforcing kill requests, then cleans up the
@@ -131,14 +173,15 @@ async fn wait_exit(
     reap::reap(pid)
 }
 
-/// Reads a stream to its end, keeping the first `cap` bytes.
+/// Reads a stream, if still open, to its end, keeping the first `cap` bytes.
 async fn capture(
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
     into: &mut Output,
     cap: usize,
     mut lines: Option<(TaskId, Stream, mpsc::UnboundedSender<Line>)>,
 ) {
-    let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else {
+    // The spawn made the read end non-blocking, as tokio needs.
+    let Some(Ok(mut pipe)) = fd.map(pipe::Receiver::from_owned_fd_unchecked) else {
         return;
     };
     let mut chunk = vec![0u8; 16 * 1024];
@@ -149,9 +192,7 @@ async fn capture(
             Ok(n) => n,
         };
         let data = &chunk[..n];
-        let room = cap.saturating_sub(into.bytes.len());
-        into.bytes.extend_from_slice(&data[..n.min(room)]);
-        into.truncated |= n > room;
+        keep(into, data, cap);
         if let Some((task, stream, tx)) = &mut lines {
             partial.extend_from_slice(data);
             let mut start = 0;

@@ -1,6 +1,6 @@
 //! Starting a task's process: its own process group (so the whole task can be
-//! signalled), stdin from /dev/null, stdout and stderr into pipes, a pidfd to learn
-//! of its exit, and its [`Limits`].
+//! signalled), stdin from /dev/null, stdout and stderr into pipes (the engine's read
+//! ends non-blocking), a pidfd to learn of its exit, and its [`Limits`].
 //!
 //! Without limits std uses posix_spawn (vfork speed); limits need a `pre_exec` hook,
 //! which makes std fall back to fork + exec. Long-lived workers ([`spawn_worker`])
@@ -60,6 +60,8 @@ pub fn spawn(
     let pid = child.id();
     let stdout = OwnedFd::from(child.stdout.take().expect("stdout is piped"));
     let stderr = OwnedFd::from(child.stderr.take().expect("stderr is piped"));
+    rustix::io::ioctl_fionbio(&stdout, true)?;
+    rustix::io::ioctl_fionbio(&stderr, true)?;
     // The child is not reaped by anyone but us, so its pid is still valid here.
     let pidfd = pidfd_open(Pid::from_child(&child), PidfdFlags::empty())?;
     // Dropping a std Child neither kills nor waits: the engine reaps it (see reap.rs).
