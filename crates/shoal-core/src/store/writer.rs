@@ -186,7 +186,9 @@ impl Writer {
 
     fn close(&mut self) -> Option<std::thread::Result<Option<Error>>> {
         drop(self.tx.take());
-        self.thread.take().map(JoinHandle::join)
+        let thread = self.thread.take()?;
+        thread.thread().unpark();
+        Some(thread.join())
     }
 }
 
@@ -208,7 +210,8 @@ fn run(mut conn: Connection, rx: Receiver<StoreEvent>, mut on_commit: OnCommit) 
     while let Ok(ev) = rx.recv() {
         // Let a group gather: without this pause a writer faster than its producer
         // would commit every event alone, paying a commit (and a wake-up) per event.
-        std::thread::sleep(LINGER);
+        // Senders never wake it; closing does, so the last batch is not kept waiting.
+        std::thread::park_timeout(LINGER);
         let mut batch = vec![ev];
         batch.extend(rx.try_iter().take(MAX_BATCH - 1));
         match commit(&mut conn, &batch) {
