@@ -398,9 +398,12 @@ class _Runner:
         try:
             mode, fn_bytes, args_bytes = _payload.decode_run(payload)
             fn = self._function(fn_bytes)
-            # A chunk's time counts its items, not the one-off unpickling of its function.
-            start = time.perf_counter()
-            args = pickle.loads(args_bytes)
+            if mode == _payload.CALL:
+                args = pickle.loads(args_bytes)
+            else:
+                # A chunk's time counts its items, not the one-off unpickling of its function.
+                start = time.perf_counter()
+                args = pickle.loads(args_bytes)
         except Exception as exc:
             return (False, *_failure(exc))
         if mode == _payload.CALL:
@@ -498,9 +501,10 @@ def serve(channel: _Channel) -> None:
             ran = True
             ok, data, tb = run(payload)
             del message, payload  # the task's bytes can be large: free them now
-            _flush_output()
             held.append(result(task, attempt, ok, data, tb))
             if len(held) >= HOLD or not has_frame():
+                # The tasks' prints go out before their Results do.
+                _flush_output()
                 send(b"".join(held))
                 held.clear()
         elif kind == INIT:
@@ -515,6 +519,7 @@ def serve(channel: _Channel) -> None:
         elif kind == SHUTDOWN:
             # Every Run received was answered (they run in order, in this thread).
             if held:
+                _flush_output()
                 send(b"".join(held))
             channel.send_last(bye())
             return
