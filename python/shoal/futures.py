@@ -47,6 +47,8 @@ class _Future(concurrent.futures.Future):
         RUNNING state."""
         self._shoal_pending.discard(self)
         with self._condition:
+            if self._state == _base.CANCELLED_AND_NOTIFIED:
+                return  # cancel() won: this is the engine's word that it dropped the task
             # RUNNING already when a cancel() found a worker had it.
             if self._state != _base.RUNNING and not self.set_running_or_notify_cancel():
                 return
