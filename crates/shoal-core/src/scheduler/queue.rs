@@ -115,11 +115,22 @@ impl Ranked {
     }
 
     /// Forgets a task taken from the slab; its deque handle, if any, goes stale.
-    fn remove(&mut self, rank: Rank, handle: Handle) {
+    fn remove(&mut self, rank: Rank, handle: Handle, tasks: &Tasks) {
         if self.out_of_order.get(&rank) == Some(&handle) {
             self.out_of_order.remove(&rank);
         }
         self.live -= 1;
+        sweep(&mut self.in_order, self.live, |&(_, h)| tasks.is_live(h));
+    }
+}
+
+/// Drops the stale handles of a deque once they outnumber the live tasks: a task
+/// that stays at the front (another key is always preferred) would otherwise let
+/// them pile up behind it. Each sweep follows as many removals as it visits, so
+/// the cost stays O(1) amortized.
+fn sweep<T>(deque: &mut VecDeque<T>, live: usize, is_live: impl Fn(&T) -> bool) {
+    if deque.len() > 2 * live + 32 {
+        deque.retain(is_live);
     }
 }
 
@@ -209,11 +220,13 @@ impl ReadyQueue {
 
     fn remove(&mut self, priority: i32, rank: Rank, handle: Handle) -> TaskState {
         let state = self.tasks.remove(handle);
+        let tasks = &self.tasks;
         let bucket = self.buckets.get_mut(&priority).expect("bucket of a waiting task");
-        bucket.ranked.remove(rank, handle);
+        bucket.ranked.remove(rank, handle, tasks);
+        sweep(&mut bucket.by_age, bucket.ranked.live, |&(_, h)| tasks.is_live(h));
         if let Some(key) = &state.meta.key {
             if let Some(ranked) = bucket.by_key.get_mut(key) {
-                ranked.remove(rank, handle);
+                ranked.remove(rank, handle, tasks);
                 if ranked.live == 0 {
                     bucket.by_key.remove(key);
                 }
@@ -322,6 +335,21 @@ mod tests {
         push(&mut q, 3, meta(0, None, None), Duration::ZERO);
         assert_eq!(drain(&mut q, Duration::ZERO), vec![1, 3]);
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn stale_handles_do_not_pile_up_behind_a_task_that_stays_first() {
+        let mut q = ReadyQueue::new(Some(Duration::from_secs(3600)));
+        push(&mut q, 0, meta(0, None, None), Duration::ZERO);
+        // Every pop prefers key "a": task 0 stays at the front for good.
+        for task in 1..10_000 {
+            push(&mut q, task, meta(0, None, Some("a")), Duration::ZERO);
+            assert_eq!(pop(&mut q, Some("a"), Duration::ZERO), Some(task));
+        }
+        let bucket = &q.buckets[&0];
+        assert!(bucket.ranked.in_order.len() <= 40, "{}", bucket.ranked.in_order.len());
+        assert!(bucket.by_age.len() <= 40, "{}", bucket.by_age.len());
+        assert_eq!(drain(&mut q, Duration::ZERO), vec![0]);
     }
 
     /// One step of a random workload against the queue and a plain model of its order.
