@@ -1,6 +1,15 @@
 //! The `shoal` binary: parse the command line, run the subcommand, map the result
 //! to an exit status. Everything else lives in the modules.
 
+/// `eprintln!` that never panics: a closed or full stderr (`2>&1 | head`,
+/// `2>/dev/full`) must not take a result, a signal or the exit status with it.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod commands;
 mod inputs;
@@ -36,11 +45,21 @@ fn main() -> ExitCode {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::TasksFailed) => ExitCode::from(1),
         Ok(Exit::Interrupted(signal)) => ExitCode::from(128 + signal as u8),
+        // The reader of a report went away (`shoal results | head`): as other tools do.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("shoal: error: {}", message(&err));
+            note!("shoal: error: {}", message(&err));
             ExitCode::from(USAGE_ERROR)
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The error and its causes on one line, like anyhow's `{:#}`, but without a cause

@@ -848,6 +848,34 @@ fn a_closed_stdout_does_not_stop_the_run_or_lose_results() {
     assert!(tasks.iter().all(|t| str_of(t, "status") == "succeeded"), "{tasks:?}");
 }
 
+/// stderr that cannot be written (`2>&1 | head`, `2>/dev/full`) loses nothing: every
+/// message shoal writes there (a task's stderr, the summary, a signal's notice) fails
+/// quietly, and SIGINT still stops the run.
+#[test]
+fn an_unwritable_stderr_loses_no_result_and_no_signal() {
+    let env = Env::new();
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut cmd = env.command(&["run", "-j2", "sh", "-c", "echo err {} >&2", ":::", "1", "2", "3"]);
+    let status = cmd.stdout(std::process::Stdio::null()).stderr(full()).status().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let tasks = env.results(&["--run", "1"]);
+    assert_eq!(tasks.len(), 3);
+    assert!(tasks.iter().all(|t| str_of(t, "status") == "succeeded"), "{tasks:?}");
+
+    let mut cmd = env.command(&["run", "-j2", "sleep", ":::", "30", "30", "30"]);
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(full()).spawn().unwrap();
+    common::wait_for("the tasks to start", std::time::Duration::from_secs(10), || {
+        let out = env.run(&["results", "--json", "--run", "2", "--status", "running"]);
+        (out.code() == 0 && json_lines(&out.stdout).len() == 2).then_some(())
+    });
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = common::wait_for("shoal to stop", std::time::Duration::from_secs(10), || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(130));
+}
+
 /// On a terminal the bar is drawn, and task output printed while it runs neither
 /// mixes with it nor stalls the run.
 #[test]

@@ -82,7 +82,7 @@ impl Printer {
             let (stdout, stderr) = whole.as_ref().map_or((stdout, stderr), |(o, e)| (o, e));
             if stdout.truncated || stderr.truncated {
                 let mib = PRINT_LIMIT >> 20;
-                eprintln!("shoal: task {task}: output past {mib} MiB per stream was dropped");
+                note!("shoal: task {task}: output past {mib} MiB per stream was dropped");
             }
             if self.keep_order {
                 self.held.insert(*task, (stdout.bytes.clone(), stderr.bytes.clone()));

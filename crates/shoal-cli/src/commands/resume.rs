@@ -86,7 +86,7 @@ fn stop_leftovers(store_path: &Path, run: i64) -> anyhow::Result<()> {
     }
     if !marked.is_empty() {
         let killed = orphans::kill_all(&marked);
-        eprintln!("shoal: killed {killed} processes that the interrupted run {run} left running");
+        note!("shoal: killed {killed} processes that the interrupted run {run} left running");
     }
     Ok(())
 }

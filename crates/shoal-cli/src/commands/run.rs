@@ -152,7 +152,7 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     printer.lock().unwrap_or_else(|e| e.into_inner()).flush_held();
     progress.finish();
 
-    eprintln!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
+    note!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
     Ok(match interrupted {
         0 if report.failed == 0 && report.cancelled == 0 => Exit::Success,
         0 => Exit::TasksFailed,
@@ -223,9 +223,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         }
         (None, true) => {
             if std::io::stdin().is_terminal() {
-                eprintln!(
-                    "shoal: reading inputs from the terminal, one per line (end with Ctrl-D)"
-                );
+                note!("shoal: reading inputs from the terminal, one per line (end with Ctrl-D)");
             }
             let groups = inputs::stdin_inputs(std::io::stdin().lock())?;
             inputs::cartesian(&groups)
@@ -367,13 +365,13 @@ async fn watch_signals(
         };
         if first.compare_exchange(0, number, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             progress.suspend(|| {
-                eprintln!(
+                note!(
                     "shoal: stopping: no new tasks; running ones get SIGTERM (again to kill them now)"
                 )
             });
             let _ = stop.send(Stop::Graceful);
         } else {
-            progress.suspend(|| eprintln!("shoal: killing running tasks"));
+            progress.suspend(|| note!("shoal: killing running tasks"));
             let _ = stop.send(Stop::Immediate);
         }
     }
