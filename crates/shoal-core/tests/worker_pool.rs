@@ -190,6 +190,26 @@ fn workers_that_cannot_start_or_speak_garbage_fail_the_tasks_clearly() {
     }
 }
 
+/// A worker that cannot even be started (here: pinned to a CPU this machine does not
+/// have) is tried again until the failures break the pool, with one worker too; a
+/// CPU no CPU set can name is refused up front.
+#[test]
+fn a_worker_that_cannot_be_started_fails_the_tasks_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut missing_cpu = config(&dir, 1);
+    missing_cpu.cpus = Some(vec![1000]);
+    let pool = WorkerPool::start(missing_cpu).unwrap();
+    pool.submit(vec![task("1", TaskMeta::default())]).unwrap();
+    let e = &collect(&pool, 1, Duration::from_secs(20))[0];
+    assert_eq!(e.status, EventStatus::Error);
+    assert!(e.message.contains("workers fail to start"), "{}", e.message);
+
+    let mut unnamable_cpu = config(&dir, 1);
+    unnamable_cpu.cpus = Some(vec![1 << 40]);
+    let refused = WorkerPool::start(unnamable_cpu).err().expect("refused");
+    assert!(refused.to_string().contains("CPU 1099511627776"), "{refused}");
+}
+
 #[test]
 fn workers_are_recycled_after_max_tasks() {
     let dir = tempfile::tempdir().unwrap();

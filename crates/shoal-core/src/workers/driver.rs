@@ -614,7 +614,14 @@ impl Driver {
                     alone: false,
                 });
             }
-            Err(e) => self.start_failed(format!("cannot start a worker: {e}")),
+            Err(e) => {
+                self.start_failed(format!("cannot start a worker: {e}"));
+                // No exit will come to start this slot again: retry now, until the
+                // failures in a row break the pool.
+                if self.broken.is_none() && !self.terminating {
+                    self.spawn(index);
+                }
+            }
         }
     }
 
@@ -645,7 +652,7 @@ impl Driver {
             encode(&Message::Shutdown, &mut live.outbox).expect("Shutdown encodes");
             live.phase = Phase::Retiring;
             if live.in_flight.is_empty() {
-                live.kill_at = Some(Instant::now() + grace);
+                live.kill_at = Instant::now().checked_add(grace);
             }
         } else {
             // Not ready yet: nothing to finish, so no grace is owed.
@@ -778,7 +785,7 @@ impl Driver {
         }
         let retiring_done = live.phase == Phase::Retiring && live.in_flight.is_empty();
         if retiring_done {
-            live.kill_at = Some(now + self.config.kill_grace);
+            live.kill_at = now.checked_add(self.config.kill_grace);
         }
         slot.tasks += 1;
         slot.busy += ran;
@@ -1024,10 +1031,12 @@ impl Driver {
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
-        let mut at = self.sched.next_wakeup().map(|d| self.epoch + d);
+        // A deadline past what the clock can hold never comes: no wake-up for it.
+        let mut at = self.sched.next_wakeup().and_then(|d| self.epoch.checked_add(d));
         let timeout = self.config.heartbeat_timeout;
         for live in self.slots.iter().filter_map(|s| s.live.as_ref()) {
-            let hang = self.watches_hang(live).then(|| live.last_heard + timeout);
+            let hang = self.watches_hang(live).then(|| live.last_heard.checked_add(timeout));
+            let hang = hang.flatten();
             for t in [hang, live.kill_at].into_iter().flatten() {
                 at = Some(at.map_or(t, |a| a.min(t)));
             }

@@ -90,6 +90,13 @@ impl WorkerPool {
                 reason: "must be at least 1".into(),
             });
         }
+        if let Some(&cpu) = config.cpus.iter().flatten().find(|&&c| c >= libc::CPU_SETSIZE as usize)
+        {
+            return Err(Error::InvalidConfig {
+                what: "cpus",
+                reason: format!("CPU {cpu} is past the {} a CPU set can name", libc::CPU_SETSIZE),
+            });
+        }
         let Some(program) = config.argv.first() else {
             return Err(Error::InvalidConfig { what: "argv", reason: "is empty".into() });
         };
