@@ -57,6 +57,8 @@ def parse_size(name: str, value) -> int | None:
         )
     if size <= 0:
         raise ValueError(f"{name} must be more than 0 bytes, not {value!r}")
+    if size >= 1 << 63:
+        raise ValueError(f"{name} must be less than 8 EiB, not {value!r}")
     return size
 
 
@@ -67,13 +69,21 @@ def _int(name: str, value) -> int:
     return int(value)
 
 
+# The longest duration taken (about 31 years): the engine adds durations to its clock,
+# and "no limit" is written None, not a huge number.
+MAX_SECONDS = 1e9
+
+
 def _seconds(name: str, value) -> float:
-    """A finite number of seconds above 0, or an error naming `name`."""
+    """A number of seconds above 0 and at most MAX_SECONDS, or an error naming `name`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
     seconds = float(value)
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"{name} must be a finite number of seconds above 0, not {value!r}")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(
+            f"{name} must be a number of seconds above 0 and at most {MAX_SECONDS:g}, "
+            f"not {value!r}"
+        )
     return seconds
 
 
@@ -103,8 +113,10 @@ class TaskOptions:
             if isinstance(cost, bool) or not isinstance(cost, numbers.Real):
                 raise TypeError(f"cost must be a number of seconds, not {cost!r}")
             cost = float(cost)
-            if not 0 <= cost < float("inf"):
-                raise ValueError(f"cost must be a finite number of seconds >= 0, not {cost!r}")
+            if not 0 <= cost <= MAX_SECONDS:
+                raise ValueError(
+                    f"cost must be a number of seconds from 0 to {MAX_SECONDS:g}, not {cost:g}"
+                )
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key must be a str, not {type(key).__name__}")
         self.priority: int = priority
@@ -205,4 +217,14 @@ def _cpus(affinity) -> list[int] | None:
     chosen = [int(c) for c in cpus]
     if min(chosen) < 0:
         raise ValueError(f"cpu_affinity must list CPU numbers (ints >= 0), not {affinity!r}")
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = set(range(os.cpu_count() or 1))
+    if not set(chosen) <= allowed:
+        wrong = sorted(set(chosen) - allowed)
+        raise ValueError(
+            f"cpu_affinity lists CPU {wrong[0]}, which this process may not run on "
+            f"(allowed: {sorted(allowed)})"
+        )
     return chosen
