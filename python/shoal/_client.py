@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 from shoal import _payload, errors
 from shoal._options import PoolSettings, TaskOptions
-from shoal._outcomes import call_outcome, describe, label
+from shoal._outcomes import call_outcome, describe, label, stored_label
 from shoal._progress import ProgressBar
 from shoal._stream import Stream, ChunkHandler
 
@@ -272,7 +272,7 @@ class Core:
         except errors.PicklingError as exc:
             deliver(False, exc)
             return None
-        name = label(fn, args, kwargs) if self.recording else ""
+        name = stored_label(label(fn, args, kwargs), payload) if self.recording else ""
         with self._lock:
             task = self.engine.submit(
                 payload,

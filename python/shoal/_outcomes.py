@@ -7,9 +7,9 @@ Shared by the core (`_client`) and the streams (`_stream`).
 
 from __future__ import annotations
 
-import reprlib
-
+import hashlib
 import pickle
+import reprlib
 
 from shoal import errors
 
@@ -24,11 +24,19 @@ def describe(fn) -> str:
 
 
 def label(fn, args: tuple, kwargs: dict | None = None) -> str:
-    """How a call is shown in the store, e.g. `tasks.inc(41)`: short, and the same for
-    the same call in another run (a stored result is found by key and label)."""
+    """How a call is shown in the store, e.g. `tasks.inc(41)`: short (reprlib cuts long
+    arguments), so two calls can look alike; see `stored_label`."""
     parts = [reprlib.repr(a) for a in args]
     parts += [f"{k}={reprlib.repr(v)}" for k, v in (kwargs or {}).items()]
     return f"{describe(fn)}({', '.join(parts)})"
+
+
+def stored_label(shown: str, payload: bytes) -> str:
+    """The label a task is stored under: how it is shown, then a digest of its payload
+    (its function and arguments as pickled). A stored result is found by key and label,
+    so it is reused only for the very same call, never for one that merely looks alike
+    (`f([0, 1, ...])` of two different lists, or a lambda changed since)."""
+    return f"{shown} #{hashlib.blake2b(payload, digest_size=8).hexdigest()}"
 
 
 def _unpickling_error(exc: BaseException) -> errors.PicklingError:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal import _payload, errors
 from shoal._options import TaskOptions
-from shoal._outcomes import call_outcome, chunk_outcomes, describe, label
+from shoal._outcomes import call_outcome, chunk_outcomes, describe, label, stored_label
 
 if TYPE_CHECKING:
     from shoal._client import Core
@@ -263,7 +263,7 @@ class Stream:
             if not self._stopped:
                 try:
                     counted = 0 if self._total is not None else calls
-                    labels = [self._label(h) for h in handlers] if self.core.recording else None
+                    labels = self._labels(handlers, payloads)
                     first = self.core.submit_tasks(payloads, options, handlers, counted, labels)
                     submitted = True
                 except RuntimeError:  # the engine was closed under us: terminated
@@ -373,6 +373,12 @@ class Stream:
             self._sink.deliver(delivered, values, failures)
         self._release_if_done()
 
+    def _labels(self, handlers: list, payloads: list) -> list[str] | None:
+        """The labels the chunks are stored under (None without a store)."""
+        if not self.core.recording:
+            return None
+        return [stored_label(self._label(h), p) for h, p in zip(handlers, payloads)]
+
     def _label(self, handler: ChunkHandler) -> str:
         """How a chunk is shown in the store: the call itself when it went as one CALL,
         else the function and the positions of its items (a chunk's stored result has
@@ -398,7 +404,7 @@ class Stream:
             if self._stopped:
                 return split
             try:
-                labels = [self._label(h) for h in handlers] if self.core.recording else None
+                labels = self._labels(handlers, payloads)
                 first = self.core.submit_tasks(payloads, self._options, handlers, 0, labels)
             except RuntimeError:
                 return split

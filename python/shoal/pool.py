@@ -444,9 +444,13 @@ class Pool(_Submitting):
             self._core.close()
 
     def terminate(self) -> None:
-        """Stops the workers at once; unfinished results fail with TaskCancelled."""
+        """Stops the workers at once; unfinished results fail with TaskCancelled. Returns
+        once the workers are gone and the store (with `store=`) has every outcome, as
+        multiprocessing's terminate() returns once its workers are joined (from a
+        callback it cannot wait for its own thread, and returns at once)."""
         self._state = TERMINATE
         self._core.terminate()
+        self._core.join(_client.TERMINATE_GRACE + 1)
 
     def join(self) -> None:
         """Waits for the workers to exit; call close() or terminate() first."""

@@ -33,9 +33,12 @@ def test_every_task_is_recorded_with_its_outcome(tmp_path):
         pool.join()
     recorded = rows(path)
     assert len(recorded) == 6
-    assert [r[0] for r in recorded[:5]] == [f"tasks.inc({i})" for i in range(5)]
+    # The call as shown, then a digest of its payload (what reuse by key compares).
+    shown = [r[0].rsplit(" #", 1) for r in recorded]
+    assert [r[0] for r in shown[:5]] == [f"tasks.inc({i})" for i in range(5)]
+    assert all(len(r[1]) == 16 for r in shown), recorded
     assert {r[1] for r in recorded[:5]} == {"succeeded"}
-    assert recorded[5][:3] == ("tasks.boom('bad')", "failed", 1)
+    assert (shown[5][0], *recorded[5][1:3]) == ("tasks.boom('bad')", "failed", 1)
     with sqlite3.connect(path) as db:
         (traceback,) = db.execute("SELECT stderr FROM tasks WHERE status = 'failed'").fetchone()
         (status,) = db.execute("SELECT status FROM runs").fetchone()
@@ -67,6 +70,21 @@ def test_a_keyed_job_resumes_running_only_what_did_not_succeed(tmp_path):
         assert executor.options(key="job-2").submit(work, 4).result() == 40
     assert len(runs_of(marks)) == 8
     assert worker_children() == []
+
+
+def test_a_stored_result_is_reused_only_for_the_very_same_call(tmp_path):
+    path = tmp_path / "results.db"
+    short, long = list(range(10)), list(range(10)) + [1000]  # shown alike: [0, 1, 2, ...]
+    with shoal.Pool(1, store=path) as pool:
+        keyed = pool.options(key="job")
+        assert keyed.apply(sum, (short,)) == 45
+        assert keyed.apply(sum, (long,)) == 1045
+        assert keyed.apply(lambda x: x * 1, (2,)) == 2
+        assert keyed.apply(lambda x: x * 100, (2,)) == 200
+    with shoal.Pool(1, store=path) as pool:
+        # The very same calls: their stored results, without running again.
+        assert pool.options(key="job").apply(sum, (long,)) == 1045
+    assert [r[1] for r in rows(path)] == ["succeeded"] * 5
 
 
 def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path):
