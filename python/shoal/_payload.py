@@ -114,6 +114,17 @@ def unpicklable_result(value: object, exc: BaseException) -> tuple[bytes, str]:
     return pickle.dumps(error, PROTOCOL), f"shoal.errors.PicklingError: {error}\n"
 
 
+def oversized_result(size: int, limit: int) -> tuple[bytes, str]:
+    """The failure of a task whose pickled return value is too large for a Result."""
+    from shoal.errors import PicklingError
+
+    error = PicklingError(
+        f"the task's return value is {size} bytes pickled, over the {limit} bytes "
+        "a result can carry back"
+    )
+    return pickle.dumps(error, PROTOCOL), f"shoal.errors.PicklingError: {error}\n"
+
+
 def _cloudpickle():
     import cloudpickle  # costs tens of ms: only when a payload needs it
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import pickle
 import select
+import signal
 import struct
 import sys
 import threading
@@ -68,6 +69,8 @@ _HEARTBEAT = struct.Struct("<Q")
 FUNCTION_CACHE_SIZE = 64
 # Most Results held back to be written together.
 HOLD = 32
+# The largest Result payload: a frame's limit, less room for its other fields.
+MAX_RESULT = MAX_FRAME - (1 << 20)
 
 
 class ProtocolError(Exception):
@@ -345,6 +348,10 @@ def _watch(channel: _Channel, heartbeat_ms: int) -> None:
         if poller.poll(timeout):
             if channel.closed:
                 return  # after Bye the engine may hang up: the main thread is exiting
+            # The caller is gone: so are the processes our tasks started (they share our
+            # process group, which the engine would otherwise have killed).
+            if os.getpgrp() == os.getpid():
+                os.killpg(os.getpid(), signal.SIGKILL)
             # No flush: the main thread may hold stdout's lock in a blocked write.
             _exit_now(1, flush=False)
         channel.send(heartbeat(rss()))
@@ -415,7 +422,7 @@ class _Runner:
         positional, keywords = args
         try:
             value = fn(*positional, **keywords) if keywords else fn(*positional)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: as the stdlib
             return (False, *_failure(exc))
         try:
             return True, _payload.dumps(value), ""
@@ -430,7 +437,7 @@ class _Runner:
         for index, item in enumerate(items):
             try:
                 append(fn(*item) if star else fn(item))
-            except Exception as exc:
+            except BaseException as exc:
                 append(None)
                 errors[index] = _failure(exc)
         return _payload.encode_chunk_result(time.perf_counter() - start, values, errors)
@@ -501,6 +508,8 @@ def serve(channel: _Channel) -> None:
             ran = True
             ok, data, tb = run(payload)
             del message, payload  # the task's bytes can be large: free them now
+            if len(data) > MAX_RESULT:
+                ok, data, tb = False, *_payload.oversized_result(len(data), MAX_RESULT)
             held.append(result(task, attempt, ok, data, tb))
             if len(held) >= HOLD or not has_frame():
                 # The tasks' prints go out before their Results do.

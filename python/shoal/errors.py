@@ -82,9 +82,10 @@ class TaskCancelled(ShoalError, CancelledError):
     """The task was cancelled before it ran, or the pool was terminated first."""
 
 
-class PicklingError(ShoalError, pickle.PicklingError):
+class PicklingError(ShoalError, pickle.PicklingError, TypeError):
     """A task's function, arguments or return value could not be pickled (or its return
-    value could not be unpickled). Only that task fails."""
+    value could not be unpickled). Only that task fails. A TypeError too, as the
+    standard library's executor raises for what it cannot pickle."""
 
 
 class RemoteError(ShoalError):

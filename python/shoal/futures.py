@@ -60,8 +60,9 @@ class _Future(concurrent.futures.Future):
     def result(self, timeout: float | None = None):
         try:
             return super().result(timeout)
-        except KeyboardInterrupt:
-            self._interrupted()
+        except KeyboardInterrupt as interrupt:
+            if interrupt is not self._exception:  # Ctrl-C, not the task's own answer
+                self._interrupted()
             raise
 
     def exception(self, timeout: float | None = None):

@@ -65,6 +65,19 @@ def test_a_worker_exiting_names_its_status(pool):
     assert caught.value.exit_status == 3
 
 
+@pytest.mark.parametrize("kind, error", [("exit", SystemExit), ("interrupt", KeyboardInterrupt)])
+def test_systemexit_and_keyboardinterrupt_in_a_task_are_its_answer(tmp_path, kind, error):
+    # As concurrent.futures does: the exception is the task's outcome, raised in the
+    # caller; the worker lives on and the task runs once.
+    with shoal.ProcessPoolExecutor(1, **FAST) as executor:
+        future = executor.submit(tasks.raise_base, str(tmp_path), kind)
+        with pytest.raises(error):
+            future.result(20)
+        assert executor.submit(tasks.inc, 1).result(20) == 2
+        assert executor.stats().workers[0].restarts == 0
+    assert len(os.listdir(tmp_path)) == 1
+
+
 def test_a_crash_in_a_map_fails_only_its_item(pool):
     results = pool.imap(tasks.die_on, range(6), chunksize=1)
     outcomes = []
