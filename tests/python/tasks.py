@@ -171,3 +171,16 @@ def raise_base(directory, kind):
     KeyboardInterrupt: exceptions that are not Exceptions."""
     open(os.path.join(directory, f"ran-{len(os.listdir(directory))}"), "w").close()
     raise {"exit": SystemExit(3), "interrupt": KeyboardInterrupt("from the task")}[kind]
+
+
+def start_sleeper(pid_path):
+    """Starts `sleep 60` (a process of the task's own), writes its pid to `pid_path`,
+    then waits."""
+    import subprocess
+    import time
+
+    sleeper = subprocess.Popen(["sleep", "60"])
+    with open(pid_path + ".tmp", "w") as out:
+        out.write(str(sleeper.pid))
+    os.rename(pid_path + ".tmp", pid_path)
+    time.sleep(60)

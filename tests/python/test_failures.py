@@ -347,15 +347,20 @@ def test_interpreter_exit_with_a_live_pool_stops_every_worker(front):
     assert wait_gone(pids) == []
 
 
-def test_a_killed_caller_leaves_no_worker():
-    # SIGKILL of the caller: no atexit, no finalizer. The workers see the channel close.
+def test_a_killed_caller_leaves_no_worker_and_no_process_of_a_task(tmp_path):
+    # SIGKILL of the caller: no atexit, no finalizer. The workers see the channel close,
+    # and take the processes their tasks started with them.
     script = textwrap.dedent(
-        """
-        import time, shoal, tasks
+        f"""
+        import os, time, shoal, tasks
         p = shoal.Pool(2, heartbeat=0.1)
-        r = p.map_async(tasks.sleep_then, [60] * 2, chunksize=1)
-        time.sleep(0.5)
-        print(" ".join(str(w.pid) for w in p.stats().workers if w.pid), flush=True)
+        paths = [{str(tmp_path)!r} + "/a", {str(tmp_path)!r} + "/b"]
+        r = p.map_async(tasks.start_sleeper, paths, chunksize=1)
+        while not all(os.path.exists(path) for path in paths):
+            time.sleep(0.02)
+        workers = [w.pid for w in p.stats().workers if w.pid]
+        sleepers = [int(open(path).read()) for path in paths]
+        print(" ".join(str(pid) for pid in workers + sleepers), flush=True)
         time.sleep(60)
         """
     )
@@ -367,7 +372,7 @@ def test_a_killed_caller_leaves_no_worker():
     )
     try:
         pids = [int(pid) for pid in proc.stdout.readline().split()]
-        assert len(pids) == 2
+        assert len(pids) == 4
         proc.kill()
         proc.wait(10)
     finally:
