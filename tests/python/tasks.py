@@ -184,3 +184,7 @@ def start_sleeper(pid_path):
         out.write(str(sleeper.pid))
     os.rename(pid_path + ".tmp", pid_path)
     time.sleep(60)
+
+
+def big_bytes(size):
+    return bytes(size)

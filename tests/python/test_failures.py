@@ -78,6 +78,22 @@ def test_systemexit_and_keyboardinterrupt_in_a_task_are_its_answer(tmp_path, kin
     assert len(os.listdir(tmp_path)) == 1
 
 
+def test_a_long_call_holding_the_gil_is_busy_not_hung():
+    # sum(range(10**8)) keeps the GIL for about 1.7 s here: the worker's heartbeat
+    # thread cannot run, but its CPU time grows, so it is not taken for hung.
+    with shoal.ProcessPoolExecutor(1, heartbeat=0.05, heartbeat_timeout=0.4) as executor:
+        assert executor.submit(sum, range(10**8)).result(60) == 4999999950000000
+        assert executor.stats().workers[0].restarts == 0
+
+
+def test_a_result_too_large_to_carry_back_fails_that_task_clearly(tmp_path):
+    with shoal.ProcessPoolExecutor(1) as executor:
+        with pytest.raises(shoal.PicklingError, match="bytes pickled, over the"):
+            executor.submit(tasks.big_bytes, 1 << 30).result(60)
+        assert executor.submit(tasks.inc, 1).result(20) == 2
+        assert executor.stats().workers[0].restarts == 0
+
+
 def test_a_crash_in_a_map_fails_only_its_item(pool):
     results = pool.imap(tasks.die_on, range(6), chunksize=1)
     outcomes = []

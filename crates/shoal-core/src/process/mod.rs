@@ -1,8 +1,8 @@
 //! Process control for the engine, one file per OS concern: starting a task's
 //! process in its own process group with its limits ([`mod@spawn`]), signalling the
 //! whole group ([`signal`]), reaping it with its resource usage ([`reap`]), the
-//! memory-limit mechanisms ([`cgroup`], [`limits`]), and finding what an earlier
-//! engine left running ([`orphans`]).
+//! memory-limit mechanisms ([`cgroup`], [`limits`]), finding what an earlier engine
+//! left running ([`orphans`]), and a live process's CPU time ([`stat`]).
 //!
 //! Nothing here decides anything: the scheduler decides, the engine calls these.
 //! Linux only (pidfd, process groups, cgroups, `RLIMIT_AS`).
@@ -13,6 +13,7 @@ pub mod orphans;
 pub mod reap;
 pub mod signal;
 pub mod spawn;
+pub mod stat;
 
 pub use cgroup::{MemoryLimit, MemoryLimiter, MemoryMode};
 pub use limits::Limits;

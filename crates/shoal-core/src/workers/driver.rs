@@ -27,7 +27,7 @@ use super::handle::Command;
 use super::record::Recorder;
 use super::worker::{Inbox, Process, WorkerEvent};
 use crate::process::signal::signal_name;
-use crate::process::{ExitInfo, Exited, Limits, MemoryLimit};
+use crate::process::{stat, ExitInfo, Exited, Limits, MemoryLimit};
 use crate::protocol::{encode, Conversation, Message, ProtocolError, PROTOCOL_VERSION};
 use crate::scheduler::{Backoff, Decision, Scheduler, SchedulerConfig};
 use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta};
@@ -102,6 +102,8 @@ struct Live {
     /// Runs sent to it (for `max_tasks_per_worker`).
     given: u64,
     last_heard: Instant,
+    /// Its CPU time at its last Heartbeat, or when its silence was last excused.
+    cpu_ticks: u64,
     /// Killed after this, unless gone (retiring workers).
     kill_at: Option<Instant>,
     cause: Option<Cause>,
@@ -608,6 +610,7 @@ impl Driver {
                     head_since: now,
                     given: 0,
                     last_heard: now,
+                    cpu_ticks: 0,
                     kill_at: None,
                     cause: None,
                     oom_before,
@@ -746,6 +749,10 @@ impl Driver {
             }
             Message::Heartbeat { rss_bytes } => {
                 self.slots[index].rss = rss_bytes;
+                if let Some(live) = self.slots[index].live.as_mut() {
+                    // What a later silence is measured against (see `check_timers`).
+                    live.cpu_ticks = stat::cpu_ticks(live.process.pid).unwrap_or(live.cpu_ticks);
+                }
                 if self.config.recycle_memory.is_some_and(|max| rss_bytes > max) {
                     self.retire(index);
                 }
@@ -1058,6 +1065,16 @@ impl Driver {
             let Some(live) = &self.slots[index].live else { continue };
             let silent = now - live.last_heard;
             if self.watches_hang(live) && silent >= self.config.heartbeat_timeout {
+                // Silent but using the CPU: a long call holds its heartbeat back (a
+                // Python call that keeps the GIL). Hung means stopped; a task's time
+                // is bounded by its timeout.
+                let ticks = stat::cpu_ticks(live.process.pid);
+                let live = self.slots[index].live.as_mut().expect("checked above");
+                if let Some(ticks) = ticks.filter(|&t| t > live.cpu_ticks) {
+                    live.cpu_ticks = ticks;
+                    live.last_heard = now;
+                    continue;
+                }
                 self.kill(index, Cause::Hung(self.config.heartbeat_timeout));
             } else if live.kill_at.is_some_and(|t| t <= now) {
                 self.kill(index, Cause::Lingered);

@@ -1,0 +1,31 @@
+//! What `/proc` tells of a live process.
+
+/// CPU time used so far by process `pid`, all its threads (user and system, in clock
+/// ticks); `None` once it is gone. The worker pool asks it of a worker that has gone
+/// silent: one whose CPU time still grows is busy in a long call that holds its
+/// heartbeat back (Python's GIL), not hung.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: count fields after its end.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    // utime and stime are the 14th and 15th fields of the line; state is the 3rd.
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
+    Some(ticks(14)? + ticks(15)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_while_this_process_works_and_is_none_for_no_process() {
+        let before = cpu_ticks(std::process::id()).expect("this process");
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_ticks(std::process::id()).unwrap() > before);
+        assert_eq!(cpu_ticks(u32::MAX), None);
+    }
+}
