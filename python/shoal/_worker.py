@@ -343,7 +343,8 @@ def _watch(channel: _Channel, heartbeat_ms: int) -> None:
     poller = select.poll()
     poller.register(channel.fd, getattr(select, "POLLRDHUP", 0))  # POLLHUP is implied
     rss = _rss_reader()
-    timeout = heartbeat_ms if heartbeat_ms > 0 else None
+    # poll() takes at most a C int of milliseconds (24.8 days).
+    timeout = min(heartbeat_ms, 2**31 - 1) if heartbeat_ms > 0 else None
     while True:
         if poller.poll(timeout):
             if channel.closed:

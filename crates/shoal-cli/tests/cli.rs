@@ -559,6 +559,27 @@ fn bad_zero_slots() {
 }
 
 #[test]
+fn bad_more_slots_than_the_open_file_limit_serves() {
+    let env = Env::new();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {} --store {} run -j 100 true ::: 1",
+            common::shoal_bin(),
+            env.store.display()
+        ))
+        .current_dir(env.path());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("-j 100 needs up to 464 open files, but this process may open 256"),
+        "{stderr}"
+    );
+    common::assert_no_panic(&stderr);
+}
+
+#[test]
 fn bad_empty_input_group() {
     let env = Env::new();
     let err = bad_input(&env, &["run", "echo", ":::"], "bad_empty_group");

@@ -205,9 +205,29 @@ pub(super) fn memory_limit(options: &RunOptions) -> Option<Arc<MemoryLimit>> {
 }
 
 /// A new run: parse inputs and template, record run and tasks.
+/// Files shoal keeps open per running task (its two output pipes, its pidfd, a
+/// memory cgroup's), and for itself (the store, the poller, standard streams).
+const FILES_PER_SLOT: u64 = 4;
+const FILES_OF_SHOAL: u64 = 64;
+
+/// Refuses a slot count that the open-file limit cannot serve: past it, spawns fail
+/// and tasks that never ran would be recorded as failed.
+pub(super) fn check_open_files(jobs: u32) -> anyhow::Result<()> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let needed = u64::from(jobs) * FILES_PER_SLOT + FILES_OF_SHOAL;
+    match limit {
+        Some(limit) if limit < needed => bail!(
+            "-j {jobs} needs up to {needed} open files, but this process may open {limit}: \
+             lower -j or raise the limit (ulimit -n {needed})"
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
     let options = RunOptions::resolve(args, None);
+    check_open_files(options.jobs)?;
     let template = Template::parse(&command, options.shell)?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     let inputs: Vec<TaskInput> = match (&args.tasks, groups.is_empty()) {
