@@ -11,7 +11,7 @@ It owns one `shoal._engine.Engine` and everything between the front ends and it:
   their own);
 - the lifecycle: close (deferred until every stream has seen its last chunk done),
   terminate, join, Ctrl-C while waiting (terminate, then re-raise), and interpreter
-  exit (every live core is terminated).
+  exit (an executor's work runs to its end, then every live core is terminated).
 
 Threads and locks:
 - `Core._lock` guards `_pending` and the close state. It is held around `engine.submit`
@@ -206,6 +206,9 @@ class Core:
         # A child forked from the caller inherits this object (and its finalizers) but
         # neither the engine's thread nor the workers: only this process may stop them.
         self.owner_pid = os.getpid()
+        # At interpreter exit: run what was submitted to its end (an executor, as the
+        # standard library's does) rather than terminate (a Pool, as multiprocessing's).
+        self.finish_at_exit = False
         self._lock = threading.Lock()
         self._pending: dict[int, Callable[[tuple], None]] = {}
         self._streams: set[Stream] = set()
@@ -460,11 +463,23 @@ class _Interruptible:
 
 
 @atexit.register
-def _terminate_live_cores() -> None:
-    """At interpreter exit no worker outlives the caller: terminate every live core and
-    give its dispatcher a moment to deliver the cancellations."""
+def _end_live_cores() -> None:
+    """At interpreter exit no worker outlives the caller. An executor's submitted work
+    runs to its end first, as the standard library's executor does (Ctrl-C cuts that
+    short); a Pool is terminated, as multiprocessing's is. The dispatchers, daemon
+    threads, deliver the outcomes meanwhile."""
     cores = list(_live_cores)
-    for core in cores:
-        core.terminate()
-    for core in cores:
-        core.join(2.0)
+    try:
+        for core in cores:
+            if core.finish_at_exit:
+                core.close()
+        for core in cores:
+            if core.finish_at_exit:
+                core.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for core in cores:
+            core.terminate()
+        for core in cores:
+            core.join(2.0)

@@ -299,6 +299,7 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         )
         self._max_workers = settings.workers
         self._core = _client.Core(settings)
+        self._core.finish_at_exit = True
         self._options = settings.defaults
         self._shutdown = False
         self._pending: set[_Future] = set()

@@ -341,11 +341,33 @@ def _worker_pids_of(parent: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("front", ["pool", "executor", "pool-closed"])
+@pytest.mark.parametrize("shutdown", ["", "p.shutdown(wait=False)"])
+def test_interpreter_exit_runs_an_executors_submitted_work_to_its_end(shutdown):
+    # As concurrent.futures does: work submitted and never waited for still runs, and
+    # its callbacks fire, before the interpreter exits.
+    done = run_script(
+        f"""
+        import shoal, tasks
+        p = shoal.ProcessPoolExecutor(2)
+        for i in range(3):
+            p.submit(tasks.sleep_then, 0.3, i).add_done_callback(
+                lambda f: print("done", f.result(), flush=True))
+        {shutdown}
+        print(" ".join(str(w.pid) for w in p.stats().workers if w.pid), flush=True)
+        """,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert sorted(line for line in lines if line.startswith("done")) == ["done 0", "done 1", "done 2"]
+    pids = [int(pid) for pid in lines[0].split()]
+    assert wait_gone(pids) == []
+
+
+@pytest.mark.parametrize("front", ["pool", "pool-closed"])
 def test_interpreter_exit_with_a_live_pool_stops_every_worker(front):
     make = {
         "pool": "p = shoal.Pool(2); r = p.apply_async(tasks.sleep_then, (60,))",
-        "executor": "p = shoal.ProcessPoolExecutor(2); r = p.submit(tasks.sleep_then, 60)",
         "pool-closed": "p = shoal.Pool(2); r = p.apply_async(tasks.sleep_then, (60,)); p.close()",
     }[front]
     done = run_script(
