@@ -258,6 +258,10 @@ class Stream:
         if options.timeout is not None and len(batch[0]) > 1:
             # A chunk is one engine task: it may take as long as its items together.
             options = options.replace(timeout=options.timeout * len(batch[0]))
+        if not single:
+            # A chunk whose worker crashed is not retried whole: it is split at once,
+            # and its items run again alone, each with its own retries (chunks_done).
+            options = options.replace(retries=0)
         with self._cond:
             submitted = False
             if not self._stopped:

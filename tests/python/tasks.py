@@ -188,3 +188,13 @@ def start_sleeper(pid_path):
 
 def big_bytes(size):
     return bytes(size)
+
+
+def counted_die_on(directory, x, bad=5):
+    """x, leaving a file per execution in `directory`; item `bad` kills its worker."""
+    import uuid
+
+    open(os.path.join(directory, f"{x}-{uuid.uuid4().hex}"), "w").close()
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x

@@ -3,6 +3,7 @@ reaches only its own task, carries its reason, and leaves the pool usable."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import functools
 import os
@@ -92,6 +93,20 @@ def test_a_result_too_large_to_carry_back_fails_that_task_clearly(tmp_path):
             executor.submit(tasks.big_bytes, 1 << 30).result(60)
         assert executor.submit(tasks.inc, 1).result(20) == 2
         assert executor.stats().workers[0].restarts == 0
+
+
+def test_a_crash_in_a_chunk_splits_it_at_once(tmp_path):
+    # The chunk is not retried whole: its items run again alone at once, each with its
+    # own retry, so an innocent item runs twice at most and the culprit three times
+    # (once in the chunk, then its two attempts alone).
+    work = functools.partial(tasks.counted_die_on, str(tmp_path))
+    with shoal.Pool(1, **FAST) as pool:
+        with pytest.raises(shoal.WorkerCrashed):
+            pool.map(work, range(10), chunksize=10)
+    runs = collections.Counter(int(name.split("-")[0]) for name in os.listdir(tmp_path))
+    assert runs[5] == 3, runs
+    assert all(runs[x] <= 2 for x in range(10) if x != 5), runs
+    assert all(runs[x] >= 1 for x in range(10)), runs
 
 
 def test_a_crash_in_a_map_fails_only_its_item(pool):
