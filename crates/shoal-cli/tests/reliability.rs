@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::{alive, assert_all_dead, int_of, read_pids, str_of, task, wait_for, Env};
 use serde_json::Value;
 
-/// A task script: with input `hang` it starts children that all ignore SIGTERM and
-/// records every pid; with any other input it prints `ran INPUT`.
+/// A task script: with input `hang` it starts children that all ignore SIGTERM, one
+/// of them in a session of its own (out of the task's process group), and records
+/// every pid; with any other input it prints `ran INPUT`.
 fn hang_script(env: &Env) -> String {
     let pids = env.file("pids");
     env.write(
@@ -23,6 +24,7 @@ echo $$ >> {pids}
 sh -c 'trap "" TERM; sleep 1000 & echo $! >> "$1"; echo $$ >> "$1"; wait' _ {pids} &
 sleep 1000 &
 echo $! >> {pids}
+setsid sh -c 'trap "" TERM; echo $$ >> "$1"; exec sleep 1000' _ {pids} &
 wait
 "#
         ),
@@ -53,9 +55,10 @@ fn a_hung_task_ignoring_sigterm_is_killed_with_all_its_children_and_the_queue_go
     assert!(out.took < Duration::from_secs(10), "took {:?}", out.took);
     assert!(out.stderr.contains("2 succeeded, 1 failed (1 timed_out)"), "{}", out.stderr);
 
-    // The leader, the inner shell, and the two sleeps: every one of them is gone.
+    // The leader, the inner shell, the two sleeps and the one that left the group:
+    // every one of them is gone.
     let pids = read_pids(&env.file("pids"));
-    assert_eq!(pids.len(), 4, "the task recorded all its processes: {pids:?}");
+    assert_eq!(pids.len(), 5, "the task recorded all its processes: {pids:?}");
     assert_all_dead(&pids);
 
     let results = env.results(&[]);

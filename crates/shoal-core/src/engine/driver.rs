@@ -10,7 +10,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::attempt::{supervise, Finished, KillLevel, Line};
 use super::events::{Ended, EngineConfig, Frontend, Report, Started, Stop};
-use crate::process::{limits, resolve_program, spawn, Exited, Limits, MemoryLimit};
+use crate::process::{limits, orphans, resolve_program, spawn, Exited, Limits, MemoryLimit};
 use crate::scheduler::{Decision, Scheduler};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::{Error, Result};
@@ -192,12 +192,37 @@ impl<'a, F: Frontend> Driver<'a, F> {
     /// An attempt's supervision has finished: classify and report it.
     fn finish(&mut self, slot: SlotId, finished: Finished) {
         let flight = self.slots[slot - 1].take().expect("a finished attempt had a slot");
+        if *flight.kill.borrow() != KillLevel::None {
+            self.kill_escaped(flight.task);
+        }
         let memory = self.config.memory.as_deref();
         let outcome = classify(&finished, memory, slot, flight.oom_kills);
         let max_rss_kb = finished.exit.as_ref().ok().map(|e| e.max_rss_kb);
         let InFlight { task, attempt, started, .. } = flight;
         let run = Ran { task, attempt, slot, started, max_rss_kb };
         self.ended(run, outcome, finished.stdout, finished.stderr);
+    }
+
+    /// After a task was killed (timeout, cancel, stop): its processes that left its
+    /// group (`setsid`) are found by the run's markers and its number in their
+    /// environment, and killed too, so that none outlives it. Only then: reading every
+    /// process's environment costs milliseconds.
+    fn kill_escaped(&self, task: TaskId) {
+        if self.config.env.is_empty() {
+            return; // no run marker: SHOAL_TASK alone could name another run's task
+        }
+        let mut markers: Vec<String> =
+            self.config.env.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        markers.push(format!("SHOAL_TASK={task}"));
+        let escaped = orphans::find_marked_all(&markers);
+        if !escaped.is_empty() {
+            tracing::info!(
+                task,
+                count = escaped.len(),
+                "killing processes that left the task's group"
+            );
+            orphans::kill_all(&escaped);
+        }
     }
 
     /// Tells the scheduler and the front end how an attempt ended.

@@ -22,6 +22,11 @@ pub struct Marked {
 /// Every process whose environment holds `marker` exactly, as one `NAME=VALUE`
 /// entry. Processes that cannot be read (gone, or another user's) are skipped.
 pub fn find_marked(marker: &str) -> Vec<Marked> {
+    find_marked_all(&[marker])
+}
+
+/// Every process whose environment holds each of `markers` (see [`find_marked`]).
+pub fn find_marked_all<S: AsRef<str>>(markers: &[S]) -> Vec<Marked> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -30,8 +35,11 @@ pub fn find_marked(marker: &str) -> Vec<Marked> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != own)
         .filter(|&pid| {
-            fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|entry| entry == marker.as_bytes()))
+            fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                markers.iter().all(|marker| {
+                    env.split(|&b| b == 0).any(|entry| entry == marker.as_ref().as_bytes())
+                })
+            })
         })
         .filter_map(|pid| Some(Marked { pid, parent: parent_of(pid)? }))
         .collect()
