@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::units::{parse_duration, parse_size, parse_timeout};
+use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout};
 
 /// shoal: run a command over many inputs on a fault-tolerant pool of slots, with
 /// timeouts, retries, memory limits, priorities, progress, a durable result store
@@ -70,7 +70,7 @@ pub struct RunArgs {
 
     /// Per-task memory limit (512M, 2G): a memory cgroup where possible, else
     /// RLIMIT_AS; `shoal stats` names the mechanism.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_limit)]
     pub memory_limit: Option<u64>,
 
     /// Pin slot n to the n-th CPU shoal may use (cycling when slots outnumber them).

@@ -250,6 +250,8 @@ pub fn parse_tasks_file(path: &Path) -> Result<Vec<TaskInput>, InputError> {
         let line = index + 1;
         let text = std::str::from_utf8(raw)
             .map_err(|_| InputError::NotUtf8 { path: path.to_owned(), line })?;
+        // A byte-order mark, as some editors write: not part of the first object.
+        let text = if line == 1 { text.trim_start_matches('\u{feff}') } else { text };
         if text.trim().is_empty() {
             continue;
         }
@@ -593,6 +595,12 @@ mod tests {
             task_error(r#"["a"]"#, 1),
             r#"expected a JSON object such as {"args": ["a"]}, found an array"#
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_task_is_skipped() {
+        let parsed = tasks("\u{feff}{\"args\": [\"a\"]}\n{\"args\": [\"b\"]}\n").unwrap();
+        assert_eq!(parsed.iter().map(|t| t.args.clone()).collect::<Vec<_>>(), [["a"], ["b"]]);
     }
 
     #[test]

@@ -90,6 +90,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     u64::try_from(total + frac_bytes).map_err(|_| too_large())
 }
 
+/// A memory limit: a size above 0 bytes (a limit of 0 would kill every task).
+pub fn parse_memory_limit(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err(format!("invalid size '{s}': a memory limit must be more than 0 bytes")),
+        bytes => Ok(bytes),
+    }
+}
+
 /// A non-negative decimal without sign or exponent ("1", "1.5", ".5"); `None` for
 /// anything else, so "nan", "inf" and "1e3" are refused rather than half-accepted.
 fn parse_decimal(text: &str) -> Option<f64> {
@@ -116,6 +124,15 @@ mod tests {
         assert_eq!(parse_duration(".25s"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("10 ms"), Ok(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn a_memory_limit_of_nothing_is_refused() {
+        assert_eq!(parse_memory_limit("512M"), Ok(512 << 20));
+        assert_eq!(
+            parse_memory_limit("0"),
+            Err("invalid size '0': a memory limit must be more than 0 bytes".to_owned())
+        );
     }
 
     #[test]
