@@ -580,6 +580,24 @@ fn bad_more_slots_than_the_open_file_limit_serves() {
 }
 
 #[test]
+fn bad_nice_below_what_this_user_may_set() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let env = Env::new();
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = env.command(&["run", "--nice", "-5", "true", ":::", "1"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534); // nobody: no right to lower a niceness
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--nice -5 is below shoal's own niceness"), "{stderr}");
+    assert!(stderr.contains("needs root or CAP_SYS_NICE"), "{stderr}");
+}
+
+#[test]
 fn bad_empty_input_group() {
     let env = Env::new();
     let err = bad_input(&env, &["run", "echo", ":::"], "bad_empty_group");

@@ -33,6 +33,7 @@ pub(super) fn resume(
         .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
     let options = RunOptions::resolve(args, Some(stored));
     super::run::check_open_files(options.jobs)?;
+    super::run::check_nice(options.nice)?;
     let template = Template::parse(&info.run.command, options.shell)?;
     let total = store.stats(run_id)?.total;
     let override_timeout = args.timeout;

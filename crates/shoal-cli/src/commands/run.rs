@@ -224,10 +224,44 @@ pub(super) fn check_open_files(jobs: u32) -> anyhow::Result<()> {
     }
 }
 
+/// Refuses a niceness the tasks could not be given: lowering it below shoal's own
+/// needs root, CAP_SYS_NICE or RLIMIT_NICE, and without them every task would fail
+/// to start with a bare "Permission denied".
+pub(super) fn check_nice(nice: Option<i32>) -> anyhow::Result<()> {
+    let Some(nice) = nice else { return Ok(()) };
+    let current = rustix::process::getpriority_process(None).unwrap_or(0);
+    if nice >= current || rustix::process::geteuid().is_root() || has_cap_sys_nice() {
+        return Ok(());
+    }
+    let rlimit = rustix::process::getrlimit(rustix::process::Resource::Nice).current;
+    // RLIMIT_NICE n allows a niceness down to 20 - n.
+    let lowest = rlimit.map_or(-20, |n| 20 - n.min(40) as i32);
+    if nice < lowest {
+        bail!(
+            "--nice {nice} is below shoal's own niceness ({current}); lowering it needs root \
+             or CAP_SYS_NICE (this process may go down to {})",
+            lowest.max(-20).min(current)
+        );
+    }
+    Ok(())
+}
+
+/// Whether this process holds CAP_SYS_NICE (bit 23 of its effective capabilities).
+fn has_cap_sys_nice() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("CapEff:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|caps| caps & (1 << 23) != 0)
+    })
+}
+
 fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
     let options = RunOptions::resolve(args, None);
     check_open_files(options.jobs)?;
+    check_nice(options.nice)?;
     let template = Template::parse(&command, options.shell)?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     let inputs: Vec<TaskInput> = match (&args.tasks, groups.is_empty()) {
