@@ -198,3 +198,20 @@ def counted_die_on(directory, x, bad=5):
     if x == bad:
         os.kill(os.getpid(), signal.SIGKILL)
     return x
+
+
+_kept = []
+
+
+def keep_then_pid(megabytes):
+    """Keeps `megabytes` of memory in this worker for good; returns its pid."""
+    _kept.append(bytearray(megabytes << 20))
+    return os.getpid()
+
+
+def sleep_then_die(seconds):
+    """Sleeps, then kills its own worker."""
+    import time
+
+    time.sleep(seconds)
+    os.kill(os.getpid(), signal.SIGKILL)

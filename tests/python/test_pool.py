@@ -298,6 +298,14 @@ def test_bad_arguments_are_refused_clearly(kwargs, error, message):
     assert worker_children() == []
 
 
+@pytest.mark.parametrize("chunksize", [1, 2, None])
+def test_a_starmap_item_that_is_not_a_tuple_fails_as_a_typeerror(pool, chunksize, capfd):
+    with pytest.raises(TypeError, match="after \\* must be an iterable"):
+        pool.starmap(tasks.add, [(1,), 2, (3,)], chunksize=chunksize)
+    assert pool.starmap(tasks.add, [(1,), (3,)], chunksize=chunksize) == [1, 3]
+    assert "Exception in thread" not in capfd.readouterr().err
+
+
 def test_chunksize_must_be_positive(pool):
     with pytest.raises(ValueError, match="chunksize"):
         pool.map(tasks.inc, range(3), chunksize=0)
@@ -358,6 +366,13 @@ def test_cwd_is_the_callers(pool):
 def test_cpu_affinity_pins_workers():
     with shoal.Pool(2, cpu_affinity=[0], **FAST) as p:
         assert p.map(tasks.affinity, range(2), chunksize=1) == [[0], [0]]
+
+
+def test_a_worker_grown_past_max_memory_per_child_is_replaced_before_its_next_task():
+    # No heartbeat in between (one per 10 s): the size is read as each task ends.
+    with shoal.Pool(1, max_memory_per_child="60M", heartbeat=10, heartbeat_timeout=30) as p:
+        pids = [p.apply(tasks.keep_then_pid, (100,)) for _ in range(3)]
+    assert len(set(pids)) == 3, pids
 
 
 def test_max_memory_per_child_recycles_workers():

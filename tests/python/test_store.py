@@ -4,10 +4,11 @@ reused, so an interrupted job resumes where it stopped."""
 import functools
 import os
 import sqlite3
+import time
 
 import pytest
 import tasks
-from conftest import worker_children
+from conftest import FAST, worker_children
 
 import shoal
 
@@ -85,6 +86,51 @@ def test_a_stored_result_is_reused_only_for_the_very_same_call(tmp_path):
         # The very same calls: their stored results, without running again.
         assert pool.options(key="job").apply(sum, (long,)) == 1045
     assert [r[1] for r in rows(path)] == ["succeeded"] * 5
+
+
+def test_a_keyed_map_with_a_chunksize_resumes_its_failed_items_too(tmp_path):
+    # Each call is stored on its own, whatever the chunksize: a failed item is run
+    # again on resume, not replayed from a chunk stored as a whole.
+    path, marks = tmp_path / "results.db", tmp_path / "marks"
+    marks.mkdir()
+    (marks / "fail-3").touch()
+    work = functools.partial(tasks.counted, str(marks))
+    with shoal.Pool(2, store=path) as pool:
+        with pytest.raises(ValueError):
+            pool.options(key="job").map(work, range(6), chunksize=3)
+    (marks / "fail-3").unlink()
+    with shoal.Pool(2, store=path) as pool:
+        assert pool.options(key="job").map(work, range(6), chunksize=3) == [0, 10, 20, 30, 40, 50]
+    assert sorted(name.split("-")[0] for name in runs_of(marks)) == [
+        "0", "1", "2", "3", "3", "4", "5"
+    ]
+
+
+def test_the_run_is_finished_unless_terminate_cut_tasks_short(tmp_path):
+    path = tmp_path / "results.db"
+    with shoal.Pool(1, store=path) as pool:  # __exit__ terminates, with nothing left
+        assert pool.map(tasks.inc, range(3)) == [1, 2, 3]
+    with shoal.Pool(1, store=path) as pool:
+        pool.apply_async(tasks.sleep_then, (30,))
+        time.sleep(0.3)
+    with sqlite3.connect(path) as db:
+        statuses = [r[0] for r in db.execute("SELECT status FROM runs ORDER BY id")]
+    assert statuses == ["finished", "interrupted"]
+
+
+def test_a_crashed_or_timed_out_task_is_stored_with_the_time_it_ran(tmp_path):
+    path = tmp_path / "results.db"
+    with shoal.Pool(1, store=path, retries=0, **FAST) as pool:
+        with pytest.raises(shoal.TaskTimeout):
+            pool.options(timeout=0.5).apply(tasks.sleep_then, (30,))
+        with pytest.raises(shoal.WorkerCrashed):
+            pool.apply(tasks.sleep_then_die, (0.3,))
+        pool.close()
+        pool.join()
+    with sqlite3.connect(path) as db:
+        durations = dict(db.execute("SELECT status, duration FROM tasks"))
+    assert durations["timed_out"] >= 0.5, durations
+    assert durations["crashed"] >= 0.3, durations
 
 
 def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path):

@@ -1,4 +1,4 @@
-//! What `/proc` tells of a live process.
+//! What `/proc` tells of a live process: its CPU time and resident memory.
 
 /// CPU time used so far by process `pid`, all its threads (user and system, in clock
 /// ticks); `None` once it is gone. The worker pool asks it of a worker that has gone
@@ -11,6 +11,14 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     // utime and stime are the 14th and 15th fields of the line; state is the 3rd.
     let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
     Some(ticks(14)? + ticks(15)?)
+}
+
+/// Resident memory of process `pid` in bytes, from `/proc/PID/statm`; `None` once it
+/// is gone. Read after each task of a worker that may be recycled past a size.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split(' ').nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
 }
 
 #[cfg(test)]
@@ -27,5 +35,15 @@ mod tests {
         }
         assert!(cpu_ticks(std::process::id()).unwrap() > before);
         assert_eq!(cpu_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn rss_counts_memory_in_use() {
+        let before = rss_bytes(std::process::id()).expect("this process");
+        let block = vec![1u8; 64 << 20];
+        let after = rss_bytes(std::process::id()).unwrap();
+        assert!(after >= before + (60 << 20), "{before} -> {after}");
+        drop(std::hint::black_box(block));
+        assert_eq!(rss_bytes(u32::MAX), None);
     }
 }

@@ -181,7 +181,7 @@ pub(super) async fn run(
     driver.flush();
     let stats = driver.stats();
     if let Some(recorder) = driver.recorder.take() {
-        recorder.finish(driver.terminating);
+        recorder.finish(driver.cut_short);
     }
     stats
 }
@@ -205,6 +205,8 @@ struct Driver {
     start_failures: u32,
     closing: bool,
     terminating: bool,
+    /// Terminated with tasks unfinished: the stored run is `interrupted`.
+    cut_short: bool,
     broken: Option<Broken>,
     submitted: u64,
     finished: u64,
@@ -247,6 +249,7 @@ impl Driver {
             start_failures: 0,
             closing: false,
             terminating: false,
+            cut_short: false,
             broken: None,
             submitted: 0,
             finished: 0,
@@ -343,6 +346,7 @@ impl Driver {
     /// Kills every worker and ends every unfinished task as cancelled.
     fn terminate(&mut self) {
         self.terminating = true;
+        self.cut_short |= !self.tasks.is_empty();
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
             self.end_unstarted(
@@ -562,7 +566,7 @@ impl Driver {
                 held,
                 AttemptOutcome::Crashed { signal: 9 },
                 timeout_message(timeout),
-                false,
+                None,
             );
             return;
         }
@@ -823,12 +827,26 @@ impl Driver {
         }
         let status = if ok { EventStatus::Ok } else { EventStatus::Raised };
         self.finish(sent, status, payload, traceback, ran);
+        self.recycle_if_grown(index);
         self.update_prefetch();
         if alone_done {
             self.update_lanes(index);
         }
         if self.closing && self.tasks.is_empty() {
             self.retire_idle();
+        }
+    }
+
+    /// Between two tasks, replaces a worker grown past the pool's memory size (its
+    /// heartbeats say so too, but only once per interval).
+    fn recycle_if_grown(&mut self, index: usize) {
+        let Some(max) = self.config.recycle_memory else { return };
+        let Some(live) = &self.slots[index].live else { return };
+        if let Some(rss) = stat::rss_bytes(live.process.pid) {
+            self.slots[index].rss = rss;
+            if rss > max {
+                self.retire(index);
+            }
         }
     }
 
@@ -883,6 +901,7 @@ impl Driver {
             _ => None,
         };
         let head = live.in_flight.front().map_or(0, |s| s.slot);
+        let head_ran = live.head_since.elapsed();
         let blamed = timed_out.unwrap_or(head);
         // A worker may send the Results of prefetched Runs together, so with several
         // unanswered the one it was running is unknown: they all go back, to run alone.
@@ -900,7 +919,8 @@ impl Driver {
                     (Some(_), Some(task)) => timeout_message(task.timeout.unwrap_or_default()),
                     _ => why.clone(),
                 };
-                self.end_attempt_with_failure(sent, outcome, why, sent.slot == head);
+                let ran = (sent.slot == head).then_some(head_ran);
+                self.end_attempt_with_failure(sent, outcome, why, ran);
             } else {
                 self.sched.requeue(sent.slot, now);
                 if let Some(task) = self.tasks.get_mut(&sent.task) {
@@ -918,21 +938,22 @@ impl Driver {
         }
     }
 
-    /// Ends an attempt whose worker died: a retry, or the final event.
-    /// `begun`: the worker had started it (else it was held or waiting behind another).
+    /// Ends an attempt whose worker died: a retry, or the final event. `ran`: how
+    /// long the worker had been running it; `None` if it had not started it (it was
+    /// held, or waiting behind another).
     fn end_attempt_with_failure(
         &mut self,
         sent: Sent,
         outcome: AttemptOutcome,
         why: String,
-        begun: bool,
+        ran: Option<Duration>,
     ) {
         let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
         if let Some(recorder) = &self.recorder {
-            if !begun {
+            if ran.is_none() {
                 recorder.started(sent.task, sent.attempt, self.worker_of(sent.slot) + 1, 0);
             }
-            let (status, ran) = (verdict.final_status, Duration::ZERO);
+            let (status, ran) = (verdict.final_status, ran.unwrap_or_default());
             recorder.ended(sent.task, sent.attempt, ran, verdict.outcome, status, None, &why);
         }
         let task = self.tasks.get_mut(&sent.task).expect("an attempt's task is held");
@@ -959,7 +980,7 @@ impl Driver {
         } else {
             why
         };
-        self.finish(sent, status, Vec::new(), message, Duration::ZERO);
+        self.finish(sent, status, Vec::new(), message, ran.unwrap_or_default());
     }
 
     /// Emits a task's final event and forgets it.
