@@ -349,6 +349,14 @@ class Core:
         for stream in streams:
             stream.drain()
 
+    def stop_streams(self) -> None:
+        """Stops every map-like call: no more input is read, and what no worker has yet
+        ends cancelled."""
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.stop()
+
     def _close_engine(self) -> None:
         if not self._engine_closed:
             self._engine_closed = True

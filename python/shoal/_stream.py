@@ -287,7 +287,16 @@ class Stream:
         fn_bytes = self._fn_bytes
         if single:
             item = chunk[0]
-            args = tuple(item) if self._star else (item,)
+            try:
+                args = tuple(item) if self._star else (item,)
+            except TypeError:
+                # What calling fn(*item) would raise, as it does in a chunk's worker.
+                error = TypeError(
+                    f"{describe(self.fn)}() argument after * must be an iterable, "
+                    f"not {type(item).__name__}"
+                )
+                fail_items(self._sink, indices, error)
+                return None
             try:
                 return (
                     _payload.encode_run(_payload.CALL, fn_bytes, _payload.dumps((args, None))),

@@ -220,6 +220,8 @@ class _Submitting:
             raise ValueError("chunksize must be >= 1.")
         deadline = None if timeout is None else time.monotonic() + timeout
         core = self._core
+        if self._options.key is not None and core.recording:
+            chunksize = 1  # each call stored and found again on its own (see shoal.Pool)
         results = _stream.Results(ordered=True)
         stream = _stream.Stream(
             core,
@@ -314,6 +316,9 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         if cancel_futures:
             for future in list(self._pending):
                 future.cancel()
+            # And the items of maps no worker has yet: they end cancelled, as the
+            # standard library's map futures would.
+            self._core.stop_streams()
         self._core.close()
         if wait:
             with self._core.interruptible():

@@ -297,8 +297,10 @@ class _Submitting:
     def _chunker(self, chunksize: int | None, total: int | None) -> _stream.Chunker:
         if chunksize is None and self._options.timeout is not None:
             chunksize = 1  # each call gets its own timeout
-        if chunksize is None and self._options.key is not None and self._core.recording:
-            chunksize = 1  # each call is stored, and found again, on its own
+        if self._options.key is not None and self._core.recording:
+            # Each call is stored, and found again, on its own: a chunk's stored
+            # outcome would replay its failed items on resume instead of running them.
+            chunksize = 1
         workers = self._core.workers
         limit = math.ceil(total / (4 * workers)) if total else 1024
         return _stream.Chunker(chunksize, limit)
@@ -382,9 +384,12 @@ class Pool(_Submitting):
     - max_memory_per_child: a worker whose resident memory grew past this (bytes or
       "1G") is replaced between two tasks.
     - heartbeat, heartbeat_timeout: seconds between worker heartbeats, and silence after
-      which a worker is declared hung, killed, and its task retried.
+      which a worker that uses no CPU either is declared hung, killed, and its task
+      retried.
     - progress: a progress bar on stderr (calls done/submitted, rate, time left).
-    - store: the durable result store; not available yet (NotImplementedError).
+    - store: a SQLite file (the CLI's store) where every task is recorded; a call with
+      a `key` that already succeeded there with the same function and arguments
+      returns the stored result without running.
 
     Exiting the `with` block terminates the pool, as multiprocessing's does; call
     `close()` and `join()` first to wait for the work submitted.

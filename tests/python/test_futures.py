@@ -117,6 +117,20 @@ def test_a_finished_future_cannot_be_cancelled(executor):
     assert not future.cancel()
 
 
+def test_shutdown_with_cancel_futures_cancels_what_a_map_has_not_started():
+    ex = shoal.ProcessPoolExecutor(1, **FAST)
+    results = ex.map(tasks.sleep_then, [0.2] * 50, [1] * 50)
+    time.sleep(0.1)
+    started = time.monotonic()
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - started < 3, "it ran the whole map"
+    done = []
+    with pytest.raises(concurrent.futures.CancelledError):
+        for value in results:
+            done.append(value)
+    assert len(done) < 50
+
+
 def test_shutdown_with_cancel_futures(tmp_path, capfd):
     ex = shoal.ProcessPoolExecutor(1, **FAST)
     running = ex.submit(tasks.sleep_then, 0.5, "finished")
