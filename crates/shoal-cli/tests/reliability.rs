@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{alive, assert_all_dead, int_of, read_pids, str_of, task, wait_for, Env};
+use common::{alive, assert_all_dead, int_of, json_lines, read_pids, str_of, task, wait_for, Env};
 use serde_json::Value;
 
 /// A task script: with input `hang` it starts children that all ignore SIGTERM, one
@@ -490,7 +490,7 @@ echo "done $1"
     // While the first shoal lives, a resume must not touch its tasks.
     let refused = env.run(&["run", "--resume"]);
     refused.expect_code(2);
-    assert!(refused.stderr.contains("is still running in shoal process"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("is still running in another shoal"), "{}", refused.stderr);
     assert!(pids.iter().all(|&p| alive(p)), "a refused resume killed nothing");
 
     shoal.signal(libc::SIGKILL);
@@ -508,4 +508,52 @@ echo "done $1"
     assert_all_dead(&pids);
     let tasks = env.results(&[]);
     assert!(tasks.iter().all(|t| str_of(t, "status") == "succeeded"), "{tasks:?}");
+}
+
+/// The run's lock, not its processes, says a shoal still runs it: a resume is refused
+/// while the live shoal has nothing running (its task waits out a retry delay).
+#[test]
+fn a_resume_is_refused_while_the_live_shoal_waits_to_retry() {
+    let env = Env::new();
+    let shoal = env.spawn(&["run", "--retries", "3", "--retry-delay", "30", "false", ":::", "a"]);
+    wait_for("the first attempt to fail", Duration::from_secs(20), || {
+        let out = env.run(&["export"]);
+        (out.code() == 0 && out.stdout.contains("\"outcome\":\"failed\"")).then_some(())
+    });
+    let refused = env.run(&["run", "--resume"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("run 1 is still running in another shoal"),
+        "{}",
+        refused.stderr
+    );
+    shoal.signal(libc::SIGKILL);
+    shoal.wait(Duration::from_secs(10));
+    // Once that shoal is gone, the lock is free.
+    env.run(&["run", "--resume", "--retries", "0"]).expect_code(1);
+}
+
+/// A resume runs the tasks where the run began, whatever directory it is started
+/// from: relative paths in the command mean what they meant.
+#[test]
+fn a_resume_runs_in_the_runs_own_directory() {
+    let env = Env::new();
+    let gate = env.write("gate", "");
+    env.write(
+        "job.sh",
+        &format!("while [ -e {gate} ] && [ $1 = b ]; do sleep 0.05; done; echo ran $1\n"),
+    );
+    let shoal = env.spawn(&["run", "-j2", "sh", "./job.sh", ":::", "a", "b"]);
+    wait_for("task a to finish", Duration::from_secs(20), || {
+        let out = env.run(&["results", "--json", "--status", "succeeded"]);
+        (out.code() == 0 && json_lines(&out.stdout).len() == 1).then_some(())
+    });
+    shoal.signal(libc::SIGKILL);
+    shoal.wait(Duration::from_secs(10));
+    std::fs::remove_file(&gate).unwrap();
+    let mut resume = env.command(&["run", "--resume"]);
+    resume.current_dir("/");
+    let out = resume.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran b\n");
 }

@@ -1,5 +1,6 @@
 //! The subcommands of `shoal`, one file each (`report` holds the read-only ones).
 
+mod lock;
 mod printer;
 pub mod report;
 mod resume;

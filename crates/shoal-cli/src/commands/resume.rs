@@ -9,6 +9,7 @@ use shoal_core::process::orphans;
 use shoal_core::store::Store;
 use shoal_core::TaskMeta;
 
+use super::lock::RunLock;
 use super::run::{memory_limit, Planned, Prepared, RunOptions};
 use crate::cli::RunArgs;
 use crate::template::Template;
@@ -27,8 +28,16 @@ pub(super) fn resume(
         Some(id) => id,
         None => store.last_run()?.context("the store holds no run to resume")?,
     };
+    // First the lock: while another shoal runs this run, nothing of it is touched.
+    let lock = RunLock::take(store_path, run_id)?;
     stop_leftovers(store_path, run_id)?;
     let info = store.prepare_resume(run_id)?;
+    // Relative paths in the command and inputs mean what they meant then.
+    if !info.run.cwd.is_empty() {
+        std::env::set_current_dir(&info.run.cwd).with_context(|| {
+            format!("run {run_id} ran in {}, which cannot be entered now", info.run.cwd)
+        })?;
+    }
     let stored: RunOptions = serde_json::from_value(info.run.options.clone())
         .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
     let options = RunOptions::resolve(args, Some(stored));
@@ -62,7 +71,7 @@ pub(super) fn resume(
     let memory = memory_limit(&options);
     let mode = memory.as_ref().map(|m| m.mode().as_str());
     store.set_run_options(run_id, &serde_json::to_value(&options)?, mode)?;
-    Ok(Prepared { run_id, template, options, memory, planned, skipped })
+    Ok(Prepared { run_id, template, options, memory, planned, skipped, lock })
 }
 
 /// The environment variable that marks every process of a run.
@@ -74,18 +83,11 @@ pub(super) fn run_marker(store_path: &Path, run: i64) -> String {
     format!("{run}@{}", store.display())
 }
 
-/// Before a resume: refuses if the run is still going on under another shoal, and
-/// kills what a killed shoal left running of it, so no task runs twice at once.
+/// Before a resume, with the run's lock held (so no live shoal runs it): kills what
+/// a killed shoal left running of it, so no task runs twice at once.
 fn stop_leftovers(store_path: &Path, run: i64) -> anyhow::Result<()> {
     let marker = format!("{RUN_MARKER}={}", run_marker(store_path, run));
     let marked = orphans::find_marked(&marker);
-    let own_name = orphans::command_name(std::process::id());
-    if let Some(live) = marked.iter().find(|m| orphans::command_name(m.parent) == own_name) {
-        bail!(
-            "run {run} is still running in shoal process {}: stop it (or let it finish) before resuming",
-            live.parent
-        );
-    }
     if !marked.is_empty() {
         let killed = orphans::kill_all(&marked);
         note!("shoal: killed {killed} processes that the interrupted run {run} left running");

@@ -18,6 +18,7 @@ use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
+use super::lock::RunLock;
 use super::printer::{Printer, PRINT_LIMIT};
 use super::resume::{run_marker, RUN_MARKER};
 use crate::cli::RunArgs;
@@ -80,10 +81,11 @@ pub(super) struct Planned {
 /// Runs `shoal run`.
 pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let store = Store::open(store_path)?;
-    let Prepared { run_id, template, options, memory, planned, skipped } = match args.resume {
-        Some(run) => super::resume::resume(&store, store_path, run, &args)?,
-        None => start(&store, &args)?,
-    };
+    let Prepared { run_id, template, options, memory, planned, skipped, lock: _lock } =
+        match args.resume {
+            Some(run) => super::resume::resume(&store, store_path, run, &args)?,
+            None => start(&store, store_path, &args)?,
+        };
 
     let total = planned.len() as u64;
     let force = if args.progress {
@@ -196,6 +198,8 @@ pub(super) struct Prepared {
     pub(super) planned: Vec<Planned>,
     /// Tasks that had already succeeded (on resume).
     pub(super) skipped: u64,
+    /// Held until the run ends: no `--resume` of it can start meanwhile.
+    pub(super) lock: RunLock,
 }
 
 /// The memory limit of a run, by the best mechanism this machine allows.
@@ -257,7 +261,7 @@ fn has_cap_sys_nice() -> bool {
     })
 }
 
-fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
+fn start(store: &Store, store_path: &Path, args: &RunArgs) -> anyhow::Result<Prepared> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
     let options = RunOptions::resolve(args, None);
     check_open_files(options.jobs)?;
@@ -309,6 +313,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         memory_limit_mode: memory.as_ref().map(|m| m.mode().as_str().to_owned()),
     };
     let run_id = store.create_run(&new_run)?;
+    let lock = RunLock::take(store_path, run_id)?;
     let tasks: Vec<NewTask> = planned
         .iter()
         .map(|p| NewTask {
@@ -319,7 +324,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         })
         .collect();
     store.insert_tasks(run_id, &tasks)?;
-    Ok(Prepared { run_id, template, options, memory, planned, skipped: 0 })
+    Ok(Prepared { run_id, template, options, memory, planned, skipped: 0, lock })
 }
 
 /// The engine's front end for `shoal run`: renders commands, records events.

@@ -34,6 +34,9 @@ pub(crate) struct TaskState {
     pub seq: u64,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Attempts made before this run of the scheduler (a resumed run's): backoff
+    /// starts afresh after them.
+    pub before: u32,
 }
 
 /// A waiting task's place in the slab. Slab places are reused; the ticket, unique to
@@ -253,7 +256,7 @@ mod tests {
     }
 
     fn state(task: TaskId, meta: TaskMeta) -> TaskState {
-        TaskState { task, meta, seq: task, attempts: 0 }
+        TaskState { task, meta, seq: task, attempts: 0, before: 0 }
     }
 
     fn push(q: &mut ReadyQueue, task: TaskId, meta: TaskMeta, now: Duration) {

@@ -109,7 +109,9 @@ impl Scheduler {
     pub fn submit(&mut self, task: TaskId, meta: TaskMeta, attempts_so_far: u32, now: Duration) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ready.push(TaskState { task, meta, seq, attempts: attempts_so_far }, now);
+        let state =
+            TaskState { task, meta, seq, attempts: attempts_so_far, before: attempts_so_far };
+        self.ready.push(state, now);
         self.unfinished += 1;
     }
 
@@ -178,7 +180,7 @@ impl Scheduler {
             && attempt <= run.state.meta.retries
             && !self.stopped;
         let final_status = if retry {
-            let at = now + self.config.backoff.delay(attempt);
+            let at = now + self.config.backoff.delay(attempt.saturating_sub(run.state.before));
             self.delayed.insert((at, run.state.seq), run.state);
             None
         } else {
@@ -331,6 +333,20 @@ mod tests {
         assert!(poll(&mut s, Duration::ZERO).is_empty());
         assert!(s.is_idle());
         assert_eq!(s.unfinished(), 1, "task 2 never started and stays for a resume");
+    }
+
+    #[test]
+    fn a_resumed_tasks_backoff_starts_afresh() {
+        let mut s = Scheduler::new(config(1));
+        // Three attempts in earlier sessions; this session allows one more retry.
+        s.submit(1, TaskMeta { retries: 4, ..TaskMeta::default() }, 3, Duration::ZERO);
+        assert_eq!(
+            poll(&mut s, Duration::ZERO),
+            vec![Decision::Start { slot: 1, task: 1, attempt: 4 }]
+        );
+        let v = s.attempt_ended(1, AttemptOutcome::Failed { exit_code: 1 }, Duration::ZERO);
+        assert_eq!(v.final_status, None);
+        assert_eq!(s.next_wakeup(), Some(Duration::from_secs(1)), "the base, not 2^3 times it");
     }
 
     #[test]
