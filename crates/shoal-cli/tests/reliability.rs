@@ -349,6 +349,13 @@ echo "done $1"
 
     let runs = env.runs();
     assert_eq!(str_of(&runs[0], "status"), "interrupted");
+    // Cancelled is not failed: no success rate yet (nothing ran to its end), no
+    // "failed" in the runs table.
+    assert_eq!(env.stats(&[])["success_rate"], Value::Null);
+    let table = env.run(&["runs"]).expect_code(0).stdout.clone();
+    let row = table.lines().nth(1).expect("a row for run 1");
+    let failed_column = row.split_whitespace().nth(4).expect("the failed column");
+    assert_eq!(failed_column, "0", "{table}");
     let results = env.results(&[]);
     let statuses: Vec<(&str, i64)> =
         results.iter().map(|t| (str_of(t, "status"), int_of(t, "attempts"))).collect();

@@ -138,9 +138,16 @@ impl TaskStatus {
         TaskStatus::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
-    /// Whether the task has ended with a failure of some kind.
+    /// Whether the task has ended with a failure of some kind. A cancelled task did not
+    /// fail: it was stopped (and a resume runs it).
     pub fn is_failure(self) -> bool {
-        !matches!(self, TaskStatus::Queued | TaskStatus::Running | TaskStatus::Succeeded)
+        !matches!(
+            self,
+            TaskStatus::Queued
+                | TaskStatus::Running
+                | TaskStatus::Succeeded
+                | TaskStatus::Cancelled
+        )
     }
 }
 

@@ -446,10 +446,8 @@ fn summary(
 ) -> String {
     let count = |status| finished.get(&status).copied().unwrap_or(0);
     // Cancelled tasks are reported on their own: the user stopped them, they did not fail.
-    let failed_statuses: Vec<TaskStatus> = TaskStatus::ALL
-        .into_iter()
-        .filter(|&s| s.is_failure() && s != TaskStatus::Cancelled && count(s) > 0)
-        .collect();
+    let failed_statuses: Vec<TaskStatus> =
+        TaskStatus::ALL.into_iter().filter(|&s| s.is_failure() && count(s) > 0).collect();
     let failures: Vec<String> =
         failed_statuses.iter().map(|&s| format!("{} {s}", count(s))).collect();
     let failed: u64 = failed_statuses.iter().map(|&s| count(s)).sum();

@@ -136,7 +136,10 @@ impl Store {
         require_run(&conn, run)?;
         let counts = status_counts(&conn, run)?;
         let total = counts.values().sum();
-        let unfinished = counts[&TaskStatus::Queued] + counts[&TaskStatus::Running];
+        // Cancelled tasks were stopped, not run to their end: they count neither way.
+        let unfinished = counts[&TaskStatus::Queued]
+            + counts[&TaskStatus::Running]
+            + counts[&TaskStatus::Cancelled];
         let finished = total - unfinished;
         let success_rate =
             (finished > 0).then(|| counts[&TaskStatus::Succeeded] as f64 / finished as f64);
@@ -144,12 +147,15 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT duration FROM tasks
-                 WHERE run_id = ?1 AND status NOT IN (?2, ?3) AND duration IS NOT NULL
+                 WHERE run_id = ?1 AND status NOT IN (?2, ?3, ?4) AND duration IS NOT NULL
                  ORDER BY duration",
             )
             .map_err(db("read durations"))?;
         let durations: Vec<f64> = stmt
-            .query_map(params![run, TaskStatus::Queued, TaskStatus::Running], |r| r.get(0))
+            .query_map(
+                params![run, TaskStatus::Queued, TaskStatus::Running, TaskStatus::Cancelled],
+                |r| r.get(0),
+            )
             .and_then(Iterator::collect)
             .map_err(db("read durations"))?;
 

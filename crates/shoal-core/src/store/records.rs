@@ -220,7 +220,7 @@ pub struct RunStats {
     pub total: u64,
     /// How many tasks are in each status.
     pub counts: StatusCounts,
-    /// Succeeded over finished (not queued, not running) tasks; `None` if none finished.
+    /// Succeeded over finished tasks (not queued, running or cancelled); `None` if none.
     pub success_rate: Option<f64>,
     /// Median of finished tasks' last-attempt durations (nearest rank).
     pub duration_p50: Option<f64>,
