@@ -103,25 +103,26 @@ def encode_chunk_result(elapsed: float, values: list, errors: dict) -> bytes:
 
 
 def unpicklable_result(value: object, exc: BaseException) -> tuple[bytes, str]:
-    """The failure of a task whose return value cannot be pickled: a pickled
-    `shoal.PicklingError` naming the value's type and why, and its one-line traceback."""
-    from shoal.errors import PicklingError  # only on this failure: keep worker start light
-
-    error = PicklingError(
+    """The failure of a task whose return value cannot be pickled."""
+    return _result_failure(
         f"the task's return value (of type {type(value).__qualname__}) could not be "
         f"pickled to send it back: {type(exc).__name__}: {exc}"
     )
-    return pickle.dumps(error, PROTOCOL), f"shoal.errors.PicklingError: {error}\n"
 
 
 def oversized_result(size: int, limit: int) -> tuple[bytes, str]:
     """The failure of a task whose pickled return value is too large for a Result."""
-    from shoal.errors import PicklingError
-
-    error = PicklingError(
+    return _result_failure(
         f"the task's return value is {size} bytes pickled, over the {limit} bytes "
         "a result can carry back"
     )
+
+
+def _result_failure(message: str) -> tuple[bytes, str]:
+    """A pickled `shoal.PicklingError` saying `message`, and its one-line traceback."""
+    from shoal.errors import PicklingError  # only on this failure: keep worker start light
+
+    error = PicklingError(message)
     return pickle.dumps(error, PROTOCOL), f"shoal.errors.PicklingError: {error}\n"
 
 

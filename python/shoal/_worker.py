@@ -406,12 +406,10 @@ class _Runner:
         try:
             mode, fn_bytes, args_bytes = _payload.decode_run(payload)
             fn = self._function(fn_bytes)
-            if mode == _payload.CALL:
-                args = pickle.loads(args_bytes)
-            else:
-                # A chunk's time counts its items, not the one-off unpickling of its function.
-                start = time.perf_counter()
-                args = pickle.loads(args_bytes)
+            # A chunk's time counts its items, not the one-off unpickling of its
+            # function; a single call is not timed.
+            start = 0.0 if mode == _payload.CALL else time.perf_counter()
+            args = pickle.loads(args_bytes)
         except Exception as exc:
             return (False, *_failure(exc))
         if mode == _payload.CALL:

@@ -41,8 +41,7 @@ pub(super) fn resume(
     let stored: RunOptions = serde_json::from_value(info.run.options.clone())
         .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
     let options = RunOptions::resolve(args, Some(stored));
-    super::run::check_open_files(options.jobs)?;
-    super::run::check_nice(options.nice)?;
+    options.check_machine()?;
     let template = Template::parse(&info.run.command, options.shell)?;
     let total = store.stats(run_id)?.total;
     let override_timeout = args.timeout;

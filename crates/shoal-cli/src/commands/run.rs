@@ -208,15 +208,23 @@ pub(super) fn memory_limit(options: &RunOptions) -> Option<Arc<MemoryLimit>> {
     options.memory_limit.map(|bytes| Arc::new(MemoryLimit::new(bytes, slots)))
 }
 
-/// A new run: parse inputs and template, record run and tasks.
 /// Files shoal keeps open per running task (its two output pipes, its pidfd, a
 /// memory cgroup's), and for itself (the store, the poller, standard streams).
 const FILES_PER_SLOT: u64 = 4;
 const FILES_OF_SHOAL: u64 = 64;
 
+impl RunOptions {
+    /// Refuses what this machine cannot give the tasks (before anything runs, rather
+    /// than let every task fail to start).
+    pub(super) fn check_machine(&self) -> anyhow::Result<()> {
+        check_open_files(self.jobs)?;
+        check_nice(self.nice)
+    }
+}
+
 /// Refuses a slot count that the open-file limit cannot serve: past it, spawns fail
 /// and tasks that never ran would be recorded as failed.
-pub(super) fn check_open_files(jobs: u32) -> anyhow::Result<()> {
+fn check_open_files(jobs: u32) -> anyhow::Result<()> {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let needed = u64::from(jobs) * FILES_PER_SLOT + FILES_OF_SHOAL;
     match limit {
@@ -231,7 +239,7 @@ pub(super) fn check_open_files(jobs: u32) -> anyhow::Result<()> {
 /// Refuses a niceness the tasks could not be given: lowering it below shoal's own
 /// needs root, CAP_SYS_NICE or RLIMIT_NICE, and without them every task would fail
 /// to start with a bare "Permission denied".
-pub(super) fn check_nice(nice: Option<i32>) -> anyhow::Result<()> {
+fn check_nice(nice: Option<i32>) -> anyhow::Result<()> {
     let Some(nice) = nice else { return Ok(()) };
     let current = rustix::process::getpriority_process(None).unwrap_or(0);
     if nice >= current || rustix::process::geteuid().is_root() || has_cap_sys_nice() {
@@ -261,11 +269,11 @@ fn has_cap_sys_nice() -> bool {
     })
 }
 
+/// A new run: parse inputs and template, record run and tasks.
 fn start(store: &Store, store_path: &Path, args: &RunArgs) -> anyhow::Result<Prepared> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
     let options = RunOptions::resolve(args, None);
-    check_open_files(options.jobs)?;
-    check_nice(options.nice)?;
+    options.check_machine()?;
     let template = Template::parse(&command, options.shell)?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     let inputs: Vec<TaskInput> = match (&args.tasks, groups.is_empty()) {

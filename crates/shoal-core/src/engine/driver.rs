@@ -10,6 +10,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::attempt::{supervise, Finished, KillLevel, Line};
 use super::events::{Ended, EngineConfig, Frontend, Report, Started, Stop};
+use crate::process::spawn::TASK_VAR;
 use crate::process::{limits, orphans, resolve_program, spawn, Exited, Limits, MemoryLimit};
 use crate::scheduler::{Decision, Scheduler};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
@@ -209,11 +210,11 @@ impl<'a, F: Frontend> Driver<'a, F> {
     /// process's environment costs milliseconds.
     fn kill_escaped(&self, task: TaskId) {
         if self.config.env.is_empty() {
-            return; // no run marker: SHOAL_TASK alone could name another run's task
+            return; // no run marker: the task number alone could name another run's task
         }
         let mut markers: Vec<String> =
             self.config.env.iter().map(|(name, value)| format!("{name}={value}")).collect();
-        markers.push(format!("SHOAL_TASK={task}"));
+        markers.push(format!("{TASK_VAR}={task}"));
         let escaped = orphans::find_marked_all(&markers);
         if !escaped.is_empty() {
             tracing::info!(

@@ -10,6 +10,8 @@ use std::fs;
 
 use rustix::process::{kill_process, Pid, Signal};
 
+use super::stat;
+
 /// A process that carries a run's marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marked {
@@ -41,16 +43,8 @@ pub fn find_marked_all<S: AsRef<str>>(markers: &[S]) -> Vec<Marked> {
                 })
             })
         })
-        .filter_map(|pid| Some(Marked { pid, parent: parent_of(pid)? }))
+        .filter_map(|pid| Some(Marked { pid, parent: stat::parent(pid)? }))
         .collect()
-}
-
-/// The parent pid, from `/proc/PID/stat` (the field after the command's closing
-/// parenthesis, which may itself contain spaces and parentheses).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The short command name of a process (`/proc/PID/comm`).
@@ -101,10 +95,5 @@ mod tests {
         assert!(other.try_wait().unwrap().is_none(), "an unmarked process is left alone");
         other.kill().unwrap();
         other.wait().unwrap();
-    }
-
-    #[test]
-    fn parent_is_read_past_a_command_name_with_spaces() {
-        assert_eq!(parent_of(std::process::id()), Some(std::os::unix::process::parent_id()));
     }
 }

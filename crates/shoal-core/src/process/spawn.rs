@@ -19,6 +19,9 @@ use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use super::limits::Limits;
 use crate::task::{SlotId, TaskId};
 
+/// The variable that gives a task's process (and its children) its task number.
+pub const TASK_VAR: &str = "SHOAL_TASK";
+
 /// A program and its arguments, ready to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
@@ -81,7 +84,7 @@ fn start(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("SHOAL_TASK", task.to_string())
+        .env(TASK_VAR, task.to_string())
         .env("SHOAL_SLOT", slot.to_string())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .process_group(0);

@@ -1,16 +1,32 @@
-//! What `/proc` tells of a live process: its CPU time and resident memory.
+//! What `/proc` tells of a live process: its parent, CPU time and resident memory.
+
+/// The numeric fields `numbers` (1-based, as in proc(5)) of `/proc/PID/stat`; `None`
+/// once the process is gone.
+fn stat_fields<const N: usize>(pid: u32, numbers: [usize; N]) -> Option<[u64; N]> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces and parentheses: count the
+    // fields after its end, which come from the 3rd (state) on.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let mut values = [0; N];
+    for (value, number) in values.iter_mut().zip(numbers) {
+        *value = fields.get(number.checked_sub(3)?)?.parse().ok()?;
+    }
+    Some(values)
+}
+
+/// The parent of process `pid`.
+pub fn parent(pid: u32) -> Option<u32> {
+    let [ppid] = stat_fields(pid, [4])?;
+    u32::try_from(ppid).ok()
+}
 
 /// CPU time used so far by process `pid`, all its threads (user and system, in clock
 /// ticks); `None` once it is gone. The worker pool asks it of a worker that has gone
 /// silent: one whose CPU time still grows is busy in a long call that holds its
 /// heartbeat back (Python's GIL), not hung.
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name, in parentheses, may hold spaces: count fields after its end.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    // utime and stime are the 14th and 15th fields of the line; state is the 3rd.
-    let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
-    Some(ticks(14)? + ticks(15)?)
+    let [utime, stime] = stat_fields(pid, [14, 15])?;
+    Some(utime + stime)
 }
 
 /// Resident memory of process `pid` in bytes, from `/proc/PID/statm`; `None` once it
@@ -35,6 +51,11 @@ mod tests {
         }
         assert!(cpu_ticks(std::process::id()).unwrap() > before);
         assert_eq!(cpu_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn parent_is_read_past_a_command_name_with_spaces() {
+        assert_eq!(parent(std::process::id()), Some(std::os::unix::process::parent_id()));
     }
 
     #[test]

@@ -752,14 +752,11 @@ impl Driver {
                 self.on_result(index, ok, payload, traceback)
             }
             Message::Heartbeat { rss_bytes } => {
-                self.slots[index].rss = rss_bytes;
                 if let Some(live) = self.slots[index].live.as_mut() {
                     // What a later silence is measured against (see `check_timers`).
                     live.cpu_ticks = stat::cpu_ticks(live.process.pid).unwrap_or(live.cpu_ticks);
                 }
-                if self.config.recycle_memory.is_some_and(|max| rss_bytes > max) {
-                    self.retire(index);
-                }
+                self.note_size(index, rss_bytes);
             }
             // Its exit follows.
             Message::Bye => {}
@@ -840,13 +837,20 @@ impl Driver {
     /// Between two tasks, replaces a worker grown past the pool's memory size (its
     /// heartbeats say so too, but only once per interval).
     fn recycle_if_grown(&mut self, index: usize) {
-        let Some(max) = self.config.recycle_memory else { return };
+        if self.config.recycle_memory.is_none() {
+            return;
+        }
         let Some(live) = &self.slots[index].live else { return };
         if let Some(rss) = stat::rss_bytes(live.process.pid) {
-            self.slots[index].rss = rss;
-            if rss > max {
-                self.retire(index);
-            }
+            self.note_size(index, rss);
+        }
+    }
+
+    /// Records a worker's resident size; past the pool's memory size, it is retired.
+    fn note_size(&mut self, index: usize, rss: u64) {
+        self.slots[index].rss = rss;
+        if self.config.recycle_memory.is_some_and(|max| rss > max) {
+            self.retire(index);
         }
     }
 
