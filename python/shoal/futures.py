@@ -15,6 +15,7 @@ work.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 import weakref
 from concurrent.futures import _base
@@ -26,6 +27,8 @@ from shoal._options import PoolSettings, TaskOptions
 
 __all__ = ["ProcessPoolExecutor", "ExecutorOptions"]
 
+_DONE = (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED)
+
 
 class _Future(concurrent.futures.Future):
     """A Future whose `cancel()` also withdraws its task from the engine, and whose
@@ -35,8 +38,18 @@ class _Future(concurrent.futures.Future):
     outcome arrives; `cancel()` succeeds until then. A task that a worker had already
     taken still runs to its end, and its outcome is dropped."""
 
-    def __init__(self, pending: set) -> None:
-        super().__init__()
+    def __init__(self, condition: threading.Condition, pending: set) -> None:
+        # What Future.__init__ sets, with the executor's one condition instead of a new
+        # Condition (a lock, a deque and five bound methods) per future: that halved the
+        # cost of a future's life and much of the cycle collector's work on a loop of
+        # submits. Other futures' ends wake a waiter too, so result() and exception()
+        # wait for their own (tests/python check these are Future's attributes).
+        self._condition = condition
+        self._state = _base.PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: list = []
+        self._done_callbacks: list = []
         self._shoal_core: _client.Core | None = None
         self._shoal_task: int | None = None
         self._shoal_pending = pending
@@ -47,19 +60,29 @@ class _Future(concurrent.futures.Future):
         RUNNING state."""
         self._shoal_pending.discard(self)
         with self._condition:
-            if self._state == _base.CANCELLED_AND_NOTIFIED:
-                return  # cancel() won: this is the engine's word that it dropped the task
-            # RUNNING already when a cancel() found a worker had it.
-            if self._state != _base.RUNNING and not self.set_running_or_notify_cancel():
+            state = self._state
+            if state == _base.PENDING:
+                self._state = _base.RUNNING  # what set_running_or_notify_cancel does
+            elif state == _base.CANCELLED:
+                self.set_running_or_notify_cancel()  # tells the waiters of the cancel
                 return
+            elif state == _base.CANCELLED_AND_NOTIFIED:
+                return  # cancel() won: this is the engine's word that it dropped the task
+            # Else RUNNING already: a cancel() found a worker had it.
         if ok:
             self.set_result(value)
         else:
             self.set_exception(value)
 
+    def _wait_done(self, timeout: float | None) -> None:
+        """Waits until this future is done, or the timeout passes."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._state in _DONE, timeout)
+
     def result(self, timeout: float | None = None):
         try:
-            return super().result(timeout)
+            self._wait_done(timeout)
+            return super().result(0)
         except KeyboardInterrupt as interrupt:
             if interrupt is not self._exception:  # Ctrl-C, not the task's own answer
                 self._interrupted()
@@ -67,7 +90,8 @@ class _Future(concurrent.futures.Future):
 
     def exception(self, timeout: float | None = None):
         try:
-            return super().exception(timeout)
+            self._wait_done(timeout)
+            return super().exception(0)
         except KeyboardInterrupt:
             self._interrupted()
             raise
@@ -194,7 +218,7 @@ class _Submitting:
         if owner._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         pending = owner._pending
-        future = _Future(pending)
+        future = _Future(owner._condition, pending)
         pending.add(future)
         core = self._core
         try:
@@ -305,6 +329,7 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         self._options = settings.defaults
         self._shutdown = False
         self._pending: set[_Future] = set()
+        self._condition = threading.Condition()  # shared by its futures (see _Future)
         # Dropped without shutdown: its queued work still runs, then the workers exit,
         # like the standard executor (interpreter exit terminates, see _client).
         weakref.finalize(self, self._core.close).atexit = False

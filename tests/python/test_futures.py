@@ -22,6 +22,31 @@ def test_submit_returns_a_real_future(executor):
     assert future.done() and not future.cancelled() and future.exception() is None
 
 
+def test_futures_have_what_future_init_sets():
+    # shoal's futures skip Future.__init__ (they share their executor's condition): a
+    # Python whose Future sets more must not go unnoticed.
+    with shoal.ProcessPoolExecutor(1) as executor:
+        future = executor.submit(tasks.inc, 1)
+        assert set(vars(concurrent.futures.Future())) <= set(vars(future))
+        assert future.result(timeout=10) == 2
+
+
+def test_result_and_exception_wait_for_their_own_future(executor):
+    # The executor's futures share one condition: the others' ends wake a waiter, which
+    # must go on waiting for its own instead of timing out at the first wake-up.
+    for ask in ("result", "exception"):
+        slow = executor.submit(tasks.sleep_then, 0.6, "slow")
+        quick = [executor.submit(tasks.sleep_then, 0.05 * n, n) for n in range(1, 4)]
+        outcome = getattr(slow, ask)(timeout=10)
+        assert outcome == ("slow" if ask == "result" else None)
+        assert all(future.done() for future in quick)
+    slow = executor.submit(tasks.sleep_then, 0.6, "slow")
+    executor.submit(tasks.inc, 1).result(timeout=10)
+    with pytest.raises(concurrent.futures.TimeoutError):
+        slow.result(timeout=0.1)  # others ending meanwhile do not end its wait
+    assert slow.result(timeout=10) == "slow"
+
+
 def test_keyword_arguments_named_like_options_reach_the_function(executor):
     def takes(priority, timeout, retries, key, fn=None):
         return priority, timeout, retries, key, fn
