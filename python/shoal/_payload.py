@@ -37,6 +37,7 @@ MODES = (CALL, MAP, STARMAP)
 
 PROTOCOL = 5
 _HEADER = struct.Struct("<BI")
+_HEADER_SIZE = _HEADER.size
 
 # Plain pickle refers to what it pickles by module and name. A worker's `__main__` is
 # not the caller's, so anything pickled by reference to `__main__` must go by value.
@@ -69,20 +70,26 @@ def encode_run(mode: int, fn_bytes: bytes, args_bytes: bytes) -> bytes:
     return b"".join((_HEADER.pack(mode, len(fn_bytes)), fn_bytes, args_bytes))
 
 
-def decode_run(payload: memoryview) -> tuple[int, bytes, memoryview]:
-    """Splits a Run payload into (mode, function bytes, arguments). Raises ValueError
-    naming what is wrong when the payload was not made by `encode_run`."""
-    if len(payload) < _HEADER.size:
-        raise ValueError(f"the task payload is {len(payload)} bytes, shorter than its header")
+def decode_run(payload) -> tuple[int, bytes, object]:
+    """Splits a Run payload (bytes or a memoryview) into (mode, function bytes,
+    arguments). Raises ValueError naming what is wrong when the payload was not made by
+    `encode_run`. (Once per task in the worker: kept to the fewest steps.)"""
+    size = len(payload)
+    if size < _HEADER_SIZE:
+        raise ValueError(f"the task payload is {size} bytes, shorter than its header")
     mode, fn_len = _HEADER.unpack_from(payload)
-    if mode not in MODES:
-        raise ValueError(f"the task payload has an unknown mode {mode}")
-    end = _HEADER.size + fn_len
-    if end > len(payload):
+    end = _HEADER_SIZE + fn_len
+    if mode not in MODES or end > size:
+        if mode not in MODES:
+            raise ValueError(f"the task payload has an unknown mode {mode}")
         raise ValueError(
-            f"the task payload's function ({fn_len} bytes) runs past its end ({len(payload)} bytes)"
+            f"the task payload's function ({fn_len} bytes) runs past its end ({size} bytes)"
         )
-    return mode, bytes(payload[_HEADER.size : end]), payload[end:]
+    fn_bytes = payload[_HEADER_SIZE:end]
+    # A slice of bytes is bytes already; bytes() of it would cost more than the rest.
+    if type(fn_bytes) is not bytes:
+        fn_bytes = bytes(fn_bytes)
+    return mode, fn_bytes, payload[end:]
 
 
 def encode_chunk_result(elapsed: float, values: list, errors: dict) -> bytes:
