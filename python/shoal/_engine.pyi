@@ -28,7 +28,7 @@ class Engine:
         heartbeat_timeout: float = 30.0,
         kill_grace: float = 1.0,
         retry_delay: float = 0.05,
-        prefetch: int = 8,
+        prefetch: int = 32,
         store: str | None = None,
         run_name: list[str] | None = None,
     ) -> None:

@@ -215,6 +215,23 @@ def test_map_reads_its_input_lazily(executor):
     assert len(taken) < 500
 
 
+def test_map_of_large_items_keeps_few_bytes_in_flight(executor, monkeypatch):
+    # The window is counted in calls, and also in pickled bytes: 100 kB items with a
+    # 1 MiB budget put about 10 in flight, not the window's hundreds.
+    monkeypatch.setattr(shoal._stream, "WINDOW_BYTES", 1 << 20)
+    taken = []
+
+    def blobs():
+        for x in itertools.count():
+            taken.append(x)
+            yield bytes(100_000)
+
+    results = executor.map(tasks.sleep_then, itertools.repeat(1.0), blobs())
+    time.sleep(0.4)  # no call has ended: every item taken is in flight
+    assert 2 <= len(taken) <= 12
+    results.close()
+
+
 def test_map_timeout(executor):
     results = executor.map(tasks.sleep_then, [0.01, 5])
     with pytest.raises(concurrent.futures.TimeoutError):

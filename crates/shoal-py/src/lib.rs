@@ -31,7 +31,7 @@ impl Engine {
         argv, workers, *, env=None, worker_config=Vec::new(), init=None,
         max_tasks_per_worker=None, recycle_memory=None, memory_limit=None, cpus=None,
         nice=None, heartbeat=1.0, heartbeat_timeout=30.0, kill_grace=1.0,
-        retry_delay=0.05, prefetch=8, store=None, run_name=None,
+        retry_delay=0.05, prefetch=32, store=None, run_name=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(

@@ -39,7 +39,7 @@ pub struct PoolConfig {
     /// Backoff base before a retry (doubling, capped at 30 s).
     pub retry_delay: Duration,
     /// Most tasks handed to one worker at once when tasks are tiny (1: never more
-    /// than the one it runs).
+    /// than the one it runs); fewer when fewer fit in 1 ms (see `driver`).
     pub prefetch: usize,
     /// Record every task in this store, and reuse the stored result of a task whose
     /// key and label already succeeded there.
@@ -64,7 +64,7 @@ impl PoolConfig {
             heartbeat_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_secs(1),
             retry_delay: Duration::from_millis(50),
-            prefetch: 8,
+            prefetch: 32,
             store: None,
         }
     }

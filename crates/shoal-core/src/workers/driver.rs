@@ -6,7 +6,9 @@
 //! to worker `(s - 1) % workers`; slots `1..=workers` are each worker's first lane,
 //! the next `workers` their second, and so on. A worker's first lane is open while it
 //! is ready; its other lanes open only while tasks are tiny (prefetch), so a worker
-//! can be handed its next task before it answers the last.
+//! can be handed its next task before it answers the last. As many lanes open as
+//! tasks fit in `PREFETCH_BUDGET` at the typical task time (at most `prefetch`), so
+//! the work queued in a worker stays about that short however tiny the tasks.
 //!
 //! Shutdown: on Close the driver runs what is queued, then sends every worker
 //! Shutdown and kills the ones not gone `kill_grace` after their last Result. On
@@ -32,8 +34,10 @@ use crate::protocol::{encode, Conversation, Message, ProtocolError, PROTOCOL_VER
 use crate::scheduler::{Backoff, Decision, Scheduler, SchedulerConfig};
 use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta};
 
-/// Tasks shorter than this (a moving average) are prefetched.
-const TINY_TASK: Duration = Duration::from_millis(1);
+/// Tasks shorter than this (a moving average) are prefetched, as many to a worker as
+/// fit in this time: batches grow as tasks shrink, and the per-batch cost (a read, a
+/// write and a wake-up on each side) is shared by more tasks.
+const PREFETCH_BUDGET: Duration = Duration::from_millis(1);
 /// A worker that exits this many times in a row before it is ready breaks the pool.
 const MAX_START_FAILURES: u32 = 3;
 /// Task durations kept per slot for the p95.
@@ -201,7 +205,8 @@ struct Driver {
     next_worker: u64,
     /// Moving average of task run time, seconds.
     typical: Option<f64>,
-    prefetching: bool,
+    /// Lanes open per ready worker: 1, or more while prefetching.
+    depth: usize,
     start_failures: u32,
     closing: bool,
     terminating: bool,
@@ -245,7 +250,7 @@ impl Driver {
             inbox,
             next_worker: 1,
             typical: None,
-            prefetching: false,
+            depth: 1,
             start_failures: 0,
             closing: false,
             terminating: false,
@@ -1035,10 +1040,9 @@ impl Driver {
     /// Prefetch while tasks are tiny and none has a timeout (a deadline must not
     /// tick while its task waits behind another).
     fn update_prefetch(&mut self) {
-        let tiny = self.typical.is_some_and(|t| t < TINY_TASK.as_secs_f64());
-        let prefetching = self.lanes() > 1 && tiny && self.timed == 0;
-        if prefetching != self.prefetching {
-            self.prefetching = prefetching;
+        let depth = if self.timed == 0 { prefetch_depth(self.typical, self.lanes()) } else { 1 };
+        if depth != self.depth {
+            self.depth = depth;
             for index in 0..self.slots.len() {
                 self.update_lanes(index);
             }
@@ -1057,7 +1061,7 @@ impl Driver {
         let first = ready && !recycled && self.slots[index].held.is_none();
         let workers = self.slots.len();
         for lane in 0..self.lanes() {
-            let open = first && (lane == 0 || (self.prefetching && !alone));
+            let open = first && (lane == 0 || (lane < self.depth && !alone));
             self.sched.set_slot_open(lane * workers + index + 1, open);
         }
     }
@@ -1158,4 +1162,33 @@ fn message_header(sent: Sent) -> Message {
 
 fn timeout_message(timeout: Duration) -> String {
     format!("the task ran past its timeout of {} s", timeout.as_secs_f64())
+}
+
+/// Lanes to open per worker when tasks typically take `typical` seconds: for tasks
+/// shorter than `PREFETCH_BUDGET`, as many as fit in it and at least 2; else 1. Never
+/// more than `lanes`.
+fn prefetch_depth(typical: Option<f64>, lanes: usize) -> usize {
+    let budget = PREFETCH_BUDGET.as_secs_f64();
+    match typical {
+        // The float-to-int cast saturates: a typical time of zero gives every lane.
+        Some(t) if t < budget => ((budget / t) as usize).max(2).min(lanes),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefetch_depth;
+
+    #[test]
+    fn prefetch_fills_the_budget_with_tiny_tasks_only() {
+        assert_eq!(prefetch_depth(None, 32), 1, "nothing measured yet");
+        assert_eq!(prefetch_depth(Some(0.000_005), 32), 32, "5 us tasks: every lane");
+        assert_eq!(prefetch_depth(Some(0.000_25), 32), 4, "0.25 ms tasks: 4 fit in 1 ms");
+        assert_eq!(prefetch_depth(Some(0.000_6), 32), 2, "tiny: at least one prefetched");
+        assert_eq!(prefetch_depth(Some(0.001), 32), 1, "not tiny: no prefetch");
+        assert_eq!(prefetch_depth(Some(2.0), 32), 1);
+        assert_eq!(prefetch_depth(Some(0.0), 8), 8, "instant tasks: every lane");
+        assert_eq!(prefetch_depth(Some(0.000_005), 1), 1, "prefetch off");
+    }
 }
