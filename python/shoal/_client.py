@@ -75,21 +75,6 @@ def worker_config() -> bytes:
     return pickle.dumps({"sys_path": sys_path}, _payload.PROTOCOL)
 
 
-class _CallHandler:
-    """A single call in flight: its outcome goes to `deliver(ok, value)`."""
-
-    __slots__ = ("core", "deliver")
-
-    def __init__(self, core: Core, deliver) -> None:
-        self.core = core
-        self.deliver = deliver
-
-    def __call__(self, event) -> None:
-        self.core.calls_done += 1
-        ok, value = call_outcome(event)
-        self.deliver(ok, value)
-
-
 def _report_handler_error() -> None:
     """A callback of the user's raised in the dispatcher thread: say so, keep going."""
     try:
@@ -265,15 +250,19 @@ class Core:
     # ----- submitting -----
 
     def submit_call(
-        self, fn, args: tuple, kwargs: dict | None, options: TaskOptions, deliver
+        self, fn, args: tuple, kwargs: dict | None, options: TaskOptions, target
     ) -> int | None:
-        """Submits fn(*args, **kwargs); `deliver(ok, value)` gets its outcome, in the
-        dispatcher thread. A call that cannot be pickled is delivered failed at once, in
-        this thread, and None is returned instead of a task id."""
+        """Submits fn(*args, **kwargs); `target._shoal_outcome(ok, value)` gets its
+        outcome, in the dispatcher thread. A call that cannot be pickled is delivered
+        failed at once, in this thread, and None is returned instead of a task id.
+
+        The target itself is what waits in `_pending` (a Future, an AsyncResult): no
+        handler object or bound method per call, which the cycle collector would visit
+        again and again on a loop of submits."""
         try:
             payload = self.encode_call(fn, args, kwargs)
         except errors.PicklingError as exc:
-            deliver(False, exc)
+            target._shoal_outcome(False, exc)
             return None
         name = stored_label(label(fn, args, kwargs), payload) if self.recording else ""
         with self._lock:
@@ -286,7 +275,7 @@ class Core:
                 options.key,
                 name,
             )
-            self._pending[task] = _CallHandler(self, deliver)
+            self._pending[task] = target
             self.calls += 1
         return task
 
@@ -430,14 +419,17 @@ class Core:
         # A stream's chunks are handed over together: one lock and one delivery per
         # stream and batch of events, not per event.
         streams: dict[Stream, list] = {}
+        calls = 0
         for handler, event in zip(handlers, events):
             if type(handler) is ChunkHandler:
                 streams.setdefault(handler.stream, []).append((handler, event))
-            elif handler is not None:
+            elif handler is not None:  # a single call's target (see submit_call)
+                calls += 1
                 try:
-                    handler(event)
+                    handler._shoal_outcome(*call_outcome(event))
                 except BaseException:
                     _report_handler_error()
+        self.calls_done += calls
         for stream, done in streams.items():
             try:
                 stream.chunks_done(done)
@@ -447,13 +439,9 @@ class Core:
     def _fail_leftovers(self) -> None:
         """Whatever the engine never reported fails rather than waits forever."""
         with self._lock:
-            leftovers, self._pending = self._pending, {}
+            leftovers = list(self._pending)
         message = self._leftover_reason
-        for task, handler in leftovers.items():
-            try:
-                handler((task, "error", b"", message, 0, 0, 0.0))
-            except BaseException:
-                _report_handler_error()
+        self._handle([(task, "error", b"", message, 0, 0, 0.0) for task in leftovers])
 
 
 class _Interruptible:

@@ -483,16 +483,12 @@ def fail_items(sink, indices, error: BaseException) -> None:
 class ChunkHandler:
     """A stream's chunk in flight: its items' indices, the items (kept to run them again
     one by one if the chunk's worker dies), and whether it went as one CALL. The
-    dispatcher hands these to `Stream.chunks_done` in batches; called alone (for a task
-    the engine never reported), it does the same for one."""
+    dispatcher hands these to `Stream.chunks_done` in batches."""
 
     __slots__ = ("stream", "indices", "items", "single")
 
     def __init__(self, stream: Stream, indices, items: list, single: bool) -> None:
         self.stream, self.indices, self.items, self.single = stream, indices, items, single
-
-    def __call__(self, event) -> None:
-        self.stream.chunks_done([(self, event)])
 
 
 class Results:

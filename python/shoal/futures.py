@@ -54,7 +54,7 @@ class _Future(concurrent.futures.Future):
         self._shoal_task: int | None = None
         self._shoal_pending = pending
 
-    def _deliver(self, ok: bool, value) -> None:
+    def _shoal_outcome(self, ok: bool, value) -> None:
         """The task's outcome (dispatcher thread, or the submitter's if it failed to
         pickle). Holding the condition, no cancel() can slip between the check and the
         RUNNING state."""
@@ -222,7 +222,7 @@ class _Submitting:
         pending.add(future)
         core = self._core
         try:
-            task = core.submit_call(fn, args, kwargs, self._options, future._deliver)
+            task = core.submit_call(fn, args, kwargs, self._options, future)
         except RuntimeError:  # the engine closed between the check above and now
             pending.discard(future)
             raise RuntimeError("cannot schedule new futures after shutdown") from None

@@ -41,7 +41,11 @@ class AsyncResult:
     def __init__(self, pool: Pool, callback=None, error_callback=None) -> None:
         self._pool: Pool | None = pool  # kept alive until the result is in, as the stdlib does
         self._core = pool._core
-        self._event = threading.Event()
+        # The pool's one condition, not an Event per result (a lock, a condition, a
+        # deque and five bound methods: most of the cost of an apply_async, and of the
+        # cycle collector's work on a loop of them).
+        self._condition = pool._condition
+        self._ready = False
         self._callback = callback
         self._error_callback = error_callback
         self._success = False
@@ -49,7 +53,7 @@ class AsyncResult:
 
     def ready(self) -> bool:
         """Whether the call has completed."""
-        return self._event.is_set()
+        return self._ready
 
     def successful(self) -> bool:
         """Whether the call completed without raising. ValueError if not ready."""
@@ -59,8 +63,8 @@ class AsyncResult:
 
     def wait(self, timeout: float | None = None) -> None:
         """Waits until the result is available or `timeout` seconds pass."""
-        with self._core.interruptible():
-            self._event.wait(timeout)
+        with self._core.interruptible(), self._condition:
+            self._condition.wait_for(self.ready, timeout)
 
     def get(self, timeout: float | None = None):
         """The result, once it arrives; raises the call's exception if it raised, and
@@ -72,7 +76,7 @@ class AsyncResult:
             return self._value
         raise self._value
 
-    def _set(self, ok: bool, value) -> None:
+    def _shoal_outcome(self, ok: bool, value) -> None:
         """The outcome (dispatcher thread): callbacks first, then the waiters, like the
         stdlib; a callback that raises is reported and does not stop the waiters."""
         self._success, self._value = ok, value
@@ -82,7 +86,9 @@ class AsyncResult:
             elif not ok and self._error_callback is not None:
                 self._error_callback(value)
         finally:
-            self._event.set()
+            with self._condition:
+                self._ready = True
+                self._condition.notify_all()
             self._pool = None
 
     def __repr__(self) -> str:
@@ -139,9 +145,9 @@ class MapResult(AsyncResult):
             if self._error is None and self._delivered < len(self._values):
                 self._error = (self._delivered, TaskCancelled("the map was stopped before its end"))
         if self._error is None:
-            self._set(True, self._values)
+            self._shoal_outcome(True, self._values)
         else:
-            self._set(False, self._error[1])
+            self._shoal_outcome(False, self._error[1])
 
 
 class IMapIterator:
@@ -237,7 +243,7 @@ class _Submitting:
         result = AsyncResult(self._owner, callback, error_callback)
         try:
             self._core.submit_call(
-                func, tuple(args), dict(kwds) if kwds else None, self._options, result._set
+                func, tuple(args), dict(kwds) if kwds else None, self._options, result
             )
         except RuntimeError:  # the engine closed between the check above and now
             raise ValueError("Pool not running") from None
@@ -434,6 +440,7 @@ class Pool(_Submitting):
         )
         self._processes = settings.workers
         self._core = _client.Core(settings)
+        self._condition = threading.Condition()  # shared by its results (see AsyncResult)
         self._options = settings.defaults
         # Dropped without terminate(): terminate then (the stdlib's finalizer does too).
         self._finalizer = weakref.finalize(self, self._core.terminate)

@@ -59,6 +59,20 @@ def test_async_result_states(pool):
     assert not failed.successful()
 
 
+def test_results_wait_for_their_own_call_while_others_end(pool):
+    # A pool's results share one condition: other results' ends wake a waiter, which
+    # must go on waiting for its own.
+    assert pool.apply(tasks.inc, (0,)) == 1  # both workers up: the times below hold
+    slow = pool.apply_async(tasks.sleep_then, (1.0, "slow"))
+    quick = [pool.apply_async(tasks.sleep_then, (0.05 * n, n)) for n in range(1, 4)]
+    with pytest.raises(multiprocessing.TimeoutError):
+        slow.get(timeout=0.7)  # the quick ones end meanwhile (0.3 s on the other worker)
+    assert all(result.ready() for result in quick)
+    slow.wait(timeout=0.05)
+    assert not slow.ready()
+    assert slow.get(timeout=10) == "slow"
+
+
 def test_map_and_starmap_keep_order(pool):
     assert pool.map(tasks.square, range(100)) == [x * x for x in range(100)]
     assert pool.map(tasks.square, (x for x in range(10))) == [x * x for x in range(10)]
