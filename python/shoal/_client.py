@@ -300,6 +300,11 @@ class Core:
             self.calls += calls
         return first
 
+    def waiting_calls(self) -> list:
+        """The targets of single calls not yet answered (see submit_call)."""
+        with self._lock:
+            return [t for t in self._pending.values() if type(t) is not ChunkHandler]
+
     def cancel(self, task: int) -> bool:
         """Cancels a task that no worker has yet (it then ends "cancelled") and says
         True; False when a worker has it (it runs to its end) or it has ended."""

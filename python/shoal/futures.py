@@ -38,7 +38,7 @@ class _Future(concurrent.futures.Future):
     outcome arrives; `cancel()` succeeds until then. A task that a worker had already
     taken still runs to its end, and its outcome is dropped."""
 
-    def __init__(self, condition: threading.Condition, pending: set) -> None:
+    def __init__(self, condition: threading.Condition) -> None:
         # What Future.__init__ sets, with the executor's one condition instead of a new
         # Condition (a lock, a deque and five bound methods) per future: that halved the
         # cost of a future's life and much of the cycle collector's work on a loop of
@@ -52,27 +52,33 @@ class _Future(concurrent.futures.Future):
         self._done_callbacks: list = []
         self._shoal_core: _client.Core | None = None
         self._shoal_task: int | None = None
-        self._shoal_pending = pending
 
     def _shoal_outcome(self, ok: bool, value) -> None:
         """The task's outcome (dispatcher thread, or the submitter's if it failed to
-        pickle). Holding the condition, no cancel() can slip between the check and the
-        RUNNING state."""
-        self._shoal_pending.discard(self)
+        pickle). What set_running_or_notify_cancel and set_result (or set_exception) do,
+        in one hold of the condition: no cancel() slips in between, and the dispatcher
+        spends half the time per result."""
         with self._condition:
             state = self._state
-            if state == _base.PENDING:
-                self._state = _base.RUNNING  # what set_running_or_notify_cancel does
-            elif state == _base.CANCELLED:
+            if state == _base.CANCELLED:
                 self.set_running_or_notify_cancel()  # tells the waiters of the cancel
                 return
-            elif state == _base.CANCELLED_AND_NOTIFIED:
+            if state != _base.PENDING and state != _base.RUNNING:
                 return  # cancel() won: this is the engine's word that it dropped the task
-            # Else RUNNING already: a cancel() found a worker had it.
-        if ok:
-            self.set_result(value)
-        else:
-            self.set_exception(value)
+            # (RUNNING already when a cancel() found a worker had it.)
+            if ok:
+                self._result = value
+            else:
+                self._exception = value
+            self._state = _base.FINISHED
+            for waiter in self._waiters:  # as_completed and wait
+                if ok:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            self._condition.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()
 
     def _wait_done(self, timeout: float | None) -> None:
         """Waits until this future is done, or the timeout passes."""
@@ -120,7 +126,6 @@ class _Future(concurrent.futures.Future):
             # Waiters (as_completed, wait) learn of a cancel only from this call.
             if self._state == _base.CANCELLED:
                 self.set_running_or_notify_cancel()
-        self._shoal_pending.discard(self)
         return True
 
 
@@ -217,14 +222,11 @@ class _Submitting:
         owner = self._owner
         if owner._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        pending = owner._pending
-        future = _Future(owner._condition, pending)
-        pending.add(future)
+        future = _Future(owner._condition)
         core = self._core
         try:
             task = core.submit_call(fn, args, kwargs, self._options, future)
         except RuntimeError:  # the engine closed between the check above and now
-            pending.discard(future)
             raise RuntimeError("cannot schedule new futures after shutdown") from None
         future._shoal_core = core
         future._shoal_task = task
@@ -328,7 +330,6 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         self._core.finish_at_exit = True
         self._options = settings.defaults
         self._shutdown = False
-        self._pending: set[_Future] = set()
         self._condition = threading.Condition()  # shared by its futures (see _Future)
         # Dropped without shutdown: its queued work still runs, then the workers exit,
         # like the standard executor (interpreter exit terminates, see _client).
@@ -339,7 +340,7 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         every other one is done and the workers have exited."""
         self._shutdown = True
         if cancel_futures:
-            for future in list(self._pending):
+            for future in self._core.waiting_calls():
                 future.cancel()
             # And the items of maps no worker has yet: they end cancelled, as the
             # standard library's map futures would.

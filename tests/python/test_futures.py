@@ -81,6 +81,26 @@ def test_as_completed_and_wait(executor):
     futures[1].cancel()
 
 
+def test_waiters_and_callbacks_learn_of_exceptions(executor):
+    # Outcomes reach wait()'s and as_completed()'s waiters, and done callbacks, as the
+    # stdlib's set_result/set_exception would: raised ones as exceptions.
+    seen = []
+    slow = executor.submit(tasks.sleep_then, 1.5)  # holds one worker
+    executor.submit(tasks.sleep_then, 0.2)  # the other worker, then:
+    failing = executor.submit(tasks.boom, "late")
+    failing.add_done_callback(lambda f: seen.append(type(f.exception()).__name__))
+    done, not_done = concurrent.futures.wait(
+        [slow, failing], timeout=10, return_when=concurrent.futures.FIRST_EXCEPTION
+    )
+    assert done == {failing} and not_done == {slow}
+    assert seen == ["ValueError"]
+    ok = executor.submit(tasks.sleep_then, 0.2, "ok")
+    bad = executor.submit(tasks.boom, "bad")
+    finished = list(concurrent.futures.as_completed([ok, bad], timeout=10))
+    assert set(finished) == {ok, bad}
+    assert isinstance(bad.exception(), ValueError) and ok.result() == "ok"
+
+
 def test_asyncio_run_in_executor_and_wrap_future(executor):
     async def main():
         loop = asyncio.get_running_loop()
