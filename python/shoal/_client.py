@@ -213,12 +213,13 @@ class Core:
 
     # ----- encoding -----
 
-    def function_bytes(self, fn) -> bytes:
-        """The function's pickle, made once per function object. Raises PicklingError."""
+    def call_head(self, fn) -> bytes:
+        """The start of a CALL payload of `fn` (`_payload.run_head`), made once per
+        function object. Raises PicklingError."""
         entry = self._functions.get(id(fn))
         if entry is not None and entry[0] is fn:
             return entry[1]
-        data = self.function_bytes_once(fn)
+        data = _payload.run_head(_payload.CALL, self.function_bytes_once(fn))
         functions = self._functions
         if len(functions) >= FUNCTION_CACHE_SIZE:
             functions.pop(next(iter(functions)), None)
@@ -238,14 +239,13 @@ class Core:
 
     def encode_call(self, fn, args: tuple, kwargs: dict | None) -> bytes:
         """The Run payload of fn(*args, **kwargs). Raises PicklingError."""
-        fn_bytes = self.function_bytes(fn)
+        head = self.call_head(fn)
         try:
-            args_bytes = _payload.dumps((args, kwargs or None))
+            return head + _payload.dumps((args, kwargs or None))
         except Exception as exc:
             raise errors.PicklingError(
                 f"the arguments of {describe(fn)} could not be pickled: {type(exc).__name__}: {exc}"
             ) from exc
-        return _payload.encode_run(_payload.CALL, fn_bytes, args_bytes)
 
     # ----- submitting -----
 

@@ -65,9 +65,15 @@ def dumps_function(fn: object) -> bytes:
     return _cloudpickle().dumps(fn, PROTOCOL)
 
 
+def run_head(mode: int, fn_bytes: bytes) -> bytes:
+    """A Run payload up to its arguments: the header and the pickled function. A sender
+    of many calls of one function makes it once and appends each call's arguments."""
+    return _HEADER.pack(mode, len(fn_bytes)) + fn_bytes
+
+
 def encode_run(mode: int, fn_bytes: bytes, args_bytes: bytes) -> bytes:
     """The Run payload of a call or a chunk (layout in the module doc)."""
-    return b"".join((_HEADER.pack(mode, len(fn_bytes)), fn_bytes, args_bytes))
+    return run_head(mode, fn_bytes) + args_bytes
 
 
 def decode_run(payload) -> tuple[int, bytes, object]:

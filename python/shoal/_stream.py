@@ -149,12 +149,14 @@ class Stream:
         self._fed = False  # the feeder has taken its last item
         self._released = False
         self._fn_bytes = b""
+        self._call_head = b""
         self._thread = threading.Thread(target=self._feed, name="shoal-feeder", daemon=True)
 
     def start(self) -> None:
         """Starts feeding. Raises PicklingError (before any item is taken) if the function
         cannot be pickled."""
         self._fn_bytes = self.core.function_bytes_once(self.fn)
+        self._call_head = _payload.run_head(_payload.CALL, self._fn_bytes)
         self.core.add_stream(self, self._total or 0)
         self._thread.start()
 
@@ -315,11 +317,7 @@ class Stream:
                 fail_items(self._sink, indices, error)
                 return None
             try:
-                return (
-                    _payload.encode_run(_payload.CALL, fn_bytes, _payload.dumps((args, None))),
-                    indices,
-                    chunk,
-                )
+                return self._call_head + _payload.dumps((args, None)), indices, chunk
             except Exception as exc:
                 fail_items(self._sink, indices, self._pickling_error(exc))
                 return None
@@ -426,9 +424,7 @@ class Stream:
         for handler, _ in split:
             for index, item in zip(handler.indices, handler.items):
                 args = tuple(item) if self._star else (item,)
-                payloads.append(
-                    _payload.encode_run(_payload.CALL, self._fn_bytes, _payload.dumps((args, None)))
-                )
+                payloads.append(self._call_head + _payload.dumps((args, None)))
                 handlers.append(ChunkHandler(self, (index,), [item], True))
         with self._cond:
             if self._stopped:
