@@ -63,6 +63,9 @@ _WELCOME_FIXED = struct.Struct("<IQI")  # protocol_version, worker_id, heartbeat
 _RUN_FIXED = struct.Struct("<QI")  # task, attempt
 _RUN_HEAD = struct.Struct("<QII")  # task, attempt, payload length
 _RESULT_HEAD = struct.Struct("<IBQIBI")  # length, kind, task, attempt, ok, payload length
+# A Run frame up to its function's pickle: length, kind, task, attempt, payload length,
+# then the payload's header (mode, function length; see _payload).
+_CALL_HEAD = struct.Struct("<IBQIIBI")
 _HEARTBEAT = struct.Struct("<Q")
 _NO_TEXT = _U32.pack(0)  # an empty `string` field
 
@@ -394,10 +397,10 @@ class _Runner:
     """Runs calls and chunks, keeping unpickled functions keyed by their pickled bytes."""
 
     def __init__(self) -> None:
-        self._functions: dict[bytes, object] = {}
+        self.functions: dict[bytes, object] = {}
 
     def _function(self, fn_bytes: bytes):
-        functions = self._functions
+        functions = self.functions
         fn = functions.get(fn_bytes)
         if fn is None:
             fn = pickle.loads(fn_bytes)
@@ -423,6 +426,11 @@ class _Runner:
             return (False, *_failure(exc))
         if mode != CALL:
             return True, self._chunk(fn, items, mode == _payload.STARMAP, start), ""
+        return self.call(fn, positional, keywords)
+
+    @staticmethod
+    def call(fn, positional: tuple, keywords: dict | None) -> tuple[bool, bytes, str]:
+        """One call: (ok, Result payload, traceback)."""
         try:
             value = fn(*positional, **keywords) if keywords else fn(*positional)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: as the stdlib
@@ -478,6 +486,42 @@ def _flush_output() -> None:
             pass
 
 
+def _result_frame(task: int, attempt: int, ok: bool, data: bytes, tb: str) -> bytes:
+    """The Result of a Run; a value too large to carry back fails it instead."""
+    if len(data) > MAX_RESULT:
+        ok, data, tb = False, *_payload.oversized_result(len(data), MAX_RESULT)
+    return result(task, attempt, ok, data, tb)
+
+
+def _answer_buffered_calls(channel: _Channel, runner: _Runner, held: list, answer) -> None:
+    """Answers the Runs already whole in the channel's buffer that are single calls of a
+    function this worker has unpickled before: the hot path of one-at-a-time dispatch,
+    in the fewest Python steps (no message tuple, no payload copy). It stops at anything
+    else (another message, a chunk, a new function, a frame not yet whole, arguments that
+    do not unpickle) and leaves it to the general path, which checks and reports."""
+    buf, pos = channel._buf, channel._pos
+    size = len(buf)
+    functions, call, loads = runner.functions, runner.call, pickle.loads
+    while size - pos >= _CALL_HEAD.size:
+        length, kind, task, attempt, payload_size, mode, fn_size = _CALL_HEAD.unpack_from(
+            buf, pos
+        )
+        end = pos + 4 + length
+        args_at = pos + _CALL_HEAD.size + fn_size
+        if kind != RUN or mode != CALL or end > size or payload_size != length - 17:
+            return
+        if args_at > end or (fn := functions.get(buf[args_at - fn_size : args_at])) is None:
+            return
+        try:
+            positional, keywords = loads(buf[args_at:end])
+        except Exception:
+            return
+        pos = channel._pos = end
+        held.append(_result_frame(task, attempt, *call(fn, positional, keywords)))
+        if len(held) >= HOLD:
+            answer()
+
+
 def serve(channel: _Channel) -> None:
     """The conversation after Hello, until Shutdown (returns) or an error (raises)."""
     message = channel.recv()
@@ -503,7 +547,18 @@ def serve(channel: _Channel) -> None:
     # The engine allows it: when a worker dies with several Runs unanswered, it runs
     # them again, each alone, rather than guess which one was running.
     held: list[bytes] = []
+
+    def answer() -> None:
+        # The tasks' prints go out before their Results do.
+        _flush_output()
+        send(b"".join(held))
+        held.clear()
+
     while True:
+        if ran:
+            _answer_buffered_calls(channel, runner, held, answer)
+            if held and not has_frame():
+                answer()
         message = recv()
         kind = message[0]
         if kind == RUN:
@@ -511,14 +566,9 @@ def serve(channel: _Channel) -> None:
             ran = True
             ok, data, tb = run(payload)
             del message, payload  # the task's bytes can be large: free them now
-            if len(data) > MAX_RESULT:
-                ok, data, tb = False, *_payload.oversized_result(len(data), MAX_RESULT)
-            held.append(result(task, attempt, ok, data, tb))
+            held.append(_result_frame(task, attempt, ok, data, tb))
             if len(held) >= HOLD or not has_frame():
-                # The tasks' prints go out before their Results do.
-                _flush_output()
-                send(b"".join(held))
-                held.clear()
+                answer()
         elif kind == INIT:
             if initialized or ran:
                 raise ProtocolError(

@@ -323,6 +323,41 @@ def test_prefetched_runs_are_answered_in_order(engine):
     assert engine.finish()[0] == 0
 
 
+def test_buffered_runs_of_every_kind_are_answered_in_order(engine):
+    # Buffered Runs of a known function take the worker's fast path; everything else in
+    # between must fall back to the general one, each answered in turn.
+    engine.start()
+    bad_args = _payload.encode_run(_payload.CALL, cloudpickle.dumps(tasks.inc), b"not a pickle")
+    frames = [
+        call_payload(tasks.inc, 1),  # the first: unpickles inc
+        call_payload(tasks.inc, 2),
+        bad_args,
+        b"\x07",
+        call_payload(tasks.boom, "no"),
+        call_payload(tasks.add, 1, b=5),
+        call_payload(tasks.unpicklable_result),
+        chunk_payload(tasks.inc, range(2)),  # a chunk of a known function
+        call_payload(tasks.inc, 3),
+        call_payload(tasks.boom, "again"),
+        call_payload(tasks.add, 2, b=5),
+    ]
+    engine.send(b"".join(run(task, 1, body) for task, body in enumerate(frames, 1)) + SHUTDOWN)
+    answers = [engine.recv() for _ in frames]
+    assert [a[1] for a in answers] == list(range(1, len(frames) + 1))
+    oks = [True, True, False, False, False, True, False, True, True, False, True]
+    assert [a[3] for a in answers] == oks
+    outcomes = [pickle.loads(a[4]) for a in answers]
+    assert outcomes[0:2] == [2, 3] and outcomes[5] == 6 and outcomes[8] == 4 and outcomes[10] == 7
+    assert isinstance(outcomes[2], pickle.UnpicklingError)
+    assert "shorter than its header" in str(outcomes[3])
+    assert str(outcomes[4]) == "no" and str(outcomes[9]) == "again"
+    assert "in boom" in answers[9][5]
+    assert isinstance(outcomes[6], PicklingError)
+    assert outcomes[7][1:] == ([1, 2], {})
+    assert engine.recv() == ("bye",)
+    assert engine.finish()[0] == 0
+
+
 def test_lambdas_closures_and_keyword_arguments(engine):
     engine.start()
     offset = 10
