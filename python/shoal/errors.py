@@ -69,7 +69,9 @@ class WorkerCrashed(ShoalError):
 
 
 class MemoryLimitExceeded(ShoalError, MemoryError):
-    """The task's worker went past the pool's `memory_limit` and was stopped."""
+    """The task went past the pool's per-worker `memory_limit`: its worker was killed
+    by the OOM killer (a memory cgroup), or an allocation failed in it (RLIMIT_AS, where
+    no cgroup can be had); either way the worker is replaced."""
 
 
 class InitializerError(ShoalError):
@@ -154,8 +156,8 @@ def from_event(status: str, payload: bytes, message: str, attempts: int) -> Base
         )
     if status == "memory_exceeded":
         return MemoryLimitExceeded(
-            f"the task's worker was stopped: {message or 'it went past the memory limit'} "
-            f"(memory_limit of the pool)"
+            f"{message or 'the worker went past its memory limit'} (the pool's memory_limit); "
+            "the worker was replaced"
         )
     if status == "cancelled":
         return TaskCancelled(message or "the task was cancelled")

@@ -69,13 +69,15 @@ def worker_pids(pool) -> list[int]:
         time.sleep(0.01)
 
 
-def run_script(source: str, *args, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
+def run_script(
+    source: str, *args, timeout: float = 30, prefix=(), **kwargs
+) -> subprocess.CompletedProcess:
     """Runs `source` as a script (its functions live in its own __main__), with this
-    suite's directory on its path."""
+    suite's directory on its path; `prefix` is a command to run it under."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(source), *args],
+        [*prefix, sys.executable, "-c", textwrap.dedent(source), *args],
         env=env,
         capture_output=True,
         text=True,

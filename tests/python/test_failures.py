@@ -210,11 +210,53 @@ def test_a_stopped_worker_is_declared_hung(pool):
 
 
 def test_a_memory_hog_hits_the_limit():
+    # By a memory cgroup where the machine allows it (the OOM killer), else RLIMIT_AS.
     with shoal.Pool(1, memory_limit="300M", retries=0, **FAST) as p:
-        with pytest.raises(MemoryError) as caught:
+        with pytest.raises(shoal.MemoryLimitExceeded) as caught:
             p.apply(tasks.hog, (1500,))
-        assert isinstance(caught.value, (shoal.MemoryLimitExceeded, MemoryError))
+        assert isinstance(caught.value, MemoryError)
         assert p.apply(tasks.hog, (20,)) == 20
+        assert p.stats().workers[0].restarts == 1, "the hog's worker was replaced"
+
+
+# Hides every cgroup hierarchy from the command it runs (a private mount namespace
+# without them), so that shoal has to fall back to RLIMIT_AS.
+WITHOUT_CGROUPS = [
+    "unshare", "--mount", "--propagation", "private",
+    "sh", "-c", 'umount -R /sys/fs/cgroup 2>/dev/null; exec "$@"', "sh",
+]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
+def test_a_memory_hog_hits_an_rlimit_as_limit_where_no_cgroup_can_be_had():
+    # Under RLIMIT_AS the limit shows only as a MemoryError inside the task: the engine
+    # makes it the limit's (MemoryLimitExceeded, retried as a memory kill would be) and
+    # replaces the worker; the other tasks are untouched.
+    done = run_script(
+        """
+        import shoal, tasks
+        with shoal.Pool(1, memory_limit="300M", retries=1, heartbeat=0.1) as p:
+            with open("/proc/mounts") as mounts:
+                print("cgroups", sum(" cgroup" in line for line in mounts))
+            try:
+                p.apply(tasks.hog, (1500,))
+            except shoal.MemoryLimitExceeded as exc:
+                print("exceeded", isinstance(exc, MemoryError), exc)
+            print("small", p.apply(tasks.hog, (20,)))
+            print("restarts", p.stats().workers[0].restarts)
+        """,
+        prefix=WITHOUT_CGROUPS,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines["cgroups"] == "0", done.stdout
+    assert lines["exceeded"].startswith("True "), done.stdout
+    assert "RLIMIT_AS" in lines["exceeded"] and "MemoryError" in lines["exceeded"], done.stdout
+    assert "attempt 2 of 2" in lines["exceeded"], done.stdout
+    assert lines["small"] == "20"
+    # The first try's worker and the retry's were each replaced.
+    assert lines["restarts"] == "2", done.stdout
 
 
 def test_an_unpicklable_argument_fails_only_its_task(pool, executor):

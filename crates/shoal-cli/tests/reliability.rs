@@ -7,7 +7,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{alive, assert_all_dead, int_of, json_lines, read_pids, str_of, task, wait_for, Env};
+use common::{
+    alive, assert_all_dead, int_of, json_lines, read_pids, run_command, str_of, task, wait_for, Env,
+};
 use serde_json::Value;
 
 /// A task script: with input `hang` it starts children that all ignore SIGTERM, one
@@ -214,6 +216,55 @@ fn a_task_past_its_memory_limit_is_memory_exceeded_and_the_others_are_untouched(
     assert_eq!(stats["counts"]["succeeded"], 1);
     let exported = env.export(&[]);
     assert_eq!(str_of(&task(&exported, 1)["attempt_log"][0], "outcome"), "memory_exceeded");
+}
+
+/// Runs a command with every cgroup hierarchy hidden (a private mount namespace
+/// without them), so that shoal has to fall back to `RLIMIT_AS`.
+const WITHOUT_CGROUPS: [&str; 8] = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    r#"umount -R /sys/fs/cgroup 2>/dev/null; exec "$@""#,
+    "sh",
+];
+
+#[test]
+fn where_no_cgroup_can_be_had_rlimit_as_limits_memory_and_the_run_says_so() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a private mount namespace needs root");
+        return;
+    }
+    let env = Env::new();
+    let args = [
+        "run",
+        "-j2",
+        "--memory-limit",
+        "64M",
+        "sh",
+        "-c",
+        "{}",
+        ":::",
+        r#"python3 -c "b = bytearray(512*1024*1024)""#,
+        "grep -c cgroup /proc/self/mounts || true",
+    ];
+    let out = run_command(env.command_under(&WITHOUT_CGROUPS, &args), None);
+    out.expect_code(1);
+    assert!(out.stderr.contains("1 succeeded, 1 failed (1 memory_exceeded)"), "{}", out.stderr);
+
+    let stats = env.stats(&[]);
+    assert_eq!(str_of(&stats, "memory_limit_mode"), "rlimit_as");
+    let results = env.results(&[]);
+    let hog = task(&results, 1);
+    assert_eq!(str_of(hog, "status"), "memory_exceeded", "{hog}");
+    // The allocation failed inside the task, which said so: that is the evidence.
+    assert!(str_of(hog, "stderr").contains("MemoryError"), "{hog}");
+    let other = task(&results, 2);
+    assert_eq!(str_of(other, "status"), "succeeded", "{other}");
+    assert_eq!(str_of(other, "stdout"), "0\n", "no cgroup is mounted where the tasks ran");
 }
 
 /// Per task of an export: (status, attempts, started_at, attempt_log).

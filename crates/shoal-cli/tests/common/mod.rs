@@ -86,7 +86,19 @@ impl Env {
     /// `shoal --store <this store> ARGS`, run in the test's directory with a clean
     /// environment for shoal's own variables.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(shoal_bin());
+        self.command_under(&[], args)
+    }
+
+    /// The same command, run by `prefix` (a program and its first arguments).
+    pub fn command_under(&self, prefix: &[&str], args: &[&str]) -> Command {
+        let mut cmd = match prefix.split_first() {
+            Some((program, first)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(first).arg(shoal_bin());
+                cmd
+            }
+            None => Command::new(shoal_bin()),
+        };
         cmd.arg("--store")
             .arg(&self.store)
             .args(args)

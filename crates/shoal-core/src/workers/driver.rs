@@ -29,7 +29,7 @@ use super::handle::Command;
 use super::record::Recorder;
 use super::worker::{Inbox, Process, WorkerEvent};
 use crate::process::signal::signal_name;
-use crate::process::{stat, ExitInfo, Exited, Limits, MemoryLimit};
+use crate::process::{limits, stat, ExitInfo, Exited, Limits, MemoryLimit};
 use crate::protocol::{encode, Conversation, Message, ProtocolError, PROTOCOL_VERSION};
 use crate::scheduler::{Backoff, Decision, Scheduler, SchedulerConfig};
 use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta};
@@ -810,13 +810,26 @@ impl Driver {
         self.typical = Some(self.typical.map_or(secs, |t| 0.9 * t + 0.1 * secs));
 
         let next = !live.in_flight.is_empty();
-        let outcome = if ok { AttemptOutcome::Succeeded } else { AttemptOutcome::Raised };
-        let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
-        debug_assert!(verdict.final_status.is_some(), "returning and raising are final");
-        if let Some(recorder) = &self.recorder {
-            let result = ok.then(|| payload.clone());
-            let status = verdict.final_status;
-            recorder.ended(sent.task, sent.attempt, ran, outcome, status, result, &traceback);
+        let out_of_memory = !ok && self.allocation_failed(&traceback);
+        if out_of_memory {
+            // Under RLIMIT_AS the limit shows only as a failed allocation in the task:
+            // it is the limit's doing, as an OOM kill under a cgroup, and retried the
+            // same way; the worker, its heap grown to the limit, is replaced.
+            let why = format!(
+                "the task went past the worker's memory limit (RLIMIT_AS): {}",
+                traceback.trim_end().lines().last().unwrap_or_default()
+            );
+            self.end_attempt_with_failure(sent, AttemptOutcome::MemoryExceeded, why, Some(ran));
+            self.retire(index);
+        } else {
+            let outcome = if ok { AttemptOutcome::Succeeded } else { AttemptOutcome::Raised };
+            let verdict = self.sched.attempt_ended(sent.slot, outcome, self.now());
+            debug_assert!(verdict.final_status.is_some(), "returning and raising are final");
+            if let Some(recorder) = &self.recorder {
+                let result = ok.then(|| payload.clone());
+                let status = verdict.final_status;
+                recorder.ended(sent.task, sent.attempt, ran, outcome, status, result, &traceback);
+            }
         }
         if next {
             self.head_started(index);
@@ -827,8 +840,10 @@ impl Driver {
                 self.send_run(index, held, true);
             }
         }
-        let status = if ok { EventStatus::Ok } else { EventStatus::Raised };
-        self.finish(sent, status, payload, traceback, ran);
+        if !out_of_memory {
+            let status = if ok { EventStatus::Ok } else { EventStatus::Raised };
+            self.finish(sent, status, payload, traceback, ran);
+        }
         self.recycle_if_grown(index);
         self.update_prefetch();
         if alone_done {
@@ -837,6 +852,18 @@ impl Driver {
         if self.closing && self.tasks.is_empty() {
             self.retire_idle();
         }
+    }
+
+    /// Whether a task's error is an allocation that the pool's `RLIMIT_AS` limit made
+    /// fail: under that limit, the last line of its traceback (the exception's) names an
+    /// allocation failure. (Under a cgroup the OOM killer says so instead.)
+    fn allocation_failed(&self, traceback: &str) -> bool {
+        matches!(self.memory, Some(MemoryLimit::AddressSpace(_)))
+            && traceback
+                .trim_end()
+                .lines()
+                .last()
+                .is_some_and(|line| limits::shows_allocation_failure(line.as_bytes()))
     }
 
     /// Between two tasks, replaces a worker grown past the pool's memory size (its
