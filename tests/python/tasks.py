@@ -58,6 +58,22 @@ def kill_self(sig=signal.SIGKILL):
     time.sleep(10)
 
 
+def log_pid(path, who, seconds=0.0):
+    """Appends "<pid> <who>" to `path` (one write: lines of concurrent tasks stay whole),
+    then sleeps."""
+    with open(path, "a") as log:
+        log.write(f"{os.getpid()} {who}\n")
+    time.sleep(seconds)
+    return who
+
+
+def log_pid_then_die(path, who):
+    """As log_pid, then kills its own worker."""
+    log_pid(path, who)
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(10)
+
+
 def kill_self_once(marker_path, value):
     """Kills its worker the first time (the marker file does not exist yet), then
     returns `value`: a crash that a retry cures."""

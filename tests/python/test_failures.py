@@ -199,6 +199,29 @@ def test_a_pool_wide_timeout(tmp_path):
             next(results)
 
 
+def test_a_task_that_keeps_crashing_workers_has_its_last_try_alone_in_a_fresh_worker(tmp_path):
+    # Quarantine: the last of its 3 tries waits for a worker that has run nothing (the
+    # one that served other tasks during the retry's backoff is replaced first), then
+    # the task fails with the reason; every other task succeeds.
+    log = str(tmp_path / "log")
+    with shoal.Pool(1, retries=2, **FAST) as p:
+        before = [p.apply_async(tasks.log_pid, (log, f"small{i}", 0.01)) for i in range(5)]
+        crasher = p.apply_async(tasks.log_pid_then_die, (log, "crasher"))
+        after = [p.apply_async(tasks.log_pid, (log, f"small{i}", 0.01)) for i in range(5, 60)]
+        with pytest.raises(shoal.WorkerCrashed, match="signal 9") as caught:
+            crasher.get(60)
+        assert caught.value.attempts == 3
+        assert caught.value.signal == signal.SIGKILL
+        assert [r.get(60) for r in before + after] == [f"small{i}" for i in range(60)]
+    lines = [line.split() for line in open(log).read().splitlines()]
+    tries = [int(pid) for pid, who in lines if who == "crasher"]
+    assert len(tries) == 3 and len(set(tries)) == 3, lines
+    # The first ran after small tasks in its worker; the last alone, in a worker that
+    # ran nothing else.
+    assert [who for p, who in lines if int(p) == tries[0]][-2:] == ["small4", "crasher"]
+    assert [who for p, who in lines if int(p) == tries[2]] == ["crasher"], lines
+
+
 def test_a_stopped_worker_is_declared_hung(pool):
     # SIGSTOP freezes the heartbeat thread too: the engine hears nothing and kills it.
     started = time.monotonic()
