@@ -466,17 +466,18 @@ class _Interruptible:
 @atexit.register
 def _end_live_cores() -> None:
     """At interpreter exit no worker outlives the caller. An executor's submitted work
-    runs to its end first, as the standard library's executor does (Ctrl-C cuts that
-    short); a Pool is terminated, as multiprocessing's is. The dispatchers, daemon
-    threads, deliver the outcomes meanwhile."""
+    runs to its end first, as the standard library's executor does, unless a Ctrl-C
+    ended the script (an unhandled KeyboardInterrupt, left in sys.last_value) or cuts
+    the wait short; a Pool is terminated, as multiprocessing's is. The dispatchers,
+    daemon threads, deliver the outcomes meanwhile."""
     cores = list(_live_cores)
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+    finishing = [] if interrupted else [core for core in cores if core.finish_at_exit]
     try:
-        for core in cores:
-            if core.finish_at_exit:
-                core.close()
-        for core in cores:
-            if core.finish_at_exit:
-                core.join()
+        for core in finishing:
+            core.close()
+        for core in finishing:
+            core.join()
     except KeyboardInterrupt:
         pass
     finally:

@@ -350,6 +350,17 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
             with self._core.interruptible():
                 self._core.join()
 
+    def __exit__(self, kind, value, tb) -> bool:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            # Ctrl-C in the block: stop every worker rather than wait for the work
+            # (the standard executor's workers get the SIGINT too, in its terminal).
+            self._shutdown = True
+            self._core.terminate()
+            self._core.join()
+        else:
+            self.shutdown(wait=True)
+        return False
+
     def stats(self) -> _client.Stats:
         """Per-worker statistics and call counts (see shoal.Pool.stats)."""
         return self._core.stats()

@@ -369,8 +369,7 @@ def test_an_initializer_that_raises_with_the_executor():
     ],
 )
 def test_ctrl_c_while_waiting_stops_every_worker(wait):
-    script = textwrap.dedent(
-        f"""
+    script = f"""
         import shoal, tasks
         FAST = dict(heartbeat=0.1, heartbeat_timeout=2.0)
         print("waiting", flush=True)
@@ -380,12 +379,47 @@ def test_ctrl_c_while_waiting_stops_every_worker(wait):
             print("interrupted", flush=True)
             raise
         """
-    )
+    out, err = _interrupt(script)
+    assert "interrupted" in out, err
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        # In an executor's block, but not waiting on it: leaving the block does not
+        # wait for the work either.
+        """
+        with shoal.ProcessPoolExecutor(2, **FAST) as ex:
+            futures = [ex.submit(tasks.sleep_then, 30) for _ in range(4)]
+            print("waiting", flush=True)
+            time.sleep(60)
+        """,
+        # The script ends by the Ctrl-C: its submitted work is not run to its end.
+        """
+        ex = shoal.ProcessPoolExecutor(2, **FAST)
+        futures = [ex.submit(tasks.sleep_then, 30) for _ in range(4)]
+        print("waiting", flush=True)
+        time.sleep(60)
+        """,
+    ],
+    ids=["with-block", "script-end"],
+)
+def test_ctrl_c_anywhere_in_the_caller_stops_every_worker(script):
+    started = time.monotonic()
+    prelude = "import shoal, tasks, time\nFAST = dict(heartbeat=0.1, heartbeat_timeout=2.0)\n"
+    _interrupt(prelude + textwrap.dedent(script))
+    assert time.monotonic() - started < 15, "the caller waited for the work after Ctrl-C"
+
+
+def _interrupt(script: str) -> tuple[str, str]:
+    """Runs `script` until it prints "waiting" with 2 workers busy, sends it SIGINT and
+    checks that it ends by the KeyboardInterrupt with no worker left; returns its
+    stdout and stderr."""
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", textwrap.dedent(script)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -403,10 +437,10 @@ def test_ctrl_c_while_waiting_stops_every_worker(wait):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "interrupted" in out, err
     assert "KeyboardInterrupt" in err
     assert proc.returncode != 0
     assert wait_gone(pids) == [], f"workers left after Ctrl-C: {pids}"
+    return out, err
 
 
 def _worker_pids_of(parent: int) -> list[int]:
