@@ -28,7 +28,7 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q 'maturin>=1.7,<2' pytest cloudpickle
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/pip install -q --no-build-isolation .
-.venv/bin/python -m pytest tests/python 2>&1 | tee -a "$log"
+SHOAL_BIN="$PWD/target/debug/shoal" .venv/bin/python -m pytest tests/python 2>&1 | tee -a "$log"
 
 # One closing line for the whole suite (cargo prints one per test binary, pytest
 # one line such as "3 failed, 80 passed in 9.1s").

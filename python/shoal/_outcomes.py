@@ -7,15 +7,42 @@ Shared by the core (`_client`) and the streams (`_stream`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
+import re
 import reprlib
 
 from shoal import errors
 
 
+# A memory address in a repr ("<function f at 0x7f...>"): it differs from one process
+# to the next, so it is left out of a stored label (see `label`).
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+class _Shown(reprlib.Repr):
+    """reprlib's short reprs, with addresses left out before anything is cut."""
+
+    def repr_instance(self, obj, level):
+        try:
+            text = _ADDRESS.sub("", repr(obj))
+        except Exception:
+            text = f"<{type(obj).__name__} instance>"
+        if len(text) > self.maxother:
+            head = max(0, (self.maxother - 3) // 2)
+            tail = max(0, self.maxother - 3 - head)
+            text = text[:head] + "..." + text[len(text) - tail :]
+        return text
+
+
+_shown = _Shown().repr
+
+
 def describe(fn) -> str:
     """A function's name for messages."""
+    if isinstance(fn, functools.partial):
+        return f"functools.partial({_arguments(describe(fn.func), fn.args, fn.keywords)})"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     if name is None:
         return repr(fn)
@@ -25,10 +52,17 @@ def describe(fn) -> str:
 
 def label(fn, args: tuple, kwargs: dict | None = None) -> str:
     """How a call is shown in the store, e.g. `tasks.inc(41)`: short (reprlib cuts long
-    arguments), so two calls can look alike; see `stored_label`."""
-    parts = [reprlib.repr(a) for a in args]
-    parts += [f"{k}={reprlib.repr(v)}" for k, v in (kwargs or {}).items()]
-    return f"{describe(fn)}({', '.join(parts)})"
+    arguments), so two calls can look alike; see `stored_label`. The same call made by
+    another process is shown the same: memory addresses are left out, or a job resumed
+    in a new process would never find its stored results."""
+    return f"{_ADDRESS.sub('', describe(fn))}({_arguments(None, args, kwargs)})"
+
+
+def _arguments(first: str | None, args: tuple, kwargs: dict | None) -> str:
+    parts = [] if first is None else [first]
+    parts += [_shown(a) for a in args]
+    parts += [f"{k}={_shown(v)}" for k, v in (kwargs or {}).items()]
+    return ", ".join(parts)
 
 
 def stored_label(shown: str, payload: bytes) -> str:

@@ -86,6 +86,17 @@ def run_script(
     )
 
 
+def shoal_cli(*args: str) -> subprocess.CompletedProcess:
+    """Runs the `shoal` command line (`$SHOAL_BIN`, else the workspace's build)."""
+    binary = os.environ.get("SHOAL_BIN")
+    if not binary:
+        root = os.path.dirname(os.path.dirname(HERE))
+        builds = [os.path.join(root, "target", kind, "shoal") for kind in ("debug", "release")]
+        binary = next((b for b in builds if os.path.exists(b)), None)
+    assert binary, "no shoal binary: build it (cargo build -p shoal-cli) or set SHOAL_BIN"
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=30)
+
+
 @pytest.fixture(autouse=True)
 def no_worker_left():
     """Every test ends with no worker process of this process alive."""

@@ -182,6 +182,13 @@ def counted(directory, x):
     return x * 10
 
 
+def counted_slowly(directory, seconds, x):
+    """As counted (marked when it starts), taking `seconds`."""
+    value = counted(directory, x)
+    time.sleep(seconds)
+    return value
+
+
 def raise_base(directory, kind):
     """Marks that it ran (a file in `directory`), then raises SystemExit or
     KeyboardInterrupt: exceptions that are not Exceptions."""

@@ -209,3 +209,22 @@ def test_lazy_package_attributes():
     assert "ProcessPoolExecutor" in dir(shoal)
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         shoal.Nope
+
+
+class _Thing:
+    def __call__(self, x):
+        return x
+
+
+def test_a_stored_label_is_the_same_in_every_process():
+    # No memory address: a job resumed by a new process must find its stored results.
+    import functools
+
+    import tasks
+
+    shown = _outcomes.label(functools.partial(tasks.counted, "/marks", x=1), (_Thing(),), {"y": 2})
+    assert "0x" not in shown, shown
+    assert shown == "functools.partial(tasks.counted, '/marks', x=1)(<test_client._Thing object>, y=2)"
+    assert _outcomes.label(_Thing(), (1,)) == "<test_client._Thing object>(1)"
+    assert _outcomes.label(tasks.inc, ([_Thing()],)) == "tasks.inc([<test_client._Thing object>])"
+    assert _outcomes.label(tasks.inc, (41,)) == "tasks.inc(41)"

@@ -1,14 +1,19 @@
 """store=: every task recorded in the SQLite store the CLI reads, and keyed results
 reused, so an interrupted job resumes where it stopped."""
 
+import collections
 import functools
+import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
 import tasks
-from conftest import FAST, worker_children
+from conftest import FAST, HERE, shoal_cli, wait_gone, worker_children
 
 import shoal
 
@@ -140,3 +145,66 @@ def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="not a shoal database or is corrupt"):
         shoal.Pool(1, store=tmp_path / "junk.db")
     assert worker_children() == []
+
+
+def test_a_killed_caller_loses_nothing_and_the_cli_reads_its_store(tmp_path):
+    # kill -9 of the caller in the middle of a keyed map; the CLI shows the run died
+    # and what it finished; the same job run again runs only what had not succeeded.
+    path, marks = tmp_path / "results.db", tmp_path / "marks"
+    marks.mkdir()
+    script = f"""
+import functools, shoal, tasks
+work = functools.partial(tasks.counted_slowly, {str(marks)!r}, 0.05)
+with shoal.Pool(2, store={str(path)!r}) as pool:
+    print(pool.options(key="job").map(work, range(40)))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")])))
+    first = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while len(succeeded(path)) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        live = json.loads(shoal_cli("runs", "--json", "--store", str(path)).stdout)
+        assert live["status"] == "running", live
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.stdout.close()
+    assert first.returncode == -signal.SIGKILL
+    done_before = succeeded(path)
+    assert 10 <= len(done_before) < 40, "the kill came too late to prove anything"
+
+    runs = shoal_cli("runs", "--json", "--store", str(path))
+    assert runs.returncode == 0, runs.stderr
+    (died,) = [json.loads(line) for line in runs.stdout.splitlines()]
+    assert died["status"] == "died", died
+    results = shoal_cli("results", "--json", "--status", "succeeded", "--store", str(path))
+    shown = {json.loads(line)["command"] for line in results.stdout.splitlines()}
+    assert shown == done_before
+
+    again = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert again.stdout.strip() == str([x * 10 for x in range(40)]), again.stderr
+    starts = collections.Counter(name.split("-")[0] for name in os.listdir(marks))
+    for label in done_before:
+        item = label.split("(")[-1].split(")")[0]
+        assert starts[item] == 1, f"{label} succeeded before the kill and ran again"
+    assert set(starts) == {str(x) for x in range(40)}
+
+    stats = json.loads(shoal_cli("stats", "--json", "--run", "2", "--store", str(path)).stdout)
+    assert stats["counts"]["succeeded"] == 40, stats
+    statuses = [json.loads(line)["status"] for line in shoal_cli("runs", "--json", "--store", str(path)).stdout.splitlines()]
+    assert statuses == ["died", "finished"]
+
+
+def succeeded(path) -> set:
+    """The calls of run 1 that succeeded, as stored (their label)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            found = db.execute("SELECT command FROM tasks WHERE run_id = 1 AND status = 'succeeded'")
+            return {row[0] for row in found}
+    except sqlite3.OperationalError:
+        return set()  # not created yet

@@ -294,6 +294,7 @@ fn kill_9_of_shoal_mid_run_then_resume_finishes_every_task_exactly_once() {
         let stats: Value = serde_json::from_str(out.stdout.trim()).ok()?;
         (stats["counts"]["succeeded"].as_i64()? >= 50).then_some(())
     });
+    assert_eq!(str_of(&env.runs()[0], "status"), "running", "a live shoal holds the run's lock");
     shoal.signal(libc::SIGKILL);
     let killed = shoal.wait(Duration::from_secs(10));
     assert_eq!(killed.status.code(), None, "shoal died of SIGKILL");
@@ -307,7 +308,8 @@ fn kill_9_of_shoal_mid_run_then_resume_finishes_every_task_exactly_once() {
         (done_before.len() as i64) < TASKS,
         "the kill came after the end: the test proves nothing; make the tasks longer"
     );
-    assert_eq!(str_of(&env.runs()[0], "status"), "running", "a killed run never said it ended");
+    // It never said it ended, and no live shoal holds its lock: it shows it died.
+    assert_eq!(str_of(&env.runs()[0], "status"), "died");
 
     let resumed = env.run(&["run", "--resume"]);
     resumed.expect_code(0);

@@ -29,6 +29,20 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    /// A live process holds the run's lock: it is running it now.
+    #[error(
+        "run {run} is still running in another shoal: stop it (or let it finish) before resuming"
+    )]
+    RunBusy { run: i64 },
+
+    /// The lock file of a run cannot be opened.
+    #[error("cannot open the run's lock file {}", path.display())]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// The store holds no run with this id.
     #[error("no run {run} in the store")]
     NoSuchRun { run: i64 },

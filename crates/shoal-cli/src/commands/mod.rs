@@ -1,6 +1,5 @@
 //! The subcommands of `shoal`, one file each (`report` holds the read-only ones).
 
-mod lock;
 mod printer;
 pub mod report;
 mod resume;

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use shoal_core::process::orphans;
-use shoal_core::store::Store;
+use shoal_core::store::{RunLock, Store};
 use shoal_core::TaskMeta;
 
-use super::lock::RunLock;
 use super::run::{memory_limit, Planned, Prepared, RunOptions};
 use crate::cli::RunArgs;
 use crate::template::Template;

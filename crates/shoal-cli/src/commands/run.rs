@@ -13,12 +13,11 @@ use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
 use shoal_core::process::{CommandLine, Limits, MemoryLimit};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
-use shoal_core::store::{NewRun, NewTask, RunStatus, Store, StoreEvent, Writer};
+use shoal_core::store::{NewRun, NewTask, RunLock, RunStatus, Store, StoreEvent, Writer};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-use super::lock::RunLock;
 use super::printer::{Printer, PRINT_LIMIT};
 use super::resume::{run_marker, RUN_MARKER};
 use crate::cli::RunArgs;
@@ -84,7 +83,7 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let Prepared { run_id, template, options, memory, planned, skipped, lock: _lock } =
         match args.resume {
             Some(run) => super::resume::resume(&store, store_path, run, &args)?,
-            None => start(&store, store_path, &args)?,
+            None => start(&store, &args)?,
         };
 
     let total = planned.len() as u64;
@@ -270,7 +269,7 @@ fn has_cap_sys_nice() -> bool {
 }
 
 /// A new run: parse inputs and template, record run and tasks.
-fn start(store: &Store, store_path: &Path, args: &RunArgs) -> anyhow::Result<Prepared> {
+fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
     let options = RunOptions::resolve(args, None);
     options.check_machine()?;
@@ -320,8 +319,7 @@ fn start(store: &Store, store_path: &Path, args: &RunArgs) -> anyhow::Result<Pre
         cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         memory_limit_mode: memory.as_ref().map(|m| m.mode().as_str().to_owned()),
     };
-    let run_id = store.create_run(&new_run)?;
-    let lock = RunLock::take(store_path, run_id)?;
+    let (run_id, lock) = store.create_run(&new_run)?;
     let tasks: Vec<NewTask> = planned
         .iter()
         .map(|p| NewTask {

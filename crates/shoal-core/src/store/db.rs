@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::lock::RunLock;
 use super::records::{NewRun, NewTask, ResumeInfo, RunStatus};
 use super::schema;
 use crate::error::{Error, Result};
@@ -59,10 +60,15 @@ impl Store {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a new run, `running` from now, and returns its id.
-    pub fn create_run(&self, run: &NewRun) -> Result<i64> {
-        let conn = self.conn();
-        conn.execute(
+    /// Records a new run, `running` from now, and returns its id and its lock, which
+    /// the caller holds for as long as it runs the run. The lock is taken before the
+    /// run is committed, so no reader ever sees the run without it.
+    pub fn create_run(&self, run: &NewRun) -> Result<(i64, RunLock)> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("create a run"))?;
+        tx.execute(
             "INSERT INTO runs (started_at, status, command, options, cwd, memory_limit_mode)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -75,7 +81,20 @@ impl Store {
             ],
         )
         .map_err(db("create a run"))?;
-        Ok(conn.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        let lock = RunLock::take(&self.path, id)?;
+        tx.commit().map_err(db("create a run"))?;
+        Ok((id, lock))
+    }
+
+    /// A stored status as it stands: `running` whose lock no live process holds is
+    /// [`RunStatus::Died`].
+    pub(super) fn live_status(&self, run: i64, stored: RunStatus) -> RunStatus {
+        if stored == RunStatus::Running && !RunLock::is_held(&self.path, run) {
+            RunStatus::Died
+        } else {
+            stored
+        }
     }
 
     /// Replaces a run's options and memory-limit mechanism: a resume may change them,

@@ -5,19 +5,21 @@
 //! shoal file), the synchronous calls of a [`Store`] (creating runs and tasks,
 //! repairing a run for resume, queries and statistics) and the writer thread that
 //! makes the engine's events durable with group commit ([`Writer`]; its protocol is
-//! written down in [`writer`]).
+//! written down in [`writer`]), and the lock a live run holds ([`RunLock`]).
 //!
 //! It must not schedule, spawn or decide anything: it records what the engine tells
 //! it and answers queries. It never creates directories, never panics on a bad file,
 //! and never blocks the engine's hot path on I/O (events go through [`Writer::send`]).
 
 mod db;
+mod lock;
 mod read;
 mod records;
 pub mod schema;
 pub mod writer;
 
 pub use db::{now as unix_now, Store};
+pub use lock::RunLock;
 pub use records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus, RunSummary,
     SlotStats, StatusCounts, TaskRecord,

@@ -44,6 +44,9 @@ impl Store {
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, TaskStatus>(1)?, r.get(2)?)))
             .and_then(Iterator::collect::<rusqlite::Result<Vec<(i64, TaskStatus, u64)>>>)
             .map_err(db("count tasks"))?;
+        for run in &mut runs {
+            run.status = self.live_status(run.id, run.status);
+        }
         for (id, status, n) in rows {
             // Both lists are ordered by run id.
             if let Ok(i) = runs.binary_search_by_key(&id, |r| r.id) {
@@ -65,24 +68,27 @@ impl Store {
     pub fn run(&self, id: i64) -> Result<RunRecord> {
         let conn = self.conn();
         require_run(&conn, id)?;
-        conn.query_row(
-            "SELECT id, started_at, ended_at, status, command, options, cwd, memory_limit_mode
+        let mut record = conn
+            .query_row(
+                "SELECT id, started_at, ended_at, status, command, options, cwd, memory_limit_mode
              FROM runs WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(RunRecord {
-                    id: r.get(0)?,
-                    started_at: r.get(1)?,
-                    ended_at: r.get(2)?,
-                    status: r.get(3)?,
-                    command: json(r, 4)?,
-                    options: json(r, 5)?,
-                    cwd: r.get(6)?,
-                    memory_limit_mode: r.get(7)?,
-                })
-            },
-        )
-        .map_err(db("read a run"))
+                [id],
+                |r| {
+                    Ok(RunRecord {
+                        id: r.get(0)?,
+                        started_at: r.get(1)?,
+                        ended_at: r.get(2)?,
+                        status: r.get(3)?,
+                        command: json(r, 4)?,
+                        options: json(r, 5)?,
+                        cwd: r.get(6)?,
+                        memory_limit_mode: r.get(7)?,
+                    })
+                },
+            )
+            .map_err(db("read a run"))?;
+        record.status = self.live_status(id, record.status);
+        Ok(record)
     }
 
     /// The tasks of a run by task number, all of them or those in one status.

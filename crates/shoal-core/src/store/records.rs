@@ -43,12 +43,16 @@ pub struct NewTask {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
-    /// Being run now, or killed without a chance to say so.
+    /// Being run now: a live process holds its lock.
     Running,
     /// Every task reached an end.
     Finished,
     /// Stopped by SIGINT/SIGTERM; it can be resumed.
     Interrupted,
+    /// Stored as running, but no live process holds its lock: its shoal died (`kill
+    /// -9`, a crash) without a chance to say so. It can be resumed. Never stored: the
+    /// queries tell it from `Running` by the run's [`RunLock`](super::RunLock).
+    Died,
 }
 
 impl RunStatus {
@@ -58,12 +62,13 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Finished => "finished",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Died => "died",
         }
     }
 
     /// Parses a name given by [`RunStatus::as_str`].
     pub fn parse(name: &str) -> Option<RunStatus> {
-        [RunStatus::Running, RunStatus::Finished, RunStatus::Interrupted]
+        [RunStatus::Running, RunStatus::Finished, RunStatus::Interrupted, RunStatus::Died]
             .into_iter()
             .find(|s| s.as_str() == name)
     }

@@ -19,7 +19,8 @@ fn temp() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-fn new_run(store: &Store) -> i64 {
+/// A new run whose lock is held, as by the shoal that runs it.
+fn new_live_run(store: &Store) -> (i64, RunLock) {
     store
         .create_run(&NewRun {
             command: vec!["echo".into(), "{}".into()],
@@ -28,6 +29,11 @@ fn new_run(store: &Store) -> i64 {
             memory_limit_mode: Some("rlimit_as".into()),
         })
         .unwrap()
+}
+
+/// A new run whose lock was let go at once (for tests that do not look at its status).
+fn new_run(store: &Store) -> i64 {
+    new_live_run(store).0
 }
 
 fn new_tasks(n: u64) -> Vec<NewTask> {
@@ -117,7 +123,7 @@ fn open_creates_a_private_wal_file_and_reopens() {
     assert_eq!(pragma::<i64>(&path, "application_id"), APPLICATION_ID);
     assert_eq!(pragma::<i64>(&path, "user_version"), SCHEMA_VERSION);
     assert_eq!(store.last_run().unwrap(), None);
-    let run = new_run(&store);
+    let (run, lock) = new_live_run(&store);
     drop(store);
 
     let store = Store::open(&path).unwrap();
@@ -129,6 +135,11 @@ fn open_creates_a_private_wal_file_and_reopens() {
     assert_eq!(record.memory_limit_mode.as_deref(), Some("rlimit_as"));
     assert_eq!(record.status, RunStatus::Running);
     assert_eq!(record.ended_at, None);
+    assert_eq!(store.runs().unwrap()[0].status, RunStatus::Running);
+    // Its holder gone without recording the end (killed): the run shows it died.
+    drop(lock);
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Died);
+    assert_eq!(store.runs().unwrap()[0].status, RunStatus::Died);
 }
 
 #[test]
@@ -419,6 +430,7 @@ fn prepare_resume_requeues_running_tasks_and_closes_open_attempts() {
     write_all(&store, events).0.unwrap();
     assert!(matches!(store.prepare_resume(run + 1), Err(Error::NoSuchRun { .. })));
 
+    let _resuming = RunLock::take(&path, run).unwrap();
     let info = store.prepare_resume(run).unwrap();
     assert_eq!((info.run.id, info.run.status, info.run.ended_at), (run, RunStatus::Running, None));
     let pending: Vec<_> = info.pending.iter().map(|t| (t.task, t.status, t.attempts)).collect();

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::store::{unix_now, NewRun, NewTask, RunStatus, Store, StoreEvent, Writer};
+use crate::store::{unix_now, NewRun, NewTask, RunLock, RunStatus, Store, StoreEvent, Writer};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::Result;
 
@@ -26,6 +26,8 @@ pub(super) struct Recorder {
     store: Store,
     writer: Writer,
     run: i64,
+    /// Held while the pool lives: the run shows `died` if its process is killed.
+    _lock: RunLock,
 }
 
 impl Recorder {
@@ -33,14 +35,14 @@ impl Recorder {
     pub fn open(config: &PoolStore, workers: usize, memory_mode: Option<&str>) -> Result<Recorder> {
         let store = Store::open(&config.path)?;
         let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
-        let run = store.create_run(&NewRun {
+        let (run, lock) = store.create_run(&NewRun {
             command: config.command.clone(),
             options: serde_json::json!({ "workers": workers }),
             cwd,
             memory_limit_mode: memory_mode.map(str::to_owned),
         })?;
         let writer = store.writer(Box::new(|_| {}))?;
-        Ok(Recorder { store, writer, run })
+        Ok(Recorder { store, writer, run, _lock: lock })
     }
 
     /// The result of an earlier task with this key and label that succeeded, if the
