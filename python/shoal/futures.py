@@ -275,8 +275,9 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
 
     ProcessPoolExecutor(max_workers=None, mp_context=None, initializer=None,
                         initargs=(), *, max_tasks_per_child=None, priority=0,
-                        timeout=None, retries=1, cost=None, memory_limit=None,
-                        cpu_affinity=None, max_memory_per_child=None, heartbeat=1.0,
+                        timeout=None, retries=1, cost=None, key=None,
+                        memory_limit=None, cpu_affinity=None,
+                        max_memory_per_child=None, heartbeat=1.0,
                         heartbeat_timeout=30.0, progress=False, store=None)
 
     - max_workers: worker count (default: the CPUs this process may use).
@@ -285,7 +286,8 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
     - initializer(*initargs) runs once in each worker. If it raises, every task fails
       with shoal.InitializerError (workers are not respawned in a loop).
     - max_tasks_per_child: a worker is replaced after this many tasks.
-    The other keywords are as for shoal.Pool (see its doc): task defaults, memory_limit,
+    The other keywords are as for shoal.Pool (see its doc): task defaults (priority,
+    timeout, retries, cost, key), memory_limit,
     cpu_affinity, max_memory_per_child, heartbeats, progress, store.
     """
 
@@ -301,6 +303,7 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         timeout: float | None = None,
         retries: int = 1,
         cost: float | None = None,
+        key: str | None = None,
         memory_limit: int | str | None = None,
         cpu_affinity: bool | list[int] | None = None,
         max_memory_per_child: int | str | None = None,
@@ -316,7 +319,7 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
             initargs=initargs,
             max_tasks=max_tasks_per_child,
             max_tasks_name="max_tasks_per_child",
-            defaults=TaskOptions(priority, timeout, retries, cost),
+            defaults=TaskOptions(priority, timeout, retries, cost, key),
             memory_limit=memory_limit,
             cpu_affinity=cpu_affinity,
             max_memory_per_child=max_memory_per_child,

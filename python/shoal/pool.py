@@ -371,7 +371,7 @@ class Pool(_Submitting):
     """A pool of worker processes, with the API of multiprocessing.Pool.
 
     Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None,
-         context=None, *, priority=0, timeout=None, retries=1, cost=None,
+         context=None, *, priority=0, timeout=None, retries=1, cost=None, key=None,
          memory_limit=None, cpu_affinity=None, max_memory_per_child=None,
          heartbeat=1.0, heartbeat_timeout=30.0, progress=False, store=None)
 
@@ -382,7 +382,8 @@ class Pool(_Submitting):
     - context: accepted for compatibility and ignored: workers are always fresh
       interpreters (no fork of this process).
     Keyword-only extras:
-    - priority, timeout, retries, cost: defaults for every call (see `options`).
+    - priority, timeout, retries, cost, key: defaults for every call (see `options`);
+      with a store, a pool-wide key makes the whole job resumable.
     - memory_limit: bytes or a size like "512M" per worker; past it the task fails with
       MemoryLimitExceeded (after `retries`) and the worker is replaced.
     - cpu_affinity: True pins worker k to the k-th CPU this process may use; a list of
@@ -413,6 +414,7 @@ class Pool(_Submitting):
         timeout: float | None = None,
         retries: int = 1,
         cost: float | None = None,
+        key: str | None = None,
         memory_limit: int | str | None = None,
         cpu_affinity: bool | list[int] | None = None,
         max_memory_per_child: int | str | None = None,
@@ -429,7 +431,7 @@ class Pool(_Submitting):
             initargs=initargs,
             max_tasks=maxtasksperchild,
             max_tasks_name="maxtasksperchild",
-            defaults=TaskOptions(priority, timeout, retries, cost),
+            defaults=TaskOptions(priority, timeout, retries, cost, key),
             memory_limit=memory_limit,
             cpu_affinity=cpu_affinity,
             max_memory_per_child=max_memory_per_child,

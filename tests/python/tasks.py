@@ -48,6 +48,12 @@ def affinity(_=None):
     return sorted(os.sched_getaffinity(0))
 
 
+def sleep_then_affinity(seconds):
+    """(pid, the CPUs it may run on), after `seconds`."""
+    time.sleep(seconds)
+    return os.getpid(), affinity()
+
+
 def sleep_pid(seconds):
     time.sleep(seconds)
     return os.getpid()

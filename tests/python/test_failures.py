@@ -187,6 +187,15 @@ def test_a_hung_task_times_out_and_only_it(pool):
     assert set(worker_pids(pool)) != before  # the hung worker was replaced
 
 
+def test_a_timeout_kills_the_processes_the_task_started_too(pool, tmp_path):
+    # The worker's whole process group goes: a child the task started does not outlive it.
+    pid_path = str(tmp_path / "sleeper")
+    with pytest.raises(shoal.TaskTimeout):
+        pool.options(timeout=1).apply(tasks.start_sleeper, (pid_path,))
+    sleeper = int(open(pid_path).read())
+    assert wait_gone([sleeper]) == [], "the task's child outlived its timeout"
+
+
 def test_a_pool_wide_timeout(tmp_path):
     with shoal.ProcessPoolExecutor(2, timeout=0.5, **FAST) as ex:
         with pytest.raises(shoal.TaskTimeout):

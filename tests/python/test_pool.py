@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
 import multiprocessing
 import os
@@ -261,6 +263,61 @@ def test_stats_describe_each_worker(pool):
     assert "slot" in str(stats)
 
 
+def test_stats_measure_each_workers_time_and_size(pool1):
+    for seconds in [0.05] * 4 + [0.2]:
+        pool1.apply(tasks.sleep_then, (seconds,))
+    time.sleep(0.3)  # a heartbeat (every 0.1 s) has told the worker's size since
+    (worker,) = pool1.stats().workers
+    assert worker.tasks == 5 and worker.restarts == 0
+    assert 0.4 <= worker.busy < 1.0, worker
+    assert 0.08 <= worker.mean < 0.2, worker  # (4 * 0.05 + 0.2) / 5
+    assert 0.2 <= worker.p95 < 0.4, worker  # the slowest of 5
+    assert 5 << 20 < worker.rss < 1 << 30, worker  # a Python interpreter's resident size
+
+
+def test_a_pool_wide_key_makes_the_whole_job_resumable(tmp_path):
+    path, marks = tmp_path / "results.db", tmp_path / "marks"
+    marks.mkdir()
+    work = functools.partial(tasks.counted, str(marks))
+    for _ in range(2):
+        with shoal.Pool(2, store=path, key="job") as p:
+            assert p.map(work, range(5)) == [0, 10, 20, 30, 40]
+            assert p.apply(work, (7,)) == 70
+    assert len(os.listdir(marks)) == 6, "the second run reused every stored result"
+
+
+def test_cost_hints_start_the_longest_first(pool1, tmp_path):
+    log = str(tmp_path / "log")
+    blocker = pool1.apply_async(tasks.sleep_then, (0.3,))
+    time.sleep(0.1)  # the worker is busy: the others queue behind it
+    hinted = [
+        pool1.options(cost=cost).apply_async(tasks.log_pid, (log, f"cost{cost}"))
+        for cost in [1, 5, 3, None]
+    ]
+    for result in [blocker, *hinted]:
+        result.get(10)
+    order = [line.split()[1] for line in open(log).read().splitlines()]
+    assert order == ["cost5", "cost3", "cost1", "costNone"]
+
+
+def test_tasks_with_a_key_stay_on_the_worker_that_ran_that_key(pool, tmp_path):
+    pool.map(tasks.sleep_then, [0.05, 0.05], chunksize=1)  # both workers are up
+    log = str(tmp_path / "log")
+    results = [
+        pool.options(key=key).apply_async(tasks.log_pid, (log, key, 0.03))
+        for _ in range(6)
+        for key in ("a", "b")
+    ]
+    for result in results:
+        result.get(10)
+    workers = collections.defaultdict(set)
+    for line in open(log).read().splitlines():
+        pid, key = line.split()
+        workers[key].add(pid)
+    assert len(workers["a"]) == len(workers["b"]) == 1, dict(workers)
+    assert workers["a"] != workers["b"], "each key had a worker of its own"
+
+
 def test_options_view_sets_priority_per_call(pool1):
     order = []
     blocker = pool1.apply_async(tasks.sleep_then, (0.3,))
@@ -380,6 +437,16 @@ def test_cwd_is_the_callers(pool):
 def test_cpu_affinity_pins_workers():
     with shoal.Pool(2, cpu_affinity=[0], **FAST) as p:
         assert p.map(tasks.affinity, range(2), chunksize=1) == [[0], [0]]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_cpu_affinity_true_gives_each_worker_a_cpu_of_its_own():
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    with shoal.Pool(2, cpu_affinity=True, **FAST) as p:
+        seen = p.map(tasks.sleep_then_affinity, [0.1] * 6, chunksize=1)
+    by_worker = dict(seen)
+    assert len(by_worker) == 2, seen
+    assert sorted(by_worker.values()) == [[cpus[0]], [cpus[1]]], seen
 
 
 def test_a_worker_grown_past_max_memory_per_child_is_replaced_before_its_next_task():
