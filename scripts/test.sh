@@ -23,11 +23,13 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 
-# The Python package, built by maturin and installed into a private environment.
+# The Python package, installed into a private environment exactly as a user's
+# `pip install .` does: pip fetches maturin into an isolated build environment, which
+# builds the engine in release mode.
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q 'maturin>=1.7,<2' pytest cloudpickle
-PATH="$PWD/.venv/bin:$PATH" .venv/bin/pip install -q --no-build-isolation .
+.venv/bin/pip install -q pytest
+.venv/bin/pip install -q .
 SHOAL_BIN="$PWD/target/debug/shoal" .venv/bin/python -m pytest tests/python 2>&1 | tee -a "$log"
 
 # One closing line for the whole suite (cargo prints one per test binary, pytest

@@ -48,6 +48,19 @@ def affinity(_=None):
     return sorted(os.sched_getaffinity(0))
 
 
+def segfault():
+    """Reads address 0: a real segmentation fault, not a signal sent."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def parent_mark():
+    """This process's view of `tasks.MARK` and its command line."""
+    with open("/proc/self/cmdline", "rb") as cmdline:
+        return globals().get("MARK"), cmdline.read().split(b"\0")
+
+
 def sleep_then_affinity(seconds):
     """(pid, the CPUs it may run on), after `seconds`."""
     time.sleep(seconds)

@@ -56,8 +56,10 @@ def test_no_retry_when_retries_is_zero(pool, tmp_path):
 
 def test_a_segfault_names_its_signal(pool):
     with pytest.raises(shoal.WorkerCrashed, match="SIGSEGV") as caught:
-        pool.apply(tasks.kill_self, (signal.SIGSEGV,))
+        pool.apply(tasks.segfault)
     assert caught.value.signal == signal.SIGSEGV
+    assert caught.value.attempts == 2, "retried once, by default"
+    assert pool.apply(tasks.inc, (1,)) == 2
 
 
 def test_a_worker_exiting_names_its_status(pool):

@@ -325,7 +325,12 @@ def test_submit_from_a_callback(executor):
     assert chained.result(10).result(10) == 3
 
 
-def test_worker_processes_are_fresh_interpreters(executor):
+def test_worker_processes_are_fresh_interpreters(executor, monkeypatch):
+    # Started by exec, not forked: what this process set is not there.
+    monkeypatch.setattr(tasks, "MARK", "set in the caller", raising=False)
+    mark, argv = executor.submit(tasks.parent_mark).result(10)
+    assert mark is None
+    assert argv[1:3] == [b"-m", b"shoal._worker"], argv
     assert executor.submit(os.getppid).result(10) == os.getpid()
 
 
