@@ -75,7 +75,7 @@ def worker_config() -> bytes:
     return pickle.dumps({"sys_path": sys_path}, _payload.PROTOCOL)
 
 
-def _report_handler_error() -> None:
+def report_handler_error() -> None:
     """A callback of the user's raised in the dispatcher thread: say so, keep going."""
     try:
         sys.stderr.write("shoal: a callback raised in the result thread (ignored):\n")
@@ -422,24 +422,35 @@ class Core:
             pop = self._pending.pop
             handlers = [pop(event[0], None) for event in events]
         # A stream's chunks are handed over together: one lock and one delivery per
-        # stream and batch of events, not per event.
+        # stream and batch of events, not per event; so are single calls whose targets
+        # take a batch (`_shoal_outcomes`: an executor's futures).
         streams: dict[Stream, list] = {}
+        batches: dict[type, list] = {}
         calls = 0
         for handler, event in zip(handlers, events):
-            if type(handler) is ChunkHandler:
+            kind = type(handler)
+            if kind is ChunkHandler:
                 streams.setdefault(handler.stream, []).append((handler, event))
             elif handler is not None:  # a single call's target (see submit_call)
                 calls += 1
+                if hasattr(kind, "_shoal_outcomes"):
+                    batches.setdefault(kind, []).append((handler, *call_outcome(event)))
+                    continue
                 try:
                     handler._shoal_outcome(*call_outcome(event))
                 except BaseException:
-                    _report_handler_error()
+                    report_handler_error()
+        for kind, outcomes in batches.items():
+            try:
+                kind._shoal_outcomes(outcomes)
+            except BaseException:
+                report_handler_error()
         self.calls_done += calls
         for stream, done in streams.items():
             try:
                 stream.chunks_done(done)
             except BaseException:
-                _report_handler_error()
+                report_handler_error()
 
     def _fail_leftovers(self) -> None:
         """Whatever the engine never reported fails rather than waits forever."""

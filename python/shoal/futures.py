@@ -59,26 +59,51 @@ class _Future(concurrent.futures.Future):
         in one hold of the condition: no cancel() slips in between, and the dispatcher
         spends half the time per result."""
         with self._condition:
-            state = self._state
-            if state == _base.CANCELLED:
-                self.set_running_or_notify_cancel()  # tells the waiters of the cancel
-                return
-            if state != _base.PENDING and state != _base.RUNNING:
-                return  # cancel() won: this is the engine's word that it dropped the task
-            # (RUNNING already when a cancel() found a worker had it.)
-            if ok:
-                self._result = value
-            else:
-                self._exception = value
-            self._state = _base.FINISHED
-            for waiter in self._waiters:  # as_completed and wait
-                if ok:
-                    waiter.add_result(self)
-                else:
-                    waiter.add_exception(self)
+            settled = self._settle(ok, value)
             self._condition.notify_all()
-        if self._done_callbacks:
+        if settled and self._done_callbacks:
             self._invoke_callbacks()
+
+    @staticmethod
+    def _shoal_outcomes(outcomes: list) -> None:
+        """The outcomes of a batch of futures, [(future, ok, value)] (dispatcher thread):
+        as `_shoal_outcome` for each, in one hold of their shared condition with one
+        notify; then the done callbacks, in order."""
+        condition = outcomes[0][0]._condition
+        called = []
+        with condition:
+            for future, ok, value in outcomes:
+                try:
+                    if future._condition is not condition:  # another executor's
+                        future._shoal_outcome(ok, value)
+                    elif future._settle(ok, value) and future._done_callbacks:
+                        called.append(future)
+                except BaseException:  # never leave the rest of the batch unsettled
+                    _client.report_handler_error()
+            condition.notify_all()
+        for future in called:
+            future._invoke_callbacks()
+
+    def _settle(self, ok: bool, value) -> bool:
+        """Sets the outcome, the condition held; False when a cancel() came first."""
+        state = self._state
+        if state == _base.CANCELLED:
+            self.set_running_or_notify_cancel()  # tells the waiters of the cancel
+            return False
+        if state != _base.PENDING and state != _base.RUNNING:
+            return False  # cancel() won: this is the engine's word that it dropped the task
+        # (RUNNING already when a cancel() found a worker had it.)
+        if ok:
+            self._result = value
+        else:
+            self._exception = value
+        self._state = _base.FINISHED
+        for waiter in self._waiters:  # as_completed and wait
+            if ok:
+                waiter.add_result(self)
+            else:
+                waiter.add_exception(self)
+        return True
 
     def _wait_done(self, timeout: float | None) -> None:
         """Waits until this future is done, or the timeout passes."""

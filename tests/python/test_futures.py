@@ -345,3 +345,27 @@ def test_shutdown_from_a_callback_does_not_deadlock():
     ex.submit(tasks.inc, 1).add_done_callback(stop)
     assert done.result(10)
     ex.shutdown()
+
+
+def test_a_batch_of_results_reaches_every_future_and_callback(executor):
+    # Tiny calls come back in batches, settled together: every future ends, every done
+    # callback runs once, even when one of them raises.
+    seen = []
+
+    def note(future):
+        seen.append(future.result())
+        if future.result() == 500:
+            raise RuntimeError("a callback that raises")
+
+    futures = [executor.submit(tasks.inc, x) for x in range(2000)]
+    cancelled = [f for f in futures[1000:1100] if f.cancel()]
+    for future in futures:
+        future.add_done_callback(note)
+    done, pending = concurrent.futures.wait(futures, timeout=30)
+    assert not pending
+    kept = [(x, f) for x, f in enumerate(futures) if not f.cancelled()]
+    assert all(f.result() == x + 1 for x, f in kept)
+    kept = [f for _, f in kept]
+    assert sorted(seen) == sorted(f.result() for f in kept)
+    assert len(seen) == len(kept) == 2000 - len(cancelled)
+    assert executor.submit(tasks.inc, 1).result(10) == 2
