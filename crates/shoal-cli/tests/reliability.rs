@@ -177,21 +177,16 @@ fn a_task_that_crashes_once_succeeds_on_its_retry() {
     assert_eq!(int_of(&log[0], "signal"), libc::SIGKILL as i64);
 }
 
+/// `shoal run` of two tasks under a 64 MiB limit: a 512 MiB hog, then `other`.
+fn hog_and(other: &str) -> [&str; 10] {
+    let hog = r#"python3 -c "b = bytearray(512*1024*1024)""#;
+    ["run", "-j2", "--memory-limit", "64M", "sh", "-c", "{}", ":::", hog, other]
+}
+
 #[test]
 fn a_task_past_its_memory_limit_is_memory_exceeded_and_the_others_are_untouched() {
     let env = Env::new();
-    let out = env.run(&[
-        "run",
-        "-j2",
-        "--memory-limit",
-        "64M",
-        "sh",
-        "-c",
-        "{}",
-        ":::",
-        r#"python3 -c "b = bytearray(512*1024*1024)""#,
-        "echo ok",
-    ]);
+    let out = env.run(&hog_and("echo ok"));
     out.expect_code(1);
     assert!(out.stderr.contains("1 succeeded, 1 failed (1 memory_exceeded)"), "{}", out.stderr);
 
@@ -239,18 +234,7 @@ fn where_no_cgroup_can_be_had_rlimit_as_limits_memory_and_the_run_says_so() {
         return;
     }
     let env = Env::new();
-    let args = [
-        "run",
-        "-j2",
-        "--memory-limit",
-        "64M",
-        "sh",
-        "-c",
-        "{}",
-        ":::",
-        r#"python3 -c "b = bytearray(512*1024*1024)""#,
-        "grep -c cgroup /proc/self/mounts || true",
-    ];
+    let args = hog_and("grep -c cgroup /proc/self/mounts || true");
     let out = run_command(env.command_under(&WITHOUT_CGROUPS, &args), None);
     out.expect_code(1);
     assert!(out.stderr.contains("1 succeeded, 1 failed (1 memory_exceeded)"), "{}", out.stderr);
