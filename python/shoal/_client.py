@@ -194,6 +194,9 @@ class Core:
         # At interpreter exit: run what was submitted to its end (an executor, as the
         # standard library's does) rather than terminate (a Pool, as multiprocessing's).
         self.finish_at_exit = False
+        # The error an interactive session last printed: only a newer KeyboardInterrupt
+        # means that a Ctrl-C ended the script (see _end_live_cores).
+        self.last_error_at_start = getattr(sys, "last_value", None)
         self._lock = threading.Lock()
         self._pending: dict[int, Callable[[tuple], None]] = {}
         self._streams: set[Stream] = set()
@@ -433,11 +436,11 @@ class Core:
                 streams.setdefault(handler.stream, []).append((handler, event))
             elif handler is not None:  # a single call's target (see submit_call)
                 calls += 1
-                if hasattr(kind, "_shoal_outcomes"):
-                    batches.setdefault(kind, []).append((handler, *call_outcome(event)))
-                    continue
                 try:
-                    handler._shoal_outcome(*call_outcome(event))
+                    if hasattr(kind, "_shoal_outcomes"):
+                        batches.setdefault(kind, []).append((handler, *call_outcome(event)))
+                    else:
+                        handler._shoal_outcome(*call_outcome(event))
                 except BaseException:
                     report_handler_error()
         for kind, outcomes in batches.items():
@@ -482,8 +485,13 @@ def _end_live_cores() -> None:
     the wait short; a Pool is terminated, as multiprocessing's is. The dispatchers,
     daemon threads, deliver the outcomes meanwhile."""
     cores = list(_live_cores)
-    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
-    finishing = [] if interrupted else [core for core in cores if core.finish_at_exit]
+    last = getattr(sys, "last_value", None)
+    finishing = [
+        core
+        for core in cores
+        if core.finish_at_exit
+        and not (isinstance(last, KeyboardInterrupt) and last is not core.last_error_at_start)
+    ]
     try:
         for core in finishing:
             core.close()

@@ -22,7 +22,7 @@ from concurrent.futures import _base
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from shoal import _client, _stream
+from shoal import _client, _stream, errors
 from shoal._options import PoolSettings, TaskOptions
 
 __all__ = ["ProcessPoolExecutor", "ExecutorOptions"]
@@ -66,23 +66,25 @@ class _Future(concurrent.futures.Future):
 
     @staticmethod
     def _shoal_outcomes(outcomes: list) -> None:
-        """The outcomes of a batch of futures, [(future, ok, value)] (dispatcher thread):
-        as `_shoal_outcome` for each, in one hold of their shared condition with one
+        """The outcomes of a batch of one executor's futures, [(future, ok, value)]
+        (dispatcher thread; a core serves one executor, whose futures share its
+        condition): as `_shoal_outcome` for each, in one hold of that condition with one
         notify; then the done callbacks, in order."""
         condition = outcomes[0][0]._condition
         called = []
         with condition:
             for future, ok, value in outcomes:
                 try:
-                    if future._condition is not condition:  # another executor's
-                        future._shoal_outcome(ok, value)
-                    elif future._settle(ok, value) and future._done_callbacks:
+                    if future._settle(ok, value) and future._done_callbacks:
                         called.append(future)
                 except BaseException:  # never leave the rest of the batch unsettled
                     _client.report_handler_error()
             condition.notify_all()
         for future in called:
-            future._invoke_callbacks()
+            try:
+                future._invoke_callbacks()
+            except BaseException:  # (the stdlib lets SystemExit out) the rest still run
+                _client.report_handler_error()
 
     def _settle(self, ok: bool, value) -> bool:
         """Sets the outcome, the condition held; False when a cancel() came first."""
@@ -379,7 +381,8 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
                 self._core.join()
 
     def __exit__(self, kind, value, tb) -> bool:
-        if kind is not None and issubclass(kind, KeyboardInterrupt):
+        ctrl_c = kind is not None and issubclass(kind, KeyboardInterrupt)
+        if ctrl_c and not isinstance(value.__cause__, errors.RemoteTraceback):  # not a task's
             # Ctrl-C in the block: stop every worker rather than wait for the work
             # (the standard executor's workers get the SIGINT too, in its terminal).
             self._shutdown = True

@@ -349,18 +349,23 @@ def test_shutdown_from_a_callback_does_not_deadlock():
 
 def test_a_batch_of_results_reaches_every_future_and_callback(executor):
     # Tiny calls come back in batches, settled together: every future ends, every done
-    # callback runs once, even when one of them raises.
+    # callback runs once (in the dispatcher thread: they are added while the workers
+    # are busy), even when one of them raises, SystemExit included.
     seen = []
 
     def note(future):
         seen.append(future.result())
         if future.result() == 500:
-            raise RuntimeError("a callback that raises")
+            raise SystemExit("a callback that exits")
 
+    blockers = [executor.submit(tasks.sleep_then, 0.5) for _ in range(2)]
+    time.sleep(0.1)
     futures = [executor.submit(tasks.inc, x) for x in range(2000)]
     cancelled = [f for f in futures[1000:1100] if f.cancel()]
     for future in futures:
         future.add_done_callback(note)
+    assert not [f for f in futures if f.done() and not f.cancelled()], "the workers were busy"
+    concurrent.futures.wait(blockers)
     done, pending = concurrent.futures.wait(futures, timeout=30)
     assert not pending
     kept = [(x, f) for x, f in enumerate(futures) if not f.cancelled()]

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rustix::fs::{flock, FlockOperation};
 
@@ -29,10 +30,14 @@ impl RunLock {
             .write(true)
             .open(&path)
             .map_err(|source| Error::LockFile { path: path.clone(), source })?;
-        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-            return Err(Error::RunBusy { run });
+        // A few tries: a reader's probe (`is_held`) holds it shared for an instant.
+        for pause in PROBE_WAITS {
+            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                return Ok(RunLock { path, _file: file });
+            }
+            std::thread::sleep(pause);
         }
-        Ok(RunLock { path, _file: file })
+        Err(Error::RunBusy { run })
     }
 
     /// Whether a live process holds the lock of run `run`. A probe takes the lock
@@ -52,7 +57,19 @@ impl Drop for RunLock {
     }
 }
 
+/// The pauses between tries to take a lock (50 ms in all).
+const PROBE_WAITS: [Duration; 5] = [
+    Duration::from_millis(2),
+    Duration::from_millis(4),
+    Duration::from_millis(8),
+    Duration::from_millis(16),
+    Duration::from_millis(20),
+];
+
+/// Next to the store's real path, however it was named (a symlink, a relative path
+/// from another directory): every process finds the same file.
 fn lock_path(store: &Path, run: i64) -> PathBuf {
+    let store = std::fs::canonicalize(store).unwrap_or_else(|_| store.to_owned());
     let mut name = store.file_name().unwrap_or_default().to_owned();
     name.push(format!(".run-{run}.lock"));
     store.with_file_name(name)
@@ -76,6 +93,18 @@ mod tests {
         assert!(!dir.path().join("s.db.run-3.lock").exists());
         assert!(!RunLock::is_held(&store, 3));
         assert!(RunLock::take(&store, 3).is_ok());
+    }
+
+    #[test]
+    fn the_lock_is_the_same_however_the_store_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.db");
+        std::fs::write(&store, "").unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&store, &link).unwrap();
+        let _lock = RunLock::take(&link, 2).unwrap();
+        assert!(RunLock::is_held(&store, 2));
+        assert!(matches!(RunLock::take(&store, 2), Err(Error::RunBusy { run: 2 })));
     }
 
     #[test]

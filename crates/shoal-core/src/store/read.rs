@@ -44,6 +44,8 @@ impl Store {
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, TaskStatus>(1)?, r.get(2)?)))
             .and_then(Iterator::collect::<rusqlite::Result<Vec<(i64, TaskStatus, u64)>>>)
             .map_err(db("count tasks"))?;
+        drop(stmt);
+        drop(conn); // live_status may read again
         for run in &mut runs {
             run.status = self.live_status(run.id, run.status);
         }
@@ -87,6 +89,7 @@ impl Store {
                 },
             )
             .map_err(db("read a run"))?;
+        drop(conn); // live_status may read again
         record.status = self.live_status(id, record.status);
         Ok(record)
     }

@@ -29,7 +29,7 @@ use super::handle::Command;
 use super::record::Recorder;
 use super::worker::{Inbox, Process, WorkerEvent};
 use crate::process::signal::signal_name;
-use crate::process::{limits, stat, ExitInfo, Exited, Limits, MemoryLimit};
+use crate::process::{stat, ExitInfo, Exited, Limits, MemoryLimit};
 use crate::protocol::{encode, Conversation, Message, ProtocolError, PROTOCOL_VERSION};
 use crate::scheduler::{Backoff, Decision, Scheduler, SchedulerConfig};
 use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta};
@@ -855,15 +855,17 @@ impl Driver {
     }
 
     /// Whether a task's error is an allocation that the pool's `RLIMIT_AS` limit made
-    /// fail: under that limit, the last line of its traceback (the exception's) names an
-    /// allocation failure. (Under a cgroup the OOM killer says so instead.)
+    /// fail: under that limit, its traceback's last line (the exception's) is
+    /// `MemoryError`, alone or with a message. Only that exact exception: a user's own
+    /// error that merely mentions memory stays the task's answer. (Under a cgroup the
+    /// OOM killer says so instead.)
     fn allocation_failed(&self, traceback: &str) -> bool {
         matches!(self.memory, Some(MemoryLimit::AddressSpace(_)))
             && traceback
                 .trim_end()
                 .lines()
                 .last()
-                .is_some_and(|line| limits::shows_allocation_failure(line.as_bytes()))
+                .is_some_and(|line| line == "MemoryError" || line.starts_with("MemoryError: "))
     }
 
     /// Between two tasks, replaces a worker grown past the pool's memory size (its
