@@ -54,22 +54,18 @@ class _Future(concurrent.futures.Future):
         self._shoal_task: int | None = None
 
     def _shoal_outcome(self, ok: bool, value) -> None:
-        """The task's outcome (dispatcher thread, or the submitter's if it failed to
-        pickle). What set_running_or_notify_cancel and set_result (or set_exception) do,
-        in one hold of the condition: no cancel() slips in between, and the dispatcher
-        spends half the time per result."""
-        with self._condition:
-            settled = self._settle(ok, value)
-            self._condition.notify_all()
-        if settled and self._done_callbacks:
-            self._invoke_callbacks()
+        """The task's outcome (the submitter's thread, when it failed to pickle): a batch
+        of one."""
+        _Future._shoal_outcomes([(self, ok, value)])
 
     @staticmethod
     def _shoal_outcomes(outcomes: list) -> None:
         """The outcomes of a batch of one executor's futures, [(future, ok, value)]
         (dispatcher thread; a core serves one executor, whose futures share its
-        condition): as `_shoal_outcome` for each, in one hold of that condition with one
-        notify; then the done callbacks, in order."""
+        condition). What set_running_or_notify_cancel and set_result (or set_exception)
+        do, for all of them in one hold of that condition with one notify, so no
+        cancel() slips in between and the dispatcher spends a third of the time per
+        result; then the done callbacks, in order."""
         condition = outcomes[0][0]._condition
         called = []
         with condition:

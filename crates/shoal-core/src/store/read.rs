@@ -17,8 +17,25 @@ const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, ti
     stdout, stderr, stdout_truncated, stderr_truncated";
 
 impl Store {
-    /// Every run, oldest first, with its task counts.
+    /// Every run, oldest first, with its task counts; a run whose shoal died shows
+    /// [`RunStatus::Died`](super::RunStatus::Died).
     pub fn runs(&self) -> Result<Vec<RunSummary>> {
+        let mut runs = self.stored_runs()?;
+        for run in &mut runs {
+            run.status = self.live_status(run.id, run.status);
+        }
+        Ok(runs)
+    }
+
+    /// One run; [`Error::NoSuchRun`](crate::Error::NoSuchRun) if the store does not hold
+    /// it. A run whose shoal died shows [`RunStatus::Died`](super::RunStatus::Died).
+    pub fn run(&self, id: i64) -> Result<RunRecord> {
+        let record = self.stored_run(id)?;
+        Ok(RunRecord { status: self.live_status(id, record.status), ..record })
+    }
+
+    /// Every run as stored, with its task counts.
+    fn stored_runs(&self) -> Result<Vec<RunSummary>> {
         let conn = self.conn();
         let mut runs = conn
             .prepare("SELECT id, started_at, ended_at, status, command FROM runs ORDER BY id")
@@ -44,11 +61,6 @@ impl Store {
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, TaskStatus>(1)?, r.get(2)?)))
             .and_then(Iterator::collect::<rusqlite::Result<Vec<(i64, TaskStatus, u64)>>>)
             .map_err(db("count tasks"))?;
-        drop(stmt);
-        drop(conn); // live_status may read again
-        for run in &mut runs {
-            run.status = self.live_status(run.id, run.status);
-        }
         for (id, status, n) in rows {
             // Both lists are ordered by run id.
             if let Ok(i) = runs.binary_search_by_key(&id, |r| r.id) {
@@ -66,32 +78,28 @@ impl Store {
             .map_err(db("find the last run"))
     }
 
-    /// One run; [`Error::NoSuchRun`](crate::Error::NoSuchRun) if the store does not hold it.
-    pub fn run(&self, id: i64) -> Result<RunRecord> {
+    /// One run as stored.
+    fn stored_run(&self, id: i64) -> Result<RunRecord> {
         let conn = self.conn();
         require_run(&conn, id)?;
-        let mut record = conn
-            .query_row(
-                "SELECT id, started_at, ended_at, status, command, options, cwd, memory_limit_mode
+        conn.query_row(
+            "SELECT id, started_at, ended_at, status, command, options, cwd, memory_limit_mode
              FROM runs WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(RunRecord {
-                        id: r.get(0)?,
-                        started_at: r.get(1)?,
-                        ended_at: r.get(2)?,
-                        status: r.get(3)?,
-                        command: json(r, 4)?,
-                        options: json(r, 5)?,
-                        cwd: r.get(6)?,
-                        memory_limit_mode: r.get(7)?,
-                    })
-                },
-            )
-            .map_err(db("read a run"))?;
-        drop(conn); // live_status may read again
-        record.status = self.live_status(id, record.status);
-        Ok(record)
+            [id],
+            |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    ended_at: r.get(2)?,
+                    status: r.get(3)?,
+                    command: json(r, 4)?,
+                    options: json(r, 5)?,
+                    cwd: r.get(6)?,
+                    memory_limit_mode: r.get(7)?,
+                })
+            },
+        )
+        .map_err(db("read a run"))
     }
 
     /// The tasks of a run by task number, all of them or those in one status.

@@ -810,15 +810,12 @@ impl Driver {
         self.typical = Some(self.typical.map_or(secs, |t| 0.9 * t + 0.1 * secs));
 
         let next = !live.in_flight.is_empty();
-        let out_of_memory = !ok && self.allocation_failed(&traceback);
-        if out_of_memory {
+        let out_of_memory = if ok { None } else { self.allocation_failed(&traceback) };
+        if let Some(error) = out_of_memory {
             // Under RLIMIT_AS the limit shows only as a failed allocation in the task:
             // it is the limit's doing, as an OOM kill under a cgroup, and retried the
             // same way; the worker, its heap grown to the limit, is replaced.
-            let why = format!(
-                "the task went past the worker's memory limit (RLIMIT_AS): {}",
-                traceback.trim_end().lines().last().unwrap_or_default()
-            );
+            let why = format!("the task went past the worker's memory limit (RLIMIT_AS): {error}");
             self.end_attempt_with_failure(sent, AttemptOutcome::MemoryExceeded, why, Some(ran));
             self.retire(index);
         } else {
@@ -840,7 +837,7 @@ impl Driver {
                 self.send_run(index, held, true);
             }
         }
-        if !out_of_memory {
+        if out_of_memory.is_none() {
             let status = if ok { EventStatus::Ok } else { EventStatus::Raised };
             self.finish(sent, status, payload, traceback, ran);
         }
@@ -854,18 +851,17 @@ impl Driver {
         }
     }
 
-    /// Whether a task's error is an allocation that the pool's `RLIMIT_AS` limit made
-    /// fail: under that limit, its traceback's last line (the exception's) is
+    /// The exception line of a task's error when it is an allocation that the pool's
+    /// `RLIMIT_AS` limit made fail: under that limit, its traceback's last line is
     /// `MemoryError`, alone or with a message. Only that exact exception: a user's own
     /// error that merely mentions memory stays the task's answer. (Under a cgroup the
     /// OOM killer says so instead.)
-    fn allocation_failed(&self, traceback: &str) -> bool {
-        matches!(self.memory, Some(MemoryLimit::AddressSpace(_)))
-            && traceback
-                .trim_end()
-                .lines()
-                .last()
-                .is_some_and(|line| line == "MemoryError" || line.starts_with("MemoryError: "))
+    fn allocation_failed<'t>(&self, traceback: &'t str) -> Option<&'t str> {
+        if !matches!(self.memory, Some(MemoryLimit::AddressSpace(_))) {
+            return None;
+        }
+        let line = traceback.trim_end().lines().last()?;
+        (line == "MemoryError" || line.starts_with("MemoryError: ")).then_some(line)
     }
 
     /// Between two tasks, replaces a worker grown past the pool's memory size (its
