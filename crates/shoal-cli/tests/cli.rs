@@ -267,7 +267,8 @@ fn exit_status_is_0_when_all_succeed_and_1_when_any_fails() {
     let out = env.run(&["run", "-j2", "sh", "-c", "{}", ":::", "exit 0", "exit 3"]);
     out.expect_code(1);
     let summary = out.stderr.lines().last().unwrap();
-    assert!(summary.starts_with("shoal: run 2: 1 succeeded, 1 failed (1 failed) in "), "{summary}");
+    // No breakdown where it would only repeat "failed" ("1 failed (1 failed)").
+    assert!(summary.starts_with("shoal: run 2: 1 succeeded, 1 failed in "), "{summary}");
     assert!(summary.ends_with("; see `shoal results --run 2 --status failed`"), "{summary}");
     let failed = env.results(&["--status", "failed"]);
     assert_eq!(failed.len(), 1);
@@ -300,6 +301,7 @@ fn the_summary_points_at_all_results_when_failures_are_of_several_kinds() {
     ]);
     out.expect_code(1);
     let summary = out.stderr.lines().last().unwrap();
+    // The breakdown where it tells more than "failed".
     assert!(summary.contains("0 succeeded, 2 failed (1 failed, 1 timed_out)"), "{summary}");
     assert!(summary.ends_with("; see `shoal results --run 1`"), "{summary}");
 }
@@ -867,6 +869,91 @@ fn forced_progress_on_a_non_terminal_prints_status_lines() {
     assert!(!env.run(&["run", "--no-progress", "true", ":::", "1"]).stderr.contains(" done, "));
 }
 
+/// Arguments of `shoal run` for 41 tasks on 2 slots during which nothing can be
+/// committed for 2.5 s: task 1 holds the store's write lock (as another writer may)
+/// and the others end meanwhile. Whatever is shown then comes from before the commit.
+fn run_with_commits_held(env: &Env) -> Vec<String> {
+    env.write(
+        "locker.py",
+        "import sqlite3, sys, time\n\
+         c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+         c.execute('BEGIN EXCLUSIVE')\n\
+         open('locked', 'w').close()\n\
+         time.sleep(2.5)\n\
+         c.execute('COMMIT')\n",
+    );
+    // The others wait (at most 10 s) until the lock is held, then end at once.
+    env.write(
+        "step.sh",
+        "[ \"$1\" = 1 ] && exec python3 locker.py \"$2\"\n\
+         i=0\n\
+         while [ ! -e locked ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done\n",
+    );
+    let mut args: Vec<String> =
+        ["run", "-j2", "sh", "step.sh", "{#}"].iter().map(|s| s.to_string()).collect();
+    args.push(env.store.display().to_string());
+    args.push(":::".into());
+    args.extend((1..=41).map(|n| n.to_string()));
+    args
+}
+
+/// The `running N` counts in progress output.
+fn running_counts(text: &str) -> Vec<u64> {
+    text.split("running ")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+/// The status lines count what runs (never more than the slots, though results wait
+/// to be committed), show no ETA before a task is done, and end with one final line.
+#[test]
+fn status_lines_count_only_what_runs_and_estimate_only_from_done_tasks() {
+    let env = Env::new();
+    let mut args = run_with_commits_held(&env);
+    args.insert(1, "--progress".into());
+    let out = env.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    out.expect_code(0);
+    let status: Vec<&str> =
+        out.stderr.lines().filter(|l| l.starts_with("shoal: ") && l.contains(" done, ")).collect();
+    let running = running_counts(&status.join("\n"));
+    assert!(running.iter().all(|&n| n <= 2), "running past the 2 slots: {status:#?}");
+    // Nothing was done while the lock was held: nothing to estimate from.
+    let waiting: Vec<&&str> = status.iter().filter(|l| l.starts_with("shoal: 0/41 ")).collect();
+    assert!(!waiting.is_empty(), "lines while nothing was done: {status:#?}");
+    assert!(waiting.iter().all(|l| l.ends_with(", ETA -")), "{waiting:#?}");
+    let last: Vec<&&str> = status.iter().filter(|l| l.starts_with("shoal: 41/41 ")).collect();
+    assert_eq!(last.len(), 1, "the final line once: {status:#?}");
+    assert!(last[0].starts_with("shoal: 41/41 done, running 0 failed 0, "), "{last:?}");
+    assert_eq!(status.last(), last.first().copied(), "{status:#?}");
+    assert_eq!(env.results(&["--status", "succeeded"]).len(), 41);
+}
+
+/// The same on a terminal, read from the bar as drawn.
+#[test]
+fn the_progress_bar_counts_only_what_runs_and_shows_no_eta_before_a_task_is_done() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` (for a pseudo-terminal) is not installed");
+        return;
+    }
+    let env = Env::new();
+    let args = run_with_commits_held(&env);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let shoal =
+        format!("{} --store {} {}", common::shoal_bin(), env.store.display(), quoted.join(" "));
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &shoal, "/dev/null"]).current_dir(env.path());
+    let out = common::run_command(cmd, None);
+    out.expect_code(0);
+    let frames: Vec<&str> = out.stdout.split(['\r', '\n']).filter(|f| f.contains("] ")).collect();
+    let running = running_counts(&frames.join("\n"));
+    assert!(!running.is_empty() && running.iter().all(|&n| n <= 2), "{frames:#?}");
+    let waiting: Vec<&&str> = frames.iter().filter(|f| f.contains("] 0/41 ")).collect();
+    assert!(!waiting.is_empty(), "frames while nothing was done: {frames:#?}");
+    assert!(waiting.iter().all(|f| f.contains(" ETA -")), "{waiting:#?}");
+    assert!(out.stdout.contains("shoal: run 1: 41 succeeded"), "{}", out.stdout);
+}
+
 #[test]
 fn a_closed_stdout_does_not_stop_the_run_or_lose_results() {
     let env = Env::new();
@@ -934,7 +1021,8 @@ fn the_progress_bar_on_a_terminal_leaves_output_whole() {
     let out = common::run_command(cmd, None);
     out.expect_code(0);
     let text = out.stdout.replace('\r', "");
-    assert!(text.contains("] 4/4 "), "the bar was drawn: {text:?}");
+    // Drawn (its last frame, 4/4, may fall between two draws: it is cleared at once).
+    assert!(text.contains("/4 running "), "the bar was drawn: {text:?}");
     for n in 1..=4 {
         let line = format!("line {n}\n");
         assert!(text.contains(&line), "{line:?} printed whole: {text:?}");

@@ -378,6 +378,9 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn ended(&mut self, event: Ended) {
+        // What runs is counted here, where attempts start and end; what is done, once
+        // durable (the printer).
+        self.progress.stopped_running();
         if let Some(status) = event.final_status {
             *self.finished.entry(status).or_default() += 1;
         }
@@ -459,7 +462,12 @@ fn summary(
     let failed: u64 = failed_statuses.iter().map(|&s| count(s)).sum();
     let mut line = format!("shoal: run {run}: {} succeeded", count(TaskStatus::Succeeded));
     if failed > 0 {
-        line += &format!(", {failed} failed ({})", failures.join(", "));
+        line += &format!(", {failed} failed");
+        // The breakdown only when it tells more: "4 failed (3 failed, 1 timed_out)",
+        // never "4 failed (4 failed)".
+        if failed_statuses != [TaskStatus::Failed] {
+            line += &format!(" ({})", failures.join(", "));
+        }
     }
     let cancelled = count(TaskStatus::Cancelled);
     if cancelled > 0 {
