@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde_json::Value;
 use shoal_core::task::TaskMeta;
 
-use crate::units::parse_duration;
+use crate::units::{
+    parse_duration, parse_timeout, seconds, timeout_seconds, DURATION_RANGE, TIMEOUT_RANGE,
+};
 
 /// What went wrong while reading the inputs, and where.
 #[derive(Debug, thiserror::Error)]
@@ -324,9 +326,6 @@ fn parse_task(text: &str) -> Result<TaskInput, String> {
         .transpose()?;
     let cost = take("cost").map(|v| duration("cost", &v)).transpose()?;
     let timeout = take("timeout").map(|v| duration("timeout", &v)).transpose()?;
-    if timeout.is_some_and(|t| t.is_zero()) {
-        return Err("timeout must be above zero".to_owned());
-    }
     Ok(TaskInput { args, priority, cost, key, timeout, retries })
 }
 
@@ -339,13 +338,21 @@ fn scalar(value: &Value) -> Option<String> {
     }
 }
 
-/// Seconds as a number, or a duration string such as "250ms".
+/// Seconds as a number, or a duration string such as "250ms", within the range the
+/// command line allows (a `timeout` above 0).
 fn duration(field: &str, value: &Value) -> Result<Duration, String> {
+    let timeout = field == "timeout";
     match value {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or_else(|| format!("{field} must be a non-negative number of seconds, not {n}")),
+        Value::Number(n) => {
+            let secs = n.as_f64().unwrap_or(f64::NAN);
+            let (checked, range) = if timeout {
+                (timeout_seconds(secs), TIMEOUT_RANGE)
+            } else {
+                (seconds(secs), DURATION_RANGE)
+            };
+            checked.ok_or_else(|| format!("{field} must be {range}, not {n}"))
+        }
+        Value::String(s) if timeout => parse_timeout(s).map_err(|e| format!("{field}: {e}")),
         Value::String(s) => parse_duration(s).map_err(|e| format!("{field}: {e}")),
         other => Err(format!(
             "{field} must be seconds or a duration string such as \"2s\", not {}",
@@ -580,13 +587,29 @@ mod tests {
         );
         assert_eq!(
             task_error(r#"{"args": "a", "cost": -2}"#, 1),
-            "cost must be a non-negative number of seconds, not -2"
+            "cost must be from 0 to 1000000000 seconds (about 31 years), not -2"
+        );
+        assert_eq!(
+            task_error(r#"{"args": "a", "timeout": 1.8e19}"#, 1),
+            "timeout must be above 0 and at most 1000000000 seconds (about 31 years), not 1.8e+19"
+        );
+        assert_eq!(
+            task_error(r#"{"args": "a", "timeout": "10000000000000000000s"}"#, 1),
+            "timeout: invalid timeout '10000000000000000000s': it must be above 0 and at most \
+             1000000000 seconds (about 31 years)"
+        );
+        assert_eq!(
+            task_error(r#"{"args": "a", "cost": 1e10}"#, 1),
+            "cost must be from 0 to 1000000000 seconds (about 31 years), not 10000000000.0"
         );
         assert_eq!(
             task_error(r#"{"args": "a", "timeout": "5x"}"#, 1),
-            "timeout: invalid duration '5x': use seconds (1.5) or a unit: 250ms, 2s, 3m, 1h"
+            "timeout: invalid timeout '5x': use seconds (1.5) or a unit: 250ms, 2s, 3m, 1h"
         );
-        assert_eq!(task_error(r#"{"args": "a", "timeout": 0}"#, 1), "timeout must be above zero");
+        assert_eq!(
+            task_error(r#"{"args": "a", "timeout": 0}"#, 1),
+            "timeout must be above 0 and at most 1000000000 seconds (about 31 years), not 0"
+        );
         assert_eq!(
             task_error(r#"{"args": "a", "key": 3}"#, 1),
             "key must be a string, not a number"

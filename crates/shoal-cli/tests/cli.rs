@@ -830,6 +830,84 @@ fn bad_command_lines_of_other_kinds() {
     assert!(!env.store.exists() || env.runs().is_empty(), "no run was recorded");
 }
 
+/// Durations past what the clock can add are refused up front with the option's
+/// name and the allowed range (they panicked: "overflow when adding duration to
+/// instant", exit 101), as the Python package refuses them.
+#[test]
+fn bad_durations_past_what_the_clock_can_add() {
+    let env = Env::new();
+    let huge = "10000000000000000000";
+    let err = bad_input(
+        &env,
+        &["run", "--timeout", huge, "--retries", "1", "false", ":::", "a"],
+        "bad_timeout_too_long",
+    );
+    assert!(err.contains("'--timeout <SECS>'") && err.contains("at most 1000000000 seconds"));
+    for option in ["--retry-delay", "--kill-grace"] {
+        let out = env.run(&["run", option, huge, "--retries", "1", "false", ":::", "a"]);
+        out.expect_code(2);
+        assert!(out.stderr.contains(&format!("'{option} <SECS>'")), "{}", out.stderr);
+        assert!(out.stderr.contains("from 0 to 1000000000 seconds"), "{}", out.stderr);
+    }
+    let tasks =
+        env.write("t.jsonl", "{\"args\": [\"a\"]}\n{\"args\": [\"b\"], \"timeout\": 1.8e19}\n");
+    let err = bad_input(&env, &["run", "--tasks", &tasks, "sleep"], "bad_tasks_timeout_too_long");
+    assert!(err.contains("t.jsonl:2: timeout must be above 0 and at most"), "{err}");
+    assert!(!env.store.exists() || env.runs().is_empty(), "no run was recorded");
+    // The longest allowed are taken.
+    let longest = "1000000000";
+    let out = env.run(&["run", "--timeout", longest, "--kill-grace", longest, "true", ":::", "a"]);
+    out.expect_code(0);
+}
+
+/// Runs SQL on a store behind shoal's back, as an older shoal could have written it.
+fn edit_store(env: &Env, sql: &str) {
+    let done = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()")
+        .arg(&env.store)
+        .arg(sql)
+        .status()
+        .expect("run python3");
+    assert!(done.success(), "edit the store with {sql}");
+}
+
+/// A store holding durations this shoal refuses (an older one took them) is refused
+/// on resume, naming the run, the value and the range, and is left as it was; the
+/// option given anew overrides it. (The resume panicked like the run.)
+#[test]
+fn bad_durations_stored_by_an_older_shoal_are_refused_on_resume() {
+    let env = Env::new();
+    env.run(&["run", "-j1", "--timeout", "5", "sh", "-c", "{}", ":::", "exit 0", "exit 3"])
+        .expect_code(1);
+    edit_store(
+        &env,
+        "UPDATE runs SET options = json_set(options, '$.timeout', 1e19, '$.retry_delay', 1e19);
+         UPDATE tasks SET timeout = 1e19;",
+    );
+    let before = (env.runs(), env.export(&[]));
+    let err = bad_input(&env, &["run", "--resume"], "bad_resume_stored_timeout_too_long");
+    assert!(err.contains("run 1 holds --timeout 1e19"), "{err}");
+    let out = env.run(&["run", "--resume", "--timeout", "10"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("run 1 holds --retry-delay 1e19, which must be from 0 to"));
+    assert_eq!((env.runs(), env.export(&[])), before, "a refused resume changes nothing");
+
+    // Given anew, the options override the stored ones; the failed task runs again.
+    let out = env.run(&["run", "--resume", "--timeout", "10", "--retry-delay", "1"]);
+    out.expect_code(1);
+    assert_eq!(int_of(task(&env.results(&[]), 2), "attempts"), 2);
+    // The options are stored fixed; the task's own timeout is still the old one.
+    let out = env.run(&["run", "--resume"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("run 1, task 2 holds a timeout of 1e19 s, which must be above 0"),
+        "{}",
+        out.stderr
+    );
+    env.run(&["run", "--resume", "--timeout", "1"]).expect_code(1);
+}
+
 #[test]
 fn pin_gives_each_slot_its_core_and_nice_lowers_the_tasks() {
     let env = Env::new();

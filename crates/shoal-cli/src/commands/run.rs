@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
-use shoal_core::process::{CommandLine, Limits, MemoryLimit};
+use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::store::{NewRun, NewTask, RunLock, RunStatus, Store, StoreEvent, Writer};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
@@ -24,7 +24,11 @@ use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
 use crate::progress::Progress;
 use crate::template::{display, Template};
+use crate::units;
 use crate::Exit;
+
+/// The most slots `-j` takes.
+pub const MAX_JOBS: u32 = 4096;
 
 /// Waiting this long raises a task by one priority level.
 const AGING_STEP: Duration = Duration::from_secs(30);
@@ -201,10 +205,28 @@ pub(super) struct Prepared {
     pub(super) lock: RunLock,
 }
 
-/// The memory limit of a run, by the best mechanism this machine allows.
-pub(super) fn memory_limit(options: &RunOptions) -> Option<Arc<MemoryLimit>> {
-    let slots = options.jobs as usize;
-    options.memory_limit.map(|bytes| Arc::new(MemoryLimit::new(bytes, slots)))
+/// The memory limit of a run, by the best mechanism this machine allows; refused
+/// below the least a program can start with under that mechanism.
+pub(super) fn memory_limit(options: &RunOptions) -> anyhow::Result<Option<Arc<MemoryLimit>>> {
+    let Some(bytes) = options.memory_limit else { return Ok(None) };
+    let limit = MemoryLimit::new(bytes, options.jobs as usize);
+    let mode = limit.mode();
+    if bytes < mode.floor() {
+        let why = match mode {
+            MemoryMode::RlimitAs => {
+                " (no memory cgroup can be had here, and RLIMIT_AS counts every library a \
+                 program maps)"
+            }
+            _ => "",
+        };
+        bail!(
+            "--memory-limit {} is below {}, the least a program starts with under {}{why}",
+            units::show_size(bytes),
+            units::show_size(mode.floor()),
+            mode.as_str()
+        );
+    }
+    Ok(Some(Arc::new(limit)))
 }
 
 /// Files shoal keeps open per running task (its two output pipes, its pidfd, a
@@ -218,6 +240,44 @@ impl RunOptions {
     pub(super) fn check_machine(&self) -> anyhow::Result<()> {
         check_open_files(self.jobs)?;
         check_nice(self.nice)
+    }
+
+    /// Refuses values the command line would refuse. Options parsed now are in range;
+    /// these may come from a store that an older shoal wrote.
+    pub(super) fn check_ranges(&self) -> Result<(), OutOfRange> {
+        let out_of = |option, value: String, range: &str| {
+            Err(OutOfRange { option, value, range: range.to_owned() })
+        };
+        if !(1..=MAX_JOBS).contains(&self.jobs) {
+            return out_of("-j", self.jobs.to_string(), &format!("from 1 to {MAX_JOBS}"));
+        }
+        if let Some(timeout) = self.timeout.filter(|&t| units::timeout_seconds(t).is_none()) {
+            return out_of("--timeout", units::show_seconds(timeout), units::TIMEOUT_RANGE);
+        }
+        let durations = [("--kill-grace", self.kill_grace), ("--retry-delay", self.retry_delay)];
+        for (option, value) in durations {
+            if units::seconds(value).is_none() {
+                return out_of(option, units::show_seconds(value), units::DURATION_RANGE);
+            }
+        }
+        if let Some(nice) = self.nice.filter(|n| !(-20..=19).contains(n)) {
+            return out_of("--nice", nice.to_string(), "from -20 to 19");
+        }
+        Ok(())
+    }
+}
+
+/// An option's value outside what the command line takes.
+#[derive(Debug)]
+pub(super) struct OutOfRange {
+    pub(super) option: &'static str,
+    value: String,
+    range: String,
+}
+
+impl std::fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}, which must be {}", self.option, self.value, self.range)
     }
 }
 
@@ -312,7 +372,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             attempts: 0,
         })
         .collect();
-    let memory = memory_limit(&options);
+    let memory = memory_limit(&options)?;
     let new_run = NewRun {
         command,
         options: serde_json::to_value(&options)?,
