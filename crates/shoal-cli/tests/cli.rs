@@ -135,12 +135,92 @@ fn stdin_lines_are_the_inputs_when_no_group_is_given() {
     assert_eq!(out.stdout, "x1\nx2\n");
 }
 
+/// No input is not an error: nothing runs and shoal exits 0, as GNU parallel and
+/// `xargs -r` do (`find … | shoal run cmd` that finds nothing). The run is recorded
+/// with no tasks, so `shoal results` and `runs` tell the truth about the last run.
 #[test]
-fn empty_stdin_runs_nothing_and_says_so() {
+fn no_inputs_run_nothing_and_exit_0() {
     let env = Env::new();
-    let out = env.run_stdin(&["run", "echo"], "");
-    out.expect_code(2);
-    insta::assert_snapshot!("empty_stdin_stderr", env.redact(&out.stderr));
+    let empty = env.write("empty.txt", "");
+    let no_tasks = env.write("empty.jsonl", "\n  \n");
+    let ran = env.file("ran");
+    let cases: [(&[&str], &str); 5] = [
+        (&["run", "touch", &ran], "stdin"),
+        (&["run", "touch", &ran, "::::", &empty], "an empty :::: file"),
+        (&["run", "--tasks", &no_tasks, "touch", &ran], "an empty --tasks file"),
+        // GNU parallel exits 0 here too; shoal never falls back to stdin for it.
+        (&["run", "touch", &ran, ":::"], "::: and nothing after it"),
+        // The product with an empty group is empty (GNU parallel would take it as "").
+        (&["run", "touch", "{1}{2}", ":::", &ran, "::::", &empty], "an empty second group"),
+    ];
+    for (n, (args, case)) in cases.iter().enumerate() {
+        let out = env.run_stdin(args, "");
+        out.expect_code(0);
+        assert_eq!(out.stdout, "", "{case}");
+        let expected = format!("shoal: run {}: no inputs, nothing to run\n", n + 1);
+        assert_eq!(out.stderr, expected, "{case}");
+    }
+    assert!(!std::path::Path::new(&ran).exists(), "nothing ran");
+    let runs = env.runs();
+    assert_eq!(runs.len(), cases.len());
+    for run in &runs {
+        assert_eq!((str_of(run, "status"), int_of(run, "total")), ("finished", 0), "{run}");
+    }
+    assert!(env.results(&[]).is_empty());
+    // A usage error is still one without inputs.
+    bad_input(&env, &["run", "echo", "{2}"], "bad_group_out_of_range_without_inputs");
+
+    // Side by side with the references, where they are installed.
+    for reference in [&["xargs", "-r", "touch"][..], &["parallel", "touch"][..]] {
+        let Ok(out) = std::process::Command::new(reference[0])
+            .args(&reference[1..])
+            .arg(&ran)
+            .stdin(std::process::Stdio::null())
+            .output()
+        else {
+            eprintln!("skipped the comparison with {}: not installed", reference[0]);
+            continue;
+        };
+        assert_eq!(out.status.code(), Some(0), "{reference:?}");
+        assert!(!std::path::Path::new(&ran).exists(), "{reference:?} ran nothing either");
+    }
+}
+
+/// An endless input line (`:::: /dev/zero`, or standard input from it) is an error
+/// naming the source and the line, and is read in bounded memory: shoal runs here
+/// under a 1 GiB address-space limit (it aborted: "memory allocation of … failed").
+#[test]
+fn bad_an_endless_input_line() {
+    let env = Env::new();
+    let bounded = |input: &str| {
+        let script = format!("ulimit -v 1048576 && exec \"$@\" < {input}");
+        ["sh".to_owned(), "-c".to_owned(), script, "sh".to_owned()]
+    };
+    let run = |input: &str, args: &[&str]| {
+        let prefix = bounded(input);
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        let out = common::run_command(env.command_under(&prefix, args), None);
+        out.expect_code(2);
+        assert_eq!(out.stdout, "");
+        out.stderr
+    };
+    let why = "a line longer than 128 KiB (the most a program's argument can hold)";
+    let err = run("/dev/null", &["run", "echo", "::::", "/dev/zero"]);
+    assert_eq!(err, format!("shoal: error: /dev/zero:1: {why}\n"));
+    let err = run("/dev/zero", &["run", "echo"]);
+    assert_eq!(err, format!("shoal: error: (standard input):1: {why}\n"));
+    let err = run("/dev/zero", &["run", "echo", ":::", "a", "::::", "-"]);
+    assert_eq!(err, format!("shoal: error: (standard input):1: {why}\n"));
+    let err = run("/dev/null", &["run", "--tasks", "/dev/zero", "echo"]);
+    assert_eq!(
+        err,
+        "shoal: error: /dev/zero:1: a line longer than 1 MiB (the most a task line may hold)\n"
+    );
+    // A long line after good ones is named by its number.
+    let long = env.write("long.txt", &format!("a\nb\n{}\n", "x".repeat(200_000)));
+    let err = bad_input(&env, &["run", "echo", "::::", &long], "bad_input_line_too_long");
+    assert!(err.contains("long.txt:3: a line longer than 128 KiB"), "{err}");
+    assert!(env.runs().is_empty(), "nothing was recorded");
 }
 
 #[test]
@@ -597,17 +677,6 @@ fn bad_nice_below_what_this_user_may_set() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--nice -5 is below shoal's own niceness"), "{stderr}");
     assert!(stderr.contains("needs root or CAP_SYS_NICE"), "{stderr}");
-}
-
-#[test]
-fn bad_empty_input_group() {
-    let env = Env::new();
-    let err = bad_input(&env, &["run", "echo", ":::"], "bad_empty_group");
-    assert!(err.contains("input group 1"));
-    let err =
-        bad_input(&env, &["run", "echo", ":::", "a", ":::", ":::", "b"], "bad_empty_second_group");
-    assert!(err.contains("input group 2"));
-    assert_eq!(env.runs().len(), 0, "a failed start records no run");
 }
 
 #[test]

@@ -157,7 +157,11 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     printer.lock().unwrap_or_else(|e| e.into_inner()).flush_held();
     progress.finish();
 
-    note!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
+    if total == 0 && skipped == 0 {
+        note!("shoal: run {run_id}: no inputs, nothing to run");
+    } else {
+        note!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
+    }
     Ok(match interrupted {
         0 if report.failed == 0 && report.cancelled == 0 => Exit::Success,
         0 => Exit::TasksFailed,
@@ -335,32 +339,32 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
     options.check_machine()?;
     let template = Template::parse(&command, options.shell)?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
-    let inputs: Vec<TaskInput> = match (&args.tasks, groups.is_empty()) {
-        (Some(_), false) => {
+    // With the inputs, how many groups each task has (for `{n}`): unknown for an
+    // empty `--tasks` file. No inputs at all is not an error: nothing runs, as with
+    // GNU parallel and `xargs -r`.
+    let (inputs, groups): (Vec<TaskInput>, Option<usize>) = match (&args.tasks, groups.len()) {
+        (Some(_), 1..) => {
             bail!("give the inputs either with ::: / :::: or with --tasks, not both")
         }
-        (Some(path), true) => inputs::parse_tasks_file(path)?,
-        (None, false) => {
-            let groups = inputs::load_groups(groups, std::io::stdin().lock())?;
-            inputs::cartesian(&groups)
-                .map(|args| TaskInput { args, ..TaskInput::default() })
-                .collect()
+        (Some(path), 0) => {
+            let tasks = inputs::parse_tasks_file(path)?;
+            let fewest_args = tasks.iter().map(|t| t.args.len()).min();
+            (tasks, fewest_args)
         }
-        (None, true) => {
+        (None, count @ 1..) => {
+            let groups = inputs::load_groups(groups, std::io::stdin().lock())?;
+            (product(&groups), Some(count))
+        }
+        (None, 0) => {
             if std::io::stdin().is_terminal() {
                 note!("shoal: reading inputs from the terminal, one per line (end with Ctrl-D)");
             }
-            let groups = inputs::stdin_inputs(std::io::stdin().lock())?;
-            inputs::cartesian(&groups)
-                .map(|args| TaskInput { args, ..TaskInput::default() })
-                .collect()
+            (product(&inputs::stdin_inputs(std::io::stdin().lock())?), Some(1))
         }
     };
-    if inputs.is_empty() {
-        bail!("no inputs: nothing to run");
+    if let Some(groups) = groups {
+        template.check_groups(groups)?;
     }
-    let fewest_args = inputs.iter().map(|t| t.args.len()).min().unwrap_or(0);
-    template.check_groups(fewest_args)?;
 
     let planned: Vec<Planned> = inputs
         .iter()
@@ -391,6 +395,11 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         .collect();
     store.insert_tasks(run_id, &tasks)?;
     Ok(Prepared { run_id, template, options, memory, planned, skipped: 0, lock })
+}
+
+/// The tasks of input groups: their cartesian product.
+fn product(groups: &[Vec<String>]) -> Vec<TaskInput> {
+    inputs::cartesian(groups).map(|args| TaskInput { args, ..TaskInput::default() }).collect()
 }
 
 /// The engine's front end for `shoal run`: renders commands, records events.
