@@ -62,6 +62,12 @@ def parse_size(name: str, value) -> int | None:
     return size
 
 
+# The least memory_limit taken: a worker is a Python interpreter, which started with
+# 8 MiB under a memory cgroup but needed 24 MiB of address space under RLIMIT_AS (its
+# threads' stacks count); below this no worker could start, and the pool would break.
+MIN_WORKER_MEMORY = 32 << 20
+
+
 def _int(name: str, value) -> int:
     """An int that is not a bool (True is no count), or TypeError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -182,6 +188,11 @@ class PoolSettings:
         self.max_tasks: int | None = max_tasks
         self.defaults = defaults
         self.memory_limit = parse_size("memory_limit", memory_limit)
+        if self.memory_limit is not None and self.memory_limit < MIN_WORKER_MEMORY:
+            raise ValueError(
+                f"memory_limit must be at least {MIN_WORKER_MEMORY >> 20}M (no worker, a Python "
+                f"interpreter, can start with less), not {memory_limit!r}"
+            )
         self.recycle_memory = parse_size("max_memory_per_child", max_memory_per_child)
         self.cpus = _cpus(cpu_affinity)
         self.heartbeat = _seconds("heartbeat", heartbeat)

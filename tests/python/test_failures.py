@@ -607,3 +607,21 @@ def test_killing_a_worker_full_of_prefetched_tiny_tasks_loses_and_blames_nothing
     got += list(results)
     assert sorted(got) == list(range(1, 20001))
     assert sum(w.restarts for w in pool.stats().workers) == 1
+
+
+def test_a_memory_limit_no_worker_can_start_with_is_refused_and_the_floor_runs():
+    # Below the floor every worker failed to start and the pool broke; now it is
+    # refused up front. At the floor a worker runs, under a cgroup or RLIMIT_AS.
+    with pytest.raises(ValueError, match="memory_limit must be at least 32M"):
+        shoal.ProcessPoolExecutor(1, memory_limit="4M")
+    script = """
+        import shoal, tasks
+        with shoal.Pool(1, memory_limit="32M", retries=0) as p:
+            print(p.apply(tasks.inc, (1,)))
+        """
+    prefixes = [[]]
+    if os.geteuid() == 0 and _private_mounts():
+        prefixes.append(WITHOUT_CGROUPS)
+    for prefix in prefixes:
+        done = run_script(script, prefix=prefix, timeout=60)
+        assert (done.returncode, done.stdout) == (0, "2\n"), (prefix, done.stderr)

@@ -352,6 +352,8 @@ def test_progress_bar(capfd):
         (dict(heartbeat_timeout=1e300), ValueError, "heartbeat_timeout must be .* at most"),
         (dict(cost=1e300), ValueError, "cost must be a number of seconds from 0 to"),
         (dict(memory_limit=2**64), ValueError, "memory_limit must be less than 8 EiB"),
+        (dict(memory_limit="1k"), ValueError, "memory_limit must be at least 32M .*, not '1k'"),
+        (dict(memory_limit=(32 << 20) - 1), ValueError, "memory_limit must be at least 32M"),
         (dict(cpu_affinity=[4000]), ValueError, "cpu_affinity lists CPU 4000, which this process"),
         (dict(retries=-1), ValueError, "retries must be 0 or more"),
         (dict(cpu_affinity=[-1]), ValueError, "cpu_affinity must list CPU numbers"),

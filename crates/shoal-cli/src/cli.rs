@@ -48,7 +48,7 @@ Exit status: 0 all tasks succeeded, 1 some failed, 2 usage error, 130/143 interr
 )]
 pub struct RunArgs {
     /// Number of slots (tasks running at once). Default: the number of cores.
-    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::commands::run::MAX_JOBS)))]
     pub jobs: Option<u32>,
 
     /// Per-task time limit (1.5, 250ms, 2s, 3m, 1h): the task's whole process group

@@ -5,19 +5,66 @@
 
 use std::time::Duration;
 
+use shoal_core::process::MIN_MEMORY_LIMIT;
+
 const DURATION_HELP: &str = "use seconds (1.5) or a unit: 250ms, 2s, 3m, 1h";
 const SIZE_HELP: &str = "use bytes (4096) or a unit: 100K, 512M, 1.5G, 2T";
 
+/// The longest duration taken, in seconds (about 31 years), as in the Python package
+/// (`shoal._options.MAX_SECONDS`): the engine adds durations to its clock, and "no
+/// limit" is written by leaving the option out.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// The range of a duration ([`seconds`]), as errors say it.
+pub const DURATION_RANGE: &str = "from 0 to 1000000000 seconds (about 31 years)";
+/// The range of a timeout ([`timeout_seconds`]), as errors say it.
+pub const TIMEOUT_RANGE: &str = "above 0 and at most 1000000000 seconds (about 31 years)";
+
+/// Seconds as a `Duration`, if within [`DURATION_RANGE`] (NaN is not).
+pub fn seconds(secs: f64) -> Option<Duration> {
+    (0.0..=MAX_SECONDS).contains(&secs).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Seconds as a number to show: huge ones in exponent form (`1e19`, not twenty digits).
+pub fn show_seconds(secs: f64) -> String {
+    if secs.abs() >= 1e16 {
+        format!("{secs:e}")
+    } else {
+        secs.to_string()
+    }
+}
+
+/// Seconds as a timeout, if within [`TIMEOUT_RANGE`].
+pub fn timeout_seconds(secs: f64) -> Option<Duration> {
+    seconds(secs).filter(|d| !d.is_zero())
+}
+
 /// Parses a duration: a plain number is seconds (`1.5`); the suffixes `ms`, `s`, `m`
-/// and `h` (any case) name the unit. Negative, non-finite and empty values are refused.
+/// and `h` (any case) name the unit. Negative, non-finite, empty values and values
+/// past [`MAX_SECONDS`] are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = |why: &str| format!("invalid duration '{s}': {why}");
+    let secs = parse_seconds(s, "duration")?;
+    seconds(secs).ok_or_else(|| format!("invalid duration '{s}': it must be {DURATION_RANGE}"))
+}
+
+/// Parses a timeout: a duration above zero (a zero timeout would kill every task
+/// the moment it starts).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs = parse_seconds(s, "timeout")?;
+    timeout_seconds(secs)
+        .ok_or_else(|| format!("invalid timeout '{s}': it must be {TIMEOUT_RANGE}"))
+}
+
+/// The number of seconds a duration's text says (not yet checked against a range);
+/// `what` names it in errors.
+fn parse_seconds(s: &str, what: &str) -> Result<f64, String> {
+    let bad = |why: &str| format!("invalid {what} '{s}': {why}");
     let text = s.trim().to_ascii_lowercase();
     if text.is_empty() {
         return Err(bad(&format!("it is empty; {DURATION_HELP}")));
     }
     if text.starts_with('-') {
-        return Err(bad("a duration cannot be negative"));
+        return Err(bad(&format!("a {what} cannot be negative")));
     }
     // `ms` before `m` and `s`, or "250ms" would read as 250 minutes of garbage.
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
@@ -32,16 +79,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (text.as_str(), 1.0)
     };
     let value = parse_decimal(number.trim_end()).ok_or_else(|| bad(DURATION_HELP))?;
-    Duration::try_from_secs_f64(value * scale).map_err(|_| bad("it is too large"))
-}
-
-/// Parses a timeout: a duration above zero (a zero timeout would kill every task
-/// the moment it starts).
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err(format!("invalid timeout '{s}': it must be above zero")),
-        d => Ok(d),
-    }
+    Ok(value * scale)
 }
 
 /// Parses a size in bytes: a whole number (`4096`) or a number with a binary suffix
@@ -90,11 +128,26 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     u64::try_from(total + frac_bytes).map_err(|_| too_large())
 }
 
-/// A memory limit: a size above 0 bytes (a limit of 0 would kill every task).
+/// A memory limit: at least [`MIN_MEMORY_LIMIT`] (below it no program can start, and
+/// every task would fail). Where only `RLIMIT_AS` can be had, the floor is higher:
+/// the run checks it once the mechanism is known.
 pub fn parse_memory_limit(s: &str) -> Result<u64, String> {
     match parse_size(s)? {
-        0 => Err(format!("invalid size '{s}': a memory limit must be more than 0 bytes")),
+        bytes if bytes < MIN_MEMORY_LIMIT => Err(format!(
+            "invalid size '{s}': a memory limit must be at least {} (no program starts with less)",
+            show_size(MIN_MEMORY_LIMIT)
+        )),
         bytes => Ok(bytes),
+    }
+}
+
+/// A size as a person writes it: `4M`, `512K`, or bytes when not a whole unit.
+pub fn show_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -127,12 +180,27 @@ mod tests {
     }
 
     #[test]
-    fn a_memory_limit_of_nothing_is_refused() {
+    fn a_memory_limit_no_program_can_start_with_is_refused() {
         assert_eq!(parse_memory_limit("512M"), Ok(512 << 20));
-        assert_eq!(
-            parse_memory_limit("0"),
-            Err("invalid size '0': a memory limit must be more than 0 bytes".to_owned())
-        );
+        assert_eq!(parse_memory_limit("1M"), Ok(1 << 20));
+        for tiny in ["0", "1k", "1023K"] {
+            assert_eq!(
+                parse_memory_limit(tiny),
+                Err(format!(
+                    "invalid size '{tiny}': a memory limit must be at least 1M \
+                     (no program starts with less)"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_are_shown_in_their_largest_whole_unit() {
+        assert_eq!(show_size(4 << 20), "4M");
+        assert_eq!(show_size(3 << 30), "3G");
+        assert_eq!(show_size(1536), "1536 bytes");
+        assert_eq!(show_size(2048), "2K");
+        assert_eq!(show_size(1000), "1000 bytes");
     }
 
     #[test]
@@ -150,20 +218,35 @@ mod tests {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
         }
-        assert!(parse_duration("99999999999999999999999h")
-            .unwrap_err()
-            .ends_with("it is too large"));
+        let range = "it must be from 0 to 1000000000 seconds (about 31 years)";
+        for huge in ["99999999999999999999999h", "10000000000000000000", "1000000000.5", "278000h"]
+        {
+            assert_eq!(parse_duration(huge), Err(format!("invalid duration '{huge}': {range}")));
+        }
+        assert_eq!(parse_duration("1000000000"), Ok(Duration::from_secs(1_000_000_000)));
+        assert_eq!(seconds(f64::NAN), None);
+        assert_eq!(
+            (show_seconds(1e19), show_seconds(2.5), show_seconds(1e9)),
+            ("1e19".into(), "2.5".into(), "1000000000".into())
+        );
+        assert_eq!(seconds(-0.5), None);
+        assert_eq!(seconds(1.8e19), None);
     }
 
     #[test]
     fn a_timeout_must_be_above_zero() {
         assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_timeout("0").unwrap_err(), "invalid timeout '0': it must be above zero");
+        let range = "it must be above 0 and at most 1000000000 seconds (about 31 years)";
+        for bad in ["0", "0ms", "10000000000000000000", "1000000001"] {
+            assert_eq!(parse_timeout(bad), Err(format!("invalid timeout '{bad}': {range}")));
+        }
         assert_eq!(
-            parse_timeout("0ms").unwrap_err(),
-            "invalid timeout '0ms': it must be above zero"
+            parse_timeout("-1").unwrap_err(),
+            "invalid timeout '-1': a timeout cannot be negative"
         );
-        assert!(parse_timeout("-1").is_err());
+        assert_eq!(timeout_seconds(1e9), Some(Duration::from_secs(1_000_000_000)));
+        assert_eq!(timeout_seconds(1.8e19), None);
+        assert_eq!(timeout_seconds(0.0), None);
     }
 
     #[test]

@@ -135,12 +135,92 @@ fn stdin_lines_are_the_inputs_when_no_group_is_given() {
     assert_eq!(out.stdout, "x1\nx2\n");
 }
 
+/// No input is not an error: nothing runs and shoal exits 0, as GNU parallel and
+/// `xargs -r` do (`find … | shoal run cmd` that finds nothing). The run is recorded
+/// with no tasks, so `shoal results` and `runs` tell the truth about the last run.
 #[test]
-fn empty_stdin_runs_nothing_and_says_so() {
+fn no_inputs_run_nothing_and_exit_0() {
     let env = Env::new();
-    let out = env.run_stdin(&["run", "echo"], "");
-    out.expect_code(2);
-    insta::assert_snapshot!("empty_stdin_stderr", env.redact(&out.stderr));
+    let empty = env.write("empty.txt", "");
+    let no_tasks = env.write("empty.jsonl", "\n  \n");
+    let ran = env.file("ran");
+    let cases: [(&[&str], &str); 5] = [
+        (&["run", "touch", &ran], "stdin"),
+        (&["run", "touch", &ran, "::::", &empty], "an empty :::: file"),
+        (&["run", "--tasks", &no_tasks, "touch", &ran], "an empty --tasks file"),
+        // GNU parallel exits 0 here too; shoal never falls back to stdin for it.
+        (&["run", "touch", &ran, ":::"], "::: and nothing after it"),
+        // The product with an empty group is empty (GNU parallel would take it as "").
+        (&["run", "touch", "{1}{2}", ":::", &ran, "::::", &empty], "an empty second group"),
+    ];
+    for (n, (args, case)) in cases.iter().enumerate() {
+        let out = env.run_stdin(args, "");
+        out.expect_code(0);
+        assert_eq!(out.stdout, "", "{case}");
+        let expected = format!("shoal: run {}: no inputs, nothing to run\n", n + 1);
+        assert_eq!(out.stderr, expected, "{case}");
+    }
+    assert!(!std::path::Path::new(&ran).exists(), "nothing ran");
+    let runs = env.runs();
+    assert_eq!(runs.len(), cases.len());
+    for run in &runs {
+        assert_eq!((str_of(run, "status"), int_of(run, "total")), ("finished", 0), "{run}");
+    }
+    assert!(env.results(&[]).is_empty());
+    // A usage error is still one without inputs.
+    bad_input(&env, &["run", "echo", "{2}"], "bad_group_out_of_range_without_inputs");
+
+    // Side by side with the references, where they are installed.
+    for reference in [&["xargs", "-r", "touch"][..], &["parallel", "touch"][..]] {
+        let Ok(out) = std::process::Command::new(reference[0])
+            .args(&reference[1..])
+            .arg(&ran)
+            .stdin(std::process::Stdio::null())
+            .output()
+        else {
+            eprintln!("skipped the comparison with {}: not installed", reference[0]);
+            continue;
+        };
+        assert_eq!(out.status.code(), Some(0), "{reference:?}");
+        assert!(!std::path::Path::new(&ran).exists(), "{reference:?} ran nothing either");
+    }
+}
+
+/// An endless input line (`:::: /dev/zero`, or standard input from it) is an error
+/// naming the source and the line, and is read in bounded memory: shoal runs here
+/// under a 1 GiB address-space limit (it aborted: "memory allocation of … failed").
+#[test]
+fn bad_an_endless_input_line() {
+    let env = Env::new();
+    let bounded = |input: &str| {
+        let script = format!("ulimit -v 1048576 && exec \"$@\" < {input}");
+        ["sh".to_owned(), "-c".to_owned(), script, "sh".to_owned()]
+    };
+    let run = |input: &str, args: &[&str]| {
+        let prefix = bounded(input);
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        let out = common::run_command(env.command_under(&prefix, args), None);
+        out.expect_code(2);
+        assert_eq!(out.stdout, "");
+        out.stderr
+    };
+    let why = "a line longer than 128 KiB (the most a program's argument can hold)";
+    let err = run("/dev/null", &["run", "echo", "::::", "/dev/zero"]);
+    assert_eq!(err, format!("shoal: error: /dev/zero:1: {why}\n"));
+    let err = run("/dev/zero", &["run", "echo"]);
+    assert_eq!(err, format!("shoal: error: (standard input):1: {why}\n"));
+    let err = run("/dev/zero", &["run", "echo", ":::", "a", "::::", "-"]);
+    assert_eq!(err, format!("shoal: error: (standard input):1: {why}\n"));
+    let err = run("/dev/null", &["run", "--tasks", "/dev/zero", "echo"]);
+    assert_eq!(
+        err,
+        "shoal: error: /dev/zero:1: a line longer than 1 MiB (the most a task line may hold)\n"
+    );
+    // A long line after good ones is named by its number.
+    let long = env.write("long.txt", &format!("a\nb\n{}\n", "x".repeat(200_000)));
+    let err = bad_input(&env, &["run", "echo", "::::", &long], "bad_input_line_too_long");
+    assert!(err.contains("long.txt:3: a line longer than 128 KiB"), "{err}");
+    assert!(env.runs().is_empty(), "nothing was recorded");
 }
 
 #[test]
@@ -267,7 +347,8 @@ fn exit_status_is_0_when_all_succeed_and_1_when_any_fails() {
     let out = env.run(&["run", "-j2", "sh", "-c", "{}", ":::", "exit 0", "exit 3"]);
     out.expect_code(1);
     let summary = out.stderr.lines().last().unwrap();
-    assert!(summary.starts_with("shoal: run 2: 1 succeeded, 1 failed (1 failed) in "), "{summary}");
+    // No breakdown where it would only repeat "failed" ("1 failed (1 failed)").
+    assert!(summary.starts_with("shoal: run 2: 1 succeeded, 1 failed in "), "{summary}");
     assert!(summary.ends_with("; see `shoal results --run 2 --status failed`"), "{summary}");
     let failed = env.results(&["--status", "failed"]);
     assert_eq!(failed.len(), 1);
@@ -300,6 +381,7 @@ fn the_summary_points_at_all_results_when_failures_are_of_several_kinds() {
     ]);
     out.expect_code(1);
     let summary = out.stderr.lines().last().unwrap();
+    // The breakdown where it tells more than "failed".
     assert!(summary.contains("0 succeeded, 2 failed (1 failed, 1 timed_out)"), "{summary}");
     assert!(summary.ends_with("; see `shoal results --run 1`"), "{summary}");
 }
@@ -598,17 +680,6 @@ fn bad_nice_below_what_this_user_may_set() {
 }
 
 #[test]
-fn bad_empty_input_group() {
-    let env = Env::new();
-    let err = bad_input(&env, &["run", "echo", ":::"], "bad_empty_group");
-    assert!(err.contains("input group 1"));
-    let err =
-        bad_input(&env, &["run", "echo", ":::", "a", ":::", ":::", "b"], "bad_empty_second_group");
-    assert!(err.contains("input group 2"));
-    assert_eq!(env.runs().len(), 0, "a failed start records no run");
-}
-
-#[test]
 fn bad_unreadable_file_group() {
     let env = Env::new();
     let missing = env.file("missing.txt");
@@ -828,6 +899,84 @@ fn bad_command_lines_of_other_kinds() {
     assert!(!env.store.exists() || env.runs().is_empty(), "no run was recorded");
 }
 
+/// Durations past what the clock can add are refused up front with the option's
+/// name and the allowed range (they panicked: "overflow when adding duration to
+/// instant", exit 101), as the Python package refuses them.
+#[test]
+fn bad_durations_past_what_the_clock_can_add() {
+    let env = Env::new();
+    let huge = "10000000000000000000";
+    let err = bad_input(
+        &env,
+        &["run", "--timeout", huge, "--retries", "1", "false", ":::", "a"],
+        "bad_timeout_too_long",
+    );
+    assert!(err.contains("'--timeout <SECS>'") && err.contains("at most 1000000000 seconds"));
+    for option in ["--retry-delay", "--kill-grace"] {
+        let out = env.run(&["run", option, huge, "--retries", "1", "false", ":::", "a"]);
+        out.expect_code(2);
+        assert!(out.stderr.contains(&format!("'{option} <SECS>'")), "{}", out.stderr);
+        assert!(out.stderr.contains("from 0 to 1000000000 seconds"), "{}", out.stderr);
+    }
+    let tasks =
+        env.write("t.jsonl", "{\"args\": [\"a\"]}\n{\"args\": [\"b\"], \"timeout\": 1.8e19}\n");
+    let err = bad_input(&env, &["run", "--tasks", &tasks, "sleep"], "bad_tasks_timeout_too_long");
+    assert!(err.contains("t.jsonl:2: timeout must be above 0 and at most"), "{err}");
+    assert!(!env.store.exists() || env.runs().is_empty(), "no run was recorded");
+    // The longest allowed are taken.
+    let longest = "1000000000";
+    let out = env.run(&["run", "--timeout", longest, "--kill-grace", longest, "true", ":::", "a"]);
+    out.expect_code(0);
+}
+
+/// Runs SQL on a store behind shoal's back, as an older shoal could have written it.
+fn edit_store(env: &Env, sql: &str) {
+    let done = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()")
+        .arg(&env.store)
+        .arg(sql)
+        .status()
+        .expect("run python3");
+    assert!(done.success(), "edit the store with {sql}");
+}
+
+/// A store holding durations this shoal refuses (an older one took them) is refused
+/// on resume, naming the run, the value and the range, and is left as it was; the
+/// option given anew overrides it. (The resume panicked like the run.)
+#[test]
+fn bad_durations_stored_by_an_older_shoal_are_refused_on_resume() {
+    let env = Env::new();
+    env.run(&["run", "-j1", "--timeout", "5", "sh", "-c", "{}", ":::", "exit 0", "exit 3"])
+        .expect_code(1);
+    edit_store(
+        &env,
+        "UPDATE runs SET options = json_set(options, '$.timeout', 1e19, '$.retry_delay', 1e19);
+         UPDATE tasks SET timeout = 1e19;",
+    );
+    let before = (env.runs(), env.export(&[]));
+    let err = bad_input(&env, &["run", "--resume"], "bad_resume_stored_timeout_too_long");
+    assert!(err.contains("run 1 holds --timeout 1e19"), "{err}");
+    let out = env.run(&["run", "--resume", "--timeout", "10"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("run 1 holds --retry-delay 1e19, which must be from 0 to"));
+    assert_eq!((env.runs(), env.export(&[])), before, "a refused resume changes nothing");
+
+    // Given anew, the options override the stored ones; the failed task runs again.
+    let out = env.run(&["run", "--resume", "--timeout", "10", "--retry-delay", "1"]);
+    out.expect_code(1);
+    assert_eq!(int_of(task(&env.results(&[]), 2), "attempts"), 2);
+    // The options are stored fixed; the task's own timeout is still the old one.
+    let out = env.run(&["run", "--resume"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("run 1, task 2 holds a timeout of 1e19 s, which must be above 0"),
+        "{}",
+        out.stderr
+    );
+    env.run(&["run", "--resume", "--timeout", "1"]).expect_code(1);
+}
+
 #[test]
 fn pin_gives_each_slot_its_core_and_nice_lowers_the_tasks() {
     let env = Env::new();
@@ -865,6 +1014,91 @@ fn forced_progress_on_a_non_terminal_prints_status_lines() {
     let last = status.last().unwrap();
     assert!(last.starts_with("shoal: 3/3 done, running 0 failed 0, "), "{last}");
     assert!(!env.run(&["run", "--no-progress", "true", ":::", "1"]).stderr.contains(" done, "));
+}
+
+/// Arguments of `shoal run` for 41 tasks on 2 slots during which nothing can be
+/// committed for 2.5 s: task 1 holds the store's write lock (as another writer may)
+/// and the others end meanwhile. Whatever is shown then comes from before the commit.
+fn run_with_commits_held(env: &Env) -> Vec<String> {
+    env.write(
+        "locker.py",
+        "import sqlite3, sys, time\n\
+         c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+         c.execute('BEGIN EXCLUSIVE')\n\
+         open('locked', 'w').close()\n\
+         time.sleep(2.5)\n\
+         c.execute('COMMIT')\n",
+    );
+    // The others wait (at most 10 s) until the lock is held, then end at once.
+    env.write(
+        "step.sh",
+        "[ \"$1\" = 1 ] && exec python3 locker.py \"$2\"\n\
+         i=0\n\
+         while [ ! -e locked ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done\n",
+    );
+    let mut args: Vec<String> =
+        ["run", "-j2", "sh", "step.sh", "{#}"].iter().map(|s| s.to_string()).collect();
+    args.push(env.store.display().to_string());
+    args.push(":::".into());
+    args.extend((1..=41).map(|n| n.to_string()));
+    args
+}
+
+/// The `running N` counts in progress output.
+fn running_counts(text: &str) -> Vec<u64> {
+    text.split("running ")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+/// The status lines count what runs (never more than the slots, though results wait
+/// to be committed), show no ETA before a task is done, and end with one final line.
+#[test]
+fn status_lines_count_only_what_runs_and_estimate_only_from_done_tasks() {
+    let env = Env::new();
+    let mut args = run_with_commits_held(&env);
+    args.insert(1, "--progress".into());
+    let out = env.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    out.expect_code(0);
+    let status: Vec<&str> =
+        out.stderr.lines().filter(|l| l.starts_with("shoal: ") && l.contains(" done, ")).collect();
+    let running = running_counts(&status.join("\n"));
+    assert!(running.iter().all(|&n| n <= 2), "running past the 2 slots: {status:#?}");
+    // Nothing was done while the lock was held: nothing to estimate from.
+    let waiting: Vec<&&str> = status.iter().filter(|l| l.starts_with("shoal: 0/41 ")).collect();
+    assert!(!waiting.is_empty(), "lines while nothing was done: {status:#?}");
+    assert!(waiting.iter().all(|l| l.ends_with(", ETA -")), "{waiting:#?}");
+    let last: Vec<&&str> = status.iter().filter(|l| l.starts_with("shoal: 41/41 ")).collect();
+    assert_eq!(last.len(), 1, "the final line once: {status:#?}");
+    assert!(last[0].starts_with("shoal: 41/41 done, running 0 failed 0, "), "{last:?}");
+    assert_eq!(status.last(), last.first().copied(), "{status:#?}");
+    assert_eq!(env.results(&["--status", "succeeded"]).len(), 41);
+}
+
+/// The same on a terminal, read from the bar as drawn.
+#[test]
+fn the_progress_bar_counts_only_what_runs_and_shows_no_eta_before_a_task_is_done() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` (for a pseudo-terminal) is not installed");
+        return;
+    }
+    let env = Env::new();
+    let args = run_with_commits_held(&env);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let shoal =
+        format!("{} --store {} {}", common::shoal_bin(), env.store.display(), quoted.join(" "));
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &shoal, "/dev/null"]).current_dir(env.path());
+    let out = common::run_command(cmd, None);
+    out.expect_code(0);
+    let frames: Vec<&str> = out.stdout.split(['\r', '\n']).filter(|f| f.contains("] ")).collect();
+    let running = running_counts(&frames.join("\n"));
+    assert!(!running.is_empty() && running.iter().all(|&n| n <= 2), "{frames:#?}");
+    let waiting: Vec<&&str> = frames.iter().filter(|f| f.contains("] 0/41 ")).collect();
+    assert!(!waiting.is_empty(), "frames while nothing was done: {frames:#?}");
+    assert!(waiting.iter().all(|f| f.contains(" ETA -")), "{waiting:#?}");
+    assert!(out.stdout.contains("shoal: run 1: 41 succeeded"), "{}", out.stdout);
 }
 
 #[test]
@@ -934,7 +1168,8 @@ fn the_progress_bar_on_a_terminal_leaves_output_whole() {
     let out = common::run_command(cmd, None);
     out.expect_code(0);
     let text = out.stdout.replace('\r', "");
-    assert!(text.contains("] 4/4 "), "the bar was drawn: {text:?}");
+    // Drawn (its last frame, 4/4, may fall between two draws: it is cleared at once).
+    assert!(text.contains("/4 running "), "the bar was drawn: {text:?}");
     for n in 1..=4 {
         let line = format!("line {n}\n");
         assert!(text.contains(&line), "{line:?} printed whole: {text:?}");

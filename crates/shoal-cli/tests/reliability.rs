@@ -228,12 +228,7 @@ const WITHOUT_CGROUPS: [&str; 8] = [
 
 #[test]
 fn where_no_cgroup_can_be_had_rlimit_as_limits_memory_and_the_run_says_so() {
-    // Root with CAP_SYS_ADMIN, where the namespace really hides every cgroup mount.
-    let probe = std::process::Command::new(WITHOUT_CGROUPS[0])
-        .args(&WITHOUT_CGROUPS[1..])
-        .args(["grep", "-c", "cgroup", "/proc/self/mounts"])
-        .output();
-    if !probe.is_ok_and(|p| String::from_utf8_lossy(&p.stdout).trim() == "0") {
+    if !cgroups_can_be_hidden() {
         eprintln!("skipped: no private mount namespace without cgroups can be had here");
         return;
     }
@@ -253,6 +248,72 @@ fn where_no_cgroup_can_be_had_rlimit_as_limits_memory_and_the_run_says_so() {
     let other = task(&results, 2);
     assert_eq!(str_of(other, "status"), "succeeded", "{other}");
     assert_eq!(str_of(other, "stdout"), "0\n", "no cgroup is mounted where the tasks ran");
+}
+
+/// Whether `WITHOUT_CGROUPS` really hides every cgroup mount here (root with
+/// CAP_SYS_ADMIN).
+fn cgroups_can_be_hidden() -> bool {
+    let probe = std::process::Command::new(WITHOUT_CGROUPS[0])
+        .args(&WITHOUT_CGROUPS[1..])
+        .args(["grep", "-c", "cgroup", "/proc/self/mounts"])
+        .output();
+    probe.is_ok_and(|p| String::from_utf8_lossy(&p.stdout).trim() == "0")
+}
+
+/// Small programs, directly and through a shell, under `--memory-limit LIMIT`.
+fn small_programs_under(limit: &str) -> [&str; 10] {
+    ["run", "-j2", "--memory-limit", limit, "sh", "-c", "{}", ":::", "true", "bash -c ls"]
+}
+
+/// A memory limit below what a program can start with is refused up front, naming
+/// the floor (every task was `memory_exceeded`); at the floor, small programs run.
+#[test]
+fn a_memory_limit_no_program_can_start_with_is_refused_and_the_floor_runs() {
+    let env = Env::new();
+    let out = env.run(&small_programs_under("1k"));
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("invalid size '1k': a memory limit must be at least 1M"),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.store.exists() || env.runs().is_empty(), "nothing was recorded");
+
+    // 1M is the floor of a cgroup; where only RLIMIT_AS can be had, it is refused too.
+    let out = env.run(&small_programs_under("1M"));
+    if out.code() == 2 {
+        assert!(out
+            .stderr
+            .contains("is below 4M, the least a program starts with under rlimit_as"));
+    } else {
+        out.expect_code(0);
+        let mode = env.stats(&[])["memory_limit_mode"].as_str().map(str::to_owned);
+        assert!(matches!(mode.as_deref(), Some("cgroup_v1" | "cgroup_v2")), "{mode:?}");
+    }
+}
+
+#[test]
+fn under_rlimit_as_the_floor_is_higher_and_small_programs_run_at_it() {
+    if !cgroups_can_be_hidden() {
+        eprintln!("skipped: no private mount namespace without cgroups can be had here");
+        return;
+    }
+    let env = Env::new();
+    let out = run_command(env.command_under(&WITHOUT_CGROUPS, &small_programs_under("2M")), None);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains(
+            "shoal: error: --memory-limit 2M is below 4M, the least a program starts with \
+             under rlimit_as"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(env.runs().is_empty(), "nothing was recorded");
+    let out = run_command(env.command_under(&WITHOUT_CGROUPS, &small_programs_under("4M")), None);
+    out.expect_code(0);
+    assert_eq!(str_of(&env.stats(&[]), "memory_limit_mode"), "rlimit_as");
+    assert_eq!(env.results(&["--status", "succeeded"]).len(), 2);
 }
 
 /// Per task of an export: (status, attempts, started_at, attempt_log).
@@ -468,7 +529,7 @@ fn a_resumed_task_keeps_its_attempt_history_and_gets_its_retries_again() {
     out.expect_code(1);
     let resumed = env.run(&["run", "--resume"]);
     resumed.expect_code(1);
-    assert!(resumed.stderr.contains("0 succeeded, 1 failed (1 failed)"), "{}", resumed.stderr);
+    assert!(resumed.stderr.contains("0 succeeded, 1 failed in "), "{}", resumed.stderr);
 
     let exported = env.export(&[]);
     let t = &exported[0];

@@ -5,21 +5,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop};
-use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryLimiter, MemoryMode};
+use shoal_core::process::{
+    CommandLine, Limits, MemoryLimit, MemoryLimiter, MemoryMode, MIN_MEMORY_LIMIT,
+};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::{AttemptOutcome, SlotId, TaskId, TaskMeta};
 
 /// Runs `scripts` (python3 code, one task each) and returns each task's outcome and
 /// stderr, in task order.
 fn run(memory: MemoryLimit, scripts: &[&str]) -> Vec<(AttemptOutcome, String)> {
-    struct Collect<'a> {
-        scripts: &'a [&'a str],
+    let python = |script: &&str| CommandLine {
+        program: "python3".into(),
+        args: vec!["-c".into(), (*script).to_owned()],
+    };
+    run_commands(memory, scripts.iter().map(python).collect())
+}
+
+/// Runs the commands (one task each) and returns each task's outcome and stderr, in
+/// task order.
+fn run_commands(memory: MemoryLimit, commands: Vec<CommandLine>) -> Vec<(AttemptOutcome, String)> {
+    struct Collect {
+        commands: Vec<CommandLine>,
         ended: Vec<(TaskId, AttemptOutcome, String)>,
     }
-    impl Frontend for Collect<'_> {
+    impl Frontend for Collect {
         fn command(&mut self, task: TaskId, _slot: SlotId) -> CommandLine {
-            let script = self.scripts[task as usize - 1].to_owned();
-            CommandLine { program: "python3".into(), args: vec!["-c".into(), script] }
+            self.commands[task as usize - 1].clone()
         }
         fn started(&mut self, _: Started) {}
         fn ended(&mut self, e: Ended) {
@@ -42,8 +53,9 @@ fn run(memory: MemoryLimit, scripts: &[&str]) -> Vec<(AttemptOutcome, String)> {
         line_buffer: false,
         env: Vec::new(),
     };
-    let mut frontend = Collect { scripts, ended: Vec::new() };
-    let tasks = (1..=scripts.len() as u64).map(|t| (t, TaskMeta::default(), 0));
+    let count = commands.len() as u64;
+    let mut frontend = Collect { commands, ended: Vec::new() };
+    let tasks = (1..=count).map(|t| (t, TaskMeta::default(), 0));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (_stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
     runtime.block_on(engine::run(&config, tasks, &mut frontend, stop_rx)).unwrap();
@@ -75,4 +87,41 @@ fn a_cgroup_oom_kill_is_memory_exceeded() {
     assert_eq!(outcomes[1].0, AttemptOutcome::Succeeded, "{}", outcomes[1].1);
     // A second hog on a slot that already saw an OOM kill is judged on its own.
     assert_eq!(outcomes[2].0, AttemptOutcome::MemoryExceeded, "{}", outcomes[2].1);
+}
+
+/// What a floor test runs: small programs, directly and through a shell.
+fn small_programs() -> Vec<CommandLine> {
+    let cmd = |program: &str, args: &[&str]| CommandLine {
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+    };
+    vec![
+        cmd("true", &[]),
+        cmd("sh", &["-c", "true"]),
+        cmd("bash", &["-c", "true"]),
+        cmd("ls", &["/"]),
+    ]
+}
+
+/// The floor is real: small programs start at it, and cannot at half of it.
+#[test]
+fn small_programs_start_at_the_rlimit_as_floor_and_not_below() {
+    let floor = MemoryMode::RlimitAs.floor();
+    for (outcome, stderr) in run_commands(MemoryLimit::AddressSpace(floor), small_programs()) {
+        assert_eq!(outcome, AttemptOutcome::Succeeded, "{stderr}");
+    }
+    let below = run_commands(MemoryLimit::AddressSpace(floor / 2), small_programs());
+    assert!(below.iter().all(|(o, _)| *o != AttemptOutcome::Succeeded), "{below:?}");
+}
+
+#[test]
+fn small_programs_start_at_the_cgroup_floor() {
+    let Some(limiter) = MemoryLimiter::new(MIN_MEMORY_LIMIT, 2) else {
+        eprintln!("skipped: no writable memory cgroup on this machine");
+        return;
+    };
+    assert_eq!(limiter.mode().floor(), MIN_MEMORY_LIMIT);
+    for (outcome, stderr) in run_commands(MemoryLimit::Cgroup(limiter), small_programs()) {
+        assert_eq!(outcome, AttemptOutcome::Succeeded, "{stderr}");
+    }
 }

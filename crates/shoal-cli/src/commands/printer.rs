@@ -60,9 +60,8 @@ impl Printer {
         // Only writes inside: the bar's own methods would deadlock within `suspend`.
         progress.suspend(|| self.print(batch));
         for event in batch {
-            if let StoreEvent::AttemptEnded { final_status, .. } = event {
-                let failed = final_status.is_some_and(|s| s.is_failure());
-                progress.ended(final_status.is_some(), failed);
+            if let StoreEvent::AttemptEnded { final_status: Some(status), .. } = event {
+                progress.finished(status.is_failure());
             }
         }
     }

@@ -1,17 +1,17 @@
 //! `shoal run --resume`: continue a run from the store, after making sure that
 //! nothing of it still runs (a live shoal, or what a killed one left behind).
 
-use std::path::Path;
-use std::time::Duration;
-
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use shoal_core::process::orphans;
 use shoal_core::store::{RunLock, Store};
-use shoal_core::TaskMeta;
+use shoal_core::{TaskId, TaskMeta};
+use std::path::Path;
+use std::time::Duration;
 
 use super::run::{memory_limit, Planned, Prepared, RunOptions};
 use crate::cli::RunArgs;
 use crate::template::Template;
+use crate::units;
 
 /// A resumed run: everything but the options comes from the store.
 pub(super) fn resume(
@@ -29,6 +29,16 @@ pub(super) fn resume(
     };
     // First the lock: while another shoal runs this run, nothing of it is touched.
     let lock = RunLock::take(store_path, run_id)?;
+    // The stored options are checked before anything is changed: an older shoal may
+    // have stored values this one refuses (a timeout past what the clock can add).
+    let stored: RunOptions = serde_json::from_value(store.run(run_id)?.options)
+        .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
+    let options = RunOptions::resolve(args, Some(stored));
+    options
+        .check_ranges()
+        .map_err(|e| anyhow!("run {run_id} holds {e}: give {} to resume it", e.option))?;
+    options.check_machine()?;
+    let memory = memory_limit(&options).with_context(|| format!("cannot resume run {run_id}"))?;
     stop_leftovers(store_path, run_id)?;
     let info = store.prepare_resume(run_id)?;
     // Relative paths in the command and inputs mean what they meant then.
@@ -37,23 +47,22 @@ pub(super) fn resume(
             format!("run {run_id} ran in {}, which cannot be entered now", info.run.cwd)
         })?;
     }
-    let stored: RunOptions = serde_json::from_value(info.run.options.clone())
-        .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
-    let options = RunOptions::resolve(args, Some(stored));
-    options.check_machine()?;
     let template = Template::parse(&info.run.command, options.shell)?;
     let total = store.stats(run_id)?.total;
-    let override_timeout = args.timeout;
-    let planned: Vec<Planned> = info
-        .pending
-        .into_iter()
-        .map(|t| Planned {
+    let mut planned = Vec::with_capacity(info.pending.len());
+    for t in info.pending {
+        let timeout = match (args.timeout, t.timeout) {
+            (Some(given), _) => Some(given),
+            (None, stored) => stored_timeout(run_id, t.task, stored)?,
+        };
+        planned.push(Planned {
             task: t.task,
             meta: TaskMeta {
                 priority: t.priority,
-                cost: t.cost.map(Duration::from_secs_f64),
+                // Only a hint: one out of range is taken as the nearest in range.
+                cost: t.cost.and_then(|c| units::seconds(c.clamp(0.0, units::MAX_SECONDS))),
                 key: t.key,
-                timeout: override_timeout.or(t.timeout.map(Duration::from_secs_f64)),
+                timeout,
                 // Retries count from this resume on: a resumed task gets its full
                 // budget on top of the attempts it has had (the scheduler counts the
                 // budget in absolute attempt numbers).
@@ -63,13 +72,25 @@ pub(super) fn resume(
             // Attempt numbers continue after those in the store, where (run, task,
             // attempt) is the key: restarting at 1 collided with the old attempts.
             attempts: t.attempts,
-        })
-        .collect();
+        });
+    }
     let skipped = total - planned.len() as u64;
-    let memory = memory_limit(&options);
     let mode = memory.as_ref().map(|m| m.mode().as_str());
     store.set_run_options(run_id, &serde_json::to_value(&options)?, mode)?;
     Ok(Prepared { run_id, template, options, memory, planned, skipped, lock })
+}
+
+/// A task's stored timeout, refused (with a way out) when out of range.
+fn stored_timeout(run: i64, task: TaskId, secs: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    let Some(secs) = secs else { return Ok(None) };
+    units::timeout_seconds(secs).map(Some).ok_or_else(|| {
+        anyhow!(
+            "run {run}, task {task} holds a timeout of {} s, which must be {}: give \
+             --timeout to resume it",
+            units::show_seconds(secs),
+            units::TIMEOUT_RANGE
+        )
+    })
 }
 
 /// The environment variable that marks every process of a run.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
-use shoal_core::process::{CommandLine, Limits, MemoryLimit};
+use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::store::{NewRun, NewTask, RunLock, RunStatus, Store, StoreEvent, Writer};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
@@ -24,7 +24,11 @@ use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
 use crate::progress::Progress;
 use crate::template::{display, Template};
+use crate::units;
 use crate::Exit;
+
+/// The most slots `-j` takes.
+pub const MAX_JOBS: u32 = 4096;
 
 /// Waiting this long raises a task by one priority level.
 const AGING_STEP: Duration = Duration::from_secs(30);
@@ -153,7 +157,11 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     printer.lock().unwrap_or_else(|e| e.into_inner()).flush_held();
     progress.finish();
 
-    note!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
+    if total == 0 && skipped == 0 {
+        note!("shoal: run {run_id}: no inputs, nothing to run");
+    } else {
+        note!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
+    }
     Ok(match interrupted {
         0 if report.failed == 0 && report.cancelled == 0 => Exit::Success,
         0 => Exit::TasksFailed,
@@ -201,10 +209,28 @@ pub(super) struct Prepared {
     pub(super) lock: RunLock,
 }
 
-/// The memory limit of a run, by the best mechanism this machine allows.
-pub(super) fn memory_limit(options: &RunOptions) -> Option<Arc<MemoryLimit>> {
-    let slots = options.jobs as usize;
-    options.memory_limit.map(|bytes| Arc::new(MemoryLimit::new(bytes, slots)))
+/// The memory limit of a run, by the best mechanism this machine allows; refused
+/// below the least a program can start with under that mechanism.
+pub(super) fn memory_limit(options: &RunOptions) -> anyhow::Result<Option<Arc<MemoryLimit>>> {
+    let Some(bytes) = options.memory_limit else { return Ok(None) };
+    let limit = MemoryLimit::new(bytes, options.jobs as usize);
+    let mode = limit.mode();
+    if bytes < mode.floor() {
+        let why = match mode {
+            MemoryMode::RlimitAs => {
+                " (no memory cgroup can be had here, and RLIMIT_AS counts every library a \
+                 program maps)"
+            }
+            _ => "",
+        };
+        bail!(
+            "--memory-limit {} is below {}, the least a program starts with under {}{why}",
+            units::show_size(bytes),
+            units::show_size(mode.floor()),
+            mode.as_str()
+        );
+    }
+    Ok(Some(Arc::new(limit)))
 }
 
 /// Files shoal keeps open per running task (its two output pipes, its pidfd, a
@@ -218,6 +244,44 @@ impl RunOptions {
     pub(super) fn check_machine(&self) -> anyhow::Result<()> {
         check_open_files(self.jobs)?;
         check_nice(self.nice)
+    }
+
+    /// Refuses values the command line would refuse. Options parsed now are in range;
+    /// these may come from a store that an older shoal wrote.
+    pub(super) fn check_ranges(&self) -> Result<(), OutOfRange> {
+        let out_of = |option, value: String, range: &str| {
+            Err(OutOfRange { option, value, range: range.to_owned() })
+        };
+        if !(1..=MAX_JOBS).contains(&self.jobs) {
+            return out_of("-j", self.jobs.to_string(), &format!("from 1 to {MAX_JOBS}"));
+        }
+        if let Some(timeout) = self.timeout.filter(|&t| units::timeout_seconds(t).is_none()) {
+            return out_of("--timeout", units::show_seconds(timeout), units::TIMEOUT_RANGE);
+        }
+        let durations = [("--kill-grace", self.kill_grace), ("--retry-delay", self.retry_delay)];
+        for (option, value) in durations {
+            if units::seconds(value).is_none() {
+                return out_of(option, units::show_seconds(value), units::DURATION_RANGE);
+            }
+        }
+        if let Some(nice) = self.nice.filter(|n| !(-20..=19).contains(n)) {
+            return out_of("--nice", nice.to_string(), "from -20 to 19");
+        }
+        Ok(())
+    }
+}
+
+/// An option's value outside what the command line takes.
+#[derive(Debug)]
+pub(super) struct OutOfRange {
+    pub(super) option: &'static str,
+    value: String,
+    range: String,
+}
+
+impl std::fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}, which must be {}", self.option, self.value, self.range)
     }
 }
 
@@ -275,32 +339,32 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
     options.check_machine()?;
     let template = Template::parse(&command, options.shell)?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
-    let inputs: Vec<TaskInput> = match (&args.tasks, groups.is_empty()) {
-        (Some(_), false) => {
+    // With the inputs, how many groups each task has (for `{n}`): unknown for an
+    // empty `--tasks` file. No inputs at all is not an error: nothing runs, as with
+    // GNU parallel and `xargs -r`.
+    let (inputs, groups): (Vec<TaskInput>, Option<usize>) = match (&args.tasks, groups.len()) {
+        (Some(_), 1..) => {
             bail!("give the inputs either with ::: / :::: or with --tasks, not both")
         }
-        (Some(path), true) => inputs::parse_tasks_file(path)?,
-        (None, false) => {
-            let groups = inputs::load_groups(groups, std::io::stdin().lock())?;
-            inputs::cartesian(&groups)
-                .map(|args| TaskInput { args, ..TaskInput::default() })
-                .collect()
+        (Some(path), 0) => {
+            let tasks = inputs::parse_tasks_file(path)?;
+            let fewest_args = tasks.iter().map(|t| t.args.len()).min();
+            (tasks, fewest_args)
         }
-        (None, true) => {
+        (None, count @ 1..) => {
+            let groups = inputs::load_groups(groups, std::io::stdin().lock())?;
+            (product(&groups), Some(count))
+        }
+        (None, 0) => {
             if std::io::stdin().is_terminal() {
                 note!("shoal: reading inputs from the terminal, one per line (end with Ctrl-D)");
             }
-            let groups = inputs::stdin_inputs(std::io::stdin().lock())?;
-            inputs::cartesian(&groups)
-                .map(|args| TaskInput { args, ..TaskInput::default() })
-                .collect()
+            (product(&inputs::stdin_inputs(std::io::stdin().lock())?), Some(1))
         }
     };
-    if inputs.is_empty() {
-        bail!("no inputs: nothing to run");
+    if let Some(groups) = groups {
+        template.check_groups(groups)?;
     }
-    let fewest_args = inputs.iter().map(|t| t.args.len()).min().unwrap_or(0);
-    template.check_groups(fewest_args)?;
 
     let planned: Vec<Planned> = inputs
         .iter()
@@ -312,7 +376,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             attempts: 0,
         })
         .collect();
-    let memory = memory_limit(&options);
+    let memory = memory_limit(&options)?;
     let new_run = NewRun {
         command,
         options: serde_json::to_value(&options)?,
@@ -331,6 +395,11 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         .collect();
     store.insert_tasks(run_id, &tasks)?;
     Ok(Prepared { run_id, template, options, memory, planned, skipped: 0, lock })
+}
+
+/// The tasks of input groups: their cartesian product.
+fn product(groups: &[Vec<String>]) -> Vec<TaskInput> {
+    inputs::cartesian(groups).map(|args| TaskInput { args, ..TaskInput::default() }).collect()
 }
 
 /// The engine's front end for `shoal run`: renders commands, records events.
@@ -378,6 +447,9 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn ended(&mut self, event: Ended) {
+        // What runs is counted here, where attempts start and end; what is done, once
+        // durable (the printer).
+        self.progress.stopped_running();
         if let Some(status) = event.final_status {
             *self.finished.entry(status).or_default() += 1;
         }
@@ -459,7 +531,12 @@ fn summary(
     let failed: u64 = failed_statuses.iter().map(|&s| count(s)).sum();
     let mut line = format!("shoal: run {run}: {} succeeded", count(TaskStatus::Succeeded));
     if failed > 0 {
-        line += &format!(", {failed} failed ({})", failures.join(", "));
+        line += &format!(", {failed} failed");
+        // The breakdown only when it tells more: "4 failed (3 failed, 1 timed_out)",
+        // never "4 failed (4 failed)".
+        if failed_statuses != [TaskStatus::Failed] {
+            line += &format!(" ({})", failures.join(", "));
+        }
     }
     let cancelled = count(TaskStatus::Cancelled);
     if cancelled > 0 {

@@ -157,7 +157,10 @@ async fn wait_exit(
                     KillLevel::None => {}
                     KillLevel::Term => {
                         signal::kill_group(pid, Signal::TERM);
-                        force_at.get_or_insert(Instant::now() + grace);
+                        // A grace past what the clock can hold never ends.
+                        if force_at.is_none() {
+                            force_at = Instant::now().checked_add(grace);
+                        }
                     }
                     KillLevel::Kill => signal::kill_group(pid, Signal::KILL),
                 }

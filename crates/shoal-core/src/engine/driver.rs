@@ -64,7 +64,8 @@ pub async fn run<F: Frontend>(
         if slot_freed {
             continue;
         }
-        let wakeup = driver.sched.next_wakeup().map(|at| driver.epoch + at);
+        // A time past what the clock can hold is never: no wakeup for it.
+        let wakeup = driver.sched.next_wakeup().and_then(|at| driver.epoch.checked_add(at));
         tokio::select! {
             Some(joined) = attempts.join_next() => {
                 let (slot, finished) = joined.map_err(|e| Error::Os {

@@ -26,7 +26,23 @@ pub enum MemoryMode {
     RlimitAs,
 }
 
+/// The least memory limit under which a small program still starts, under the
+/// mechanism with the lowest floor (a cgroup): [`MemoryMode::floor`] of a cgroup.
+pub const MIN_MEMORY_LIMIT: u64 = 1 << 20;
+
 impl MemoryMode {
+    /// The least limit under which a small program (`true`, `sh -c true`, `bash`,
+    /// `ls`) still starts, with room to spare. A cgroup counts what the task makes
+    /// resident (`sh -c true` started at 256 KiB on cgroup v1); `RLIMIT_AS` counts its
+    /// address space, every shared library mapped (`sh -c true` needed 3 MiB, `bash`
+    /// and `ls` 4 MiB). Below it every task fails before its program runs.
+    pub fn floor(self) -> u64 {
+        match self {
+            MemoryMode::CgroupV2 | MemoryMode::CgroupV1 => MIN_MEMORY_LIMIT,
+            MemoryMode::RlimitAs => 4 << 20,
+        }
+    }
+
     /// The name recorded in the store.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -15,7 +15,7 @@ pub mod signal;
 pub mod spawn;
 pub mod stat;
 
-pub use cgroup::{MemoryLimit, MemoryLimiter, MemoryMode};
+pub use cgroup::{MemoryLimit, MemoryLimiter, MemoryMode, MIN_MEMORY_LIMIT};
 pub use limits::Limits;
 pub use reap::{ExitInfo, Exited};
 pub use spawn::{resolve_program, spawn, spawn_worker, CommandLine, Spawned};

@@ -143,7 +143,8 @@ impl Scheduler {
             };
             let slot = index + 1;
             state.attempts += 1;
-            let deadline = state.meta.timeout.map(|t| now + t);
+            // Saturating: a library caller may give any Duration (Duration::MAX = never).
+            let deadline = state.meta.timeout.map(|t| now.saturating_add(t));
             if let Some(at) = deadline {
                 self.deadlines.insert((at, slot));
             }
@@ -180,7 +181,8 @@ impl Scheduler {
             && attempt <= run.state.meta.retries
             && !self.stopped;
         let final_status = if retry {
-            let at = now + self.config.backoff.delay(attempt.saturating_sub(run.state.before));
+            let delay = self.config.backoff.delay(attempt.saturating_sub(run.state.before));
+            let at = now.saturating_add(delay);
             self.delayed.insert((at, run.state.seq), run.state);
             None
         } else {

@@ -209,7 +209,8 @@ impl WorkerPool {
     /// Waits until the pool has ended (after [`close`](Self::close) and its tasks,
     /// or [`terminate`](Self::terminate)); false if `timeout` passed first.
     pub fn join(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past what the clock can hold is no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let (lock, cvar) = &*self.ended;
         let mut ended = lock.lock().unwrap_or_else(|e| e.into_inner());
         while !ended.done {
