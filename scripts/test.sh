@@ -6,9 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The integration tests use python3 (a memory hog) and procps-style tools from a
-# plain Debian; install them when missing.
+# The integration tests use python3 (a memory hog), procps-style tools and GNU
+# parallel (the reference some CLI behaviour is compared against, side by side) from
+# a plain Debian; install them when missing.
 need=()
+command -v parallel >/dev/null || need+=(parallel)
 command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
