@@ -82,7 +82,8 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
-    let store = commands::store_path(cli.store, matches!(cli.command, Command::Run(_)))?;
+    let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none());
+    let store = commands::store_path(cli.store, create)?;
     name_the_store(&store, run_command(&store, cli.command))
 }
 

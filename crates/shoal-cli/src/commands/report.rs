@@ -11,12 +11,13 @@ use shoal_core::TaskStatus;
 use super::pick_run;
 use crate::cli::{ExportArgs, ResultsArgs, RunsArgs, StatsArgs};
 
-/// Opens an existing store; reports never create one.
+/// Opens an existing store read-only: reports never create, migrate or write
+/// anything, and need no write access to the store or its directory.
 fn open_existing(path: &Path) -> anyhow::Result<Store> {
     if !path.exists() {
         bail!("no store at {} (`shoal run` creates it; --store names another)", path.display());
     }
-    Ok(Store::open(path)?)
+    Ok(Store::open_read_only(path)?)
 }
 
 /// `shoal runs`.

@@ -79,6 +79,9 @@ pub(super) struct Planned {
 
 /// Runs `shoal run`.
 pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
+    if args.resume.is_some() && !store_path.exists() {
+        bail!("no store at {} to resume a run from (--store names another)", store_path.display());
+    }
     let store = Store::open(store_path)?;
     let Prepared { run_id, template, options, memory, planned, skipped, lock: _lock } =
         match args.resume {
@@ -378,6 +381,9 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn ended(&mut self, event: Ended) {
+        if let Some(line) = super::printer::retry_line(&event) {
+            self.progress.suspend(|| note!("{line}"));
+        }
         if let Some(status) = event.final_status {
             *self.finished.entry(status).or_default() += 1;
         }
@@ -395,6 +401,8 @@ impl Frontend for CliFrontend<'_> {
             ended_at: unix(event.at),
             duration: event.duration.as_secs_f64(),
             outcome: event.outcome,
+            exit_code: event.exit_code,
+            signal: event.signal,
             final_status: event.final_status,
             max_rss_kb: event.max_rss_kb,
             stdout,

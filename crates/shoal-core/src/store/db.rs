@@ -20,6 +20,8 @@ use crate::task::TaskStatus;
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The file's schema version: [`schema::SCHEMA_VERSION`] unless opened read-only.
+    version: i64,
 }
 
 /// Wraps a SQLite error with the operation that failed.
@@ -39,14 +41,31 @@ pub(super) fn json_words(words: &[String]) -> String {
 }
 
 impl Store {
-    /// Opens the store at `path`, creating it (mode 0600) if it does not exist.
+    /// Opens the store at `path` to write into it, creating it (mode 0600) if it does
+    /// not exist; a store of an older schema version is migrated.
     ///
     /// The parent directory must exist and be writable ([`Error::StoreOpen`]). A
-    /// file that is not a shoal database gives [`Error::StoreCorrupt`]; one of
-    /// another schema version gives [`Error::StoreSchema`].
+    /// file that is not a shoal database gives [`Error::StoreCorrupt`]; one of a
+    /// newer schema version gives [`Error::StoreSchema`]; an existing store is
+    /// checked first and a damaged one gives [`Error::StoreDamaged`].
     pub fn open(path: &Path) -> Result<Store> {
         let conn = schema::open_store(path)?;
-        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn) })
+        let version = schema::SCHEMA_VERSION;
+        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn), version })
+    }
+
+    /// Opens an existing store only to read it: it needs no write access to the file
+    /// or its directory, and nothing is created, migrated or written. Writes through
+    /// it fail. The same errors as [`Store::open`]; a missing or empty file is an
+    /// [`Error::StoreOpen`].
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let (conn, version) = schema::open_read_only(path)?;
+        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn), version })
+    }
+
+    /// The schema version of the file (older ones are read as they are).
+    pub(super) fn version(&self) -> i64 {
+        self.version
     }
 
     /// The path the store was opened with.

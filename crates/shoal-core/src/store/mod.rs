@@ -16,6 +16,7 @@ mod lock;
 mod read;
 mod records;
 pub mod schema;
+mod wal;
 pub mod writer;
 
 pub use db::{now as unix_now, Store};

@@ -116,17 +116,44 @@ impl Store {
             .map_err(db("read tasks"))
     }
 
-    /// Every attempt of a run, by task then attempt number.
+    /// Every attempt of a run, by task then attempt number, with its output.
     pub fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
         let conn = self.conn();
         require_run(&conn, run)?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT run_id, task, attempt, slot, pid, started_at, ended_at, duration,
-                        outcome, exit_code, signal, max_rss_kb
-                 FROM attempts WHERE run_id = ?1 ORDER BY task, attempt",
-            )
-            .map_err(db("read attempts"))?;
+        // The output of the last attempt to end is in the task's row (before version 3
+        // only that one was kept); earlier ones keep theirs in their own row.
+        let own = if self.version() >= 3 {
+            "a.stdout, a.stderr, a.stdout_truncated, a.stderr_truncated"
+        } else {
+            "NULL, NULL, 0, 0"
+        };
+        let sql = format!(
+            "WITH attempt (run_id, task, attempt, slot, pid, started_at, ended_at, duration,
+                          outcome, exit_code, signal, max_rss_kb, stdout, stderr,
+                          stdout_truncated, stderr_truncated)
+                AS (SELECT a.run_id, a.task, a.attempt, a.slot, a.pid, a.started_at,
+                           a.ended_at, a.duration, a.outcome, a.exit_code, a.signal,
+                           a.max_rss_kb, {own}
+                    FROM attempts a WHERE a.run_id = ?1),
+             last (task, attempt)
+                AS (SELECT task, max(attempt) FROM attempt
+                    WHERE outcome IS NOT NULL AND outcome != 'interrupted' GROUP BY task)
+             SELECT a.run_id, a.task, a.attempt, a.slot, a.pid, a.started_at, a.ended_at,
+                    a.duration, a.outcome, a.exit_code, a.signal, a.max_rss_kb,
+                    CASE WHEN a.stdout IS NULL AND l.attempt IS NOT NULL
+                         THEN t.stdout ELSE a.stdout END,
+                    CASE WHEN a.stderr IS NULL AND l.attempt IS NOT NULL
+                         THEN t.stderr ELSE a.stderr END,
+                    CASE WHEN a.stdout IS NULL AND l.attempt IS NOT NULL
+                         THEN t.stdout_truncated ELSE a.stdout_truncated END,
+                    CASE WHEN a.stderr IS NULL AND l.attempt IS NOT NULL
+                         THEN t.stderr_truncated ELSE a.stderr_truncated END
+             FROM attempt a
+             JOIN tasks t ON t.run_id = a.run_id AND t.task = a.task
+             LEFT JOIN last l ON l.task = a.task AND l.attempt = a.attempt
+             ORDER BY a.task, a.attempt"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(db("read attempts"))?;
         stmt.query_map([run], |r| {
             Ok(AttemptRecord {
                 run: r.get(0)?,
@@ -141,6 +168,10 @@ impl Store {
                 exit_code: r.get(9)?,
                 signal: r.get(10)?,
                 max_rss_kb: r.get(11)?,
+                stdout: r.get(12)?,
+                stderr: r.get(13)?,
+                stdout_truncated: r.get(14)?,
+                stderr_truncated: r.get(15)?,
             })
         })
         .and_then(Iterator::collect)

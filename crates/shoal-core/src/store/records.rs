@@ -193,6 +193,18 @@ pub struct AttemptRecord {
     pub signal: Option<i32>,
     /// Its peak resident memory, if measured.
     pub max_rss_kb: Option<u64>,
+    /// Its captured standard output (JSON: lossy UTF-8 text); `None` when it was not
+    /// kept: an attempt still running or cut by a kill of shoal, or one recorded by a
+    /// shoal older than schema version 3 that was not its task's last.
+    #[serde(serialize_with = "lossy_text_or_null")]
+    pub stdout: Option<Vec<u8>>,
+    /// Its captured standard error, likewise.
+    #[serde(serialize_with = "lossy_text_or_null")]
+    pub stderr: Option<Vec<u8>>,
+    /// Whether stdout was cut at the capture limit.
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut at the capture limit.
+    pub stderr_truncated: bool,
 }
 
 /// What a resume needs: the run and the tasks still to do.
@@ -239,6 +251,13 @@ pub struct RunStats {
 
 fn lossy_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+fn lossy_text_or_null<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(bytes) => lossy_text(bytes, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A status name in a column that names no status: the file was edited by hand or

@@ -85,6 +85,12 @@ pub enum StoreEvent {
         duration: f64,
         /// How it ended.
         outcome: AttemptOutcome,
+        /// The exit code of its process, as the kernel reported it (a task that
+        /// timed out may still have exited by itself after its SIGTERM).
+        exit_code: Option<i32>,
+        /// The signal that killed its process (SIGTERM or SIGKILL for a task that
+        /// timed out). With neither, the outcome's own code or signal is recorded.
+        signal: Option<i32>,
         /// The task's final status if this was its last attempt; `None` sends it
         /// back to `queued` for a retry.
         final_status: Option<TaskStatus>,
@@ -287,6 +293,8 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
         ended_at,
         duration,
         outcome,
+        exit_code,
+        signal,
         final_status,
         max_rss_kb,
         stdout,
@@ -295,7 +303,10 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
     else {
         unreachable!("called with an AttemptEnded event");
     };
-    let (exit_code, signal) = codes(*outcome);
+    let (exit_code, signal) = match (exit_code, signal) {
+        (None, None) => codes(*outcome),
+        known => (*known.0, *known.1),
+    };
     let (slot, pid, started_at, command) =
         start.map_or((None, None, None, None), |(s, p, t, c)| (Some(s), Some(p), Some(t), c));
     // The task first, so an unknown task gets a clear error, not a foreign key failure.
@@ -332,6 +343,9 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
     if n == 0 {
         return Err(Error::StoreMissing { run: *run, task: *task, what: "task" });
     }
+    // The task row keeps the last attempt's output; an attempt followed by a retry
+    // keeps its own in its row, so that every attempt's output is stored once.
+    let own = final_status.is_none();
     let end = params![
         run,
         task,
@@ -341,14 +355,19 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
         outcome.status(),
         exit_code,
         signal,
-        max_rss_kb
+        max_rss_kb,
+        own.then_some(&stdout.bytes),
+        own.then_some(&stderr.bytes),
+        own && stdout.truncated,
+        own && stderr.truncated
     ];
     let n = match start {
         Some(_) => tx
             .prepare_cached(
                 "INSERT INTO attempts (run_id, task, attempt, ended_at, duration, outcome,
-                 exit_code, signal, max_rss_kb, slot, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 exit_code, signal, max_rss_kb, stdout, stderr, stdout_truncated,
+                 stderr_truncated, slot, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )
             .and_then(|mut s| {
                 let mut values = end.to_vec();
@@ -358,7 +377,8 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
         None => tx
             .prepare_cached(
                 "UPDATE attempts SET ended_at = ?4, duration = ?5, outcome = ?6,
-                 exit_code = ?7, signal = ?8, max_rss_kb = ?9
+                 exit_code = ?7, signal = ?8, max_rss_kb = ?9, stdout = ?10, stderr = ?11,
+                 stdout_truncated = ?12, stderr_truncated = ?13
                  WHERE run_id = ?1 AND task = ?2 AND attempt = ?3",
             )
             .and_then(|mut s| s.execute(end)),

@@ -1,0 +1,288 @@
+//! The store never lies, tested for real: reports read a store that another user
+//! owns in a directory they cannot write, creating nothing; damaged pages and write-
+//! ahead logs are found and named before anything is written; a full disk stops the
+//! run with one line and leaves it resumable and honest; unfinished tasks count as
+//! unfinished everywhere; every attempt's output is kept.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{int_of, json_lines, run_command, str_of, task, wait_for, Env, Out};
+use serde_json::Value;
+
+/// The prefix that runs a command as `nobody` (uid and gid 65534); `None` where this
+/// process cannot switch users (not root).
+fn as_nobody() -> Option<[&'static str; 4]> {
+    let prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let works =
+        Command::new(prefix[0]).args(&prefix[1..]).arg("true").status().is_ok_and(|s| s.success());
+    (works && rustix::process::geteuid().is_root()).then_some(prefix)
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// Every file of `dir` with its owner and bytes.
+fn files(dir: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let owner = entry.metadata().unwrap().uid();
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            (entry.file_name().to_string_lossy().into_owned(), (owner, bytes))
+        })
+        .collect()
+}
+
+/// Runs a report as `nobody`.
+fn report_as(env: &Env, nobody: &[&str], args: &[&str]) -> Out {
+    run_command(env.command_under(nobody, args), None)
+}
+
+// ---------------------------------------------------------------------------
+// Read-only reports
+// ---------------------------------------------------------------------------
+
+#[test]
+fn reports_read_a_store_another_user_owns_in_a_directory_they_cannot_write() {
+    let Some(nobody) = as_nobody() else {
+        eprintln!("skipped: needs root to run the reports as another user (setpriv)");
+        return;
+    };
+    let env = Env::new();
+    // A run that waits for `go` while the reports read its store: a live writer, with
+    // its -wal and -shm files beside the store.
+    let go = env.file("go");
+    let script = env.write(
+        "wait.sh",
+        "for i in $(seq 300); do [ -e \"$1\" ] && break; sleep 0.1; done\necho \"done $2\"\n",
+    );
+    let shoal = env.spawn(&["run", "-j1", "sh", &script, &go, "{}", ":::", "a", "b"]);
+    wait_for("the run to start", Duration::from_secs(10), || {
+        let runs = json_lines(&env.run(&["runs", "--json"]).stdout);
+        runs.first().is_some_and(|r| r["counts"]["running"] == 1).then_some(())
+    });
+    // Shared for reading, as a user shares a store; the directory stays root's alone.
+    chmod(env.path(), 0o755);
+    for name in ["s.db", "s.db-wal", "s.db-shm"] {
+        chmod(&env.path().join(name), 0o644);
+    }
+    let out = report_as(&env, &nobody, &["runs", "--json"]);
+    out.expect_code(0);
+    let runs = json_lines(&out.stdout);
+    assert_eq!(str_of(&runs[0], "status"), "running", "{runs:?}");
+    report_as(&env, &nobody, &["stats", "--json"]).expect_code(0);
+    let created: Vec<String> = files(env.path())
+        .into_iter()
+        .filter(|(_, (owner, _))| *owner != 0)
+        .map(|(name, _)| name)
+        .collect();
+    assert!(created.is_empty(), "nobody created {created:?}");
+
+    std::fs::write(&go, "").unwrap();
+    shoal.wait(common::HANG).expect_code(0);
+    chmod(&env.store, 0o644);
+    // Closed cleanly: no log, no -shm; the reports read the file alone.
+    let before = files(env.path());
+    assert!(!before.contains_key("s.db-wal"), "{:?}", before.keys());
+    for args in [&["runs", "--json"][..], &["results", "--json"], &["stats", "--json"], &["export"]]
+    {
+        let out = report_as(&env, &nobody, args);
+        out.expect_code(0);
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    let out = report_as(&env, &nobody, &["results", "--json"]);
+    let results = json_lines(&out.stdout);
+    assert_eq!(str_of(task(&results, 2), "stdout"), "done b\n");
+    let stats: Value =
+        serde_json::from_str(report_as(&env, &nobody, &["stats", "--json"]).stdout.trim()).unwrap();
+    assert_eq!(stats["counts"]["succeeded"], 2);
+    assert_eq!(files(env.path()), before, "the reports created or changed nothing");
+}
+
+#[test]
+fn resume_on_a_missing_store_names_it_and_creates_nothing() {
+    let env = Env::new();
+    let out = env.run(&["run", "--resume"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains(&env.store.display().to_string()), "{}", out.stderr);
+    // The default store, in a directory without one: no `.shoal` appears either.
+    let out = run_command(
+        {
+            let mut cmd = Command::new(common::shoal_bin());
+            cmd.args(["run", "--resume"])
+                .current_dir(env.path())
+                .env_remove("SHOAL_STORE")
+                .env("NO_COLOR", "1");
+            cmd
+        },
+        None,
+    );
+    out.expect_code(2);
+    assert!(out.stderr.contains(".shoal/shoal.db"), "{}", out.stderr);
+    assert!(files(env.path()).is_empty(), "created {:?}", files(env.path()).keys());
+}
+
+// ---------------------------------------------------------------------------
+// Damage is found and named before anything is written
+// ---------------------------------------------------------------------------
+
+/// `python3` with the standard sqlite3 module, for reading a store's layout.
+fn sqlite_value(store: &Path, query: &str) -> i64 {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])")
+        .arg(store)
+        .arg(query)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a number")
+}
+
+#[test]
+fn a_damaged_page_stops_every_command_before_it_reads_or_writes() {
+    let env = Env::new();
+    let inputs: Vec<String> = (1..=200).map(|n| n.to_string()).collect();
+    let mut args = vec!["run", "-j2", "echo", ":::"];
+    args.extend(inputs.iter().map(String::as_str));
+    env.run(&args).expect_code(0);
+    // Scribble over the root page of the attempts table: `runs` never reads it, and
+    // a new run only meets it when its first attempt is recorded.
+    let root =
+        sqlite_value(&env.store, "SELECT rootpage FROM sqlite_master WHERE name = 'attempts'");
+    let page = sqlite_value(&env.store, "PRAGMA page_size");
+    let mut bytes = std::fs::read(&env.store).unwrap();
+    let at = ((root - 1) * page) as usize;
+    bytes[at..at + 64].fill(0xa5);
+    std::fs::write(&env.store, &bytes).unwrap();
+    for args in [
+        &["runs"][..],
+        &["results"],
+        &["stats"],
+        &["export"],
+        &["run", "echo", ":::", "x"],
+        &["run", "--resume"],
+    ] {
+        let out = env.run(args);
+        out.expect_code(2);
+        let damaged = format!("the store {} is damaged", env.store.display());
+        assert!(out.stderr.contains(&damaged), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("quick check"), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(std::fs::read(&env.store).unwrap(), bytes, "nothing was written into it");
+}
+
+#[test]
+fn a_damaged_log_frame_is_named_instead_of_losing_the_commits_after_it() {
+    let env = Env::new();
+    let inputs: String = (1..=2000).map(|n| format!("{n}\n")).collect();
+    let inputs = env.write("inputs", &inputs);
+    let shoal = env.spawn(&["run", "-j2", "echo", "::::", &inputs]);
+    wait_for("tasks to succeed", Duration::from_secs(20), || {
+        let stats: Value =
+            serde_json::from_str(env.run(&["stats", "--json"]).stdout.trim()).ok()?;
+        (stats["counts"]["succeeded"].as_i64()? >= 100).then_some(())
+    });
+    // Killed, shoal leaves its log behind with every commit since the last checkpoint.
+    shoal.signal(libc::SIGKILL);
+    assert_eq!(shoal.wait(Duration::from_secs(10)).status.code(), None);
+    let wal = env.path().join("s.db-wal");
+    let mut log = std::fs::read(&wal).unwrap();
+    let frame = 24 + 4096;
+    assert!(log.len() > 32 + 20 * frame, "a log of many frames: {} bytes", log.len());
+    // One flipped byte in the page of the log's second frame.
+    log[32 + frame + 24 + 100] ^= 0x55;
+    std::fs::write(&wal, &log).unwrap();
+    for args in [&["runs"][..], &["stats"], &["export"], &["run", "--resume"]] {
+        let out = env.run(args);
+        out.expect_code(2);
+        assert!(out.stderr.contains("is damaged"), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("s.db-wal is damaged at frame 2"), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("committed transactions after it"), "{}", out.stderr);
+    }
+    assert_eq!(std::fs::read(&wal).unwrap(), log, "the log was left as it was");
+}
+
+// ---------------------------------------------------------------------------
+// Every attempt: its signal, its output, and a line when it is retried
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_retried_task_says_so_and_keeps_every_attempts_output() {
+    let env = Env::new();
+    let count = env.file("count");
+    // Fails on its first two tries, saying which try it is on both streams.
+    let script = env.write(
+        "flaky.sh",
+        "n=$(( $(cat \"$1\" 2>/dev/null || echo 0) + 1 )); echo $n > \"$1\"\n\
+         echo \"try $n\"; echo \"err $n\" >&2; [ $n -ge 3 ]\n",
+    );
+    let out =
+        env.run(&["run", "--retries", "3", "--retry-delay", "0.1", "sh", &script, ":::", &count]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "try 3\n", "only the last attempt's output is printed");
+    let retries: Vec<&str> = out.stderr.lines().filter(|l| l.contains("retry")).collect();
+    assert_eq!(
+        retries,
+        [
+            "shoal: retry 2/4 of task 1 in 0.1s (exit code 1)",
+            "shoal: retry 3/4 of task 1 in 0.2s (exit code 1)"
+        ],
+        "{}",
+        out.stderr
+    );
+    let exported = env.export(&[]);
+    let log = exported[0]["attempt_log"].as_array().unwrap();
+    let outputs: Vec<(&str, &str, &str)> = log
+        .iter()
+        .map(|a| (str_of(a, "outcome"), str_of(a, "stdout"), str_of(a, "stderr")))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            ("failed", "try 1\n", "err 1\n"),
+            ("failed", "try 2\n", "err 2\n"),
+            ("succeeded", "try 3\n", "err 3\n")
+        ]
+    );
+    assert_eq!(str_of(&exported[0], "stdout"), "try 3\n", "the task shows its last attempt");
+}
+
+#[test]
+fn a_timed_out_task_records_the_signal_that_ended_it() {
+    let env = Env::new();
+    // `ignore` shrugs off the SIGTERM (its sleep inherits that), so the SIGKILL after
+    // the grace ends it; `plain` dies of the SIGTERM.
+    let script = env.write("sleepy.sh", "if [ \"$1\" = ignore ]; then trap '' TERM; fi\nsleep 5\n");
+    let out = env.run(&[
+        "run",
+        "--timeout",
+        "0.3",
+        "--kill-grace",
+        "0.3",
+        "sh",
+        &script,
+        ":::",
+        "ignore",
+        "plain",
+    ]);
+    out.expect_code(1);
+    let exported = env.export(&[]);
+    for (n, signal) in [(1, libc::SIGKILL), (2, libc::SIGTERM)] {
+        let t = task(&exported, n);
+        assert_eq!(str_of(t, "status"), "timed_out", "{t}");
+        assert_eq!(int_of(t, "signal"), i64::from(signal), "{t}");
+        assert_eq!(int_of(&t["attempt_log"][0], "signal"), i64::from(signal), "{t}");
+    }
+    let table = env.run(&["results"]).stdout;
+    assert!(table.contains("SIGKILL") && table.contains("SIGTERM"), "{table}");
+}
