@@ -286,3 +286,55 @@ fn a_timed_out_task_records_the_signal_that_ended_it() {
     let table = env.run(&["results"]).stdout;
     assert!(table.contains("SIGKILL") && table.contains("SIGTERM"), "{table}");
 }
+
+// ---------------------------------------------------------------------------
+// Unfinished tasks count as unfinished
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unfinished_tasks_count_as_unfinished_in_runs_and_stats() {
+    let env = Env::new();
+    // Task 1 ends at once; task 2 waits to be stopped; 3 to 6 never start.
+    let script = env.write(
+        "slow.sh",
+        "if [ \"$1\" = 1 ]; then echo one; exit 0; fi\n\
+         for i in $(seq 300); do sleep 0.1; done\n",
+    );
+    let shoal = env.spawn(&["run", "-j1", "sh", &script, ":::", "1", "2", "3", "4", "5", "6"]);
+    wait_for("task 2 to run", Duration::from_secs(10), || {
+        let runs = json_lines(&env.run(&["runs", "--json"]).stdout);
+        let counts = &runs.first()?["counts"];
+        (counts["succeeded"] == 1 && counts["running"] == 1).then_some(())
+    });
+    shoal.signal(libc::SIGINT);
+    let out = shoal.wait(common::HANG);
+    out.expect_code(130);
+    let summary = "1 succeeded, 5 unfinished (1 cancelled; continue with `shoal run --resume 1`)";
+    assert!(out.stderr.contains(summary), "{}", out.stderr);
+
+    let runs = env.runs();
+    assert_eq!(str_of(&runs[0], "status"), "interrupted");
+    assert_eq!((int_of(&runs[0], "total"), int_of(&runs[0], "unfinished")), (6, 5), "{runs:?}");
+    let stats = env.stats(&[]);
+    assert_eq!((int_of(&stats, "finished"), int_of(&stats, "unfinished")), (1, 5), "{stats}");
+    assert_eq!(stats["success_rate"], 1.0);
+    let text = env.run(&["stats"]).stdout;
+    assert!(text.contains("run 1 (interrupted): 6 tasks"), "{text}");
+    assert!(text.contains("success rate 100.0% (1 of 1 finished tasks; 5 unfinished)"), "{text}");
+    let table = env.run(&["runs"]).stdout;
+    let row = table.lines().nth(1).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..6], ["1", "interrupted", "6", "1", "0", "5"], "{table}");
+
+    // What an older shoal left when its store stopped taking writes: `finished`, with
+    // tasks still queued. It did not finish.
+    let edited = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE runs SET status = 'finished'\"); c.commit()")
+        .arg(&env.store)
+        .status()
+        .expect("run python3");
+    assert!(edited.success());
+    assert_eq!(str_of(&env.runs()[0], "status"), "interrupted");
+    assert!(env.run(&["stats"]).stdout.contains("run 1 (interrupted)"));
+}

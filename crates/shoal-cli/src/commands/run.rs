@@ -105,9 +105,13 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         order,
         progress.clone(),
     )));
+    // The summary counts what the store holds, not what the engine saw end.
+    let recorded = Arc::new(Mutex::new(HashMap::<TaskStatus, u64>::new()));
     let on_commit = {
         let printer = printer.clone();
+        let recorded = recorded.clone();
         Box::new(move |batch: &[StoreEvent]| {
+            count_finished(&mut recorded.lock().unwrap_or_else(|e| e.into_inner()), batch);
             printer.lock().unwrap_or_else(|e| e.into_inner()).committed(batch)
         })
     };
@@ -124,7 +128,6 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         progress: &progress,
         printer: &printer,
         output_limit: options.output_limit as usize,
-        finished: HashMap::new(),
     };
     let tasks = planned.into_iter().map(|p| (p.task, p.meta, p.attempts));
 
@@ -150,13 +153,14 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let interrupted = signal.load(Ordering::Relaxed);
     let status = if interrupted != 0 { RunStatus::Interrupted } else { RunStatus::Finished };
     writer.send(StoreEvent::RunEnded { run: run_id, ended_at: unix_now(), status });
-    let finished = std::mem::take(&mut frontend.finished);
     drop(frontend);
     writer.finish().context("record the results")?;
     printer.lock().unwrap_or_else(|e| e.into_inner()).flush_held();
     progress.finish();
 
-    note!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
+    let finished = std::mem::take(&mut *recorded.lock().unwrap_or_else(|e| e.into_inner()));
+    let unrecorded = total.saturating_sub(finished.values().sum());
+    note!("{}", summary(run_id, &finished, skipped, unrecorded, started.elapsed()));
     Ok(match interrupted {
         0 if report.failed == 0 && report.cancelled == 0 => Exit::Success,
         0 => Exit::TasksFailed,
@@ -346,7 +350,6 @@ struct CliFrontend<'a> {
     printer: &'a Mutex<Printer>,
     /// Bytes of each stream the store keeps.
     output_limit: usize,
-    finished: HashMap<TaskStatus, u64>,
 }
 
 /// Cuts an output to what the store keeps; returns the whole output too when it
@@ -383,9 +386,6 @@ impl Frontend for CliFrontend<'_> {
     fn ended(&mut self, event: Ended) {
         if let Some(line) = super::printer::retry_line(&event) {
             self.progress.suspend(|| note!("{line}"));
-        }
-        if let Some(status) = event.final_status {
-            *self.finished.entry(status).or_default() += 1;
         }
         let (stdout, whole_stdout) = for_store(event.stdout, self.output_limit);
         let (stderr, whole_stderr) = for_store(event.stderr, self.output_limit);
@@ -450,12 +450,22 @@ async fn watch_signals(
     }
 }
 
-/// The one-line summary printed on stderr at the end.
+/// Counts the tasks that a committed batch finished, by final status.
+fn count_finished(counts: &mut HashMap<TaskStatus, u64>, batch: &[StoreEvent]) {
+    for event in batch {
+        if let StoreEvent::AttemptEnded { final_status: Some(status), .. } = event {
+            *counts.entry(*status).or_default() += 1;
+        }
+    }
+}
+
+/// The one-line summary printed on stderr at the end: `finished` counts the tasks
+/// whose end the store recorded; `unrecorded` the others, never started or lost.
 fn summary(
     run: i64,
     finished: &HashMap<TaskStatus, u64>,
     skipped: u64,
-    unfinished: u64,
+    unrecorded: u64,
     took: Duration,
 ) -> String {
     let count = |status| finished.get(&status).copied().unwrap_or(0);
@@ -469,15 +479,16 @@ fn summary(
     if failed > 0 {
         line += &format!(", {failed} failed ({})", failures.join(", "));
     }
+    // Unfinished, as everywhere: cancelled by a stop, or with no end recorded.
     let cancelled = count(TaskStatus::Cancelled);
-    if cancelled > 0 {
-        line += &format!(", {cancelled} cancelled");
-    }
     if skipped > 0 {
         line += &format!(", {skipped} already done");
     }
+    let unfinished = cancelled + unrecorded;
     if unfinished > 0 {
-        line += &format!(", {unfinished} not run (continue with `shoal run --resume {run}`)");
+        let of = if cancelled > 0 { format!("{cancelled} cancelled; ") } else { String::new() };
+        line +=
+            &format!(", {unfinished} unfinished ({of}continue with `shoal run --resume {run}`)");
     }
     line += &format!(" in {:.2}s", took.as_secs_f64());
     // Name the one failure status, if there is one: `--status failed` alone does not

@@ -108,18 +108,25 @@ impl Store {
 
     /// A stored status as it stands: `running` whose lock no live process holds is
     /// [`RunStatus::Died`]. The status is read again once the lock is seen free: a
-    /// run that was just ending committed its end before it let its lock go.
-    pub(super) fn live_status(&self, run: i64, stored: RunStatus) -> RunStatus {
-        if stored != RunStatus::Running || RunLock::is_held(&self.path, run) {
-            return stored;
-        }
-        let now: Option<RunStatus> = self
-            .conn()
-            .query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
-            .ok();
-        match now {
-            Some(RunStatus::Running) | None => RunStatus::Died,
-            Some(status) => status,
+    /// run that was just ending committed its end before it let its lock go. A run
+    /// stored as `finished` with tasks still `queued` or `running` (`open`) did not
+    /// finish: it shows as [`RunStatus::Interrupted`].
+    pub(super) fn live_status(&self, run: i64, stored: RunStatus, open: u64) -> RunStatus {
+        let status = if stored != RunStatus::Running || RunLock::is_held(&self.path, run) {
+            stored
+        } else {
+            let now: Option<RunStatus> = self
+                .conn()
+                .query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
+                .ok();
+            match now {
+                Some(RunStatus::Running) | None => RunStatus::Died,
+                Some(status) => status,
+            }
+        };
+        match status {
+            RunStatus::Finished if open > 0 => RunStatus::Interrupted,
+            status => status,
         }
     }
 

@@ -22,7 +22,7 @@ impl Store {
     pub fn runs(&self) -> Result<Vec<RunSummary>> {
         let mut runs = self.stored_runs()?;
         for run in &mut runs {
-            run.status = self.live_status(run.id, run.status);
+            run.status = self.live_status(run.id, run.status, open_tasks(&run.counts));
         }
         Ok(runs)
     }
@@ -31,7 +31,8 @@ impl Store {
     /// it. A run whose shoal died shows [`RunStatus::Died`](super::RunStatus::Died).
     pub fn run(&self, id: i64) -> Result<RunRecord> {
         let record = self.stored_run(id)?;
-        Ok(RunRecord { status: self.live_status(id, record.status), ..record })
+        let open = open_tasks(&status_counts(&self.conn(), id)?);
+        Ok(RunRecord { status: self.live_status(id, record.status, open), ..record })
     }
 
     /// Every run as stored, with its task counts.
@@ -48,6 +49,7 @@ impl Store {
                         status: r.get(3)?,
                         command: json(r, 4)?,
                         total: 0,
+                        unfinished: 0,
                         counts: zero_counts(),
                     })
                 })?
@@ -67,6 +69,9 @@ impl Store {
                 runs[i].counts.insert(status, n);
                 runs[i].total += n;
             }
+        }
+        for run in &mut runs {
+            run.unfinished = unfinished(&run.counts);
         }
         Ok(runs)
     }
@@ -184,10 +189,7 @@ impl Store {
         require_run(&conn, run)?;
         let counts = status_counts(&conn, run)?;
         let total = counts.values().sum();
-        // Cancelled tasks were stopped, not run to their end: they count neither way.
-        let unfinished = counts[&TaskStatus::Queued]
-            + counts[&TaskStatus::Running]
-            + counts[&TaskStatus::Cancelled];
+        let unfinished = unfinished(&counts);
         let finished = total - unfinished;
         let success_rate =
             (finished > 0).then(|| counts[&TaskStatus::Succeeded] as f64 / finished as f64);
@@ -223,6 +225,8 @@ impl Store {
         Ok(RunStats {
             run,
             total,
+            finished,
+            unfinished,
             counts,
             success_rate,
             duration_p50: nearest_rank(&durations, 50.0),
@@ -245,6 +249,17 @@ fn status_counts(conn: &Connection, run: i64) -> Result<StatusCounts> {
         .map_err(db("count tasks"))?;
     counts.extend(rows);
     Ok(counts)
+}
+
+/// Tasks not run to an end: `queued`, `running`, or `cancelled` (stopped: a resume
+/// runs them again). They count neither as succeeded nor as failed.
+fn unfinished(counts: &StatusCounts) -> u64 {
+    open_tasks(counts) + counts[&TaskStatus::Cancelled]
+}
+
+/// Tasks still `queued` or `running`: none remain in a run that finished.
+fn open_tasks(counts: &StatusCounts) -> u64 {
+    counts[&TaskStatus::Queued] + counts[&TaskStatus::Running]
 }
 
 /// The nearest-rank percentile `p` of ascending `sorted` values: the smallest value

@@ -47,7 +47,9 @@ pub enum RunStatus {
     Running,
     /// Every task reached an end.
     Finished,
-    /// Stopped by SIGINT/SIGTERM; it can be resumed.
+    /// Stopped before every task reached an end (SIGINT/SIGTERM, a store that stopped
+    /// taking writes); it can be resumed. Also shown for a run stored as `finished`
+    /// that still has `queued` or `running` tasks.
     Interrupted,
     /// Stored as running, but no live process holds its lock: its shoal died (`kill
     /// -9`, a crash) without a chance to say so. It can be resumed. Never stored: the
@@ -89,6 +91,8 @@ pub struct RunSummary {
     pub command: Vec<String>,
     /// How many tasks it has.
     pub total: u64,
+    /// How many were not run to an end: queued, running or cancelled.
+    pub unfinished: u64,
     /// How many tasks are in each status.
     pub counts: StatusCounts,
 }
@@ -235,6 +239,10 @@ pub struct RunStats {
     pub run: i64,
     /// How many tasks it has.
     pub total: u64,
+    /// How many ran to an end: succeeded or failed in some way.
+    pub finished: u64,
+    /// How many did not: queued, running or cancelled (a resume runs them).
+    pub unfinished: u64,
     /// How many tasks are in each status.
     pub counts: StatusCounts,
     /// Succeeded over finished tasks (not queued, running or cancelled); `None` if none.

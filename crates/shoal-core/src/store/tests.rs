@@ -476,7 +476,15 @@ fn stats_on_known_data() {
     assert_eq!(stats.counts[&TaskStatus::Failed], 2);
     assert_eq!(stats.counts[&TaskStatus::Queued], 1);
     assert_eq!(stats.counts.len(), TaskStatus::ALL.len());
+    assert_eq!((stats.finished, stats.unfinished), (10, 1));
     assert_eq!(stats.success_rate, Some(0.8));
+    let writer = store.writer(Box::new(|_: &[StoreEvent]| {})).unwrap();
+    writer.send(StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished });
+    writer.finish().unwrap();
+    // Stored as finished with a task still queued: it did not finish.
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted);
+    assert_eq!(store.runs().unwrap()[0].status, RunStatus::Interrupted);
+    assert_eq!(store.runs().unwrap()[0].unfinished, 1);
     assert_eq!(
         (stats.duration_p50, stats.duration_p95, stats.duration_max),
         (Some(5.0), Some(10.0), Some(10.0))
