@@ -338,3 +338,127 @@ fn unfinished_tasks_count_as_unfinished_in_runs_and_stats() {
     assert_eq!(str_of(&env.runs()[0], "status"), "interrupted");
     assert!(env.run(&["stats"]).stdout.contains("run 1 (interrupted)"));
 }
+
+// ---------------------------------------------------------------------------
+// A full disk
+// ---------------------------------------------------------------------------
+
+/// A small tmpfs mounted in a private mount namespace, kept alive by a holder
+/// process; commands enter it with `nsenter`. Gone with the holder.
+struct SmallDisk {
+    holder: std::process::Child,
+    dir: std::path::PathBuf,
+    enter: Vec<String>,
+}
+
+impl SmallDisk {
+    /// Mounts `size` of tmpfs on `dir`; `None` where no mount namespace can be had.
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        use std::io::BufRead;
+        std::fs::create_dir(dir).unwrap();
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs -o size=$2 tmpfs \"$1\" && echo ready && exec sleep 600")
+            .args(["sh", &dir.display().to_string(), size])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut line = String::new();
+        let stdout = holder.stdout.take().unwrap();
+        std::io::BufReader::new(stdout).read_line(&mut line).ok()?;
+        let pid = holder.id().to_string();
+        let enter = ["nsenter", "--target", &pid, "--mount", "--"].map(String::from).to_vec();
+        let disk = SmallDisk { holder, dir: dir.to_owned(), enter };
+        (line.trim() == "ready").then_some(disk)
+    }
+
+    fn prefix(&self) -> Vec<&str> {
+        self.enter.iter().map(String::as_str).collect()
+    }
+
+    /// Runs shoal inside the namespace.
+    fn shoal(&self, env: &Env, args: &[&str]) -> Out {
+        run_command(env.command_under(&self.prefix(), args), None)
+    }
+
+    /// Gives the file system room again.
+    fn grow(&self, size: &str) {
+        let status = Command::new(&self.enter[0])
+            .args(&self.enter[1..])
+            .args(["mount", "-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {}", self.dir.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_one_line_and_resume_finishes_it_truly() {
+    const TASKS: i64 = 600;
+    let mut env = Env::new();
+    let Some(disk) = SmallDisk::mount(&env.path().join("disk"), "2m") else {
+        eprintln!("skipped: no private mount namespace with a tmpfs can be had here");
+        return;
+    };
+    env.store = disk.dir.join("s.db");
+    // 4 kB of output each: 600 of them do not fit in 2 MB with the store's log.
+    let script = env.write("task.sh", "head -c 4000 /dev/zero | tr '\\0' x; echo \" $1\"\n");
+    let inputs: String = (1..=TASKS).map(|n| format!("{n}\n")).collect();
+    let inputs = env.write("inputs", &inputs);
+    let out = disk.shoal(&env, &["run", "-j2", "sh", &script, "::::", &inputs]);
+
+    out.expect_code(74);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(!out.stderr.contains('\x1b'), "no colours on a non-terminal: {:?}", out.stderr);
+    let failure = "shoal: error: the store";
+    assert_eq!(lines.iter().filter(|l| l.starts_with(failure)).count(), 1, "{lines:#?}");
+    assert!(lines[0].contains("takes no more writes (database or disk is full)"), "{lines:#?}");
+    assert!(lines[0].contains("`shoal run --resume 1` continues it"), "{lines:#?}");
+    assert_eq!(lines.len(), 2, "the failure and the summary, nothing more: {lines:#?}");
+
+    // The store is honest: the run did not finish, what it did not record is
+    // unfinished, and it holds exactly the results that were shown.
+    let runs = json_lines(&disk.shoal(&env, &["runs", "--json"]).expect_code(0).stdout.clone());
+    let run = &runs[0];
+    assert_eq!(str_of(run, "status"), "interrupted", "{run}");
+    let succeeded = run["counts"]["succeeded"].as_i64().unwrap();
+    assert!(succeeded > 0 && succeeded < TASKS, "{run}");
+    assert_eq!(int_of(run, "unfinished"), TASKS - succeeded, "{run}");
+    assert!(run["counts"]["queued"].as_i64().unwrap() > 0, "dispatch stopped: {run}");
+    // What was printed is what the store recorded, no more, no less.
+    let results =
+        json_lines(&disk.shoal(&env, &["results", "--json"]).expect_code(0).stdout.clone());
+    let mut stored: Vec<&str> =
+        results.iter().map(|t| str_of(t, "stdout")).filter(|o| !o.is_empty()).collect();
+    let mut shown: Vec<&str> = out.stdout.split_inclusive('\n').collect();
+    stored.sort_unstable();
+    shown.sort_unstable();
+    assert_eq!(shown, stored, "shown = stored");
+    assert!(lines[1].contains(&format!("{succeeded} succeeded, {} unfinished", TASKS - succeeded)));
+
+    // Room again: the resume runs what was not recorded, and every task is true.
+    disk.grow("64m");
+    let resumed = disk.shoal(&env, &["run", "--resume"]);
+    resumed.expect_code(0);
+    let exported = json_lines(&disk.shoal(&env, &["export"]).expect_code(0).stdout.clone());
+    assert_eq!(exported.len() as i64, TASKS);
+    for t in &exported {
+        let n = int_of(t, "task");
+        assert_eq!(str_of(t, "status"), "succeeded", "{t}");
+        assert_eq!(str_of(t, "stdout"), format!("{} {n}\n", "x".repeat(4000)));
+        let log = t["attempt_log"].as_array().unwrap();
+        assert_eq!(str_of(log.last().unwrap(), "outcome"), "succeeded", "{t}");
+    }
+    let runs = json_lines(&disk.shoal(&env, &["runs", "--json"]).expect_code(0).stdout.clone());
+    assert_eq!(str_of(&runs[0], "status"), "finished");
+    assert_eq!(runs[0]["counts"]["succeeded"], TASKS);
+}

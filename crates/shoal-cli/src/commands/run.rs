@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -115,7 +115,20 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
             printer.lock().unwrap_or_else(|e| e.into_inner()).committed(batch)
         })
     };
-    let writer = store.writer(on_commit)?;
+    // A store that stops taking writes (a full disk) stops the run at once: one line,
+    // no new task, the running ones stopped as for a SIGINT.
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+    let store_failed = Arc::new(AtomicBool::new(false));
+    let on_failure = {
+        let (stop, failed, progress) = (stop_tx.clone(), store_failed.clone(), progress.clone());
+        let store = store_path.display().to_string();
+        Box::new(move |e: &shoal_core::Error| {
+            failed.store(true, Ordering::Relaxed);
+            progress.suspend(|| note!("{}", store_failure_line(&store, run_id, e)));
+            let _ = stop.send(Stop::Graceful);
+        })
+    };
+    let writer = store.writer_with_failure(on_commit, on_failure)?;
 
     let marker = (RUN_MARKER.to_owned(), run_marker(store_path, run_id));
     let config = engine_config(&options, memory, marker);
@@ -137,7 +150,6 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         .context("start the runtime")?;
     let signal = Arc::new(AtomicI32::new(0));
     let report = runtime.block_on(async {
-        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
         // The handlers are installed here, before any task starts: the watcher task
         // first runs when the driver yields, once tasks are running, and a signal
         // arriving before the handlers exist killed shoal outright (or was lost
@@ -151,10 +163,16 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     })?;
 
     let interrupted = signal.load(Ordering::Relaxed);
-    let status = if interrupted != 0 { RunStatus::Interrupted } else { RunStatus::Finished };
+    let stopped = interrupted != 0 || store_failed.load(Ordering::Relaxed);
+    let status = if stopped { RunStatus::Interrupted } else { RunStatus::Finished };
     writer.send(StoreEvent::RunEnded { run: run_id, ended_at: unix_now(), status });
     drop(frontend);
-    writer.finish().context("record the results")?;
+    let written = writer.finish();
+    // A store that stopped taking writes was reported when it happened.
+    let store_failed = store_failed.load(Ordering::Relaxed);
+    if !store_failed {
+        written.context("record the results")?;
+    }
     printer.lock().unwrap_or_else(|e| e.into_inner()).flush_held();
     progress.finish();
 
@@ -162,6 +180,7 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let unrecorded = total.saturating_sub(finished.values().sum());
     note!("{}", summary(run_id, &finished, skipped, unrecorded, started.elapsed()));
     Ok(match interrupted {
+        _ if store_failed => Exit::StoreFailed,
         0 if report.failed == 0 && report.cancelled == 0 => Exit::Success,
         0 => Exit::TasksFailed,
         signal => Exit::Interrupted(signal),
@@ -326,7 +345,6 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         memory_limit_mode: memory.as_ref().map(|m| m.mode().as_str().to_owned()),
     };
-    let (run_id, lock) = store.create_run(&new_run)?;
     let tasks: Vec<NewTask> = planned
         .iter()
         .map(|p| NewTask {
@@ -336,7 +354,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             meta: p.meta.clone(),
         })
         .collect();
-    store.insert_tasks(run_id, &tasks)?;
+    let (run_id, lock) = store.create_run_with(&new_run, &tasks)?;
     Ok(Prepared { run_id, template, options, memory, planned, skipped: 0, lock })
 }
 
@@ -448,6 +466,19 @@ async fn watch_signals(
             let _ = stop.send(Stop::Immediate);
         }
     }
+}
+
+/// The one line said when the store stops taking writes mid-run.
+fn store_failure_line(store: &str, run: i64, e: &shoal_core::Error) -> String {
+    // SQLite's own words ("database or disk is full") say it best.
+    let cause = match e {
+        shoal_core::Error::Store { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    format!(
+        "shoal: error: the store {store} takes no more writes ({cause}): run {run} stopped; \
+         once that is fixed, `shoal run --resume {run}` continues it"
+    )
 }
 
 /// Counts the tasks that a committed batch finished, by final status.

@@ -83,6 +83,12 @@ impl Store {
     /// the caller holds for as long as it runs the run. The lock is taken before the
     /// run is committed, so no reader ever sees the run without it.
     pub fn create_run(&self, run: &NewRun) -> Result<(i64, RunLock)> {
+        self.create_run_with(run, &[])
+    }
+
+    /// [`Store::create_run`] with its first tasks, in the same transaction: a run is
+    /// never stored without the tasks it was started with (a full disk).
+    pub fn create_run_with(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -101,6 +107,7 @@ impl Store {
         )
         .map_err(db("create a run"))?;
         let id = tx.last_insert_rowid();
+        insert_task_rows(&tx, id, tasks)?;
         let lock = RunLock::take(&self.path, id)?;
         tx.commit().map_err(db("create a run"))?;
         Ok((id, lock))

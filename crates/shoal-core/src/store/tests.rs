@@ -780,3 +780,97 @@ fn a_damaged_page_is_found_before_anything_is_written() {
     }
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was written into it");
 }
+
+/// A connection to `path` that may not grow the file past its size now: SQLite's
+/// own SQLITE_FULL, as on a full disk.
+fn full_connection(path: &Path) -> Connection {
+    let conn = schema::connect(path).unwrap();
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).unwrap();
+    conn
+}
+
+/// An attempt's end with `kib` KiB of output, which needs new pages to store.
+fn big_end(run: i64, task: u64, kib: usize) -> StoreEvent {
+    let mut ev = ended(run, task, 1, 1.0, AttemptOutcome::Succeeded, true);
+    if let StoreEvent::AttemptEnded { stdout, .. } = &mut ev {
+        stdout.bytes = vec![b'x'; kib << 10];
+    }
+    ev
+}
+
+#[test]
+fn a_full_store_is_told_from_a_bad_event() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(3)).unwrap();
+    let mut full = full_connection(&path);
+    let err = writer::commit(&mut full, &[started(run, 1, 1, 1), big_end(run, 1, 64)])
+        .expect_err("no room");
+    assert!(outage::store_failed(&err), "{err}");
+    assert!(err.to_string().contains("full"), "{err}");
+    let mut conn = schema::connect(&path).unwrap();
+    let unknown = writer::commit(&mut conn, &[started(run, 99, 1, 1)]).expect_err("unknown");
+    assert!(!outage::store_failed(&unknown), "{unknown}");
+    writer::commit(&mut conn, &[started(run, 2, 1, 1)]).unwrap();
+    let twice = writer::commit(&mut conn, &[started(run, 2, 1, 1)]).expect_err("twice");
+    assert!(!outage::store_failed(&twice), "{twice}");
+}
+
+#[test]
+fn a_salvage_writes_what_was_held_or_else_ends_the_run_as_interrupted() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(1)).unwrap();
+    let held = || {
+        let mut outage = outage::Outage::default();
+        outage.hold(vec![
+            started(run, 1, 1, 1),
+            StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished },
+            big_end(run, 1, 64),
+        ]);
+        outage
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut on_commit: OnCommit = {
+        let seen = seen.clone();
+        Box::new(move |batch: &[StoreEvent]| seen.lock().unwrap().extend_from_slice(batch))
+    };
+    // Still no room for the held events: only the run's end lands, as interrupted.
+    held().salvage(&mut full_connection(&path), &mut on_commit);
+    let ended = StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Interrupted };
+    assert_eq!(*seen.lock().unwrap(), [ended]);
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted);
+    assert_eq!(store.tasks(run, None).unwrap()[0].status, TaskStatus::Queued);
+    // Room again: everything held lands, in order, the end last, as it was sent.
+    seen.lock().unwrap().clear();
+    held().salvage(&mut schema::connect(&path).unwrap(), &mut on_commit);
+    let kinds: Vec<_> = seen.lock().unwrap().iter().map(std::mem::discriminant).collect();
+    let expected: Vec<_> = [
+        started(run, 1, 1, 1),
+        big_end(run, 1, 64),
+        StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished },
+    ]
+    .iter()
+    .map(std::mem::discriminant)
+    .collect();
+    assert_eq!(kinds, expected);
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Finished);
+    assert_eq!(store.tasks(run, None).unwrap()[0].stdout.len(), 64 << 10);
+}
+
+#[test]
+fn past_the_most_held_events_a_finished_run_is_recorded_interrupted() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(1)).unwrap();
+    let mut outage = outage::Outage::default();
+    outage.hold((0..=outage::MAX_HELD).map(|_| StoreEvent::TaskCancelled { run, task: 1 }));
+    outage.hold([StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished }]);
+    let mut on_commit: OnCommit = Box::new(|_: &[StoreEvent]| {});
+    outage.salvage(&mut schema::connect(&path).unwrap(), &mut on_commit);
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted, "its record is not whole");
+}
