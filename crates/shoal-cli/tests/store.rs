@@ -411,7 +411,16 @@ fn a_full_disk_stops_the_run_with_one_line_and_resume_finishes_it_truly() {
     };
     env.store = disk.dir.join("s.db");
     // 4 kB of output each: 600 of them do not fit in 2 MB with the store's log.
-    let script = env.write("task.sh", "head -c 4000 /dev/zero | tr '\\0' x; echo \" $1\"\n");
+    // Task 1, the first time, runs until it is stopped (at most 20 s), its pid noted.
+    let pid = env.file("pid");
+    let script = env.write(
+        "task.sh",
+        &format!(
+            "if [ \"$1\" = 1 ] && [ ! -e {pid} ]; then echo $$ > {pid}\n\
+             for i in $(seq 200); do sleep 0.1; done; fi\n\
+             head -c 4000 /dev/zero | tr '\\0' x; echo \" $1\"\n"
+        ),
+    );
     let inputs: String = (1..=TASKS).map(|n| format!("{n}\n")).collect();
     let inputs = env.write("inputs", &inputs);
     let out = disk.shoal(&env, &["run", "-j2", "sh", &script, "::::", &inputs]);
@@ -444,6 +453,9 @@ fn a_full_disk_stops_the_run_with_one_line_and_resume_finishes_it_truly() {
     shown.sort_unstable();
     assert_eq!(shown, stored, "shown = stored");
     assert!(lines[1].contains(&format!("{succeeded} succeeded, {} unfinished", TASKS - succeeded)));
+    // The task still running when the disk filled was stopped, and that is recorded.
+    assert_eq!(str_of(task(&results, 1), "status"), "cancelled", "{}", task(&results, 1));
+    common::assert_all_dead(&common::read_pids(&pid));
 
     // Room again: the resume runs what was not recorded, and every task is true.
     disk.grow("64m");

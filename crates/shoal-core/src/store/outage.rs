@@ -9,7 +9,7 @@
 //!   more is written: the store keeps the state of the last good commit, and no event
 //!   lands without one sent before it. The front end hears of it at once
 //!   (`on_failure`), so it can stop dispatching.
-//! - At that moment the writer lets go of its [`Reserve`]: room on the store's file
+//! - At that moment the writer lets go of its reserve: room on the store's file
 //!   system, taken when the writer started, for the last writes.
 //! - When the channel closes, the held events are written in one transaction (the
 //!   salvage) and acknowledged through `on_commit` if it lands. If it does not, only

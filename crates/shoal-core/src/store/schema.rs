@@ -8,7 +8,7 @@
 //! complete store.
 //!
 //! Checks on open: the write-ahead log is read for commits SQLite would drop
-//! ([`super::wal`]), and SQLite's `quick_check` runs before anything is written into
+//! (`wal.rs`), and SQLite's `quick_check` runs before anything is written into
 //! an existing store, and on a read-only open of a store up to [`READ_CHECK_LIMIT`].
 
 use std::fs::{File, OpenOptions};
@@ -186,8 +186,9 @@ pub(super) fn open_store(path: &Path) -> Result<Connection> {
 /// version (older versions are read as they are, never migrated). Needs no write
 /// access to the file or its directory and creates nothing: without a log beside
 /// the file no shoal is writing it, and it is read as immutable (SQLite then needs
-/// no `-shm` file); with one, SQLite reads the log through the `-shm` file, which
-/// it opens read-only where it may not write it.
+/// no `-shm` file; a shoal that starts writing meanwhile is not seen, as if the
+/// report had come first); with one, SQLite reads the log through the `-shm` file,
+/// which it opens read-only where it may not write it.
 pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     let fail = |reason: String| Error::StoreOpen { path: path.to_owned(), reason };
     let file = File::open(path).map_err(|e| fail(e.to_string()))?;
@@ -200,11 +201,12 @@ pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     // SQLite only says "unable to open database file" when it may not read it.
     let mut shm = path.as_os_str().to_owned();
     shm.push("-shm");
-    if let Err(e) = File::open(&shm) {
-        if e.kind() != ErrorKind::NotFound {
+    match File::open(&shm) {
+        Err(e) if log.is_some() && e.kind() != ErrorKind::NotFound => {
             let shm = Path::new(&shm).display();
             return Err(fail(format!("cannot read its shared-memory file {shm}: {e}")));
         }
+        _ => {}
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
