@@ -184,9 +184,11 @@ fn a_damaged_page_stops_every_command_before_it_reads_or_writes() {
 #[test]
 fn a_damaged_log_frame_is_named_instead_of_losing_the_commits_after_it() {
     let env = Env::new();
-    let inputs: String = (1..=2000).map(|n| format!("{n}\n")).collect();
+    let inputs: String = (1..=1000).map(|n| format!("{n}\n")).collect();
     let inputs = env.write("inputs", &inputs);
-    let shoal = env.spawn(&["run", "-j2", "echo", "::::", &inputs]);
+    // At least 2.5 s in all: the kill comes well before the end.
+    let script = env.write("task.sh", "sleep 0.005\necho \"$1\"\n");
+    let shoal = env.spawn(&["run", "-j2", "sh", &script, "::::", &inputs]);
     wait_for("tasks to succeed", Duration::from_secs(20), || {
         let stats: Value =
             serde_json::from_str(env.run(&["stats", "--json"]).stdout.trim()).ok()?;
