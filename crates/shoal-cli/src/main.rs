@@ -30,21 +30,26 @@ pub enum Exit {
     TasksFailed,
     /// Stopped by this signal (exit status 128 + signal).
     Interrupted(i32),
+    /// The store stopped taking writes mid-run (exit status 74, sysexits' EX_IOERR).
+    StoreFailed,
 }
 
 /// Exit status for bad input and other errors of shoal itself.
 const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("SHOAL_LOG"))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse(); // clap exits with status 2 on a usage error
     match dispatch(cli) {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::TasksFailed) => ExitCode::from(1),
         Ok(Exit::Interrupted(signal)) => ExitCode::from(128 + signal as u8),
+        Ok(Exit::StoreFailed) => ExitCode::from(74),
         // The reader of a report went away (`shoal results | head`): as other tools do.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
@@ -82,7 +87,8 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
-    let store = commands::store_path(cli.store, matches!(cli.command, Command::Run(_)))?;
+    let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none());
+    let store = commands::store_path(cli.store, create)?;
     name_the_store(&store, run_command(&store, cli.command))
 }
 

@@ -827,9 +827,8 @@ fn bad_database_with_damaged_pages() {
     ] {
         let out = env.run(args);
         out.expect_code(2);
-        assert!(out.stderr.contains("malformed"), "{args:?}: {}", out.stderr);
-        let named = format!("in {}", env.store.display());
-        assert!(out.stderr.contains(&named), "names the store: {args:?}: {}", out.stderr);
+        let damaged = format!("the store {} is damaged", env.store.display());
+        assert!(out.stderr.contains(&damaged), "names the store: {args:?}: {}", out.stderr);
     }
 }
 
@@ -858,6 +857,18 @@ fn bad_a_file_of_another_program() {
 #[test]
 fn bad_resume_on_an_empty_store() {
     let env = Env::new();
+    let err = bad_input(&env, &["run", "--resume"], "bad_resume_missing_store");
+    assert!(err.contains("no store at [TMP]/s.db"), "{err}");
+    assert!(!env.store.exists(), "a resume creates no store");
+    // A store whose only run was deleted by hand holds none to resume.
+    env.run(&["run", "true", ":::", "a"]).expect_code(0);
+    let emptied = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM attempts'); c.execute('DELETE FROM tasks'); c.execute('DELETE FROM runs'); c.commit()")
+        .arg(&env.store)
+        .status()
+        .expect("run python3");
+    assert!(emptied.success());
     let err = bad_input(&env, &["run", "--resume"], "bad_resume_empty_store");
     assert!(err.contains("no run to resume"));
     env.run(&["run", "true", ":::", "a"]).expect_code(0);

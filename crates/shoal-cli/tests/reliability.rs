@@ -439,8 +439,9 @@ echo "done $1"
     out.expect_code(130);
     assert!(out.stderr.contains("shoal: stopping"), "{}", out.stderr);
     assert!(
-        out.stderr
-            .contains("0 succeeded, 2 cancelled, 2 not run (continue with `shoal run --resume 1`)"),
+        out.stderr.contains(
+            "0 succeeded, 4 unfinished (2 cancelled; continue with `shoal run --resume 1`)"
+        ),
         "{}",
         out.stderr
     );

@@ -17,6 +17,11 @@ pub enum Error {
     #[error("the store {} is not a shoal database or is corrupt: {reason}", path.display())]
     StoreCorrupt { path: PathBuf, reason: String },
 
+    /// The file is a shoal store but damaged: SQLite's check found bad pages, or its
+    /// write-ahead log holds commits that SQLite would drop without a word.
+    #[error("the store {} is damaged: {reason}", path.display())]
+    StoreDamaged { path: PathBuf, reason: String },
+
     /// The database was written by a shoal with another schema version.
     #[error("the store {} has schema version {found}; this shoal reads version {expected}", path.display())]
     StoreSchema { path: PathBuf, found: i64, expected: i64 },

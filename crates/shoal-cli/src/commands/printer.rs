@@ -6,9 +6,12 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
 
-use shoal_core::engine::Stream;
+use std::time::Duration;
+
+use shoal_core::engine::{Ended, Stream};
+use shoal_core::process::signal::signal_name;
 use shoal_core::store::StoreEvent;
-use shoal_core::{Output, TaskId};
+use shoal_core::{AttemptOutcome, Output, TaskId};
 
 use crate::progress::Progress;
 
@@ -129,4 +132,30 @@ pub fn print_line(task: TaskId, stream: Stream, line: &[u8]) {
         Stream::Stdout => std::io::stdout().lock().write_all(&buf),
         Stream::Stderr => std::io::stderr().lock().write_all(&buf),
     };
+}
+
+/// The line announcing a retry, e.g. `shoal: retry 2/3 of task 7 in 4s (exit code 1)`;
+/// `None` when the task is not retried.
+pub fn retry_line(ended: &Ended) -> Option<String> {
+    let wait = ended.retry_in?;
+    let why = match ended.outcome {
+        AttemptOutcome::Failed { exit_code } => format!("exit code {exit_code}"),
+        AttemptOutcome::Crashed { signal } => format!("killed by {}", signal_name(signal)),
+        AttemptOutcome::TimedOut => "timed out".to_owned(),
+        AttemptOutcome::MemoryExceeded => "past its memory limit".to_owned(),
+        other => other.status().to_string(),
+    };
+    Some(format!(
+        "shoal: retry {}/{} of task {} in {} ({why})",
+        ended.attempt + 1,
+        ended.max_attempts,
+        ended.task,
+        seconds(wait)
+    ))
+}
+
+/// A wait as `4s`, `0.5s` or `1.25s`.
+fn seconds(wait: Duration) -> String {
+    let text = format!("{:.3}", wait.as_secs_f64());
+    format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
 }

@@ -11,12 +11,13 @@ use shoal_core::TaskStatus;
 use super::pick_run;
 use crate::cli::{ExportArgs, ResultsArgs, RunsArgs, StatsArgs};
 
-/// Opens an existing store; reports never create one.
+/// Opens an existing store read-only: reports never create, migrate or write
+/// anything, and need no write access to the store or its directory.
 fn open_existing(path: &Path) -> anyhow::Result<Store> {
     if !path.exists() {
         bail!("no store at {} (`shoal run` creates it; --store names another)", path.display());
     }
-    Ok(Store::open(path)?)
+    Ok(Store::open_read_only(path)?)
 }
 
 /// `shoal runs`.
@@ -27,8 +28,8 @@ pub fn runs(path: &Path, args: RunsArgs) -> anyhow::Result<()> {
     if !args.json {
         writeln!(
             out,
-            "{:>4}  {:<11}  {:>6}  {:>9}  {:>6}  {:<19}  command",
-            "run", "status", "tasks", "succeeded", "failed", "started"
+            "{:>4}  {:<11}  {:>6}  {:>9}  {:>6}  {:>10}  {:<19}  command",
+            "run", "status", "tasks", "succeeded", "failed", "unfinished", "started"
         )?;
     }
     for run in runs {
@@ -40,12 +41,13 @@ pub fn runs(path: &Path, args: RunsArgs) -> anyhow::Result<()> {
         let succeeded = run.counts.get(&TaskStatus::Succeeded).copied().unwrap_or(0);
         writeln!(
             out,
-            "{:>4}  {:<11}  {:>6}  {:>9}  {:>6}  {:<19}  {}",
+            "{:>4}  {:<11}  {:>6}  {:>9}  {:>6}  {:>10}  {:<19}  {}",
             run.id,
             run.status.as_str(),
             run.total,
             succeeded,
             failed,
+            run.unfinished,
             local_time(run.started_at),
             run.command.join(" ")
         )?;
@@ -121,7 +123,13 @@ pub fn stats(path: &Path, args: StatsArgs) -> anyhow::Result<()> {
     }
     let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}s"));
     let rate = stats.success_rate.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
-    writeln!(out, "success rate {rate}")?;
+    // Over the tasks that ran to an end; the others are counted, not hidden.
+    let succeeded = stats.counts.get(&TaskStatus::Succeeded).copied().unwrap_or(0);
+    writeln!(
+        out,
+        "success rate {rate} ({succeeded} of {} finished tasks; {} unfinished)",
+        stats.finished, stats.unfinished
+    )?;
     writeln!(
         out,
         "duration p50 {} p95 {} max {}",

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,6 +83,9 @@ pub(super) struct Planned {
 
 /// Runs `shoal run`.
 pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
+    if args.resume.is_some() && !store_path.exists() {
+        bail!("no store at {} to resume a run from (--store names another)", store_path.display());
+    }
     let store = Store::open(store_path)?;
     let Prepared { run_id, template, options, memory, planned, skipped, lock: _lock } =
         match args.resume {
@@ -106,13 +109,30 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         order,
         progress.clone(),
     )));
+    // The summary counts what the store holds, not what the engine saw end.
+    let recorded = Arc::new(Mutex::new(HashMap::<TaskStatus, u64>::new()));
     let on_commit = {
         let printer = printer.clone();
+        let recorded = recorded.clone();
         Box::new(move |batch: &[StoreEvent]| {
+            count_finished(&mut recorded.lock().unwrap_or_else(|e| e.into_inner()), batch);
             printer.lock().unwrap_or_else(|e| e.into_inner()).committed(batch)
         })
     };
-    let writer = store.writer(on_commit)?;
+    // A store that stops taking writes (a full disk) stops the run at once: one line,
+    // no new task, the running ones stopped as for a SIGINT.
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+    let store_failed = Arc::new(AtomicBool::new(false));
+    let on_failure = {
+        let (stop, failed, progress) = (stop_tx.clone(), store_failed.clone(), progress.clone());
+        let store = store_path.display().to_string();
+        Box::new(move |e: &shoal_core::Error| {
+            failed.store(true, Ordering::Relaxed);
+            progress.suspend(|| note!("{}", store_failure_line(&store, run_id, e)));
+            let _ = stop.send(Stop::Graceful);
+        })
+    };
+    let writer = store.writer_with_failure(on_commit, on_failure)?;
 
     let marker = (RUN_MARKER.to_owned(), run_marker(store_path, run_id));
     let config = engine_config(&options, memory, marker);
@@ -125,7 +145,6 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         progress: &progress,
         printer: &printer,
         output_limit: options.output_limit as usize,
-        finished: HashMap::new(),
     };
     let tasks = planned.into_iter().map(|p| (p.task, p.meta, p.attempts));
 
@@ -135,7 +154,6 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         .context("start the runtime")?;
     let signal = Arc::new(AtomicI32::new(0));
     let report = runtime.block_on(async {
-        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
         // The handlers are installed here, before any task starts: the watcher task
         // first runs when the driver yields, once tasks are running, and a signal
         // arriving before the handlers exist killed shoal outright (or was lost
@@ -149,20 +167,28 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     })?;
 
     let interrupted = signal.load(Ordering::Relaxed);
-    let status = if interrupted != 0 { RunStatus::Interrupted } else { RunStatus::Finished };
+    let stopped = interrupted != 0 || store_failed.load(Ordering::Relaxed);
+    let status = if stopped { RunStatus::Interrupted } else { RunStatus::Finished };
     writer.send(StoreEvent::RunEnded { run: run_id, ended_at: unix_now(), status });
-    let finished = std::mem::take(&mut frontend.finished);
     drop(frontend);
-    writer.finish().context("record the results")?;
+    let written = writer.finish();
+    // A store that stopped taking writes was reported when it happened.
+    let store_failed = store_failed.load(Ordering::Relaxed);
+    if !store_failed {
+        written.context("record the results")?;
+    }
     printer.lock().unwrap_or_else(|e| e.into_inner()).flush_held();
     progress.finish();
 
+    let finished = std::mem::take(&mut *recorded.lock().unwrap_or_else(|e| e.into_inner()));
     if total == 0 && skipped == 0 {
         note!("shoal: run {run_id}: no inputs, nothing to run");
     } else {
-        note!("{}", summary(run_id, &finished, skipped, report.unfinished, started.elapsed()));
+        let unrecorded = total.saturating_sub(finished.values().sum());
+        note!("{}", summary(run_id, &finished, skipped, unrecorded, started.elapsed()));
     }
     Ok(match interrupted {
+        _ if store_failed => Exit::StoreFailed,
         0 if report.failed == 0 && report.cancelled == 0 => Exit::Success,
         0 => Exit::TasksFailed,
         signal => Exit::Interrupted(signal),
@@ -383,7 +409,6 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
         cwd: std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         memory_limit_mode: memory.as_ref().map(|m| m.mode().as_str().to_owned()),
     };
-    let (run_id, lock) = store.create_run(&new_run)?;
     let tasks: Vec<NewTask> = planned
         .iter()
         .map(|p| NewTask {
@@ -393,7 +418,7 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             meta: p.meta.clone(),
         })
         .collect();
-    store.insert_tasks(run_id, &tasks)?;
+    let (run_id, lock) = store.create_run_with(&new_run, &tasks)?;
     Ok(Prepared { run_id, template, options, memory, planned, skipped: 0, lock })
 }
 
@@ -412,7 +437,6 @@ struct CliFrontend<'a> {
     printer: &'a Mutex<Printer>,
     /// Bytes of each stream the store keeps.
     output_limit: usize,
-    finished: HashMap<TaskStatus, u64>,
 }
 
 /// Cuts an output to what the store keeps; returns the whole output too when it
@@ -450,8 +474,8 @@ impl Frontend for CliFrontend<'_> {
         // What runs is counted here, where attempts start and end; what is done, once
         // durable (the printer).
         self.progress.stopped_running();
-        if let Some(status) = event.final_status {
-            *self.finished.entry(status).or_default() += 1;
+        if let Some(line) = super::printer::retry_line(&event) {
+            self.progress.suspend(|| note!("{line}"));
         }
         let (stdout, whole_stdout) = for_store(event.stdout, self.output_limit);
         let (stderr, whole_stderr) = for_store(event.stderr, self.output_limit);
@@ -467,6 +491,8 @@ impl Frontend for CliFrontend<'_> {
             ended_at: unix(event.at),
             duration: event.duration.as_secs_f64(),
             outcome: event.outcome,
+            exit_code: event.exit_code,
+            signal: event.signal,
             final_status: event.final_status,
             max_rss_kb: event.max_rss_kb,
             stdout,
@@ -514,12 +540,35 @@ async fn watch_signals(
     }
 }
 
-/// The one-line summary printed on stderr at the end.
+/// The one line said when the store stops taking writes mid-run.
+fn store_failure_line(store: &str, run: i64, e: &shoal_core::Error) -> String {
+    // SQLite's own words ("database or disk is full") say it best.
+    let cause = match e {
+        shoal_core::Error::Store { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    format!(
+        "shoal: error: the store {store} takes no more writes ({cause}): run {run} stopped; \
+         once that is fixed, `shoal run --resume {run}` continues it"
+    )
+}
+
+/// Counts the tasks that a committed batch finished, by final status.
+fn count_finished(counts: &mut HashMap<TaskStatus, u64>, batch: &[StoreEvent]) {
+    for event in batch {
+        if let StoreEvent::AttemptEnded { final_status: Some(status), .. } = event {
+            *counts.entry(*status).or_default() += 1;
+        }
+    }
+}
+
+/// The one-line summary printed on stderr at the end: `finished` counts the tasks
+/// whose end the store recorded; `unrecorded` the others, never started or lost.
 fn summary(
     run: i64,
     finished: &HashMap<TaskStatus, u64>,
     skipped: u64,
-    unfinished: u64,
+    unrecorded: u64,
     took: Duration,
 ) -> String {
     let count = |status| finished.get(&status).copied().unwrap_or(0);
@@ -538,15 +587,16 @@ fn summary(
             line += &format!(" ({})", failures.join(", "));
         }
     }
+    // Unfinished, as everywhere: cancelled by a stop, or with no end recorded.
     let cancelled = count(TaskStatus::Cancelled);
-    if cancelled > 0 {
-        line += &format!(", {cancelled} cancelled");
-    }
     if skipped > 0 {
         line += &format!(", {skipped} already done");
     }
+    let unfinished = cancelled + unrecorded;
     if unfinished > 0 {
-        line += &format!(", {unfinished} not run (continue with `shoal run --resume {run}`)");
+        let of = if cancelled > 0 { format!("{cancelled} cancelled; ") } else { String::new() };
+        line +=
+            &format!(", {unfinished} unfinished ({of}continue with `shoal run --resume {run}`)");
     }
     line += &format!(" in {:.2}s", took.as_secs_f64());
     // Name the one failure status, if there is one: `--status failed` alone does not

@@ -156,7 +156,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
                 let message = format!("shoal: cannot run '{}': {err}\n", command.program);
                 let stderr = Output { bytes: message.into_bytes(), truncated: false };
                 let outcome = AttemptOutcome::Failed { exit_code: NOT_RUNNABLE };
-                let run = Ran { task, attempt, slot, started, max_rss_kb: None };
+                let run = Ran { task, attempt, slot, started, max_rss_kb: None, exited: None };
                 self.ended(run, outcome, Output::default(), stderr);
                 false
             }
@@ -200,8 +200,9 @@ impl<'a, F: Frontend> Driver<'a, F> {
         let memory = self.config.memory.as_deref();
         let outcome = classify(&finished, memory, slot, flight.oom_kills);
         let max_rss_kb = finished.exit.as_ref().ok().map(|e| e.max_rss_kb);
+        let exited = finished.exit.as_ref().ok().map(|e| e.exited);
         let InFlight { task, attempt, started, .. } = flight;
-        let run = Ran { task, attempt, slot, started, max_rss_kb };
+        let run = Ran { task, attempt, slot, started, max_rss_kb, exited };
         self.ended(run, outcome, finished.stdout, finished.stderr);
     }
 
@@ -236,12 +237,21 @@ impl<'a, F: Frontend> Driver<'a, F> {
             Some(TaskStatus::Cancelled) => self.report.cancelled += 1,
             Some(_) => self.report.failed += 1,
         }
+        let (exit_code, signal) = match run.exited {
+            Some(Exited::Code(code)) => (Some(code), None),
+            Some(Exited::Signal(signal)) => (None, Some(signal)),
+            None => (None, None),
+        };
         self.frontend.ended(Ended {
             task: run.task,
             attempt: run.attempt,
             slot: run.slot,
             outcome: verdict.outcome,
+            exit_code,
+            signal,
             final_status: verdict.final_status,
+            retry_in: verdict.retry_in,
+            max_attempts: verdict.max_attempts,
             at: SystemTime::now(),
             duration: run.started.elapsed(),
             max_rss_kb: run.max_rss_kb,
@@ -279,6 +289,8 @@ struct Ran {
     slot: SlotId,
     started: Instant,
     max_rss_kb: Option<u64>,
+    /// How its process ended, if it ran and was reaped.
+    exited: Option<Exited>,
 }
 
 /// Raises a kill level, never lowers it; true when it changed.

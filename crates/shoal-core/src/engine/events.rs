@@ -63,8 +63,16 @@ pub struct Ended {
     pub attempt: u32,
     pub slot: SlotId,
     pub outcome: AttemptOutcome,
+    /// The process's exit code or killing signal as the kernel reported it, whatever
+    /// the outcome made of it (`None` for both when it could not be started or reaped).
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
     /// `Some` when the task is finished, `None` when it will be retried.
     pub final_status: Option<TaskStatus>,
+    /// When it will be retried: the wait before its next attempt.
+    pub retry_in: Option<Duration>,
+    /// The most attempts the task may have (its first, then its retries).
+    pub max_attempts: u32,
     pub at: SystemTime,
     pub duration: Duration,
     pub max_rss_kb: Option<u64>,

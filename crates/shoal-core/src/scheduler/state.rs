@@ -58,6 +58,10 @@ pub struct Verdict {
     pub outcome: AttemptOutcome,
     /// `Some` when the task is finished; `None` when it will be retried.
     pub final_status: Option<TaskStatus>,
+    /// When it will be retried: the wait before its next attempt.
+    pub retry_in: Option<Duration>,
+    /// The most attempts the task may have (its first, then its retries).
+    pub max_attempts: u32,
 }
 
 #[derive(Debug)]
@@ -180,16 +184,16 @@ impl Scheduler {
             && (outcome != AttemptOutcome::TimedOut || self.config.retry_timeouts)
             && attempt <= run.state.meta.retries
             && !self.stopped;
-        let final_status = if retry {
-            let delay = self.config.backoff.delay(attempt.saturating_sub(run.state.before));
-            let at = now.saturating_add(delay);
-            self.delayed.insert((at, run.state.seq), run.state);
-            None
+        let max_attempts = run.state.meta.retries.saturating_add(1);
+        let (final_status, retry_in) = if retry {
+            let wait = self.config.backoff.delay(attempt.saturating_sub(run.state.before));
+            self.delayed.insert((now.saturating_add(wait), run.state.seq), run.state);
+            (None, Some(wait))
         } else {
             self.unfinished -= 1;
-            Some(outcome.status())
+            (Some(outcome.status()), None)
         };
-        Verdict { task, attempt, outcome, final_status }
+        Verdict { task, attempt, outcome, final_status, retry_in, max_attempts }
     }
 
     /// Opens or closes `slot`: a closed slot gets no new task (what runs there goes on).

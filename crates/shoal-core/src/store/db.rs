@@ -20,6 +20,8 @@ use crate::task::TaskStatus;
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The file's schema version: [`schema::SCHEMA_VERSION`] unless opened read-only.
+    version: i64,
 }
 
 /// Wraps a SQLite error with the operation that failed.
@@ -39,14 +41,31 @@ pub(super) fn json_words(words: &[String]) -> String {
 }
 
 impl Store {
-    /// Opens the store at `path`, creating it (mode 0600) if it does not exist.
+    /// Opens the store at `path` to write into it, creating it (mode 0600) if it does
+    /// not exist; a store of an older schema version is migrated.
     ///
     /// The parent directory must exist and be writable ([`Error::StoreOpen`]). A
-    /// file that is not a shoal database gives [`Error::StoreCorrupt`]; one of
-    /// another schema version gives [`Error::StoreSchema`].
+    /// file that is not a shoal database gives [`Error::StoreCorrupt`]; one of a
+    /// newer schema version gives [`Error::StoreSchema`]; an existing store is
+    /// checked first and a damaged one gives [`Error::StoreDamaged`].
     pub fn open(path: &Path) -> Result<Store> {
         let conn = schema::open_store(path)?;
-        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn) })
+        let version = schema::SCHEMA_VERSION;
+        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn), version })
+    }
+
+    /// Opens an existing store only to read it: it needs no write access to the file
+    /// or its directory, and nothing is created, migrated or written. Writes through
+    /// it fail. The same errors as [`Store::open`]; a missing or empty file is an
+    /// [`Error::StoreOpen`].
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let (conn, version) = schema::open_read_only(path)?;
+        Ok(Store { path: path.to_owned(), conn: Mutex::new(conn), version })
+    }
+
+    /// The schema version of the file (older ones are read as they are).
+    pub(super) fn version(&self) -> i64 {
+        self.version
     }
 
     /// The path the store was opened with.
@@ -64,6 +83,12 @@ impl Store {
     /// the caller holds for as long as it runs the run. The lock is taken before the
     /// run is committed, so no reader ever sees the run without it.
     pub fn create_run(&self, run: &NewRun) -> Result<(i64, RunLock)> {
+        self.create_run_with(run, &[])
+    }
+
+    /// [`Store::create_run`] with its first tasks, in the same transaction: a run is
+    /// never stored without the tasks it was started with (a full disk).
+    pub fn create_run_with(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -82,6 +107,7 @@ impl Store {
         )
         .map_err(db("create a run"))?;
         let id = tx.last_insert_rowid();
+        insert_task_rows(&tx, id, tasks)?;
         let lock = RunLock::take(&self.path, id)?;
         tx.commit().map_err(db("create a run"))?;
         Ok((id, lock))
@@ -89,18 +115,25 @@ impl Store {
 
     /// A stored status as it stands: `running` whose lock no live process holds is
     /// [`RunStatus::Died`]. The status is read again once the lock is seen free: a
-    /// run that was just ending committed its end before it let its lock go.
-    pub(super) fn live_status(&self, run: i64, stored: RunStatus) -> RunStatus {
-        if stored != RunStatus::Running || RunLock::is_held(&self.path, run) {
-            return stored;
-        }
-        let now: Option<RunStatus> = self
-            .conn()
-            .query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
-            .ok();
-        match now {
-            Some(RunStatus::Running) | None => RunStatus::Died,
-            Some(status) => status,
+    /// run that was just ending committed its end before it let its lock go. A run
+    /// stored as `finished` with tasks still `queued` or `running` (`open`) did not
+    /// finish: it shows as [`RunStatus::Interrupted`].
+    pub(super) fn live_status(&self, run: i64, stored: RunStatus, open: u64) -> RunStatus {
+        let status = if stored != RunStatus::Running || RunLock::is_held(&self.path, run) {
+            stored
+        } else {
+            let now: Option<RunStatus> = self
+                .conn()
+                .query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
+                .ok();
+            match now {
+                Some(RunStatus::Running) | None => RunStatus::Died,
+                Some(status) => status,
+            }
+        };
+        match status {
+            RunStatus::Finished if open > 0 => RunStatus::Interrupted,
+            status => status,
         }
     }
 

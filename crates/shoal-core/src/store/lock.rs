@@ -40,12 +40,15 @@ impl RunLock {
         Err(Error::RunBusy { run })
     }
 
-    /// Whether a live process holds the lock of run `run`. A probe takes the lock
-    /// shared and lets it go at once; it never creates or removes the file.
+    /// Whether a live process holds the lock of run `run` (assumed when its file
+    /// cannot be opened). A probe takes the lock shared and lets it go at once; it
+    /// never creates or removes the file.
     pub fn is_held(store: &Path, run: i64) -> bool {
         match File::open(lock_path(store, run)) {
             Ok(file) => flock(&file, FlockOperation::NonBlockingLockShared).is_err(),
-            Err(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            // A lock file this reader may not open cannot be probed: no claim it died.
+            Err(_) => true,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! shoal file), the synchronous calls of a [`Store`] (creating runs and tasks,
 //! repairing a run for resume, queries and statistics) and the writer thread that
 //! makes the engine's events durable with group commit ([`Writer`]; its protocol is
-//! written down in [`writer`]), and the lock a live run holds ([`RunLock`]).
+//! written down in [`writer`], and what it does once the store takes no more writes
+//! in [`outage`]), and the lock a live run holds ([`RunLock`]).
 //!
 //! It must not schedule, spawn or decide anything: it records what the engine tells
 //! it and answers queries. It never creates directories, never panics on a bad file,
@@ -13,9 +14,11 @@
 
 mod db;
 mod lock;
+pub mod outage;
 mod read;
 mod records;
 pub mod schema;
+mod wal;
 pub mod writer;
 
 pub use db::{now as unix_now, Store};
@@ -25,7 +28,7 @@ pub use records::{
     SlotStats, StatusCounts, TaskRecord,
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
-pub use writer::{OnCommit, StoreEvent, Writer, MAX_BATCH};
+pub use writer::{OnCommit, OnFailure, StoreEvent, Writer, MAX_BATCH};
 
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,7 @@ impl Store {
     pub fn runs(&self) -> Result<Vec<RunSummary>> {
         let mut runs = self.stored_runs()?;
         for run in &mut runs {
-            run.status = self.live_status(run.id, run.status);
+            run.status = self.live_status(run.id, run.status, open_tasks(&run.counts));
         }
         Ok(runs)
     }
@@ -31,7 +31,8 @@ impl Store {
     /// it. A run whose shoal died shows [`RunStatus::Died`](super::RunStatus::Died).
     pub fn run(&self, id: i64) -> Result<RunRecord> {
         let record = self.stored_run(id)?;
-        Ok(RunRecord { status: self.live_status(id, record.status), ..record })
+        let open = open_tasks(&status_counts(&self.conn(), id)?);
+        Ok(RunRecord { status: self.live_status(id, record.status, open), ..record })
     }
 
     /// Every run as stored, with its task counts.
@@ -48,6 +49,7 @@ impl Store {
                         status: r.get(3)?,
                         command: json(r, 4)?,
                         total: 0,
+                        unfinished: 0,
                         counts: zero_counts(),
                     })
                 })?
@@ -67,6 +69,9 @@ impl Store {
                 runs[i].counts.insert(status, n);
                 runs[i].total += n;
             }
+        }
+        for run in &mut runs {
+            run.unfinished = unfinished(&run.counts);
         }
         Ok(runs)
     }
@@ -116,17 +121,44 @@ impl Store {
             .map_err(db("read tasks"))
     }
 
-    /// Every attempt of a run, by task then attempt number.
+    /// Every attempt of a run, by task then attempt number, with its output.
     pub fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
         let conn = self.conn();
         require_run(&conn, run)?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT run_id, task, attempt, slot, pid, started_at, ended_at, duration,
-                        outcome, exit_code, signal, max_rss_kb
-                 FROM attempts WHERE run_id = ?1 ORDER BY task, attempt",
-            )
-            .map_err(db("read attempts"))?;
+        // The output of the last attempt to end is in the task's row (before version 3
+        // only that one was kept); earlier ones keep theirs in their own row.
+        let own = if self.version() >= 3 {
+            "a.stdout, a.stderr, a.stdout_truncated, a.stderr_truncated"
+        } else {
+            "NULL, NULL, 0, 0"
+        };
+        let sql = format!(
+            "WITH attempt (run_id, task, attempt, slot, pid, started_at, ended_at, duration,
+                          outcome, exit_code, signal, max_rss_kb, stdout, stderr,
+                          stdout_truncated, stderr_truncated)
+                AS (SELECT a.run_id, a.task, a.attempt, a.slot, a.pid, a.started_at,
+                           a.ended_at, a.duration, a.outcome, a.exit_code, a.signal,
+                           a.max_rss_kb, {own}
+                    FROM attempts a WHERE a.run_id = ?1),
+             last (task, attempt)
+                AS (SELECT task, max(attempt) FROM attempt
+                    WHERE outcome IS NOT NULL AND outcome != 'interrupted' GROUP BY task)
+             SELECT a.run_id, a.task, a.attempt, a.slot, a.pid, a.started_at, a.ended_at,
+                    a.duration, a.outcome, a.exit_code, a.signal, a.max_rss_kb,
+                    CASE WHEN a.stdout IS NULL AND l.attempt IS NOT NULL
+                         THEN t.stdout ELSE a.stdout END,
+                    CASE WHEN a.stderr IS NULL AND l.attempt IS NOT NULL
+                         THEN t.stderr ELSE a.stderr END,
+                    CASE WHEN a.stdout IS NULL AND l.attempt IS NOT NULL
+                         THEN t.stdout_truncated ELSE a.stdout_truncated END,
+                    CASE WHEN a.stderr IS NULL AND l.attempt IS NOT NULL
+                         THEN t.stderr_truncated ELSE a.stderr_truncated END
+             FROM attempt a
+             JOIN tasks t ON t.run_id = a.run_id AND t.task = a.task
+             LEFT JOIN last l ON l.task = a.task AND l.attempt = a.attempt
+             ORDER BY a.task, a.attempt"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(db("read attempts"))?;
         stmt.query_map([run], |r| {
             Ok(AttemptRecord {
                 run: r.get(0)?,
@@ -141,6 +173,10 @@ impl Store {
                 exit_code: r.get(9)?,
                 signal: r.get(10)?,
                 max_rss_kb: r.get(11)?,
+                stdout: r.get(12)?,
+                stderr: r.get(13)?,
+                stdout_truncated: r.get(14)?,
+                stderr_truncated: r.get(15)?,
             })
         })
         .and_then(Iterator::collect)
@@ -153,10 +189,7 @@ impl Store {
         require_run(&conn, run)?;
         let counts = status_counts(&conn, run)?;
         let total = counts.values().sum();
-        // Cancelled tasks were stopped, not run to their end: they count neither way.
-        let unfinished = counts[&TaskStatus::Queued]
-            + counts[&TaskStatus::Running]
-            + counts[&TaskStatus::Cancelled];
+        let unfinished = unfinished(&counts);
         let finished = total - unfinished;
         let success_rate =
             (finished > 0).then(|| counts[&TaskStatus::Succeeded] as f64 / finished as f64);
@@ -192,6 +225,8 @@ impl Store {
         Ok(RunStats {
             run,
             total,
+            finished,
+            unfinished,
             counts,
             success_rate,
             duration_p50: nearest_rank(&durations, 50.0),
@@ -214,6 +249,17 @@ fn status_counts(conn: &Connection, run: i64) -> Result<StatusCounts> {
         .map_err(db("count tasks"))?;
     counts.extend(rows);
     Ok(counts)
+}
+
+/// Tasks not run to an end: `queued`, `running`, or `cancelled` (stopped: a resume
+/// runs them again). They count neither as succeeded nor as failed.
+fn unfinished(counts: &StatusCounts) -> u64 {
+    open_tasks(counts) + counts[&TaskStatus::Cancelled]
+}
+
+/// Tasks still `queued` or `running`: none remain in a run that finished.
+fn open_tasks(counts: &StatusCounts) -> u64 {
+    counts[&TaskStatus::Queued] + counts[&TaskStatus::Running]
 }
 
 /// The nearest-rank percentile `p` of ascending `sorted` values: the smallest value

@@ -47,7 +47,9 @@ pub enum RunStatus {
     Running,
     /// Every task reached an end.
     Finished,
-    /// Stopped by SIGINT/SIGTERM; it can be resumed.
+    /// Stopped before every task reached an end (SIGINT/SIGTERM, a store that stopped
+    /// taking writes); it can be resumed. Also shown for a run stored as `finished`
+    /// that still has `queued` or `running` tasks.
     Interrupted,
     /// Stored as running, but no live process holds its lock: its shoal died (`kill
     /// -9`, a crash) without a chance to say so. It can be resumed. Never stored: the
@@ -89,6 +91,8 @@ pub struct RunSummary {
     pub command: Vec<String>,
     /// How many tasks it has.
     pub total: u64,
+    /// How many were not run to an end: queued, running or cancelled.
+    pub unfinished: u64,
     /// How many tasks are in each status.
     pub counts: StatusCounts,
 }
@@ -193,6 +197,18 @@ pub struct AttemptRecord {
     pub signal: Option<i32>,
     /// Its peak resident memory, if measured.
     pub max_rss_kb: Option<u64>,
+    /// Its captured standard output (JSON: lossy UTF-8 text); `None` when it was not
+    /// kept: an attempt still running or cut by a kill of shoal, or one recorded by a
+    /// shoal older than schema version 3 that was not its task's last.
+    #[serde(serialize_with = "lossy_text_or_null")]
+    pub stdout: Option<Vec<u8>>,
+    /// Its captured standard error, likewise.
+    #[serde(serialize_with = "lossy_text_or_null")]
+    pub stderr: Option<Vec<u8>>,
+    /// Whether stdout was cut at the capture limit.
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut at the capture limit.
+    pub stderr_truncated: bool,
 }
 
 /// What a resume needs: the run and the tasks still to do.
@@ -223,6 +239,10 @@ pub struct RunStats {
     pub run: i64,
     /// How many tasks it has.
     pub total: u64,
+    /// How many ran to an end: succeeded or failed in some way.
+    pub finished: u64,
+    /// How many did not: queued, running or cancelled (a resume runs them).
+    pub unfinished: u64,
     /// How many tasks are in each status.
     pub counts: StatusCounts,
     /// Succeeded over finished tasks (not queued, running or cancelled); `None` if none.
@@ -239,6 +259,13 @@ pub struct RunStats {
 
 fn lossy_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+fn lossy_text_or_null<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(bytes) => lossy_text(bytes, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A status name in a column that names no status: the file was edited by hand or

@@ -1,24 +1,30 @@
-//! The on-disk format: the DDL of schema version 2, the migration from version 1, how
-//! a file is recognised as a shoal store, and how a connection is opened and
-//! configured.
+//! The on-disk format: the DDL of schema version 3, the migrations from older
+//! versions, how a file is recognised as a shoal store and checked, and how a
+//! connection is opened (read-write, or read-only for the reports) and configured.
 //!
 //! A file is a shoal store when its `application_id` is [`APPLICATION_ID`]; its
 //! `user_version` is the schema version. Both are written in the same transaction
 //! as the tables, so a crash during creation leaves either an empty file or a
 //! complete store.
+//!
+//! Checks on open: the write-ahead log is read for commits SQLite would drop
+//! (`wal.rs`), and SQLite's `quick_check` runs before anything is written into
+//! an existing store, and on a read-only open of a store up to [`READ_CHECK_LIMIT`].
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
+use super::wal;
 use crate::error::{Error, Result};
 
 /// The schema version this shoal reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Marks a SQLite file as a shoal store (`PRAGMA application_id`): "shoa" in ASCII.
 pub const APPLICATION_ID: i64 = 0x7368_6f61;
@@ -79,6 +85,10 @@ CREATE TABLE attempts (
     exit_code  INTEGER,
     signal     INTEGER,
     max_rss_kb INTEGER,
+    stdout           BLOB,
+    stderr           BLOB,
+    stdout_truncated INTEGER NOT NULL DEFAULT 0,
+    stderr_truncated INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, task, attempt),
     FOREIGN KEY (run_id, task) REFERENCES tasks(run_id, task)
 );
@@ -92,22 +102,47 @@ CREATE INDEX tasks_by_key ON tasks(key, status) WHERE key IS NOT NULL;
 PRAGMA user_version = 2;
 ";
 
-/// Opens `path` as a shoal store, creating it (mode 0600) if absent, checking that
-/// an existing file is a store of this schema version, and switching it to WAL.
+/// Version 2 to 3: the output of an attempt that was not its task's last (the task
+/// row keeps the last one's), so a retried task keeps every attempt's output.
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE attempts ADD COLUMN stdout BLOB;
+ALTER TABLE attempts ADD COLUMN stderr BLOB;
+ALTER TABLE attempts ADD COLUMN stdout_truncated INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN stderr_truncated INTEGER NOT NULL DEFAULT 0;
+PRAGMA user_version = 3;
+";
+
+/// The migration from version `n` is `MIGRATIONS[n - 1]`.
+const MIGRATIONS: [&str; 2] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3];
+
+/// A read-only open runs SQLite's quick check on stores up to this size (database
+/// and log): it reads every page, about 0.1 s for a store of 100,000 tasks (22 MB).
+/// Larger stores are checked before every write instead.
+pub const READ_CHECK_LIMIT: u64 = 32 << 20;
+
+/// The shoal markers of an open database: application id, schema version, and the
+/// number of schema objects (none in a new, empty file).
+fn header(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    Ok((app, version, tables))
+}
+
+/// Opens `path` as a shoal store to write into, creating it (mode 0600) if absent.
+/// An existing file must be a store of this schema version or an older one, which is
+/// migrated in place; it is checked first (its log, then SQLite's quick check), so
+/// nothing is ever written into a damaged store. Switches it to WAL.
 pub(super) fn open_store(path: &Path) -> Result<Connection> {
     check_directory(path)?;
+    wal::check(path)?;
     create_file(path)?;
     let mut conn = connect(path)?;
     let io = |e: rusqlite::Error| open_error(path, e);
-    let header = |conn: &Connection| -> rusqlite::Result<(i64, i64, i64)> {
-        let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-        Ok((app, version, tables))
-    };
     // The first read of the header is where SQLite notices a file that is not a
     // database, so it happens here and not at the first query of a caller.
     let (mut app, mut version, tables) = header(&conn).map_err(io)?;
+    let mut created = false;
     if app == 0 && tables == 0 {
         // Looks empty: create the schema, re-checking under the write lock in case
         // another shoal is creating the same file right now.
@@ -119,32 +154,23 @@ pub(super) fn open_store(path: &Path) -> Result<Connection> {
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
             ))
             .map_err(io)?;
-            (app, version) = (APPLICATION_ID, SCHEMA_VERSION);
+            (app, version, created) = (APPLICATION_ID, SCHEMA_VERSION, true);
         }
         tx.commit().map_err(io)?;
     }
-    if app != APPLICATION_ID {
-        return Err(Error::StoreCorrupt {
-            path: path.to_owned(),
-            reason: format!("not a shoal database (application_id {app:#x})"),
-        });
+    check_markers(path, app, version)?;
+    if !created {
+        quick_check(&conn, path)?;
     }
-    if app == APPLICATION_ID && version == 1 {
+    if version < SCHEMA_VERSION {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(io)?;
         // Re-read under the write lock: another shoal may have migrated it meanwhile.
         (_, version, _) = header(&tx).map_err(io)?;
-        if version == 1 {
-            tx.execute_batch(MIGRATE_1_TO_2).map_err(io)?;
-            version = 2;
+        while version < SCHEMA_VERSION {
+            tx.execute_batch(MIGRATIONS[version as usize - 1]).map_err(io)?;
+            version += 1;
         }
         tx.commit().map_err(io)?;
-    }
-    if version != SCHEMA_VERSION {
-        return Err(Error::StoreSchema {
-            path: path.to_owned(),
-            found: version,
-            expected: SCHEMA_VERSION,
-        });
     }
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(io)?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -154,6 +180,107 @@ pub(super) fn open_store(path: &Path) -> Result<Connection> {
         });
     }
     Ok(conn)
+}
+
+/// Opens an existing store read-only, for the reports, and returns its schema
+/// version (older versions are read as they are, never migrated). Needs no write
+/// access to the file or its directory and creates nothing: without a log beside
+/// the file no shoal is writing it, and it is read as immutable (SQLite then needs
+/// no `-shm` file; a shoal that starts writing meanwhile is not seen, as if the
+/// report had come first); with one, SQLite reads the log through the `-shm` file,
+/// which it opens read-only where it may not write it.
+pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
+    let fail = |reason: String| Error::StoreOpen { path: path.to_owned(), reason };
+    let file = File::open(path).map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if meta.is_dir() {
+        return Err(fail("it is a directory".into()));
+    }
+    wal::check(path)?;
+    let log = std::fs::metadata(wal::wal_path(path)).ok();
+    // SQLite only says "unable to open database file" when it may not read it.
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    match File::open(&shm) {
+        Err(e) if log.is_some() && e.kind() != ErrorKind::NotFound => {
+            let shm = Path::new(&shm).display();
+            return Err(fail(format!("cannot read its shared-memory file {shm}: {e}")));
+        }
+        _ => {}
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(read_only_uri(path, log.is_none()), flags)
+        .map_err(|e| open_error(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(path, e))?;
+    let (app, version, tables) = header(&conn).map_err(|e| open_error(path, e))?;
+    if app == 0 && tables == 0 {
+        return Err(fail("it is empty: no run was ever recorded in it".into()));
+    }
+    check_markers(path, app, version)?;
+    if meta.len() + log.map_or(0, |l| l.len()) <= READ_CHECK_LIMIT {
+        quick_check(&conn, path)?;
+    }
+    Ok((conn, version))
+}
+
+/// A `file:` URI naming `path` for a read-only connection (`immutable` when nothing
+/// writes the file); bytes that mean something in a URI are percent-encoded.
+fn read_only_uri(path: &Path, immutable: bool) -> String {
+    // An absolute path gets an empty authority, so that "//x" stays a path.
+    let mut uri = String::from(if path.is_absolute() { "file://" } else { "file:" });
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'#') {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str(if immutable { "?mode=ro&immutable=1" } else { "?mode=ro" });
+    uri
+}
+
+/// Refuses a database that is not a shoal store, or one of a version this shoal
+/// cannot read.
+fn check_markers(path: &Path, app: i64, version: i64) -> Result<()> {
+    if app != APPLICATION_ID {
+        return Err(Error::StoreCorrupt {
+            path: path.to_owned(),
+            reason: format!("not a shoal database (application_id {app:#x})"),
+        });
+    }
+    if !(1..=SCHEMA_VERSION).contains(&version) {
+        return Err(Error::StoreSchema {
+            path: path.to_owned(),
+            found: version,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// SQLite's quick check (every page, not the indexes against their tables): fails
+/// with [`Error::StoreDamaged`] naming the first problems it found.
+fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
+    let damaged = |reason: String| Error::StoreDamaged { path: path.to_owned(), reason };
+    let found: Vec<String> = conn
+        .prepare("PRAGMA quick_check(3)")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                damaged(format!("SQLite's quick check stopped: {e}"))
+            }
+            _ => open_error(path, e),
+        })?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    let found: Vec<String> = found
+        .iter()
+        .map(|f| f.replace("*** in database main ***", "").replace('\n', " ").trim().to_owned())
+        .collect();
+    Err(damaged(format!("SQLite's quick check found: {}", found.join("; "))))
 }
 
 /// Opens a connection to an existing store with the per-connection settings every

@@ -80,6 +80,8 @@ fn ended(
         ended_at: 100.0 + duration,
         duration,
         outcome,
+        exit_code: None,
+        signal: None,
         final_status: last.then(|| outcome.status()),
         max_rss_kb: Some(2048),
         stdout: Output { bytes: format!("out{task}\n").into_bytes(), truncated: false },
@@ -474,7 +476,15 @@ fn stats_on_known_data() {
     assert_eq!(stats.counts[&TaskStatus::Failed], 2);
     assert_eq!(stats.counts[&TaskStatus::Queued], 1);
     assert_eq!(stats.counts.len(), TaskStatus::ALL.len());
+    assert_eq!((stats.finished, stats.unfinished), (10, 1));
     assert_eq!(stats.success_rate, Some(0.8));
+    let writer = store.writer(Box::new(|_: &[StoreEvent]| {})).unwrap();
+    writer.send(StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished });
+    writer.finish().unwrap();
+    // Stored as finished with a task still queued: it did not finish.
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted);
+    assert_eq!(store.runs().unwrap()[0].status, RunStatus::Interrupted);
+    assert_eq!(store.runs().unwrap()[0].unfinished, 1);
     assert_eq!(
         (stats.duration_p50, stats.duration_p95, stats.duration_max),
         (Some(5.0), Some(10.0), Some(10.0))
@@ -568,6 +578,101 @@ fn results_of_keyed_tasks_are_kept_and_found_again() {
     assert_eq!(statuses, [TaskStatus::Succeeded, TaskStatus::Failed, TaskStatus::Succeeded]);
 }
 
+/// Turns a store of the current version back into what schema version `to` was.
+fn downgrade(path: &Path, to: i64) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE attempts DROP COLUMN stdout; ALTER TABLE attempts DROP COLUMN stderr;
+         ALTER TABLE attempts DROP COLUMN stdout_truncated;
+         ALTER TABLE attempts DROP COLUMN stderr_truncated; PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    if to == 1 {
+        conn.execute_batch(
+            "DROP INDEX tasks_by_key; ALTER TABLE tasks DROP COLUMN result; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+}
+
+/// A run of two tasks: task 1 fails once ("out1" each time), then succeeds.
+fn retried_run(store: &Store) -> i64 {
+    let run = new_run(store);
+    store.insert_tasks(run, &new_tasks(2)).unwrap();
+    let mut first = ended(run, 1, 1, 1.0, AttemptOutcome::Failed { exit_code: 3 }, false);
+    if let StoreEvent::AttemptEnded { stdout, stderr, .. } = &mut first {
+        stdout.bytes = b"first try\n".to_vec();
+        stderr.truncated = true;
+    }
+    let events = vec![
+        started(run, 1, 1, 1),
+        first,
+        started(run, 1, 2, 1),
+        ended(run, 1, 2, 1.0, AttemptOutcome::Succeeded, true),
+        started(run, 2, 1, 2),
+    ];
+    write_all(store, events).0.unwrap();
+    run
+}
+
+#[test]
+fn every_attempt_keeps_its_own_output() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = retried_run(&store);
+    let attempts = store.attempts(run).unwrap();
+    let outputs: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.task, a.attempt, a.stdout.clone(), a.stdout_truncated, a.stderr_truncated))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            (1, 1, Some(b"first try\n".to_vec()), false, true),
+            (1, 2, Some(b"out1\n".to_vec()), false, false),
+            (2, 1, None, false, false), // still running: nothing captured yet
+        ]
+    );
+    // The task shows its last attempt's output, stored once: in the task's row.
+    assert_eq!(store.tasks(run, None).unwrap()[0].stdout, b"out1\n");
+    let own: Option<Vec<u8>> = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT stdout FROM attempts WHERE task = 1 AND attempt = 2", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(own, None);
+}
+
+#[test]
+fn a_timed_out_attempt_records_the_signal_that_ended_it() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(2)).unwrap();
+    let mut killed = ended(run, 1, 1, 1.0, AttemptOutcome::TimedOut, true);
+    let mut exited = ended(run, 2, 1, 1.0, AttemptOutcome::TimedOut, true);
+    if let StoreEvent::AttemptEnded { signal, .. } = &mut killed {
+        *signal = Some(libc::SIGKILL);
+    }
+    // A task that caught its SIGTERM and exited by itself.
+    if let StoreEvent::AttemptEnded { exit_code, .. } = &mut exited {
+        *exit_code = Some(143);
+    }
+    let events = vec![started(run, 1, 1, 1), killed, started(run, 2, 1, 2), exited];
+    write_all(&store, events).0.unwrap();
+    let codes: Vec<_> =
+        store.tasks(run, None).unwrap().iter().map(|t| (t.status, t.exit_code, t.signal)).collect();
+    assert_eq!(
+        codes,
+        [
+            (TaskStatus::TimedOut, None, Some(libc::SIGKILL)),
+            (TaskStatus::TimedOut, Some(143), None)
+        ]
+    );
+    let attempts: Vec<_> =
+        store.attempts(run).unwrap().iter().map(|a| (a.exit_code, a.signal)).collect();
+    assert_eq!(attempts, [(None, Some(libc::SIGKILL)), (Some(143), None)]);
+}
+
 #[test]
 fn a_version_1_store_is_migrated_in_place() {
     let (_dir, path) = temp();
@@ -576,16 +681,196 @@ fn a_version_1_store_is_migrated_in_place() {
         let run = new_run(&store);
         store.insert_tasks(run, &new_tasks(2)).unwrap();
     }
-    // Turn it back into what shoal 0.1 wrote.
-    Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "DROP INDEX tasks_by_key; ALTER TABLE tasks DROP COLUMN result; PRAGMA user_version = 1;",
-        )
-        .unwrap();
+    downgrade(&path, 1);
     let store = Store::open(&path).unwrap();
-    assert_eq!(pragma::<i64>(&path, "user_version"), 2);
+    assert_eq!(pragma::<i64>(&path, "user_version"), SCHEMA_VERSION);
     let run = store.last_run().unwrap().unwrap();
     assert_eq!(store.tasks(run, None).unwrap().len(), 2, "rows survive the migration");
     assert_eq!(store.stored_result("k", "echo arg1").unwrap(), None);
+}
+
+#[test]
+fn a_version_2_store_is_migrated_and_its_old_attempts_keep_what_they_had() {
+    let (_dir, path) = temp();
+    let run = retried_run(&Store::open(&path).unwrap());
+    downgrade(&path, 2);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(pragma::<i64>(&path, "user_version"), SCHEMA_VERSION);
+    let outputs: Vec<_> = store.attempts(run).unwrap().into_iter().map(|a| a.stdout).collect();
+    // Version 2 kept only the task's last output; the first attempt's is not known.
+    assert_eq!(outputs, [None, Some(b"out1\n".to_vec()), None]);
+}
+
+#[test]
+fn a_read_only_open_reads_an_old_store_as_it_is_and_writes_nothing() {
+    let (dir, path) = temp();
+    let run = retried_run(&Store::open(&path).unwrap());
+    downgrade(&path, 2);
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let (names, bytes) = (listing(), std::fs::read(&path).unwrap());
+    assert_eq!(names, ["shoal.db"]);
+    let store = Store::open_read_only(&path).unwrap();
+    let outputs: Vec<_> = store.attempts(run).unwrap().into_iter().map(|a| a.stdout).collect();
+    assert_eq!(outputs, [None, Some(b"out1\n".to_vec()), None]);
+    assert_eq!(store.runs().unwrap().len(), 1);
+    let refused = store.insert_tasks(run, &new_tasks(1)).expect_err("a read-only store");
+    assert!(refused.to_string().contains("readonly"), "{refused}");
+    drop(store);
+    assert_eq!(listing(), names, "no -wal or -shm was created");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "not migrated, not written");
+    assert_eq!(pragma::<i64>(&path, "user_version"), 2);
+}
+
+#[test]
+fn a_read_only_open_refuses_what_is_not_a_store() {
+    let (_dir, path) = temp();
+    assert!(matches!(Store::open_read_only(&path), Err(Error::StoreOpen { .. })), "missing");
+    std::fs::write(&path, "").unwrap();
+    match Store::open_read_only(&path) {
+        Err(Error::StoreOpen { reason, .. }) => assert!(reason.contains("empty"), "{reason}"),
+        other => panic!("expected StoreOpen, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), b"", "an empty file stays empty");
+    std::fs::write(&path, "hello, I am a text file\n").unwrap();
+    assert!(matches!(Store::open_read_only(&path), Err(Error::StoreCorrupt { .. })));
+}
+
+#[test]
+fn a_damaged_page_is_found_before_anything_is_written() {
+    let (_dir, path) = temp();
+    {
+        let store = Store::open(&path).unwrap();
+        let run = retried_run(&store);
+        store
+            .insert_tasks(run, &(3..=300).map(|i| new_tasks(i).pop().unwrap()).collect::<Vec<_>>())
+            .unwrap();
+    }
+    // Scribble over the page holding the attempts table's root: queries of runs and
+    // tasks never read it, so only a check of the whole file notices.
+    let (root, page_size): (i64, i64) = {
+        let conn = Connection::open(&path).unwrap();
+        let root = conn
+            .query_row("SELECT rootpage FROM sqlite_master WHERE name = 'attempts'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        (root, conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap())
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = ((root - 1) * page_size) as usize;
+    for (i, b) in bytes[at..at + 64].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37) ^ 0xa5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    for opened in [Store::open(&path), Store::open_read_only(&path)] {
+        match opened {
+            Err(Error::StoreDamaged { path: p, reason }) => {
+                assert_eq!(p, path);
+                assert!(reason.contains("quick check"), "{reason}");
+            }
+            other => panic!("expected StoreDamaged, got {other:?}"),
+        }
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was written into it");
+}
+
+/// A connection to `path` that may not grow the file past its size now: SQLite's
+/// own SQLITE_FULL, as on a full disk.
+fn full_connection(path: &Path) -> Connection {
+    let conn = schema::connect(path).unwrap();
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).unwrap();
+    conn
+}
+
+/// An attempt's end with `kib` KiB of output, which needs new pages to store.
+fn big_end(run: i64, task: u64, kib: usize) -> StoreEvent {
+    let mut ev = ended(run, task, 1, 1.0, AttemptOutcome::Succeeded, true);
+    if let StoreEvent::AttemptEnded { stdout, .. } = &mut ev {
+        stdout.bytes = vec![b'x'; kib << 10];
+    }
+    ev
+}
+
+#[test]
+fn a_full_store_is_told_from_a_bad_event() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(3)).unwrap();
+    let mut full = full_connection(&path);
+    let err = writer::commit(&mut full, &[started(run, 1, 1, 1), big_end(run, 1, 64)])
+        .expect_err("no room");
+    assert!(outage::store_failed(&err), "{err}");
+    assert!(err.to_string().contains("full"), "{err}");
+    let mut conn = schema::connect(&path).unwrap();
+    let unknown = writer::commit(&mut conn, &[started(run, 99, 1, 1)]).expect_err("unknown");
+    assert!(!outage::store_failed(&unknown), "{unknown}");
+    writer::commit(&mut conn, &[started(run, 2, 1, 1)]).unwrap();
+    let twice = writer::commit(&mut conn, &[started(run, 2, 1, 1)]).expect_err("twice");
+    assert!(!outage::store_failed(&twice), "{twice}");
+}
+
+#[test]
+fn a_salvage_writes_what_was_held_or_else_ends_the_run_as_interrupted() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(1)).unwrap();
+    let held = || {
+        let mut outage = outage::Outage::default();
+        outage.hold(vec![
+            started(run, 1, 1, 1),
+            StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished },
+            big_end(run, 1, 64),
+        ]);
+        outage
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut on_commit: OnCommit = {
+        let seen = seen.clone();
+        Box::new(move |batch: &[StoreEvent]| seen.lock().unwrap().extend_from_slice(batch))
+    };
+    // Still no room for the held events: only the run's end lands, as interrupted.
+    held().salvage(&mut full_connection(&path), &mut on_commit);
+    let ended = StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Interrupted };
+    assert_eq!(*seen.lock().unwrap(), [ended]);
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted);
+    assert_eq!(store.tasks(run, None).unwrap()[0].status, TaskStatus::Queued);
+    // Room again: everything held lands, in order, the end last, as it was sent.
+    seen.lock().unwrap().clear();
+    held().salvage(&mut schema::connect(&path).unwrap(), &mut on_commit);
+    let kinds: Vec<_> = seen.lock().unwrap().iter().map(std::mem::discriminant).collect();
+    let expected: Vec<_> = [
+        started(run, 1, 1, 1),
+        big_end(run, 1, 64),
+        StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished },
+    ]
+    .iter()
+    .map(std::mem::discriminant)
+    .collect();
+    assert_eq!(kinds, expected);
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Finished);
+    assert_eq!(store.tasks(run, None).unwrap()[0].stdout.len(), 64 << 10);
+}
+
+#[test]
+fn past_the_most_held_events_a_finished_run_is_recorded_interrupted() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(1)).unwrap();
+    let mut outage = outage::Outage::default();
+    outage.hold((0..=outage::MAX_HELD).map(|_| StoreEvent::TaskCancelled { run, task: 1 }));
+    outage.hold([StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished }]);
+    let mut on_commit: OnCommit = Box::new(|_: &[StoreEvent]| {});
+    outage.salvage(&mut schema::connect(&path).unwrap(), &mut on_commit);
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted, "its record is not whole");
 }

@@ -9,11 +9,14 @@
 //!   commits. Only THEN does it call `on_commit(&batch)`, in send order, so the
 //!   caller prints or acknowledges only results that are durable. Under load batches
 //!   grow by themselves: one commit (one WAL append) serves many events.
-//! - If the batch transaction fails, it is rolled back and the events are applied
-//!   one per transaction, so one bad event (an unknown task) does not take its
-//!   neighbours down; `on_commit` then gets the events that did commit. A failure
-//!   never panics the thread: it is logged with `tracing::error!`, the first one is
-//!   kept, and the thread keeps draining so senders never block.
+//! - If the batch transaction fails because of an event (an unknown task), it is
+//!   rolled back and the events are applied one per transaction, so one bad event
+//!   does not take its neighbours down; `on_commit` then gets the events that did
+//!   commit. A failure never panics the thread: it is logged with `tracing::error!`,
+//!   the first one is kept, and the thread keeps draining so senders never block.
+//! - If it fails because the store takes no more writes (a full disk), the writer
+//!   stops writing and holds every event from there on: see [`super::outage`] for
+//!   that protocol, `on_failure` and the salvage at the end.
 //! - [`Writer::finish`] closes the channel, waits until every queued event has been
 //!   written and acknowledged, and returns the first write error. Dropping a
 //!   `Writer` does the same but can only log the error.
@@ -35,6 +38,7 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::db::insert_task_rows;
 use super::db::{db, Store};
+use super::outage::{store_failed, Outage, Reserve};
 use super::records::{NewTask, RunStatus};
 use super::schema;
 use crate::error::{Error, Result};
@@ -49,6 +53,9 @@ pub const MAX_BATCH: usize = 1000;
 
 /// Called by the writer thread with every batch it has committed.
 pub type OnCommit = Box<dyn FnMut(&[StoreEvent]) + Send>;
+
+/// Called by the writer thread, once, when the store stops taking writes.
+pub type OnFailure = Box<dyn FnOnce(&Error) + Send>;
 
 /// One change the engine asks the writer thread to make durable.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +92,12 @@ pub enum StoreEvent {
         duration: f64,
         /// How it ended.
         outcome: AttemptOutcome,
+        /// The exit code of its process, as the kernel reported it (a task that
+        /// timed out may still have exited by itself after its SIGTERM).
+        exit_code: Option<i32>,
+        /// The signal that killed its process (SIGTERM or SIGKILL for a task that
+        /// timed out). With neither, the outcome's own code or signal is recorded.
+        signal: Option<i32>,
         /// The task's final status if this was its last attempt; `None` sends it
         /// back to `queued` for a retry.
         final_status: Option<TaskStatus>,
@@ -142,9 +155,24 @@ pub struct Writer {
 
 impl Store {
     /// Starts the writer thread with its own connection to this store. `on_commit`
-    /// runs on that thread after each commit, with the events just made durable.
+    /// runs on that thread after each commit, with the events just made durable. If
+    /// the store stops taking writes, the thread logs it once.
     pub fn writer(&self, on_commit: OnCommit) -> Result<Writer> {
+        let on_failure: OnFailure = Box::new(|e| {
+            tracing::error!(error = %e, "the store takes no more writes; events are held");
+        });
+        self.writer_with_failure(on_commit, on_failure)
+    }
+
+    /// [`Store::writer`], with `on_failure` called on the writer thread, once, when the
+    /// store stops taking writes (so the caller can stop its run).
+    pub fn writer_with_failure(
+        &self,
+        on_commit: OnCommit,
+        on_failure: OnFailure,
+    ) -> Result<Writer> {
         let conn = schema::connect(self.path())?;
+        let reserve = Reserve::take(self.path());
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("shoal-store-writer".into())
@@ -153,7 +181,7 @@ impl Store {
                 // should get the cores first. (Niceness is per thread on Linux.)
                 // SAFETY: a plain system call on this thread.
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-                run(conn, rx, on_commit)
+                run(conn, rx, on_commit, on_failure, reserve)
             })
             .map_err(|source| Error::Os { operation: "start the store writer thread", source })?;
         Ok(Writer { tx: Some(tx), thread: Some(thread) })
@@ -200,13 +228,18 @@ impl Drop for Writer {
     }
 }
 
-/// The thread's loop: batch, commit, acknowledge, until the channel closes.
-fn run(mut conn: Connection, rx: Receiver<StoreEvent>, mut on_commit: OnCommit) -> Option<Error> {
+/// The thread's loop: batch, commit, acknowledge, until the channel closes; then the
+/// salvage, if the store stopped taking writes.
+fn run(
+    mut conn: Connection,
+    rx: Receiver<StoreEvent>,
+    mut on_commit: OnCommit,
+    on_failure: OnFailure,
+    mut reserve: Option<Reserve>,
+) -> Option<Error> {
     let mut first_error = None;
-    let mut keep = |e: Error| {
-        tracing::error!(error = %e, "store write failed");
-        first_error.get_or_insert(e);
-    };
+    let mut on_failure = Some(on_failure);
+    let mut outage: Option<Outage> = None;
     while let Ok(ev) = rx.recv() {
         // Let a group gather: without this pause a writer faster than its producer
         // would commit every event alone, paying a commit (and a wake-up) per event.
@@ -214,32 +247,75 @@ fn run(mut conn: Connection, rx: Receiver<StoreEvent>, mut on_commit: OnCommit) 
         std::thread::park_timeout(LINGER);
         let mut batch = vec![ev];
         batch.extend(rx.try_iter().take(MAX_BATCH - 1));
-        match commit(&mut conn, &batch) {
-            Ok(()) => on_commit(&batch),
+        if let Some(outage) = &mut outage {
+            outage.hold(batch);
+            continue;
+        }
+        let failed = match commit(&mut conn, &batch) {
+            Ok(()) => {
+                on_commit(&batch);
+                None
+            }
+            Err(e) if store_failed(&e) => Some((e, batch)),
             Err(e) => {
                 tracing::warn!(error = %e, "group commit failed; retrying its events one by one");
-                // Retry one by one so the good events of a bad batch still land.
-                let mut done = Vec::with_capacity(batch.len());
-                for ev in batch {
-                    match commit(&mut conn, std::slice::from_ref(&ev)) {
-                        Ok(()) => done.push(ev),
-                        Err(e) => keep(e),
-                    }
-                }
-                if !done.is_empty() {
-                    on_commit(&done);
-                }
+                one_by_one(&mut conn, batch, &mut on_commit, &mut first_error)
+            }
+        };
+        if let Some((e, unwritten)) = failed {
+            // Room for the salvage, and the front end told, before anything else.
+            drop(reserve.take());
+            if let Some(on_failure) = on_failure.take() {
+                on_failure(&e);
+            }
+            first_error.get_or_insert(e);
+            let mut held = Outage::default();
+            held.hold(unwritten);
+            outage = Some(held);
+        }
+    }
+    if let Some(outage) = outage {
+        outage.salvage(&mut conn, &mut on_commit);
+    }
+    first_error
+}
+
+/// Applies a failed batch one event per transaction, so the good events of a batch
+/// with a bad one still land. Returns the store's failure and the events not yet
+/// written if the store stops taking writes meanwhile.
+fn one_by_one(
+    conn: &mut Connection,
+    batch: Vec<StoreEvent>,
+    on_commit: &mut OnCommit,
+    first_error: &mut Option<Error>,
+) -> Option<(Error, Vec<StoreEvent>)> {
+    let mut done = Vec::with_capacity(batch.len());
+    let mut failed = None;
+    let mut events = batch.into_iter();
+    while let Some(ev) = events.next() {
+        match commit(conn, std::slice::from_ref(&ev)) {
+            Ok(()) => done.push(ev),
+            Err(e) if store_failed(&e) => {
+                failed = Some((e, std::iter::once(ev).chain(events).collect()));
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store write failed");
+                first_error.get_or_insert(e);
             }
         }
     }
-    first_error
+    if !done.is_empty() {
+        on_commit(&done);
+    }
+    failed
 }
 
 /// Applies events in one transaction; rolled back (on drop) unless all succeed.
 ///
 /// An attempt that starts and ends within the batch (most of them, under load) is
 /// written once, complete, instead of being inserted and then updated.
-fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
+pub(super) fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db("begin a write"))?;
@@ -287,6 +363,8 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
         ended_at,
         duration,
         outcome,
+        exit_code,
+        signal,
         final_status,
         max_rss_kb,
         stdout,
@@ -295,7 +373,10 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
     else {
         unreachable!("called with an AttemptEnded event");
     };
-    let (exit_code, signal) = codes(*outcome);
+    let (exit_code, signal) = match (exit_code, signal) {
+        (None, None) => codes(*outcome),
+        known => (*known.0, *known.1),
+    };
     let (slot, pid, started_at, command) =
         start.map_or((None, None, None, None), |(s, p, t, c)| (Some(s), Some(p), Some(t), c));
     // The task first, so an unknown task gets a clear error, not a foreign key failure.
@@ -332,6 +413,9 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
     if n == 0 {
         return Err(Error::StoreMissing { run: *run, task: *task, what: "task" });
     }
+    // The task row keeps the last attempt's output; an attempt followed by a retry
+    // keeps its own in its row, so that every attempt's output is stored once.
+    let own = final_status.is_none();
     let end = params![
         run,
         task,
@@ -341,14 +425,19 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
         outcome.status(),
         exit_code,
         signal,
-        max_rss_kb
+        max_rss_kb,
+        own.then_some(&stdout.bytes),
+        own.then_some(&stderr.bytes),
+        own && stdout.truncated,
+        own && stderr.truncated
     ];
     let n = match start {
         Some(_) => tx
             .prepare_cached(
                 "INSERT INTO attempts (run_id, task, attempt, ended_at, duration, outcome,
-                 exit_code, signal, max_rss_kb, slot, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 exit_code, signal, max_rss_kb, stdout, stderr, stdout_truncated,
+                 stderr_truncated, slot, pid, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )
             .and_then(|mut s| {
                 let mut values = end.to_vec();
@@ -358,7 +447,8 @@ fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -
         None => tx
             .prepare_cached(
                 "UPDATE attempts SET ended_at = ?4, duration = ?5, outcome = ?6,
-                 exit_code = ?7, signal = ?8, max_rss_kb = ?9
+                 exit_code = ?7, signal = ?8, max_rss_kb = ?9, stdout = ?10, stderr = ?11,
+                 stdout_truncated = ?12, stderr_truncated = ?13
                  WHERE run_id = ?1 AND task = ?2 AND attempt = ?3",
             )
             .and_then(|mut s| s.execute(end)),

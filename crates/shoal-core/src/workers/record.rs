@@ -103,6 +103,8 @@ impl Recorder {
             ended_at: unix_now(),
             duration: ran.as_secs_f64(),
             outcome,
+            exit_code: None,
+            signal: None,
             final_status,
             max_rss_kb: None,
             stdout: Output::default(),
