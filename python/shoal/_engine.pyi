@@ -4,6 +4,11 @@ starts, supervises and feeds the worker processes. Payloads are opaque bytes to 
 from typing import Final
 
 PROTOCOL_VERSION: Final[int]
+__version__: Final[str]  # the crate's version, which is the package's
+
+def cli_main(argv: list[str]) -> int:
+    """Runs the `shoal` command line (argv[0] names the program) and returns its exit
+    status, as the `shoal` binary would exit with; never exits itself."""
 
 # (task, status, payload, message, attempts, worker, duration_seconds); status is one of
 # "ok", "raised", "crashed", "timed_out", "memory_exceeded", "cancelled", "init_failed",

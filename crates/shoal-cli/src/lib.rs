@@ -1,5 +1,7 @@
-//! The `shoal` binary: parse the command line, run the subcommand, map the result
-//! to an exit status. Everything else lives in the modules.
+//! The `shoal` command line, as a library: parse, run the subcommand, map the result
+//! to an exit status ([`main_from`]). The `shoal` binary (`src/main.rs`) and the
+//! Python package's `shoal` command (the extension's `cli_main`) both run it, so they
+//! behave alike. Everything else lives in the modules.
 
 /// `eprintln!` that never panics: a closed or full stderr (`2>&1 | head`,
 /// `2>/dev/full`) must not take a result, a signal or the exit status with it.
@@ -17,7 +19,8 @@ mod progress;
 mod template;
 mod units;
 
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::io::Write as _;
 
 use clap::Parser;
 
@@ -35,23 +38,41 @@ pub enum Exit {
 /// Exit status for bad input and other errors of shoal itself.
 const USAGE_ERROR: u8 = 2;
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// Runs the command line `args` (the first names the program) and returns the exit
+/// status. It never exits the process itself (a host such as Python goes on), and
+/// flushes what it wrote before it returns.
+pub fn main_from<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    // A host may have set its own subscriber, or run us before: keep the first.
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("SHOAL_LOG"))
         .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse(); // clap exits with status 2 on a usage error
-    match dispatch(cli) {
-        Ok(Exit::Success) => ExitCode::SUCCESS,
-        Ok(Exit::TasksFailed) => ExitCode::from(1),
-        Ok(Exit::Interrupted(signal)) => ExitCode::from(128 + signal as u8),
-        // The reader of a report went away (`shoal results | head`): as other tools do.
-        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        .try_init();
+    let status = match Cli::try_parse_from(args) {
+        // What clap's exit() does, without the exit: help and version on stdout
+        // (status 0), a usage error on stderr (status 2).
         Err(err) => {
-            note!("shoal: error: {}", message(&err));
-            ExitCode::from(USAGE_ERROR)
+            let _ = err.print();
+            err.exit_code() as u8
         }
-    }
+        Ok(cli) => match dispatch(cli) {
+            Ok(Exit::Success) => 0,
+            Ok(Exit::TasksFailed) => 1,
+            Ok(Exit::Interrupted(signal)) => 128 + signal as u8,
+            // The reader of a report went away (`shoal results | head`): as other tools do.
+            Err(err) if is_broken_pipe(&err) => 0,
+            Err(err) => {
+                note!("shoal: error: {}", message(&err));
+                USAGE_ERROR
+            }
+        },
+    };
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    status
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -1,7 +1,9 @@
 //! `shoal._engine`: the Python face of the engine's worker pool
-//! ([`shoal_core::workers`]). It converts arguments and results and maps errors to
-//! Python exceptions, in one place; it decides nothing. Payloads cross as bytes: the
-//! Python package pickles, the engine never looks inside. Waits release the GIL.
+//! ([`shoal_core::workers`]), and of the `shoal` command line ([`cli_main`], which the
+//! package installs as its `shoal` command). It converts arguments and results and
+//! maps errors to Python exceptions, in one place; it decides nothing. Payloads cross
+//! as bytes: the Python package pickles, the engine never looks inside. Waits release
+//! the GIL.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -247,9 +249,20 @@ fn closed(error: PoolClosed) -> PyErr {
     PyRuntimeError::new_err(error.to_string())
 }
 
+/// Runs the `shoal` command line with `argv` (`argv[0]` names the program) and returns
+/// its exit status: the very code of the `shoal` binary, which the package's `shoal`
+/// command and `python -m shoal` run. The GIL is released meanwhile; signal handling
+/// is the command's own (`shoal.__main__` leaves it the defaults first).
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<OsString>) -> u8 {
+    py.detach(|| shoal_cli::main_from(argv))
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("PROTOCOL_VERSION", shoal_core::protocol::PROTOCOL_VERSION)?;
     Ok(())
 }
