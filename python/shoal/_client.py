@@ -48,8 +48,10 @@ from shoal._stream import Stream, ChunkHandler
 
 WORKER_MODULE = "shoal._worker"
 
-# Functions pickled per core, cached by identity. Entries hold the function itself, so
-# its id cannot be reused by another object while the entry lives.
+# Functions pickled per core, cached by identity. An entry holds only a weak reference
+# to its function (a bound method holds its instance, a partial its arguments: they must
+# be collectable once their tasks ended), and leaves the cache when the function dies,
+# before its id can be given to another object.
 FUNCTION_CACHE_SIZE = 256
 
 # The dispatcher wakes at least this often (to notice the engine's end, and to redraw
@@ -73,6 +75,18 @@ def worker_config() -> bytes:
         for entry in sys.path
     ]
     return pickle.dumps({"sys_path": sys_path}, _payload.PROTOCOL)
+
+
+def _forgetter(functions: dict, key: int) -> Callable[[weakref.ref], None]:
+    """The callback that drops a dead function's entry from a core's cache (see
+    FUNCTION_CACHE_SIZE). It holds the cache, never the core."""
+
+    def forget(ref: weakref.ref) -> None:
+        entry = functions.get(key)
+        if entry is not None and entry[0] is ref:
+            functions.pop(key, None)
+
+    return forget
 
 
 def report_handler_error() -> None:
@@ -203,7 +217,7 @@ class Core:
         self._closing = False  # the front end was closed: the engine closes after the streams
         self._engine_closed = False
         self._terminated_at: float | None = None
-        self._functions: dict[int, tuple[object, bytes]] = {}
+        self._functions: dict[int, tuple[weakref.ref, bytes]] = {}
         self.calls = 0  # written under _lock
         self.calls_done = 0  # written by the dispatcher only
         self._progress = ProgressBar() if settings.progress else None
@@ -220,13 +234,18 @@ class Core:
         """The start of a CALL payload of `fn` (`_payload.run_head`), made once per
         function object. Raises PicklingError."""
         entry = self._functions.get(id(fn))
-        if entry is not None and entry[0] is fn:
+        if entry is not None and entry[0]() is fn:
             return entry[1]
         data = _payload.run_head(_payload.CALL, self.function_bytes_once(fn))
         functions = self._functions
+        key = id(fn)
+        try:
+            ref = weakref.ref(fn, _forgetter(functions, key))
+        except TypeError:
+            return data  # not weakly referenceable (a __slots__ class): pickled every time
         if len(functions) >= FUNCTION_CACHE_SIZE:
             functions.pop(next(iter(functions)), None)
-        functions[id(fn)] = (fn, data)
+        functions[key] = (ref, data)
         return data
 
     @staticmethod

@@ -1,0 +1,37 @@
+"""Functions and classes for test_compat: importable by name, so that the standard
+library's spawn pools, which pickle by reference, run the very same code as shoal's."""
+
+from __future__ import annotations
+
+
+def identity(x=None, **kwargs):
+    return x
+
+
+class Holder:
+    """An object whose bound method is submitted as a task's function."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    def add(self, x):
+        return x + self.offset
+
+
+class Token:
+    """An argument that can be watched with a weak reference."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self):
+        return (Token, (self.n,))
+
+
+def value_of(token, other=None):
+    return token.n + (other.n if other is not None else 0)
+
+
+def adder(token):
+    """A closure over `token`: a function pickled by value."""
+    return lambda x: x + token.n

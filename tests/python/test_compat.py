@@ -1,0 +1,82 @@
+"""Drop-in means drop-in: what the standard library's pools do, shoal's do, checked side
+by side with the real thing (multiprocessing's spawn pools, concurrent.futures):
+sharing state through initargs and Manager proxies, the exception types code catches,
+tracebacks of functions defined in `__main__`, and no object kept alive past its task."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import time
+import weakref
+
+import pytest
+
+import compat_tasks
+
+
+def collected(refs, timeout: float = 5.0) -> list[bool]:
+    """Whether each weakly referenced object was collected, waiting up to `timeout` for
+    a result thread that may still hold the last reference in its locals."""
+    deadline = time.monotonic() + timeout
+    while True:
+        gc.collect()
+        dead = [ref() is None for ref in refs]
+        if all(dead) or time.monotonic() > deadline:
+            return dead
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------
+# A callable and its arguments are collectable once their task ended.
+
+
+def test_a_callable_and_its_arguments_die_with_their_task_not_with_the_pool(pool, executor):
+    submitters = {
+        "executor": lambda fn, *args, **kwargs: executor.submit(fn, *args, **kwargs).result(10),
+        "pool": lambda fn, *args, **kwargs: pool.apply_async(fn, args, kwargs).get(10),
+    }
+    for name, call in submitters.items():
+        holder = compat_tasks.Holder(1)
+        arg, kwarg = compat_tasks.Token(2), compat_tasks.Token(3)
+        bound, enclosed = compat_tasks.Token(4), compat_tasks.Token(5)
+        closure = compat_tasks.adder(enclosed)
+        assert call(holder.add, 1) == 2
+        assert call(compat_tasks.value_of, arg, other=kwarg) == 5
+        assert call(functools.partial(compat_tasks.value_of, bound)) == 4
+        assert call(closure, 1) == 6
+        refs = {
+            "bound method's instance": weakref.ref(holder),
+            "argument": weakref.ref(arg),
+            "keyword argument": weakref.ref(kwarg),
+            "partial's argument": weakref.ref(bound),
+            "closure": weakref.ref(closure),
+            "closure's variable": weakref.ref(enclosed),
+        }
+        del holder, arg, kwarg, bound, enclosed, closure
+        gc.collect()
+        # A single call's outcome reaches its caller only after the dispatcher let go of
+        # the call: nothing may hold these now, while the pool lives on.
+        alive = [what for what, ref in refs.items() if ref() is not None]
+        assert not alive, f"{name}: kept alive after the task ended: {alive}"
+
+    holder = compat_tasks.Holder(1)
+    refs = [weakref.ref(holder)]
+    assert pool.map(holder.add, range(3)) == [1, 2, 3]
+    assert list(executor.map(holder.add, range(3))) == [1, 2, 3]
+    assert sorted(pool.imap_unordered(holder.add, range(3), chunksize=1)) == [1, 2, 3]
+    del holder
+    assert collected(refs) == [True]
+
+
+def test_the_function_cache_still_serves_a_function_submitted_again(executor):
+    core = executor._core
+    assert executor.submit(compat_tasks.identity, 1).result(10) == 1
+    head = core.call_head(compat_tasks.identity)
+    assert core.call_head(compat_tasks.identity) is head  # cached: not pickled again
+    holder = compat_tasks.Holder(1)
+    method = holder.add
+    assert core.call_head(method) is core.call_head(method)
+    del holder, method
+    gc.collect()
+    assert len(core._functions) == 1  # the method's entry left with it
