@@ -180,10 +180,9 @@ class Core:
             try:
                 init = _payload.dumps_function((settings.initializer, settings.initargs))
             except Exception as exc:
-                raise errors.PicklingError(
-                    f"the initializer {describe(settings.initializer)} or its initargs could "
-                    f"not be pickled: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise errors.pickling_error(
+                    f"the initializer {describe(settings.initializer)} or its initargs", exc
+                )
         self.workers = settings.workers
         self.engine = Engine(
             [sys.executable, "-m", WORKER_MODULE],
@@ -232,7 +231,7 @@ class Core:
 
     def call_head(self, fn) -> bytes:
         """The start of a CALL payload of `fn` (`_payload.run_head`), made once per
-        function object. Raises PicklingError."""
+        function object. Raises as `function_bytes_once`."""
         entry = self._functions.get(id(fn))
         if entry is not None and entry[0]() is fn:
             return entry[1]
@@ -251,23 +250,20 @@ class Core:
     @staticmethod
     def function_bytes_once(fn) -> bytes:
         """The function's pickle, not cached: for a map-like call, which pickles its
-        function once for all its items. Raises PicklingError."""
+        function once for all its items. Raises `errors.pickling_error`'s exception."""
         try:
             return _payload.dumps_function(fn)
         except Exception as exc:
-            raise errors.PicklingError(
-                f"the function {describe(fn)} could not be pickled: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise errors.pickling_error(f"the function {describe(fn)}", exc)
 
     def encode_call(self, fn, args: tuple, kwargs: dict | None) -> bytes:
-        """The Run payload of fn(*args, **kwargs). Raises PicklingError."""
+        """The Run payload of fn(*args, **kwargs). Raises `errors.pickling_error`'s
+        exception."""
         head = self.call_head(fn)
         try:
             return head + _payload.dumps((args, kwargs or None))
         except Exception as exc:
-            raise errors.PicklingError(
-                f"the arguments of {describe(fn)} could not be pickled: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise errors.pickling_error(f"the arguments of {describe(fn)}", exc)
 
     # ----- submitting -----
 
@@ -283,7 +279,7 @@ class Core:
         again and again on a loop of submits."""
         try:
             payload = self.encode_call(fn, args, kwargs)
-        except errors.PicklingError as exc:
+        except Exception as exc:  # it cannot be pickled (see encode_call)
             target._shoal_outcome(False, exc)
             return None
         name = stored_label(label(fn, args, kwargs), payload) if self.recording else ""

@@ -3,6 +3,9 @@ library's spawn pools, which pickle by reference, run the very same code as shoa
 
 from __future__ import annotations
 
+import os
+import signal
+
 
 def identity(x=None, **kwargs):
     return x
@@ -35,3 +38,20 @@ def value_of(token, other=None):
 def adder(token):
     """A closure over `token`: a function pickled by value."""
     return lambda x: x + token.n
+
+
+def kill_self(_=None):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def failing_initializer():
+    raise OSError("no model here")
+
+
+class NotShareable(Exception):
+    """What RefusesPickling's pickling raises: no pickler knows this type."""
+
+
+class RefusesPickling:
+    def __reduce__(self):
+        raise NotShareable("this object stays in its process")

@@ -5,14 +5,22 @@ tracebacks of functions defined in `__main__`, and no object kept alive past its
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import gc
+import multiprocessing
+import threading
 import time
 import weakref
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
 import compat_tasks
+import shoal
+from conftest import FAST
+
+SPAWN = multiprocessing.get_context("spawn")
 
 
 def collected(refs, timeout: float = 5.0) -> list[bool]:
@@ -80,3 +88,62 @@ def test_the_function_cache_still_serves_a_function_submitted_again(executor):
     del holder, method
     gc.collect()
     assert len(core._functions) == 1  # the method's entry left with it
+
+
+# ---------------------------------------------------------------------------------------
+# The exception types code written for the standard library catches.
+
+
+def test_a_dead_worker_is_a_broken_process_pool_as_in_the_stdlib():
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=SPAWN) as stdlib:
+        with pytest.raises(BrokenProcessPool):
+            stdlib.submit(compat_tasks.kill_self).result(30)
+    with shoal.ProcessPoolExecutor(1, retries=0, **FAST) as executor:
+        try:
+            executor.submit(compat_tasks.kill_self).result(30)
+        except BrokenProcessPool as error:  # as code written for the stdlib catches it
+            assert isinstance(error, shoal.WorkerCrashed)
+        else:
+            pytest.fail("no error for a killed worker")
+        assert executor.submit(compat_tasks.identity, 1).result(10) == 1  # still usable
+
+
+def test_a_failing_initializer_is_a_broken_executor_as_in_the_stdlib():
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=SPAWN, initializer=compat_tasks.failing_initializer
+    ) as stdlib:
+        with pytest.raises(BrokenProcessPool):
+            stdlib.submit(compat_tasks.identity, 1).result(30)
+    with shoal.ProcessPoolExecutor(
+        1, initializer=compat_tasks.failing_initializer, **FAST
+    ) as executor:
+        error = executor.submit(compat_tasks.identity, 1).exception(30)
+    assert isinstance(error, shoal.InitializerError)
+    assert isinstance(error, BrokenProcessPool)
+    assert isinstance(error, concurrent.futures.BrokenExecutor)
+    assert "no model here" in str(error.__cause__)
+
+
+def test_a_picklers_own_exception_reaches_the_caller_as_in_the_stdlib(pool, executor):
+    refuses = compat_tasks.RefusesPickling()
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=SPAWN) as stdlib:
+        expected = stdlib.submit(compat_tasks.identity, refuses).exception(30)
+    with SPAWN.Pool(1) as spawn_pool:
+        with pytest.raises(compat_tasks.NotShareable):
+            spawn_pool.apply(compat_tasks.identity, (refuses,))
+    assert type(expected) is compat_tasks.NotShareable
+    got = executor.submit(compat_tasks.identity, refuses).exception(10)
+    assert type(got) is compat_tasks.NotShareable and str(got) == str(expected)
+    with pytest.raises(compat_tasks.NotShareable, match="stays in its process"):
+        pool.apply(compat_tasks.identity, (refuses,))
+    with pytest.raises(compat_tasks.NotShareable):
+        pool.map(compat_tasks.identity, [1, refuses, 3], chunksize=1)
+    with pytest.raises(compat_tasks.NotShareable):
+        shoal.Pool(1, compat_tasks.identity, (refuses,))
+    # What picklers raise themselves (a TypeError for a lock) is a shoal.PicklingError
+    # too, which names the call.
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=SPAWN) as stdlib:
+        expected = stdlib.submit(compat_tasks.identity, threading.Lock()).exception(30)
+    got = executor.submit(compat_tasks.identity, threading.Lock()).exception(10)
+    assert type(expected) is TypeError and isinstance(got, TypeError), (expected, got)
+    assert isinstance(got, shoal.PicklingError) and str(expected) in str(got)
