@@ -27,6 +27,7 @@ arguments could not be unpickled), with one exception for all its items.
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 
@@ -51,18 +52,59 @@ def dumps(obj: object) -> bytes:
     try:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return _cloudpickle().dumps(obj, PROTOCOL)
+        return cloudpickle_dumps(obj)
     # find, not `in`: bytes.__contains__ first tries the operand as an int and formats
     # the TypeError it throws away, which doubled the cost of pickling a small call.
     if data.find(_MAIN) != -1:
-        return _cloudpickle().dumps(obj, PROTOCOL)
+        return cloudpickle_dumps(obj)
     return data
 
 
 def dumps_function(fn: object) -> bytes:
     """Pickles a task's function with cloudpickle, which pickles importable functions by
     reference and the others (lambdas, closures, `__main__`) by value."""
-    return _cloudpickle().dumps(fn, PROTOCOL)
+    return cloudpickle_dumps(fn)
+
+
+def cloudpickle_dumps(obj: object, pickler: type | None = None) -> bytes:
+    """Pickles `obj` with cloudpickle, code keeping its file name (see `pickler_class`),
+    or with `pickler`, a subclass of that class."""
+    with io.BytesIO() as file:
+        (pickler or pickler_class())(file, PROTOCOL).dump(obj)
+        return file.getvalue()
+
+
+_PICKLER: type | None = None
+
+
+def pickler_class() -> type:
+    """cloudpickle's Pickler, except that code pickled by value keeps its file name.
+    cloudpickle names it "<dynamic-code>", so a traceback of a function defined in
+    `__main__` (or a lambda, or a closure) showed neither the file nor the source line;
+    with the real name the worker's linecache reads the line as multiprocessing's
+    workers do, and shows at least the file and line number where it cannot."""
+    global _PICKLER
+    if _PICKLER is None:
+        import types
+        from collections import ChainMap
+
+        base = _cloudpickle().Pickler
+        reduce_code = base.dispatch_table[types.CodeType]
+
+        def reduce_code_in_its_file(code):
+            rebuild, args = reduce_code(code)
+            return _code_in_file, (rebuild, args, code.co_filename)
+
+        class Pickler(base):
+            dispatch_table = ChainMap({types.CodeType: reduce_code_in_its_file}, base.dispatch_table)
+
+        _PICKLER = Pickler
+    return _PICKLER
+
+
+def _code_in_file(rebuild, args: tuple, filename: str):
+    """A code object pickled by `pickler_class`, given back its file name."""
+    return rebuild(*args).replace(co_filename=filename)
 
 
 def run_head(mode: int, fn_bytes: bytes) -> bytes:

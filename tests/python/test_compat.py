@@ -9,6 +9,9 @@ import concurrent.futures
 import functools
 import gc
 import multiprocessing
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import weakref
@@ -147,3 +150,71 @@ def test_a_picklers_own_exception_reaches_the_caller_as_in_the_stdlib(pool, exec
     got = executor.submit(compat_tasks.identity, threading.Lock()).exception(10)
     assert type(expected) is TypeError and isinstance(got, TypeError), (expected, got)
     assert isinstance(got, shoal.PicklingError) and str(expected) in str(got)
+
+
+# ---------------------------------------------------------------------------------------
+# Tracebacks of functions pickled by value show their file, line and source line.
+
+_SCRIPT = """
+import multiprocessing, sys, shoal
+
+def boom(x):
+    y = x + 1
+    raise ValueError(f"bad {y}")
+
+def frames(error):
+    tb = str(error.__cause__)
+    return [line for line in tb.splitlines() if "boom" in line or "raise ValueError" in line]
+
+if __name__ == "__main__":
+    kind = sys.argv[1]
+    if kind == "deleted":
+        import os
+        os.unlink(__file__)  # the workers cannot read the source any more
+    context = multiprocessing.get_context("fork" if kind == "deleted" else "spawn")
+    for name, make in (("stdlib", context.Pool), ("shoal", shoal.Pool)):
+        with make(1) as pool:
+            try:
+                pool.apply(boom, (1,))
+            except ValueError as error:
+                print(name, frames(error))
+            try:
+                pool.apply(lambda x: [][x], (1,))
+            except IndexError as error:
+                lines = str(error.__cause__).splitlines()
+                print(name + "-lambda", [line for line in lines if "lambda" in line][:2])
+            except Exception as error:  # the stdlib cannot pickle a lambda
+                print(name + "-lambda", type(error).__name__)
+"""
+
+
+@pytest.mark.parametrize("kind", ["readable", "deleted"])
+def test_a_main_functions_traceback_shows_its_file_and_line_as_multiprocessing_does(
+    kind, tmp_path
+):
+    source = textwrap.dedent(_SCRIPT)
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    done = subprocess.run(
+        [sys.executable, str(script), kind], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    stdlib, ours = eval(lines["stdlib"]), eval(lines["shoal"])  # our own script's output
+    # Where multiprocessing's worker shows the frame (it imports __main__ by name, or
+    # was forked), shoal's shows it too (the function travels by value): the same file,
+    # line and source line, or only file and line where the source cannot be read.
+    assert ours == stdlib, done.stdout
+    assert ours[0].strip() == f'File "{script}", line 6, in boom', ours
+    if kind == "readable":
+        assert ours[1:] == ['    raise ValueError(f"bad {y}")'], ours
+    else:
+        assert len(ours) == 1, ours
+    # A lambda, which only shoal can send, likewise.
+    line = 1 + source.splitlines().index("                pool.apply(lambda x: [][x], (1,))")
+    lambda_frame = eval(lines["shoal-lambda"])
+    assert lambda_frame[0].strip() == f'File "{script}", line {line}, in <lambda>', lambda_frame
+    if kind == "readable":
+        assert lambda_frame[1].strip() == "pool.apply(lambda x: [][x], (1,))"
+    else:
+        assert len(lambda_frame) == 1, lambda_frame
