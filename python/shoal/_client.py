@@ -3,7 +3,9 @@
 It owns one `shoal._engine.Engine` and everything between the front ends and it:
 - encoding: a task's function is cloudpickled once and its bytes reused (cached by
   identity for single calls, once per call for map-like calls); arguments go through
-  plain pickle protocol 5 (`_payload` defines the bytes);
+  plain pickle protocol 5 (`_payload` defines the bytes); the initializer and its
+  arguments as spawn pickles them, with the descriptors the workers inherit
+  (`_sharing`);
 - the dispatcher thread, which waits on `engine.events` (the GIL released) and hands
   each task's final event to the handler registered when it was submitted: futures are
   resolved and callbacks run there;
@@ -40,7 +42,7 @@ import traceback
 import weakref
 from collections.abc import Callable
 
-from shoal import _payload, errors
+from shoal import _payload, _sharing, errors
 from shoal._options import PoolSettings, TaskOptions
 from shoal._outcomes import call_outcome, describe, label, stored_label
 from shoal._progress import ProgressBar
@@ -66,15 +68,17 @@ TERMINATE_GRACE = 10.0
 _live_cores: weakref.WeakSet = weakref.WeakSet()
 
 
-def worker_config() -> bytes:
+def worker_config(fds: list[int] | tuple = ()) -> bytes:
     """Welcome.config for every worker: the caller's import path, with relative entries
-    made absolute (a worker's cwd is the caller's at spawn time, which may change)."""
+    made absolute (a worker's cwd is the caller's at spawn time, which may change); its
+    multiprocessing authkey and the descriptors the workers inherit (see `_sharing`)."""
     cwd = os.getcwd()
     sys_path = [
         entry if os.path.isabs(entry) else os.path.abspath(os.path.join(cwd, entry))
         for entry in sys.path
     ]
-    return pickle.dumps({"sys_path": sys_path}, _payload.PROTOCOL)
+    config = {"sys_path": sys_path, "authkey": _sharing.caller_authkey(), "fds": list(fds)}
+    return pickle.dumps(config, _payload.PROTOCOL)
 
 
 def _forgetter(functions: dict, key: int) -> Callable[[weakref.ref], None]:
@@ -176,28 +180,38 @@ class Core:
         if not sys.executable:
             raise RuntimeError("sys.executable is empty: shoal cannot start Python workers")
         init = None
+        # Descriptors of the initargs' multiprocessing objects, which every worker
+        # inherits: open until the engine has ended (see _close_inherited).
+        self._inherited: list[int] = []
         if settings.initializer is not None:
             try:
-                init = _payload.dumps_function((settings.initializer, settings.initargs))
+                init, self._inherited = _sharing.dumps_initializer(
+                    settings.initializer, settings.initargs
+                )
             except Exception as exc:
                 raise errors.pickling_error(
                     f"the initializer {describe(settings.initializer)} or its initargs", exc
                 )
         self.workers = settings.workers
-        self.engine = Engine(
-            [sys.executable, "-m", WORKER_MODULE],
-            settings.workers,
-            worker_config=worker_config(),
-            init=init,
-            max_tasks_per_worker=settings.max_tasks,
-            recycle_memory=settings.recycle_memory,
-            memory_limit=settings.memory_limit,
-            cpus=settings.cpus,
-            heartbeat=settings.heartbeat,
-            heartbeat_timeout=settings.heartbeat_timeout,
-            store=settings.store,
-            run_name=[os.path.basename(sys.executable), *sys.argv][:8],
-        )
+        try:
+            self.engine = Engine(
+                [sys.executable, "-m", WORKER_MODULE],
+                settings.workers,
+                worker_config=worker_config(self._inherited),
+                init=init,
+                pass_fds=self._inherited,
+                max_tasks_per_worker=settings.max_tasks,
+                recycle_memory=settings.recycle_memory,
+                memory_limit=settings.memory_limit,
+                cpus=settings.cpus,
+                heartbeat=settings.heartbeat,
+                heartbeat_timeout=settings.heartbeat_timeout,
+                store=settings.store,
+                run_name=[os.path.basename(sys.executable), *sys.argv][:8],
+            )
+        except BaseException:
+            _sharing.close_fds(self._inherited)
+            raise
         # With a store every task carries a label: how it is shown there, and (with
         # its key) how a stored result is found again.
         self.recording = settings.store is not None
@@ -432,8 +446,15 @@ class Core:
                     progress.update(self.calls_done, self.calls)
         finally:
             self._fail_leftovers()
+            self._close_inherited()
             if progress is not None:
                 progress.update(self.calls_done, self.calls, final=True)
+
+    def _close_inherited(self) -> None:
+        """Closes the descriptors the workers inherit once no worker can start any more
+        (left open if the engine has not ended: a worker might yet be started)."""
+        if self._inherited and self.engine.join(0):
+            _sharing.close_fds(self._inherited)
 
     def _handle(self, events: list) -> None:
         with self._lock:

@@ -3,6 +3,7 @@ library's spawn pools, which pickle by reference, run the very same code as shoa
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 
@@ -55,3 +56,46 @@ class NotShareable(Exception):
 class RefusesPickling:
     def __reduce__(self):
         raise NotShareable("this object stays in its process")
+
+
+# What the initializer was given, in each worker.
+SHARED: dict = {}
+
+
+def share(queue, lock, value, array, event):
+    SHARED.update(queue=queue, lock=lock, value=value, array=array, event=event)
+
+
+def use_shared(x):
+    """Uses each object the initializer was given; returns the event's state."""
+    with SHARED["lock"]:
+        SHARED["value"].value += x
+    with SHARED["array"].get_lock():
+        SHARED["array"][x] = x * 10
+    SHARED["queue"].put(x)
+    return SHARED["event"].is_set()
+
+
+def share_proxy(mapping):
+    SHARED["mapping"] = mapping
+
+
+def put_in_shared_proxy(key):
+    SHARED["mapping"][key] = os.getpid()
+    return key
+
+
+def put_in_proxies(mapping, queue, key):
+    """Writes through two Manager proxies passed as arguments."""
+    mapping[key] = key * 2
+    queue.put(key)
+    return len(mapping) >= 1
+
+
+def authkey(_=None) -> bytes:
+    return bytes(multiprocessing.current_process().authkey)
+
+
+def import_multiprocessing_first():
+    """An initializer that loads multiprocessing before any task does."""
+    import multiprocessing.managers  # noqa: F401

@@ -9,6 +9,7 @@ import concurrent.futures
 import functools
 import gc
 import multiprocessing
+import os
 import subprocess
 import sys
 import textwrap
@@ -218,3 +219,113 @@ def test_a_main_functions_traceback_shows_its_file_and_line_as_multiprocessing_d
         assert lambda_frame[1].strip() == "pool.apply(lambda x: [][x], (1,))"
     else:
         assert len(lambda_frame) == 1, lambda_frame
+
+
+# ---------------------------------------------------------------------------------------
+# Sharing state: multiprocessing objects in initargs, Manager proxies anywhere.
+
+
+def _fds_on(target_fd: int) -> int:
+    """How many descriptors of this process refer to the same file as `target_fd`."""
+    target = os.readlink(f"/proc/self/fd/{target_fd}")
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == target
+        except OSError:
+            pass
+    return count
+
+
+@pytest.mark.parametrize("front", ["Pool", "ProcessPoolExecutor"])
+def test_queue_lock_value_array_event_in_initargs_as_spawn_pools_take_them(front):
+    outcomes = {}
+    for name in ("spawn", "shoal"):
+        queue, lock = SPAWN.Queue(), SPAWN.Lock()
+        value, array, event = SPAWN.Value("i", 0), SPAWN.Array("i", 4), SPAWN.Event()
+        event.set()
+        shared = (queue, lock, value, array, event)
+        pipe_fds = _fds_on(queue._reader.fileno())
+        if front == "Pool":
+            make = SPAWN.Pool if name == "spawn" else functools.partial(shoal.Pool, **FAST)
+            # Workers replaced after each task inherit the objects as the first ones did.
+            with make(2, compat_tasks.share, shared, maxtasksperchild=1) as pool:
+                results = pool.map(compat_tasks.use_shared, range(4), chunksize=1)
+                pool.close()
+                pool.join()
+        else:
+            make = (
+                functools.partial(concurrent.futures.ProcessPoolExecutor, mp_context=SPAWN)
+                if name == "spawn"
+                else functools.partial(shoal.ProcessPoolExecutor, **FAST)
+            )
+            with make(
+                2, initializer=compat_tasks.share, initargs=shared, max_tasks_per_child=1
+            ) as executor:
+                results = list(executor.map(compat_tasks.use_shared, range(4)))
+        queued = sorted(queue.get(timeout=10) for _ in range(4))
+        outcomes[name] = (results, queued, value.value, list(array))
+        # The descriptors handed to the workers are closed once the pool ended.
+        assert _fds_on(queue._reader.fileno()) == pipe_fds, name
+    assert outcomes["shoal"] == outcomes["spawn"] == (
+        [True] * 4,
+        [0, 1, 2, 3],
+        6,
+        [0, 10, 20, 30],
+    )
+
+
+def test_objects_of_the_fork_context_are_refused_as_spawn_pools_refuse_them():
+    lock = multiprocessing.get_context("fork").Lock()
+    if not hasattr(lock, "_is_fork_ctx"):
+        pytest.skip("this Python's multiprocessing lets fork-context locks reach spawn children")
+    with pytest.raises(RuntimeError, match="fork context") as stdlib:
+        SPAWN.Pool(1, compat_tasks.identity, (lock,))
+    with pytest.raises(RuntimeError, match="fork context") as ours:
+        shoal.Pool(1, compat_tasks.identity, (lock,), **FAST)
+    assert str(ours.value) == str(stdlib.value)
+
+
+def test_multiprocessing_objects_as_task_arguments_are_refused_as_by_the_stdlib(pool, executor):
+    queue = SPAWN.Queue()
+    with SPAWN.Pool(1) as spawn_pool:
+        with pytest.raises(RuntimeError, match="Queue objects should only be shared") as stdlib:
+            spawn_pool.apply(compat_tasks.identity, (queue,))
+    with pytest.raises(RuntimeError, match="Queue objects should only be shared") as ours:
+        pool.apply(compat_tasks.identity, (queue,))
+    assert str(ours.value).startswith(str(stdlib.value))
+    assert isinstance(executor.submit(compat_tasks.identity, queue).exception(10), RuntimeError)
+
+
+def test_manager_proxies_as_arguments_and_in_initargs_as_spawn_pools_take_them():
+    with multiprocessing.Manager() as manager:
+        outcomes = {}
+        for name in ("spawn", "shoal"):
+            mapping, queue = manager.dict(), manager.Queue()
+            make = SPAWN.Pool if name == "spawn" else functools.partial(shoal.Pool, **FAST)
+            with make(2) as pool:
+                results = pool.starmap(
+                    compat_tasks.put_in_proxies, [(mapping, queue, k) for k in range(4)]
+                )
+            with make(2, compat_tasks.share_proxy, (mapping,)) as pool:
+                keys = pool.map(compat_tasks.put_in_shared_proxy, [10, 11])
+            outcomes[name] = (
+                results,
+                keys,
+                sorted(queue.get(timeout=10) for _ in range(4)),
+                sorted(mapping.keys()),
+            )
+            with shoal.ProcessPoolExecutor(2, **FAST) as executor:
+                assert executor.submit(compat_tasks.put_in_proxies, mapping, queue, 20).result(10)
+        assert outcomes["shoal"] == outcomes["spawn"]
+        assert outcomes["shoal"][3] == [0, 1, 2, 3, 10, 11]
+
+
+def test_workers_hold_the_callers_authkey_whenever_they_load_multiprocessing():
+    mine = bytes(multiprocessing.current_process().authkey)
+    # Loaded by the first task (the worker adopts the key on import) ...
+    with shoal.Pool(1, **FAST) as pool:
+        assert pool.apply(compat_tasks.authkey) == mine
+    # ... or already loaded by the initializer.
+    with shoal.Pool(1, compat_tasks.import_multiprocessing_first, **FAST) as pool:
+        assert pool.apply(compat_tasks.authkey) == mine

@@ -30,7 +30,7 @@ struct Engine {
 impl Engine {
     #[new]
     #[pyo3(signature = (
-        argv, workers, *, env=None, worker_config=Vec::new(), init=None,
+        argv, workers, *, env=None, worker_config=Vec::new(), init=None, pass_fds=Vec::new(),
         max_tasks_per_worker=None, recycle_memory=None, memory_limit=None, cpus=None,
         nice=None, heartbeat=1.0, heartbeat_timeout=30.0, kill_grace=1.0,
         retry_delay=0.05, prefetch=32, store=None, run_name=None,
@@ -42,6 +42,7 @@ impl Engine {
         env: Option<HashMap<OsString, OsString>>,
         worker_config: Vec<u8>,
         init: Option<Vec<u8>>,
+        pass_fds: Vec<i32>,
         max_tasks_per_worker: Option<u64>,
         recycle_memory: Option<u64>,
         memory_limit: Option<u64>,
@@ -62,6 +63,7 @@ impl Engine {
         config.env = env.unwrap_or_default().into_iter().collect();
         config.worker_config = worker_config;
         config.init = init;
+        config.pass_fds = pass_fds;
         config.max_tasks_per_worker = max_tasks_per_worker;
         config.recycle_memory = recycle_memory;
         config.memory_limit = memory_limit;
