@@ -5,9 +5,11 @@ Ctrl-C, and what the tasks inherit."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ import time
 import pytest
 
 import shoal
+import shoal._engine
 from conftest import HERE, alive
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -120,3 +123,30 @@ def test_a_signal_stops_a_run_as_it_stops_the_binarys(front, sig, tmp_path):
 def test_the_package_has_its_version():
     assert shoal.__version__ == importlib.metadata.version("shoal")
     assert "__version__" in dir(shoal)
+
+
+def elf_sections(path: str) -> set[str]:
+    """The section names of a 64-bit little-endian ELF file."""
+    with open(path, "rb") as file:
+        data = file.read()
+    assert data[:6] == b"\x7fELF\x02\x01", f"{path} is not a 64-bit little-endian ELF file"
+    shoff, shentsize, shnum, shstrndx = (
+        struct.unpack_from("<Q", data, 0x28)[0],
+        *struct.unpack_from("<HHH", data, 0x3A),
+    )
+    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4]
+    return {
+        data[names_at + name : data.index(b"\0", names_at + name)].decode()
+        for name, *_ in headers
+    }
+
+
+def test_the_installed_extension_is_stripped():
+    direct = importlib.metadata.distribution("shoal").read_text("direct_url.json")
+    if direct and json.loads(direct).get("dir_info", {}).get("editable"):
+        pytest.skip("an editable install (maturin develop) is a debug build")
+    sections = elf_sections(shoal._engine.__file__)
+    assert ".text" in sections
+    kept = sorted(name for name in sections if name.startswith(".debug") or name == ".symtab")
+    assert not kept, f"the release extension keeps {kept}"
