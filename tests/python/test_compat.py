@@ -329,3 +329,52 @@ def test_workers_hold_the_callers_authkey_whenever_they_load_multiprocessing():
     # ... or already loaded by the initializer.
     with shoal.Pool(1, compat_tasks.import_multiprocessing_first, **FAST) as pool:
         assert pool.apply(compat_tasks.authkey) == mine
+
+
+# ---------------------------------------------------------------------------------------
+# Functions defined in __main__ share their module's globals in a worker.
+
+_GLOBALS_SCRIPT = """
+import multiprocessing, sys, shoal
+
+PLACEHOLDER = None
+LIMIT = 10
+
+
+def init(value):
+    global PLACEHOLDER, UNDECLARED, CALLS
+    PLACEHOLDER, UNDECLARED, CALLS = value, value + 1, 0
+
+
+def helper(x):
+    return min(x, LIMIT)
+
+
+def task(x):
+    global CALLS
+    CALLS += 1
+    return (PLACEHOLDER, UNDECLARED, CALLS, helper(x))
+
+
+if __name__ == "__main__":
+    for name, make in (("stdlib", multiprocessing.get_context("spawn").Pool), ("shoal", shoal.Pool)):
+        with make(1, init, (41,)) as pool:
+            print(name, pool.map(task, [5, 50], chunksize=1) + [pool.apply(task, (7,))])
+            if name == "shoal":
+                LIMIT = 20  # a later call takes the caller's new value of a global
+                print("shoal-later", pool.apply(lambda x: helper(x), (50,)))
+"""
+
+
+def test_main_functions_share_their_globals_in_a_worker_as_in_a_spawn_pool(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(_GLOBALS_SCRIPT))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    # The initializer's globals (one the caller has as a placeholder, one it lacks),
+    # a task's own global, a helper: what the spawn pool's worker module shows.
+    assert lines["shoal"] == lines["stdlib"] == "[(41, 42, 1, 5), (41, 42, 2, 10), (41, 42, 3, 7)]"
+    assert lines["shoal-later"] == "20"
