@@ -13,9 +13,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
 
+use super::config::PoolConfig;
 use crate::process::reap::reap;
 use crate::process::signal::kill_group;
-use super::config::PoolConfig;
 use crate::process::{spawn_worker, ExitInfo, Limits};
 use crate::protocol::{Message, MessageReader, ProtocolError};
 
