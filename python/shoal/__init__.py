@@ -6,6 +6,9 @@ processes supervised by the engine (`shoal._engine`), which never hangs when a w
 dies, kills only the task that timed out, retries crashes, and prioritises. The errors
 they raise are in `shoal.errors`.
 
+The package also installs the `shoal` command line (`python -m shoal` runs it too),
+and `shoal.__version__` is its version.
+
 This module only names the public API. It imports nothing until a name is used,
 because every worker process imports it first (`python -m shoal._worker`) and worker
 start is on the path of `Pool(...)` to the first result.
@@ -69,6 +72,9 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
@@ -80,4 +86,17 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"__version__"})
+
+
+def _version() -> str:
+    """The installed package's version (its metadata), else the engine's: the same
+    number, which maturin takes from the crate."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("shoal")
+    except metadata.PackageNotFoundError:
+        from shoal._engine import __version__
+
+        return __version__

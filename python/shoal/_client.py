@@ -3,7 +3,9 @@
 It owns one `shoal._engine.Engine` and everything between the front ends and it:
 - encoding: a task's function is cloudpickled once and its bytes reused (cached by
   identity for single calls, once per call for map-like calls); arguments go through
-  plain pickle protocol 5 (`_payload` defines the bytes);
+  plain pickle protocol 5 (`_payload` defines the bytes); the initializer and its
+  arguments as spawn pickles them, with the descriptors the workers inherit
+  (`_sharing`);
 - the dispatcher thread, which waits on `engine.events` (the GIL released) and hands
   each task's final event to the handler registered when it was submitted: futures are
   resolved and callbacks run there;
@@ -40,7 +42,7 @@ import traceback
 import weakref
 from collections.abc import Callable
 
-from shoal import _payload, errors
+from shoal import _payload, _sharing, errors
 from shoal._options import PoolSettings, TaskOptions
 from shoal._outcomes import call_outcome, describe, label, stored_label
 from shoal._progress import ProgressBar
@@ -48,8 +50,10 @@ from shoal._stream import Stream, ChunkHandler
 
 WORKER_MODULE = "shoal._worker"
 
-# Functions pickled per core, cached by identity. Entries hold the function itself, so
-# its id cannot be reused by another object while the entry lives.
+# Functions pickled per core, cached by identity. An entry holds only a weak reference
+# to its function (a bound method holds its instance, a partial its arguments: they must
+# be collectable once their tasks ended), and leaves the cache when the function dies,
+# before its id can be given to another object.
 FUNCTION_CACHE_SIZE = 256
 
 # The dispatcher wakes at least this often (to notice the engine's end, and to redraw
@@ -64,15 +68,29 @@ TERMINATE_GRACE = 10.0
 _live_cores: weakref.WeakSet = weakref.WeakSet()
 
 
-def worker_config() -> bytes:
+def worker_config(fds: list[int] | tuple = ()) -> bytes:
     """Welcome.config for every worker: the caller's import path, with relative entries
-    made absolute (a worker's cwd is the caller's at spawn time, which may change)."""
+    made absolute (a worker's cwd is the caller's at spawn time, which may change); its
+    multiprocessing authkey and the descriptors the workers inherit (see `_sharing`)."""
     cwd = os.getcwd()
     sys_path = [
         entry if os.path.isabs(entry) else os.path.abspath(os.path.join(cwd, entry))
         for entry in sys.path
     ]
-    return pickle.dumps({"sys_path": sys_path}, _payload.PROTOCOL)
+    config = {"sys_path": sys_path, "authkey": _sharing.caller_authkey(), "fds": list(fds)}
+    return pickle.dumps(config, _payload.PROTOCOL)
+
+
+def _forgetter(functions: dict, key: int) -> Callable[[weakref.ref], None]:
+    """The callback that drops a dead function's entry from a core's cache (see
+    FUNCTION_CACHE_SIZE). It holds the cache, never the core."""
+
+    def forget(ref: weakref.ref) -> None:
+        entry = functions.get(key)
+        if entry is not None and entry[0] is ref:
+            functions.pop(key, None)
+
+    return forget
 
 
 def report_handler_error() -> None:
@@ -162,29 +180,38 @@ class Core:
         if not sys.executable:
             raise RuntimeError("sys.executable is empty: shoal cannot start Python workers")
         init = None
+        # Descriptors of the initargs' multiprocessing objects, which every worker
+        # inherits: open until the engine has ended (see _close_inherited).
+        self._inherited: list[int] = []
         if settings.initializer is not None:
             try:
-                init = _payload.dumps_function((settings.initializer, settings.initargs))
+                init, self._inherited = _sharing.dumps_initializer(
+                    settings.initializer, settings.initargs
+                )
             except Exception as exc:
-                raise errors.PicklingError(
-                    f"the initializer {describe(settings.initializer)} or its initargs could "
-                    f"not be pickled: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise errors.pickling_error(
+                    f"the initializer {describe(settings.initializer)} or its initargs", exc
+                )
         self.workers = settings.workers
-        self.engine = Engine(
-            [sys.executable, "-m", WORKER_MODULE],
-            settings.workers,
-            worker_config=worker_config(),
-            init=init,
-            max_tasks_per_worker=settings.max_tasks,
-            recycle_memory=settings.recycle_memory,
-            memory_limit=settings.memory_limit,
-            cpus=settings.cpus,
-            heartbeat=settings.heartbeat,
-            heartbeat_timeout=settings.heartbeat_timeout,
-            store=settings.store,
-            run_name=[os.path.basename(sys.executable), *sys.argv][:8],
-        )
+        try:
+            self.engine = Engine(
+                [sys.executable, "-m", WORKER_MODULE],
+                settings.workers,
+                worker_config=worker_config(self._inherited),
+                init=init,
+                pass_fds=self._inherited,
+                max_tasks_per_worker=settings.max_tasks,
+                recycle_memory=settings.recycle_memory,
+                memory_limit=settings.memory_limit,
+                cpus=settings.cpus,
+                heartbeat=settings.heartbeat,
+                heartbeat_timeout=settings.heartbeat_timeout,
+                store=settings.store,
+                run_name=[os.path.basename(sys.executable), *sys.argv][:8],
+            )
+        except BaseException:
+            _sharing.close_fds(self._inherited)
+            raise
         # With a store every task carries a label: how it is shown there, and (with
         # its key) how a stored result is found again.
         self.recording = settings.store is not None
@@ -203,7 +230,7 @@ class Core:
         self._closing = False  # the front end was closed: the engine closes after the streams
         self._engine_closed = False
         self._terminated_at: float | None = None
-        self._functions: dict[int, tuple[object, bytes]] = {}
+        self._functions: dict[int, tuple[weakref.ref, bytes]] = {}
         self.calls = 0  # written under _lock
         self.calls_done = 0  # written by the dispatcher only
         self._progress = ProgressBar() if settings.progress else None
@@ -218,37 +245,39 @@ class Core:
 
     def call_head(self, fn) -> bytes:
         """The start of a CALL payload of `fn` (`_payload.run_head`), made once per
-        function object. Raises PicklingError."""
+        function object. Raises as `function_bytes_once`."""
         entry = self._functions.get(id(fn))
-        if entry is not None and entry[0] is fn:
+        if entry is not None and entry[0]() is fn:
             return entry[1]
         data = _payload.run_head(_payload.CALL, self.function_bytes_once(fn))
         functions = self._functions
+        key = id(fn)
+        try:
+            ref = weakref.ref(fn, _forgetter(functions, key))
+        except TypeError:
+            return data  # not weakly referenceable (a __slots__ class): pickled every time
         if len(functions) >= FUNCTION_CACHE_SIZE:
             functions.pop(next(iter(functions)), None)
-        functions[id(fn)] = (fn, data)
+        functions[key] = (ref, data)
         return data
 
     @staticmethod
     def function_bytes_once(fn) -> bytes:
         """The function's pickle, not cached: for a map-like call, which pickles its
-        function once for all its items. Raises PicklingError."""
+        function once for all its items. Raises `errors.pickling_error`'s exception."""
         try:
             return _payload.dumps_function(fn)
         except Exception as exc:
-            raise errors.PicklingError(
-                f"the function {describe(fn)} could not be pickled: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise errors.pickling_error(f"the function {describe(fn)}", exc)
 
     def encode_call(self, fn, args: tuple, kwargs: dict | None) -> bytes:
-        """The Run payload of fn(*args, **kwargs). Raises PicklingError."""
+        """The Run payload of fn(*args, **kwargs). Raises `errors.pickling_error`'s
+        exception."""
         head = self.call_head(fn)
         try:
             return head + _payload.dumps((args, kwargs or None))
         except Exception as exc:
-            raise errors.PicklingError(
-                f"the arguments of {describe(fn)} could not be pickled: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise errors.pickling_error(f"the arguments of {describe(fn)}", exc)
 
     # ----- submitting -----
 
@@ -264,7 +293,7 @@ class Core:
         again and again on a loop of submits."""
         try:
             payload = self.encode_call(fn, args, kwargs)
-        except errors.PicklingError as exc:
+        except Exception as exc:  # it cannot be pickled (see encode_call)
             target._shoal_outcome(False, exc)
             return None
         name = stored_label(label(fn, args, kwargs), payload) if self.recording else ""
@@ -417,8 +446,15 @@ class Core:
                     progress.update(self.calls_done, self.calls)
         finally:
             self._fail_leftovers()
+            self._close_inherited()
             if progress is not None:
                 progress.update(self.calls_done, self.calls, final=True)
+
+    def _close_inherited(self) -> None:
+        """Closes the descriptors the workers inherit once no worker can start any more
+        (left open if the engine has not ended: a worker might yet be started)."""
+        if self._inherited and self.engine.join(0):
+            _sharing.close_fds(self._inherited)
 
     def _handle(self, events: list) -> None:
         with self._lock:

@@ -4,6 +4,11 @@ starts, supervises and feeds the worker processes. Payloads are opaque bytes to 
 from typing import Final
 
 PROTOCOL_VERSION: Final[int]
+__version__: Final[str]  # the crate's version, which is the package's
+
+def cli_main(argv: list[str]) -> int:
+    """Runs the `shoal` command line (argv[0] names the program) and returns its exit
+    status, as the `shoal` binary would exit with; never exits itself."""
 
 # (task, status, payload, message, attempts, worker, duration_seconds); status is one of
 # "ok", "raised", "crashed", "timed_out", "memory_exceeded", "cancelled", "init_failed",
@@ -19,6 +24,7 @@ class Engine:
         env: dict[str, str] | None = None,
         worker_config: bytes = b"",
         init: bytes | None = None,
+        pass_fds: list[int] = [],
         max_tasks_per_worker: int | None = None,
         recycle_memory: int | None = None,
         memory_limit: int | None = None,
@@ -32,8 +38,10 @@ class Engine:
         store: str | None = None,
         run_name: list[str] | None = None,
     ) -> None:
-        """Starts the engine thread and the workers. ValueError for bad arguments, OSError
-        if the worker program cannot be started at all (or the store cannot be opened)."""
+        """Starts the engine thread and the workers. `pass_fds`: descriptors every worker
+        inherits at the same number (the caller keeps them open until the engine ended).
+        ValueError for bad arguments, OSError if the worker program cannot be started at
+        all (or the store cannot be opened)."""
     def submit(
         self,
         payload: bytes,

@@ -27,8 +27,10 @@ arguments could not be unpickled), with one exception for all its items.
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
+import sys
 
 CALL = 1
 MAP = 2
@@ -51,18 +53,119 @@ def dumps(obj: object) -> bytes:
     try:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return _cloudpickle().dumps(obj, PROTOCOL)
+        return cloudpickle_dumps(obj)
     # find, not `in`: bytes.__contains__ first tries the operand as an int and formats
     # the TypeError it throws away, which doubled the cost of pickling a small call.
     if data.find(_MAIN) != -1:
-        return _cloudpickle().dumps(obj, PROTOCOL)
+        return cloudpickle_dumps(obj)
     return data
 
 
 def dumps_function(fn: object) -> bytes:
     """Pickles a task's function with cloudpickle, which pickles importable functions by
     reference and the others (lambdas, closures, `__main__`) by value."""
-    return _cloudpickle().dumps(fn, PROTOCOL)
+    return cloudpickle_dumps(fn)
+
+
+def cloudpickle_dumps(obj: object, pickler: type | None = None) -> bytes:
+    """Pickles `obj` with cloudpickle, code keeping its file name (see `pickler_class`),
+    or with `pickler`, a subclass of that class."""
+    with io.BytesIO() as file:
+        (pickler or pickler_class())(file, PROTOCOL).dump(obj)
+        return file.getvalue()
+
+
+_PICKLER: type | None = None
+
+
+def pickler_class() -> type:
+    """cloudpickle's Pickler, with two differences for what it pickles by value:
+    - code keeps its file name. cloudpickle names it "<dynamic-code>", so a traceback
+      of a function defined in `__main__` (or a lambda, or a closure) showed neither the
+      file nor the source line; with the real name the worker's linecache reads the
+      line as multiprocessing's workers do, and shows file and line where it cannot.
+    - functions of the caller's `__main__` share one namespace in a worker (see
+      `main_namespace`), as they share a module in a spawn pool's worker: an
+      initializer's `global` assignments are seen by the tasks. cloudpickle gives each
+      pickle a namespace of its own, where a task saw the caller's placeholder (None)
+      instead of what the initializer had set."""
+    global _PICKLER
+    if _PICKLER is None:
+        import types
+        from collections import ChainMap
+
+        base = _cloudpickle().Pickler
+        reduce_code = base.dispatch_table[types.CodeType]
+
+        def reduce_code_in_its_file(code):
+            rebuild, args = reduce_code(code)
+            return _code_in_file, (rebuild, args, code.co_filename)
+
+        class Pickler(base):
+            dispatch_table = ChainMap({types.CodeType: reduce_code_in_its_file}, base.dispatch_table)
+
+            def _dynamic_function_reduce(self, func):
+                # cloudpickle's (make, (code, globals, ...), state, None, None, setstate);
+                # another shape (a cloudpickle of its own) is left as it is.
+                reduced = super()._dynamic_function_reduce(func)
+                main = sys.modules.get("__main__")
+                if main is None or func.__globals__ is not vars(main) or len(reduced) != 6:
+                    return reduced
+                make, (code, base_globals, *rest), state, items, entries, setstate = reduced
+                return (
+                    make,
+                    (code, _MainGlobals(base_globals), *rest),
+                    (setstate, state),
+                    items,
+                    entries,
+                    _set_main_function_state,
+                )
+
+        _PICKLER = Pickler
+    return _PICKLER
+
+
+def _code_in_file(rebuild, args: tuple, filename: str):
+    """A code object pickled by `pickler_class`, given back its file name."""
+    return rebuild(*args).replace(co_filename=filename)
+
+
+class _MainGlobals:
+    """Pickles as the worker's namespace of the caller's `__main__` functions."""
+
+    def __init__(self, base: dict) -> None:
+        self.base = base
+
+    def __reduce__(self):
+        return main_namespace, (dict(self.base),)
+
+
+# In a worker: the namespace shared by the caller's `__main__` functions (the module
+# attributes cloudpickle sends first: __name__, __file__...), and the last value the
+# caller sent for each of its names.
+_MAIN_NAMESPACE: dict | None = None
+_MAIN_SENT: dict = {}
+
+
+def main_namespace(base: dict) -> dict:
+    global _MAIN_NAMESPACE
+    if _MAIN_NAMESPACE is None:
+        _MAIN_NAMESPACE = dict(base)
+    return _MAIN_NAMESPACE
+
+
+def _set_main_function_state(func, wrapped: tuple) -> None:
+    """cloudpickle's state setter for a `__main__` function, except for the globals it
+    brings: the caller's value of a name goes in unless the worker's own code rebound
+    the name (an initializer's `global x; x = ...`), which keeps its value as it would
+    in a spawned worker's module."""
+    setstate, (state, slotstate) = wrapped
+    namespace, sent = func.__globals__, _MAIN_SENT
+    for name, value in slotstate["__globals__"].items():
+        if name not in namespace or (name in sent and namespace[name] is sent[name]):
+            namespace[name] = sent[name] = value
+    slotstate["__globals__"] = {}
+    setstate(func, (state, slotstate))
 
 
 def run_head(mode: int, fn_bytes: bytes) -> bytes:

@@ -338,13 +338,8 @@ class Stream:
             return None
         return _payload.encode_run(mode, fn_bytes, _payload.dumps(good)), good_indices, good
 
-    def _pickling_error(self, exc: BaseException) -> errors.PicklingError:
-        error = errors.PicklingError(
-            f"the arguments of {describe(self.fn)} could not be pickled: "
-            f"{type(exc).__name__}: {exc}"
-        )
-        error.__cause__ = exc
-        return error
+    def _pickling_error(self, exc: Exception) -> Exception:
+        return errors.pickling_error(f"the arguments of {describe(self.fn)}", exc)
 
     # ----- the dispatcher thread -----
 

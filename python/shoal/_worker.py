@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 
-from shoal import _payload
+from shoal import _payload, _sharing
 from shoal._payload import CALL, dumps
 
 # Not `typing.TYPE_CHECKING`: typing costs a worker milliseconds at start.
@@ -470,10 +470,16 @@ def _configure(config: memoryview) -> None:
         return
     try:
         settings = pickle.loads(config)
-        sys_path = settings["sys_path"]
+        sys_path, authkey = settings["sys_path"], settings.get("authkey")
+        # Inherited for the initializer's arguments (see _sharing), not for the
+        # processes the tasks start.
+        for fd in settings.get("fds", ()):
+            os.set_inheritable(fd, False)
     except Exception as exc:
         raise ProtocolError(f"Welcome: the worker configuration cannot be read: {exc!r}") from None
     sys.path[:] = sys_path
+    if authkey:
+        _sharing.adopt_authkey(authkey)
 
 
 def _flush_output() -> None:

@@ -4,10 +4,13 @@ event from the engine to the exception its caller sees (`from_event`).
 Every kind of failure has its own class under `ShoalError`, which also derives from the
 standard exception a caller may already catch: `TaskTimeout` is a `TimeoutError`,
 `MemoryLimitExceeded` a `MemoryError`, `TaskCancelled` a
-`concurrent.futures.CancelledError`, `PicklingError` a `pickle.PicklingError`. An
+`concurrent.futures.CancelledError`, `PicklingError` a `pickle.PicklingError`,
+`WorkerCrashed` and `InitializerError` a `concurrent.futures.process.BrokenProcessPool`
+(what the standard executor raises when a worker dies or its initializer fails). An
 exception raised by the task itself is re-raised as its own type, with the worker's
 formatted traceback attached as its `__cause__` (a `RemoteTraceback`), as
-`concurrent.futures` does.
+`concurrent.futures` does; so is an exception a pickler raised for an argument, unless
+`PicklingError` is already of its type (`pickling_error`).
 
 Workers import this module only when a task fails in a way they must describe (an
 unpicklable result or exception), never at start.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import pickle
 import re
 from concurrent.futures import CancelledError
+from concurrent.futures.process import BrokenProcessPool
 
 __all__ = [
     "ShoalError",
@@ -31,6 +35,7 @@ __all__ = [
     "EngineError",
     "RemoteTraceback",
     "from_event",
+    "pickling_error",
     "remote_exception",
 ]
 
@@ -44,9 +49,11 @@ class TaskTimeout(ShoalError, TimeoutError):
     killed and replaced; the pool stays usable. Timeouts are never retried."""
 
 
-class WorkerCrashed(ShoalError):
+class WorkerCrashed(ShoalError, BrokenProcessPool):
     """The task's worker died (killed by a signal, the OOM killer, a segfault, an exit)
-    or stopped answering, on every attempt the task's `retries` allowed.
+    or stopped answering, on every attempt the task's `retries` allowed. A
+    `BrokenProcessPool`, as the standard executor raises then (though only this task
+    failed: the pool stays usable).
 
     Attributes: `reason` (the engine's words), `signal` (the signal number when a signal
     killed the worker, else None), `exit_status` (when the worker exited, else None),
@@ -74,10 +81,11 @@ class MemoryLimitExceeded(ShoalError, MemoryError):
     no cgroup can be had); either way the worker is replaced."""
 
 
-class InitializerError(ShoalError):
+class InitializerError(ShoalError, BrokenProcessPool):
     """The pool's initializer raised in a worker. The pool does not respawn workers that
     would fail the same way: every task not yet finished fails with this error. The
-    initializer's own exception is the `__cause__`."""
+    initializer's own exception is the `__cause__`. A `BrokenProcessPool` (so a
+    `concurrent.futures.BrokenExecutor`), as the standard executor raises then."""
 
 
 class TaskCancelled(ShoalError, CancelledError):
@@ -112,6 +120,22 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return '\n"""\n' + self.tb + '"""'
+
+
+def pickling_error(what: str, exc: Exception) -> Exception:
+    """What the caller gets when `what` ("the arguments of f") could not be pickled and
+    the pickler raised `exc`: a `PicklingError` naming both (`exc` its cause) when that
+    is also of `exc`'s type, as it is for what picklers raise (a TypeError, a
+    pickle.PicklingError); else `exc` itself, as the standard library's pools let it
+    through, so that `except` clauses written for them (a RuntimeError of an object
+    shared only through inheritance, a custom error of a `__reduce__`) still match."""
+    if issubclass(PicklingError, type(exc)):
+        error = PicklingError(f"{what} could not be pickled: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note(f"(shoal: {what} could not be pickled)")
+    return exc
 
 
 def remote_exception(payload: bytes, tb: str) -> BaseException:

@@ -1,7 +1,9 @@
 //! `shoal._engine`: the Python face of the engine's worker pool
-//! ([`shoal_core::workers`]). It converts arguments and results and maps errors to
-//! Python exceptions, in one place; it decides nothing. Payloads cross as bytes: the
-//! Python package pickles, the engine never looks inside. Waits release the GIL.
+//! ([`shoal_core::workers`]), and of the `shoal` command line ([`cli_main`], which the
+//! package installs as its `shoal` command). It converts arguments and results and
+//! maps errors to Python exceptions, in one place; it decides nothing. Payloads cross
+//! as bytes: the Python package pickles, the engine never looks inside. Waits release
+//! the GIL.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -28,7 +30,7 @@ struct Engine {
 impl Engine {
     #[new]
     #[pyo3(signature = (
-        argv, workers, *, env=None, worker_config=Vec::new(), init=None,
+        argv, workers, *, env=None, worker_config=Vec::new(), init=None, pass_fds=Vec::new(),
         max_tasks_per_worker=None, recycle_memory=None, memory_limit=None, cpus=None,
         nice=None, heartbeat=1.0, heartbeat_timeout=30.0, kill_grace=1.0,
         retry_delay=0.05, prefetch=32, store=None, run_name=None,
@@ -40,6 +42,7 @@ impl Engine {
         env: Option<HashMap<OsString, OsString>>,
         worker_config: Vec<u8>,
         init: Option<Vec<u8>>,
+        pass_fds: Vec<i32>,
         max_tasks_per_worker: Option<u64>,
         recycle_memory: Option<u64>,
         memory_limit: Option<u64>,
@@ -60,6 +63,7 @@ impl Engine {
         config.env = env.unwrap_or_default().into_iter().collect();
         config.worker_config = worker_config;
         config.init = init;
+        config.pass_fds = pass_fds;
         config.max_tasks_per_worker = max_tasks_per_worker;
         config.recycle_memory = recycle_memory;
         config.memory_limit = memory_limit;
@@ -247,9 +251,20 @@ fn closed(error: PoolClosed) -> PyErr {
     PyRuntimeError::new_err(error.to_string())
 }
 
+/// Runs the `shoal` command line with `argv` (`argv[0]` names the program) and returns
+/// its exit status: the very code of the `shoal` binary, which the package's `shoal`
+/// command and `python -m shoal` run. The GIL is released meanwhile; signal handling
+/// is the command's own (`shoal.__main__` leaves it the defaults first).
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<OsString>) -> u8 {
+    py.detach(|| shoal_cli::main_from(argv))
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("PROTOCOL_VERSION", shoal_core::protocol::PROTOCOL_VERSION)?;
     Ok(())
 }

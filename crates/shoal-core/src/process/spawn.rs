@@ -4,11 +4,12 @@
 //!
 //! Without limits std uses posix_spawn (vfork speed); limits need a `pre_exec` hook,
 //! which makes std fall back to fork + exec. Long-lived workers ([`spawn_worker`])
-//! always take that path: they start rarely, and their channel must be inherited.
+//! always take that path: they start rarely, and their channel (and any descriptor
+//! the front end passes them) must be inherited.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -99,16 +100,19 @@ fn start(
 
 /// Starts a long-lived worker: `argv` in its own process group, stdin from
 /// /dev/null, stdout and stderr shared with the engine's (they belong to the user's
-/// code), and `channel` inherited across exec, its number in `SHOAL_WORKER_FD`.
-/// Returns the pid (also the group id) and a pidfd to learn of its exit.
+/// code), and `channel` inherited across exec, its number in `SHOAL_WORKER_FD`, as
+/// are `pass_fds` (open descriptors the caller keeps open while it spawns), each at
+/// its number. Returns the pid (also the group id) and a pidfd to learn of its exit.
 pub fn spawn_worker(
     argv: &[OsString],
     env: &[(OsString, OsString)],
     limits: Limits,
     channel: BorrowedFd<'_>,
+    pass_fds: &[RawFd],
 ) -> io::Result<(u32, OwnedFd)> {
     let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty argv"))?;
     let fd = channel.as_raw_fd();
+    let inherited: Vec<RawFd> = std::iter::once(fd).chain(pass_fds.iter().copied()).collect();
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -119,9 +123,12 @@ pub fn spawn_worker(
     unsafe {
         cmd.pre_exec(move || {
             // The engine made the channel close-on-exec so that no other child of
-            // this process inherits it; only this one keeps it across exec.
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
+            // this process inherits it; only this one keeps it across exec, with the
+            // descriptors passed, at their numbers (the front end's pickles name them).
+            for &fd in &inherited {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             limits.apply_in_child()
         });
@@ -169,5 +176,36 @@ mod tests {
         assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
         assert_eq!(resolve_program("./x"), Some(PathBuf::from("./x")));
         assert_eq!(resolve_program("no-such-program-shoal"), None);
+    }
+
+    #[test]
+    fn a_worker_inherits_the_descriptors_passed_and_no_other() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+
+        use rustix::pipe::{pipe_with, PipeFlags};
+
+        let (_ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (passed_read, passed_write) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        let (other_read, other_write) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        let script = r#"echo passed >&"$1"; echo leaked 2>/dev/null >&"$2"; exit 0"#;
+        let argv: Vec<OsString> = ["sh", "-c", script, "sh"]
+            .into_iter()
+            .map(OsString::from)
+            .chain([&passed_write, &other_write].map(|fd| fd.as_raw_fd().to_string().into()))
+            .collect();
+        let passed = [passed_write.as_raw_fd()];
+        let (pid, _pidfd) =
+            spawn_worker(&argv, &[], Limits::default(), theirs.as_fd(), &passed).unwrap();
+        drop((passed_write, other_write));
+        let exited = crate::process::reap::reap(pid).unwrap();
+        assert_eq!(exited.exited, crate::process::Exited::Code(0));
+        let read_all = |fd: OwnedFd| {
+            let mut text = String::new();
+            std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+            text
+        };
+        assert_eq!(read_all(passed_read), "passed\n");
+        assert_eq!(read_all(other_read), "", "a descriptor not passed reached the worker");
     }
 }

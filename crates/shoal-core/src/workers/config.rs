@@ -2,6 +2,7 @@
 //! answers ([`TaskEvent`], [`PoolStats`]). Plain data.
 
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 pub use super::record::PoolStore;
@@ -18,6 +19,10 @@ pub struct PoolConfig {
     pub workers: usize,
     /// Sent to every worker in Welcome (opaque to the engine).
     pub worker_config: Vec<u8>,
+    /// Descriptors every worker inherits at the same number (as multiprocessing's
+    /// spawn passes a child the pipes and shared memory of what it was given); the
+    /// front end names them in what it sends and keeps them open until the pool ended.
+    pub pass_fds: Vec<RawFd>,
     /// Sent once to every worker as Init (the initializer), if any.
     pub init: Option<Vec<u8>>,
     /// Replace a worker after it has been given this many tasks.
@@ -54,6 +59,7 @@ impl PoolConfig {
             env: Vec::new(),
             workers,
             worker_config: Vec::new(),
+            pass_fds: Vec::new(),
             init: None,
             max_tasks_per_worker: None,
             recycle_memory: None,

@@ -605,7 +605,7 @@ impl Driver {
         if let Some(cpus) = self.config.cpus.as_ref().filter(|c| !c.is_empty()) {
             limits.cpu = Some(cpus[index % cpus.len()]);
         }
-        match Process::start(id, &self.config.argv, &self.config.env, limits, &self.inbox) {
+        match Process::start(id, &self.config, limits, &self.inbox) {
             Ok(process) => {
                 let now = Instant::now();
                 self.slots[index].started += 1;

@@ -97,6 +97,16 @@ impl WorkerPool {
                 reason: format!("CPU {cpu} is past the {} a CPU set can name", libc::CPU_SETSIZE),
             });
         }
+        // A worker would be handed another file, or fail to start, much later.
+        if let Some(&fd) = config.pass_fds.iter().find(|&&fd| {
+            // SAFETY: F_GETFD only reads the descriptor's flags.
+            fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1
+        }) {
+            return Err(Error::InvalidConfig {
+                what: "pass_fds",
+                reason: format!("{fd} is not an open descriptor above the standard streams"),
+            });
+        }
         let Some(program) = config.argv.first() else {
             return Err(Error::InvalidConfig { what: "argv", reason: "is empty".into() });
         };

@@ -4,7 +4,6 @@
 //! The driver never signals a worker itself: it asks the exit watcher, the only one
 //! that reaps the process, so a signal can never reach a reused pid.
 
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -14,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
 
+use super::config::PoolConfig;
 use crate::process::reap::reap;
 use crate::process::signal::kill_group;
 use crate::process::{spawn_worker, ExitInfo, Limits};
@@ -48,13 +48,13 @@ impl Process {
     /// Starts worker `id` and its tasks (on the current tokio runtime).
     pub fn start(
         id: u64,
-        argv: &[OsString],
-        env: &[(OsString, OsString)],
+        config: &PoolConfig,
         limits: Limits,
         inbox: &Inbox,
     ) -> io::Result<Process> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let (pid, pidfd) = spawn_worker(argv, env, limits, theirs.as_fd())?;
+        let (pid, pidfd) =
+            spawn_worker(&config.argv, &config.env, limits, theirs.as_fd(), &config.pass_fds)?;
         drop(theirs);
         let (kill, kill_rx) = watch::channel(false);
         // SAFETY: the OwnedFd moves into the AsyncFd and stays open, unchanged, for its life.
