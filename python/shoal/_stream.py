@@ -262,7 +262,7 @@ class Stream:
         after a stop, the rest fail as cancelled). Returns the index after the batch."""
         single = self._chunker.fixed == 1
         mode = _payload.STARMAP if self._star else _payload.MAP
-        payloads, handlers, calls = [], [], 0
+        payloads, handlers = [], []
         for chunk in batch:
             indices = range(index, index + len(chunk))
             index += len(chunk)
@@ -271,34 +271,49 @@ class Stream:
                 payload, indices, items = encoded
                 payloads.append(payload)
                 handlers.append(ChunkHandler(self, indices, items, single))
-                calls += len(indices)
         if not payloads:
             return index
         options = self._options
         if options.timeout is not None and len(batch[0]) > 1:
             # A chunk is one engine task: it may take as long as its items together.
             options = options.replace(timeout=options.timeout * len(batch[0]))
-        if not single:
-            # A chunk whose worker crashed is not retried whole: it is split at once,
-            # and its items run again alone, each with its own retries (chunks_done).
-            options = options.replace(retries=0)
+        unsent = len(handlers)
         with self._cond:
-            submitted = False
             if not self._stopped:
                 try:
-                    counted = 0 if self._total is not None else calls
-                    labels = self._labels(handlers, payloads)
-                    first = self.core.submit_tasks(payloads, options, handlers, counted, labels)
-                    submitted = True
+                    for start, stop, group_options in self._groups(handlers, options):
+                        group = handlers[start:stop]
+                        calls = sum(len(handler.indices) for handler in group)
+                        counted = 0 if self._total is not None else calls
+                        labels = self._labels(group, payloads[start:stop])
+                        first = self.core.submit_tasks(
+                            payloads[start:stop], group_options, group, counted, labels
+                        )
+                        self._register(first, payloads[start:stop])
+                        self._submitted_items += calls
+                        unsent = len(handlers) - stop
                 except RuntimeError:  # the engine was closed under us: terminated
                     self._stopped = True
-            if submitted:
-                self._register(first, payloads)
-                self._submitted_items += calls
-        if not submitted:
-            for handler in handlers:
-                fail_items(self._sink, handler.indices, self._cancelled_error())
+        for handler in handlers[len(handlers) - unsent :]:
+            fail_items(self._sink, handler.indices, self._cancelled_error())
         return index
+
+    @staticmethod
+    def _groups(handlers: list, options: TaskOptions) -> list:
+        """[(start, stop, options)]: the runs of consecutive chunks submitted with the
+        same options. A chunk of several items whose worker crashed is not retried
+        whole: it is split at once, and its items run again alone, each with its own
+        retries (chunks_done), so it goes with none. A chunk of one item is that item:
+        it keeps its retries, as a single call does."""
+        none = options.replace(retries=0) if options.retries else options
+        groups: list = []
+        for position, handler in enumerate(handlers):
+            wanted = none if len(handler.indices) > 1 else options
+            if groups and groups[-1][2] is wanted:
+                groups[-1][1] = position + 1
+            else:
+                groups.append([position, position + 1, wanted])
+        return groups
 
     def _encode(self, chunk: list, indices, single: bool, mode: int):
         """(payload, indices, items) for a chunk, or None if none of its items can be
@@ -365,6 +380,7 @@ class Stream:
                     value = None
                 values.append(value)
             elif event[1] in _SPLIT and len(handler.indices) > 1 and not self._stopped:
+                # (A chunk of one item had its item's retries: its outcome is final.)
                 split.append((handler, event))
                 continue
             else:

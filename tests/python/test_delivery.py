@@ -1,8 +1,10 @@
-"""Every outcome is true, arrives, and arrives promptly: a dead worker is reported by its
-signal."""
+"""Every outcome is true, arrives, and arrives promptly: a crash costs a retry and never a
+map, and a dead worker is reported by its signal."""
 
 from __future__ import annotations
 
+import functools
+import os
 import signal
 
 import delivery_tasks
@@ -11,6 +13,44 @@ import tasks
 from conftest import FAST
 
 import shoal
+
+# ---------------------------------------------------------------------------------------
+# A crash costs a retry, never the map.
+
+
+@pytest.mark.parametrize(
+    "api, items, bad",
+    [
+        ("map", range(5), 0),  # adaptive: the first chunks hold one item
+        ("imap_unordered", range(5), 0),
+        ("map_chunks", range(7), 6),  # chunksize 3: the last chunk holds one item
+        ("executor_map", [1, 2, 0], 0),  # chunksize 2: likewise
+    ],
+)
+def test_a_crash_in_a_chunk_of_one_item_costs_a_retry_not_the_map(tmp_path, api, items, bad):
+    marker = str(tmp_path / "died")
+    work = functools.partial(delivery_tasks.die_once_on, marker, bad)
+    if api == "executor_map":
+        with shoal.ProcessPoolExecutor(2, **FAST) as executor:
+            assert list(executor.map(work, items, chunksize=2)) == list(items)
+    else:
+        with shoal.Pool(2, **FAST) as pool:
+            if api == "map":
+                assert pool.map(work, items) == list(items)
+            elif api == "map_chunks":
+                assert pool.map(work, items, chunksize=3) == list(items)
+            else:
+                assert sorted(pool.imap_unordered(work, items)) == list(items)
+    assert os.path.exists(marker), "the item did kill its worker once"
+
+
+def test_a_chunk_of_one_item_keeps_its_retries_of_zero(tmp_path):
+    work = functools.partial(delivery_tasks.die_once_on, str(tmp_path / "died"), 0)
+    with shoal.Pool(1, retries=0, **FAST) as pool:
+        with pytest.raises(shoal.WorkerCrashed) as caught:
+            pool.map(work, range(3))
+    assert caught.value.attempts == 1
+
 
 # ---------------------------------------------------------------------------------------
 # A dead worker is reported by its signal.
