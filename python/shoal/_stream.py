@@ -424,14 +424,11 @@ class Stream:
         return [stored_label(self._label(h), p) for h, p in zip(handlers, payloads)]
 
     def _label(self, handler: ChunkHandler) -> str:
-        """How a chunk is shown in the store: the call itself when it went as one CALL,
-        else the function and the positions of its items (a chunk's stored result has
-        another form than a call's, so their labels must differ)."""
-        if handler.single:
-            item = handler.items[0]
-            return label(self.fn, tuple(item) if self._star else (item,))
-        indices = handler.indices
-        return f"{describe(self.fn)} items {indices[0]}..{indices[-1]}"
+        """How a call is shown in the store. With a store a stream sends every item as
+        a call of its own (the fronts give it chunks of one), so that each is recorded
+        with its own outcome."""
+        item = handler.items[0]
+        return label(self.fn, tuple(item) if self._star else (item,))
 
     def _resubmit(self, split: list) -> list:
         """Submits the items of failed chunks as single calls; returns the chunks that

@@ -303,9 +303,10 @@ class _Submitting:
     def _chunker(self, chunksize: int | None, total: int | None) -> _stream.Chunker:
         if chunksize is None and self._options.timeout is not None:
             chunksize = 1  # each call gets its own timeout
-        if self._options.key is not None and self._core.recording:
-            # Each call is stored, and found again, on its own: a chunk's stored
-            # outcome would replay its failed items on resume instead of running them.
+        if self._core.recording:
+            # Each call is stored on its own, with its own status, attempts, result or
+            # traceback, and found again on its own by key: a chunk stored as one task
+            # would show its failed items as succeeded, and replay them on resume.
             chunksize = 1
         workers = self._core.workers
         limit = math.ceil(total / (4 * workers)) if total else 1024
@@ -394,9 +395,10 @@ class Pool(_Submitting):
       which a worker that uses no CPU either is declared hung, killed, and its task
       retried.
     - progress: a progress bar on stderr (calls done/submitted, rate, time left).
-    - store: a SQLite file (the CLI's store) where every task is recorded; a call with
-      a `key` that already succeeded there with the same function and arguments
-      returns the stored result without running.
+    - store: a SQLite file (the CLI's store) where every call is recorded (a map then
+      sends one call per task, whatever its chunksize); a call with a `key` that
+      already succeeded there with the same function and arguments returns the stored
+      result without running.
 
     Exiting the `with` block terminates the pool, as multiprocessing's does; call
     `close()` and `join()` first to wait for the work submitted.

@@ -26,6 +26,18 @@ def die_once_on(marker_path, bad, x):
     return x
 
 
+def fail_on(bad, x):
+    """x; the items in `bad` raise ValueError."""
+    if x in bad:
+        raise ValueError(f"item {x} is bad")
+    return x
+
+
+def fail_3_and_13(x):
+    """x; items 3 and 13 raise ValueError."""
+    return fail_on((3, 13), x)
+
+
 def kill_self(_data=None):
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(10)

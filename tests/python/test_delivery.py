@@ -1,18 +1,80 @@
-"""Every outcome is true, arrives, and arrives promptly: a crash costs a retry and never a
-map, and a dead worker is reported by its signal."""
+"""Every outcome is true, arrives, and arrives promptly: the store records each call of a
+map with its own status, a crash costs a retry and never a map, and a dead worker is
+reported by its signal."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
+import sqlite3
 
 import delivery_tasks
 import pytest
 import tasks
-from conftest import FAST
+from conftest import FAST, shoal_cli
 
 import shoal
+
+# ---------------------------------------------------------------------------------------
+# The store: every call of a map with its own outcome.
+
+BAD = (3, 13)  # where delivery_tasks.fail_3_and_13 raises
+
+
+def stored(path) -> dict:
+    """{call as shown: (status, attempts)} of the store's only run."""
+    with sqlite3.connect(path) as db:
+        found = db.execute("SELECT command, status, attempts FROM tasks").fetchall()
+    return {command.rsplit(" #", 1)[0]: (status, attempts) for command, status, attempts in found}
+
+
+def shown(x) -> str:
+    return f"delivery_tasks.fail_3_and_13({x})"
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 5])
+@pytest.mark.parametrize("api", ["map", "imap", "executor_map"])
+def test_every_item_of_a_map_is_stored_with_its_own_outcome(tmp_path, api, chunksize):
+    path = str(tmp_path / "results.db")
+    work = delivery_tasks.fail_3_and_13
+    if api == "executor_map":
+        with shoal.ProcessPoolExecutor(2, store=path) as executor:
+            outcomes = []
+            for x in range(20):  # one map per item: the stdlib's map stops at a failure
+                try:
+                    outcomes += list(executor.map(work, [x], chunksize=chunksize or 1))
+                except ValueError:
+                    outcomes.append("failed")
+    else:
+        with shoal.Pool(2, store=path) as pool:
+            if api == "map":
+                with pytest.raises(ValueError, match="item 3 is bad"):
+                    pool.map(work, range(20), chunksize=chunksize)
+            else:
+                outcomes = []
+                results = pool.imap(work, range(20), chunksize=chunksize)
+                for _ in range(20):
+                    try:
+                        outcomes.append(next(results))
+                    except ValueError:
+                        outcomes.append("failed")
+    if api != "map":
+        assert outcomes == ["failed" if x in BAD else x for x in range(20)]
+
+    assert stored(path) == {
+        shown(x): ("failed" if x in BAD else "succeeded", 1) for x in range(20)
+    }
+    failed = shoal_cli("results", "--status", "failed", "--json", "--store", path)
+    assert failed.returncode == 0, failed.stderr
+    calls = [json.loads(line)["command"].rsplit(" #", 1)[0] for line in failed.stdout.splitlines()]
+    assert sorted(calls) == sorted([shown(3), shown(13)])
+    stats = json.loads(shoal_cli("stats", "--json", "--store", path).stdout)
+    counts = {status: n for status, n in stats["counts"].items() if n}
+    assert counts == {"succeeded": 18, "failed": 2}, stats
+    assert stats["success_rate"] == pytest.approx(0.9)
+
 
 # ---------------------------------------------------------------------------------------
 # A crash costs a retry, never the map.
