@@ -409,13 +409,16 @@ class Stream:
             values.extend(chunk_values)
             indices.extend(handler.indices)
         self.core.calls_done += len(indices)
-        if indices:
-            delivered: list | range = indices
-            if not split and _contiguous(done):
-                start = done[0][0].indices.start
-                delivered = range(start, start + len(indices))  # lets a map store it as one slice
-            self._sink.deliver(delivered, values, failures)
-        self._release_if_done()
+        try:
+            if indices:
+                delivered: list | range = indices
+                if not split and _contiguous(done):
+                    start = done[0][0].indices.start
+                    delivered = range(start, start + len(indices))  # a map stores one slice
+                self._sink.deliver(delivered, values, failures)
+        finally:
+            # Even if a map's callback raised: the pool's close must not wait for us.
+            self._release_if_done()
 
     def _labels(self, handlers: list, payloads: list) -> list[str] | None:
         """The labels the chunks are stored under (None without a store)."""

@@ -41,3 +41,38 @@ def fail_3_and_13(x):
 def kill_self(_data=None):
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(10)
+
+
+def _explode(kind):
+    raise {"exit": SystemExit(4), "interrupt": KeyboardInterrupt("on arrival")}[kind]
+
+
+class ExplodesOnArrival:
+    """Pickles in the worker; unpickling it (in the caller) raises SystemExit or
+    KeyboardInterrupt, as any `__reduce__` may."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __reduce__(self):
+        return _explode, (self.kind,)
+
+
+class ExplodingError(Exception):
+    """An exception whose unpickling in the caller raises SystemExit."""
+
+    def __reduce__(self):
+        return _explode, ("exit",)
+
+
+def returns_exploding(kind="exit"):
+    return ExplodesOnArrival(kind)
+
+
+def raises_exploding():
+    raise ExplodingError("never arrives whole")
+
+
+def exploding_on(bad, x):
+    """x; item `bad` returns a value that cannot arrive."""
+    return ExplodesOnArrival("exit") if x == bad else x

@@ -1,6 +1,6 @@
 """Every outcome is true, arrives, and arrives promptly: the store records each call of a
-map with its own status, a crash costs a retry and never a map, and a dead worker is
-reported by its signal."""
+map with its own status, a crash costs a retry and never a map, a dead worker is
+reported by its signal, and a result that cannot be delivered still settles."""
 
 from __future__ import annotations
 
@@ -129,3 +129,49 @@ def test_a_worker_killed_with_its_shutdown_unread_names_the_signal():
         assert caught.value.signal == signal.SIGKILL, caught.value
         assert "SIGKILL" in str(caught.value)
         assert pool.apply(tasks.inc, (1,)) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# A result that cannot be delivered still settles.
+
+
+@pytest.mark.parametrize("kind", ["exit", "interrupt"])
+def test_a_result_that_raises_systemexit_as_it_arrives_settles_its_future(executor, kind):
+    future = executor.submit(delivery_tasks.returns_exploding, kind)
+    with pytest.raises(shoal.PicklingError, match="could not be unpickled") as caught:
+        future.result(20)
+    assert type(caught.value.__cause__) is {"exit": SystemExit, "interrupt": KeyboardInterrupt}[kind]
+    with pytest.raises(shoal.PicklingError, match="exception could not be unpickled"):
+        executor.submit(delivery_tasks.raises_exploding).result(20)
+    assert executor.submit(tasks.inc, 1).result(20) == 2
+
+
+def test_a_result_that_raises_systemexit_as_it_arrives_settles_apply_and_maps(pool):
+    result = pool.apply_async(delivery_tasks.returns_exploding)
+    with pytest.raises(shoal.PicklingError):
+        result.get(20)
+    assert result.ready() and not result.successful()
+    with pytest.raises(shoal.PicklingError):
+        pool.apply_async(delivery_tasks.raises_exploding).get(20)
+    # In a chunk: its items fail, the map ends.
+    work = functools.partial(delivery_tasks.exploding_on, 2)
+    with pytest.raises(shoal.PicklingError):
+        pool.map_async(work, range(6), chunksize=3).get(20)
+    results = pool.imap(work, range(4), chunksize=1)
+    assert [next(results), next(results)] == [0, 1]
+    with pytest.raises(shoal.PicklingError):
+        next(results)
+    assert next(results) == 3
+
+
+def test_a_map_callback_that_raises_does_not_keep_join_waiting(capfd):
+    def raising(_):
+        raise RuntimeError("the callback fails")
+
+    with shoal.Pool(2, **FAST) as pool:
+        result = pool.map_async(tasks.inc, range(10), callback=raising)
+        pool.close()
+        with pool._core.interruptible():
+            assert pool._core.join(20), "join waited on a map whose callback raised"
+        assert result.ready()
+    assert "the callback fails" in capfd.readouterr().err
