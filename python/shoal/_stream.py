@@ -209,6 +209,11 @@ class Stream:
                             break
                 except Exception as exc:  # the caller's iterator raised: its item fails
                     input_error = exc
+                    if (self._chunker.fixed or 1) > 1:
+                        # As multiprocessing's imap: the chunk the input cut short is not
+                        # run, and the error takes its place. (Adaptive chunks are ours,
+                        # not the caller's: every item taken runs, as with chunksize=1.)
+                        batch.pop()
                 index = self._submit([chunk for chunk in batch if chunk], index)
             if input_error is not None:
                 fail_items(self._sink, (index,), input_error)

@@ -76,3 +76,11 @@ def raises_exploding():
 def exploding_on(bad, x):
     """x; item `bad` returns a value that cannot arrive."""
     return ExplodesOnArrival("exit") if x == bad else x
+
+
+def items_then_raise(items, bad_at):
+    """Yields `items`, raising ValueError in place of the one at index `bad_at`."""
+    for index, item in enumerate(items):
+        if index == bad_at:
+            raise ValueError(f"the input failed at {index}")
+        yield item

@@ -1,19 +1,25 @@
 """Every outcome is true, arrives, and arrives promptly: the store records each call of a
 map with its own status, a crash costs a retry and never a map, a dead worker is
-reported by its signal, and a result that cannot be delivered still settles."""
+reported by its signal, a result that cannot be delivered still settles, and where the
+standard library defines the behaviour (an input that raises, a dropped pool), shoal
+does as it does."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import gc
 import json
+import multiprocessing
 import os
 import signal
 import sqlite3
+import warnings
 
 import delivery_tasks
 import pytest
 import tasks
-from conftest import FAST, shoal_cli
+from conftest import FAST, shoal_cli, wait_gone, worker_pids
 
 import shoal
 
@@ -175,3 +181,79 @@ def test_a_map_callback_that_raises_does_not_keep_join_waiting(capfd):
             assert pool._core.join(20), "join waited on a map whose callback raised"
         assert result.ready()
     assert "the callback fails" in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# As the standard library: an input that raises, a dropped pool.
+
+
+def outcomes(iterator) -> list:
+    """What iterating gives: values, and the repr of each exception raised."""
+    found = []
+    for _ in range(100):
+        try:
+            found.append(next(iterator))
+        except StopIteration:
+            return found
+        except Exception as error:
+            found.append(repr(error))
+    raise AssertionError(f"no end after {found}")
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_imap_whose_input_raises_does_as_multiprocessing(pool, chunksize):
+    # With chunks, the chunk the input cut short never runs and the error takes its
+    # place; item 13 of that chunk fails on its own in neither.
+    work = functools.partial(delivery_tasks.fail_on, (13,))
+
+    def items():
+        return delivery_tasks.items_then_raise(list(range(10, 20)), 5)
+
+    with multiprocessing.get_context("fork").Pool(2) as std:
+        expected = outcomes(std.imap(work, items(), chunksize=chunksize))
+    assert outcomes(pool.imap(work, items(), chunksize=chunksize)) == expected
+    assert expected[-1] == "ValueError('the input failed at 5')"
+
+
+def test_imap_with_adaptive_chunks_runs_every_item_taken_before_the_input_raised(pool):
+    # Adaptive chunks are shoal's, not the caller's: as with the stdlib's default
+    # chunksize of 1, every item before the error is run and given.
+    work = functools.partial(delivery_tasks.fail_on, ())
+    got = outcomes(pool.imap(work, delivery_tasks.items_then_raise(list(range(50)), 40)))
+    assert got == [*range(40), "ValueError('the input failed at 40')"]
+
+
+def test_a_dropped_running_pool_warns_as_multiprocessing_does():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        std = multiprocessing.get_context("fork").Pool(1)
+        del std
+        ours = shoal.Pool(1, **FAST)
+        pids = worker_pids(ours)
+        del ours
+        gc.collect()
+    messages = [str(w.message) for w in caught if w.category is ResourceWarning]
+    assert [m.split(" <")[0] for m in messages] == ["unclosed running multiprocessing pool"] * 2
+    assert "<shoal.Pool state=RUN processes=1>" in messages[1]
+    del caught  # its warnings hold the pools (their `source`)
+    gc.collect()
+    assert wait_gone(pids) == [], "the dropped pool's workers were stopped all the same"
+
+
+def test_a_closed_pool_or_a_dropped_executor_does_not_warn():
+    # A pool closed (or terminated) is not leaked. An executor dropped with work still
+    # runs it, then its workers exit: the standard library's does not warn either.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        closed = shoal.Pool(1, **FAST)
+        closed.close()
+        closed.join()
+        del closed
+        std = concurrent.futures.ProcessPoolExecutor(1)
+        assert std.submit(tasks.inc, 1).result(20) == 2
+        del std
+        ours = shoal.ProcessPoolExecutor(1, **FAST)
+        assert ours.submit(tasks.inc, 1).result(20) == 2
+        del ours
+        gc.collect()
+    assert [w for w in caught if w.category is ResourceWarning] == []
