@@ -78,6 +78,53 @@ def exploding_on(bad, x):
     return ExplodesOnArrival("exit") if x == bad else x
 
 
+def wait_for(path, limit=10.0):
+    """Waits until `path` exists (the caller made it), `limit` seconds at most: True
+    if it came."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def wait_for_runs(started_path, count, limit=30.0):
+    """Marks that it started (creates `started_path`), then waits until `count` Runs
+    wait whole in its worker's socket, behind it (seen by peeking: they stay there):
+    True if they came within `limit` seconds."""
+    import socket
+    import struct
+
+    open(started_path, "w").close()
+    channels = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                channels.append(int(name))
+        except OSError:
+            continue  # the listing's own descriptor, gone
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for fd in channels:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                try:
+                    data = sock.recv(1 << 16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    data = b""
+            runs, at = 0, 0
+            while at + 5 <= len(data):
+                (length,) = struct.unpack_from("<I", data, at)
+                if at + 4 + length > len(data):
+                    break
+                runs += data[at + 4] == 0x83  # a whole Run frame (docs/protocol.md)
+                at += 4 + length
+            if runs >= count:
+                return True
+        time.sleep(0.005)
+    return False
+
+
 def items_then_raise(items, bad_at):
     """Yields `items`, raising ValueError in place of the one at index `bad_at`."""
     for index, item in enumerate(items):

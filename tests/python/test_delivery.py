@@ -1,8 +1,9 @@
 """Every outcome is true, arrives, and arrives promptly: the store records each call of a
 map with its own status, a crash costs a retry and never a map, a dead worker is
-reported by its signal, a result that cannot be delivered still settles, and where the
-standard library defines the behaviour (an input that raises, a dropped pool), shoal
-does as it does."""
+reported by its signal, a result that cannot be delivered still settles, a finished
+result leaves its worker without waiting for the tasks behind it, and where the standard
+library defines the behaviour (an input that raises, a dropped pool), shoal does as it
+does."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import time
 import warnings
 
 import delivery_tasks
@@ -181,6 +183,66 @@ def test_a_map_callback_that_raises_does_not_keep_join_waiting(capfd):
             assert pool._core.join(20), "join waited on a map whose callback raised"
         assert result.ready()
     assert "the callback fails" in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# A finished result leaves its worker promptly, whatever runs after it.
+
+
+def _started(path) -> None:
+    """Waits until the task that creates `path` runs."""
+    for _ in range(3000):
+        if os.path.exists(path):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the first task never started")
+
+
+@pytest.mark.parametrize("way", ["as_completed", "wait", "map"])
+def test_a_result_is_not_held_behind_a_long_task(tmp_path, way):
+    # One worker, prefetching (tiny tasks before), runs a first task that returns only
+    # once two more Runs wait whole in its socket: a tiny call, and a long one that
+    # waits for the caller to have the tiny call's result. The worker reads both at
+    # once; held back until the long one ends, the tiny result would come too late.
+    started, ready, seen = (str(tmp_path / name) for name in ("started", "ready", "seen"))
+    open(ready, "w").close()
+    with shoal.ProcessPoolExecutor(1) as executor:
+        assert sum(executor.map(tasks.inc, range(300))) == sum(range(1, 301))
+        first = executor.submit(delivery_tasks.wait_for_runs, started, 2)
+        _started(started)
+        if way == "map":
+            results = executor.map(delivery_tasks.wait_for, [ready, seen], [30, 10], timeout=60)
+        else:
+            tiny = executor.submit(delivery_tasks.wait_for, ready, 30)
+            long = executor.submit(delivery_tasks.wait_for, seen, 10)
+        assert first.result(60) is True, "the worker was not handed the two Runs at once"
+        if way == "as_completed":
+            done = next(concurrent.futures.as_completed([tiny, long], timeout=30))
+            assert done is tiny and tiny.result() is True
+        elif way == "wait":
+            done, _ = concurrent.futures.wait(
+                [tiny, long], timeout=30, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            assert done == {tiny}
+        else:
+            assert next(results) is True
+        open(seen, "w").close()
+        last = next(results) if way == "map" else long.result(30)
+        assert last is True, "the long task never saw the tiny result arrive"
+
+
+def test_a_pool_result_is_not_held_behind_a_long_task(tmp_path):
+    started, seen = str(tmp_path / "started"), str(tmp_path / "seen")
+    with shoal.Pool(1) as pool:
+        assert sum(pool.imap_unordered(tasks.inc, range(300), chunksize=1)) == sum(range(1, 301))
+        first = pool.apply_async(delivery_tasks.wait_for_runs, (started, 2))
+        _started(started)
+        tiny = pool.apply_async(tasks.inc, (41,))
+        long = pool.apply_async(delivery_tasks.wait_for, (seen, 10))
+        assert first.get(60) is True, "the worker was not handed the two Runs at once"
+        assert tiny.get(30) == 42
+        open(seen, "w").close()
+        assert long.get(30) is True, "the long task never saw the tiny result arrive"
 
 
 # ---------------------------------------------------------------------------------------
