@@ -506,17 +506,19 @@ class _Held:
     when the main thread has moved on to a Run that is not quick.
 
     The main thread appends to `held` (a list append is atomic) and calls `arm` before
-    it starts a Run with Results held; `send` (main thread or flusher) sends a prefix
-    of `held`, one sender at a time, so Results go in order. The flusher starts with
-    the first `arm`, looks every FLUSH_TICK while armed, and sleeps again when nothing
-    was held for IDLE_TICKS looks."""
+    it starts a Run with Results held, unless `armed` says the flusher is awake; `send`
+    (main thread or flusher) sends a prefix of `held`, one sender at a time, so Results
+    go in order. The flusher starts with the first `arm`, looks every FLUSH_TICK while
+    armed, and sleeps again when nothing was held for IDLE_TICKS looks (it clears
+    `armed` first, then looks at both once more, so an `arm` in between is never
+    missed)."""
 
     def __init__(self, channel: _Channel) -> None:
         self.channel = channel
         self.held: list[bytes] = []
+        self.armed = False  # a plain flag: read before every Run, so kept cheap
         self._sending = threading.Lock()
-        self._armed = threading.Event()
-        self.is_armed = self._armed.is_set
+        self._wake = threading.Event()
         self._started = False
 
     def send(self) -> None:
@@ -535,12 +537,13 @@ class _Held:
         if not self._started:
             self._started = True
             threading.Thread(target=self._flush_late, name="shoal-flusher", daemon=True).start()
-        self._armed.set()
+        self.armed = True
+        self._wake.set()
 
     def _flush_late(self) -> None:
-        held, armed, sleep = self.held, self._armed, time.sleep
+        held, wake, sleep = self.held, self._wake, time.sleep
         while True:
-            armed.wait()
+            wake.wait()
             seen = None
             idle = 0
             while True:
@@ -551,9 +554,12 @@ class _Held:
                     idle += 1
                     if idle < IDLE_TICKS:
                         continue
-                    armed.clear()
-                    if not held:  # re-checked after the clear: `arm` may have come first
+                    self.armed = False
+                    wake.clear()
+                    # Looked at after the clear: an `arm`, or a Result, may have come.
+                    if not held and not self.armed:
                         break
+                    self.armed = True
                 elif last is seen:
                     # No newer Result for a whole look: the Run after it is not tiny.
                     self.send()
@@ -572,7 +578,7 @@ def _answer_buffered_calls(channel: _Channel, runner: _Runner, results: _Held) -
     buf, pos = channel._buf, channel._pos
     size = len(buf)
     functions, call, loads = runner.functions, runner.call, pickle.loads
-    held, is_armed = results.held, results.is_armed
+    held = results.held
     while size - pos >= _CALL_HEAD.size:
         length, kind, task, attempt, payload_size, mode, fn_size = _CALL_HEAD.unpack_from(
             buf, pos
@@ -588,7 +594,7 @@ def _answer_buffered_calls(channel: _Channel, runner: _Runner, results: _Held) -
         except Exception:
             return
         pos = channel._pos = end
-        if held and not is_armed():
+        if held and not results.armed:
             results.arm()
         held.append(_result_frame(task, attempt, *call(fn, positional, keywords)))
         if len(held) >= HOLD:
@@ -633,7 +639,7 @@ def serve(channel: _Channel) -> None:
         if kind == RUN:
             _, task, attempt, payload = message
             ran = True
-            if held and not results.is_armed():
+            if held and not results.armed:
                 results.arm()
             ok, data, tb = run(payload)
             del message, payload  # the task's bytes can be large: free them now
