@@ -548,7 +548,10 @@ class _Held:
             idle = 0
             while True:
                 sleep(FLUSH_TICK)
-                last = held[-1] if held else None
+                try:
+                    last = held[-1]
+                except IndexError:  # (not `if held`: a send may empty it in between)
+                    last = None
                 if last is None:
                     seen = None  # (and no sent Result kept alive)
                     idle += 1
