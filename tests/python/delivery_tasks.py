@@ -125,6 +125,14 @@ def wait_for_runs(started_path, count, limit=30.0):
     return False
 
 
+def inc_or_nap(x):
+    """x + 1; every 50th call takes 3 ms first (long enough to have held Results sent
+    by the worker's flusher)."""
+    if x % 50 == 0:
+        time.sleep(0.003)
+    return x + 1
+
+
 def items_then_raise(items, bad_at):
     """Yields `items`, raising ValueError in place of the one at index `bad_at`."""
     for index, item in enumerate(items):

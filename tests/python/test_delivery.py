@@ -245,6 +245,15 @@ def test_a_pool_result_is_not_held_behind_a_long_task(tmp_path):
         assert long.get(30) is True, "the long task never saw the tiny result arrive"
 
 
+def test_results_sent_by_the_flusher_stay_whole_and_in_order(pool):
+    # Tiny calls with a slower one every 50: held Results go out from the flusher
+    # thread and from the worker's main thread in turn. Each arrives once, whole, and
+    # in the order of its Run (the engine kills a worker whose Result is out of order).
+    got = sorted(pool.imap_unordered(delivery_tasks.inc_or_nap, range(3000), chunksize=1))
+    assert got == list(range(1, 3001))
+    assert sum(w.restarts for w in pool.stats().workers) == 0
+
+
 # ---------------------------------------------------------------------------------------
 # As the standard library: an input that raises, a dropped pool.
 
