@@ -73,55 +73,64 @@ def stored_label(shown: str, payload: bytes) -> str:
     return f"{shown} #{hashlib.blake2b(payload, digest_size=8).hexdigest()}"
 
 
-def _unpickling_error(exc: BaseException) -> errors.PicklingError:
+def _unpickling_error(exc: BaseException, what: str = "return value") -> errors.PicklingError:
     error = errors.PicklingError(
-        f"the task's return value could not be unpickled here: {type(exc).__name__}: {exc}"
+        f"the task's {what} could not be unpickled here: {type(exc).__name__}: {exc}"
     )
     error.__cause__ = exc
     return error
 
 
 def call_outcome(event) -> tuple[bool, object]:
-    """The outcome of a CALL task."""
+    """The outcome of a CALL task. Whatever unpickling it raises, SystemExit and
+    KeyboardInterrupt included (a `__reduce__` may raise anything), is that task's
+    failure: every result is settled, none is left pending."""
     status = event[1]
     if status == "ok":
         try:
             return True, pickle.loads(event[2])
-        except Exception as exc:
+        except BaseException as exc:
             return False, _unpickling_error(exc)
-    return False, errors.from_event(status, event[2], event[3], event[4])
+    return False, _failure(status, event[2], event[3], event[4])
 
 
 def chunk_outcomes(event, count: int) -> tuple[float | None, list, dict]:
     """A chunk task's outcome: the worker's seconds for it (None if it failed whole), the
     `count` return values (None where an item failed) and {position: exception} of the
-    items that failed."""
+    items that failed. As for a call, whatever unpickling raises fails the items it
+    concerns."""
     _, status, payload, message, attempts = event[:5]
     if status == "ok":
         try:
             elapsed, values, failures = pickle.loads(payload)
             if len(values) != count:
                 raise ValueError(f"{len(values)} results for a chunk of {count} calls")
-        except Exception as exc:
+        except BaseException as exc:
             return (
                 None,
                 [None] * count,
                 {position: _unpickling_error(exc) for position in range(count)},
             )
-        return (
-            elapsed,
-            values,
-            {
-                position: errors.remote_exception(exc_bytes, tb)
-                for position, (exc_bytes, tb) in failures.items()
-            },
-        )
+        return elapsed, values, {
+            position: _remote(exc_bytes, tb) for position, (exc_bytes, tb) in failures.items()
+        }
     # One exception object per item: each is raised on its own and grows its own traceback.
     return (
         None,
         [None] * count,
-        {
-            position: errors.from_event(status, payload, message, attempts)
-            for position in range(count)
-        },
+        {position: _failure(status, payload, message, attempts) for position in range(count)},
     )
+
+
+def _remote(exc_bytes: bytes, tb: str) -> BaseException:
+    try:
+        return errors.remote_exception(exc_bytes, tb)
+    except BaseException as exc:
+        return _unpickling_error(exc, "exception")
+
+
+def _failure(status: str, payload: bytes, message: str, attempts: int) -> BaseException:
+    try:
+        return errors.from_event(status, payload, message, attempts)
+    except BaseException as exc:
+        return _unpickling_error(exc, "exception")

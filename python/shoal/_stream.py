@@ -209,6 +209,11 @@ class Stream:
                             break
                 except Exception as exc:  # the caller's iterator raised: its item fails
                     input_error = exc
+                    if (self._chunker.fixed or 1) > 1:
+                        # As multiprocessing's imap: the chunk the input cut short is not
+                        # run, and the error takes its place. (Adaptive chunks are ours,
+                        # not the caller's: every item taken runs, as with chunksize=1.)
+                        batch.pop()
                 index = self._submit([chunk for chunk in batch if chunk], index)
             if input_error is not None:
                 fail_items(self._sink, (index,), input_error)
@@ -262,7 +267,7 @@ class Stream:
         after a stop, the rest fail as cancelled). Returns the index after the batch."""
         single = self._chunker.fixed == 1
         mode = _payload.STARMAP if self._star else _payload.MAP
-        payloads, handlers, calls = [], [], 0
+        payloads, handlers = [], []
         for chunk in batch:
             indices = range(index, index + len(chunk))
             index += len(chunk)
@@ -271,34 +276,49 @@ class Stream:
                 payload, indices, items = encoded
                 payloads.append(payload)
                 handlers.append(ChunkHandler(self, indices, items, single))
-                calls += len(indices)
         if not payloads:
             return index
         options = self._options
         if options.timeout is not None and len(batch[0]) > 1:
             # A chunk is one engine task: it may take as long as its items together.
             options = options.replace(timeout=options.timeout * len(batch[0]))
-        if not single:
-            # A chunk whose worker crashed is not retried whole: it is split at once,
-            # and its items run again alone, each with its own retries (chunks_done).
-            options = options.replace(retries=0)
+        unsent = len(handlers)
         with self._cond:
-            submitted = False
             if not self._stopped:
                 try:
-                    counted = 0 if self._total is not None else calls
-                    labels = self._labels(handlers, payloads)
-                    first = self.core.submit_tasks(payloads, options, handlers, counted, labels)
-                    submitted = True
+                    for start, stop, group_options in self._groups(handlers, options):
+                        group = handlers[start:stop]
+                        calls = sum(len(handler.indices) for handler in group)
+                        counted = 0 if self._total is not None else calls
+                        labels = self._labels(group, payloads[start:stop])
+                        first = self.core.submit_tasks(
+                            payloads[start:stop], group_options, group, counted, labels
+                        )
+                        self._register(first, payloads[start:stop])
+                        self._submitted_items += calls
+                        unsent = len(handlers) - stop
                 except RuntimeError:  # the engine was closed under us: terminated
                     self._stopped = True
-            if submitted:
-                self._register(first, payloads)
-                self._submitted_items += calls
-        if not submitted:
-            for handler in handlers:
-                fail_items(self._sink, handler.indices, self._cancelled_error())
+        for handler in handlers[len(handlers) - unsent :]:
+            fail_items(self._sink, handler.indices, self._cancelled_error())
         return index
+
+    @staticmethod
+    def _groups(handlers: list, options: TaskOptions) -> list:
+        """[(start, stop, options)]: the runs of consecutive chunks submitted with the
+        same options. A chunk of several items whose worker crashed is not retried
+        whole: it is split at once, and its items run again alone, each with its own
+        retries (chunks_done), so it goes with none. A chunk of one item is that item:
+        it keeps its retries, as a single call does."""
+        none = options.replace(retries=0) if options.retries else options
+        groups: list = []
+        for position, handler in enumerate(handlers):
+            wanted = none if len(handler.indices) > 1 else options
+            if groups and groups[-1][2] is wanted:
+                groups[-1][1] = position + 1
+            else:
+                groups.append([position, position + 1, wanted])
+        return groups
 
     def _encode(self, chunk: list, indices, single: bool, mode: int):
         """(payload, indices, items) for a chunk, or None if none of its items can be
@@ -360,6 +380,7 @@ class Stream:
                     value = None
                 values.append(value)
             elif event[1] in _SPLIT and len(handler.indices) > 1 and not self._stopped:
+                # (A chunk of one item had its item's retries: its outcome is final.)
                 split.append((handler, event))
                 continue
             else:
@@ -388,13 +409,16 @@ class Stream:
             values.extend(chunk_values)
             indices.extend(handler.indices)
         self.core.calls_done += len(indices)
-        if indices:
-            delivered: list | range = indices
-            if not split and _contiguous(done):
-                start = done[0][0].indices.start
-                delivered = range(start, start + len(indices))  # lets a map store it as one slice
-            self._sink.deliver(delivered, values, failures)
-        self._release_if_done()
+        try:
+            if indices:
+                delivered: list | range = indices
+                if not split and _contiguous(done):
+                    start = done[0][0].indices.start
+                    delivered = range(start, start + len(indices))  # a map stores one slice
+                self._sink.deliver(delivered, values, failures)
+        finally:
+            # Even if a map's callback raised: the pool's close must not wait for us.
+            self._release_if_done()
 
     def _labels(self, handlers: list, payloads: list) -> list[str] | None:
         """The labels the chunks are stored under (None without a store)."""
@@ -403,14 +427,11 @@ class Stream:
         return [stored_label(self._label(h), p) for h, p in zip(handlers, payloads)]
 
     def _label(self, handler: ChunkHandler) -> str:
-        """How a chunk is shown in the store: the call itself when it went as one CALL,
-        else the function and the positions of its items (a chunk's stored result has
-        another form than a call's, so their labels must differ)."""
-        if handler.single:
-            item = handler.items[0]
-            return label(self.fn, tuple(item) if self._star else (item,))
-        indices = handler.indices
-        return f"{describe(self.fn)} items {indices[0]}..{indices[-1]}"
+        """How a call is shown in the store. With a store a stream sends every item as
+        a call of its own (the fronts give it chunks of one), so that each is recorded
+        with its own outcome."""
+        item = handler.items[0]
+        return label(self.fn, tuple(item) if self._star else (item,))
 
     def _resubmit(self, split: list) -> list:
         """Submits the items of failed chunks as single calls; returns the chunks that

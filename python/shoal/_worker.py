@@ -18,6 +18,9 @@ What must hold:
   that neither the user's threads nor a long task keep it alive.
 - Any protocol error: the reason on stderr, exit status 1. Task failures are not protocol
   errors: they are Results with `ok` false.
+- A finished Result never waits behind a long task: the Results of prefetched Runs are
+  held to go out together only while the Runs after them are quick; the flusher
+  thread (`_Held`) sends them once a Run has taken about FLUSH_TICK.
 """
 
 from __future__ import annotations
@@ -74,6 +77,11 @@ _NO_TEXT = _U32.pack(0)  # an empty `string` field
 FUNCTION_CACHE_SIZE = 64
 # Most Results held back to be written together.
 HOLD = 32
+# While Results are held, the flusher looks at them this often; one that no newer
+# Result joined for a whole look waits behind a task that is not tiny, and goes now.
+FLUSH_TICK = 0.001
+# The flusher goes back to sleep after this many looks found nothing held.
+IDLE_TICKS = 20
 # The largest Result payload: a frame's limit, less room for its other fields.
 MAX_RESULT = MAX_FRAME - (1 << 20)
 
@@ -499,7 +507,78 @@ def _result_frame(task: int, attempt: int, ok: bool, data: bytes, tb: str) -> by
     return result(task, attempt, ok, data, tb)
 
 
-def _answer_buffered_calls(channel: _Channel, runner: _Runner, held: list, answer) -> None:
+class _Held:
+    """The Results of finished Runs not sent yet, and the flusher thread that sends them
+    when the main thread has moved on to a Run that is not quick.
+
+    The main thread appends to `held` (a list append is atomic) and calls `arm` before
+    it starts a Run with Results held, unless `armed` says the flusher is awake; `send`
+    (main thread or flusher) sends a prefix of `held`, one sender at a time, so Results
+    go in order. The flusher starts with the first `arm`, looks every FLUSH_TICK while
+    armed, and sleeps again when nothing was held for IDLE_TICKS looks (it clears
+    `armed` first, then looks at both once more, so an `arm` in between is never
+    missed)."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self.channel = channel
+        self.held: list[bytes] = []
+        self.armed = False  # a plain flag: read before every Run, so kept cheap
+        self._sending = threading.Lock()
+        self._wake = threading.Event()
+        self._started = False
+
+    def send(self) -> None:
+        with self._sending:
+            held = self.held
+            count = len(held)
+            if not count:
+                return
+            # The tasks' prints go out before their Results do.
+            _flush_output()
+            data = b"".join(held[:count]) if count > 1 else held[0]
+            del held[:count]  # the main thread only appends: these are the ones joined
+            self.channel.send(data)
+
+    def arm(self) -> None:
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._flush_late, name="shoal-flusher", daemon=True).start()
+        self.armed = True
+        self._wake.set()
+
+    def _flush_late(self) -> None:
+        held, wake, sleep = self.held, self._wake, time.sleep
+        while True:
+            wake.wait()
+            seen = None
+            idle = 0
+            while True:
+                sleep(FLUSH_TICK)
+                try:
+                    last = held[-1]
+                except IndexError:  # (not `if held`: a send may empty it in between)
+                    last = None
+                if last is None:
+                    seen = None  # (and no sent Result kept alive)
+                    idle += 1
+                    if idle < IDLE_TICKS:
+                        continue
+                    self.armed = False
+                    wake.clear()
+                    # Looked at after the clear: an `arm`, or a Result, may have come.
+                    if not held and not self.armed:
+                        break
+                    self.armed = True
+                elif last is seen:
+                    # No newer Result for a whole look: the Run after it is not tiny.
+                    self.send()
+                    seen = None
+                else:
+                    seen = last
+                idle = 0
+
+
+def _answer_buffered_calls(channel: _Channel, runner: _Runner, results: _Held) -> None:
     """Answers the Runs already whole in the channel's buffer that are single calls of a
     function this worker has unpickled before: the hot path of one-at-a-time dispatch,
     in the fewest Python steps (no message tuple, no payload copy). It stops at anything
@@ -508,6 +587,7 @@ def _answer_buffered_calls(channel: _Channel, runner: _Runner, held: list, answe
     buf, pos = channel._buf, channel._pos
     size = len(buf)
     functions, call, loads = runner.functions, runner.call, pickle.loads
+    held = results.held
     while size - pos >= _CALL_HEAD.size:
         length, kind, task, attempt, payload_size, mode, fn_size = _CALL_HEAD.unpack_from(
             buf, pos
@@ -523,9 +603,11 @@ def _answer_buffered_calls(channel: _Channel, runner: _Runner, held: list, answe
         except Exception:
             return
         pos = channel._pos = end
+        if held and not results.armed:
+            results.arm()
         held.append(_result_frame(task, attempt, *call(fn, positional, keywords)))
         if len(held) >= HOLD:
-            answer()
+            results.send()
 
 
 def serve(channel: _Channel) -> None:
@@ -547,22 +629,18 @@ def serve(channel: _Channel) -> None:
     _configure(config)
     runner = _Runner()
     initialized = ran = False
-    recv, run, send, has_frame = channel.recv, runner.run, channel.send, channel.has_frame
+    recv, run, has_frame = channel.recv, runner.run, channel.has_frame
     # The Results of prefetched Runs (the engine prefetches only tiny tasks) go out
-    # together, in one write, once the Runs already received are done, HOLD at most.
-    # The engine allows it: when a worker dies with several Runs unanswered, it runs
-    # them again, each alone, rather than guess which one was running.
-    held: list[bytes] = []
-
-    def answer() -> None:
-        # The tasks' prints go out before their Results do.
-        _flush_output()
-        send(b"".join(held))
-        held.clear()
+    # together, in one write, once the Runs already received are done, HOLD at most,
+    # unless a Run after them takes longer than a tick (see _Held). The engine allows
+    # it: when a worker dies with several Runs unanswered, it runs them again, each
+    # alone, rather than guess which one was running.
+    results = _Held(channel)
+    held, answer = results.held, results.send
 
     while True:
         if ran:
-            _answer_buffered_calls(channel, runner, held, answer)
+            _answer_buffered_calls(channel, runner, results)
             if held and not has_frame():
                 answer()
         message = recv()
@@ -570,6 +648,8 @@ def serve(channel: _Channel) -> None:
         if kind == RUN:
             _, task, attempt, payload = message
             ran = True
+            if held and not results.armed:
+                results.arm()
             ok, data, tb = run(payload)
             del message, payload  # the task's bytes can be large: free them now
             held.append(_result_frame(task, attempt, ok, data, tb))
@@ -586,9 +666,7 @@ def serve(channel: _Channel) -> None:
             channel.send(init_done(ok, data, tb))
         elif kind == SHUTDOWN:
             # Every Run received was answered (they run in order, in this thread).
-            if held:
-                _flush_output()
-                send(b"".join(held))
+            answer()
             channel.send_last(bye())
             return
         else:

@@ -261,7 +261,7 @@ class _Submitting:
         """fn(*args) for args in zip(*iterables), in order. The input is consumed lazily,
         a bounded window ahead of the reader; `timeout` is a deadline for the whole map,
         counted from this call (TimeoutError); `chunksize` batches that many calls per
-        task."""
+        task (with a store, every call is a task of its own, see shoal.Pool)."""
         owner = self._owner
         if owner._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
@@ -269,8 +269,8 @@ class _Submitting:
             raise ValueError("chunksize must be >= 1.")
         deadline = None if timeout is None else time.monotonic() + timeout
         core = self._core
-        if self._options.key is not None and core.recording:
-            chunksize = 1  # each call stored and found again on its own (see shoal.Pool)
+        if core.recording:
+            chunksize = 1  # each call stored, and found again, on its own (see shoal.Pool)
         results = _stream.Results(ordered=True)
         stream = _stream.Stream(
             core,

@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,7 +28,7 @@ from shoal.errors import TaskCancelled
 
 __all__ = ["Pool", "AsyncResult", "MapResult", "IMapIterator", "PoolOptions"]
 
-RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
 
 
 def _check_chunksize(chunksize) -> None:
@@ -289,7 +290,9 @@ class _Submitting:
     ) -> IMapIterator:
         """An iterator of func(x) for x in iterable, in order. The input is consumed
         lazily, a bounded window ahead of the reader (all of it once the pool is closed).
-        Without `chunksize`, chunks adapt as in `map`; chunksize=1 sends single calls."""
+        Without `chunksize`, chunks adapt as in `map`; chunksize=1 sends single calls.
+        An input that raises fails the item in its place and ends the iteration; with a
+        chunksize over 1, the chunk it cut short does not run, as in multiprocessing."""
         return self._imap(func, iterable, chunksize, ordered=True)
 
     def imap_unordered(
@@ -303,9 +306,10 @@ class _Submitting:
     def _chunker(self, chunksize: int | None, total: int | None) -> _stream.Chunker:
         if chunksize is None and self._options.timeout is not None:
             chunksize = 1  # each call gets its own timeout
-        if self._options.key is not None and self._core.recording:
-            # Each call is stored, and found again, on its own: a chunk's stored
-            # outcome would replay its failed items on resume instead of running them.
+        if self._core.recording:
+            # Each call is stored on its own, with its own status, attempts, result or
+            # traceback, and found again on its own by key: a chunk stored as one task
+            # would show its failed items as succeeded, and replay them on resume.
             chunksize = 1
         workers = self._core.workers
         limit = math.ceil(total / (4 * workers)) if total else 1024
@@ -394,12 +398,14 @@ class Pool(_Submitting):
       which a worker that uses no CPU either is declared hung, killed, and its task
       retried.
     - progress: a progress bar on stderr (calls done/submitted, rate, time left).
-    - store: a SQLite file (the CLI's store) where every task is recorded; a call with
-      a `key` that already succeeded there with the same function and arguments
-      returns the stored result without running.
+    - store: a SQLite file (the CLI's store) where every call is recorded (a map then
+      sends one call per task, whatever its chunksize); a call with a `key` that
+      already succeeded there with the same function and arguments returns the stored
+      result without running.
 
     Exiting the `with` block terminates the pool, as multiprocessing's does; call
-    `close()` and `join()` first to wait for the work submitted.
+    `close()` and `join()` first to wait for the work submitted. A pool dropped while
+    running is terminated too, with a ResourceWarning, as multiprocessing's is.
     """
 
     def __init__(
@@ -423,7 +429,7 @@ class Pool(_Submitting):
         progress: bool = False,
         store: str | None = None,
     ) -> None:
-        self._state = RUN
+        self._state = INIT
         settings = PoolSettings(
             workers=processes,
             workers_name="processes",
@@ -446,6 +452,13 @@ class Pool(_Submitting):
         self._options = settings.defaults
         # Dropped without terminate(): terminate then (the stdlib's finalizer does too).
         self._finalizer = weakref.finalize(self, self._core.terminate)
+        self._state = RUN
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        # What multiprocessing's Pool says (CPython 3.11), so that filters written for
+        # it match: a running pool dropped is a leak. It is terminated all the same.
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
 
     def _check_running(self) -> None:
         if self._state != RUN:

@@ -315,3 +315,44 @@ fn a_stored_pool_records_every_task_and_reuses_keyed_results() {
     let second_run = store.tasks(runs[0].id.max(runs[1].id), None).unwrap();
     assert_eq!((second_run[0].status, second_run[0].attempts), (TaskStatus::Succeeded, 0));
 }
+
+/// A worker that dies with a frame still unread in its socket (here the Shutdown of
+/// a worker recycled after each task, sent with its Run) resets the channel: that is
+/// its death, not a protocol error, and the task fails with the signal that killed it.
+#[test]
+fn a_worker_killed_with_a_frame_unread_is_reported_by_its_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir, 1);
+    config.max_tasks_per_worker = Some(1);
+    let pool = WorkerPool::start(config).unwrap();
+    let kill = "__import__('os').kill(__import__('os').getpid(), 9)";
+    let once = TaskMeta { retries: 0, ..TaskMeta::default() };
+    let killed = pool.submit(vec![task(kill, once)]).unwrap();
+    pool.submit(vec![task("'after'", TaskMeta::default())]).unwrap();
+    let events = collect(&pool, 2, Duration::from_secs(30));
+    let e = events.iter().find(|e| e.task == killed).unwrap();
+    assert_eq!((e.status, e.attempts), (EventStatus::Crashed, 1), "{e:?}");
+    assert!(e.message.contains("killed by signal 9 (SIGKILL)"), "{}", e.message);
+    let after = events.iter().find(|e| e.task != killed).unwrap();
+    assert_eq!(after.status, EventStatus::Ok, "the pool goes on: {after:?}");
+}
+
+/// A worker that shuts its channel but does not exit is killed a grace period later
+/// (not left until the hang check, which here would take 30 s), its task failed with
+/// the reason.
+#[test]
+fn a_worker_that_closes_its_channel_and_lingers_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = WorkerPool::start(config(&dir, 1)).unwrap();
+    // The reference worker evaluates in its own globals: `sock` is its channel. Its
+    // stderr goes first, so that its heartbeat thread dies quietly.
+    let os = "__import__('os')";
+    let close = format!(
+        "({os}.dup2({os}.open('/dev/null', 1), 2), sock.shutdown(2), __import__('time').sleep(60))"
+    );
+    let closed = pool.submit(vec![task(&close, TaskMeta { retries: 0, ..TaskMeta::default() })]);
+    let e = &collect(&pool, 1, Duration::from_secs(20))[0];
+    assert_eq!(e.task, closed.unwrap());
+    assert_eq!(e.status, EventStatus::Crashed, "{e:?}");
+    assert!(e.message.contains("closed its channel but did not exit"), "{}", e.message);
+}

@@ -86,3 +86,21 @@ pub enum ProtocolError {
     )]
     ResultMismatch { task: TaskId, attempt: u32, expected_task: TaskId, expected_attempt: u32 },
 }
+
+impl ProtocolError {
+    /// Whether the channel was cut off (reset by the other end, or ended inside a
+    /// frame) rather than carrying something wrong: what a worker's death looks like
+    /// from the engine's side, whose cause is then the worker's exit, not this.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            ProtocolError::ClosedMidFrame { .. } => true,
+            ProtocolError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}

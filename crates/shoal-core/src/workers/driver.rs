@@ -108,8 +108,10 @@ struct Live {
     last_heard: Instant,
     /// Its CPU time at its last Heartbeat, or when its silence was last excused.
     cpu_ticks: u64,
-    /// Killed after this, unless gone (retiring workers).
+    /// Killed after this, unless gone (retiring workers, a closed channel).
     kill_at: Option<Instant>,
+    /// How its channel ended, if it has: its exit should follow.
+    closed: Option<String>,
     cause: Option<Cause>,
     /// The slot cgroup's OOM-kill count when it started.
     oom_before: u64,
@@ -621,6 +623,7 @@ impl Driver {
                     last_heard: now,
                     cpu_ticks: 0,
                     kill_at: None,
+                    closed: None,
                     cause: None,
                     oom_before,
                     alone: false,
@@ -702,9 +705,24 @@ impl Driver {
         match event {
             WorkerEvent::Message(message) => self.on_message(index, message),
             WorkerEvent::Broken(e) => self.protocol_error(index, e),
-            // Its exit follows (or, if it lingers, the hang check kills it).
-            WorkerEvent::Closed => {}
+            WorkerEvent::Closed(cut) => self.channel_closed(index, cut),
             WorkerEvent::Exited(info) => self.on_exit(index, info),
+        }
+    }
+
+    /// The worker's channel ended. A worker that dies while frames wait unread in its
+    /// socket resets it, and one killed mid-write ends inside a frame: neither is a
+    /// protocol error, so it is not killed (which would hide its cause): its exit
+    /// follows and says how it died. One still there after the grace is killed.
+    fn channel_closed(&mut self, index: usize, cut: Option<ProtocolError>) {
+        let grace = self.config.kill_grace;
+        let Some(live) = self.slots[index].live.as_mut() else { return };
+        live.closed = Some(match cut {
+            Some(e) => e.to_string(),
+            None => "it closed its channel but did not exit".into(),
+        });
+        if live.kill_at.is_none() {
+            live.kill_at = Instant::now().checked_add(grace);
         }
     }
 
@@ -1131,7 +1149,11 @@ impl Driver {
                 }
                 self.kill(index, Cause::Hung(self.config.heartbeat_timeout));
             } else if live.kill_at.is_some_and(|t| t <= now) {
-                self.kill(index, Cause::Lingered);
+                let cause = match &live.closed {
+                    Some(why) if live.phase != Phase::Retiring => Cause::Protocol(why.clone()),
+                    _ => Cause::Lingered,
+                };
+                self.kill(index, cause);
             }
         }
     }

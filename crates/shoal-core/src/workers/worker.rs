@@ -23,10 +23,12 @@ use crate::protocol::{Message, MessageReader, ProtocolError};
 #[derive(Debug)]
 pub(super) enum WorkerEvent {
     Message(Message),
-    /// The worker sent something the codec refuses (or the channel failed).
+    /// The worker sent something the codec refuses.
     Broken(ProtocolError),
-    /// The channel reached end-of-file between frames.
-    Closed,
+    /// The channel ended: between frames (`None`), or cut off (`Some`: reset with
+    /// frames unread, or ended inside a frame), as when the worker dies. Its exit
+    /// follows and says why.
+    Closed(Option<ProtocolError>),
     /// The process is gone and reaped, with the rest of its group.
     Exited(io::Result<ExitInfo>),
 }
@@ -81,7 +83,8 @@ impl Process {
             loop {
                 let event = match reader.next().await {
                     Ok(Some(message)) => WorkerEvent::Message(message),
-                    Ok(None) => WorkerEvent::Closed,
+                    Ok(None) => WorkerEvent::Closed(None),
+                    Err(e) if e.is_disconnect() => WorkerEvent::Closed(Some(e)),
                     Err(e) => WorkerEvent::Broken(e),
                 };
                 let last = !matches!(event, WorkerEvent::Message(_));
