@@ -31,6 +31,7 @@ import io
 import pickle
 import struct
 import sys
+from types import FunctionType as types_FunctionType
 
 CALL = 1
 MAP = 2
@@ -141,8 +142,8 @@ class _MainGlobals:
 
 
 # In a worker: the namespace shared by the caller's `__main__` functions (the module
-# attributes cloudpickle sends first: __name__, __file__...), and the last value the
-# caller sent for each of its names.
+# attributes cloudpickle sends first: __name__, __file__...); for each name the caller
+# sent, the object set and the pickle of its value as it arrived (None: not comparable).
 _MAIN_NAMESPACE: dict | None = None
 _MAIN_SENT: dict = {}
 
@@ -154,16 +155,42 @@ def main_namespace(base: dict) -> dict:
     return _MAIN_NAMESPACE
 
 
+def _as_sent(value: object) -> bytes | None:
+    """What a global's value was when it arrived, to tell later whether the caller changed
+    it: its pickle. None for code (functions and classes always take the caller's latest
+    definition) and for what plain pickle cannot take."""
+    if isinstance(value, (type, types_FunctionType)):
+        return None
+    try:
+        return pickle.dumps(value, PROTOCOL)
+    except Exception:
+        return None
+
+
 def _set_main_function_state(func, wrapped: tuple) -> None:
     """cloudpickle's state setter for a `__main__` function, except for the globals it
-    brings: the caller's value of a name goes in unless the worker's own code rebound
-    the name (an initializer's `global x; x = ...`), which keeps its value as it would
-    in a spawned worker's module."""
+    brings. Each name has one value in the worker, as in a spawned worker's module; the
+    latest change wins:
+    - a name the worker does not have yet takes the caller's value;
+    - a name the worker's code rebound (an initializer's `global x; x = ...`) keeps the
+      worker's value;
+    - a name still bound to what the caller sent takes the caller's new value only if the
+      caller changed it since (its pickle differs), so that what the worker's code put
+      into it in place (an initializer's `STATE["model"] = ...`, a task's cache) stays."""
     setstate, (state, slotstate) = wrapped
     namespace, sent = func.__globals__, _MAIN_SENT
     for name, value in slotstate["__globals__"].items():
-        if name not in namespace or (name in sent and namespace[name] is sent[name]):
-            namespace[name] = sent[name] = value
+        if name in namespace:
+            previous = sent.get(name)
+            if previous is None or namespace[name] is not previous[0]:
+                continue  # the worker's own, or rebound by the worker's code
+            arrived = _as_sent(value)
+            if arrived is not None and arrived == previous[1]:
+                continue  # the caller did not change it: the worker's state stays
+        else:
+            arrived = _as_sent(value)
+        namespace[name] = value
+        sent[name] = (value, arrived)
     slotstate["__globals__"] = {}
     setstate(func, (state, slotstate))
 

@@ -356,13 +356,40 @@ def task(x):
     return (PLACEHOLDER, UNDECLARED, CALLS, helper(x))
 
 
+STATE = {}
+SEEN = []
+
+
+def init_in_place(value):
+    STATE["model"] = value  # no `global`: the module's dict is filled in place
+
+
+def use_state(x):
+    return STATE.get("model")
+
+
+def remember(x):
+    hit = x in SEEN
+    SEEN.append(x)
+    return hit
+
+
+def peek(_):
+    return sorted(SEEN)
+
+
 if __name__ == "__main__":
     for name, make in (("stdlib", multiprocessing.get_context("spawn").Pool), ("shoal", shoal.Pool)):
         with make(1, init, (41,)) as pool:
             print(name, pool.map(task, [5, 50], chunksize=1) + [pool.apply(task, (7,))])
+            # State a task built in place stays when other functions arrive.
+            print(name + "-cache", [pool.apply(remember, (1,)), pool.apply(remember, (2,)),
+                                    pool.apply(peek, (0,)), pool.apply(remember, (1,))])
             if name == "shoal":
                 LIMIT = 20  # a later call takes the caller's new value of a global
                 print("shoal-later", pool.apply(lambda x: helper(x), (50,)))
+        with make(1, init_in_place, ("M",)) as pool:
+            print(name + "-in-place", pool.map(use_state, range(3)))
 """
 
 
@@ -378,3 +405,7 @@ def test_main_functions_share_their_globals_in_a_worker_as_in_a_spawn_pool(tmp_p
     # a task's own global, a helper: what the spawn pool's worker module shows.
     assert lines["shoal"] == lines["stdlib"] == "[(41, 42, 1, 5), (41, 42, 2, 10), (41, 42, 3, 7)]"
     assert lines["shoal-later"] == "20"
+    # What the worker's code put into a module-level container in place: an initializer's
+    # state, a task's cache (another function's arrival must not replace it).
+    assert lines["shoal-in-place"] == lines["stdlib-in-place"] == "['M', 'M', 'M']"
+    assert lines["shoal-cache"] == lines["stdlib-cache"] == "[False, False, [1, 2], True]"
