@@ -216,7 +216,11 @@ class Stream:
                         batch.pop()
                 index = self._submit([chunk for chunk in batch if chunk], index)
             if input_error is not None:
-                fail_items(self._sink, (index,), input_error)
+                input_failed = getattr(self._sink, "input_failed", None)
+                if input_failed is not None:
+                    input_failed(index, input_error)
+                else:
+                    fail_items(self._sink, (index,), input_error)
                 index += 1
             elif self._stopped and not exhausted:
                 # Items never taken: say so rather than end an iteration silently.
@@ -520,6 +524,10 @@ class Results:
         self._unreported = 0
         self._count: int | None = None
         self._waiting = False
+        # Unordered: outcomes delivered so far, and the input's error held until the
+        # outcomes of every item taken before it were delivered.
+        self._delivered = 0
+        self._held: tuple[int, BaseException] | None = None
         self.stream: Stream | None = None
 
     def deliver(self, indices, values: list, failures: dict) -> None:
@@ -531,8 +539,22 @@ class Results:
                 self._ready.update(zip(indices, outcomes))
             else:
                 self._ready.extend(outcomes)
+                self._delivered += len(outcomes)
+                if self._held is not None and self._delivered >= self._held[0]:
+                    self._ready.append((False, self._held[1]))
+                    self._held = None
             if self._waiting:
                 self._cond.notify()
+
+    def input_failed(self, index: int, error: BaseException) -> None:
+        """The caller's input raised when item `index` was to be taken. As in
+        multiprocessing, where the error is a task queued behind the items taken before
+        it, it comes after their outcomes, in completion order too."""
+        with self._cond:
+            if not self._ordered and self._delivered < index:
+                self._held = (index, error)
+                return
+        fail_items(self, (index,), error)
 
     def end(self, count: int) -> None:
         with self._cond:

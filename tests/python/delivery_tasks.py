@@ -139,3 +139,18 @@ def items_then_raise(items, bad_at):
         if index == bad_at:
             raise ValueError(f"the input failed at {index}")
         yield item
+
+
+def items_then_mark_and_raise(items, bad_at, marker):
+    """As items_then_raise, creating `marker` just before it raises."""
+    for index, item in enumerate(items):
+        if index == bad_at:
+            open(marker, "w").close()
+            raise ValueError(f"the input failed at {index}")
+        yield item
+
+
+def once_file_exists(path, x):
+    """x, once `path` exists (10 s at most)."""
+    wait_for(path)
+    return x

@@ -286,6 +286,21 @@ def test_imap_whose_input_raises_does_as_multiprocessing(pool, chunksize):
     assert expected[-1] == "ValueError('the input failed at 5')"
 
 
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_imap_unordered_gives_the_inputs_error_after_the_items_taken_before_it(
+    pool, chunksize, tmp_path
+):
+    # multiprocessing queues the input's error as a task behind the items taken before
+    # it, so a loop over imap_unordered gets their results first. Here no item can end
+    # before the input has raised: an error handed over at once would come first.
+    marker = str(tmp_path / "raised")
+    work = functools.partial(delivery_tasks.once_file_exists, marker)
+    items = delivery_tasks.items_then_mark_and_raise(list(range(6)), 4, marker)
+    got = outcomes(pool.imap_unordered(work, items, chunksize=chunksize))
+    assert sorted(got[:-1]) == [0, 1, 2, 3]  # with chunks of 2, both whole before it
+    assert got[-1] == "ValueError('the input failed at 4')"
+
+
 def test_imap_with_adaptive_chunks_runs_every_item_taken_before_the_input_raised(pool):
     # Adaptive chunks are shoal's, not the caller's: as with the stdlib's default
     # chunksize of 1, every item before the error is run and given.
