@@ -34,6 +34,8 @@ __all__ = [
     "PicklingError",
     "RemoteError",
     "EngineError",
+    "StoreError",
+    "StoreWarning",
 ]
 
 # Where each public name lives.
@@ -52,6 +54,8 @@ _HOMES = {
     "PicklingError": "shoal.errors",
     "RemoteError": "shoal.errors",
     "EngineError": "shoal.errors",
+    "StoreError": "shoal.errors",
+    "StoreWarning": "shoal.errors",
 }
 
 if TYPE_CHECKING:
@@ -63,6 +67,8 @@ if TYPE_CHECKING:
         PicklingError,
         RemoteError,
         ShoalError,
+        StoreError,
+        StoreWarning,
         TaskCancelled,
         TaskTimeout,
         WorkerCrashed,

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable
 
@@ -215,6 +216,9 @@ class Core:
         # With a store every task carries a label: how it is shown there, and (with
         # its key) how a stored result is found again.
         self.recording = settings.store is not None
+        # What tells the store that a result the caller could not unpickle failed.
+        self.refuse = self.engine.refused if self.recording else None
+        self._store_path = settings.store
         # A child forked from the caller inherits this object (and its finalizers) but
         # neither the engine's thread nor the workers: only this process may stop them.
         self.owner_pid = os.getpid()
@@ -423,9 +427,13 @@ class Core:
         engine = self.engine
         progress = self._progress
         tick = min(IDLE_TICK, 0.2) if progress else IDLE_TICK
+        store_ok = self.recording
         try:
             while True:
                 events = engine.events(tick)
+                if store_ok and (failure := engine.store_failure()) is not None:
+                    store_ok = False
+                    self._warn_store_failed(failure)
                 if events:
                     self._handle(events)
                 elif engine.join(0):
@@ -446,9 +454,24 @@ class Core:
                     progress.update(self.calls_done, self.calls)
         finally:
             self._fail_leftovers()
+            if engine.join(0):
+                # Every outcome was handled (refusals included): the run's record ends.
+                engine.close_record()
+                if store_ok and (failure := engine.store_failure()) is not None:
+                    self._warn_store_failed(failure)  # the writer fell behind, then failed
             self._close_inherited()
             if progress is not None:
                 progress.update(self.calls_done, self.calls, final=True)
+
+    def _warn_store_failed(self, failure: str) -> None:
+        warnings.warn(
+            f"shoal: the store {self._store_path} takes no more writes ({failure}); the "
+            "pool goes on and every result reaches you, but the store records nothing more "
+            "unless it takes writes again by the time the pool ends (its run is then left "
+            "interrupted, never finished)",
+            errors.StoreWarning,
+            stacklevel=1,
+        )
 
     def _close_inherited(self) -> None:
         """Closes the descriptors the workers inherit once no worker can start any more
@@ -465,6 +488,7 @@ class Core:
         # take a batch (`_shoal_outcomes`: an executor's futures).
         streams: dict[Stream, list] = {}
         batches: dict[type, list] = {}
+        refuse = self.refuse
         calls = 0
         for handler, event in zip(handlers, events):
             kind = type(handler)
@@ -474,9 +498,9 @@ class Core:
                 calls += 1
                 try:
                     if hasattr(kind, "_shoal_outcomes"):
-                        batches.setdefault(kind, []).append((handler, *call_outcome(event)))
+                        batches.setdefault(kind, []).append((handler, *call_outcome(event, refuse)))
                     else:
-                        handler._shoal_outcome(*call_outcome(event))
+                        handler._shoal_outcome(*call_outcome(event, refuse))
                 except BaseException:
                     report_handler_error()
         for kind, outcomes in batches.items():

@@ -41,7 +41,7 @@ class Engine:
         """Starts the engine thread and the workers. `pass_fds`: descriptors every worker
         inherits at the same number (the caller keeps them open until the engine ended).
         ValueError for bad arguments, OSError if the worker program cannot be started at
-        all (or the store cannot be opened)."""
+        all, shoal.errors.StoreError (an OSError) if the store cannot be used."""
     def submit(
         self,
         payload: bytes,
@@ -80,6 +80,14 @@ class Engine:
     def stats(self) -> dict:
         """{"workers": [{"slot", "pid", "tasks", "busy", "mean", "p95", "restarts",
         "rss"}, ...], "submitted", "finished", "running", "queued"}."""
+    def refused(self, task: int, reason: str) -> None:
+        """The caller could not take `task`'s result (it does not unpickle): the store
+        records the task failed with `reason` (no keyed call reuses it)."""
+    def close_record(self) -> None:
+        """Once the engine has ended and every event was handled: ends the run in the
+        store and waits until everything is written (nothing to do without a store)."""
+    def store_failure(self) -> str | None:
+        """Why the store stopped taking writes, if it did."""
     @property
     def pending(self) -> int:
         """Submitted tasks whose event events() has not returned yet."""

@@ -81,16 +81,21 @@ def _unpickling_error(exc: BaseException, what: str = "return value") -> errors.
     return error
 
 
-def call_outcome(event) -> tuple[bool, object]:
+def call_outcome(event, refuse=None) -> tuple[bool, object]:
     """The outcome of a CALL task. Whatever unpickling it raises, SystemExit and
     KeyboardInterrupt included (a `__reduce__` may raise anything), is that task's
-    failure: every result is settled, none is left pending."""
+    failure: every result is settled, none is left pending. `refuse(task, reason)` (the
+    engine's, with a store) then records the task as failed: the store must not say it
+    succeeded, nor hand its result to a keyed call again."""
     status = event[1]
     if status == "ok":
         try:
             return True, pickle.loads(event[2])
         except BaseException as exc:
-            return False, _unpickling_error(exc)
+            error = _unpickling_error(exc)
+            if refuse is not None:
+                refuse(event[0], str(error))
+            return False, error
     return False, _failure(status, event[2], event[3], event[4])
 
 

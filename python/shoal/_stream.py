@@ -378,7 +378,7 @@ class Stream:
         split = []
         for handler, event in done:
             if handler.single:
-                ok, value = call_outcome(event)
+                ok, value = call_outcome(event, self.core.refuse)
                 if not ok:
                     failures[len(values)] = value
                     value = None

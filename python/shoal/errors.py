@@ -33,6 +33,8 @@ __all__ = [
     "PicklingError",
     "RemoteError",
     "EngineError",
+    "StoreError",
+    "StoreWarning",
     "RemoteTraceback",
     "from_event",
     "pickling_error",
@@ -108,6 +110,19 @@ class EngineError(ShoalError):
     """The engine could not run the task for a reason of its own: a payload too large for
     a frame, a worker program that keeps failing to start, a broken protocol. The message
     says which."""
+
+
+class StoreError(ShoalError, OSError):
+    """The store given as `store=` cannot be used: its directory is missing, the file is
+    not a shoal store or is of another schema version, it is damaged, or a write to it
+    failed. Raised when the pool is made; nothing has run."""
+
+
+class StoreWarning(RuntimeWarning):
+    """The store stopped taking writes while the pool ran (a full disk, an I/O error).
+    The pool goes on and every result still reaches its caller; what the store could not
+    record is written when the pool ends if the store takes it then, and its run is left
+    `interrupted` (or `died`) otherwise, never `finished`."""
 
 
 class RemoteTraceback(Exception):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import tasks
-from conftest import FAST, HERE, shoal_cli, wait_gone, worker_children
+from conftest import FAST, HERE, run_script, shoal_cli, wait_gone, worker_children
 
 import shoal
 
@@ -208,3 +208,125 @@ def succeeded(path) -> set:
             return {row[0] for row in found}
     except sqlite3.OperationalError:
         return set()  # not created yet
+
+
+# ---------------------------------------------------------------------------------------
+# The store's truth when the caller, the store or the disk fails.
+
+
+def test_a_result_the_caller_cannot_unpickle_is_stored_failed_and_never_reused(tmp_path):
+    import delivery_tasks
+
+    path = tmp_path / "results.db"
+    with shoal.Pool(1, store=path, **FAST) as pool:
+        with pytest.raises(shoal.PicklingError):
+            pool.options(key="job").apply(delivery_tasks.returns_exploding, ("exit",))
+        # The last item of a map, refused when the pool may have ended already.
+        work = functools.partial(delivery_tasks.exploding_on, 3)
+        result = pool.map_async(work, range(4))
+        pool.close()
+        pool.join()
+    with pytest.raises(shoal.PicklingError):
+        result.get(10)
+    with sqlite3.connect(path) as db:
+        found = db.execute(
+            "SELECT command, status, result IS NULL, CAST(stderr AS TEXT) FROM tasks ORDER BY task"
+        ).fetchall()
+        (run_status,) = db.execute("SELECT status FROM runs").fetchone()
+    refused = [row for row in found if row[1] == "failed"]
+    assert [row[0].split(" #")[0] for row in refused] == [
+        "delivery_tasks.returns_exploding('exit')",
+        "functools.partial(delivery_tasks.exploding_on, 3)(3)",
+    ], found
+    assert all(row[2] and "could not be unpickled here: SystemExit" in row[3] for row in refused)
+    assert [row[1] for row in found].count("succeeded") == 3, found
+    assert run_status == "finished"
+    # A keyed call finds no stored success to reuse: it runs again (and fails again).
+    with shoal.Pool(1, store=path, **FAST) as pool:
+        with pytest.raises(shoal.PicklingError):
+            pool.options(key="job").apply(delivery_tasks.returns_exploding, ("exit",))
+    with sqlite3.connect(path) as db:
+        (attempts,) = db.execute("SELECT attempts FROM tasks WHERE run_id = 2").fetchone()
+    assert attempts == 1, "it ran, instead of a stored result being reused"
+
+
+def test_an_executor_run_with_cancelled_calls_is_interrupted_not_finished(tmp_path):
+    path = tmp_path / "results.db"
+    with shoal.ProcessPoolExecutor(1, store=path, **FAST) as ex:
+        first = ex.submit(tasks.sleep_then, 0.5, "done")
+        queued = [ex.submit(tasks.inc, x) for x in range(3)]
+        assert all(f.cancel() for f in queued)
+        assert first.result(10) == "done"
+    (run,) = [json.loads(line) for line in shoal_cli("runs", "--json", "--store", str(path)).stdout.splitlines()]
+    assert (run["status"], run["total"], run["counts"]["succeeded"], run["unfinished"]) == (
+        "interrupted", 4, 1, 3
+    ), run
+
+
+def test_a_damaged_store_is_a_store_error_and_nothing_runs(tmp_path):
+    path = tmp_path / "results.db"
+    with shoal.Pool(1, store=path) as pool:
+        pool.map(tasks.inc, range(200), chunksize=1)
+        pool.close()
+        pool.join()
+    with sqlite3.connect(path) as db:
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+    assert pages > 3
+    with open(path, "r+b") as f:  # a page past the schema's, overwritten with garbage
+        f.seek(page_size * (pages - 1))
+        f.write(b"\xa5" * page_size)
+    with pytest.raises(shoal.StoreError, match="is damaged") as caught:
+        shoal.Pool(1, store=path)
+    assert isinstance(caught.value, OSError)
+    assert worker_children() == []
+
+
+def _can_mount_tmpfs() -> bool:
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         "mount -t tmpfs -o size=1m tmpfs /mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not _can_mount_tmpfs(),
+    reason="needs a private mount namespace to mount a small tmpfs (root with CAP_SYS_ADMIN)",
+)
+def test_a_full_disk_under_a_pool_warns_once_and_every_result_still_arrives(tmp_path):
+    # The store on a 2 MiB tmpfs that its own records fill: the pool goes on (every
+    # result reaches the caller), says so once with a StoreWarning naming the store, and
+    # leaves the run honest: never "finished" with results missing.
+    script = """
+import sqlite3, warnings, shoal, tasks
+warnings.simplefilter("always")
+store = "/mnt/results.db"
+with warnings.catch_warnings(record=True) as caught:
+    with shoal.Pool(2, store=store) as pool:
+        got = pool.map(tasks.big_bytes, [4096] * 2000, chunksize=1)
+        pool.close()
+        pool.join()
+print("results", len(got), all(len(g) == 4096 for g in got))
+found = [w for w in caught if issubclass(w.category, shoal.StoreWarning)]
+print("warnings", len(found))
+print("message", str(found[0].message) if found else "")
+with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+    print("run", db.execute("SELECT status FROM runs").fetchone()[0])
+    print("succeeded", db.execute("SELECT count(*) FROM tasks WHERE status = 'succeeded'").fetchone()[0])
+"""
+    done = run_script(
+        script,
+        prefix=["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount -t tmpfs -o size=2m tmpfs /mnt && exec "$@"', "sh"],
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines["results"] == "2000 True", done.stdout
+    assert lines["warnings"] == "1", done.stdout + done.stderr
+    assert "the store /mnt/results.db takes no more writes" in lines["message"], lines
+    assert "full" in lines["message"], lines
+    assert lines["run"] == "interrupted", done.stdout
+    assert int(lines["succeeded"]) < 2000, "the disk filled before the records were whole"

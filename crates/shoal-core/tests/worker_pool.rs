@@ -279,7 +279,8 @@ fn a_stored_pool_records_every_task_and_reuses_keyed_results() {
     let keyed = |key: &str| TaskMeta { key: Some(key.into()), ..TaskMeta::default() };
     let run_pool = |exprs: &[(&str, TaskMeta)]| {
         let mut config = config(&dir, 2);
-        config.store = Some(PoolStore { path: path.clone(), command: vec!["test".into()] });
+        config.store =
+            Some(PoolStore { path: path.clone(), command: vec!["test".into()], refusals: false });
         let pool = WorkerPool::start(config).unwrap();
         let first = pool.submit(exprs.iter().map(|(e, m)| task(e, m.clone())).collect()).unwrap();
         let mut events = collect(&pool, exprs.len(), Duration::from_secs(30));

@@ -77,6 +77,8 @@ impl Engine {
         config.store = store.map(|path| PoolStore {
             path,
             command: run_name.unwrap_or_else(|| vec!["python".into()]),
+            // Results are unpickled after they are read: one may yet be refused.
+            refusals: true,
         });
         let pool = WorkerPool::start(config).map_err(engine_error)?;
         Ok(Engine { pool })
@@ -186,6 +188,23 @@ impl Engine {
         Ok(d)
     }
 
+    /// The caller could not take `task`'s result (it does not unpickle): the store
+    /// records the task failed with `reason`, so that no keyed call reuses it.
+    fn refused(&self, task: u64, reason: String) {
+        self.pool.refused(task, reason);
+    }
+
+    /// Once the pool has ended and every event was handled: ends the run in the store
+    /// and waits until everything is written. Without a store, nothing to do.
+    fn close_record(&self, py: Python<'_>) {
+        py.detach(|| self.pool.close_record());
+    }
+
+    /// Why the store stopped taking writes, if it did (None while it takes them).
+    fn store_failure(&self) -> Option<String> {
+        self.pool.store_failure()
+    }
+
     /// Submitted tasks whose event has not been returned by `events` yet.
     #[getter]
     fn pending(&self) -> u64 {
@@ -234,16 +253,30 @@ fn to_python(py: Python<'_>, e: TaskEvent) -> PyEvent {
     )
 }
 
-/// The one place engine errors become Python exceptions.
+/// The one place engine errors become Python exceptions. A store that cannot be used
+/// (missing directory, not a shoal store, damaged, another schema, a failed write, its
+/// run's lock) is `shoal.errors.StoreError`, an `OSError`.
 fn engine_error(error: Error) -> PyErr {
+    let message = error.to_string();
     match error {
-        Error::InvalidConfig { .. } => PyValueError::new_err(error.to_string()),
-        Error::WorkerProgram { .. }
-        | Error::Os { .. }
-        | Error::StoreOpen { .. }
+        Error::InvalidConfig { .. } => PyValueError::new_err(message),
+        Error::StoreOpen { .. }
         | Error::StoreCorrupt { .. }
-        | Error::StoreSchema { .. } => PyOSError::new_err(error.to_string()),
-        other => PyRuntimeError::new_err(other.to_string()),
+        | Error::StoreDamaged { .. }
+        | Error::StoreSchema { .. }
+        | Error::Store { .. }
+        | Error::LockFile { .. }
+        | Error::RunBusy { .. } => Python::attach(|py| {
+            match py.import("shoal.errors").and_then(|m| m.getattr("StoreError")) {
+                Ok(class) => PyErr::from_value(match class.call1((message,)) {
+                    Ok(error) => error,
+                    Err(e) => return e,
+                }),
+                Err(e) => e,
+            }
+        }),
+        Error::WorkerProgram { .. } | Error::Os { .. } => PyOSError::new_err(message),
+        _ => PyRuntimeError::new_err(message),
     }
 }
 

@@ -128,6 +128,17 @@ pub enum StoreEvent {
         /// Taken from an earlier task with the same key.
         reused: bool,
     },
+    /// A task whose result its front end could not take (a Python result that fails
+    /// to unpickle in the caller): it is `failed` after all, its result dropped (never
+    /// reused by key) and `reason` kept where its error output goes.
+    ResultRefused {
+        /// The run.
+        run: i64,
+        /// The task.
+        task: TaskId,
+        /// Why the front end could not take it.
+        reason: String,
+    },
     /// A task that never started was cancelled.
     TaskCancelled {
         /// The run.
@@ -516,6 +527,18 @@ fn apply(tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
                     s.execute(params![run, task, result, reused, TaskStatus::Succeeded])
                 })
                 .map_err(db("record a result"))?;
+            if n == 0 {
+                return Err(missing(*run, *task, "task"));
+            }
+        }
+        StoreEvent::ResultRefused { run, task, reason } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE tasks SET status = ?3, result = NULL, stderr = CAST(?4 AS BLOB)
+                     WHERE run_id = ?1 AND task = ?2",
+                )
+                .and_then(|mut s| s.execute(params![run, task, TaskStatus::Failed, reason]))
+                .map_err(db("record a refused result"))?;
             if n == 0 {
                 return Err(missing(*run, *task, "task"));
             }

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::config::{EventStatus, PoolConfig, PoolStats, TaskEvent, TaskSpec, WorkerStats};
-use super::handle::Command;
+use super::handle::{Command, ParkedRecord};
 use super::record::Recorder;
 use super::worker::{Inbox, Process, WorkerEvent};
 use crate::process::signal::signal_name;
@@ -146,6 +146,7 @@ pub(super) async fn run(
     config: PoolConfig,
     memory: Option<MemoryLimit>,
     recorder: Option<Recorder>,
+    parked: Option<ParkedRecord>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: std_mpsc::Sender<Vec<TaskEvent>>,
 ) -> PoolStats {
@@ -187,7 +188,21 @@ pub(super) async fn run(
     driver.flush();
     let stats = driver.stats();
     if let Some(recorder) = driver.recorder.take() {
-        recorder.finish(driver.cut_short);
+        match parked {
+            // The front end may still refuse results it has not decoded yet: the
+            // record waits for it, in the handle. Refusals sent before the slot's lock
+            // was taken are in the channel; later ones find the record in the slot.
+            Some(slot) => {
+                let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                while let Ok(command) = commands.try_recv() {
+                    if let Command::Refused(task, reason) = command {
+                        recorder.refused(task, reason);
+                    }
+                }
+                *slot = Some((recorder, driver.cut_short));
+            }
+            None => recorder.finish(driver.cut_short),
+        }
     }
     stats
 }
@@ -299,6 +314,11 @@ impl Driver {
             Command::Terminate => self.terminate(),
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            Command::Refused(task, reason) => {
+                if let Some(recorder) = &self.recorder {
+                    recorder.refused(task, reason);
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::config::{PoolConfig, PoolStats, TaskEvent, TaskSpec};
 use super::driver;
-use super::record::Recorder;
+use super::record::{Recorder, StoreFailure};
 use crate::process::{resolve_program, MemoryLimit};
 use crate::task::TaskId;
 use crate::{Error, Result};
@@ -30,7 +30,15 @@ pub(super) enum Command {
     /// Kill every worker now; unfinished tasks end cancelled.
     Terminate,
     Stats(std_mpsc::Sender<PoolStats>),
+    /// The front end could not take this task's result (see [`WorkerPool::refused`]).
+    Refused(TaskId, String),
 }
+
+/// Where a pool whose front end may refuse results (`PoolStore::refusals`) leaves its
+/// record when the driver ends, with whether the run was cut short, until
+/// [`WorkerPool::close_record`]. Its lock orders a refusal against the parking: a
+/// refusal sent while the slot is empty reaches the driver before it parks.
+pub(super) type ParkedRecord = Arc<Mutex<Option<(Recorder, bool)>>>;
 
 /// Refused: the pool was closed or terminated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +87,10 @@ pub struct WorkerPool {
     delivered: AtomicU64,
     ended: Arc<(Mutex<Ended>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The run's record once the driver ended, with `PoolStore::refusals`.
+    parked: Option<ParkedRecord>,
+    /// Why the store stopped taking writes, once it did.
+    store_failure: StoreFailure,
 }
 
 impl WorkerPool {
@@ -118,14 +130,18 @@ impl WorkerPool {
             });
         }
         let memory = config.memory_limit.map(|bytes| MemoryLimit::new(bytes, config.workers));
+        let store_failure = StoreFailure::default();
         let recorder = match &config.store {
             Some(store) => Some(Recorder::open(
                 store,
                 config.workers,
                 memory.as_ref().map(|m| m.mode().as_str()),
+                store_failure.clone(),
             )?),
             None => None,
         };
+        let parked = config.store.as_ref().filter(|s| s.refusals).map(|_| ParkedRecord::default());
+        let driver_parked = parked.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -139,8 +155,14 @@ impl WorkerPool {
             .spawn(move || {
                 // Marks the end even if the driver panics, so that no join waits forever.
                 let mut guard = EndGuard { ended: thread_ended, stats: PoolStats::default() };
-                guard.stats =
-                    runtime.block_on(driver::run(config, memory, recorder, command_rx, event_tx));
+                guard.stats = runtime.block_on(driver::run(
+                    config,
+                    memory,
+                    recorder,
+                    driver_parked,
+                    command_rx,
+                    event_tx,
+                ));
             })
             .map_err(|source| Error::Os { operation: "start the pool's thread", source })?;
         Ok(WorkerPool {
@@ -152,6 +174,8 @@ impl WorkerPool {
             delivered: AtomicU64::new(0),
             ended,
             thread: Mutex::new(Some(thread)),
+            parked,
+            store_failure,
         })
     }
 
@@ -242,6 +266,45 @@ impl WorkerPool {
         true
     }
 
+    /// The front end could not take `task`'s result (it did not decode): the store
+    /// records the task `failed` with `reason`, its result dropped, so that no keyed
+    /// call reuses it. With `PoolStore::refusals` this holds until
+    /// [`close_record`](Self::close_record); without it, until the pool has ended.
+    pub fn refused(&self, task: TaskId, reason: String) {
+        match &self.parked {
+            Some(slot) => {
+                let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                match &*slot {
+                    Some((recorder, _)) => recorder.refused(task, reason),
+                    // Sent under the lock: the driver drains it before it parks.
+                    None => {
+                        let _ = self.control.send(Command::Refused(task, reason));
+                    }
+                }
+            }
+            None => {
+                let _ = self.control.send(Command::Refused(task, reason));
+            }
+        }
+    }
+
+    /// Waits until the pool has ended, then ends its run in the store and waits until
+    /// everything is written (with `PoolStore::refusals`; the driver does it otherwise).
+    pub fn close_record(&self) {
+        let Some(slot) = &self.parked else { return };
+        self.join(None);
+        let parked = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((recorder, cut_short)) = parked {
+            recorder.finish(cut_short);
+        }
+    }
+
+    /// Why the store stopped taking writes, if it did: the pool goes on, and what it
+    /// could not record is held and written at its end if the store takes it then.
+    pub fn store_failure(&self) -> Option<String> {
+        self.store_failure.get().cloned()
+    }
+
     /// Per-worker figures and task counts, now (or as they were when the pool ended).
     pub fn stats(&self) -> PoolStats {
         let (tx, rx) = std_mpsc::channel();
@@ -259,5 +322,6 @@ impl Drop for WorkerPool {
     fn drop(&mut self) {
         self.terminate();
         self.join(None);
+        self.close_record();
     }
 }

@@ -5,7 +5,9 @@
 //! Everything goes through the store's writer thread (group commit): the driver
 //! never waits for the disk, except for the key lookup at submit, a read.
 
+use std::cell::Cell;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::store::{unix_now, NewRun, NewTask, RunLock, RunStatus, Store, StoreEvent, Writer};
@@ -19,20 +21,36 @@ pub struct PoolStore {
     pub path: PathBuf,
     /// How the run is listed (`shoal runs`), e.g. `["python", "Pool(2)"]`.
     pub command: Vec<String>,
+    /// The front end may still refuse results after the pool has ended (it decodes them
+    /// after it reads them): the run's record stays open until
+    /// [`WorkerPool::close_record`](super::WorkerPool::close_record), or the pool is
+    /// dropped.
+    pub refusals: bool,
 }
+
+/// Why the store stopped taking writes, once it did: set by the writer thread, read by
+/// the front end ([`WorkerPool::store_failure`](super::WorkerPool::store_failure)).
+pub type StoreFailure = Arc<OnceLock<String>>;
 
 /// The pool's run in the store.
 pub(super) struct Recorder {
     store: Store,
     writer: Writer,
     run: i64,
+    /// A task was cancelled: the run did not run all it was given.
+    cancelled: Cell<bool>,
     /// Held while the pool lives: the run shows `died` if its process is killed.
     _lock: RunLock,
 }
 
 impl Recorder {
     /// Opens the store and starts a run for the pool.
-    pub fn open(config: &PoolStore, workers: usize, memory_mode: Option<&str>) -> Result<Recorder> {
+    pub fn open(
+        config: &PoolStore,
+        workers: usize,
+        memory_mode: Option<&str>,
+        failure: StoreFailure,
+    ) -> Result<Recorder> {
         let store = Store::open(&config.path)?;
         let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
         let (run, lock) = store.create_run(&NewRun {
@@ -41,8 +59,11 @@ impl Recorder {
             cwd,
             memory_limit_mode: memory_mode.map(str::to_owned),
         })?;
-        let writer = store.writer(Box::new(|_| {}))?;
-        Ok(Recorder { store, writer, run, _lock: lock })
+        let on_failure = Box::new(move |e: &crate::Error| {
+            let _ = failure.set(e.to_string());
+        });
+        let writer = store.writer_with_failure(Box::new(|_| {}), on_failure)?;
+        Ok(Recorder { store, writer, run, cancelled: Cell::new(false), _lock: lock })
     }
 
     /// The result of an earlier task with this key and label that succeeded, if the
@@ -116,11 +137,19 @@ impl Recorder {
     }
 
     pub fn cancelled(&self, task: TaskId) {
+        self.cancelled.set(true);
         self.writer.send(StoreEvent::TaskCancelled { run: self.run, task });
     }
 
-    /// Ends the run and waits until everything is written.
+    /// The front end could not take the task's result: it failed after all.
+    pub fn refused(&self, task: TaskId, reason: String) {
+        self.writer.send(StoreEvent::ResultRefused { run: self.run, task, reason });
+    }
+
+    /// Ends the run and waits until everything is written. A run with a cancelled task
+    /// is `interrupted`, as a stopped CLI run is: not all it was given ran.
     pub fn finish(self, interrupted: bool) {
+        let interrupted = interrupted || self.cancelled.get();
         let status = if interrupted { RunStatus::Interrupted } else { RunStatus::Finished };
         self.writer.send(StoreEvent::RunEnded { run: self.run, ended_at: unix_now(), status });
         if let Err(e) = self.writer.finish() {
