@@ -339,6 +339,38 @@ fn a_command_needing_a_shell_runs_through_sh_with_inputs_quoted() {
     assert_eq!(str_of(&env.results(&[])[0], "command"), "echo 'a;b $(touch pwned3)'");
 }
 
+/// The exit statuses listed in the sentence that starts with "Exit status:" in `text`
+/// (`0`, `74`, `130/143`), in order.
+fn exit_statuses(text: &str) -> Vec<String> {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let from = text.find("Exit status:").expect("an \"Exit status:\" sentence");
+    let sentence = &text[from..];
+    let sentence = &sentence[..sentence.find("interrupted.").expect("ends with the interrupt")];
+    sentence
+        .split([' ', ',', '(', ')', ';'])
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `shoal run --help` and the README list every status `shoal run` exits with (74
+/// for a store that takes no more writes was missing from the help).
+#[test]
+fn run_help_and_readme_list_every_exit_status() {
+    let env = Env::new();
+    let help = env.run(&["run", "--help"]);
+    help.expect_code(0);
+    let every = ["0", "1", "2", "74", "130/143"];
+    assert_eq!(exit_statuses(&help.stdout), every, "{}", help.stdout);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("read README.md");
+    assert_eq!(exit_statuses(&readme), every);
+    // The top-level help lists none, so it cannot disagree.
+    let top = env.run(&["--help"]);
+    top.expect_code(0);
+    assert!(!top.stdout.contains("Exit status"), "{}", top.stdout);
+}
+
 #[test]
 fn exit_status_is_0_when_all_succeed_and_1_when_any_fails() {
     let env = Env::new();
