@@ -44,7 +44,8 @@ pub enum Command {
 `:::: FILE` (one input per line), `--tasks FILE.jsonl`, or stdin lines when none is given.\n\
 Replacement strings: {} {.} {/} {//} {/.} {#} (task number) {%} (slot) {1} {2} (n-th group); \
 with none, the inputs are appended.\n\
-Exit status: 0 all tasks succeeded, 1 some failed, 2 usage error, 130/143 interrupted."
+Exit status: 0 all tasks succeeded (or there were none), 1 some failed, 2 usage error, \
+74 the store took no more writes (a full disk), 130/143 interrupted."
 )]
 pub struct RunArgs {
     /// Number of slots (tasks running at once). Default: the number of cores.

@@ -35,12 +35,14 @@ pub enum InputError {
     TaskLine { path: PathBuf, line: usize, reason: String },
 }
 
-/// The longest input line of a `::::` file or standard input: Linux passes no
-/// argument longer than this to a program (`MAX_ARG_STRLEN`; GNU parallel's limit
-/// is about the same), so a longer input could never run, and an endless one
-/// (`:::: /dev/zero`) must not fill the memory.
-pub const MAX_INPUT_LINE: usize = 128 << 10;
-const INPUT_LINE_WHY: &str = "the most a program's argument can hold";
+/// The longest input line of a `::::` file or standard input, in bytes: Linux passes
+/// no argument of more than `MAX_ARG_STRLEN` bytes to a program (32 pages, 128 KiB
+/// with 4 KiB pages), its terminating NUL included. A longer input could never run,
+/// and an endless one (`:::: /dev/zero`) must not fill the memory.
+pub fn max_input_line() -> usize {
+    32 * rustix::param::page_size() - 1
+}
+const INPUT_LINE_WHY: &str = "the longest argument Linux passes to a program";
 
 /// The longest `--tasks` line: room for several of the longest arguments, in JSON.
 pub const MAX_TASK_LINE: usize = 1 << 20;
@@ -55,11 +57,12 @@ fn show(path: &Path) -> String {
     }
 }
 
-/// A line limit in KiB or MiB.
+/// A line limit in MiB or KiB where it is a whole number of them, else in bytes.
 fn show_limit(bytes: usize) -> String {
     match bytes {
         b if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
-        b => format!("{} KiB", b >> 10),
+        b if b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -144,7 +147,8 @@ fn read_lines(mut reader: impl BufRead, origin: &Path) -> Result<Vec<String>, In
     let mut lines = Vec::new();
     let mut buf = Vec::new();
     let mut number = 0;
-    while next_line(&mut reader, &mut buf, origin, &mut number, MAX_INPUT_LINE, INPUT_LINE_WHY)? {
+    let limit = max_input_line();
+    while next_line(&mut reader, &mut buf, origin, &mut number, limit, INPUT_LINE_WHY)? {
         let line = String::from_utf8(std::mem::take(&mut buf))
             .map_err(|_| InputError::NotUtf8 { path: origin.to_owned(), line: number })?;
         lines.push(line);
@@ -508,12 +512,16 @@ mod tests {
         let err = stdin_inputs(endless()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "(standard input):3: a line longer than 128 KiB (the most a program's argument can hold)"
+            format!(
+                "(standard input):3: a line longer than {} bytes (the longest argument Linux \
+                 passes to a program)",
+                max_input_line()
+            )
         );
         let specs = vec![InputGroupSpec::Literal(s(&["x"])), InputGroupSpec::File("-".into())];
         assert!(matches!(
             load_groups(specs, endless()),
-            Err(InputError::LineTooLong { line: 3, limit: MAX_INPUT_LINE, .. })
+            Err(InputError::LineTooLong { line: 3, limit, .. }) if limit == max_input_line()
         ));
         let first = &b"{\"args\": 1}\n"[..];
         let endless = io::BufReader::new(io::Read::chain(first, io::repeat(b' ')));
@@ -526,7 +534,7 @@ mod tests {
 
     #[test]
     fn a_line_of_the_longest_length_is_taken_and_one_byte_more_is_not() {
-        let longest = "x".repeat(MAX_INPUT_LINE);
+        let longest = "x".repeat(max_input_line());
         for ending in ["", "\n", "\r\n"] {
             let text = format!("{longest}{ending}");
             assert_eq!(stdin_inputs(text.as_bytes()).unwrap(), [vec![longest.clone()]]);

@@ -33,12 +33,16 @@ pub enum Exit {
     TasksFailed,
     /// Stopped by this signal (exit status 128 + signal).
     Interrupted(i32),
-    /// The store stopped taking writes mid-run (exit status 74, sysexits' EX_IOERR).
+    /// The store stopped taking writes mid-run (exit status 74, sysexits' EX_IOERR);
+    /// a store that cannot be opened or written for a full disk exits so too.
     StoreFailed,
 }
 
 /// Exit status for bad input and other errors of shoal itself.
 const USAGE_ERROR: u8 = 2;
+
+/// Exit status when the store takes no more writes (sysexits' EX_IOERR).
+const STORE_FAILED: u8 = 74;
 
 /// Runs the command line `args` (the first names the program) and returns the exit
 /// status. It never exits the process itself (a host such as Python goes on), and
@@ -65,12 +69,16 @@ where
             Ok(Exit::Success) => 0,
             Ok(Exit::TasksFailed) => 1,
             Ok(Exit::Interrupted(signal)) => 128 + signal as u8,
-            Ok(Exit::StoreFailed) => 74,
+            Ok(Exit::StoreFailed) => STORE_FAILED,
             // The reader of a report went away (`shoal results | head`): as other tools do.
             Err(err) if is_broken_pipe(&err) => 0,
             Err(err) => {
                 note!("shoal: error: {}", message(&err));
-                USAGE_ERROR
+                if is_store_full(&err) {
+                    STORE_FAILED
+                } else {
+                    USAGE_ERROR
+                }
             }
         },
     };
@@ -85,6 +93,11 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// A store that could not be opened or written because its file system is full.
+fn is_store_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| matches!(e.downcast_ref(), Some(shoal_core::Error::StoreFull { .. })))
 }
 
 /// The error and its causes on one line, like anyhow's `{:#}`, but without a cause

@@ -204,7 +204,10 @@ fn bad_an_endless_input_line() {
         assert_eq!(out.stdout, "");
         out.stderr
     };
-    let why = "a line longer than 128 KiB (the most a program's argument can hold)";
+    let why = format!(
+        "a line longer than {} bytes (the longest argument Linux passes to a program)",
+        longest_argument()
+    );
     let err = run("/dev/null", &["run", "echo", "::::", "/dev/zero"]);
     assert_eq!(err, format!("shoal: error: /dev/zero:1: {why}\n"));
     let err = run("/dev/zero", &["run", "echo"]);
@@ -219,8 +222,53 @@ fn bad_an_endless_input_line() {
     // A long line after good ones is named by its number.
     let long = env.write("long.txt", &format!("a\nb\n{}\n", "x".repeat(200_000)));
     let err = bad_input(&env, &["run", "echo", "::::", &long], "bad_input_line_too_long");
-    assert!(err.contains("long.txt:3: a line longer than 128 KiB"), "{err}");
+    assert!(err.contains(&format!("long.txt:3: {why}")), "{err}");
     assert!(env.runs().is_empty(), "nothing was recorded");
+}
+
+/// The longest argument this kernel passes to a program, found by trying: `true` is
+/// run with ever longer arguments (bisecting up to 4 MiB) until exec says E2BIG.
+fn longest_argument() -> usize {
+    let runs = |len: usize| match std::process::Command::new("true").arg("x".repeat(len)).status() {
+        Ok(status) => status.success(),
+        Err(e) if e.raw_os_error() == Some(libc::E2BIG) => false,
+        Err(e) => panic!("cannot run true: {e}"),
+    };
+    let (mut good, mut bad) = (0, 4 << 20);
+    assert!(!runs(bad), "an argument of 4 MiB ran");
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if runs(mid) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    good
+}
+
+/// An input line as long as the longest argument the kernel takes runs, whole, and
+/// one byte more is refused before anything runs. (A line of 128 KiB was taken, and
+/// its task failed with "Argument list too long": the kernel's limit counts the
+/// argument's terminating NUL.)
+#[test]
+fn an_input_line_of_the_longest_argument_runs_and_one_byte_more_is_refused() {
+    let env = Env::new();
+    let longest = longest_argument();
+    let length = env.write("length.sh", "printf '%s\\n' \"${#1}\"\n");
+    let line = "x".repeat(longest);
+    let fits = env.write("fits.txt", &format!("ok\n{line}\n"));
+    let out = env.run(&["run", "-k", "sh", &length, "::::", &fits]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, format!("2\n{longest}\n"), "{}", out.stderr);
+
+    let over = env.write("over.txt", &format!("ok\n{line}y\n"));
+    let out = env.run(&["run", "sh", &length, "::::", &over]);
+    out.expect_code(2);
+    assert_eq!(out.stdout, "");
+    let why = format!("a line longer than {longest} bytes");
+    assert!(out.stderr.contains(&format!("over.txt:2: {why}")), "{}", out.stderr);
+    assert_eq!(env.runs().len(), 1, "the refused input recorded no run");
 }
 
 #[test]
@@ -337,6 +385,38 @@ fn a_command_needing_a_shell_runs_through_sh_with_inputs_quoted() {
     }
     // A direct command is stored shell-quoted, ready to paste.
     assert_eq!(str_of(&env.results(&[])[0], "command"), "echo 'a;b $(touch pwned3)'");
+}
+
+/// The exit statuses listed in the sentence that starts with "Exit status:" in `text`
+/// (`0`, `74`, `130/143`), in order.
+fn exit_statuses(text: &str) -> Vec<String> {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let from = text.find("Exit status:").expect("an \"Exit status:\" sentence");
+    let sentence = &text[from..];
+    let sentence = &sentence[..sentence.find("interrupted.").expect("ends with the interrupt")];
+    sentence
+        .split([' ', ',', '(', ')', ';'])
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `shoal run --help` and the README list every status `shoal run` exits with (74
+/// for a store that takes no more writes was missing from the help).
+#[test]
+fn run_help_and_readme_list_every_exit_status() {
+    let env = Env::new();
+    let help = env.run(&["run", "--help"]);
+    help.expect_code(0);
+    let every = ["0", "1", "2", "74", "130/143"];
+    assert_eq!(exit_statuses(&help.stdout), every, "{}", help.stdout);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("read README.md");
+    assert_eq!(exit_statuses(&readme), every);
+    // The top-level help lists none, so it cannot disagree.
+    let top = env.run(&["--help"]);
+    top.expect_code(0);
+    assert!(!top.stdout.contains("Exit status"), "{}", top.stdout);
 }
 
 #[test]

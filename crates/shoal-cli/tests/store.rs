@@ -384,6 +384,46 @@ impl SmallDisk {
         run_command(env.command_under(&self.prefix(), args), None)
     }
 
+    /// Runs a command inside the namespace to its end.
+    fn inside(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.enter[0]).args(&self.enter[1..]).args(args).output().unwrap()
+    }
+
+    /// Free blocks of 4 KiB (tmpfs's size of a block).
+    fn free_blocks(&self) -> u64 {
+        let free = self.inside(&["stat", "--file-system", "--format=%f %S", self.path()]);
+        let free = String::from_utf8(free.stdout).unwrap();
+        assert!(free.trim().ends_with(" 4096"), "blocks of 4 KiB: {free}");
+        free.split(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// Fills the file system with a file, `fill`, up to its last `leave` blocks.
+    fn fill(&self, leave: u64) {
+        let fill = format!("of={}", self.dir.join("fill").display());
+        let count = format!("count={}", self.free_blocks().saturating_sub(leave));
+        // Filling to the end, dd ends with "No space left on device": that is the point.
+        self.inside(&["dd", "if=/dev/zero", &fill, "bs=4096", &count]);
+        assert_eq!(self.free_blocks(), leave);
+    }
+
+    /// Removes the file `fill` made.
+    fn unfill(&self) {
+        let fill = self.dir.join("fill");
+        assert!(self.inside(&["rm", &fill.display().to_string()]).status.success());
+    }
+
+    fn path(&self) -> &str {
+        self.dir.to_str().expect("a UTF-8 path")
+    }
+
+    /// Every file on the disk but `fill`, with its size and checksum (`cksum`).
+    fn files(&self) -> String {
+        let list = "cd \"$1\" && for f in *; do [ \"$f\" = fill ] || cksum \"$f\"; done";
+        let out = self.inside(&["sh", "-c", list, "sh", self.path()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Gives the file system room again.
     fn grow(&self, size: &str) {
         let status = Command::new(&self.enter[0])
@@ -475,4 +515,95 @@ fn a_full_disk_stops_the_run_with_one_line_and_resume_finishes_it_truly() {
     let runs = json_lines(&disk.shoal(&env, &["runs", "--json"]).expect_code(0).stdout.clone());
     assert_eq!(str_of(&runs[0], "status"), "finished");
     assert_eq!(runs[0]["counts"]["succeeded"], TASKS);
+}
+
+#[test]
+fn a_store_on_a_full_disk_is_named_so_and_the_reports_still_read_it() {
+    let mut env = Env::new();
+    let Some(disk) = SmallDisk::mount(&env.path().join("disk"), "1m") else {
+        eprintln!("skipped: no private mount namespace with a tmpfs can be had here");
+        return;
+    };
+    env.store = disk.dir.join("s.db");
+    disk.shoal(&env, &["run", "-k", "echo", ":::", "a", "b"]).expect_code(0);
+    disk.fill(0);
+    let full = |doing: &str, store: &Path| {
+        format!(
+            "shoal: error: cannot {doing} the store {}: its file system is full (0 bytes free)\n",
+            store.display()
+        )
+    };
+    // A run, a resume, a new store: each says the disk is full, and exits 74.
+    for args in [&["run", "echo", ":::", "c"][..], &["run", "--resume"]] {
+        let out = disk.shoal(&env, args);
+        out.expect_code(74);
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.clone()),
+            ("", full("open", &env.store)),
+            "{args:?}"
+        );
+    }
+    let store = env.store.clone();
+    env.store = disk.dir.join("new.db");
+    let out = disk.shoal(&env, &["run", "echo", ":::", "c"]);
+    out.expect_code(74);
+    assert_eq!(out.stderr, full("create", &env.store));
+    // Nothing is left of the store that could not be created.
+    let out = disk.shoal(&env, &["runs"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("no store at"), "{}", out.stderr);
+    env.store = store;
+
+    // The failed opens left an empty log and a -shm file shorter than its header (3
+    // bytes), which SQLite could not grow: the reports read the store past them, as
+    // it is, and change nothing.
+    let left = disk.files();
+    let sizes: Vec<(&str, u64)> = left
+        .lines()
+        .map(|l| {
+            let cells: Vec<&str> = l.split(' ').collect();
+            (cells[2], cells[1].parse().unwrap())
+        })
+        .filter(|(name, _)| name.starts_with("s.db-"))
+        .collect();
+    assert!(sizes.contains(&("s.db-wal", 0)), "{left}");
+    assert!(sizes.iter().any(|&(name, size)| name == "s.db-shm" && size < 32), "{left}");
+    let runs = json_lines(&disk.shoal(&env, &["runs", "--json"]).expect_code(0).stdout.clone());
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        (str_of(&runs[0], "status"), &runs[0]["counts"]["succeeded"]),
+        ("finished", &2.into())
+    );
+    let results =
+        json_lines(&disk.shoal(&env, &["results", "--json"]).expect_code(0).stdout.clone());
+    let outputs: Vec<&str> = results.iter().map(|t| str_of(t, "stdout")).collect();
+    assert_eq!(outputs, ["a\n", "b\n"]);
+    disk.shoal(&env, &["stats", "--json"]).expect_code(0);
+    assert_eq!(json_lines(&disk.shoal(&env, &["export"]).expect_code(0).stdout.clone()).len(), 2);
+    assert_eq!(disk.files(), left, "the reports wrote nothing");
+
+    // Room to open the store but not to record a run of 2,000 tasks of 200 bytes.
+    disk.unfill();
+    disk.fill(24);
+    let inputs: String = (0..2000).map(|n| format!("{n:0200}\n")).collect();
+    let inputs = env.write("inputs", &inputs);
+    let out = disk.shoal(&env, &["run", "echo", "::::", &inputs]);
+    out.expect_code(74);
+    let prefix =
+        format!("shoal: error: cannot record a run in the store {}: ", env.store.display());
+    assert!(out.stderr.starts_with(&prefix), "{}", out.stderr);
+    assert!(out.stderr.contains("its file system is full ("), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let runs = json_lines(&disk.shoal(&env, &["runs", "--json"]).expect_code(0).stdout.clone());
+    assert_eq!(runs.len(), 1, "no run was recorded: {runs:?}");
+
+    // Room again: the store takes the next run, and the new store is made.
+    disk.unfill();
+    let out = disk.shoal(&env, &["run", "echo", ":::", "c"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "c\n");
+    let runs = json_lines(&disk.shoal(&env, &["runs", "--json"]).expect_code(0).stdout.clone());
+    assert_eq!(runs.len(), 2);
+    env.store = disk.dir.join("new.db");
+    disk.shoal(&env, &["run", "echo", ":::", "c"]).expect_code(0);
 }

@@ -22,6 +22,12 @@ pub enum Error {
     #[error("the store {} is damaged: {reason}", path.display())]
     StoreDamaged { path: PathBuf, reason: String },
 
+    /// The store's file system is full: the store could not be opened, created or
+    /// written. `operation` reads "cannot {operation} the store" ("open", "record a
+    /// run in"); `free` is the room left, where the file system says.
+    #[error("cannot {operation} the store {}: its file system is full{}", path.display(), show_free(*free))]
+    StoreFull { path: PathBuf, operation: &'static str, free: Option<u64> },
+
     /// The database was written by a shoal with another schema version.
     #[error("the store {} has schema version {found}; this shoal reads version {expected}", path.display())]
     StoreSchema { path: PathBuf, found: i64, expected: i64 },
@@ -88,6 +94,11 @@ pub enum Error {
     /// A worker broke the wire protocol, or its channel failed.
     #[error("worker protocol: {0}")]
     Protocol(#[from] crate::protocol::ProtocolError),
+}
+
+/// " (N bytes free)", when known.
+fn show_free(free: Option<u64>) -> String {
+    free.map(|n| format!(" ({n} bytes free)")).unwrap_or_default()
 }
 
 /// The engine's result type.

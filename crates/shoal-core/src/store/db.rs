@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::lock::RunLock;
 use super::records::{NewRun, NewTask, ResumeInfo, RunStatus};
-use super::schema;
+use super::{schema, space};
 use crate::error::{Error, Result};
 use crate::task::TaskStatus;
 
@@ -73,6 +73,18 @@ impl Store {
         &self.path
     }
 
+    /// A failed write as it is, or [`Error::StoreFull`] where the store's file system
+    /// is full (`doing` reads "cannot {doing} the store").
+    fn full_or(&self, e: Error, doing: &'static str) -> Error {
+        match &e {
+            Error::Store { source, .. } => match space::full(&self.path, source) {
+                Some(free) => Error::StoreFull { path: self.path.clone(), operation: doing, free },
+                None => e,
+            },
+            _ => e,
+        }
+    }
+
     /// The shared connection; a panic in another caller leaves it usable, since
     /// every write is a transaction SQLite rolls back on its own.
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -89,6 +101,10 @@ impl Store {
     /// [`Store::create_run`] with its first tasks, in the same transaction: a run is
     /// never stored without the tasks it was started with (a full disk).
     pub fn create_run_with(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
+        self.insert_run(run, tasks).map_err(|e| self.full_or(e, "record a run in"))
+    }
+
+    fn insert_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -151,7 +167,7 @@ impl Store {
                 "UPDATE runs SET options = ?2, memory_limit_mode = ?3 WHERE id = ?1",
                 params![run, options.to_string(), memory_limit_mode],
             )
-            .map_err(db("update a run's options"))?;
+            .map_err(|e| self.full_or(db("update a run's options")(e), "update a run in"))?;
         if n == 0 {
             return Err(Error::NoSuchRun { run });
         }
@@ -186,33 +202,36 @@ impl Store {
     /// end as `interrupted` now, `running` tasks go back to `queued`, and the run is
     /// `running` again. Returns the run and every task that did not succeed.
     pub fn prepare_resume(&self, run: i64) -> Result<ResumeInfo> {
-        {
-            let mut conn = self.conn();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db("prepare a resume"))?;
-            require_run(&tx, run)?;
-            tx.execute(
-                "UPDATE attempts SET outcome = 'interrupted', ended_at = ?2
-                 WHERE run_id = ?1 AND ended_at IS NULL",
-                params![run, now()],
-            )
-            .map_err(db("prepare a resume"))?;
-            tx.execute(
-                "UPDATE tasks SET status = ?2 WHERE run_id = ?1 AND status = ?3",
-                params![run, TaskStatus::Queued, TaskStatus::Running],
-            )
-            .map_err(db("prepare a resume"))?;
-            tx.execute(
-                "UPDATE runs SET status = ?2, ended_at = NULL WHERE id = ?1",
-                params![run, RunStatus::Running],
-            )
-            .map_err(db("prepare a resume"))?;
-            tx.commit().map_err(db("prepare a resume"))?;
-        }
+        self.repair(run).map_err(|e| self.full_or(e, "prepare a resume in"))?;
         let mut pending = self.tasks(run, None)?;
         pending.retain(|t| t.status != TaskStatus::Succeeded);
         Ok(ResumeInfo { run: self.run(run)?, pending })
+    }
+
+    /// The writes of [`Store::prepare_resume`], in one transaction.
+    fn repair(&self, run: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("prepare a resume"))?;
+        require_run(&tx, run)?;
+        tx.execute(
+            "UPDATE attempts SET outcome = 'interrupted', ended_at = ?2
+             WHERE run_id = ?1 AND ended_at IS NULL",
+            params![run, now()],
+        )
+        .map_err(db("prepare a resume"))?;
+        tx.execute(
+            "UPDATE tasks SET status = ?2 WHERE run_id = ?1 AND status = ?3",
+            params![run, TaskStatus::Queued, TaskStatus::Running],
+        )
+        .map_err(db("prepare a resume"))?;
+        tx.execute(
+            "UPDATE runs SET status = ?2, ended_at = NULL WHERE id = ?1",
+            params![run, RunStatus::Running],
+        )
+        .map_err(db("prepare a resume"))?;
+        tx.commit().map_err(db("prepare a resume"))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod outage;
 mod read;
 mod records;
 pub mod schema;
+mod space;
 mod wal;
 pub mod writer;
 

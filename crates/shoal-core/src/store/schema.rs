@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::wal;
+use super::{space, wal};
 use crate::error::{Error, Result};
 
 /// The schema version this shoal reads and writes (`PRAGMA user_version`).
@@ -136,7 +136,25 @@ fn header(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
 pub(super) fn open_store(path: &Path) -> Result<Connection> {
     check_directory(path)?;
     wal::check(path)?;
-    create_file(path)?;
+    let made = create_file(path)?;
+    let opened = open_existing(path).map_err(|e| match e {
+        Error::StoreFull { path, free, .. } if made => {
+            Error::StoreFull { path, operation: "create", free }
+        }
+        e => e,
+    });
+    if opened.is_err() && made {
+        // Nothing of a store that could not be created (a full disk) is left behind:
+        // a file of ours still empty, which no other shoal has written into.
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    opened
+}
+
+/// [`open_store`] once the file exists.
+fn open_existing(path: &Path) -> Result<Connection> {
     let mut conn = connect(path)?;
     let io = |e: rusqlite::Error| open_error(path, e);
     // The first read of the header is where SQLite notices a file that is not a
@@ -182,13 +200,29 @@ pub(super) fn open_store(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// How a report reads a store's write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogAccess {
+    /// The log holds nothing to replay and no shoal is writing: the file alone is
+    /// read, as immutable, with no `-shm` file.
+    None,
+    /// Through the `-shm` file, opened read-only (`readonly_shm`): a live writer's
+    /// index is read as it is; without one SQLite replays the log into its own memory
+    /// under the locks that keep a writer that starts meanwhile from checkpointing.
+    ReadOnlyIndex,
+    /// Left to SQLite: a log with commits and no `-shm` beside it (a copied store),
+    /// whose index SQLite builds where it may.
+    Default,
+}
+
 /// Opens an existing store read-only, for the reports, and returns its schema
 /// version (older versions are read as they are, never migrated). Needs no write
-/// access to the file or its directory and creates nothing: without a log beside
-/// the file no shoal is writing it, and it is read as immutable (SQLite then needs
-/// no `-shm` file; a shoal that starts writing meanwhile is not seen, as if the
-/// report had come first); with one, SQLite reads the log through the `-shm` file,
-/// which it opens read-only where it may not write it.
+/// access to the file or its directory and writes nothing: see [`LogAccess`] for how
+/// the log is read. Without a log (or with one that holds no commit and no `-shm`
+/// file, which a live writer always has) no shoal is writing the file: a shoal that
+/// starts writing meanwhile is not seen, as if the report had come first. A `-shm`
+/// file that is short or stale (a shoal that failed to open the store on a full disk
+/// leaves one of 3 bytes) is never used without a live writer, and never written.
 pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     let fail = |reason: String| Error::StoreOpen { path: path.to_owned(), reason };
     let file = File::open(path).map_err(|e| fail(e.to_string()))?;
@@ -201,17 +235,24 @@ pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     // SQLite only says "unable to open database file" when it may not read it.
     let mut shm = path.as_os_str().to_owned();
     shm.push("-shm");
-    match File::open(&shm) {
+    let has_shm = match File::open(&shm) {
+        Ok(_) => true,
         Err(e) if log.is_some() && e.kind() != ErrorKind::NotFound => {
             let shm = Path::new(&shm).display();
             return Err(fail(format!("cannot read its shared-memory file {shm}: {e}")));
         }
-        _ => {}
-    }
+        Err(_) => false,
+    };
+    let access = match &log {
+        None => LogAccess::None,
+        Some(_) if has_shm => LogAccess::ReadOnlyIndex,
+        Some(log) if log.len() < wal::HEADER as u64 => LogAccess::None,
+        Some(_) => LogAccess::Default,
+    };
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(read_only_uri(path, log.is_none()), flags)
+    let conn = Connection::open_with_flags(read_only_uri(path, access), flags)
         .map_err(|e| open_error(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(path, e))?;
     let (app, version, tables) = header(&conn).map_err(|e| open_error(path, e))?;
@@ -225,9 +266,9 @@ pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     Ok((conn, version))
 }
 
-/// A `file:` URI naming `path` for a read-only connection (`immutable` when nothing
-/// writes the file); bytes that mean something in a URI are percent-encoded.
-fn read_only_uri(path: &Path, immutable: bool) -> String {
+/// A `file:` URI naming `path` for a read-only connection that reads its log as
+/// `access` says; bytes that mean something in a URI are percent-encoded.
+fn read_only_uri(path: &Path, access: LogAccess) -> String {
     // An absolute path gets an empty authority, so that "//x" stays a path.
     let mut uri = String::from(if path.is_absolute() { "file://" } else { "file:" });
     for &b in path.as_os_str().as_bytes() {
@@ -237,7 +278,11 @@ fn read_only_uri(path: &Path, immutable: bool) -> String {
             uri.push_str(&format!("%{b:02X}"));
         }
     }
-    uri.push_str(if immutable { "?mode=ro&immutable=1" } else { "?mode=ro" });
+    uri.push_str(match access {
+        LogAccess::None => "?mode=ro&immutable=1",
+        LogAccess::ReadOnlyIndex => "?mode=ro&readonly_shm=1",
+        LogAccess::Default => "?mode=ro",
+    });
     uri
 }
 
@@ -327,25 +372,33 @@ fn nearest_file(dir: &Path) -> PathBuf {
     dir.ancestors().find(|p| p.exists()).unwrap_or(dir).to_owned()
 }
 
-/// Creates the file with mode 0600 if it does not exist: results may hold secrets
-/// printed by the tasks.
-fn create_file(path: &Path) -> Result<()> {
+/// Creates the file with mode 0600 if it does not exist (results may hold secrets
+/// printed by the tasks); true if it did.
+fn create_file(path: &Path) -> Result<bool> {
     match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             if path.is_dir() {
                 Err(Error::StoreOpen { path: path.to_owned(), reason: "it is a directory".into() })
             } else {
-                Ok(())
+                Ok(false)
             }
         }
+        Err(e) if space::no_room(&e) => Err(Error::StoreFull {
+            path: path.to_owned(),
+            operation: "create",
+            free: space::free_bytes(path),
+        }),
         Err(e) => Err(Error::StoreOpen { path: path.to_owned(), reason: e.to_string() }),
     }
 }
 
-/// Maps a SQLite error met while opening: a file that is not a database is corrupt,
-/// anything else means it could not be opened.
+/// Maps a SQLite error met while opening: a full file system says so, a file that is
+/// not a database is corrupt, anything else means it could not be opened.
 fn open_error(path: &Path, e: rusqlite::Error) -> Error {
+    if let Some(free) = space::full(path, &e) {
+        return Error::StoreFull { path: path.to_owned(), operation: "open", free };
+    }
     let path = path.to_owned();
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {

@@ -874,3 +874,76 @@ fn past_the_most_held_events_a_finished_run_is_recorded_interrupted() {
     outage.salvage(&mut schema::connect(&path).unwrap(), &mut on_commit);
     assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted, "its record is not whole");
 }
+
+/// The files of a store (the database, its log, its `-shm`), or `None` where absent.
+fn store_files(path: &Path) -> [Option<Vec<u8>>; 3] {
+    ["", "-wal", "-shm"].map(|suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::read(PathBuf::from(name)).ok()
+    })
+}
+
+/// Puts `files` (as [`store_files`] gives them) in place at `path`.
+fn put_store_files(path: &Path, files: &[Option<Vec<u8>>; 3]) {
+    for (suffix, bytes) in ["", "-wal", "-shm"].iter().zip(files) {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match bytes {
+            Some(bytes) => std::fs::write(PathBuf::from(name), bytes).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(PathBuf::from(name));
+            }
+        }
+    }
+}
+
+/// What a shoal that could not open the store on a full disk leaves (an empty log and
+/// a `-shm` of 3 bytes), the stale `-shm` of a killed one, and either file alone: a
+/// report reads the store past each of them, trusting no index that no live writer
+/// keeps, and writes nothing. (SQLite grew the 3-byte file to 32 KiB, which on a full
+/// disk failed with "disk I/O error", rewrote a stale index, and created a `-shm`
+/// beside a lone log.)
+#[test]
+fn a_report_reads_past_a_short_or_stale_shm_and_writes_nothing() {
+    let (dir, path) = temp();
+    // A killed shoal: its log holds the last three runs, its -shm indexes them.
+    let live = dir.path().join("live.db");
+    let store = Store::open(&live).unwrap();
+    for _ in 0..3 {
+        let run = new_run(&store);
+        store.insert_tasks(run, &new_tasks(2)).unwrap();
+    }
+    let killed = store_files(&live);
+    drop(store);
+    let [Some(db), Some(log), Some(index)] = killed.clone() else {
+        panic!("a live store has its log and -shm")
+    };
+    assert!(log.len() > 32 && index.len() >= 32 << 10, "{} {}", log.len(), index.len());
+    let garbage = vec![0xa5; index.len()];
+    // The same store closed cleanly: everything is in the file.
+    let closed = {
+        let store = Store::open(&live).unwrap();
+        drop(store);
+        store_files(&live)
+    };
+    assert!(closed[1].is_none() && closed[2].is_none(), "closed cleanly: no log, no -shm");
+    let clean = closed[0].clone();
+    let cases = [
+        ("full-disk leftovers", [clean.clone(), Some(vec![]), Some(vec![0; 3])]),
+        ("a stale index", [clean.clone(), Some(vec![]), Some(garbage.clone())]),
+        ("an empty log alone", [clean.clone(), Some(vec![]), None]),
+        ("a short index alone", [clean.clone(), None, Some(vec![0; 3])]),
+        ("a killed shoal's files", [Some(db.clone()), Some(log.clone()), Some(index.clone())]),
+        ("its log with a short index", [Some(db.clone()), Some(log.clone()), Some(vec![0; 3])]),
+        ("its log with a stale index", [Some(db), Some(log), Some(garbage)]),
+    ];
+    for (what, files) in cases {
+        put_store_files(&path, &files);
+        let store = Store::open_read_only(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let totals: Vec<u64> = store.runs().unwrap().iter().map(|r| r.total).collect();
+        assert_eq!(totals, [2, 2, 2], "{what}: every commit is read");
+        drop(store);
+        assert!(store_files(&path) == files, "{what}: a report wrote into the store's files");
+    }
+}

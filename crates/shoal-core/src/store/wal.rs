@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-const HEADER: usize = 32;
+/// The size of the log's header: a shorter log holds nothing to replay.
+pub(super) const HEADER: usize = 32;
 const FRAME_HEADER: usize = 24;
 /// The magic numbers of a WAL: checksums over little- or big-endian words.
 const MAGIC_LE: u32 = 0x377f_0682;
