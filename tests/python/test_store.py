@@ -315,6 +315,17 @@ print("message", str(found[0].message) if found else "")
 with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
     print("run", db.execute("SELECT status FROM runs").fetchone()[0])
     print("succeeded", db.execute("SELECT count(*) FROM tasks WHERE status = 'succeeded'").fetchone()[0])
+with open("/mnt/filler", "wb") as filler:  # whatever room is left
+    try:
+        while True:
+            filler.write(bytes(1 << 16))
+            filler.flush()
+    except OSError:
+        pass
+try:
+    shoal.Pool(1, store="/mnt/new.db")
+except shoal.StoreError as exc:
+    print("new", isinstance(exc, OSError), exc)
 """
     done = run_script(
         script,
@@ -330,3 +341,5 @@ with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
     assert "full" in lines["message"], lines
     assert lines["run"] == "interrupted", done.stdout
     assert int(lines["succeeded"]) < 2000, "the disk filled before the records were whole"
+    # A new pool's store on the full disk: a StoreError (an OSError) that says so.
+    assert lines["new"].startswith("True ") and "is full" in lines["new"], lines

@@ -254,8 +254,8 @@ fn to_python(py: Python<'_>, e: TaskEvent) -> PyEvent {
 }
 
 /// The one place engine errors become Python exceptions. A store that cannot be used
-/// (missing directory, not a shoal store, damaged, another schema, a failed write, its
-/// run's lock) is `shoal.errors.StoreError`, an `OSError`.
+/// (missing directory, not a shoal store, damaged, on a full disk, another schema, a
+/// failed write, its run's lock) is `shoal.errors.StoreError`, an `OSError`.
 fn engine_error(error: Error) -> PyErr {
     let message = error.to_string();
     match error {
@@ -263,6 +263,7 @@ fn engine_error(error: Error) -> PyErr {
         Error::StoreOpen { .. }
         | Error::StoreCorrupt { .. }
         | Error::StoreDamaged { .. }
+        | Error::StoreFull { .. }
         | Error::StoreSchema { .. }
         | Error::Store { .. }
         | Error::LockFile { .. }
