@@ -153,6 +153,25 @@ impl Env {
     }
 
     /// Replaces this test's directory by `[TMP]`, for snapshots.
+    /// Every command that opens the store refuses it as damaged (exit 2), naming it,
+    /// and says `also` too.
+    pub fn expect_every_command_refuses_a_damaged_store(&self, also: &str) {
+        for args in [
+            &["runs"][..],
+            &["results"],
+            &["stats"],
+            &["export"],
+            &["run", "echo", ":::", "x"],
+            &["run", "--resume"],
+        ] {
+            let out = self.run(args);
+            out.expect_code(2);
+            let damaged = format!("the store {} is damaged", self.store.display());
+            assert!(out.stderr.contains(&damaged), "names the store: {args:?}: {}", out.stderr);
+            assert!(out.stderr.contains(also), "{args:?}: {}", out.stderr);
+        }
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let dir = self.path().display().to_string();
         let canonical = self.path().canonicalize().map(|p| p.display().to_string());
