@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use shoal_core::store::Store;
+use shoal_core::store::{RunStatus, Store};
 use shoal_core::workers::{EventStatus, PoolConfig, PoolStore, TaskEvent, TaskSpec, WorkerPool};
 use shoal_core::TaskMeta;
 use shoal_core::TaskStatus;
@@ -315,6 +315,40 @@ fn a_stored_pool_records_every_task_and_reuses_keyed_results() {
     assert_eq!(first_run[0].attempts, 1);
     let second_run = store.tasks(runs[0].id.max(runs[1].id), None).unwrap();
     assert_eq!((second_run[0].status, second_run[0].attempts), (TaskStatus::Succeeded, 0));
+}
+
+/// A front end that decodes results after it reads them may refuse one (it does not
+/// decode): before the pool ended, and after (the record waits for `close_record`).
+/// Either way the store says the task failed, and its result is never reused by key.
+#[test]
+fn a_refused_result_is_stored_failed_before_and_after_the_pool_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.db");
+    let mut config = config(&dir, 1);
+    config.store =
+        Some(PoolStore { path: path.clone(), command: vec!["t".into()], refusals: true });
+    let pool = WorkerPool::start(config).unwrap();
+    let keyed = TaskMeta { key: Some("k".into()), ..TaskMeta::default() };
+    let first = pool.submit(vec![task("'early'", keyed.clone())]).unwrap();
+    collect(&pool, 1, Duration::from_secs(30));
+    pool.refused(first, "refused early".into());
+    let last = pool.submit(vec![task("'late'", keyed)]).unwrap();
+    collect(&pool, 1, Duration::from_secs(30));
+    pool.close();
+    assert!(pool.join(Some(Duration::from_secs(10))));
+    pool.refused(last, "refused late".into()); // the driver has ended
+    pool.close_record();
+
+    let store = Store::open(&path).unwrap();
+    let run = store.runs().unwrap()[0].id;
+    let tasks = store.tasks(run, None).unwrap();
+    for (task, reason) in tasks.iter().zip(["refused early", "refused late"]) {
+        assert_eq!(task.status, TaskStatus::Failed, "{reason}");
+        assert!(contains(&task.stderr, reason), "{reason}");
+        let stored = store.stored_result("k", &task.command).unwrap();
+        assert_eq!(stored, None, "{reason}: no result left to reuse");
+    }
+    assert_eq!(store.runs().unwrap()[0].status, RunStatus::Finished);
 }
 
 /// A worker that dies with a frame still unread in its socket (here the Shutdown of
