@@ -142,10 +142,11 @@ class _MainGlobals:
 
 
 # In a worker: the namespace shared by the caller's `__main__` functions (the module
-# attributes cloudpickle sends first: __name__, __file__...); for each name the caller
-# sent, the object set and the pickle of its value as it arrived (None: not comparable).
+# attributes cloudpickle sends first: __name__, __file__...), and the functions and
+# classes the caller sent into it, by name.
 _MAIN_NAMESPACE: dict | None = None
-_MAIN_SENT: dict = {}
+_MAIN_CODE: dict = {}
+_UNSENT = object()
 
 
 def main_namespace(base: dict) -> dict:
@@ -155,42 +156,30 @@ def main_namespace(base: dict) -> dict:
     return _MAIN_NAMESPACE
 
 
-def _as_sent(value: object) -> bytes | None:
-    """What a global's value was when it arrived, to tell later whether the caller changed
-    it: its pickle. None for code (functions and classes always take the caller's latest
-    definition) and for what plain pickle cannot take."""
-    if isinstance(value, (type, types_FunctionType)):
-        return None
-    try:
-        return pickle.dumps(value, PROTOCOL)
-    except Exception:
-        return None
+def _is_code(value: object) -> bool:
+    return isinstance(value, (type, types_FunctionType))
 
 
 def _set_main_function_state(func, wrapped: tuple) -> None:
     """cloudpickle's state setter for a `__main__` function, except for the globals it
-    brings. Each name has one value in the worker, as in a spawned worker's module; the
-    latest change wins:
-    - a name the worker does not have yet takes the caller's value;
-    - a name the worker's code rebound (an initializer's `global x; x = ...`) keeps the
-      worker's value;
-    - a name still bound to what the caller sent takes the caller's new value only if the
-      caller changed it since (its pickle differs), so that what the worker's code put
-      into it in place (an initializer's `STATE["model"] = ...`, a task's cache) stays."""
+    brings. Each name has one value in the worker, as a spawn (or fork) pool's worker has
+    its own module:
+    - data: the first value the caller sent stays, and from then on it is the worker's
+      (what an initializer or a task puts there, rebound with `global` or changed in
+      place). Later changes in the caller do not reach a worker that has the name, as
+      with the standard library's pools, whose workers never see them either.
+    - code (functions, classes): the caller's latest definition sent replaces the one
+      sent before, unless the worker's code rebound the name."""
     setstate, (state, slotstate) = wrapped
-    namespace, sent = func.__globals__, _MAIN_SENT
+    namespace, code = func.__globals__, _MAIN_CODE
     for name, value in slotstate["__globals__"].items():
+        is_code = _is_code(value)
         if name in namespace:
-            previous = sent.get(name)
-            if previous is None or namespace[name] is not previous[0]:
-                continue  # the worker's own, or rebound by the worker's code
-            arrived = _as_sent(value)
-            if arrived is not None and arrived == previous[1]:
-                continue  # the caller did not change it: the worker's state stays
-        else:
-            arrived = _as_sent(value)
+            if not is_code or namespace[name] is not code.get(name, _UNSENT):
+                continue  # data stays the worker's; so does code the worker rebound
         namespace[name] = value
-        sent[name] = (value, arrived)
+        if is_code:
+            code[name] = value
     slotstate["__globals__"] = {}
     setstate(func, (state, slotstate))
 

@@ -356,16 +356,31 @@ def task(x):
     return (PLACEHOLDER, UNDECLARED, CALLS, helper(x))
 
 
+def clip(x):
+    return helper(x)
+
+
 STATE = {}
 SEEN = []
 
 
+class Cache:
+    def __init__(self):
+        self.found = {}
+
+
+CACHE = Cache()
+FUNCS = {"double": lambda x: 2 * x}  # a value plain pickle cannot take
+
+
 def init_in_place(value):
-    STATE["model"] = value  # no `global`: the module's dict is filled in place
+    STATE["model"] = value  # no `global`: the module's objects are filled in place
+    CACHE.found["model"] = value
+    FUNCS["model"] = value
 
 
 def use_state(x):
-    return STATE.get("model")
+    return (STATE.get("model"), CACHE.found.get("model"), FUNCS.get("model"))
 
 
 def remember(x):
@@ -380,16 +395,19 @@ def peek(_):
 
 if __name__ == "__main__":
     for name, make in (("stdlib", multiprocessing.get_context("spawn").Pool), ("shoal", shoal.Pool)):
+        LIMIT = 10
         with make(1, init, (41,)) as pool:
             print(name, pool.map(task, [5, 50], chunksize=1) + [pool.apply(task, (7,))])
             # State a task built in place stays when other functions arrive.
             print(name + "-cache", [pool.apply(remember, (1,)), pool.apply(remember, (2,)),
                                     pool.apply(peek, (0,)), pool.apply(remember, (1,))])
-            if name == "shoal":
-                LIMIT = 20  # a later call takes the caller's new value of a global
-                print("shoal-later", pool.apply(lambda x: helper(x), (50,)))
+            # A global the worker has keeps its value there, as in a spawn pool's worker.
+            LIMIT = 20
+            print(name + "-later", pool.apply(clip, (50,)))
         with make(1, init_in_place, ("M",)) as pool:
-            print(name + "-in-place", pool.map(use_state, range(3)))
+            first = pool.map(use_state, range(2))
+            STATE["note"] = 1  # the caller's own copy changes: not the worker's
+            print(name + "-in-place", first + pool.map(use_state, range(2)))
 """
 
 
@@ -404,8 +422,10 @@ def test_main_functions_share_their_globals_in_a_worker_as_in_a_spawn_pool(tmp_p
     # The initializer's globals (one the caller has as a placeholder, one it lacks),
     # a task's own global, a helper: what the spawn pool's worker module shows.
     assert lines["shoal"] == lines["stdlib"] == "[(41, 42, 1, 5), (41, 42, 2, 10), (41, 42, 3, 7)]"
-    assert lines["shoal-later"] == "20"
-    # What the worker's code put into a module-level container in place: an initializer's
-    # state, a task's cache (another function's arrival must not replace it).
-    assert lines["shoal-in-place"] == lines["stdlib-in-place"] == "['M', 'M', 'M']"
+    # What the worker's code put into module-level objects in place (a dict, an
+    # instance of a script's class, a dict plain pickle cannot take): an initializer's
+    # state, a task's cache. Another function's arrival, or the caller changing its own
+    # copy, must not replace it; nor does a global the caller rebinds later.
+    assert lines["shoal-in-place"] == lines["stdlib-in-place"] == str([("M", "M", "M")] * 4)
     assert lines["shoal-cache"] == lines["stdlib-cache"] == "[False, False, [1, 2], True]"
+    assert lines["shoal-later"] == lines["stdlib-later"] == "10"
