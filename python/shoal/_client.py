@@ -464,14 +464,21 @@ class Core:
                 progress.update(self.calls_done, self.calls, final=True)
 
     def _warn_store_failed(self, failure: str) -> None:
-        warnings.warn(
+        message = (
             f"shoal: the store {self._store_path} takes no more writes ({failure}); the "
             "pool goes on and every result reaches you, but the store records nothing more "
             "unless it takes writes again by the time the pool ends (its run is then left "
-            "interrupted, never finished)",
-            errors.StoreWarning,
-            stacklevel=1,
+            "interrupted, never finished)"
         )
+        try:
+            warnings.warn(message, errors.StoreWarning, stacklevel=1)
+        except Exception:
+            # Warnings made errors (-W error): nothing here can raise to the caller, and
+            # the dispatcher must go on, so it is said on stderr instead.
+            try:
+                sys.stderr.write(f"{message}\n")
+            except Exception:
+                pass
 
     def _close_inherited(self) -> None:
         """Closes the descriptors the workers inherit once no worker can start any more

@@ -315,6 +315,24 @@ print("message", str(found[0].message) if found else "")
 with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
     print("run", db.execute("SELECT status FROM runs").fetchone()[0])
     print("succeeded", db.execute("SELECT count(*) FROM tasks WHERE status = 'succeeded'").fetchone()[0])
+# Warnings made errors: the warning cannot raise where it is noticed (the result
+# thread), so it goes to stderr, and the pool goes on.
+import glob, os, time
+db.close()  # (sqlite3's `with` commits but does not close)
+del pool, got
+for leftover in glob.glob("/mnt/results.db*"):
+    os.remove(leftover)
+warnings.simplefilter("error")
+with shoal.Pool(2, store="/mnt/strict.db") as pool:
+    strict = pool.map(tasks.big_bytes, [4096] * 2000, chunksize=1)
+    # Calls after the store has failed (its writer catches up within a second), while
+    # the result thread notices it: each still gets its result.
+    after = []
+    for x in range(40):
+        after.append(pool.apply_async(tasks.inc, (x,)).get(10))
+        time.sleep(0.05)
+    print("strict", len(strict), after == list(range(1, 41)))
+warnings.simplefilter("always")
 with open("/mnt/filler", "wb") as filler:  # whatever room is left
     try:
         while True:
@@ -341,5 +359,7 @@ except shoal.StoreError as exc:
     assert "full" in lines["message"], lines
     assert lines["run"] == "interrupted", done.stdout
     assert int(lines["succeeded"]) < 2000, "the disk filled before the records were whole"
+    assert lines["strict"] == "2000 True", done.stdout + done.stderr
+    assert done.stderr.count("the store /mnt/strict.db takes no more writes") == 1, done.stderr
     # A new pool's store on the full disk: a StoreError (an OSError) that says so.
     assert lines["new"].startswith("True ") and "is full" in lines["new"], lines
