@@ -570,4 +570,7 @@ def _end_live_cores() -> None:
         for core in cores:
             core.terminate()
         for core in cores:
-            core.join(2.0)
+            if not core.join(2.0) and core.engine.join(1.0):
+                # The result thread is still busy (a slow callback): its run's record
+                # ends here, before the interpreter goes, or it would show `died`.
+                core.engine.close_record()

@@ -85,7 +85,9 @@ class Engine:
         records the task failed with `reason` (no keyed call reuses it)."""
     def close_record(self) -> None:
         """Once the engine has ended and every event was handled: ends the run in the
-        store and waits until everything is written (nothing to do without a store)."""
+        store and waits until everything is written (nothing to do without a store).
+        Called earlier, it first waits for the engine to end (after close or terminate);
+        a refusal after it is not recorded."""
     def store_failure(self) -> str | None:
         """Why the store stopped taking writes, if it did."""
     @property

@@ -363,3 +363,61 @@ except shoal.StoreError as exc:
     assert done.stderr.count("the store /mnt/strict.db takes no more writes") == 1, done.stderr
     # A new pool's store on the full disk: a StoreError (an OSError) that says so.
     assert lines["new"].startswith("True ") and "is full" in lines["new"], lines
+
+
+def test_a_stored_result_the_caller_can_no_longer_unpickle_is_not_reused_again(tmp_path):
+    import delivery_tasks
+
+    path, marker = tmp_path / "results.db", str(tmp_path / "unreadable")
+    work = functools.partial(delivery_tasks.result_unless, marker)
+
+    def keyed_call():
+        with shoal.Pool(1, store=path, **FAST) as pool:
+            try:
+                return pool.options(key="job").apply(work, (4,))
+            except shoal.PicklingError as exc:
+                return type(exc).__name__
+
+    assert keyed_call() == 40  # run 1: it runs, and its result is stored
+    open(marker, "w").close()
+    assert keyed_call() == "PicklingError"  # run 2: the stored result no longer unpickles
+    os.remove(marker)
+    assert keyed_call() == 40  # run 3: so the call runs again, instead of failing for ever
+    with sqlite3.connect(path) as db:
+        found = db.execute("SELECT run_id, status, attempts FROM tasks ORDER BY run_id").fetchall()
+    assert found == [(1, "succeeded", 1), (2, "failed", 0), (3, "succeeded", 1)], found
+    assert keyed_call() == 40
+    with sqlite3.connect(path) as db:
+        (attempts,) = db.execute("SELECT attempts FROM tasks WHERE run_id = 4").fetchone()
+    assert attempts == 0, "a success is reused again once it is the latest outcome"
+
+
+def test_a_run_ended_at_interpreter_exit_is_recorded_finished_even_behind_a_slow_callback(
+    tmp_path,
+):
+    # The script ends with its pool still open while a callback holds the result thread
+    # past the exit's wait for it: the run's record is ended all the same (it showed
+    # `died`, with every call succeeded).
+    path, started = tmp_path / "results.db", tmp_path / "callback-started"
+    done = run_script(
+        f"""
+        import os, time, shoal, tasks
+
+        def slow(_):
+            open({str(started)!r}, "w").close()
+            time.sleep(5)
+
+        pool = shoal.Pool(1, store={str(path)!r})
+        for x in range(100):
+            pool.apply_async(tasks.inc, (x,))
+        pool.apply_async(tasks.inc, (100,), callback=slow)
+        while not os.path.exists({str(started)!r}):
+            time.sleep(0.01)
+        """,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(path) as db:
+        (status,) = db.execute("SELECT status FROM runs").fetchone()
+        (succeeded,) = db.execute("SELECT count(*) FROM tasks WHERE status = 'succeeded'").fetchone()
+    assert (status, succeeded) == ("finished", 101)

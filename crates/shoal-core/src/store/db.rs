@@ -184,16 +184,32 @@ impl Store {
         tx.commit().map_err(db("insert tasks"))
     }
 
-    /// The result of the latest task with this key and command (a call's label)
-    /// that succeeded and kept one, in any run of the store.
+    /// The result of the latest task with this key and command (a call's label), in
+    /// any run of the store, if that task succeeded and kept one. A later failure of
+    /// the same call (a stored result its front end could not take any more) means
+    /// the call must run again: an earlier success is not reused past it.
     pub fn stored_result(&self, key: &str, command: &str) -> Result<Option<Vec<u8>>> {
         self.conn()
             .prepare_cached(
-                "SELECT result FROM tasks WHERE key = ?1 AND command = ?2 AND status = ?3
-                 AND result IS NOT NULL ORDER BY ended_at DESC LIMIT 1",
+                "SELECT status, result FROM tasks WHERE key = ?1 AND command = ?2
+                 AND status NOT IN (?3, ?4, ?5) ORDER BY run_id DESC, task DESC LIMIT 1",
             )
             .and_then(|mut s| {
-                s.query_row(params![key, command, TaskStatus::Succeeded], |r| r.get(0)).optional()
+                s.query_row(
+                    params![
+                        key,
+                        command,
+                        TaskStatus::Queued,
+                        TaskStatus::Running,
+                        TaskStatus::Cancelled
+                    ],
+                    |r| Ok((r.get::<_, TaskStatus>(0)?, r.get::<_, Option<Vec<u8>>>(1)?)),
+                )
+                .optional()
+            })
+            .map(|latest| match latest {
+                Some((TaskStatus::Succeeded, result)) => result,
+                _ => None,
             })
             .map_err(db("look up a stored result"))
     }

@@ -534,8 +534,8 @@ fn apply(tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
         StoreEvent::ResultRefused { run, task, reason } => {
             let n = tx
                 .prepare_cached(
-                    "UPDATE tasks SET status = ?3, result = NULL, stderr = CAST(?4 AS BLOB)
-                     WHERE run_id = ?1 AND task = ?2",
+                    "UPDATE tasks SET status = ?3, result = NULL, exit_code = NULL,
+                     stderr = CAST(?4 AS BLOB) WHERE run_id = ?1 AND task = ?2",
                 )
                 .and_then(|mut s| s.execute(params![run, task, TaskStatus::Failed, reason]))
                 .map_err(db("record a refused result"))?;
