@@ -12,23 +12,20 @@
 //! it and answers queries. It never creates directories, never panics on a bad file,
 //! and never blocks the engine's hot path on I/O (events go through [`Writer::send`]).
 
-mod db;
 mod lock;
 pub mod outage;
-mod read;
 mod records;
-pub mod schema;
-mod space;
-mod wal;
+mod sqlite;
 pub mod writer;
 
-pub use db::{now as unix_now, Store};
 pub use lock::RunLock;
 pub use records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus, RunSummary,
     SlotStats, StatusCounts, TaskRecord,
 };
-pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use sqlite::db::{now as unix_now, Store};
+pub use sqlite::schema;
+pub use sqlite::schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use writer::{OnCommit, OnFailure, StoreEvent, Writer, MAX_BATCH};
 
 #[cfg(test)]

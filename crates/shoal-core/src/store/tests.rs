@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::read::nearest_rank;
+use super::sqlite::read::nearest_rank;
+use super::sqlite::schema;
 use super::*;
 use crate::error::Error;
 use crate::task::{AttemptOutcome, Output, TaskMeta, TaskStatus};

@@ -36,11 +36,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use super::db::insert_task_rows;
-use super::db::{db, Store};
 use super::outage::{store_failed, Outage, Reserve};
 use super::records::{NewTask, RunStatus};
-use super::schema;
+use super::sqlite::db::{db, insert_task_rows, Store};
+use super::sqlite::schema;
 use crate::error::{Error, Result};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 

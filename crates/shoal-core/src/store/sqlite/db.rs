@@ -8,10 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::lock::RunLock;
-use super::records::{NewRun, NewTask, ResumeInfo, RunStatus};
 use super::{schema, space};
 use crate::error::{Error, Result};
+use crate::store::lock::RunLock;
+use crate::store::records::{NewRun, NewTask, ResumeInfo, RunStatus};
 use crate::task::TaskStatus;
 
 /// An open shoal store. Synchronous calls share one connection behind a mutex, so a
@@ -25,7 +25,7 @@ pub struct Store {
 }
 
 /// Wraps a SQLite error with the operation that failed.
-pub(super) fn db(operation: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+pub(crate) fn db(operation: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |source| Error::Store { operation, source }
 }
 
@@ -35,7 +35,7 @@ pub fn now() -> f64 {
 }
 
 /// Encodes a list of words as a JSON array.
-pub(super) fn json_words(words: &[String]) -> String {
+pub(crate) fn json_words(words: &[String]) -> String {
     // Serialising strings into JSON cannot fail.
     serde_json::to_string(words).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -64,7 +64,7 @@ impl Store {
     }
 
     /// The schema version of the file (older ones are read as they are).
-    pub(super) fn version(&self) -> i64 {
+    pub(crate) fn version(&self) -> i64 {
         self.version
     }
 
@@ -87,7 +87,7 @@ impl Store {
 
     /// The shared connection; a panic in another caller leaves it usable, since
     /// every write is a transaction SQLite rolls back on its own.
-    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -134,7 +134,7 @@ impl Store {
     /// run that was just ending committed its end before it let its lock go. A run
     /// stored as `finished` with tasks still `queued` or `running` (`open`) did not
     /// finish: it shows as [`RunStatus::Interrupted`].
-    pub(super) fn live_status(&self, run: i64, stored: RunStatus, open: u64) -> RunStatus {
+    pub(crate) fn live_status(&self, run: i64, stored: RunStatus, open: u64) -> RunStatus {
         let status = if stored != RunStatus::Running || RunLock::is_held(&self.path, run) {
             stored
         } else {
@@ -252,7 +252,7 @@ impl Store {
 }
 
 /// Fails with [`Error::NoSuchRun`] unless the run exists.
-pub(super) fn require_run(conn: &Connection, run: i64) -> Result<()> {
+pub(crate) fn require_run(conn: &Connection, run: i64) -> Result<()> {
     conn.query_row("SELECT 1 FROM runs WHERE id = ?1", [run], |_| Ok(()))
         .optional()
         .map_err(db("look up a run"))?
@@ -260,7 +260,7 @@ pub(super) fn require_run(conn: &Connection, run: i64) -> Result<()> {
 }
 
 /// Inserts tasks, `queued` with no attempts, inside the caller's transaction.
-pub(super) fn insert_task_rows(tx: &Transaction<'_>, run: i64, tasks: &[NewTask]) -> Result<()> {
+pub(crate) fn insert_task_rows(tx: &Transaction<'_>, run: i64, tasks: &[NewTask]) -> Result<()> {
     require_run(tx, run)?;
     let mut insert = tx
         .prepare_cached(

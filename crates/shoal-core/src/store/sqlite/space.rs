@@ -19,7 +19,7 @@ const LOW: u64 = 64 << 10;
 
 /// The bytes this process may still write on the file system holding `store` (root
 /// may use the blocks a file system keeps back); `None` if it cannot be asked.
-pub(super) fn free_bytes(store: &Path) -> Option<u64> {
+pub(crate) fn free_bytes(store: &Path) -> Option<u64> {
     let dir = match store.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -31,7 +31,7 @@ pub(super) fn free_bytes(store: &Path) -> Option<u64> {
 
 /// When `e`, met writing the store at `store`, comes from its file system being full:
 /// the bytes still free, if known.
-pub(super) fn full(store: &Path, e: &rusqlite::Error) -> Option<Option<u64>> {
+pub(crate) fn full(store: &Path, e: &rusqlite::Error) -> Option<Option<u64>> {
     match e.sqlite_error_code()? {
         ErrorCode::DiskFull => Some(free_bytes(store)),
         ErrorCode::SystemIoFailure => free_bytes(store).filter(|&free| free < LOW).map(Some),
@@ -40,6 +40,6 @@ pub(super) fn full(store: &Path, e: &rusqlite::Error) -> Option<Option<u64>> {
 }
 
 /// Whether an error of the operating system says there is no room.
-pub(super) fn no_room(e: &io::Error) -> bool {
+pub(crate) fn no_room(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }

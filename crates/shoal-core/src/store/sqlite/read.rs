@@ -5,11 +5,11 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
 
 use super::db::{db, require_run, Store};
-use super::records::{
+use crate::error::Result;
+use crate::store::records::{
     zero_counts, AttemptRecord, RunRecord, RunStats, RunSummary, SlotStats, StatusCounts,
     TaskRecord,
 };
-use crate::error::Result;
 use crate::task::TaskStatus;
 
 const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
@@ -264,7 +264,7 @@ fn open_tasks(counts: &StatusCounts) -> u64 {
 
 /// The nearest-rank percentile `p` of ascending `sorted` values: the smallest value
 /// with at least `p` percent of the values at or below it.
-pub(super) fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
