@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::{space, wal};
+use super::{failure, space, wal};
 use crate::error::{Error, Result};
 
 /// The schema version this shoal reads and writes (`PRAGMA user_version`).
@@ -133,7 +133,7 @@ fn header(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
 /// An existing file must be a store of this schema version or an older one, which is
 /// migrated in place; it is checked first (its log, then SQLite's quick check), so
 /// nothing is ever written into a damaged store. Switches it to WAL.
-pub(crate) fn open_store(path: &Path) -> Result<Connection> {
+pub(super) fn open_store(path: &Path) -> Result<Connection> {
     check_directory(path)?;
     wal::check(path)?;
     let made = create_file(path)?;
@@ -223,7 +223,7 @@ enum LogAccess {
 /// starts writing meanwhile is not seen, as if the report had come first. A `-shm`
 /// file that is short or stale (a shoal that failed to open the store on a full disk
 /// leaves one of 3 bytes) is never used without a live writer, and never written.
-pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
+pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
     let fail = |reason: String| Error::StoreOpen { path: path.to_owned(), reason };
     let file = File::open(path).map_err(|e| fail(e.to_string()))?;
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
@@ -330,7 +330,7 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
 
 /// Opens a connection to an existing store with the per-connection settings every
 /// connection needs; used for the writer thread and by [`open_store`].
-pub(crate) fn connect(path: &Path) -> Result<Connection> {
+pub(super) fn connect(path: &Path) -> Result<Connection> {
     // No CREATE flag: the file was made by `create_file` with the right mode.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
@@ -396,7 +396,7 @@ fn create_file(path: &Path) -> Result<bool> {
 /// Maps a SQLite error met while opening: a full file system says so, a file that is
 /// not a database is corrupt, anything else means it could not be opened.
 fn open_error(path: &Path, e: rusqlite::Error) -> Error {
-    if let Some(free) = space::full(path, &e) {
+    if let Some(free) = space::full(path, failure::kind(&e)) {
         return Error::StoreFull { path: path.to_owned(), operation: "open", free };
     }
     let path = path.to_owned();

@@ -20,14 +20,14 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// The size of the log's header: a shorter log holds nothing to replay.
-pub(crate) const HEADER: usize = 32;
+pub(super) const HEADER: usize = 32;
 const FRAME_HEADER: usize = 24;
 /// The magic numbers of a WAL: checksums over little- or big-endian words.
 const MAGIC_LE: u32 = 0x377f_0682;
 const MAGIC_BE: u32 = 0x377f_0683;
 
 /// The path of the write-ahead log of the database at `db`.
-pub(crate) fn wal_path(db: &Path) -> PathBuf {
+pub(super) fn wal_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push("-wal");
     PathBuf::from(name)
@@ -35,7 +35,7 @@ pub(crate) fn wal_path(db: &Path) -> PathBuf {
 
 /// Fails with [`Error::StoreDamaged`] when the log of the store at `db` holds commits
 /// that SQLite would not replay. A missing or unreadable log is left to SQLite.
-pub(crate) fn check(db: &Path) -> Result<()> {
+pub(super) fn check(db: &Path) -> Result<()> {
     let wal = wal_path(db);
     let unreadable = |e: std::io::Error| Error::StoreOpen {
         path: db.to_owned(),
