@@ -2,8 +2,9 @@
 //! does. The hot-path writes of a running pool go through the
 //! [`Writer`](crate::store::Writer) instead.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::failure::db;
 use super::space;
