@@ -282,6 +282,23 @@ def test_a_damaged_store_is_a_store_error_and_nothing_runs(tmp_path):
     assert worker_children() == []
 
 
+def test_a_postgresql_store_is_a_store_error_naming_it(tmp_path, monkeypatch):
+    # Taken for a file path before, it failed on a directory "postgresql:/ann:s3cret@h"
+    # that does not exist, password shown.
+    monkeypatch.chdir(tmp_path)
+    url = "postgresql://ann:s3cret@db.example/jobs"
+    for make in (lambda: shoal.Pool(1, store=url),
+                 lambda: shoal.ProcessPoolExecutor(1, store=url)):
+        with pytest.raises(shoal.StoreError) as caught:
+            make()
+        assert str(caught.value) == (
+            "cannot open the store postgresql://ann:***@db.example/jobs: "
+            "PostgreSQL stores are not supported yet")
+        assert isinstance(caught.value, OSError)
+    assert os.listdir(tmp_path) == []
+    assert worker_children() == []
+
+
 def _can_mount_tmpfs() -> bool:
     probe = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c",

@@ -23,6 +23,7 @@ use std::ffi::OsString;
 use std::io::{IsTerminal as _, Write as _};
 
 use clap::Parser;
+use shoal_core::store::StoreAddress;
 
 use cli::{Cli, Command};
 
@@ -121,25 +122,26 @@ fn message(err: &anyhow::Error) -> String {
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none());
-    let store = commands::store_path(cli.store, create)?;
-    name_the_store(&store, run_command(&store, cli.command))
+    let store = commands::store_address(cli.store, create)?;
+    name_the_store(run_command(&store, cli.command))
 }
 
 /// A failed query or write names the store it failed on (errors from opening it
 /// already do).
-fn name_the_store<T>(store: &std::path::Path, result: anyhow::Result<T>) -> anyhow::Result<T> {
+fn name_the_store<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
     result.map_err(|err| {
-        let in_store =
-            err.chain().any(|e| matches!(e.downcast_ref(), Some(shoal_core::Error::Store { .. })));
-        if in_store {
-            err.context(format!("in {}", store.display()))
-        } else {
-            err
+        let store = err.chain().find_map(|e| match e.downcast_ref() {
+            Some(shoal_core::Error::Store { store, .. }) => Some(store.to_string()),
+            _ => None,
+        });
+        match store {
+            Some(store) => err.context(format!("in {store}")),
+            None => err,
         }
     })
 }
 
-fn run_command(store: &std::path::Path, command: Command) -> anyhow::Result<Exit> {
+fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
     match command {
         Command::Run(args) => commands::run::run(store, args),
         Command::Runs(args) => commands::report::runs(store, args).map(|()| Exit::Success),

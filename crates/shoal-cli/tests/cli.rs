@@ -816,6 +816,46 @@ fn bad_store_that_is_a_directory() {
     insta::assert_snapshot!("bad_store_is_a_directory", env.redact(&out.stderr));
 }
 
+/// A PostgreSQL URL, by `--store` or `SHOAL_STORE`: every command says that such a
+/// store is not supported yet, naming it with its password hidden, and creates
+/// nothing (the URL was taken for a file path: "directory postgresql://ann:s3cret@...
+/// does not exist", or "no store at" it).
+#[test]
+fn bad_store_postgresql_url_is_not_supported_yet() {
+    let mut env = Env::new();
+    env.store = "postgresql://ann:s3cret@db.example/jobs".into();
+    let said = "shoal: error: cannot open the store postgresql://ann:***@db.example/jobs: \
+                PostgreSQL stores are not supported yet\n";
+    let err = bad_input(&env, &["run", "echo", ":::", "a"], "bad_store_postgresql");
+    assert_eq!(err, said);
+    let commands: [&[&str]; 6] = [
+        &["run", "--resume"],
+        &["run", "--resume", "1"],
+        &["runs"],
+        &["results"],
+        &["stats"],
+        &["export"],
+    ];
+    for args in commands {
+        let out = env.run(args);
+        out.expect_code(2);
+        assert_eq!(out.stderr, said, "{args:?}");
+    }
+    let mut cmd = std::process::Command::new(common::shoal_bin());
+    cmd.args(["results", "--json"])
+        .current_dir(env.path())
+        .env("SHOAL_STORE", "postgres://ann:s3cret@db.example/jobs?sslmode=disable");
+    let out = common::run_command(cmd, None);
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr,
+        "shoal: error: cannot open the store postgres://ann:***@db.example/jobs?sslmode=disable: \
+         PostgreSQL stores are not supported yet\n"
+    );
+    let left: Vec<_> = std::fs::read_dir(env.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "created {left:?}");
+}
+
 /// Makes a directory immutable (`chattr +i`: even root cannot create files in it)
 /// and undoes it on drop so the temp dir can be removed.
 struct Immutable(std::path::PathBuf);

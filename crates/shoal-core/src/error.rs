@@ -4,6 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::store::StoreAddress;
 use crate::task::TaskId;
 
 /// Everything that can go wrong inside shoal-core.
@@ -36,9 +37,15 @@ pub enum Error {
     #[error("store {operation} failed: {source}")]
     Store {
         operation: &'static str,
+        /// The store it failed on.
+        store: StoreAddress,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
+
+    /// The store's address names a backend this shoal does not have.
+    #[error("cannot open the store {store}: {} stores are not supported yet", store.backend())]
+    StoreBackend { store: StoreAddress },
 
     /// A live process holds the run's lock: it is running it now.
     #[error(
@@ -94,6 +101,68 @@ pub enum Error {
     /// A worker broke the wire protocol, or its channel failed.
     #[error("worker protocol: {0}")]
     Protocol(#[from] crate::protocol::ProtocolError),
+}
+
+/// Why a store's backend failed, in terms every backend can give: the kind of failure,
+/// which decides whether the store still takes writes (`store/outage.rs`), and the
+/// backend's own error, whose words are shown as they are.
+#[derive(Debug)]
+pub struct BackendError {
+    kind: FailureKind,
+    cause: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// What kind of failure a backend met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// No room left: a full disk, a quota.
+    Full,
+    /// The store's data is damaged, or is not a store's.
+    Damaged,
+    /// Another writer held the store for longer than a writer waits.
+    Busy,
+    /// The store may not be written: a read-only file or connection.
+    ReadOnly,
+    /// Its storage failed: an I/O error, a lost connection.
+    Io,
+    /// This request, not the store: a value the store refuses (a broken constraint,
+    /// the wrong type, too big) or one read back that means nothing.
+    Invalid,
+    /// Anything else the backend reports.
+    Other,
+}
+
+impl BackendError {
+    /// A failure of `kind`, told in the backend's own error.
+    pub fn new(
+        kind: FailureKind,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        BackendError { kind, cause: cause.into() }
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> FailureKind {
+        self.kind
+    }
+
+    /// The backend's own error.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.cause
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    /// The cause's own cause: its words are this error's.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.source()
+    }
 }
 
 /// " (N bytes free)", when known.

@@ -279,8 +279,11 @@ fn a_stored_pool_records_every_task_and_reuses_keyed_results() {
     let keyed = |key: &str| TaskMeta { key: Some(key.into()), ..TaskMeta::default() };
     let run_pool = |exprs: &[(&str, TaskMeta)]| {
         let mut config = config(&dir, 2);
-        config.store =
-            Some(PoolStore { path: path.clone(), command: vec!["test".into()], refusals: false });
+        config.store = Some(PoolStore {
+            address: path.clone().into(),
+            command: vec!["test".into()],
+            refusals: false,
+        });
         let pool = WorkerPool::start(config).unwrap();
         let first = pool.submit(exprs.iter().map(|(e, m)| task(e, m.clone())).collect()).unwrap();
         let mut events = collect(&pool, exprs.len(), Duration::from_secs(30));
@@ -326,7 +329,7 @@ fn a_refused_result_is_stored_failed_before_and_after_the_pool_ended() {
     let path = dir.path().join("pool.db");
     let mut config = config(&dir, 1);
     config.store =
-        Some(PoolStore { path: path.clone(), command: vec!["t".into()], refusals: true });
+        Some(PoolStore { address: path.clone().into(), command: vec!["t".into()], refusals: true });
     let pool = WorkerPool::start(config).unwrap();
     let keyed = TaskMeta { key: Some("k".into()), ..TaskMeta::default() };
     let first = pool.submit(vec![task("'early'", keyed.clone())]).unwrap();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+use shoal_core::store::StoreAddress;
 use shoal_core::workers::{PoolClosed, PoolConfig, PoolStore, TaskEvent, TaskSpec, WorkerPool};
 use shoal_core::{Error, TaskMeta};
 
@@ -75,7 +76,7 @@ impl Engine {
         config.retry_delay = seconds("retry_delay", retry_delay)?;
         config.prefetch = prefetch.max(1);
         config.store = store.map(|path| PoolStore {
-            path,
+            address: StoreAddress::parse(path),
             command: run_name.unwrap_or_else(|| vec!["python".into()]),
             // Results are unpickled after they are read: one may yet be refused.
             refusals: true,
@@ -255,7 +256,8 @@ fn to_python(py: Python<'_>, e: TaskEvent) -> PyEvent {
 
 /// The one place engine errors become Python exceptions. A store that cannot be used
 /// (missing directory, not a shoal store, damaged, on a full disk, another schema, a
-/// failed write, its run's lock) is `shoal.errors.StoreError`, an `OSError`.
+/// backend this shoal does not have, a failed write, its run's lock) is
+/// `shoal.errors.StoreError`, an `OSError`.
 fn engine_error(error: Error) -> PyErr {
     let message = error.to_string();
     match error {
@@ -265,6 +267,7 @@ fn engine_error(error: Error) -> PyErr {
         | Error::StoreDamaged { .. }
         | Error::StoreFull { .. }
         | Error::StoreSchema { .. }
+        | Error::StoreBackend { .. }
         | Error::Store { .. }
         | Error::LockFile { .. }
         | Error::RunBusy { .. } => Python::attach(|py| {

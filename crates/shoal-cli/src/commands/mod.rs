@@ -8,23 +8,23 @@ pub mod run;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use shoal_core::store::Store;
+use shoal_core::store::{Store, StoreAddress};
 
 /// The default store, relative to the working directory.
 pub const DEFAULT_STORE: &str = ".shoal/shoal.db";
 
-/// The store path to use: `--store` as given, or the default, whose directory is
-/// created when `create` (for `shoal run`; reports never create anything). A
-/// `--store` in a missing directory is an error.
-pub fn store_path(given: Option<PathBuf>, create: bool) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        return Ok(path);
+/// The store to use: `--store` as given (a path or a URL), or the default file, whose
+/// directory is created when `create` (for `shoal run`; reports never create
+/// anything). A `--store` in a missing directory is an error.
+pub fn store_address(given: Option<PathBuf>, create: bool) -> anyhow::Result<StoreAddress> {
+    if let Some(given) = given {
+        return Ok(StoreAddress::parse(given));
     }
     let path = PathBuf::from(DEFAULT_STORE);
     if let (true, Some(dir)) = (create, path.parent()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    Ok(path)
+    Ok(StoreAddress::Sqlite(path))
 }
 
 /// The run a report is about: the one given, or the last one.

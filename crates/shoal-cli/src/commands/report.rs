@@ -1,11 +1,10 @@
 //! The read-only subcommands: `shoal runs`, `results`, `stats` and `export`.
 
 use std::io::Write;
-use std::path::Path;
 
 use anyhow::{bail, Context};
 use shoal_core::process::signal::signal_name;
-use shoal_core::store::{AttemptRecord, Store, TaskRecord};
+use shoal_core::store::{AttemptRecord, Store, StoreAddress, TaskRecord};
 use shoal_core::TaskStatus;
 
 use super::pick_run;
@@ -13,16 +12,16 @@ use crate::cli::{ExportArgs, ResultsArgs, RunsArgs, StatsArgs};
 
 /// Opens an existing store read-only: reports never create, migrate or write
 /// anything, and need no write access to the store or its directory.
-fn open_existing(path: &Path) -> anyhow::Result<Store> {
-    if !path.exists() {
+fn open_existing(address: &StoreAddress) -> anyhow::Result<Store> {
+    if let Some(path) = address.path().filter(|path| !path.exists()) {
         bail!("no store at {} (`shoal run` creates it; --store names another)", path.display());
     }
-    Ok(Store::open_read_only(path)?)
+    Ok(Store::open_read_only(address)?)
 }
 
 /// `shoal runs`.
-pub fn runs(path: &Path, args: RunsArgs) -> anyhow::Result<()> {
-    let store = open_existing(path)?;
+pub fn runs(address: &StoreAddress, args: RunsArgs) -> anyhow::Result<()> {
+    let store = open_existing(address)?;
     let runs = store.runs()?;
     let mut out = std::io::stdout().lock();
     if !args.json {
@@ -56,7 +55,7 @@ pub fn runs(path: &Path, args: RunsArgs) -> anyhow::Result<()> {
 }
 
 /// `shoal results`.
-pub fn results(path: &Path, args: ResultsArgs) -> anyhow::Result<()> {
+pub fn results(address: &StoreAddress, args: ResultsArgs) -> anyhow::Result<()> {
     let status = match &args.status {
         None => None,
         Some(name) => Some(TaskStatus::parse(name).with_context(|| {
@@ -64,7 +63,7 @@ pub fn results(path: &Path, args: ResultsArgs) -> anyhow::Result<()> {
             format!("unknown status '{name}': use one of {}", names.join(", "))
         })?),
     };
-    let store = open_existing(path)?;
+    let store = open_existing(address)?;
     let run = pick_run(&store, args.run)?;
     store.run(run)?;
     let tasks = store.tasks(run, status)?;
@@ -105,8 +104,8 @@ fn exit_text(task: &TaskRecord) -> String {
 }
 
 /// `shoal stats`.
-pub fn stats(path: &Path, args: StatsArgs) -> anyhow::Result<()> {
-    let store = open_existing(path)?;
+pub fn stats(address: &StoreAddress, args: StatsArgs) -> anyhow::Result<()> {
+    let store = open_existing(address)?;
     let run = pick_run(&store, args.run)?;
     let record = store.run(run)?;
     let stats = store.stats(run)?;
@@ -148,8 +147,8 @@ pub fn stats(path: &Path, args: StatsArgs) -> anyhow::Result<()> {
 }
 
 /// `shoal export`: one JSON object per task, with its attempts.
-pub fn export(path: &Path, args: ExportArgs) -> anyhow::Result<()> {
-    let store = open_existing(path)?;
+pub fn export(address: &StoreAddress, args: ExportArgs) -> anyhow::Result<()> {
+    let store = open_existing(address)?;
     let run = pick_run(&store, args.run)?;
     store.run(run)?;
     let mut attempts: std::collections::HashMap<u64, Vec<AttemptRecord>> =

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
 use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
-use shoal_core::store::{NewRun, NewTask, RunLock, RunStatus, Store, StoreEvent, Writer};
+use shoal_core::store::{
+    NewRun, NewTask, RunLock, RunStatus, Store, StoreAddress, StoreEvent, Writer,
+};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -82,11 +83,14 @@ pub(super) struct Planned {
 }
 
 /// Runs `shoal run`.
-pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
-    if args.resume.is_some() && !store_path.exists() {
-        bail!("no store at {} to resume a run from (--store names another)", store_path.display());
+pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
+    if let Some(path) = address.path().filter(|path| args.resume.is_some() && !path.exists()) {
+        bail!("no store at {} to resume a run from (--store names another)", path.display());
     }
-    let store = Store::open(store_path)?;
+    let store = Store::open(address)?;
+    // The run's lock and the marker of its processes are named after the store's
+    // file; a store of another backend was refused by the open.
+    let store_path = address.path().context("a run needs a store file")?;
     let Prepared { run_id, template, options, memory, planned, skipped, lock: _lock } =
         match args.resume {
             Some(run) => super::resume::resume(&store, store_path, run, &args)?,
@@ -125,7 +129,7 @@ pub fn run(store_path: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let store_failed = Arc::new(AtomicBool::new(false));
     let on_failure = {
         let (stop, failed, progress) = (stop_tx.clone(), store_failed.clone(), progress.clone());
-        let store = store_path.display().to_string();
+        let store = address.to_string();
         Box::new(move |e: &shoal_core::Error| {
             failed.store(true, Ordering::Relaxed);
             progress.suspend(|| note!("{}", store_failure_line(&store, run_id, e)));

@@ -1,35 +1,35 @@
-//! The durable store: one embedded SQLite file in WAL mode holding every run, task
-//! and attempt, with their timings, slots, outputs and results.
+//! The durable store: every run, task and attempt, with their timings, slots, outputs
+//! and results, kept by a backend behind one interface.
 //!
-//! It owns the on-disk format ([`schema`]: DDL, [`SCHEMA_VERSION`], recognising a
-//! shoal file), the synchronous calls of a [`Store`] (creating runs and tasks,
-//! repairing a run for resume, queries and statistics) and the writer thread that
-//! makes the engine's events durable with group commit ([`Writer`]; its protocol is
-//! written down in [`writer`], and what it does once the store takes no more writes
-//! in [`outage`]), and the lock a live run holds ([`RunLock`]).
+//! It owns the store's address ([`StoreAddress`]: a file path, or a `postgresql://`
+//! URL, told apart in one place), the backend interface ([`backend`]: the synchronous
+//! calls of a [`Store`] and the [`Journal`] of the writer thread) with the one place
+//! that picks a backend for an address, the writer thread that makes the engine's
+//! events durable with group commit ([`Writer`]; its protocol is written down in
+//! [`writer`], and what it does once the store takes no more writes in [`outage`]),
+//! the plain records that go in and come out, and the lock a live run holds
+//! ([`RunLock`]). The embedded SQLite file is the one backend today ([`sqlite`]).
 //!
 //! It must not schedule, spawn or decide anything: it records what the engine tells
 //! it and answers queries. It never creates directories, never panics on a bad file,
 //! and never blocks the engine's hot path on I/O (events go through [`Writer::send`]).
 
-mod db;
+mod address;
+pub mod backend;
+mod handle;
 mod lock;
 pub mod outage;
-mod read;
 mod records;
-pub mod schema;
-mod space;
-mod wal;
+pub mod sqlite;
 pub mod writer;
 
-pub use db::{now as unix_now, Store};
+pub use address::StoreAddress;
+pub use backend::{Backend, Journal};
+pub use handle::Store;
 pub use lock::RunLock;
 pub use records::{
-    AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus, RunSummary,
-    SlotStats, StatusCounts, TaskRecord,
+    unix_now, AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus,
+    RunSummary, SlotStats, StatusCounts, TaskRecord,
 };
-pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use sqlite::{APPLICATION_ID, SCHEMA_VERSION};
 pub use writer::{OnCommit, OnFailure, StoreEvent, Writer, MAX_BATCH};
-
-#[cfg(test)]
-mod tests;

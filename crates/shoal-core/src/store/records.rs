@@ -3,11 +3,16 @@
 //! records as JSON unchanged.
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Serialize, Serializer};
 
 use crate::task::{SlotId, TaskId, TaskMeta, TaskStatus};
+
+/// The current time as unix seconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// Counts of tasks per status; every status is present, zero or not, so JSON
 /// consumers never meet a missing key.
@@ -265,48 +270,6 @@ fn lossy_text_or_null<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S:
     match bytes {
         Some(bytes) => lossy_text(bytes, s),
         None => s.serialize_none(),
-    }
-}
-
-/// A status name in a column that names no status: the file was edited by hand or
-/// written by a newer shoal.
-#[derive(Debug)]
-struct UnknownName(String);
-
-impl std::fmt::Display for UnknownName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unknown status {:?}", self.0)
-    }
-}
-
-impl std::error::Error for UnknownName {}
-
-fn parse_name<T>(value: ValueRef<'_>, parse: fn(&str) -> Option<T>) -> FromSqlResult<T> {
-    let name = value.as_str()?;
-    parse(name).ok_or_else(|| FromSqlError::Other(Box::new(UnknownName(name.to_owned()))))
-}
-
-impl ToSql for TaskStatus {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for TaskStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        parse_name(value, TaskStatus::parse)
-    }
-}
-
-impl ToSql for RunStatus {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl FromSql for RunStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        parse_name(value, RunStatus::parse)
     }
 }
 

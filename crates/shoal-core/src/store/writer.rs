@@ -3,10 +3,11 @@
 //! # Protocol
 //!
 //! - The channel carries [`StoreEvent`]s from the engine to one thread that owns its
-//!   own SQLite connection. [`Writer::send`] only queues: it never waits for I/O.
+//!   own [`Journal`] (the backend's; SQLite: a connection of its own).
+//!   [`Writer::send`] only queues: it never waits for I/O.
 //! - The thread blocks for the first event, waits [`LINGER`] for others to join,
-//!   then drains what is queued (at most [`MAX_BATCH`] events), applies the whole batch in ONE transaction and
-//!   commits. Only THEN does it call `on_commit(&batch)`, in send order, so the
+//!   then drains what is queued (at most [`MAX_BATCH`] events), applies the whole
+//!   batch in ONE transaction and commits ([`Journal::commit`]). Only THEN does it call `on_commit(&batch)`, in send order, so the
 //!   caller prints or acknowledges only results that are durable. Under load batches
 //!   grow by themselves: one commit (one WAL append) serves many events.
 //! - If the batch transaction fails because of an event (an unknown task), it is
@@ -14,8 +15,8 @@
 //!   does not take its neighbours down; `on_commit` then gets the events that did
 //!   commit. A failure never panics the thread: it is logged with `tracing::error!`,
 //!   the first one is kept, and the thread keeps draining so senders never block.
-//! - If it fails because the store takes no more writes (a full disk), the writer
-//!   stops writing and holds every event from there on: see [`super::outage`] for
+//! - If it fails because the store takes no more writes (a full disk: the kind of
+//!   the failure says so), the writer stops writing and holds every event from there on: see [`super::outage`] for
 //!   that protocol, `on_failure` and the salvage at the end.
 //! - [`Writer::finish`] closes the channel, waits until every queued event has been
 //!   written and acknowledged, and returns the first write error. Dropping a
@@ -23,24 +24,20 @@
 //!
 //! # What survives a kill
 //!
-//! Every event whose `on_commit` ran is in the WAL. With `synchronous=NORMAL` in WAL
-//! mode a commit survives a crash or `kill -9` of the process; only a power loss
-//! (or OS crash) can drop the last commits. Events still queued when the process
+//! Every event whose `on_commit` ran is committed. SQLite: it is in the WAL, and with
+//! `synchronous=NORMAL` in WAL mode a commit survives a crash or `kill -9` of the
+//! process; only a power loss (or OS crash) can drop the last commits. Events still queued when the process
 //! dies are lost; a resume finds their tasks `running` with open attempts and
 //! repairs them ([`Store::prepare_resume`]).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
-
-use super::db::insert_task_rows;
-use super::db::{db, Store};
-use super::outage::{store_failed, Outage, Reserve};
+use super::backend::Journal;
+use super::handle::Store;
+use super::outage::{store_failed, Outage};
 use super::records::{NewTask, RunStatus};
-use super::schema;
 use crate::error::{Error, Result};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 
@@ -165,7 +162,7 @@ pub struct Writer {
 }
 
 impl Store {
-    /// Starts the writer thread with its own connection to this store. `on_commit`
+    /// Starts the writer thread with its own journal of this store. `on_commit`
     /// runs on that thread after each commit, with the events just made durable. If
     /// the store stops taking writes, the thread logs it once.
     pub fn writer(&self, on_commit: OnCommit) -> Result<Writer> {
@@ -182,8 +179,17 @@ impl Store {
         on_commit: OnCommit,
         on_failure: OnFailure,
     ) -> Result<Writer> {
-        let conn = schema::connect(self.path())?;
-        let reserve = Reserve::take(self.path());
+        Writer::start(self.journal()?, on_commit, on_failure)
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on `journal`.
+    pub(super) fn start(
+        journal: Box<dyn Journal>,
+        on_commit: OnCommit,
+        on_failure: OnFailure,
+    ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("shoal-store-writer".into())
@@ -192,14 +198,12 @@ impl Store {
                 // should get the cores first. (Niceness is per thread on Linux.)
                 // SAFETY: a plain system call on this thread.
                 unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-                run(conn, rx, on_commit, on_failure, reserve)
+                run(journal, rx, on_commit, on_failure)
             })
             .map_err(|source| Error::Os { operation: "start the store writer thread", source })?;
         Ok(Writer { tx: Some(tx), thread: Some(thread) })
     }
-}
 
-impl Writer {
     /// Queues an event; never waits for I/O. A failure to write it is reported by
     /// [`Writer::finish`].
     pub fn send(&self, ev: StoreEvent) {
@@ -242,11 +246,10 @@ impl Drop for Writer {
 /// The thread's loop: batch, commit, acknowledge, until the channel closes; then the
 /// salvage, if the store stopped taking writes.
 fn run(
-    mut conn: Connection,
+    mut journal: Box<dyn Journal>,
     rx: Receiver<StoreEvent>,
     mut on_commit: OnCommit,
     on_failure: OnFailure,
-    mut reserve: Option<Reserve>,
 ) -> Option<Error> {
     let mut first_error = None;
     let mut on_failure = Some(on_failure);
@@ -262,7 +265,7 @@ fn run(
             outage.hold(batch);
             continue;
         }
-        let failed = match commit(&mut conn, &batch) {
+        let failed = match journal.commit(&batch) {
             Ok(()) => {
                 on_commit(&batch);
                 None
@@ -270,12 +273,12 @@ fn run(
             Err(e) if store_failed(&e) => Some((e, batch)),
             Err(e) => {
                 tracing::warn!(error = %e, "group commit failed; retrying its events one by one");
-                one_by_one(&mut conn, batch, &mut on_commit, &mut first_error)
+                one_by_one(&mut *journal, batch, &mut on_commit, &mut first_error)
             }
         };
         if let Some((e, unwritten)) = failed {
             // Room for the salvage, and the front end told, before anything else.
-            drop(reserve.take());
+            journal.release_reserve();
             if let Some(on_failure) = on_failure.take() {
                 on_failure(&e);
             }
@@ -286,7 +289,7 @@ fn run(
         }
     }
     if let Some(outage) = outage {
-        outage.salvage(&mut conn, &mut on_commit);
+        outage.salvage(&mut *journal, &mut on_commit);
     }
     first_error
 }
@@ -295,7 +298,7 @@ fn run(
 /// with a bad one still land. Returns the store's failure and the events not yet
 /// written if the store stops taking writes meanwhile.
 fn one_by_one(
-    conn: &mut Connection,
+    journal: &mut dyn Journal,
     batch: Vec<StoreEvent>,
     on_commit: &mut OnCommit,
     first_error: &mut Option<Error>,
@@ -304,7 +307,7 @@ fn one_by_one(
     let mut failed = None;
     let mut events = batch.into_iter();
     while let Some(ev) = events.next() {
-        match commit(conn, std::slice::from_ref(&ev)) {
+        match journal.commit(std::slice::from_ref(&ev)) {
             Ok(()) => done.push(ev),
             Err(e) if store_failed(&e) => {
                 failed = Some((e, std::iter::once(ev).chain(events).collect()));
@@ -320,247 +323,4 @@ fn one_by_one(
         on_commit(&done);
     }
     failed
-}
-
-/// Applies events in one transaction; rolled back (on drop) unless all succeed.
-///
-/// An attempt that starts and ends within the batch (most of them, under load) is
-/// written once, complete, instead of being inserted and then updated.
-pub(super) fn commit(conn: &mut Connection, batch: &[StoreEvent]) -> Result<()> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db("begin a write"))?;
-    let ended: HashSet<(i64, TaskId, u32)> = batch
-        .iter()
-        .filter_map(|ev| match *ev {
-            StoreEvent::AttemptEnded { run, task, attempt, .. } => Some((run, task, attempt)),
-            _ => None,
-        })
-        .collect();
-    let mut started: HashMap<(i64, TaskId, u32), Start<'_>> = HashMap::new();
-    for ev in batch {
-        match *ev {
-            StoreEvent::AttemptStarted {
-                run,
-                task,
-                attempt,
-                slot,
-                pid,
-                started_at,
-                ref command,
-            } if ended.contains(&(run, task, attempt)) => {
-                started.insert((run, task, attempt), (slot, pid, started_at, command.as_deref()));
-            }
-            StoreEvent::AttemptEnded { run, task, attempt, .. } => {
-                record_end(&tx, ev, started.remove(&(run, task, attempt)))?;
-            }
-            _ => apply(&tx, ev)?,
-        }
-    }
-    tx.commit().map_err(db("commit a write"))
-}
-
-/// The start of an attempt held back until its end: slot, pid, start time, command.
-type Start<'a> = (SlotId, u32, f64, Option<&'a str>);
-
-/// Records the end of an attempt: the task's result, and the attempt's row. With
-/// `start` (the attempt also began in this batch) the row is inserted complete;
-/// otherwise the row written at its start is closed.
-fn record_end(tx: &Transaction<'_>, ev: &StoreEvent, start: Option<Start<'_>>) -> Result<()> {
-    let StoreEvent::AttemptEnded {
-        run,
-        task,
-        attempt,
-        ended_at,
-        duration,
-        outcome,
-        exit_code,
-        signal,
-        final_status,
-        max_rss_kb,
-        stdout,
-        stderr,
-    } = ev
-    else {
-        unreachable!("called with an AttemptEnded event");
-    };
-    let (exit_code, signal) = match (exit_code, signal) {
-        (None, None) => codes(*outcome),
-        known => (*known.0, *known.1),
-    };
-    let (slot, pid, started_at, command) =
-        start.map_or((None, None, None, None), |(s, p, t, c)| (Some(s), Some(p), Some(t), c));
-    // The task first, so an unknown task gets a clear error, not a foreign key failure.
-    let n = tx
-        .prepare_cached(
-            "UPDATE tasks SET status = ?3, exit_code = ?4, signal = ?5, duration = ?6,
-             ended_at = ?7, stdout = ?8, stderr = ?9, stdout_truncated = ?10,
-             stderr_truncated = ?11, attempts = coalesce(?12, attempts),
-             slot = coalesce(?13, slot), pid = coalesce(?14, pid),
-             started_at = coalesce(?15, started_at), command = coalesce(?16, command)
-             WHERE run_id = ?1 AND task = ?2",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                run,
-                task,
-                final_status.unwrap_or(TaskStatus::Queued),
-                exit_code,
-                signal,
-                duration,
-                ended_at,
-                stdout.bytes,
-                stderr.bytes,
-                stdout.truncated,
-                stderr.truncated,
-                start.map(|_| attempt),
-                slot,
-                pid,
-                started_at,
-                command
-            ])
-        })
-        .map_err(db("record an attempt end"))?;
-    if n == 0 {
-        return Err(Error::StoreMissing { run: *run, task: *task, what: "task" });
-    }
-    // The task row keeps the last attempt's output; an attempt followed by a retry
-    // keeps its own in its row, so that every attempt's output is stored once.
-    let own = final_status.is_none();
-    let end = params![
-        run,
-        task,
-        attempt,
-        ended_at,
-        duration,
-        outcome.status(),
-        exit_code,
-        signal,
-        max_rss_kb,
-        own.then_some(&stdout.bytes),
-        own.then_some(&stderr.bytes),
-        own && stdout.truncated,
-        own && stderr.truncated
-    ];
-    let n = match start {
-        Some(_) => tx
-            .prepare_cached(
-                "INSERT INTO attempts (run_id, task, attempt, ended_at, duration, outcome,
-                 exit_code, signal, max_rss_kb, stdout, stderr, stdout_truncated,
-                 stderr_truncated, slot, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )
-            .and_then(|mut s| {
-                let mut values = end.to_vec();
-                values.extend_from_slice(params![slot, pid, started_at]);
-                s.execute(values.as_slice())
-            }),
-        None => tx
-            .prepare_cached(
-                "UPDATE attempts SET ended_at = ?4, duration = ?5, outcome = ?6,
-                 exit_code = ?7, signal = ?8, max_rss_kb = ?9, stdout = ?10, stderr = ?11,
-                 stdout_truncated = ?12, stderr_truncated = ?13
-                 WHERE run_id = ?1 AND task = ?2 AND attempt = ?3",
-            )
-            .and_then(|mut s| s.execute(end)),
-    }
-    .map_err(db("record an attempt end"))?;
-    if n == 0 {
-        return Err(Error::StoreMissing { run: *run, task: *task, what: "attempt" });
-    }
-    Ok(())
-}
-
-/// The exit code and signal an outcome implies.
-fn codes(outcome: AttemptOutcome) -> (Option<i32>, Option<i32>) {
-    match outcome {
-        AttemptOutcome::Succeeded => (Some(0), None),
-        AttemptOutcome::Failed { exit_code } => (Some(exit_code), None),
-        AttemptOutcome::Crashed { signal } => (None, Some(signal)),
-        _ => (None, None),
-    }
-}
-
-fn apply(tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
-    let missing = |run, task, what| Error::StoreMissing { run, task, what };
-    match ev {
-        &StoreEvent::AttemptStarted { run, task, attempt, slot, pid, started_at, ref command } => {
-            // The task first, so an unknown task gets a clear error, not a foreign
-            // key failure.
-            let n = tx
-                .prepare_cached(
-                    "UPDATE tasks SET status = ?3, attempts = ?4, slot = ?5, pid = ?6,
-                     started_at = ?7, command = coalesce(?8, command) WHERE run_id = ?1 AND task = ?2",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        run,
-                        task,
-                        TaskStatus::Running,
-                        attempt,
-                        slot,
-                        pid,
-                        started_at,
-                        command
-                    ])
-                })
-                .map_err(db("record an attempt start"))?;
-            if n == 0 {
-                return Err(missing(run, task, "task"));
-            }
-            tx.prepare_cached(
-                "INSERT INTO attempts (run_id, task, attempt, slot, pid, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut s| s.execute(params![run, task, attempt, slot, pid, started_at]))
-            .map_err(db("record an attempt start"))?;
-        }
-        StoreEvent::AttemptEnded { .. } => record_end(tx, ev, None)?,
-        StoreEvent::TasksAdded { run, tasks } => insert_task_rows(tx, *run, tasks)?,
-        StoreEvent::TaskResult { run, task, result, reused } => {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE tasks SET result = ?3,
-                     status = CASE WHEN ?4 THEN ?5 ELSE status END WHERE run_id = ?1 AND task = ?2",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![run, task, result, reused, TaskStatus::Succeeded])
-                })
-                .map_err(db("record a result"))?;
-            if n == 0 {
-                return Err(missing(*run, *task, "task"));
-            }
-        }
-        StoreEvent::ResultRefused { run, task, reason } => {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE tasks SET status = ?3, result = NULL, exit_code = NULL,
-                     stderr = CAST(?4 AS BLOB) WHERE run_id = ?1 AND task = ?2",
-                )
-                .and_then(|mut s| s.execute(params![run, task, TaskStatus::Failed, reason]))
-                .map_err(db("record a refused result"))?;
-            if n == 0 {
-                return Err(missing(*run, *task, "task"));
-            }
-        }
-        &StoreEvent::TaskCancelled { run, task } => {
-            let n = tx
-                .prepare_cached("UPDATE tasks SET status = ?3 WHERE run_id = ?1 AND task = ?2")
-                .and_then(|mut s| s.execute(params![run, task, TaskStatus::Cancelled]))
-                .map_err(db("cancel a task"))?;
-            if n == 0 {
-                return Err(missing(run, task, "task"));
-            }
-        }
-        &StoreEvent::RunEnded { run, ended_at, status } => {
-            let n = tx
-                .prepare_cached("UPDATE runs SET ended_at = ?2, status = ?3 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![run, ended_at, status]))
-                .map_err(db("end a run"))?;
-            if n == 0 {
-                return Err(Error::NoSuchRun { run });
-            }
-        }
-    }
-    Ok(())
 }

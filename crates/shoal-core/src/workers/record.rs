@@ -6,19 +6,21 @@
 //! never waits for the disk, except for the key lookup at submit, a read.
 
 use std::cell::Cell;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::store::{unix_now, NewRun, NewTask, RunLock, RunStatus, Store, StoreEvent, Writer};
+use crate::store::{
+    unix_now, NewRun, NewTask, RunLock, RunStatus, Store, StoreAddress, StoreEvent, Writer,
+};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::Result;
 
 /// Where and under what name a pool records its tasks.
 #[derive(Debug, Clone)]
 pub struct PoolStore {
-    /// The store file (created if absent; its directory must exist).
-    pub path: PathBuf,
+    /// The store: a file (created if absent; its directory must exist), or what
+    /// [`StoreAddress::parse`] reads.
+    pub address: StoreAddress,
     /// How the run is listed (`shoal runs`), e.g. `["python", "Pool(2)"]`.
     pub command: Vec<String>,
     /// The front end may still refuse results after the pool has ended (it decodes them
@@ -51,7 +53,7 @@ impl Recorder {
         memory_mode: Option<&str>,
         failure: StoreFailure,
     ) -> Result<Recorder> {
-        let store = Store::open(&config.path)?;
+        let store = Store::open(&config.address)?;
         let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
         let (run, lock) = store.create_run(&NewRun {
             command: config.command.clone(),

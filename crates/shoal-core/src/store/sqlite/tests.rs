@@ -1,4 +1,5 @@
-//! Unit tests of the store against real SQLite files in temporary directories.
+//! Unit tests of the store and its SQLite backend against real SQLite files in
+//! temporary directories.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -8,9 +9,11 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::journal::SqliteJournal;
 use super::read::nearest_rank;
-use super::*;
-use crate::error::Error;
+use super::schema;
+use crate::error::{Error, FailureKind};
+use crate::store::*;
 use crate::task::{AttemptOutcome, Output, TaskMeta, TaskStatus};
 
 fn temp() -> (tempfile::TempDir, PathBuf) {
@@ -781,13 +784,18 @@ fn a_damaged_page_is_found_before_anything_is_written() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was written into it");
 }
 
-/// A connection to `path` that may not grow the file past its size now: SQLite's
-/// own SQLITE_FULL, as on a full disk.
-fn full_connection(path: &Path) -> Connection {
+/// A journal of `path` whose connection may not grow the file past its size now:
+/// SQLite's own SQLITE_FULL, as on a full disk.
+fn full_journal(path: &Path) -> SqliteJournal {
     let conn = schema::connect(path).unwrap();
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
     conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).unwrap();
-    conn
+    SqliteJournal::with_connection(path, conn)
+}
+
+/// A journal of `path` as a writer thread has it.
+fn journal(path: &Path) -> SqliteJournal {
+    SqliteJournal::with_connection(path, schema::connect(path).unwrap())
 }
 
 /// An attempt's end with `kib` KiB of output, which needs new pages to store.
@@ -805,17 +813,83 @@ fn a_full_store_is_told_from_a_bad_event() {
     let store = Store::open(&path).unwrap();
     let run = new_run(&store);
     store.insert_tasks(run, &new_tasks(3)).unwrap();
-    let mut full = full_connection(&path);
-    let err = writer::commit(&mut full, &[started(run, 1, 1, 1), big_end(run, 1, 64)])
-        .expect_err("no room");
+    let mut full = full_journal(&path);
+    let err = full.commit(&[started(run, 1, 1, 1), big_end(run, 1, 64)]).expect_err("no room");
     assert!(outage::store_failed(&err), "{err}");
     assert!(err.to_string().contains("full"), "{err}");
-    let mut conn = schema::connect(&path).unwrap();
-    let unknown = writer::commit(&mut conn, &[started(run, 99, 1, 1)]).expect_err("unknown");
+    let mut journal = journal(&path);
+    let unknown = journal.commit(&[started(run, 99, 1, 1)]).expect_err("unknown");
     assert!(!outage::store_failed(&unknown), "{unknown}");
-    writer::commit(&mut conn, &[started(run, 2, 1, 1)]).unwrap();
-    let twice = writer::commit(&mut conn, &[started(run, 2, 1, 1)]).expect_err("twice");
+    journal.commit(&[started(run, 2, 1, 1)]).unwrap();
+    let twice = journal.commit(&[started(run, 2, 1, 1)]).expect_err("twice");
     assert!(!outage::store_failed(&twice), "{twice}");
+}
+
+/// The kind of a failed write or query, checking that it names the store it failed on.
+fn kind_of(path: &Path, e: Error) -> FailureKind {
+    match e {
+        Error::Store { store, source, .. } => {
+            assert_eq!(store, StoreAddress::Sqlite(path.to_owned()));
+            source.kind()
+        }
+        other => panic!("expected a store failure, got {other:?}"),
+    }
+}
+
+/// What SQLite really does, in the store's terms: a file that may not grow is full, a
+/// write lock held by another connection is busy, a store opened read-only is read
+/// only, a damaged page is damaged, a second start of one attempt is the request's
+/// fault. The words stay SQLite's.
+#[test]
+fn real_sqlite_failures_have_their_kind() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(3)).unwrap();
+
+    let full = full_journal(&path).commit(&[big_end(run, 1, 64)]).expect_err("no room");
+    assert!(full.to_string().ends_with("failed: database or disk is full"), "{full}");
+    assert_eq!(kind_of(&path, full), FailureKind::Full);
+
+    let holder = Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let conn = schema::connect(&path).unwrap();
+    conn.busy_timeout(Duration::ZERO).unwrap();
+    let busy = SqliteJournal::with_connection(&path, conn)
+        .commit(&[started(run, 1, 1, 1)])
+        .expect_err("locked");
+    assert!(busy.to_string().ends_with("failed: database is locked"), "{busy}");
+    assert_eq!(kind_of(&path, busy), FailureKind::Busy);
+    holder.execute_batch("ROLLBACK").unwrap();
+
+    let mut journal = journal(&path);
+    journal.commit(&[started(run, 2, 1, 1)]).unwrap();
+    let twice = journal.commit(&[started(run, 2, 1, 1)]).expect_err("twice");
+    assert_eq!(kind_of(&path, twice), FailureKind::Invalid);
+
+    let read_only = Store::open_read_only(&path).unwrap();
+    let refused = read_only.insert_tasks(run, &new_tasks(1)).expect_err("read-only");
+    assert_eq!(kind_of(&path, refused), FailureKind::ReadOnly);
+    drop((read_only, journal, store, holder));
+
+    // A page of the tasks table scribbled over (the last connection closed, so it is
+    // in the file, not the log): the store is opened (and checked) first, so the
+    // damage is met by a query, as when it happens meanwhile.
+    assert!(!path.with_extension("db-wal").exists(), "checkpointed into the file");
+    let store = Store::open(&path).unwrap();
+    let root: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT rootpage FROM sqlite_master WHERE name = 'tasks'", [], |r| r.get(0))
+        .unwrap();
+    let page_size: i64 = pragma(&path, "page_size");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = ((root - 1) * page_size) as usize;
+    bytes[at..at + 64].fill(0xa5);
+    std::fs::write(&path, &bytes).unwrap();
+    // A write elsewhere makes the connection drop its cache and read the file again.
+    Connection::open(&path).unwrap().execute("UPDATE runs SET cwd = '/'", []).unwrap();
+    let damaged = store.tasks(run, None).expect_err("a damaged page");
+    assert_eq!(kind_of(&path, damaged), FailureKind::Damaged);
 }
 
 #[test]
@@ -839,14 +913,14 @@ fn a_salvage_writes_what_was_held_or_else_ends_the_run_as_interrupted() {
         Box::new(move |batch: &[StoreEvent]| seen.lock().unwrap().extend_from_slice(batch))
     };
     // Still no room for the held events: only the run's end lands, as interrupted.
-    held().salvage(&mut full_connection(&path), &mut on_commit);
+    held().salvage(&mut full_journal(&path), &mut on_commit);
     let ended = StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Interrupted };
     assert_eq!(*seen.lock().unwrap(), [ended]);
     assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted);
     assert_eq!(store.tasks(run, None).unwrap()[0].status, TaskStatus::Queued);
     // Room again: everything held lands, in order, the end last, as it was sent.
     seen.lock().unwrap().clear();
-    held().salvage(&mut schema::connect(&path).unwrap(), &mut on_commit);
+    held().salvage(&mut journal(&path), &mut on_commit);
     let kinds: Vec<_> = seen.lock().unwrap().iter().map(std::mem::discriminant).collect();
     let expected: Vec<_> = [
         started(run, 1, 1, 1),
@@ -871,7 +945,7 @@ fn past_the_most_held_events_a_finished_run_is_recorded_interrupted() {
     outage.hold((0..=outage::MAX_HELD).map(|_| StoreEvent::TaskCancelled { run, task: 1 }));
     outage.hold([StoreEvent::RunEnded { run, ended_at: 9.0, status: RunStatus::Finished }]);
     let mut on_commit: OnCommit = Box::new(|_: &[StoreEvent]| {});
-    outage.salvage(&mut schema::connect(&path).unwrap(), &mut on_commit);
+    outage.salvage(&mut journal(&path), &mut on_commit);
     assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted, "its record is not whole");
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::{space, wal};
+use super::{failure, space, wal};
 use crate::error::{Error, Result};
 
 /// The schema version this shoal reads and writes (`PRAGMA user_version`).
@@ -396,7 +396,7 @@ fn create_file(path: &Path) -> Result<bool> {
 /// Maps a SQLite error met while opening: a full file system says so, a file that is
 /// not a database is corrupt, anything else means it could not be opened.
 fn open_error(path: &Path, e: rusqlite::Error) -> Error {
-    if let Some(free) = space::full(path, &e) {
+    if let Some(free) = space::full(path, failure::kind(&e)) {
         return Error::StoreFull { path: path.to_owned(), operation: "open", free };
     }
     let path = path.to_owned();

@@ -1,25 +1,29 @@
-//! Queries over the store: runs, tasks, attempts and statistics. Reads only; in WAL
-//! mode they see the last commit and never wait for the writer thread.
+//! Queries over the SQLite store: runs, tasks, attempts and statistics. Reads only;
+//! in WAL mode they see the last commit and never wait for the writer thread.
+
+use std::path::Path;
 
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
 
-use super::db::{db, require_run, Store};
-use super::records::{
+use super::db::require_run;
+use super::failure::db;
+use super::store::SqliteStore;
+use crate::error::Result;
+use crate::store::records::{
     zero_counts, AttemptRecord, RunRecord, RunStats, RunSummary, SlotStats, StatusCounts,
     TaskRecord,
 };
-use crate::error::Result;
 use crate::task::TaskStatus;
 
 const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
     status, attempts, exit_code, signal, slot, pid, started_at, ended_at, duration,
     stdout, stderr, stdout_truncated, stderr_truncated";
 
-impl Store {
+impl SqliteStore {
     /// Every run, oldest first, with its task counts; a run whose shoal died shows
-    /// [`RunStatus::Died`](super::RunStatus::Died).
-    pub fn runs(&self) -> Result<Vec<RunSummary>> {
+    /// [`RunStatus::Died`](crate::store::RunStatus::Died).
+    pub(super) fn runs(&self) -> Result<Vec<RunSummary>> {
         let mut runs = self.stored_runs()?;
         for run in &mut runs {
             run.status = self.live_status(run.id, run.status, open_tasks(&run.counts));
@@ -28,10 +32,10 @@ impl Store {
     }
 
     /// One run; [`Error::NoSuchRun`](crate::Error::NoSuchRun) if the store does not hold
-    /// it. A run whose shoal died shows [`RunStatus::Died`](super::RunStatus::Died).
-    pub fn run(&self, id: i64) -> Result<RunRecord> {
+    /// it. A run whose shoal died shows [`RunStatus::Died`](crate::store::RunStatus::Died).
+    pub(super) fn run(&self, id: i64) -> Result<RunRecord> {
         let record = self.stored_run(id)?;
-        let open = open_tasks(&status_counts(&self.conn(), id)?);
+        let open = open_tasks(&status_counts(&self.path, &self.conn(), id)?);
         Ok(RunRecord { status: self.live_status(id, record.status, open), ..record })
     }
 
@@ -55,14 +59,14 @@ impl Store {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
-            .map_err(db("list runs"))?;
+            .map_err(db(&self.path, "list runs"))?;
         let mut stmt = conn
             .prepare("SELECT run_id, status, count(*) FROM tasks GROUP BY run_id, status")
-            .map_err(db("count tasks"))?;
+            .map_err(db(&self.path, "count tasks"))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, TaskStatus>(1)?, r.get(2)?)))
             .and_then(Iterator::collect::<rusqlite::Result<Vec<(i64, TaskStatus, u64)>>>)
-            .map_err(db("count tasks"))?;
+            .map_err(db(&self.path, "count tasks"))?;
         for (id, status, n) in rows {
             // Both lists are ordered by run id.
             if let Ok(i) = runs.binary_search_by_key(&id, |r| r.id) {
@@ -77,16 +81,16 @@ impl Store {
     }
 
     /// The id of the newest run, if any.
-    pub fn last_run(&self) -> Result<Option<i64>> {
+    pub(super) fn last_run(&self) -> Result<Option<i64>> {
         self.conn()
             .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
-            .map_err(db("find the last run"))
+            .map_err(db(&self.path, "find the last run"))
     }
 
     /// One run as stored.
     fn stored_run(&self, id: i64) -> Result<RunRecord> {
         let conn = self.conn();
-        require_run(&conn, id)?;
+        require_run(&self.path, &conn, id)?;
         conn.query_row(
             "SELECT id, started_at, ended_at, status, command, options, cwd, memory_limit_mode
              FROM runs WHERE id = ?1",
@@ -104,27 +108,27 @@ impl Store {
                 })
             },
         )
-        .map_err(db("read a run"))
+        .map_err(db(&self.path, "read a run"))
     }
 
     /// The tasks of a run by task number, all of them or those in one status.
-    pub fn tasks(&self, run: i64, status: Option<TaskStatus>) -> Result<Vec<TaskRecord>> {
+    pub(super) fn tasks(&self, run: i64, status: Option<TaskStatus>) -> Result<Vec<TaskRecord>> {
         let conn = self.conn();
-        require_run(&conn, run)?;
+        require_run(&self.path, &conn, run)?;
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks
              WHERE run_id = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY task"
         );
-        let mut stmt = conn.prepare(&sql).map_err(db("read tasks"))?;
+        let mut stmt = conn.prepare(&sql).map_err(db(&self.path, "read tasks"))?;
         stmt.query_map(params![run, status], task_row)
             .and_then(Iterator::collect)
-            .map_err(db("read tasks"))
+            .map_err(db(&self.path, "read tasks"))
     }
 
     /// Every attempt of a run, by task then attempt number, with its output.
-    pub fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
+    pub(super) fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
         let conn = self.conn();
-        require_run(&conn, run)?;
+        require_run(&self.path, &conn, run)?;
         // The output of the last attempt to end is in the task's row (before version 3
         // only that one was kept); earlier ones keep theirs in their own row.
         let own = if self.version() >= 3 {
@@ -158,7 +162,7 @@ impl Store {
              LEFT JOIN last l ON l.task = a.task AND l.attempt = a.attempt
              ORDER BY a.task, a.attempt"
         );
-        let mut stmt = conn.prepare(&sql).map_err(db("read attempts"))?;
+        let mut stmt = conn.prepare(&sql).map_err(db(&self.path, "read attempts"))?;
         stmt.query_map([run], |r| {
             Ok(AttemptRecord {
                 run: r.get(0)?,
@@ -180,14 +184,14 @@ impl Store {
             })
         })
         .and_then(Iterator::collect)
-        .map_err(db("read attempts"))
+        .map_err(db(&self.path, "read attempts"))
     }
 
     /// Counts, success rate, duration percentiles and per-slot work of a run.
-    pub fn stats(&self, run: i64) -> Result<RunStats> {
+    pub(super) fn stats(&self, run: i64) -> Result<RunStats> {
         let conn = self.conn();
-        require_run(&conn, run)?;
-        let counts = status_counts(&conn, run)?;
+        require_run(&self.path, &conn, run)?;
+        let counts = status_counts(&self.path, &conn, run)?;
         let total = counts.values().sum();
         let unfinished = unfinished(&counts);
         let finished = total - unfinished;
@@ -200,27 +204,27 @@ impl Store {
                  WHERE run_id = ?1 AND status NOT IN (?2, ?3, ?4) AND duration IS NOT NULL
                  ORDER BY duration",
             )
-            .map_err(db("read durations"))?;
+            .map_err(db(&self.path, "read durations"))?;
         let durations: Vec<f64> = stmt
             .query_map(
                 params![run, TaskStatus::Queued, TaskStatus::Running, TaskStatus::Cancelled],
                 |r| r.get(0),
             )
             .and_then(Iterator::collect)
-            .map_err(db("read durations"))?;
+            .map_err(db(&self.path, "read durations"))?;
 
         let mut stmt = conn
             .prepare(
                 "SELECT slot, count(*), total(duration) FROM attempts
                  WHERE run_id = ?1 GROUP BY slot ORDER BY slot",
             )
-            .map_err(db("read slot statistics"))?;
+            .map_err(db(&self.path, "read slot statistics"))?;
         let per_slot = stmt
             .query_map([run], |r| {
                 Ok(SlotStats { slot: r.get(0)?, tasks: r.get(1)?, busy: r.get(2)? })
             })
             .and_then(Iterator::collect)
-            .map_err(db("read slot statistics"))?;
+            .map_err(db(&self.path, "read slot statistics"))?;
 
         Ok(RunStats {
             run,
@@ -238,15 +242,15 @@ impl Store {
 }
 
 /// Task counts per status of one run, every status present.
-fn status_counts(conn: &Connection, run: i64) -> Result<StatusCounts> {
+fn status_counts(path: &Path, conn: &Connection, run: i64) -> Result<StatusCounts> {
     let mut counts = zero_counts();
     let mut stmt = conn
         .prepare("SELECT status, count(*) FROM tasks WHERE run_id = ?1 GROUP BY status")
-        .map_err(db("count tasks"))?;
+        .map_err(db(path, "count tasks"))?;
     let rows = stmt
         .query_map([run], |r| Ok((r.get::<_, TaskStatus>(0)?, r.get::<_, u64>(1)?)))
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-        .map_err(db("count tasks"))?;
+        .map_err(db(path, "count tasks"))?;
     counts.extend(rows);
     Ok(counts)
 }
@@ -264,7 +268,7 @@ fn open_tasks(counts: &StatusCounts) -> u64 {
 
 /// The nearest-rank percentile `p` of ascending `sorted` values: the smallest value
 /// with at least `p` percent of the values at or below it.
-pub(super) fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }

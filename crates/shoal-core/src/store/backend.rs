@@ -1,0 +1,94 @@
+//! The backend interface: what a store must do, whatever keeps it (the embedded SQLite
+//! file today, a PostgreSQL database next), and the one place where a store's address
+//! chooses its backend (`open`).
+//!
+//! A backend answers two kinds of caller. The front ends and reports call a
+//! [`Backend`] through a [`Store`](super::Store): runs created with their first tasks,
+//! a run repaired for a resume, a stored result found by key, and the queries (runs,
+//! tasks, attempts, statistics). The engine's events go through the writer thread
+//! ([`super::writer`]), which owns one [`Journal`] and hands it batches to commit: the
+//! group commit, `on_commit`/`on_failure` and the outage protocol are the writer's, the
+//! same for every backend; a backend only applies a batch, all or nothing, and says of
+//! a failure what kind it is ([`FailureKind`](crate::error::FailureKind)), which
+//! decides whether the store still takes writes.
+//!
+//! A backend must not schedule, spawn or decide anything: it records and answers.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use super::address::StoreAddress;
+use super::lock::RunLock;
+use super::records::{
+    AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
+};
+use super::sqlite::SqliteStore;
+use super::writer::StoreEvent;
+use crate::error::{Error, Result};
+use crate::task::TaskStatus;
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// To write into it: created if it does not exist, migrated if older.
+    Write,
+    /// Only to read it (the reports): nothing is created, migrated or written.
+    Read,
+}
+
+/// Opens the store at `address` with the backend its address names: the one place a
+/// backend is chosen.
+pub(super) fn open(address: &StoreAddress, access: Access) -> Result<Box<dyn Backend>> {
+    match address {
+        StoreAddress::Sqlite(path) => Ok(Box::new(SqliteStore::open(path, access)?)),
+        StoreAddress::Postgres(_) => Err(Error::StoreBackend { store: address.clone() }),
+    }
+}
+
+/// The synchronous calls of a store; [`Store`](super::Store) documents each.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// See [`Store::create_run_with`](super::Store::create_run_with).
+    fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)>;
+    /// See [`Store::set_run_options`](super::Store::set_run_options).
+    fn set_run_options(
+        &self,
+        run: i64,
+        options: &Value,
+        memory_limit_mode: Option<&str>,
+    ) -> Result<()>;
+    /// See [`Store::insert_tasks`](super::Store::insert_tasks).
+    fn insert_tasks(&self, run: i64, tasks: &[NewTask]) -> Result<()>;
+    /// See [`Store::prepare_resume`](super::Store::prepare_resume).
+    fn prepare_resume(&self, run: i64) -> Result<ResumeInfo>;
+    /// See [`Store::stored_result`](super::Store::stored_result).
+    fn stored_result(&self, key: &str, command: &str) -> Result<Option<Vec<u8>>>;
+    /// See [`Store::runs`](super::Store::runs).
+    fn runs(&self) -> Result<Vec<RunSummary>>;
+    /// See [`Store::run`](super::Store::run).
+    fn run(&self, id: i64) -> Result<RunRecord>;
+    /// See [`Store::last_run`](super::Store::last_run).
+    fn last_run(&self) -> Result<Option<i64>>;
+    /// See [`Store::tasks`](super::Store::tasks).
+    fn tasks(&self, run: i64, status: Option<TaskStatus>) -> Result<Vec<TaskRecord>>;
+    /// See [`Store::attempts`](super::Store::attempts).
+    fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>>;
+    /// See [`Store::stats`](super::Store::stats).
+    fn stats(&self, run: i64) -> Result<RunStats>;
+    /// A journal of its own for the writer thread (SQLite: its own connection).
+    fn journal(&self) -> Result<Box<dyn Journal>>;
+}
+
+/// Where the writer thread makes the engine's events durable.
+pub trait Journal: Send {
+    /// Applies `batch` in one transaction: every event or none. An event the store
+    /// cannot take (an unknown task) fails it with [`Error::StoreMissing`],
+    /// [`Error::NoSuchRun`] or a failure of kind
+    /// [`Invalid`](crate::error::FailureKind::Invalid); any other kind means the store
+    /// takes no more writes.
+    fn commit(&mut self, batch: &[StoreEvent]) -> Result<()>;
+
+    /// The store stopped taking writes: let go of what was kept back for the last
+    /// writes (SQLite: its reserve of disk space), before they are tried.
+    fn release_reserve(&mut self) {}
+}

@@ -1,0 +1,141 @@
+//! [`Store`]: an open store, whatever its backend, and its synchronous calls. The
+//! hot-path writes of a running pool go through its [`Writer`](super::Writer) instead.
+
+use serde_json::Value;
+
+use super::address::StoreAddress;
+use super::backend::{self, Access, Backend, Journal};
+use super::lock::RunLock;
+use super::records::{
+    AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
+};
+use crate::error::Result;
+use crate::task::TaskStatus;
+
+/// An open shoal store. It can be shared between threads; the writer thread has a
+/// journal (SQLite: a connection) of its own.
+#[derive(Debug)]
+pub struct Store {
+    address: StoreAddress,
+    backend: Box<dyn Backend>,
+}
+
+impl Store {
+    /// Opens the store at `address` (a path, or what [`StoreAddress::parse`] reads) to
+    /// write into it, creating it (SQLite: a file of mode 0600) if it does not exist; a
+    /// store of an older schema version is migrated.
+    ///
+    /// The parent directory must exist and be writable ([`Error::StoreOpen`]). A
+    /// file that is not a shoal database gives [`Error::StoreCorrupt`]; one of a
+    /// newer schema version gives [`Error::StoreSchema`]; an existing store is
+    /// checked first and a damaged one gives [`Error::StoreDamaged`]. An address of a
+    /// backend this shoal does not have gives [`Error::StoreBackend`].
+    ///
+    /// [`Error::StoreOpen`]: crate::Error::StoreOpen
+    /// [`Error::StoreCorrupt`]: crate::Error::StoreCorrupt
+    /// [`Error::StoreSchema`]: crate::Error::StoreSchema
+    /// [`Error::StoreDamaged`]: crate::Error::StoreDamaged
+    /// [`Error::StoreBackend`]: crate::Error::StoreBackend
+    pub fn open(address: impl Into<StoreAddress>) -> Result<Store> {
+        Store::open_with(address.into(), Access::Write)
+    }
+
+    /// Opens an existing store only to read it: it needs no write access to the file
+    /// or its directory, and nothing is created, migrated or written. Writes through
+    /// it fail. The same errors as [`Store::open`]; a missing or empty file is an
+    /// [`Error::StoreOpen`](crate::Error::StoreOpen).
+    pub fn open_read_only(address: impl Into<StoreAddress>) -> Result<Store> {
+        Store::open_with(address.into(), Access::Read)
+    }
+
+    fn open_with(address: StoreAddress, access: Access) -> Result<Store> {
+        let backend = backend::open(&address, access)?;
+        Ok(Store { address, backend })
+    }
+
+    /// Where the store is, as it was opened.
+    pub fn address(&self) -> &StoreAddress {
+        &self.address
+    }
+
+    /// A journal for a writer thread.
+    pub(super) fn journal(&self) -> Result<Box<dyn Journal>> {
+        self.backend.journal()
+    }
+
+    /// Records a new run, `running` from now, and returns its id and its lock, which
+    /// the caller holds for as long as it runs the run. The lock is taken before the
+    /// run is committed, so no reader ever sees the run without it.
+    pub fn create_run(&self, run: &NewRun) -> Result<(i64, RunLock)> {
+        self.backend.create_run(run, &[])
+    }
+
+    /// [`Store::create_run`] with its first tasks, in the same transaction: a run is
+    /// never stored without the tasks it was started with (a full disk).
+    pub fn create_run_with(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
+        self.backend.create_run(run, tasks)
+    }
+
+    /// Replaces a run's options and memory-limit mechanism: a resume may change them,
+    /// and the next resume starts from what this one used.
+    pub fn set_run_options(
+        &self,
+        run: i64,
+        options: &Value,
+        memory_limit_mode: Option<&str>,
+    ) -> Result<()> {
+        self.backend.set_run_options(run, options, memory_limit_mode)
+    }
+
+    /// Adds tasks to a run, `queued` with no attempts, in one transaction.
+    pub fn insert_tasks(&self, run: i64, tasks: &[NewTask]) -> Result<()> {
+        self.backend.insert_tasks(run, tasks)
+    }
+
+    /// Repairs a run whose shoal was killed so it can be resumed: attempts left open
+    /// end as `interrupted` now, `running` tasks go back to `queued`, and the run is
+    /// `running` again. Returns the run and every task that did not succeed.
+    pub fn prepare_resume(&self, run: i64) -> Result<ResumeInfo> {
+        self.backend.prepare_resume(run)
+    }
+
+    /// The result of the latest task with this key and command (a call's label), in
+    /// any run of the store, if that task succeeded and kept one. A later failure of
+    /// the same call (a stored result its front end could not take any more) means
+    /// the call must run again: an earlier success is not reused past it.
+    pub fn stored_result(&self, key: &str, command: &str) -> Result<Option<Vec<u8>>> {
+        self.backend.stored_result(key, command)
+    }
+
+    /// Every run, oldest first, with its task counts; a run whose shoal died shows
+    /// [`RunStatus::Died`](super::RunStatus::Died).
+    pub fn runs(&self) -> Result<Vec<RunSummary>> {
+        self.backend.runs()
+    }
+
+    /// One run; [`Error::NoSuchRun`](crate::Error::NoSuchRun) if the store does not hold
+    /// it. A run whose shoal died shows [`RunStatus::Died`](super::RunStatus::Died).
+    pub fn run(&self, id: i64) -> Result<RunRecord> {
+        self.backend.run(id)
+    }
+
+    /// The id of the newest run, if any.
+    pub fn last_run(&self) -> Result<Option<i64>> {
+        self.backend.last_run()
+    }
+
+    /// The tasks of a run by task number, all of them or those in one status.
+    pub fn tasks(&self, run: i64, status: Option<TaskStatus>) -> Result<Vec<TaskRecord>> {
+        self.backend.tasks(run, status)
+    }
+
+    /// Every attempt of a run, by task then attempt number, with its output.
+    pub fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
+        self.backend.attempts(run)
+    }
+
+    /// Counts, success rate, duration percentiles and per-slot work of a run.
+    pub fn stats(&self, run: i64) -> Result<RunStats> {
+        self.backend.stats(run)
+    }
+}
