@@ -625,3 +625,35 @@ def test_a_memory_limit_no_worker_can_start_with_is_refused_and_the_floor_runs()
     for prefix in prefixes:
         done = run_script(script, prefix=prefix, timeout=60)
         assert (done.returncode, done.stdout) == (0, "2\n"), (prefix, done.stderr)
+
+
+def test_a_host_that_forks_while_workers_start_never_stalls_the_pool():
+    # Another thread forks (without exec) all the while, as a multiprocessing fork pool
+    # or os.fork() does, and each child lives on; the pool starts a worker per call.
+    # A child forked while a worker was being started held the spawn's close-on-exec
+    # pipe, and the spawn waited as long as the child lived (here: longer than the test).
+    stop = threading.Event()
+    children: list[int] = []
+
+    def fork_often():
+        while not stop.is_set():
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(300)
+                os._exit(0)
+            children.append(pid)
+            time.sleep(0.01)
+
+    forker = threading.Thread(target=fork_often, daemon=True)
+    try:
+        with shoal.Pool(1, maxtasksperchild=1, **FAST) as pool:
+            forker.start()
+            for x in range(40):
+                assert pool.apply_async(tasks.inc, (x,)).get(timeout=30) == x + 1
+    finally:
+        stop.set()
+        forker.join()
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        for pid in children:
+            os.waitpid(pid, 0)

@@ -1,6 +1,7 @@
-//! Per-task limits applied in the child between fork and exec: joining a memory
-//! cgroup or an address-space limit (`RLIMIT_AS`, where no cgroup can be had), CPU
-//! pinning and niceness; and how an `RLIMIT_AS` failure is recognised afterwards.
+//! Per-task limits: joining a memory cgroup or an address-space limit (`RLIMIT_AS`,
+//! where no cgroup can be had), CPU pinning and niceness, applied in a task's child
+//! between fork and exec, or to a worker from outside once it has started; and how an
+//! `RLIMIT_AS` failure is recognised afterwards.
 
 use std::io;
 
@@ -54,6 +55,47 @@ impl Limits {
         if let Some(nice) = self.nice {
             // SAFETY: a plain system call.
             if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// Applies the limits to the process `pid` from outside (a worker just started,
+    /// before it is told to do anything): it joins the cgroup, gets the address-space
+    /// limit, and its main thread the CPU and the niceness, which threads it starts
+    /// later inherit.
+    pub fn apply_to(&self, pid: u32) -> io::Result<()> {
+        if let Some(fd) = self.cgroup_procs {
+            let text = pid.to_string();
+            // SAFETY: a plain system call on an fd the caller keeps open.
+            if unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) } != text.len() as isize {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let raw = pid as libc::pid_t;
+        if let Some(bytes) = self.memory {
+            let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+            // SAFETY: a plain system call with a pointer to a local.
+            if unsafe { libc::prlimit(raw, libc::RLIMIT_AS, &limit, std::ptr::null_mut()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if let Some(cpu) = self.cpu {
+            // SAFETY: cpu_set_t is plain data; CPU_SET indexes within it.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(raw, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        if let Some(nice) = self.nice {
+            // SAFETY: a plain system call.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, raw as libc::id_t, nice) } != 0 {
                 return Err(io::Error::last_os_error());
             }
         }

@@ -2,12 +2,13 @@
 //! signalled), stdin from /dev/null, stdout and stderr into pipes (the engine's read
 //! ends non-blocking), a pidfd to learn of its exit, and its [`Limits`].
 //!
-//! Without limits std uses posix_spawn (vfork speed); limits need a `pre_exec` hook,
-//! which makes std fall back to fork + exec. Long-lived workers ([`spawn_worker`])
-//! always take that path: they start rarely, and their channel (and any descriptor
-//! the front end passes them) must be inherited.
+//! Without limits std uses posix_spawn (vfork speed); a task's limits need a
+//! `pre_exec` hook, which makes std fall back to fork + exec, so that they hold before
+//! the task's program runs. Long-lived workers ([`spawn_worker`]) are always started
+//! by posix_spawn, and their limits applied from outside: a worker runs nothing before
+//! the engine speaks to it, and the engine may live in a host process that forks.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -102,7 +103,15 @@ fn start(
 /// /dev/null, stdout and stderr shared with the engine's (they belong to the user's
 /// code), and `channel` inherited across exec, its number in `SHOAL_WORKER_FD`, as
 /// are `pass_fds` (open descriptors the caller keeps open while it spawns), each at
-/// its number. Returns the pid (also the group id) and a pidfd to learn of its exit.
+/// its number; then applies `limits` to it from outside (before the engine sends it
+/// anything, so before it runs any task). Returns the pid (also the group id) and a
+/// pidfd to learn of its exit.
+///
+/// By posix_spawn, never fork + exec with a `pre_exec` hook: std's fork path waits on
+/// a close-on-exec pipe for the child's exec, and a host process (Python) that forks
+/// without exec at that moment (a multiprocessing fork pool, `os.fork()`) hands the
+/// pipe to a child that never execs: the spawn then waited as long as that child
+/// lived.
 pub fn spawn_worker(
     argv: &[OsString],
     env: &[(OsString, OsString)],
@@ -110,34 +119,63 @@ pub fn spawn_worker(
     channel: BorrowedFd<'_>,
     pass_fds: &[RawFd],
 ) -> io::Result<(u32, OwnedFd)> {
-    let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty argv"))?;
+    use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+    use nix::sys::signal::{SigSet, Signal};
+
+    let (program, _) = argv.split_first().ok_or_else(|| io::Error::other("empty argv"))?;
+    let name = program.to_string_lossy();
+    let path = resolve_program(&name)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} not found")))?;
     let fd = channel.as_raw_fd();
-    let inherited: Vec<RawFd> = std::iter::once(fd).chain(pass_fds.iter().copied()).collect();
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env("SHOAL_WORKER_FD", fd.to_string())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .process_group(0);
-    // SAFETY: fcntl and apply_in_child make only async-signal-safe system calls.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The engine made the channel close-on-exec so that no other child of
-            // this process inherits it; only this one keeps it across exec, with the
-            // descriptors passed, at their numbers (the front end's pickles name them).
-            for &fd in &inherited {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            limits.apply_in_child()
-        });
+    let c = |text: &OsStr| CString::new(text.as_bytes()).map_err(io::Error::other);
+    let args = argv.iter().map(|a| c(a)).collect::<io::Result<Vec<_>>>()?;
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| k != "SHOAL_WORKER_FD" && !env.iter().any(|(name, _)| name == k))
+        .collect();
+    vars.push(("SHOAL_WORKER_FD".into(), fd.to_string().into()));
+    vars.extend(env.iter().cloned());
+    let envp = vars
+        .iter()
+        .map(|(k, v)| c(&[k.as_os_str(), v.as_os_str()].join(OsStr::new("="))))
+        .collect::<io::Result<Vec<_>>>()?;
+
+    // (Close-on-exec in the engine; dup2 to 0 in the child drops that flag there.)
+    let null = std::fs::File::open("/dev/null")?;
+    let mut actions = PosixSpawnFileActions::init()?;
+    actions.add_dup2(null.as_raw_fd(), 0)?;
+    // The engine made the channel close-on-exec so that no other child of this process
+    // inherits it; dup2 of a descriptor onto itself clears that flag in this child only
+    // (POSIX 2008), keeping it, and the descriptors passed, at their numbers (the front
+    // end's pickles name them).
+    for &inherited in std::iter::once(&fd).chain(pass_fds) {
+        actions.add_dup2(inherited, inherited)?;
     }
-    let child = cmd.spawn()?;
-    let pid = child.id();
-    let pidfd = pidfd_open(Pid::from_child(&child), PidfdFlags::empty())?;
-    drop(child);
-    Ok((pid, pidfd))
+    let mut attr = PosixSpawnAttr::init()?;
+    // As std's spawn: a signal mask of none, and SIGPIPE back to its default (a host
+    // such as Python ignores it).
+    attr.set_sigmask(&SigSet::empty())?;
+    attr.set_sigdefault(&SigSet::from(Signal::SIGPIPE))?;
+    attr.set_pgroup(nix::unistd::Pid::from_raw(0))?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )?;
+    let pid = posix_spawn(path.as_path(), &actions, &attr, &args, &envp)?;
+    let raw = pid.as_raw() as u32;
+    let started = limits.apply_to(raw).and_then(|()| {
+        let child = Pid::from_raw(pid.as_raw()).ok_or_else(|| io::Error::other("pid 0"))?;
+        Ok(pidfd_open(child, PidfdFlags::empty())?)
+    });
+    match started {
+        Ok(pidfd) => Ok((raw, pidfd)),
+        Err(e) => {
+            // Never left running unlimited, nor unreaped.
+            let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(e)
+        }
+    }
 }
 
 /// Finds `program` on `PATH` as execvp would: a name with a `/` is taken as it is.
@@ -188,7 +226,9 @@ mod tests {
         let (_ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let (passed_read, passed_write) = pipe_with(PipeFlags::CLOEXEC).unwrap();
         let (other_read, other_write) = pipe_with(PipeFlags::CLOEXEC).unwrap();
-        let script = r#"echo passed >&"$1"; echo leaked 2>/dev/null >&"$2"; exit 0"#;
+        // Through /proc, not `>&N`: dash refuses descriptor numbers above 9, which
+        // tests running side by side reach.
+        let script = r#"echo passed >/proc/self/fd/"$1"; echo leaked 2>/dev/null >/proc/self/fd/"$2"; exit 0"#;
         let argv: Vec<OsString> = ["sh", "-c", script, "sh"]
             .into_iter()
             .map(OsString::from)
