@@ -11,16 +11,14 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
 use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
+use shoal_core::run::{Marker, RunHold};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
-use shoal_core::store::{
-    NewRun, NewTask, RunLock, RunStatus, Store, StoreAddress, StoreEvent, Writer,
-};
+use shoal_core::store::{NewRun, NewTask, RunStatus, Store, StoreAddress, StoreEvent, Writer};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use super::printer::{Printer, PRINT_LIMIT};
-use super::resume::{run_marker, RUN_MARKER};
 use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
 use crate::progress::Progress;
@@ -88,14 +86,11 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         bail!("no store at {} to resume a run from (--store names another)", path.display());
     }
     let store = Store::open(address)?;
-    // The run's lock and the marker of its processes are named after the store's
-    // file; a store of another backend was refused by the open.
-    let store_path = address.path().context("a run needs a store file")?;
-    let Prepared { run_id, template, options, memory, planned, skipped, lock: _lock } =
-        match args.resume {
-            Some(run) => super::resume::resume(&store, store_path, run, &args)?,
-            None => start(&store, &args)?,
-        };
+    let Prepared { template, options, memory, planned, skipped, hold } = match args.resume {
+        Some(run) => super::resume::resume(&store, run, &args)?,
+        None => start(&store, &args)?,
+    };
+    let run_id = hold.run();
 
     let total = planned.len() as u64;
     let force = if args.progress {
@@ -138,8 +133,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     };
     let writer = store.writer_with_failure(on_commit, on_failure)?;
 
-    let marker = (RUN_MARKER.to_owned(), run_marker(store_path, run_id));
-    let config = engine_config(&options, memory, marker);
+    let config = engine_config(&options, memory, hold.marker());
     let started = Instant::now();
     let mut frontend = CliFrontend {
         run: run_id,
@@ -203,7 +197,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
 fn engine_config(
     options: &RunOptions,
     memory: Option<Arc<MemoryLimit>>,
-    marker: (String, String),
+    marker: Marker,
 ) -> EngineConfig {
     EngineConfig {
         scheduler: SchedulerConfig {
@@ -221,13 +215,12 @@ fn engine_config(
         memory,
         pin: options.pin,
         line_buffer: options.line_buffer,
-        env: vec![marker],
+        marker: Some(marker),
     }
 }
 
 /// A run ready to start, new or resumed.
 pub(super) struct Prepared {
-    pub(super) run_id: i64,
     pub(super) template: Template,
     pub(super) options: RunOptions,
     pub(super) memory: Option<Arc<MemoryLimit>>,
@@ -235,8 +228,9 @@ pub(super) struct Prepared {
     pub(super) planned: Vec<Planned>,
     /// Tasks that had already succeeded (on resume).
     pub(super) skipped: u64,
-    /// Held until the run ends: no `--resume` of it can start meanwhile.
-    pub(super) lock: RunLock,
+    /// The run, alive until it ends: no `--resume` of it can start meanwhile. Its
+    /// marker goes into every task's environment.
+    pub(super) hold: RunHold,
 }
 
 /// The memory limit of a run, by the best mechanism this machine allows; refused
@@ -422,8 +416,8 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             meta: p.meta.clone(),
         })
         .collect();
-    let (run_id, lock) = store.create_run_with(&new_run, &tasks)?;
-    Ok(Prepared { run_id, template, options, memory, planned, skipped: 0, lock })
+    let hold = store.create_run_with(&new_run, &tasks)?;
+    Ok(Prepared { template, options, memory, planned, skipped: 0, hold })
 }
 
 /// The tasks of input groups: their cartesian product.
