@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail, Context};
 use shoal_core::run::{kill_all, Marker};
 use shoal_core::store::Store;
-use shoal_core::{TaskId, TaskMeta};
+use shoal_core::{TaskId, TaskMeta, TaskStatus};
 use std::time::Duration;
 
 use super::run::{memory_limit, Planned, Prepared, RunOptions};
@@ -28,7 +28,10 @@ pub(super) fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow:
     // have stored values this one refuses (a timeout past what the clock can add).
     let stored: RunOptions = serde_json::from_value(store.run(run_id)?.options)
         .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
-    let options = RunOptions::resolve(args, Some(stored));
+    // What it runs: every task that has not succeeded (`-j 0` runs as many slots).
+    let stats = store.stats(run_id)?;
+    let pending = stats.total.saturating_sub(stats.counts[&TaskStatus::Succeeded]) as usize;
+    let options = RunOptions::resolve(args, Some(stored), Some(pending))?;
     options
         .check_ranges()
         .map_err(|e| anyhow!("run {run_id} holds {e}: give {} to resume it", e.option))?;
@@ -43,7 +46,7 @@ pub(super) fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow:
         })?;
     }
     let template = Template::parse(&info.run.command, options.shell)?;
-    let total = store.stats(run_id)?.total;
+    let total = stats.total;
     let mut planned = Vec::with_capacity(info.pending.len());
     for t in info.pending {
         let timeout = match (args.timeout, t.timeout) {

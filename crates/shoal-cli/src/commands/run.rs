@@ -21,13 +21,11 @@ use tokio::sync::watch;
 use super::printer::{Printer, PRINT_LIMIT};
 use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
+use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
 use crate::template::{display, Template};
 use crate::units;
 use crate::Exit;
-
-/// The most slots `-j` takes.
-pub const MAX_JOBS: u32 = 4096;
 
 /// Waiting this long raises a task by one priority level.
 const AGING_STEP: Duration = Duration::from_secs(30);
@@ -51,12 +49,20 @@ pub(super) struct RunOptions {
 
 impl RunOptions {
     /// What was given now wins over what was stored, which wins over the defaults.
-    pub(super) fn resolve(args: &RunArgs, stored: Option<RunOptions>) -> RunOptions {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    /// `tasks` is how many tasks will run, once known (`-j 0` runs no more slots).
+    pub(super) fn resolve(
+        args: &RunArgs,
+        stored: Option<RunOptions>,
+        tasks: Option<usize>,
+    ) -> anyhow::Result<RunOptions> {
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         let s = stored.as_ref();
-        RunOptions {
-            jobs: args.jobs.or(s.map(|s| s.jobs)).unwrap_or(cores),
+        let jobs = match args.jobs {
+            Some(form) => form.slots(jobs::cores(), tasks, slots_with_open_files())?,
+            None => s.map_or_else(jobs::cores, |s| s.jobs),
+        };
+        Ok(RunOptions {
+            jobs,
             timeout: secs(args.timeout).or(s.and_then(|s| s.timeout)),
             kill_grace: secs(args.kill_grace).or(s.map(|s| s.kill_grace)).unwrap_or(2.0),
             retries: args.retries.or(s.map(|s| s.retries)).unwrap_or(0),
@@ -68,7 +74,7 @@ impl RunOptions {
             keep_order: args.keep_order || s.is_some_and(|s| s.keep_order),
             line_buffer: args.line_buffer || s.is_some_and(|s| s.line_buffer),
             output_limit: args.output_limit.or(s.map(|s| s.output_limit)).unwrap_or(1 << 20),
-        }
+        })
     }
 }
 
@@ -309,6 +315,16 @@ impl std::fmt::Display for OutOfRange {
     }
 }
 
+/// The most slots the open-file limit serves (what `-j 0` may take).
+fn slots_with_open_files() -> u32 {
+    match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        Some(limit) => {
+            (limit.saturating_sub(FILES_OF_SHOAL) / FILES_PER_SLOT).min(u64::from(MAX_JOBS)) as u32
+        }
+        None => MAX_JOBS,
+    }
+}
+
 /// Refuses a slot count that the open-file limit cannot serve: past it, spawns fail
 /// and tasks that never ran would be recorded as failed.
 fn check_open_files(jobs: u32) -> anyhow::Result<()> {
@@ -359,7 +375,7 @@ fn has_cap_sys_nice() -> bool {
 /// A new run: parse inputs and template, record run and tasks.
 fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
-    let options = RunOptions::resolve(args, None);
+    let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let template = Template::parse(&command, options.shell)?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
@@ -400,6 +416,8 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             attempts: 0,
         })
         .collect();
+    // `-j 0`: as many slots as tasks, now that they are known.
+    options.jobs = RunOptions::resolve(args, None, Some(planned.len()))?.jobs;
     let memory = memory_limit(&options)?;
     let new_run = NewRun {
         command,
