@@ -257,3 +257,7 @@ def sleep_then_die(seconds):
 
     time.sleep(seconds)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def environ(name):
+    return os.environ.get(name)

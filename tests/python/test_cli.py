@@ -49,7 +49,7 @@ def run(front: str, cwd, *args: str) -> tuple[int, str, str]:
 CASES = {
     "outputs": ("run", "-k", "-j2", "echo", "x{}", ":::", "a", "b", "c"),
     "failed tasks": ("run", "-j2", "test", "{}", "=", "b", ":::", "a", "b", "c"),
-    "usage error": ("run", "--jobs", "0", "true"),
+    "usage error": ("run", "--jobs", "1.5", "true"),
     "version": ("--version",),
     "help": ("run", "--help"),
     "no store": ("--store", "missing/s.db", "results"),

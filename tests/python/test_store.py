@@ -13,7 +13,7 @@ import time
 
 import pytest
 import tasks
-from conftest import FAST, HERE, run_script, shoal_cli, wait_gone, worker_children
+from conftest import FAST, HERE, run_script, shoal_cli, wait_gone, worker_children, worker_pids
 
 import shoal
 
@@ -438,3 +438,40 @@ def test_a_run_ended_at_interpreter_exit_is_recorded_finished_even_behind_a_slow
         (status,) = db.execute("SELECT status FROM runs").fetchone()
         (succeeded,) = db.execute("SELECT count(*) FROM tasks WHERE status = 'succeeded'").fetchone()
     assert (status, succeeded) == ("finished", 101)
+
+
+def marked_processes(marker):
+    """The processes whose environment holds `SHOAL_RUN=<marker>` exactly."""
+    entry = b"SHOAL_RUN=" + marker.encode()
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if entry in environ.read().split(b"\0"):
+                    found.add(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_workers_of_a_pool_with_a_store_carry_the_run_s_marker(tmp_path):
+    # As every task of a CLI run: SHOAL_RUN=<run>@<the store's real path>, so that a
+    # resume's cleanup and ps-based tools find them.
+    path = tmp_path / "results.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(path)
+    real = os.path.realpath(path)
+    with shoal.Pool(2, store=path) as pool:
+        marker = pool.apply(tasks.environ, ("SHOAL_RUN",))
+        assert marker == f"1@{real}"
+        assert set(pool.map(tasks.environ, ["SHOAL_RUN"] * 4, chunksize=1)) == {marker}
+        assert marked_processes(marker) == set(worker_pids(pool))
+    # However the store is named (here by a symlink), the marker names its real path.
+    with shoal.ProcessPoolExecutor(1, store=link) as executor:
+        assert executor.submit(tasks.environ, "SHOAL_RUN").result() == f"2@{real}"
+    # The CLI's tasks carry the same form.
+    cli = shoal_cli("--store", str(link), "run", 'printf %s "$SHOAL_RUN" && : {}', ":::", "x")
+    assert (cli.returncode, cli.stdout) == (0, f"3@{real}"), cli.stderr
+    # Without a store there is no run: the workers carry only what the caller had.
+    with shoal.Pool(1) as pool:
+        assert pool.apply(tasks.environ, ("SHOAL_RUN",)) == os.environ.get("SHOAL_RUN")

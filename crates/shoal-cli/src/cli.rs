@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::jobs::{parse_jobs, Jobs};
 use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout};
 
 /// shoal: run a command over many inputs on a fault-tolerant pool of slots, with
@@ -48,9 +49,11 @@ Exit status: 0 all tasks succeeded (or there were none), 1 some failed, 2 usage 
 74 the store took no more writes (a full disk), 130/143 interrupted."
 )]
 pub struct RunArgs {
-    /// Number of slots (tasks running at once). Default: the number of cores.
-    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::commands::run::MAX_JOBS)))]
-    pub jobs: Option<u32>,
+    /// Slots (tasks running at once), as GNU parallel: N, N% of the cores (50%), +N or
+    /// -N cores (at least 1), 0 as many as possible (one per task, at most 4096 and
+    /// what the open-file limit serves). Default: the number of cores.
+    #[arg(short = 'j', long = "jobs", value_name = "N", allow_hyphen_values = true, value_parser = parse_jobs)]
+    pub jobs: Option<Jobs>,
 
     /// Per-task time limit (1.5, 250ms, 2s, 3m, 1h): the task's whole process group
     /// gets SIGTERM, then SIGKILL after --kill-grace.

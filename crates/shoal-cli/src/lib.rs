@@ -15,6 +15,7 @@ macro_rules! note {
 mod cli;
 mod commands;
 mod inputs;
+mod jobs;
 mod progress;
 mod template;
 mod units;

@@ -713,11 +713,100 @@ fn bad_unknown_option() {
     assert!(!env.store.exists(), "nothing was recorded");
 }
 
+/// A `-j` that is none of GNU parallel's forms (`-j 0` is one: as many as possible).
 #[test]
-fn bad_zero_slots() {
+fn bad_jobs_form() {
     let env = Env::new();
-    let err = bad_input(&env, &["run", "-j", "0", "echo", ":::", "a"], "bad_zero_slots");
-    assert!(err.contains("--jobs"));
+    let err = bad_input(&env, &["run", "-j", "1.5", "echo", ":::", "a"], "bad_jobs_form");
+    assert!(err.contains("'1.5'") && err.contains("--jobs"), "{err}");
+    for form in ["x", "%", "-0%", "+1%", "", "2 ", "--timeout"] {
+        let out = env.run(&["run", "-j", form, "echo", ":::", "a"]);
+        out.expect_code(2);
+        let named = format!("invalid value '{form}' for '--jobs <N>': '{form}' is not a -j value");
+        assert!(out.stderr.contains(&named), "-j {form:?}: {}", out.stderr);
+    }
+    // Too many slots, as asked or as it comes to on this machine.
+    let too_many = |form: &str| {
+        let out = env.run(&["run", "-j", form, "echo", ":::", "a"]);
+        out.expect_code(2);
+        assert!(out.stderr.contains("more than the 4096 shoal runs at once"), "{}", out.stderr);
+        out.stderr
+    };
+    too_many("4097");
+    assert!(too_many("+5000").contains("-j +5000 on "), "names the form");
+    assert!(too_many("10000000%").contains("slots, more than"), "names the count");
+    assert!(!env.store.exists(), "nothing was recorded");
+}
+
+/// `-j` in each of GNU parallel's forms runs as many tasks at once as GNU parallel
+/// does on the same machine, as the tasks themselves count: each marks itself running,
+/// waits, counts the running ones, waits, and unmarks itself.
+#[test]
+fn jobs_forms_run_as_many_tasks_at_once_as_gnu_parallel() {
+    let Ok(threads) = std::process::Command::new("parallel").arg("--number-of-threads").output()
+    else {
+        eprintln!("skipped the comparison with GNU parallel: not installed");
+        return;
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if String::from_utf8_lossy(&threads.stdout).trim() != cores.to_string() {
+        eprintln!("skipped: GNU parallel counts other cores than this process may use");
+        return;
+    }
+    let env = Env::new();
+    let task = env.write(
+        "task.sh",
+        "touch \"$1/run.$2\"; sleep 1.5; ls \"$1\" | grep -c '^run\\.' > \"$1/seen.$2\"; \
+         sleep 1; rm \"$1/run.$2\"\n",
+    );
+    // More tasks than any form below gives slots here but -j 0.
+    let inputs: Vec<String> = (1..=cores + 3).map(|i| i.to_string()).collect();
+    let forms = ["3", "0", "50%", "150%", "10%", "+1", "-1", "+0"];
+    let runs: Vec<_> = forms
+        .iter()
+        .enumerate()
+        .flat_map(|(i, form)| {
+            ["shoal", "parallel"].map(|tool| {
+                let dir = env.path().join(format!("{tool}-{i}"));
+                std::fs::create_dir(&dir).unwrap();
+                let mut cmd = match tool {
+                    "shoal" => {
+                        let mut cmd = std::process::Command::new(common::shoal_bin());
+                        cmd.arg("--store").arg(env.path().join(format!("s{i}.db"))).arg("run");
+                        cmd
+                    }
+                    _ => std::process::Command::new("parallel"),
+                };
+                cmd.args(["-j", form, "sh", &task])
+                    .arg(&dir)
+                    .args(["{#}", ":::"])
+                    .args(&inputs)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                (form, tool, dir, cmd.spawn().unwrap())
+            })
+        })
+        .collect();
+    let mut counts = std::collections::HashMap::new();
+    for (form, tool, dir, child) in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{tool} -j {form}: {out:?}");
+        let seen = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+            .map(|count| count.trim().parse::<usize>().unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(seen.len(), inputs.len(), "{tool} -j {form}: every task ran and counted");
+        counts.insert((*form, tool), seen.into_iter().max().unwrap());
+    }
+    eprintln!("tasks at once on {cores} cores, by -j form and tool: {counts:?}");
+    for form in forms {
+        let (shoal, parallel) = (counts[&(form, "shoal")], counts[&(form, "parallel")]);
+        assert_eq!(shoal, parallel, "-j {form} on {cores} cores: tasks at once");
+    }
+    assert_eq!(counts[&("3", "shoal")], 3);
+    assert_eq!(counts[&("0", "shoal")], inputs.len(), "-j 0: every task at once");
 }
 
 #[test]
@@ -739,6 +828,31 @@ fn bad_more_slots_than_the_open_file_limit_serves() {
         "{stderr}"
     );
     common::assert_no_panic(&stderr);
+}
+
+/// `-j 0` takes as many slots as the open-file limit serves (where `-j 100` is
+/// refused above): (256 - 64) / 4 = 48 here, with more tasks than that.
+#[test]
+fn jobs_zero_takes_as_many_slots_as_the_open_file_limit_serves() {
+    let env = Env::new();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 256 && exec {} --store {} run -j 0 'sleep 1; echo {{%}}' ::: $(seq 60)",
+            common::shoal_bin(),
+            env.store.display()
+        ))
+        .current_dir(env.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let slots: Vec<u32> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(slots.len(), 60);
+    assert_eq!(slots.iter().max(), Some(&48), "{slots:?}");
+    let per_slot = env.stats(&[])["per_slot"].as_array().unwrap().len();
+    assert_eq!(per_slot, 48, "every slot worked");
 }
 
 #[test]

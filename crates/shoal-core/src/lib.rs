@@ -2,7 +2,7 @@
 //!
 //! It owns the task model ([`task`]), the pure scheduler ([`scheduler`]), process
 //! supervision ([`process`]), the driver that joins them ([`engine`]), the durable
-//! SQLite store ([`store`]) and the wire protocol of long-lived workers
+//! SQLite store ([`store`]), a run's identity, marker and liveness ([`run`]) and the wire protocol of long-lived workers
 //! ([`protocol`]). It knows nothing of command-line parsing, HTTP or Python: front
 //! ends hand it tasks as data and receive events back.
 
@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod process;
 pub mod protocol;
+pub mod run;
 pub mod scheduler;
 pub mod store;
 pub mod task;

@@ -50,7 +50,7 @@ fn config(slots: usize) -> EngineConfig {
         memory: None,
         pin: false,
         line_buffer: false,
-        env: Vec::new(),
+        marker: None,
     }
 }
 

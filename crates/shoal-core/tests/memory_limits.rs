@@ -51,7 +51,7 @@ fn run_commands(memory: MemoryLimit, commands: Vec<CommandLine>) -> Vec<(Attempt
         memory: Some(Arc::new(memory)),
         pin: false,
         line_buffer: false,
-        env: Vec::new(),
+        marker: None,
     };
     let count = commands.len() as u64;
     let mut frontend = Collect { commands, ended: Vec::new() };

@@ -2,10 +2,9 @@
 //! nothing of it still runs (a live shoal, or what a killed one left behind).
 
 use anyhow::{anyhow, bail, Context};
-use shoal_core::process::orphans;
-use shoal_core::store::{RunLock, Store};
-use shoal_core::{TaskId, TaskMeta};
-use std::path::Path;
+use shoal_core::run::{kill_all, Marker};
+use shoal_core::store::Store;
+use shoal_core::{TaskId, TaskMeta, TaskStatus};
 use std::time::Duration;
 
 use super::run::{memory_limit, Planned, Prepared, RunOptions};
@@ -14,12 +13,7 @@ use crate::template::Template;
 use crate::units;
 
 /// A resumed run: everything but the options comes from the store.
-pub(super) fn resume(
-    store: &Store,
-    store_path: &Path,
-    run: Option<i64>,
-    args: &RunArgs,
-) -> anyhow::Result<Prepared> {
+pub(super) fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow::Result<Prepared> {
     if !args.command.is_empty() || args.tasks.is_some() {
         bail!("--resume takes the command and the inputs from the store: give only options");
     }
@@ -27,19 +21,23 @@ pub(super) fn resume(
         Some(id) => id,
         None => store.last_run()?.context("the store holds no run to resume")?,
     };
-    // First the lock: while another shoal runs this run, nothing of it is touched.
-    let lock = RunLock::take(store_path, run_id)?;
+    // First the run's liveness: while another shoal runs this run, nothing of it is
+    // touched.
+    let hold = store.hold_run(run_id)?;
     // The stored options are checked before anything is changed: an older shoal may
     // have stored values this one refuses (a timeout past what the clock can add).
     let stored: RunOptions = serde_json::from_value(store.run(run_id)?.options)
         .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
-    let options = RunOptions::resolve(args, Some(stored));
+    // What it runs: every task that has not succeeded (`-j 0` runs as many slots).
+    let stats = store.stats(run_id)?;
+    let pending = stats.total.saturating_sub(stats.counts[&TaskStatus::Succeeded]) as usize;
+    let options = RunOptions::resolve(args, Some(stored), Some(pending))?;
     options
         .check_ranges()
         .map_err(|e| anyhow!("run {run_id} holds {e}: give {} to resume it", e.option))?;
     options.check_machine()?;
     let memory = memory_limit(&options).with_context(|| format!("cannot resume run {run_id}"))?;
-    stop_leftovers(store_path, run_id)?;
+    stop_leftovers(&hold.marker());
     let info = store.prepare_resume(run_id)?;
     // Relative paths in the command and inputs mean what they meant then.
     if !info.run.cwd.is_empty() {
@@ -48,7 +46,7 @@ pub(super) fn resume(
         })?;
     }
     let template = Template::parse(&info.run.command, options.shell)?;
-    let total = store.stats(run_id)?.total;
+    let total = stats.total;
     let mut planned = Vec::with_capacity(info.pending.len());
     for t in info.pending {
         let timeout = match (args.timeout, t.timeout) {
@@ -77,7 +75,7 @@ pub(super) fn resume(
     let skipped = total - planned.len() as u64;
     let mode = memory.as_ref().map(|m| m.mode().as_str());
     store.set_run_options(run_id, &serde_json::to_value(&options)?, mode)?;
-    Ok(Prepared { run_id, template, options, memory, planned, skipped, lock })
+    Ok(Prepared { template, options, memory, planned, skipped, hold })
 }
 
 /// A task's stored timeout, refused (with a way out) when out of range.
@@ -93,23 +91,13 @@ fn stored_timeout(run: i64, task: TaskId, secs: Option<f64>) -> anyhow::Result<O
     })
 }
 
-/// The environment variable that marks every process of a run.
-pub(super) const RUN_MARKER: &str = "SHOAL_RUN";
-
-/// The marker's value: the run and its store, so runs of other stores never match.
-pub(super) fn run_marker(store_path: &Path, run: i64) -> String {
-    let store = std::fs::canonicalize(store_path).unwrap_or_else(|_| store_path.to_owned());
-    format!("{run}@{}", store.display())
-}
-
-/// Before a resume, with the run's lock held (so no live shoal runs it): kills what
-/// a killed shoal left running of it, so no task runs twice at once.
-fn stop_leftovers(store_path: &Path, run: i64) -> anyhow::Result<()> {
-    let marker = format!("{RUN_MARKER}={}", run_marker(store_path, run));
-    let marked = orphans::find_marked(&marker);
+/// Before a resume, with the run held (so no live shoal runs it): kills what a killed
+/// shoal left running of it, found by the run's marker, so no task runs twice at once.
+fn stop_leftovers(marker: &Marker) {
+    let marked = marker.processes();
     if !marked.is_empty() {
-        let killed = orphans::kill_all(&marked);
+        let killed = kill_all(&marked);
+        let run = marker.identity().run();
         note!("shoal: killed {killed} processes that the interrupted run {run} left running");
     }
-    Ok(())
 }

@@ -11,25 +11,21 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
 use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
+use shoal_core::run::{Marker, RunHold};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
-use shoal_core::store::{
-    NewRun, NewTask, RunLock, RunStatus, Store, StoreAddress, StoreEvent, Writer,
-};
+use shoal_core::store::{NewRun, NewTask, RunStatus, Store, StoreAddress, StoreEvent, Writer};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use super::printer::{Printer, PRINT_LIMIT};
-use super::resume::{run_marker, RUN_MARKER};
 use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
+use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
 use crate::template::{display, Template};
 use crate::units;
 use crate::Exit;
-
-/// The most slots `-j` takes.
-pub const MAX_JOBS: u32 = 4096;
 
 /// Waiting this long raises a task by one priority level.
 const AGING_STEP: Duration = Duration::from_secs(30);
@@ -53,12 +49,20 @@ pub(super) struct RunOptions {
 
 impl RunOptions {
     /// What was given now wins over what was stored, which wins over the defaults.
-    pub(super) fn resolve(args: &RunArgs, stored: Option<RunOptions>) -> RunOptions {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    /// `tasks` is how many tasks will run, once known (`-j 0` runs no more slots).
+    pub(super) fn resolve(
+        args: &RunArgs,
+        stored: Option<RunOptions>,
+        tasks: Option<usize>,
+    ) -> anyhow::Result<RunOptions> {
         let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         let s = stored.as_ref();
-        RunOptions {
-            jobs: args.jobs.or(s.map(|s| s.jobs)).unwrap_or(cores),
+        let jobs = match args.jobs {
+            Some(form) => form.slots(jobs::cores(), tasks, slots_with_open_files())?,
+            None => s.map_or_else(jobs::cores, |s| s.jobs),
+        };
+        Ok(RunOptions {
+            jobs,
             timeout: secs(args.timeout).or(s.and_then(|s| s.timeout)),
             kill_grace: secs(args.kill_grace).or(s.map(|s| s.kill_grace)).unwrap_or(2.0),
             retries: args.retries.or(s.map(|s| s.retries)).unwrap_or(0),
@@ -70,7 +74,7 @@ impl RunOptions {
             keep_order: args.keep_order || s.is_some_and(|s| s.keep_order),
             line_buffer: args.line_buffer || s.is_some_and(|s| s.line_buffer),
             output_limit: args.output_limit.or(s.map(|s| s.output_limit)).unwrap_or(1 << 20),
-        }
+        })
     }
 }
 
@@ -88,14 +92,11 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         bail!("no store at {} to resume a run from (--store names another)", path.display());
     }
     let store = Store::open(address)?;
-    // The run's lock and the marker of its processes are named after the store's
-    // file; a store of another backend was refused by the open.
-    let store_path = address.path().context("a run needs a store file")?;
-    let Prepared { run_id, template, options, memory, planned, skipped, lock: _lock } =
-        match args.resume {
-            Some(run) => super::resume::resume(&store, store_path, run, &args)?,
-            None => start(&store, &args)?,
-        };
+    let Prepared { template, options, memory, planned, skipped, hold } = match args.resume {
+        Some(run) => super::resume::resume(&store, run, &args)?,
+        None => start(&store, &args)?,
+    };
+    let run_id = hold.run();
 
     let total = planned.len() as u64;
     let force = if args.progress {
@@ -138,8 +139,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     };
     let writer = store.writer_with_failure(on_commit, on_failure)?;
 
-    let marker = (RUN_MARKER.to_owned(), run_marker(store_path, run_id));
-    let config = engine_config(&options, memory, marker);
+    let config = engine_config(&options, memory, hold.marker());
     let started = Instant::now();
     let mut frontend = CliFrontend {
         run: run_id,
@@ -203,7 +203,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
 fn engine_config(
     options: &RunOptions,
     memory: Option<Arc<MemoryLimit>>,
-    marker: (String, String),
+    marker: Marker,
 ) -> EngineConfig {
     EngineConfig {
         scheduler: SchedulerConfig {
@@ -221,13 +221,12 @@ fn engine_config(
         memory,
         pin: options.pin,
         line_buffer: options.line_buffer,
-        env: vec![marker],
+        marker: Some(marker),
     }
 }
 
 /// A run ready to start, new or resumed.
 pub(super) struct Prepared {
-    pub(super) run_id: i64,
     pub(super) template: Template,
     pub(super) options: RunOptions,
     pub(super) memory: Option<Arc<MemoryLimit>>,
@@ -235,8 +234,9 @@ pub(super) struct Prepared {
     pub(super) planned: Vec<Planned>,
     /// Tasks that had already succeeded (on resume).
     pub(super) skipped: u64,
-    /// Held until the run ends: no `--resume` of it can start meanwhile.
-    pub(super) lock: RunLock,
+    /// The run, alive until it ends: no `--resume` of it can start meanwhile. Its
+    /// marker goes into every task's environment.
+    pub(super) hold: RunHold,
 }
 
 /// The memory limit of a run, by the best mechanism this machine allows; refused
@@ -315,6 +315,16 @@ impl std::fmt::Display for OutOfRange {
     }
 }
 
+/// The most slots the open-file limit serves (what `-j 0` may take).
+fn slots_with_open_files() -> u32 {
+    match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        Some(limit) => {
+            (limit.saturating_sub(FILES_OF_SHOAL) / FILES_PER_SLOT).min(u64::from(MAX_JOBS)) as u32
+        }
+        None => MAX_JOBS,
+    }
+}
+
 /// Refuses a slot count that the open-file limit cannot serve: past it, spawns fail
 /// and tasks that never ran would be recorded as failed.
 fn check_open_files(jobs: u32) -> anyhow::Result<()> {
@@ -365,7 +375,7 @@ fn has_cap_sys_nice() -> bool {
 /// A new run: parse inputs and template, record run and tasks.
 fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
-    let options = RunOptions::resolve(args, None);
+    let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let template = Template::parse(&command, options.shell)?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
@@ -406,6 +416,8 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             attempts: 0,
         })
         .collect();
+    // `-j 0`: as many slots as tasks, now that they are known.
+    options.jobs = RunOptions::resolve(args, None, Some(planned.len()))?.jobs;
     let memory = memory_limit(&options)?;
     let new_run = NewRun {
         command,
@@ -422,8 +434,8 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             meta: p.meta.clone(),
         })
         .collect();
-    let (run_id, lock) = store.create_run_with(&new_run, &tasks)?;
-    Ok(Prepared { run_id, template, options, memory, planned, skipped: 0, lock })
+    let hold = store.create_run_with(&new_run, &tasks)?;
+    Ok(Prepared { template, options, memory, planned, skipped: 0, hold })
 }
 
 /// The tasks of input groups: their cartesian product.

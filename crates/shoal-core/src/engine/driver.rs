@@ -10,8 +10,8 @@ use tokio::time::{sleep_until, Instant};
 
 use super::attempt::{supervise, Finished, KillLevel, Line};
 use super::events::{Ended, EngineConfig, Frontend, Report, Started, Stop};
-use crate::process::spawn::TASK_VAR;
-use crate::process::{limits, orphans, resolve_program, spawn, Exited, Limits, MemoryLimit};
+use crate::process::{limits, resolve_program, spawn, Exited, Limits, MemoryLimit};
+use crate::run::kill_all;
 use crate::scheduler::{Decision, Scheduler};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::{Error, Result};
@@ -102,6 +102,9 @@ struct Driver<'a, F> {
     slots: Vec<Option<InFlight>>,
     /// Program name -> its path on PATH, looked up once per run.
     programs: HashMap<String, String>,
+    /// What every task gets in its environment besides its number and slot: the
+    /// run's marker.
+    env: Vec<(String, String)>,
     report: Report,
 }
 
@@ -115,6 +118,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
             cpus: if config.pin { limits::allowed_cpus() } else { Vec::new() },
             slots: (0..config.scheduler.slots).map(|_| None).collect(),
             programs: HashMap::new(),
+            env: config.marker.iter().map(|marker| marker.env()).collect(),
             report: Report::default(),
         }
     }
@@ -139,7 +143,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
         let (limits, oom_kills) = self.limits(slot);
         let at = SystemTime::now();
         let started = Instant::now();
-        match spawn(&command, path.as_deref(), limits, &self.config.env, task, slot) {
+        match spawn(&command, path.as_deref(), limits, &self.env, task, slot) {
             Ok(spawned) => {
                 self.frontend.started(Started { task, attempt, slot, pid: spawned.pid, at });
                 let (kill, kill_rx) = watch::channel(KillLevel::None);
@@ -207,24 +211,21 @@ impl<'a, F: Frontend> Driver<'a, F> {
     }
 
     /// After a task was killed (timeout, cancel, stop): its processes that left its
-    /// group (`setsid`) are found by the run's markers and its number in their
+    /// group (`setsid`) are found by the run's marker and its number in their
     /// environment, and killed too, so that none outlives it. Only then: reading every
     /// process's environment costs milliseconds.
     fn kill_escaped(&self, task: TaskId) {
-        if self.config.env.is_empty() {
+        let Some(marker) = &self.config.marker else {
             return; // no run marker: the task number alone could name another run's task
-        }
-        let mut markers: Vec<String> =
-            self.config.env.iter().map(|(name, value)| format!("{name}={value}")).collect();
-        markers.push(format!("{TASK_VAR}={task}"));
-        let escaped = orphans::find_marked_all(&markers);
+        };
+        let escaped = marker.task_processes(task);
         if !escaped.is_empty() {
             tracing::info!(
                 task,
                 count = escaped.len(),
                 "killing processes that left the task's group"
             );
-            orphans::kill_all(&escaped);
+            kill_all(&escaped);
         }
     }
 

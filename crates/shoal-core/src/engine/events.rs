@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::process::{CommandLine, Limits, MemoryLimit};
+use crate::run::Marker;
 use crate::scheduler::SchedulerConfig;
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 
@@ -23,9 +24,10 @@ pub struct EngineConfig {
     pub pin: bool,
     /// Hand complete output lines to the front end as they arrive.
     pub line_buffer: bool,
-    /// Environment given to every task besides its own variables; a front end puts
-    /// a marker naming the run here (see `process::orphans`).
-    pub env: Vec<(String, String)>,
+    /// The run's marker, put in every task's environment (with `SHOAL_TASK` and
+    /// `SHOAL_SLOT`): a killed task's processes that left its group are found by it.
+    /// Without one, they cannot be told from another run's and are left alone.
+    pub marker: Option<Marker>,
 }
 
 /// Asked to stop the run.

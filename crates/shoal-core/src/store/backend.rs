@@ -19,13 +19,13 @@ use std::fmt;
 use serde_json::Value;
 
 use super::address::StoreAddress;
-use super::lock::RunLock;
 use super::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
 };
 use super::sqlite::SqliteStore;
 use super::writer::StoreEvent;
 use crate::error::{Error, Result};
+use crate::run::{Liveness, RunHold};
 use crate::task::TaskStatus;
 
 /// How a store is opened.
@@ -49,7 +49,9 @@ pub(super) fn open(address: &StoreAddress, access: Access) -> Result<Box<dyn Bac
 /// The synchronous calls of a store; [`Store`](super::Store) documents each.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// See [`Store::create_run_with`](super::Store::create_run_with).
-    fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)>;
+    fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold>;
+    /// Whether its runs are alive, and holding one (SQLite: a lock file per run).
+    fn liveness(&self) -> &dyn Liveness;
     /// See [`Store::set_run_options`](super::Store::set_run_options).
     fn set_run_options(
         &self,

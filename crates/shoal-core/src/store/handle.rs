@@ -5,11 +5,11 @@ use serde_json::Value;
 
 use super::address::StoreAddress;
 use super::backend::{self, Access, Backend, Journal};
-use super::lock::RunLock;
 use super::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
 };
 use crate::error::Result;
+use crate::run::RunHold;
 use crate::task::TaskStatus;
 
 /// An open shoal store. It can be shared between threads; the writer thread has a
@@ -63,17 +63,30 @@ impl Store {
         self.backend.journal()
     }
 
-    /// Records a new run, `running` from now, and returns its id and its lock, which
-    /// the caller holds for as long as it runs the run. The lock is taken before the
-    /// run is committed, so no reader ever sees the run without it.
-    pub fn create_run(&self, run: &NewRun) -> Result<(i64, RunLock)> {
+    /// Records a new run, `running` from now, and returns its hold (its id and
+    /// marker with it), which the caller keeps for as long as it runs the run. The
+    /// hold is taken before the run is committed, so no reader ever sees the run
+    /// without it, alive.
+    pub fn create_run(&self, run: &NewRun) -> Result<RunHold> {
         self.backend.create_run(run, &[])
     }
 
     /// [`Store::create_run`] with its first tasks, in the same transaction: a run is
     /// never stored without the tasks it was started with (a full disk).
-    pub fn create_run_with(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
+    pub fn create_run_with(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold> {
         self.backend.create_run(run, tasks)
+    }
+
+    /// Takes run `run`'s liveness, for a process that is to run it again (a resume):
+    /// [`Error::RunBusy`](crate::Error::RunBusy) while a live process holds it. It does
+    /// not look the run up.
+    pub fn hold_run(&self, run: i64) -> Result<RunHold> {
+        self.backend.liveness().hold(run)
+    }
+
+    /// Whether a live process holds run `run`.
+    pub fn is_alive(&self, run: i64) -> bool {
+        self.backend.liveness().is_alive(run)
     }
 
     /// Replaces a run's options and memory-limit mechanism: a resume may change them,

@@ -56,9 +56,10 @@ pub enum RunStatus {
     /// taking writes); it can be resumed. Also shown for a run stored as `finished`
     /// that still has `queued` or `running` tasks.
     Interrupted,
-    /// Stored as running, but no live process holds its lock: its shoal died (`kill
-    /// -9`, a crash) without a chance to say so. It can be resumed. Never stored: the
-    /// queries tell it from `Running` by the run's [`RunLock`](super::RunLock).
+    /// Stored as running, but not alive (no live process holds it): its shoal died
+    /// (`kill -9`, a crash) without a chance to say so. It can be resumed. Never
+    /// stored: the queries tell it from `Running` by the run's
+    /// [`Liveness`](crate::run::Liveness).
     Died,
 }
 

@@ -13,7 +13,8 @@ use crate::task::{SlotId, TaskId, TaskMeta};
 pub struct PoolConfig {
     /// The worker program and its arguments.
     pub argv: Vec<OsString>,
-    /// Extra environment for the workers.
+    /// Extra environment for the workers. With a store, the pool adds the run's
+    /// marker (`SHOAL_RUN`, see [`crate::run::Marker`]).
     pub env: Vec<(OsString, OsString)>,
     /// Number of workers (slots), at least 1.
     pub workers: usize,

@@ -95,7 +95,7 @@ pub struct WorkerPool {
 
 impl WorkerPool {
     /// Checks `config`, then starts the driver thread, which starts the workers.
-    pub fn start(config: PoolConfig) -> Result<WorkerPool> {
+    pub fn start(mut config: PoolConfig) -> Result<WorkerPool> {
         if config.workers == 0 {
             return Err(Error::InvalidConfig {
                 what: "workers",
@@ -140,6 +140,13 @@ impl WorkerPool {
             )?),
             None => None,
         };
+        if let Some(recorder) = &recorder {
+            // Its workers carry the run's marker, as a CLI run's tasks do: a resume's
+            // cleanup and `ps`-based tools find them.
+            let (name, value) = recorder.marker().env();
+            config.env.retain(|(given, _)| given.as_os_str() != name.as_str());
+            config.env.push((name.into(), value.into()));
+        }
         let parked = config.store.as_ref().filter(|s| s.refusals).map(|_| ParkedRecord::default());
         let driver_parked = parked.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()

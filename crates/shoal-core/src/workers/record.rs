@@ -9,9 +9,8 @@ use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::store::{
-    unix_now, NewRun, NewTask, RunLock, RunStatus, Store, StoreAddress, StoreEvent, Writer,
-};
+use crate::run::{Marker, RunHold};
+use crate::store::{unix_now, NewRun, NewTask, RunStatus, Store, StoreAddress, StoreEvent, Writer};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::Result;
 
@@ -42,7 +41,7 @@ pub(super) struct Recorder {
     /// A task was cancelled: the run did not run all it was given.
     cancelled: Cell<bool>,
     /// Held while the pool lives: the run shows `died` if its process is killed.
-    _lock: RunLock,
+    hold: RunHold,
 }
 
 impl Recorder {
@@ -55,7 +54,7 @@ impl Recorder {
     ) -> Result<Recorder> {
         let store = Store::open(&config.address)?;
         let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
-        let (run, lock) = store.create_run(&NewRun {
+        let hold = store.create_run(&NewRun {
             command: config.command.clone(),
             options: serde_json::json!({ "workers": workers }),
             cwd,
@@ -65,7 +64,12 @@ impl Recorder {
             let _ = failure.set(e.to_string());
         });
         let writer = store.writer_with_failure(Box::new(|_| {}), on_failure)?;
-        Ok(Recorder { store, writer, run, cancelled: Cell::new(false), _lock: lock })
+        Ok(Recorder { store, writer, run: hold.run(), cancelled: Cell::new(false), hold })
+    }
+
+    /// The marker of the pool's run, for its workers' environment.
+    pub fn marker(&self) -> Marker {
+        self.hold.marker()
     }
 
     /// The result of an earlier task with this key and label that succeeded, if the

@@ -10,7 +10,7 @@ use super::failure::db;
 use super::space;
 use super::store::SqliteStore;
 use crate::error::{Error, Result};
-use crate::store::lock::RunLock;
+use crate::run::{Liveness, RunHold};
 use crate::store::records::{unix_now as now, NewRun, NewTask, ResumeInfo, RunStatus};
 use crate::task::TaskStatus;
 
@@ -33,13 +33,13 @@ impl SqliteStore {
         }
     }
 
-    /// A new run with its first tasks, in one transaction, and its lock, taken before
+    /// A new run with its first tasks, in one transaction, and its hold, taken before
     /// the run is committed.
-    pub(super) fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
+    pub(super) fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold> {
         self.insert_run(run, tasks).map_err(|e| self.full_or(e, "record a run in"))
     }
 
-    fn insert_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
+    fn insert_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -59,18 +59,18 @@ impl SqliteStore {
         .map_err(db(&self.path, "create a run"))?;
         let id = tx.last_insert_rowid();
         insert_task_rows(&self.path, &tx, id, tasks)?;
-        let lock = RunLock::take(&self.path, id)?;
+        let hold = self.liveness.hold(id)?;
         tx.commit().map_err(db(&self.path, "create a run"))?;
-        Ok((id, lock))
+        Ok(hold)
     }
 
-    /// A stored status as it stands: `running` whose lock no live process holds is
-    /// [`RunStatus::Died`]. The status is read again once the lock is seen free: a
-    /// run that was just ending committed its end before it let its lock go. A run
+    /// A stored status as it stands: `running` that is not alive (no live process
+    /// holds it) is [`RunStatus::Died`]. The status is read again once the run is seen
+    /// dead: a run that was just ending committed its end before it let its hold go. A run
     /// stored as `finished` with tasks still `queued` or `running` (`open`) did not
     /// finish: it shows as [`RunStatus::Interrupted`].
     pub(super) fn live_status(&self, run: i64, stored: RunStatus, open: u64) -> RunStatus {
-        let status = if stored != RunStatus::Running || RunLock::is_held(&self.path, run) {
+        let status = if stored != RunStatus::Running || self.liveness.is_alive(run) {
             stored
         } else {
             let now: Option<RunStatus> = self

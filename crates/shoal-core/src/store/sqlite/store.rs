@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::journal::SqliteJournal;
 use super::schema;
 use crate::error::Result;
+use crate::run::{FileLiveness, Liveness, RunHold};
 use crate::store::backend::{Access, Backend, Journal};
-use crate::store::lock::RunLock;
 use crate::store::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
 };
@@ -26,6 +26,8 @@ pub(crate) struct SqliteStore {
     conn: Mutex<Connection>,
     /// The file's schema version: [`schema::SCHEMA_VERSION`] unless opened read-only.
     version: i64,
+    /// Its runs' liveness: a lock file beside the store per live run.
+    pub(super) liveness: FileLiveness,
 }
 
 impl SqliteStore {
@@ -36,7 +38,8 @@ impl SqliteStore {
             Access::Write => (schema::open_store(path)?, schema::SCHEMA_VERSION),
             Access::Read => schema::open_read_only(path)?,
         };
-        Ok(SqliteStore { path: path.to_owned(), conn: Mutex::new(conn), version })
+        let liveness = FileLiveness::new(path);
+        Ok(SqliteStore { path: path.to_owned(), conn: Mutex::new(conn), version, liveness })
     }
 
     /// The schema version of the file (older ones are read as they are).
@@ -52,8 +55,12 @@ impl SqliteStore {
 }
 
 impl Backend for SqliteStore {
-    fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<(i64, RunLock)> {
+    fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold> {
         SqliteStore::create_run(self, run, tasks)
+    }
+
+    fn liveness(&self) -> &dyn Liveness {
+        &self.liveness
     }
 
     fn set_run_options(&self, run: i64, options: &Value, memory_mode: Option<&str>) -> Result<()> {

@@ -13,6 +13,7 @@ use super::journal::SqliteJournal;
 use super::read::nearest_rank;
 use super::schema;
 use crate::error::{Error, FailureKind};
+use crate::run::RunHold;
 use crate::store::*;
 use crate::task::{AttemptOutcome, Output, TaskMeta, TaskStatus};
 
@@ -22,8 +23,8 @@ fn temp() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// A new run whose lock is held, as by the shoal that runs it.
-fn new_live_run(store: &Store) -> (i64, RunLock) {
+/// A new run, held alive as by the shoal that runs it.
+fn new_live_run(store: &Store) -> RunHold {
     store
         .create_run(&NewRun {
             command: vec!["echo".into(), "{}".into()],
@@ -34,9 +35,9 @@ fn new_live_run(store: &Store) -> (i64, RunLock) {
         .unwrap()
 }
 
-/// A new run whose lock was let go at once (for tests that do not look at its status).
+/// A new run whose hold was let go at once (for tests that do not look at its status).
 fn new_run(store: &Store) -> i64 {
-    new_live_run(store).0
+    new_live_run(store).run()
 }
 
 fn new_tasks(n: u64) -> Vec<NewTask> {
@@ -128,7 +129,9 @@ fn open_creates_a_private_wal_file_and_reopens() {
     assert_eq!(pragma::<i64>(&path, "application_id"), APPLICATION_ID);
     assert_eq!(pragma::<i64>(&path, "user_version"), SCHEMA_VERSION);
     assert_eq!(store.last_run().unwrap(), None);
-    let (run, lock) = new_live_run(&store);
+    let hold = new_live_run(&store);
+    let run = hold.run();
+    assert!(store.is_alive(run));
     drop(store);
 
     let store = Store::open(&path).unwrap();
@@ -142,7 +145,8 @@ fn open_creates_a_private_wal_file_and_reopens() {
     assert_eq!(record.ended_at, None);
     assert_eq!(store.runs().unwrap()[0].status, RunStatus::Running);
     // Its holder gone without recording the end (killed): the run shows it died.
-    drop(lock);
+    drop(hold);
+    assert!(!store.is_alive(run));
     assert_eq!(store.run(run).unwrap().status, RunStatus::Died);
     assert_eq!(store.runs().unwrap()[0].status, RunStatus::Died);
 }
@@ -435,7 +439,8 @@ fn prepare_resume_requeues_running_tasks_and_closes_open_attempts() {
     write_all(&store, events).0.unwrap();
     assert!(matches!(store.prepare_resume(run + 1), Err(Error::NoSuchRun { .. })));
 
-    let _resuming = RunLock::take(&path, run).unwrap();
+    let _resuming = store.hold_run(run).unwrap();
+    assert!(matches!(store.hold_run(run), Err(Error::RunBusy { .. })));
     let info = store.prepare_resume(run).unwrap();
     assert_eq!((info.run.id, info.run.status, info.run.ended_at), (run, RunStatus::Running, None));
     let pending: Vec<_> = info.pending.iter().map(|t| (t.task, t.status, t.attempts)).collect();

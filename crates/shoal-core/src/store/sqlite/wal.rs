@@ -174,7 +174,7 @@ mod tests {
         let live = dir.join("live.db");
         let store = Store::open(&live).unwrap();
         for i in 1..=runs {
-            let (run, _lock) = store
+            let hold = store
                 .create_run(&NewRun {
                     command: vec!["echo".into()],
                     options: serde_json::json!({}),
@@ -188,7 +188,7 @@ mod tests {
                 command: format!("echo {i}"),
                 meta: TaskMeta::default(),
             };
-            store.insert_tasks(run, &[task]).unwrap();
+            store.insert_tasks(hold.run(), &[task]).unwrap();
         }
         let copy = dir.join("copy.db");
         std::fs::copy(&live, &copy).unwrap();
