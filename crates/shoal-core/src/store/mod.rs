@@ -7,7 +7,8 @@
 //! that picks a backend for an address, the writer thread that makes the engine's
 //! events durable with group commit ([`Writer`]; its protocol is written down in
 //! [`writer`], and what it does once the store takes no more writes in [`outage`]),
-//! the plain records that go in and come out, and the lock a live run holds
+//! the plain records that go in and come out, the control requests that steer a live
+//! run from outside ([`control`]), and the lock a live run holds
 //! ([`RunLock`]). The embedded SQLite file is the one backend today ([`sqlite`]).
 //!
 //! It must not schedule, spawn or decide anything: it records what the engine tells
@@ -16,6 +17,7 @@
 
 mod address;
 pub mod backend;
+pub mod control;
 mod handle;
 mod lock;
 pub mod outage;
@@ -25,6 +27,9 @@ pub mod writer;
 
 pub use address::StoreAddress;
 pub use backend::{Backend, Journal};
+pub use control::{
+    requester, ControlAction, ControlFeed, ControlRecord, ControlRequest, ControlWatcher,
+};
 pub use handle::Store;
 pub use lock::RunLock;
 pub use records::{
