@@ -25,4 +25,6 @@ pub use space::RESERVE;
 pub(crate) use store::SqliteStore;
 
 #[cfg(test)]
+mod control_tests;
+#[cfg(test)]
 mod tests;
