@@ -30,7 +30,7 @@ use crate::units;
 use crate::Exit;
 
 /// The most slots `-j` takes.
-pub const MAX_JOBS: u32 = 4096;
+pub const MAX_JOBS: u32 = shoal_core::store::control::MAX_SLOTS;
 
 /// Waiting this long raises a task by one priority level.
 const AGING_STEP: Duration = Duration::from_secs(30);

@@ -345,9 +345,9 @@ impl<'a, F: Frontend> Driver<'a, F> {
             }
             ControlAction::SetSlots { slots } => {
                 let before = self.sched.slots();
-                let most = self.config.memory.as_deref().and_then(MemoryLimit::max_slots);
+                let cgroups = self.config.memory.as_deref().and_then(MemoryLimit::max_slots);
                 let slots = (slots as usize).max(1);
-                let given = most.map_or(slots, |most| slots.min(most));
+                let given = slots.min(cgroups.unwrap_or(usize::MAX)).min(slots_for_open_files());
                 self.sched.set_slots(given);
                 let count = self.sched.slot_count();
                 if self.slots.len() < count {
@@ -355,9 +355,11 @@ impl<'a, F: Frontend> Driver<'a, F> {
                 }
                 let mut result = format!("slots {before} -> {given}");
                 if given < slots {
-                    result += &format!(
-                        " (not {slots}: the memory limit's cgroups were made for {given} slots)"
-                    );
+                    let why = match cgroups {
+                        Some(n) if n == given => "the memory limit's cgroups were made for them",
+                        _ => "what this process may keep open allows no more",
+                    };
+                    result += &format!(" (not {slots}: {why})");
                 }
                 result
             }
@@ -377,6 +379,18 @@ impl<'a, F: Frontend> Driver<'a, F> {
         for slot in 1..=self.slots.len() {
             self.kill(slot, kill);
         }
+    }
+}
+
+/// The most slots the open-file limit serves: a running task holds its two pipes, its
+/// pidfd and perhaps a cgroup's file, and shoal keeps some for itself (as `shoal run`
+/// checks its `-j` at the start).
+fn slots_for_open_files() -> usize {
+    const PER_SLOT: u64 = 4;
+    const OWN: u64 = 64;
+    match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        Some(limit) => (limit.saturating_sub(OWN) / PER_SLOT).max(1) as usize,
+        None => usize::MAX,
     }
 }
 

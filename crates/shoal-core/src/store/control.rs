@@ -27,6 +27,9 @@ use crate::task::TaskId;
 /// take to be noticed, and cheap (one `PRAGMA data_version` read) when nothing came.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// The most slots a request may set (as `shoal run -j` takes).
+pub const MAX_SLOTS: u32 = 4096;
+
 /// What a request asks of a live run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]

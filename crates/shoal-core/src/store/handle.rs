@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::address::StoreAddress;
 use super::backend::{self, Access, Backend, Journal};
-use super::control::{ControlAction, ControlRecord, ControlWatcher};
+use super::control::{ControlAction, ControlRecord, ControlWatcher, MAX_SLOTS};
 use super::lock::RunLock;
 use super::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus, RunSummary,
@@ -150,8 +150,8 @@ impl Store {
     ///
     /// Refused before anything is written: a run that is not live
     /// ([`Error::RunEnded`]; [`Error::NoSuchRun`]), a task it does not have
-    /// ([`Error::NoSuchTask`]) or that has ended ([`Error::TaskEnded`]), zero slots
-    /// ([`Error::InvalidConfig`]). A run that ends before it took them gives
+    /// ([`Error::NoSuchTask`]) or that has ended ([`Error::TaskEnded`]), slots out of
+    /// 1..=[`MAX_SLOTS`] ([`Error::InvalidConfig`]). A run that ends before it took them gives
     /// [`Error::RunEnded`]; one that does not take them in time
     /// [`Error::ControlNotTaken`] (they stay in the store).
     pub fn request(
@@ -161,10 +161,12 @@ impl Store {
         by: &str,
         wait: Duration,
     ) -> Result<Vec<ControlRecord>> {
-        if actions.iter().any(|a| a.slots() == Some(0)) {
+        let bad_slots =
+            actions.iter().find_map(|a| a.slots()).filter(|n| !(1..=MAX_SLOTS).contains(n));
+        if let Some(slots) = bad_slots {
             return Err(Error::InvalidConfig {
                 what: "slots",
-                reason: "must be at least 1".into(),
+                reason: format!("{slots}: must be from 1 to {MAX_SLOTS}"),
             });
         }
         let ids = self.backend.request(run, actions, by)?;

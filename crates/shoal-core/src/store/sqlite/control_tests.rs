@@ -9,6 +9,7 @@ use rusqlite::Connection;
 
 use super::control::SqliteFeed;
 use crate::error::Error;
+use crate::store::control::MAX_SLOTS;
 use crate::store::*;
 use crate::task::{TaskMeta, TaskStatus};
 
@@ -155,6 +156,8 @@ fn a_request_that_cannot_apply_is_refused_and_writes_nothing() {
     assert_eq!(e.to_string(), format!("run {run} has no task 7"));
     let e = refuse(run, ControlAction::SetSlots { slots: 0 });
     assert!(matches!(e, Error::InvalidConfig { what: "slots", .. }), "{e}");
+    let e = refuse(run, ControlAction::SetSlots { slots: MAX_SLOTS + 1 });
+    assert!(e.to_string().contains("must be from 1 to 4096"), "{e}");
     write(&store, vec![StoreEvent::TaskCancelled { run, task: 2 }]);
     let e = refuse(run, ControlAction::CancelTask { task: 2 });
     assert_eq!(e.to_string(), format!("task 2 of run {run} has ended (cancelled)"));
