@@ -129,7 +129,7 @@ class ControlRefused(ShoalError, ValueError):
 
 class ControlNotTaken(ShoalError, TimeoutError):
     """The process running the run did not take a request within the wait: it takes no
-    requests (a Python pool's run does not yet). The request stays in the store."""
+    requests (an older shoal's run). The request stays in the store."""
 
 
 class StoreWarning(RuntimeWarning):

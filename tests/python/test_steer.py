@@ -116,11 +116,43 @@ def test_requests_that_cannot_apply_are_refused(tmp_path):
     assert issubclass(shoal.ControlRefused, ValueError)
 
 
-def test_a_python_pools_run_does_not_take_requests_and_says_so(tmp_path):
+def test_a_pool_with_a_store_takes_pause_unpause_and_cancel(tmp_path):
     store = tmp_path / "p.db"
     with shoal.Pool(1, store=str(store)) as pool:
-        result = pool.apply_async(time.sleep, (3,))
-        steer = shoal.Store(store, wait=0.5)
-        with pytest.raises(shoal.ControlNotTaken, match="did not take the request"):
-            steer.pause(1)
-        result.get(timeout=30)
+        first = pool.apply_async(time.sleep, (0.5,))  # task 1
+        wait_until("the first call to start", lambda: statuses(store).get("running") == 1)
+        steer = shoal.Store(store)
+        assert steer.pause(1) == "paused: no new calls until unpaused"
+        later = [pool.apply_async(os.getpid) for _ in range(3)]  # tasks 2, 3, 4
+        first.get(timeout=30)
+        time.sleep(0.5)
+        assert not any(r.ready() for r in later), "a call started while paused"
+        assert steer.cancel(1, tasks=[3]) == ["task 3 cancelled before it started"]
+        assert steer.set_jobs(1, 4).startswith("not applied: a worker pool's")
+        assert steer.unpause(1) == "unpaused"
+        assert later[0].get(timeout=30) > 0
+        with pytest.raises(shoal.TaskCancelled):
+            later[1].get(timeout=30)
+        assert later[2].get(timeout=30) > 0
+    assert statuses(store) == {"succeeded": 3, "cancelled": 1}
+
+
+def test_cancel_of_a_pools_run_terminates_it(tmp_path):
+    store = tmp_path / "p.db"
+    pool = shoal.Pool(1, store=str(store))
+    try:
+        running = pool.apply_async(time.sleep, (30,))
+        waiting = pool.apply_async(os.getpid)
+        wait_until("the first call to start", lambda: statuses(store).get("running") == 1)
+        said = shoal.Store(store).cancel(1)
+        assert said == ["the pool was terminated: its workers killed, its calls cancelled"]
+        for result in (running, waiting):
+            with pytest.raises(shoal.TaskCancelled):
+                result.get(timeout=10)
+    finally:
+        pool.terminate()
+        pool.join()
+    out = subprocess.run(
+        [BINARY, "--store", str(store), "runs", "--json"], capture_output=True, text=True
+    ).stdout
+    assert '"status":"interrupted"' in out.replace(" ", ""), out

@@ -80,7 +80,7 @@ pub enum Error {
     /// The process running the run did not take a control request in time.
     #[error(
         "run {run} did not take the request within {}s: the process running it takes no \
-         requests (a Python pool's run does not yet); the request stays in the store",
+         requests (an older shoal?); the request stays in the store",
         waited.as_secs()
     )]
     ControlNotTaken { run: i64, waited: std::time::Duration },

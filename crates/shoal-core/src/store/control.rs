@@ -9,8 +9,9 @@
 //! when it applied each and what it made of it (`StoreEvent::ControlApplied`). The
 //! asker waits for that record, so it knows the request was taken.
 //!
-//! Who applies: the engine of `shoal run` (`engine::run_steered`). A Python pool's
-//! run does not take requests yet: an asker gives up after its wait and says so.
+//! Who applies: the engine of `shoal run` (`engine::run_steered`), and a worker pool
+//! with a store (`workers/driver.rs`: pause, unpause and cancel). An asker whose run
+//! takes no requests (an older shoal's) gives up after its wait and says so.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
