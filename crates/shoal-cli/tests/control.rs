@@ -237,3 +237,24 @@ fn a_store_that_cannot_be_written_is_refused() {
     out.expect_code(2);
     assert!(out.stderr.contains("is not writable"), "{}", out.stderr);
 }
+
+#[test]
+fn jobs_grows_no_further_than_the_memory_limits_cgroups() {
+    let env = Env::new();
+    let numbers: Vec<String> = (1..=6).map(|n| n.to_string()).collect();
+    let mut args = vec!["run", "-j", "1", "--no-progress", "--memory-limit", "64M"];
+    args.extend(["touch {#}.on; sleep 0.3", ":::"]);
+    args.extend(numbers.iter().map(String::as_str));
+    let run = env.spawn(&args);
+    wait_for("a task to start", HANG, || (count(env.path(), ".on") >= 1).then_some(()));
+    let said = steer(&env, &["jobs", "1", "3"]);
+    run.wait(HANG).expect_code(0);
+    let mode = env.stats(&[])["memory_limit_mode"].as_str().unwrap_or_default().to_owned();
+    if mode.starts_with("cgroup") {
+        // One cgroup per slot was made at the start: a slot past them would be unlimited.
+        let expected = "slots 1 -> 1 (not 3: the memory limit's cgroups were made for them)";
+        assert!(said.contains(expected), "{mode}: {said}");
+    } else {
+        assert!(said.contains("slots 1 -> 3"), "{mode}: {said}");
+    }
+}
