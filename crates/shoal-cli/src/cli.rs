@@ -53,7 +53,8 @@ pub enum Command {
 Replacement strings: {} {.} {/} {//} {/.} {#} (task number) {%} (slot) {1} {2} (n-th group); \
 with none, the inputs are appended.\n\
 Exit status: 0 all tasks succeeded (or there were none), 1 some failed, 2 usage error, \
-74 the store took no more writes (a full disk), 130/143 interrupted (130: by `shoal cancel`)."
+74 the store took no more writes (a full disk), 130/143 interrupted. \
+`shoal cancel` of the run exits 130, as Ctrl-C."
 )]
 pub struct RunArgs {
     /// Number of slots (tasks running at once). Default: the number of cores.
