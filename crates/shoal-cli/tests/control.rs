@@ -157,13 +157,30 @@ fn a_request_is_recorded_with_who_asked_and_what_the_run_made_of_it() {
     assert!(record.applied_at.is_some_and(|at| at >= record.requested_at), "{record:?}");
 }
 
-/// Runs a control command that must be refused: exit 2, one line naming what is wrong.
+/// Runs a control command that must be refused: exit 2, one line naming what is wrong,
+/// nothing on stdout.
 #[track_caller]
 fn refused(env: &Env, args: &[&str], says: &str) {
     let out = env.run(args);
     out.expect_code(2);
     assert!(out.stderr.contains(says), "{args:?} said:\n{}", out.stderr);
     assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[test]
+fn refusals_read_as_snapshotted() {
+    let env = Env::new();
+    let snapshot = |args: &[&str]| {
+        let out = env.run(args);
+        out.expect_code(2);
+        env.redact(&out.stderr)
+    };
+    insta::assert_snapshot!("control_no_store", snapshot(&["cancel", "1"]));
+    env.run(&["run", "true", ":::", "a"]).expect_code(0);
+    insta::assert_snapshot!("control_ended_run", snapshot(&["jobs", "1", "2"]));
+    insta::assert_snapshot!("control_no_such_run", snapshot(&["pause", "5"]));
+    insta::assert_snapshot!("control_jobs_zero", snapshot(&["jobs", "1", "0"]));
 }
 
 #[test]
