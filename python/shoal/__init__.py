@@ -6,6 +6,9 @@ processes supervised by the engine (`shoal._engine`), which never hangs when a w
 dies, kills only the task that timed out, retries crashes, and prioritises. The errors
 they raise are in `shoal.errors`.
 
+`shoal.Store(path)` steers the live runs recorded in a store (cancel, pause, unpause,
+set_jobs), from any process, as the `shoal cancel` family does.
+
 The package also installs the `shoal` command line (`python -m shoal` runs it too),
 and `shoal.__version__` is its version.
 
@@ -36,6 +39,9 @@ __all__ = [
     "EngineError",
     "StoreError",
     "StoreWarning",
+    "Store",
+    "ControlRefused",
+    "ControlNotTaken",
 ]
 
 # Where each public name lives.
@@ -56,11 +62,16 @@ _HOMES = {
     "EngineError": "shoal.errors",
     "StoreError": "shoal.errors",
     "StoreWarning": "shoal.errors",
+    "Store": "shoal.store",
+    "ControlRefused": "shoal.errors",
+    "ControlNotTaken": "shoal.errors",
 }
 
 if TYPE_CHECKING:
     from shoal._client import Stats, WorkerStats
     from shoal.errors import (
+        ControlNotTaken,
+        ControlRefused,
         EngineError,
         InitializerError,
         MemoryLimitExceeded,
@@ -75,6 +86,7 @@ if TYPE_CHECKING:
     )
     from shoal.futures import ProcessPoolExecutor
     from shoal.pool import AsyncResult, Pool
+    from shoal.store import Store
 
 
 def __getattr__(name: str):

@@ -93,3 +93,16 @@ class Engine:
     @property
     def pending(self) -> int:
         """Submitted tasks whose event events() has not returned yet."""
+
+class Store:
+    def __init__(self, path: str) -> None:
+        """Opens an existing store (shoal.errors.StoreError if it does not exist or
+        cannot be used)."""
+    def request(
+        self, run: int, requests: list[tuple[str, int | None]], wait: float = 5.0
+    ) -> list[str]:
+        """Asks the live run to apply each (action, number): ("cancel", None | task),
+        ("pause", None), ("unpause", None), ("jobs", slots); waits up to `wait` s for
+        the run to take them and returns what it made of each.
+        shoal.errors.ControlRefused (a ValueError) for a request that cannot apply,
+        shoal.errors.ControlNotTaken (a TimeoutError) if the run did not take it."""

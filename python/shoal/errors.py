@@ -5,6 +5,7 @@ Every kind of failure has its own class under `ShoalError`, which also derives f
 standard exception a caller may already catch: `TaskTimeout` is a `TimeoutError`,
 `MemoryLimitExceeded` a `MemoryError`, `TaskCancelled` a
 `concurrent.futures.CancelledError`, `PicklingError` a `pickle.PicklingError`,
+`ControlRefused` a `ValueError`, `ControlNotTaken` a `TimeoutError`,
 `WorkerCrashed` and `InitializerError` a `concurrent.futures.process.BrokenProcessPool`
 (what the standard executor raises when a worker dies or its initializer fails). An
 exception raised by the task itself is re-raised as its own type, with the worker's
@@ -35,6 +36,8 @@ __all__ = [
     "EngineError",
     "StoreError",
     "StoreWarning",
+    "ControlRefused",
+    "ControlNotTaken",
     "RemoteTraceback",
     "from_event",
     "pickling_error",
@@ -116,6 +119,17 @@ class StoreError(ShoalError, OSError):
     """The store given as `store=` cannot be used: its directory is missing, the file is
     not a shoal store or is of another schema version, it is damaged, or a write to it
     failed. Raised when the pool is made; nothing has run."""
+
+
+class ControlRefused(ShoalError, ValueError):
+    """A request to steer a run (`shoal.Store`) that cannot apply: no such run or task,
+    a run that is not live any more (finished, interrupted, died), a task that ended.
+    Nothing was asked."""
+
+
+class ControlNotTaken(ShoalError, TimeoutError):
+    """The process running the run did not take a request within the wait: it takes no
+    requests (an older shoal's run). The request stays in the store."""
 
 
 class StoreWarning(RuntimeWarning):

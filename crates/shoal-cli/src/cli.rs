@@ -35,6 +35,14 @@ pub enum Command {
     Stats(StatsArgs),
     /// Every task of a run with its attempts, as JSON lines.
     Export(ExportArgs),
+    /// Cancel a live run (as a Ctrl-C would), or some of its tasks (--task).
+    Cancel(CancelArgs),
+    /// Start no new task in a live run until `shoal unpause`; running tasks go on.
+    Pause(RunArg),
+    /// Start tasks again in a paused run.
+    Unpause(RunArg),
+    /// Change how many tasks a live run runs at once.
+    Jobs(JobsArgs),
 }
 
 /// Options of `shoal run`. Options are `Option`s so that `--resume` can tell what
@@ -46,7 +54,8 @@ pub enum Command {
 Replacement strings: {} {.} {/} {//} {/.} {#} (task number) {%} (slot) {1} {2} (n-th group); \
 with none, the inputs are appended.\n\
 Exit status: 0 all tasks succeeded (or there were none), 1 some failed, 2 usage error, \
-74 the store took no more writes (a full disk), 130/143 interrupted."
+74 the store took no more writes (a full disk), 130/143 interrupted. \
+`shoal cancel` of the run exits 130, as Ctrl-C."
 )]
 pub struct RunArgs {
     /// Slots (tasks running at once), as GNU parallel: N, N% of the cores (50%), +N or
@@ -156,6 +165,42 @@ pub struct StatsArgs {
     /// One JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `shoal cancel`.
+#[derive(Debug, Args)]
+#[command(after_help = "The run takes the request within about 100 ms; this waits until it has \
+(at most 5 s). Exit status: 0 taken, 2 refused (no such run or task, an ended run or task, \
+a store that cannot be written).")]
+pub struct CancelArgs {
+    /// The run (a live one: see `shoal runs`).
+    #[arg(value_name = "RUN")]
+    pub run: i64,
+    /// Cancel only this task (repeatable): queued, it never starts; running, it is
+    /// stopped (SIGTERM, SIGKILL after the grace). The rest of the run goes on.
+    #[arg(long = "task", value_name = "N")]
+    pub tasks: Vec<u64>,
+}
+
+/// The run of `shoal pause` and `shoal unpause`.
+#[derive(Debug, Args)]
+pub struct RunArg {
+    /// The run (a live one: see `shoal runs`).
+    #[arg(value_name = "RUN")]
+    pub run: i64,
+}
+
+/// Options of `shoal jobs`.
+#[derive(Debug, Args)]
+#[command(after_help = "Fewer: running tasks finish, and none starts on the slots taken away. \
+More: the new slots start work at once.")]
+pub struct JobsArgs {
+    /// The run (a live one: see `shoal runs`).
+    #[arg(value_name = "RUN")]
+    pub run: i64,
+    /// Tasks at once from now.
+    #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::jobs::MAX_JOBS)))]
+    pub jobs: u32,
 }
 
 /// Options of `shoal export`.

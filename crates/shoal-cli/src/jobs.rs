@@ -11,7 +11,7 @@
 use std::fmt;
 
 /// The most slots a run has.
-pub const MAX_JOBS: u32 = 4096;
+pub const MAX_JOBS: u32 = shoal_core::store::control::MAX_SLOTS;
 
 /// A `-j` value as typed.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -149,5 +149,9 @@ fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
         Command::Results(args) => commands::report::results(store, args).map(|()| Exit::Success),
         Command::Stats(args) => commands::report::stats(store, args).map(|()| Exit::Success),
         Command::Export(args) => commands::report::export(store, args).map(|()| Exit::Success),
+        Command::Cancel(args) => commands::control::cancel(store, args),
+        Command::Pause(args) => commands::control::pause(store, args),
+        Command::Unpause(args) => commands::control::unpause(store, args),
+        Command::Jobs(args) => commands::control::jobs(store, args),
     }
 }

@@ -6,7 +6,7 @@
 //! before that there is nothing to estimate it from.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,9 +24,20 @@ struct Counts {
     done: AtomicU64,
     failed: AtomicU64,
     running: AtomicU64,
+    /// Paused by a control request (`shoal pause`).
+    paused: AtomicBool,
 }
 
 impl Counts {
+    /// " (paused)" while paused.
+    fn paused(&self) -> &'static str {
+        if self.paused.load(Ordering::Relaxed) {
+            " (paused)"
+        } else {
+            ""
+        }
+    }
+
     /// (done, running, failed) now.
     fn now(&self) -> (u64, u64, u64) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -42,8 +53,9 @@ impl Counts {
             format!("{:.0}s", self.total.saturating_sub(done) as f64 / rate)
         };
         format!(
-            "shoal: {done}/{} done, running {running} failed {failed}, {rate:.1}/s, ETA {eta}",
-            self.total
+            "shoal: {done}/{} done, running {running} failed {failed}, {rate:.1}/s, ETA {eta}{}",
+            self.total,
+            self.paused()
         )
     }
 }
@@ -78,6 +90,7 @@ impl Progress {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             running: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
         });
         let tty = std::io::stderr().is_terminal();
         let display = match (force, tty) {
@@ -110,6 +123,14 @@ impl Progress {
         }
         if let Display::Bar(bar) = &self.display {
             bar.set_position(done);
+        }
+    }
+
+    /// Dispatching was paused or unpaused: the bar and the status line say so.
+    pub fn set_paused(&self, paused: bool) {
+        self.counts.paused.store(paused, Ordering::Relaxed);
+        if let Display::Bar(bar) = &self.display {
+            bar.tick();
         }
     }
 
@@ -162,7 +183,7 @@ fn bar(total: u64, counts: Arc<Counts>) -> ProgressBar {
     .expect("the template is valid")
     .with_key("counts", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
         let (_, running, failed) = counts.now();
-        let _ = write!(w, "running {running} failed {failed}");
+        let _ = write!(w, "running {running} failed {failed}{}", counts.paused());
     })
     .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
         let _ = write!(w, "{:.1}/s", state.per_sec());

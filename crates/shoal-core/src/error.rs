@@ -65,6 +65,26 @@ pub enum Error {
     #[error("no run {run} in the store")]
     NoSuchRun { run: i64 },
 
+    /// A control request for a run that no live process runs any more.
+    #[error("run {run} has ended ({}): only a live run can be steered", status.as_str())]
+    RunEnded { run: i64, status: crate::store::RunStatus },
+
+    /// A control request named a task the run does not have.
+    #[error("run {run} has no task {task}")]
+    NoSuchTask { run: i64, task: TaskId },
+
+    /// A control request named a task that has already ended.
+    #[error("task {task} of run {run} has ended ({status})")]
+    TaskEnded { run: i64, task: TaskId, status: crate::task::TaskStatus },
+
+    /// The process running the run did not take a control request in time.
+    #[error(
+        "run {run} did not take the request within {}s: the process running it takes no \
+         requests (an older shoal?); the request stays in the store",
+        waited.as_secs()
+    )]
+    ControlNotTaken { run: i64, waited: std::time::Duration },
+
     /// A store event named a task, or an attempt of it, that the store does not hold.
     #[error("the store holds no {what} for task {task} of run {run}")]
     StoreMissing { run: i64, task: TaskId, what: &'static str },

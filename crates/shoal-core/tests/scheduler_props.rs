@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use shoal_core::scheduler::{Backoff, Decision, Scheduler, SchedulerConfig};
+use shoal_core::scheduler::{Backoff, Cancel, Decision, Scheduler, SchedulerConfig};
 use shoal_core::{AttemptOutcome, TaskMeta, TaskStatus};
 
 fn config(slots: usize, aging: Option<Duration>) -> SchedulerConfig {
@@ -43,7 +43,112 @@ fn spec() -> impl Strategy<Value = Spec> {
         })
 }
 
+/// A request from outside, applied to a running scheduler.
+#[derive(Debug, Clone)]
+enum Steer {
+    Slots(usize),
+    Pause,
+    Unpause,
+    Cancel(u64),
+}
+
+fn steer(tasks: u64) -> impl Strategy<Value = Steer> {
+    prop_oneof![
+        (0..6usize).prop_map(Steer::Slots),
+        Just(Steer::Pause),
+        Just(Steer::Unpause),
+        (1..=tasks + 2).prop_map(Steer::Cancel),
+    ]
+}
+
 proptest! {
+    /// Steered while it runs (slots up and down, pause, cancel of any task), the
+    /// scheduler starts tasks only on free slots within the open ones, never starts a
+    /// cancelled task, and every task ends exactly once: run to its end, or cancelled.
+    #[test]
+    fn steering_keeps_starts_on_open_free_slots_and_every_task_ends_once(
+        slots in 1..4usize,
+        (tasks, ops) in (1..30u64).prop_flat_map(|n| (Just(n), proptest::collection::vec(steer(n), 0..16))),
+        outcomes in proptest::collection::vec(any::<u8>(), 64),
+        durations in proptest::collection::vec(1..30u64, 64),
+    ) {
+        let mut s = Scheduler::new(config(slots, None));
+        for task in 1..=tasks {
+            s.submit(task, TaskMeta { retries: 1, ..TaskMeta::default() }, 0, Duration::ZERO);
+        }
+        let mut now = Duration::ZERO;
+        let mut open = slots;
+        let mut paused = false;
+        let mut ops = ops.into_iter();
+        let mut running: HashMap<usize, (u64, Duration)> = HashMap::new(); // slot -> (task, ends at)
+        let mut ended: HashMap<u64, TaskStatus> = HashMap::new();
+        let mut step = 0usize;
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            out.clear();
+            match ops.next() {
+                Some(Steer::Slots(n)) => {
+                    s.set_slots(n);
+                    open = n.max(1);
+                }
+                Some(Steer::Pause) => { s.set_paused(true); paused = true; }
+                Some(Steer::Unpause) => { s.set_paused(false); paused = false; }
+                Some(Steer::Cancel(task)) => {
+                    let is_running = running.values().any(|&(t, _)| t == task);
+                    match s.cancel(task, &mut out) {
+                        Cancel::Dropped => {
+                            prop_assert!(!is_running && task <= tasks && !ended.contains_key(&task));
+                            ended.insert(task, TaskStatus::Cancelled);
+                        }
+                        Cancel::Killing => prop_assert!(is_running, "task {} is not running", task),
+                        Cancel::Unknown => prop_assert!(
+                            task > tasks || ended.contains_key(&task), "task {} is still pending", task
+                        ),
+                    }
+                }
+                None if paused => { s.set_paused(false); paused = false; }
+                None => {}
+            }
+            s.poll(now, &mut out);
+            for d in &out {
+                match *d {
+                    Decision::Start { slot, task, .. } => {
+                        prop_assert!(!paused, "task {} started while paused", task);
+                        prop_assert!((1..=open).contains(&slot), "slot {} of {}", slot, open);
+                        prop_assert!(!running.contains_key(&slot), "slot {} busy", slot);
+                        prop_assert!(!ended.contains_key(&task), "task {} started after its end", task);
+                        step += 1;
+                        running.insert(slot, (task, now + Duration::from_millis(durations[step % durations.len()])));
+                    }
+                    Decision::Kill { slot, .. } => {
+                        let entry = running.get_mut(&slot).expect("kill of a running slot");
+                        entry.1 = now + Duration::from_millis(1);
+                    }
+                }
+            }
+            prop_assert!(s.slot_count() >= open);
+            if s.is_idle() && ops.len() == 0 {
+                break;
+            }
+            let next_end = running.values().map(|&(_, at)| at).min();
+            if let Some(next) = next_end.into_iter().chain(s.next_wakeup()).min() {
+                now = now.max(next);
+            }
+            let done: Vec<usize> = running.iter().filter(|(_, &(_, at))| at <= now).map(|(&slot, _)| slot).collect();
+            for slot in done {
+                let (task, _) = running.remove(&slot).unwrap();
+                step += 1;
+                let v = s.attempt_ended(slot, outcome(outcomes[step % outcomes.len()]), now);
+                if let Some(status) = v.final_status {
+                    prop_assert!(ended.insert(task, status).is_none(), "task {} ended twice", task);
+                }
+            }
+        }
+        prop_assert_eq!(ended.len() as u64, tasks, "every task ended");
+        prop_assert_eq!(s.unfinished(), 0);
+        prop_assert_eq!(s.slot_count(), open, "the slots taken away are gone once idle");
+    }
+
     /// Every task is started once per attempt, never on two slots, never past its
     /// retries, always on a free slot, never below a waiting task's priority (aging
     /// off), and ends exactly once.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use shoal_core::store::StoreAddress;
+use shoal_core::store::{requester, ControlAction, Store, StoreAddress};
 use shoal_core::workers::{PoolClosed, PoolConfig, PoolStore, TaskEvent, TaskSpec, WorkerPool};
 use shoal_core::{Error, TaskMeta};
 
@@ -254,10 +254,23 @@ fn to_python(py: Python<'_>, e: TaskEvent) -> PyEvent {
     )
 }
 
+/// An exception of `shoal.errors`, by its class name.
+fn shoal_error(class: &str, message: String) -> PyErr {
+    Python::attach(|py| match py.import("shoal.errors").and_then(|m| m.getattr(class)) {
+        Ok(class) => PyErr::from_value(match class.call1((message,)) {
+            Ok(error) => error,
+            Err(e) => return e,
+        }),
+        Err(e) => e,
+    })
+}
+
 /// The one place engine errors become Python exceptions. A store that cannot be used
 /// (missing directory, not a shoal store, damaged, on a full disk, another schema, a
 /// backend this shoal does not have, a failed write, its run's lock) is
 /// `shoal.errors.StoreError`, an `OSError`.
+/// A control request that cannot apply is `ControlRefused` (a `ValueError`); one the
+/// run did not take, `ControlNotTaken` (a `TimeoutError`).
 fn engine_error(error: Error) -> PyErr {
     let message = error.to_string();
     match error {
@@ -270,18 +283,79 @@ fn engine_error(error: Error) -> PyErr {
         | Error::StoreBackend { .. }
         | Error::Store { .. }
         | Error::LockFile { .. }
-        | Error::RunBusy { .. } => Python::attach(|py| {
-            match py.import("shoal.errors").and_then(|m| m.getattr("StoreError")) {
-                Ok(class) => PyErr::from_value(match class.call1((message,)) {
-                    Ok(error) => error,
-                    Err(e) => return e,
-                }),
-                Err(e) => e,
-            }
-        }),
+        | Error::RunBusy { .. } => shoal_error("StoreError", message),
+        Error::NoSuchRun { .. }
+        | Error::NoSuchTask { .. }
+        | Error::RunEnded { .. }
+        | Error::TaskEnded { .. } => shoal_error("ControlRefused", message),
+        Error::ControlNotTaken { .. } => shoal_error("ControlNotTaken", message),
         Error::WorkerProgram { .. } | Error::Os { .. } => PyOSError::new_err(message),
         _ => PyRuntimeError::new_err(message),
     }
+}
+
+/// A store opened to steer the live runs recorded in it (`shoal.Store`).
+#[pyclass(frozen, module = "shoal._engine", name = "Store")]
+struct PyStore {
+    store: Store,
+}
+
+#[pymethods]
+impl PyStore {
+    /// Opens an existing store; one that does not exist is not created.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        if !path.exists() {
+            return Err(engine_error(Error::StoreOpen {
+                path,
+                reason: "no store here (a run creates it)".into(),
+            }));
+        }
+        let store = py.detach(|| Store::open(StoreAddress::Sqlite(path))).map_err(engine_error)?;
+        Ok(PyStore { store })
+    }
+
+    /// Asks the live run `run` to apply requests, each `(action, number)`: action
+    /// "cancel" (number: the task, or None for the whole run), "pause", "unpause",
+    /// "jobs" (number: the slots). Waits up to `wait` seconds for the run to take
+    /// them; returns what the run made of each.
+    #[pyo3(signature = (run, requests, wait=5.0))]
+    fn request(
+        &self,
+        py: Python<'_>,
+        run: i64,
+        requests: Vec<(String, Option<i64>)>,
+        wait: f64,
+    ) -> PyResult<Vec<String>> {
+        let wait = seconds("wait", wait)?;
+        let actions = requests
+            .iter()
+            .map(|(action, number)| control_action(action, *number))
+            .collect::<PyResult<Vec<_>>>()?;
+        let by = requester("python shoal.Store");
+        let records =
+            py.detach(|| self.store.request(run, &actions, &by, wait)).map_err(engine_error)?;
+        Ok(records.into_iter().map(|r| r.result.unwrap_or_default()).collect())
+    }
+}
+
+/// A request as the Python front names it.
+fn control_action(action: &str, number: Option<i64>) -> PyResult<ControlAction> {
+    let bad = |what: String| PyValueError::new_err(what);
+    Ok(match (action, number) {
+        ("cancel", None) => ControlAction::CancelRun,
+        ("cancel", Some(task)) => ControlAction::CancelTask {
+            task: u64::try_from(task)
+                .map_err(|_| bad(format!("no task {task}: tasks count from 1")))?,
+        },
+        ("pause", _) => ControlAction::Pause,
+        ("unpause", _) => ControlAction::Unpause,
+        ("jobs", Some(slots)) => ControlAction::SetSlots {
+            // Out of range either way: the store names the range.
+            slots: u32::try_from(slots).unwrap_or(0),
+        },
+        (other, _) => return Err(bad(format!("unknown control request {other:?}"))),
+    })
 }
 
 fn closed(error: PoolClosed) -> PyErr {
@@ -300,6 +374,7 @@ fn cli_main(py: Python<'_>, argv: Vec<OsString>) -> u8 {
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_class::<PyStore>()?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("PROTOCOL_VERSION", shoal_core::protocol::PROTOCOL_VERSION)?;

@@ -1,5 +1,7 @@
-//! The subcommands of `shoal`, one file each (`report` holds the read-only ones).
+//! The subcommands of `shoal`, one file each (`report` holds the read-only ones,
+//! `control` the ones that steer a live run).
 
+pub mod control;
 mod printer;
 pub mod report;
 mod resume;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use shoal_core::engine::{Ended, Stream};
 use shoal_core::process::signal::signal_name;
 use shoal_core::store::StoreEvent;
-use shoal_core::{AttemptOutcome, Output, TaskId};
+use shoal_core::{AttemptOutcome, Output, TaskId, TaskStatus};
 
 use crate::progress::Progress;
 
@@ -63,8 +63,14 @@ impl Printer {
         // Only writes inside: the bar's own methods would deadlock within `suspend`.
         progress.suspend(|| self.print(batch));
         for event in batch {
-            if let StoreEvent::AttemptEnded { final_status: Some(status), .. } = event {
-                progress.finished(status.is_failure());
+            match event {
+                StoreEvent::AttemptEnded { final_status: Some(status), .. } => {
+                    progress.finished(status.is_failure());
+                }
+                StoreEvent::TaskCancelled { .. } => {
+                    progress.finished(TaskStatus::Cancelled.is_failure());
+                }
+                _ => {}
             }
         }
     }
@@ -73,9 +79,18 @@ impl Printer {
         let stdout = std::io::stdout();
         let stderr = std::io::stderr();
         let (mut out, mut err) = (stdout.lock(), stderr.lock());
+        let nothing = Output::default();
         for event in batch {
-            let StoreEvent::AttemptEnded { task, final_status, stdout, stderr, .. } = event else {
-                continue;
+            let (task, final_status, stdout, stderr) = match event {
+                StoreEvent::AttemptEnded { task, final_status, stdout, stderr, .. } => {
+                    (task, *final_status, stdout, stderr)
+                }
+                // Cancelled before it started: nothing to print, but no later output
+                // waits for it in input order.
+                StoreEvent::TaskCancelled { task, .. } => {
+                    (task, Some(TaskStatus::Cancelled), &nothing, &nothing)
+                }
+                _ => continue,
             };
             if final_status.is_none() || self.line_buffer {
                 continue;

@@ -13,7 +13,10 @@ use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Str
 use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
 use shoal_core::run::{Marker, RunHold};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
-use shoal_core::store::{NewRun, NewTask, RunStatus, Store, StoreAddress, StoreEvent, Writer};
+use shoal_core::store::{
+    ControlAction, ControlRequest, NewRun, NewTask, RunStatus, Store, StoreAddress, StoreEvent,
+    Writer,
+};
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -138,6 +141,8 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         })
     };
     let writer = store.writer_with_failure(on_commit, on_failure)?;
+    // `shoal cancel`, `pause`, `unpause` and `jobs` from elsewhere, through the store.
+    let mut controls = store.watch_controls(run_id)?;
 
     let config = engine_config(&options, memory, hold.marker());
     let started = Instant::now();
@@ -149,6 +154,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         progress: &progress,
         printer: &printer,
         output_limit: options.output_limit as usize,
+        cancel_requested: false,
     };
     let tasks = planned.into_iter().map(|p| (p.task, p.meta, p.attempts));
 
@@ -165,12 +171,19 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         let handlers = install_signal_handlers();
         let watcher =
             tokio::spawn(watch_signals(handlers, stop_tx, signal.clone(), progress.clone()));
-        let report = engine::run(&config, tasks, &mut frontend, stop_rx).await;
+        let report =
+            engine::run_steered(&config, tasks, &mut frontend, stop_rx, controls.requests()).await;
         watcher.abort();
         report
     })?;
 
-    let interrupted = signal.load(Ordering::Relaxed);
+    drop(controls);
+    // A `shoal cancel` of the run ends it as a first Ctrl-C does.
+    let cancel = if frontend.cancel_requested { libc::SIGINT } else { 0 };
+    let interrupted = match signal.load(Ordering::Relaxed) {
+        0 => cancel,
+        signal => signal,
+    };
     let stopped = interrupted != 0 || store_failed.load(Ordering::Relaxed);
     let status = if stopped { RunStatus::Interrupted } else { RunStatus::Finished };
     writer.send(StoreEvent::RunEnded { run: run_id, ended_at: unix_now(), status });
@@ -453,6 +466,8 @@ struct CliFrontend<'a> {
     printer: &'a Mutex<Printer>,
     /// Bytes of each stream the store keeps.
     output_limit: usize,
+    /// A control request cancelled the whole run.
+    cancel_requested: bool,
 }
 
 /// Cuts an output to what the store keeps; returns the whole output too when it
@@ -519,6 +534,26 @@ impl Frontend for CliFrontend<'_> {
     fn line(&mut self, task: TaskId, stream: Stream, line: &[u8]) {
         self.progress.suspend(|| super::printer::print_line(task, stream, line));
     }
+
+    fn cancelled(&mut self, task: TaskId) {
+        self.writer.send(StoreEvent::TaskCancelled { run: self.run, task });
+    }
+
+    fn control(&mut self, request: &ControlRequest, result: &str) {
+        match request.action {
+            ControlAction::CancelRun => self.cancel_requested = true,
+            ControlAction::Pause => self.progress.set_paused(true),
+            ControlAction::Unpause => self.progress.set_paused(false),
+            _ => {}
+        }
+        let run = self.run;
+        self.progress.suspend(|| note!("shoal: run {run}: {result} (a control request)"));
+        self.writer.send(StoreEvent::ControlApplied {
+            request: request.id,
+            applied_at: unix_now(),
+            result: result.to_owned(),
+        });
+    }
 }
 
 /// Handlers for SIGINT and SIGTERM (in that order); `None` if they cannot be installed.
@@ -572,8 +607,14 @@ fn store_failure_line(store: &str, run: i64, e: &shoal_core::Error) -> String {
 /// Counts the tasks that a committed batch finished, by final status.
 fn count_finished(counts: &mut HashMap<TaskStatus, u64>, batch: &[StoreEvent]) {
     for event in batch {
-        if let StoreEvent::AttemptEnded { final_status: Some(status), .. } = event {
-            *counts.entry(*status).or_default() += 1;
+        match event {
+            StoreEvent::AttemptEnded { final_status: Some(status), .. } => {
+                *counts.entry(*status).or_default() += 1;
+            }
+            StoreEvent::TaskCancelled { .. } => {
+                *counts.entry(TaskStatus::Cancelled).or_default() += 1;
+            }
+            _ => {}
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The driver loop: poll the scheduler, act on its decisions, wait for the next
-//! event (an attempt ending, a line of output, a deadline, a stop request), repeat.
+//! event (an attempt ending, a line of output, a deadline, a stop request, a control
+//! request from outside), repeat.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,8 @@ use super::attempt::{supervise, Finished, KillLevel, Line};
 use super::events::{Ended, EngineConfig, Frontend, Report, Started, Stop};
 use crate::process::{limits, resolve_program, spawn, Exited, Limits, MemoryLimit};
 use crate::run::kill_all;
-use crate::scheduler::{Decision, Scheduler};
+use crate::scheduler::{Cancel, Decision, Scheduler};
+use crate::store::{ControlAction, ControlRequest};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::{Error, Result};
 
@@ -35,7 +37,30 @@ pub async fn run<F: Frontend>(
     config: &EngineConfig,
     tasks: impl IntoIterator<Item = (TaskId, TaskMeta, u32)>,
     frontend: &mut F,
+    stop: watch::Receiver<Stop>,
+) -> Result<Report> {
+    drive(config, tasks, frontend, stop, None).await
+}
+
+/// [`run`], steered from outside: each request from `controls` (a
+/// [`ControlWatcher`](crate::store::ControlWatcher)'s) is applied as it comes, and
+/// the front end told what was made of it ([`Frontend::control`]).
+pub async fn run_steered<F: Frontend>(
+    config: &EngineConfig,
+    tasks: impl IntoIterator<Item = (TaskId, TaskMeta, u32)>,
+    frontend: &mut F,
+    stop: watch::Receiver<Stop>,
+    controls: &mut mpsc::UnboundedReceiver<ControlRequest>,
+) -> Result<Report> {
+    drive(config, tasks, frontend, stop, Some(controls)).await
+}
+
+async fn drive<F: Frontend>(
+    config: &EngineConfig,
+    tasks: impl IntoIterator<Item = (TaskId, TaskMeta, u32)>,
+    frontend: &mut F,
     mut stop: watch::Receiver<Stop>,
+    mut controls: Option<&mut mpsc::UnboundedReceiver<ControlRequest>>,
 ) -> Result<Report> {
     let mut driver = Driver::new(config, frontend);
     for (task, meta, attempts) in tasks {
@@ -84,10 +109,24 @@ pub async fn run<F: Frontend>(
                 Err(_) => stop_open = false,
                 Ok(()) => driver.stop(*stop.borrow_and_update()),
             },
+            request = next_request(&mut controls), if controls.is_some() => match request {
+                Some(request) => driver.control(request),
+                None => controls = None,
+            },
         }
     }
     driver.report.unfinished = driver.sched.unfinished() as u64;
     Ok(driver.report)
+}
+
+/// The next control request; never ready without a channel.
+async fn next_request(
+    controls: &mut Option<&mut mpsc::UnboundedReceiver<ControlRequest>>,
+) -> Option<ControlRequest> {
+    match controls {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The driver's state between events; the event loop is in [`run`].
@@ -268,6 +307,67 @@ impl<'a, F: Frontend> Driver<'a, F> {
         }
     }
 
+    /// Applies a control request, and tells the front end what it made of it.
+    fn control(&mut self, request: ControlRequest) {
+        let result = match request.action {
+            ControlAction::CancelRun => {
+                self.stop(Stop::Graceful);
+                "stopping the run: no new tasks, running ones get SIGTERM".to_owned()
+            }
+            ControlAction::CancelTask { task } => {
+                let mut kills = Vec::new();
+                match self.sched.cancel(task, &mut kills) {
+                    Cancel::Dropped => {
+                        self.report.cancelled += 1;
+                        self.frontend.cancelled(task);
+                        format!("task {task} cancelled before it started")
+                    }
+                    Cancel::Killing => {
+                        for decision in kills {
+                            if let Decision::Kill { slot, .. } = decision {
+                                self.kill(slot, KillLevel::Term);
+                            }
+                        }
+                        format!("stopping task {task}: SIGTERM, SIGKILL after the grace")
+                    }
+                    Cancel::Unknown => format!("task {task} had already ended"),
+                }
+            }
+            ControlAction::Pause | ControlAction::Unpause => {
+                let pause = request.action == ControlAction::Pause;
+                let was = self.sched.is_paused();
+                self.sched.set_paused(pause);
+                match (was, pause) {
+                    (false, true) => "paused: no new tasks until unpaused".to_owned(),
+                    (true, false) => "unpaused".to_owned(),
+                    (true, true) => "already paused".to_owned(),
+                    (false, false) => "was not paused".to_owned(),
+                }
+            }
+            ControlAction::SetSlots { slots } => {
+                let before = self.sched.slots();
+                let cgroups = self.config.memory.as_deref().and_then(MemoryLimit::max_slots);
+                let slots = (slots as usize).max(1);
+                let given = slots.min(cgroups.unwrap_or(usize::MAX)).min(slots_for_open_files());
+                self.sched.set_slots(given);
+                let count = self.sched.slot_count();
+                if self.slots.len() < count {
+                    self.slots.resize_with(count, || None);
+                }
+                let mut result = format!("slots {before} -> {given}");
+                if given < slots {
+                    let why = match cgroups {
+                        Some(n) if n == given => "the memory limit's cgroups were made for them",
+                        _ => "what this process may keep open allows no more",
+                    };
+                    result += &format!(" (not {slots}: {why})");
+                }
+                result
+            }
+        };
+        self.frontend.control(&request, &result);
+    }
+
     /// A stop request: start nothing more and stop what runs, harder for `Immediate`.
     fn stop(&mut self, level: Stop) {
         let kill = match level {
@@ -280,6 +380,18 @@ impl<'a, F: Frontend> Driver<'a, F> {
         for slot in 1..=self.slots.len() {
             self.kill(slot, kill);
         }
+    }
+}
+
+/// The most slots the open-file limit serves: a running task holds its two pipes, its
+/// pidfd and perhaps a cgroup's file, and shoal keeps some for itself (as `shoal run`
+/// checks its `-j` at the start).
+fn slots_for_open_files() -> usize {
+    const PER_SLOT: u64 = 4;
+    const OWN: u64 = 64;
+    match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        Some(limit) => (limit.saturating_sub(OWN) / PER_SLOT).max(1) as usize,
+        None => usize::MAX,
     }
 }
 

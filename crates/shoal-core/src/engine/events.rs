@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use crate::process::{CommandLine, Limits, MemoryLimit};
 use crate::run::Marker;
 use crate::scheduler::SchedulerConfig;
+use crate::store::ControlRequest;
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 
 /// How the engine runs tasks.
@@ -92,6 +93,12 @@ pub trait Frontend {
     fn ended(&mut self, event: Ended);
     /// A complete line of output (only with `line_buffer`).
     fn line(&mut self, _task: TaskId, _stream: Stream, _line: &[u8]) {}
+    /// A task that never started was cancelled by a control request: it is final,
+    /// `cancelled`, with no attempt (only with `run_steered`).
+    fn cancelled(&mut self, _task: TaskId) {}
+    /// A control request was applied; `result` says what became of it (only with
+    /// `run_steered`).
+    fn control(&mut self, _request: &ControlRequest, _result: &str) {}
 }
 
 /// How a run ended.

@@ -12,10 +12,16 @@
 //! Shutdown: the stop `watch` goes to `Graceful` (stop dispatching, cancel running
 //! attempts: SIGTERM, SIGKILL after the grace) then perhaps `Immediate` (SIGKILL now);
 //! the driver returns once no attempt runs.
+//! Control requests (`run_steered`): a channel of [`ControlRequest`]s, fed by the
+//! store's watcher thread; each is applied between events (cancel the run as a
+//! graceful stop, cancel a task, pause, change the slots) and reported to the front
+//! end, which records it.
+//!
+//! [`ControlRequest`]: crate::store::ControlRequest
 
 mod attempt;
 mod driver;
 mod events;
 
-pub use driver::run;
+pub use driver::{run, run_steered};
 pub use events::{Ended, EngineConfig, Frontend, Report, Started, Stop, Stream};

@@ -70,6 +70,15 @@ impl MemoryLimit {
             .map_or(MemoryLimit::AddressSpace(bytes), MemoryLimit::Cgroup)
     }
 
+    /// The most slots it can limit: one cgroup each was made at the start; `None`
+    /// when any number can be (`RLIMIT_AS` is per process).
+    pub fn max_slots(&self) -> Option<usize> {
+        match self {
+            MemoryLimit::Cgroup(limiter) => Some(limiter.slots.len()),
+            MemoryLimit::AddressSpace(_) => None,
+        }
+    }
+
     /// The mechanism in use.
     pub fn mode(&self) -> MemoryMode {
         match self {

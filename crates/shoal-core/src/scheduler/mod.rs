@@ -11,4 +11,4 @@
 mod queue;
 mod state;
 
-pub use state::{Backoff, Decision, Scheduler, SchedulerConfig, Verdict};
+pub use state::{Backoff, Cancel, Decision, Scheduler, SchedulerConfig, Verdict};

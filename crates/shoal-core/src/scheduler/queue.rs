@@ -221,6 +221,15 @@ impl ReadyQueue {
             .map(|(_, priority)| priority)
     }
 
+    /// Takes `task` out of the queue, wherever it waits; `None` if it does not. A scan
+    /// of the waiting tasks: for a cancel request, never on the dispatch path.
+    pub fn remove_task(&mut self, task: TaskId) -> Option<TaskState> {
+        let (place, state) = self.tasks.slab.iter().find(|(_, s)| s.task == task)?;
+        let handle = Handle { place, ticket: self.tasks.tickets[place] };
+        let (priority, rank) = (state.meta.priority, rank_of(state));
+        Some(self.remove(priority, rank, handle))
+    }
+
     fn remove(&mut self, priority: i32, rank: Rank, handle: Handle) -> TaskState {
         let state = self.tasks.remove(handle);
         let tasks = &self.tasks;
@@ -269,6 +278,21 @@ mod tests {
 
     fn drain(q: &mut ReadyQueue, now: Duration) -> Vec<TaskId> {
         std::iter::from_fn(|| pop(q, None, now)).collect()
+    }
+
+    #[test]
+    fn a_task_removed_by_id_is_never_served_and_the_rest_keep_their_order() {
+        let mut q = ReadyQueue::new(Some(Duration::from_secs(1)));
+        for task in 1..=4 {
+            push(&mut q, task, meta(0, None, Some("k")), Duration::ZERO);
+        }
+        push(&mut q, 5, meta(0, Some(3), None), Duration::ZERO);
+        assert_eq!(q.remove_task(2).map(|s| s.task), Some(2));
+        assert_eq!(q.remove_task(5).map(|s| s.task), Some(5), "an out-of-order task too");
+        assert!(q.remove_task(2).is_none(), "gone");
+        assert!(q.remove_task(9).is_none(), "never there");
+        assert_eq!(pop(&mut q, Some("k"), Duration::ZERO), Some(1));
+        assert_eq!(drain(&mut q, Duration::ZERO), vec![3, 4]);
     }
 
     #[test]

@@ -71,6 +71,20 @@ struct Running {
     killing: Option<KillReason>,
 }
 
+/// What a cancel request found of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// It was waiting (queued or waiting out a backoff) and is taken out: it ends
+    /// `cancelled` now, without an attempt, and never starts.
+    Dropped,
+    /// It runs: a [`Decision::Kill`] was given (unless a kill was already under way);
+    /// its attempt's end will be reported and it ends `cancelled` (or as the kill
+    /// already under way decides).
+    Killing,
+    /// The scheduler does not hold it: it already ended, or it is not of this run.
+    Unknown,
+}
+
 /// The scheduler. See the module doc of [`crate::scheduler`].
 #[derive(Debug)]
 pub struct Scheduler {
@@ -80,14 +94,19 @@ pub struct Scheduler {
     ready: ReadyQueue,
     /// Failed tasks waiting out their backoff, by (ready at, seq).
     delayed: BTreeMap<(Duration, u64), TaskState>,
-    /// Index 0 is slot 1.
+    /// Index 0 is slot 1. Longer than `open_slots` while slots taken away by
+    /// [`Scheduler::set_slots`] still finish their attempt.
     slots: Vec<Option<Running>>,
+    /// Slots `1..=open_slots` take tasks.
+    open_slots: usize,
     last_key: Vec<Option<String>>,
     /// Slots the driver has closed: no task starts there (index 0 is slot 1).
     closed: Vec<bool>,
     deadlines: BTreeSet<(Duration, SlotId)>,
     next_seq: u64,
     stopped: bool,
+    /// No task starts while paused; what runs goes on, timeouts still apply.
+    paused: bool,
 }
 
 impl Scheduler {
@@ -100,11 +119,13 @@ impl Scheduler {
             unfinished: 0,
             delayed: BTreeMap::new(),
             slots: (0..slots).map(|_| None).collect(),
+            open_slots: slots,
             last_key: vec![None; slots],
             closed: vec![false; slots],
             deadlines: BTreeSet::new(),
             next_seq: 0,
             stopped: false,
+            paused: false,
         }
     }
 
@@ -135,10 +156,10 @@ impl Scheduler {
             let (_, state) = self.delayed.pop_first().expect("checked above");
             self.ready.push(state, now);
         }
-        if self.stopped {
+        if self.stopped || self.paused {
             return;
         }
-        for index in 0..self.slots.len() {
+        for index in 0..self.open_slots {
             if self.slots[index].is_some() || self.closed[index] {
                 continue;
             }
@@ -171,6 +192,7 @@ impl Scheduler {
         now: Duration,
     ) -> Verdict {
         let run = self.slots[slot - 1].take().expect("attempt ended on a free slot");
+        self.drop_closed_slots();
         if let Some(at) = run.deadline {
             self.deadlines.remove(&(at, slot));
         }
@@ -210,11 +232,81 @@ impl Scheduler {
     /// If nothing runs on `slot`: that is a bug in the driver.
     pub fn requeue(&mut self, slot: SlotId, now: Duration) {
         let mut run = self.slots[slot - 1].take().expect("requeue of a free slot");
+        self.drop_closed_slots();
         if let Some(at) = run.deadline {
             self.deadlines.remove(&(at, slot));
         }
         run.state.attempts -= 1;
         self.ready.push(run.state, now);
+    }
+
+    /// Sets the number of slots to `slots` (at least 1) while tasks run. New slots
+    /// take tasks at the next poll; a slot taken away starts nothing more, and what
+    /// runs there finishes, after which the slot is gone. Slots are always numbered
+    /// from 1: the ones taken away are the highest.
+    pub fn set_slots(&mut self, slots: usize) {
+        let slots = slots.max(1);
+        self.open_slots = slots;
+        if slots > self.slots.len() {
+            self.slots.resize_with(slots, || None);
+            self.last_key.resize(slots, None);
+            self.closed.resize(slots, false);
+        }
+        self.drop_closed_slots();
+    }
+
+    /// Forgets the slots past `open_slots` that nothing runs on any more, from the top.
+    fn drop_closed_slots(&mut self) {
+        while self.slots.len() > self.open_slots && self.slots.last().is_some_and(Option::is_none) {
+            self.slots.pop();
+            self.last_key.pop();
+            self.closed.pop();
+        }
+    }
+
+    /// The number of slots that take tasks.
+    pub fn slots(&self) -> usize {
+        self.open_slots
+    }
+
+    /// The highest slot number in use or open: what a driver's table of slots must hold.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Pauses or resumes dispatching: while paused no task starts (nor a retry), and
+    /// what runs goes on; timeouts still apply.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// Whether dispatching is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Cancels one task: a waiting one is taken out and ends now (the caller reports
+    /// it `cancelled`), a running one is killed (its end comes as usual, `cancelled`).
+    pub fn cancel(&mut self, task: TaskId, out: &mut Vec<Decision>) -> Cancel {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(run) = slot.as_mut().filter(|run| run.state.task == task) {
+                if run.killing.is_none() {
+                    run.killing = Some(KillReason::Cancel);
+                    out.push(Decision::Kill { slot: index + 1, task, reason: KillReason::Cancel });
+                }
+                return Cancel::Killing;
+            }
+        }
+        let waiting = self.ready.remove_task(task).is_some() || {
+            let key = self.delayed.iter().find(|(_, s)| s.task == task).map(|(&k, _)| k);
+            key.and_then(|k| self.delayed.remove(&k)).is_some()
+        };
+        if waiting {
+            self.unfinished -= 1;
+            Cancel::Dropped
+        } else {
+            Cancel::Unknown
+        }
     }
 
     /// Stops dispatching: waiting tasks stay unstarted, running ones are killed.
@@ -239,6 +331,7 @@ impl Scheduler {
     pub fn next_wakeup(&self) -> Option<Duration> {
         let deadline = self.deadlines.first().map(|&(at, _)| at);
         let retry = self.delayed.keys().next().map(|&(at, _)| at).filter(|_| !self.stopped);
+        // Paused, a retry becomes ready at its time but starts only on resume.
         deadline.into_iter().chain(retry).min()
     }
 
@@ -353,6 +446,143 @@ mod tests {
         let v = s.attempt_ended(1, AttemptOutcome::Failed { exit_code: 1 }, Duration::ZERO);
         assert_eq!(v.final_status, None);
         assert_eq!(s.next_wakeup(), Some(Duration::from_secs(1)), "the base, not 2^3 times it");
+    }
+
+    fn submit_plain(s: &mut Scheduler, tasks: std::ops::RangeInclusive<TaskId>) {
+        for task in tasks {
+            s.submit(task, TaskMeta::default(), 0, Duration::ZERO);
+        }
+    }
+
+    fn started_slots(decisions: &[Decision]) -> Vec<SlotId> {
+        decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Start { slot, .. } => Some(*slot),
+                Decision::Kill { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn added_slots_take_tasks_at_the_next_poll() {
+        let mut s = Scheduler::new(config(1));
+        submit_plain(&mut s, 1..=5);
+        assert_eq!(started_slots(&poll(&mut s, Duration::ZERO)), vec![1]);
+        s.set_slots(3);
+        assert_eq!(s.slot_count(), 3);
+        assert_eq!(
+            poll(&mut s, Duration::ZERO),
+            vec![
+                Decision::Start { slot: 2, task: 2, attempt: 1 },
+                Decision::Start { slot: 3, task: 3, attempt: 1 }
+            ]
+        );
+        assert_eq!(s.running(), 3);
+    }
+
+    #[test]
+    fn removed_slots_finish_their_task_then_start_nothing_and_numbers_stay_low() {
+        let mut s = Scheduler::new(config(3));
+        submit_plain(&mut s, 1..=6);
+        assert_eq!(started_slots(&poll(&mut s, Duration::ZERO)), vec![1, 2, 3]);
+        s.set_slots(1);
+        assert_eq!(s.slots(), 1);
+        assert_eq!(s.slot_count(), 3, "slots 2 and 3 still run their task");
+        assert!(poll(&mut s, Duration::ZERO).is_empty(), "nothing is killed, nothing starts");
+        assert_eq!(s.running(), 3);
+        s.attempt_ended(3, AttemptOutcome::Succeeded, Duration::ZERO);
+        assert!(poll(&mut s, Duration::ZERO).is_empty(), "slot 3 is gone");
+        s.attempt_ended(2, AttemptOutcome::Succeeded, Duration::ZERO);
+        assert_eq!(s.slot_count(), 1);
+        s.attempt_ended(1, AttemptOutcome::Succeeded, Duration::ZERO);
+        assert_eq!(started_slots(&poll(&mut s, Duration::ZERO)), vec![1]);
+        // Up again: numbered from 2, never past the count.
+        s.set_slots(2);
+        assert_eq!(started_slots(&poll(&mut s, Duration::ZERO)), vec![2]);
+    }
+
+    #[test]
+    fn a_slot_removed_below_a_running_higher_one_keeps_numbers_in_range_once_both_end() {
+        let mut s = Scheduler::new(config(3));
+        submit_plain(&mut s, 1..=8);
+        poll(&mut s, Duration::ZERO);
+        s.attempt_ended(2, AttemptOutcome::Succeeded, Duration::ZERO);
+        s.set_slots(2);
+        // Slot 2 is free and open again; slot 3 still runs and takes nothing after.
+        assert_eq!(started_slots(&poll(&mut s, Duration::ZERO)), vec![2]);
+        s.attempt_ended(3, AttemptOutcome::Succeeded, Duration::ZERO);
+        assert_eq!(s.slot_count(), 2);
+        for slot in [1, 2] {
+            s.attempt_ended(slot, AttemptOutcome::Succeeded, Duration::ZERO);
+        }
+        assert_eq!(started_slots(&poll(&mut s, Duration::ZERO)), vec![1, 2]);
+    }
+
+    #[test]
+    fn zero_slots_is_read_as_one() {
+        let mut s = Scheduler::new(config(2));
+        s.set_slots(0);
+        assert_eq!(s.slots(), 1);
+    }
+
+    #[test]
+    fn paused_starts_nothing_while_running_tasks_go_on_and_timeouts_still_fire() {
+        let mut s = Scheduler::new(config(2));
+        let meta = TaskMeta { timeout: Some(Duration::from_secs(5)), ..TaskMeta::default() };
+        s.submit(1, meta, 0, Duration::ZERO);
+        submit_plain(&mut s, 2..=4);
+        assert_eq!(poll(&mut s, Duration::ZERO).len(), 2);
+        s.set_paused(true);
+        s.attempt_ended(2, AttemptOutcome::Succeeded, Duration::from_secs(1));
+        assert!(poll(&mut s, Duration::from_secs(1)).is_empty(), "paused: slot 2 stays free");
+        assert!(!s.is_idle(), "tasks wait for the resume");
+        assert_eq!(
+            poll(&mut s, Duration::from_secs(5)),
+            vec![Decision::Kill { slot: 1, task: 1, reason: KillReason::Timeout }]
+        );
+        s.set_paused(false);
+        assert_eq!(started_slots(&poll(&mut s, Duration::from_secs(6))), vec![2]);
+    }
+
+    #[test]
+    fn cancel_drops_a_waiting_task_kills_a_running_one_and_ignores_others() {
+        let mut s = Scheduler::new(config(1));
+        let retried = TaskMeta { retries: 1, ..TaskMeta::default() };
+        s.submit(1, retried, 0, Duration::ZERO);
+        submit_plain(&mut s, 2..=3);
+        poll(&mut s, Duration::ZERO);
+        let mut out = Vec::new();
+        assert_eq!(s.cancel(3, &mut out), Cancel::Dropped);
+        assert!(out.is_empty());
+        assert_eq!(s.unfinished(), 2);
+        assert_eq!(s.cancel(1, &mut out), Cancel::Killing);
+        assert_eq!(out, vec![Decision::Kill { slot: 1, task: 1, reason: KillReason::Cancel }]);
+        let v = s.attempt_ended(1, AttemptOutcome::Crashed { signal: 15 }, Duration::ZERO);
+        assert_eq!(v.final_status, Some(TaskStatus::Cancelled), "not retried");
+        assert_eq!(s.cancel(1, &mut out), Cancel::Unknown, "ended");
+        assert_eq!(s.cancel(42, &mut out), Cancel::Unknown, "never submitted");
+        assert_eq!(
+            poll(&mut s, Duration::ZERO),
+            vec![Decision::Start { slot: 1, task: 2, attempt: 1 }],
+            "task 3 never starts"
+        );
+        s.attempt_ended(1, AttemptOutcome::Succeeded, Duration::ZERO);
+        assert!(s.is_idle());
+        assert_eq!(s.unfinished(), 0);
+    }
+
+    #[test]
+    fn cancel_drops_a_task_waiting_out_its_backoff() {
+        let mut s = Scheduler::new(config(1));
+        s.submit(1, TaskMeta { retries: 2, ..TaskMeta::default() }, 0, Duration::ZERO);
+        poll(&mut s, Duration::ZERO);
+        let v = s.attempt_ended(1, AttemptOutcome::Failed { exit_code: 1 }, Duration::ZERO);
+        assert_eq!(v.final_status, None);
+        assert_eq!(s.cancel(1, &mut Vec::new()), Cancel::Dropped);
+        assert_eq!(s.next_wakeup(), None);
+        assert!(poll(&mut s, Duration::from_secs(10)).is_empty());
+        assert!(s.is_idle());
     }
 
     #[test]

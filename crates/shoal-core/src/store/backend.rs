@@ -10,7 +10,9 @@
 //! group commit, `on_commit`/`on_failure` and the outage protocol are the writer's, the
 //! same for every backend; a backend only applies a batch, all or nothing, and says of
 //! a failure what kind it is ([`FailureKind`](crate::error::FailureKind)), which
-//! decides whether the store still takes writes.
+//! decides whether the store still takes writes. Control requests are a backend's
+//! too: written by an asker ([`Backend::request`]), found by the live run through a
+//! cheap [`ControlFeed`] it polls ([`super::control`]).
 //!
 //! A backend must not schedule, spawn or decide anything: it records and answers.
 
@@ -19,6 +21,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::address::StoreAddress;
+use super::control::{ControlAction, ControlFeed, ControlRecord};
 use super::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
 };
@@ -79,6 +82,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn stats(&self, run: i64) -> Result<RunStats>;
     /// A journal of its own for the writer thread (SQLite: its own connection).
     fn journal(&self) -> Result<Box<dyn Journal>>;
+    /// Records control requests for a live run, in one transaction, and returns their
+    /// ids: see [`Store::request`](super::Store::request).
+    fn request(&self, run: i64, actions: &[ControlAction], by: &str) -> Result<Vec<i64>>;
+    /// Every control request of a run, oldest first, with what became of it.
+    fn control_records(&self, run: i64) -> Result<Vec<ControlRecord>>;
+    /// A feed of a run's new requests, on a connection of its own, for the thread
+    /// that watches them (SQLite: polls `PRAGMA data_version`).
+    fn control_feed(&self, run: i64) -> Result<Box<dyn ControlFeed>>;
 }
 
 /// Where the writer thread makes the engine's events durable.

@@ -1,14 +1,18 @@
 //! [`Store`]: an open store, whatever its backend, and its synchronous calls. The
 //! hot-path writes of a running pool go through its [`Writer`](super::Writer) instead.
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
 use super::address::StoreAddress;
 use super::backend::{self, Access, Backend, Journal};
+use super::control::{ControlAction, ControlRecord, ControlWatcher, MAX_SLOTS};
 use super::records::{
-    AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
+    AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus, RunSummary,
+    TaskRecord,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::run::RunHold;
 use crate::task::TaskStatus;
 
@@ -150,5 +154,66 @@ impl Store {
     /// Counts, success rate, duration percentiles and per-slot work of a run.
     pub fn stats(&self, run: i64) -> Result<RunStats> {
         self.backend.stats(run)
+    }
+
+    /// Asks the live run `run` to apply `actions` (recorded as asked by `by`: see
+    /// [`requester`](super::requester)), in one transaction, then waits up to `wait`
+    /// for the run to take them all; returns their records, with what the run made
+    /// of each.
+    ///
+    /// Refused before anything is written: a run that is not live
+    /// ([`Error::RunEnded`]; [`Error::NoSuchRun`]), a task it does not have
+    /// ([`Error::NoSuchTask`]) or that has ended ([`Error::TaskEnded`]), slots out of
+    /// 1..=[`MAX_SLOTS`] ([`Error::InvalidConfig`]). A run that ends before it took them gives
+    /// [`Error::RunEnded`]; one that does not take them in time
+    /// [`Error::ControlNotTaken`] (they stay in the store).
+    pub fn request(
+        &self,
+        run: i64,
+        actions: &[ControlAction],
+        by: &str,
+        wait: Duration,
+    ) -> Result<Vec<ControlRecord>> {
+        let bad_slots =
+            actions.iter().find_map(|a| a.slots()).filter(|n| !(1..=MAX_SLOTS).contains(n));
+        if let Some(slots) = bad_slots {
+            return Err(Error::InvalidConfig {
+                what: "slots",
+                reason: format!("{slots}: must be from 1 to {MAX_SLOTS}"),
+            });
+        }
+        let ids = self.backend.request(run, actions, by)?;
+        let deadline = Instant::now() + wait;
+        let taken = || -> Result<Option<Vec<ControlRecord>>> {
+            let mut records = self.backend.control_records(run)?;
+            records.retain(|r| ids.contains(&r.id));
+            Ok(records.iter().all(|r| r.applied_at.is_some()).then_some(records))
+        };
+        loop {
+            if let Some(records) = taken()? {
+                return Ok(records);
+            }
+            let status = self.backend.run(run)?.status;
+            if status != RunStatus::Running {
+                // It may have taken them just before it ended.
+                return taken()?.ok_or(Error::RunEnded { run, status });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::ControlNotTaken { run, waited: wait });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every control request of a run, oldest first, with what became of each.
+    pub fn control_records(&self, run: i64) -> Result<Vec<ControlRecord>> {
+        self.backend.control_records(run)
+    }
+
+    /// Starts watching the control requests of run `run`, which the caller runs: a
+    /// thread polls the store every [`POLL_INTERVAL`](super::control::POLL_INTERVAL)
+    /// and hands over each new request; it stops when the watcher is dropped.
+    pub fn watch_controls(&self, run: i64) -> Result<ControlWatcher> {
+        ControlWatcher::start(self.backend.control_feed(run)?)
     }
 }

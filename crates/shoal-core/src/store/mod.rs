@@ -7,10 +7,11 @@
 //! that picks a backend for an address, the writer thread that makes the engine's
 //! events durable with group commit ([`Writer`]; its protocol is written down in
 //! [`writer`], and what it does once the store takes no more writes in [`outage`]),
-//! the plain records that go in and come out, and the plain file lock
-//! ([`lock::FileLock`]) that the SQLite backend's run liveness
-//! ([`FileLiveness`](crate::run::FileLiveness)) takes. The embedded SQLite file is the
-//! one backend today ([`sqlite`]). A run's identity and liveness are [`crate::run`]'s.
+//! the plain records that go in and come out, the control requests that steer a live
+//! run from outside ([`control`]), and the plain file lock ([`lock::FileLock`]) that
+//! the SQLite backend's run liveness ([`FileLiveness`](crate::run::FileLiveness))
+//! takes. The embedded SQLite file is the one backend today ([`sqlite`]). A run's
+//! identity and liveness are [`crate::run`]'s.
 //!
 //! It must not schedule, spawn or decide anything: it records what the engine tells
 //! it and answers queries. It never creates directories, never panics on a bad file,
@@ -18,6 +19,7 @@
 
 mod address;
 pub mod backend;
+pub mod control;
 mod handle;
 pub(crate) mod lock;
 pub mod outage;
@@ -27,6 +29,9 @@ pub mod writer;
 
 pub use address::StoreAddress;
 pub use backend::{Backend, Journal};
+pub use control::{
+    requester, ControlAction, ControlFeed, ControlRecord, ControlRequest, ControlWatcher,
+};
 pub use handle::Store;
 pub use records::{
     unix_now, AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus,

@@ -143,6 +143,15 @@ pub enum StoreEvent {
         /// The task.
         task: TaskId,
     },
+    /// The run applied a control request (`result`: what it made of it).
+    ControlApplied {
+        /// The request's id.
+        request: i64,
+        /// When, unix seconds.
+        applied_at: f64,
+        /// What the run made of it.
+        result: String,
+    },
     /// The run ended.
     RunEnded {
         /// The run.

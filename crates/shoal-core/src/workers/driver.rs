@@ -31,7 +31,9 @@ use super::worker::{Inbox, Process, WorkerEvent};
 use crate::process::signal::signal_name;
 use crate::process::{stat, ExitInfo, Exited, Limits, MemoryLimit};
 use crate::protocol::{encode, Conversation, Message, ProtocolError, PROTOCOL_VERSION};
-use crate::scheduler::{Backoff, Decision, Scheduler, SchedulerConfig};
+use crate::scheduler::{Backoff, Cancel, Decision, Scheduler, SchedulerConfig};
+use crate::store::ControlWatcher;
+use crate::store::{ControlAction, ControlRequest};
 use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta};
 
 /// Tasks shorter than this (a moving average) are prefetched, as many to a worker as
@@ -151,6 +153,8 @@ pub(super) async fn run(
     events: std_mpsc::Sender<Vec<TaskEvent>>,
 ) -> PoolStats {
     let (inbox, mut worker_events) = mpsc::unbounded_channel();
+    // With a store, the run takes control requests (pause, unpause, cancel).
+    let mut controls = recorder.as_ref().and_then(Recorder::watch_controls);
     let mut driver = Driver::new(config, memory, recorder, inbox, events);
     for index in 0..driver.slots.len() {
         driver.spawn(index);
@@ -182,6 +186,10 @@ pub(super) async fn run(
                 }
             },
             _ = sleep_until(wakeup.unwrap_or_else(Instant::now)), if wakeup.is_some() => {}
+            request = next_request(&mut controls), if controls.is_some() => match request {
+                Some(request) => driver.on_control(request),
+                None => controls = None,
+            },
         }
         driver.check_timers();
     }
@@ -205,6 +213,14 @@ pub(super) async fn run(
         }
     }
     stats
+}
+
+/// The next control request of the pool's run; never ready without a watcher.
+async fn next_request(controls: &mut Option<ControlWatcher>) -> Option<ControlRequest> {
+    match controls {
+        Some(watcher) => watcher.requests().recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The driver's state; the loop is in [`run`].
@@ -320,6 +336,56 @@ impl Driver {
                     recorder.refused(task, reason);
                 }
             }
+        }
+    }
+
+    /// Applies a control request of the pool's run and records what came of it. A
+    /// call that a worker has is not stopped (that would take its worker, and the
+    /// Runs queued in it, along); a pool's slots do not change yet.
+    fn on_control(&mut self, request: ControlRequest) {
+        let result = match request.action {
+            ControlAction::CancelRun => {
+                self.terminate();
+                "the pool was terminated: its workers killed, its calls cancelled".to_owned()
+            }
+            ControlAction::CancelTask { task } => match self.tasks.get(&task) {
+                Some(t) if t.with_worker => {
+                    format!("task {task} is running in a worker: a running call is not cancelled")
+                }
+                Some(_) => match self.sched.cancel(task, &mut Vec::new()) {
+                    Cancel::Dropped => {
+                        self.end_unstarted(
+                            task,
+                            EventStatus::Cancelled,
+                            Vec::new(),
+                            "cancelled by a control request".into(),
+                        );
+                        format!("task {task} cancelled before it started")
+                    }
+                    // Sent this turn, or ending now: left to finish.
+                    _ => format!(
+                        "task {task} is running in a worker: a running call is not cancelled"
+                    ),
+                },
+                None => format!("task {task} had already ended"),
+            },
+            ControlAction::Pause | ControlAction::Unpause => {
+                let pause = request.action == ControlAction::Pause;
+                let was = self.sched.is_paused();
+                self.sched.set_paused(pause);
+                match (was, pause) {
+                    (false, true) => "paused: no new calls until unpaused".to_owned(),
+                    (true, false) => "unpaused".to_owned(),
+                    (true, true) => "already paused".to_owned(),
+                    (false, false) => "was not paused".to_owned(),
+                }
+            }
+            ControlAction::SetSlots { .. } => {
+                "not applied: a worker pool's number of workers cannot change yet".to_owned()
+            }
+        };
+        if let Some(recorder) = &self.recorder {
+            recorder.control_applied(request.id, result);
         }
     }
 

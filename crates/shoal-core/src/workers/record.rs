@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::run::{Marker, RunHold};
-use crate::store::{unix_now, NewRun, NewTask, RunStatus, Store, StoreAddress, StoreEvent, Writer};
+use crate::store::{
+    unix_now, ControlWatcher, NewRun, NewTask, RunStatus, Store, StoreAddress, StoreEvent, Writer,
+};
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use crate::Result;
 
@@ -45,6 +47,20 @@ pub(super) struct Recorder {
 }
 
 impl Recorder {
+    /// Starts watching the control requests of the pool's run; `None` (logged) if
+    /// the store cannot be polled.
+    pub fn watch_controls(&self) -> Option<ControlWatcher> {
+        self.store
+            .watch_controls(self.run)
+            .map_err(|e| tracing::warn!(error = %e, "control requests will not be taken"))
+            .ok()
+    }
+
+    /// A control request was applied: what came of it.
+    pub fn control_applied(&self, request: i64, result: String) {
+        self.writer.send(StoreEvent::ControlApplied { request, applied_at: unix_now(), result });
+    }
+
     /// Opens the store and starts a run for the pool.
     pub fn open(
         config: &PoolStore,

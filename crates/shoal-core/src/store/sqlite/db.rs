@@ -179,6 +179,13 @@ impl SqliteStore {
             params![run, TaskStatus::Queued, TaskStatus::Running],
         )
         .map_err(db(&self.path, "prepare a resume"))?;
+        // Requests its dead shoal never took: a resume starts without them.
+        tx.execute(
+            "UPDATE control SET applied_at = ?2, result = 'dropped: the run had died'
+             WHERE run_id = ?1 AND applied_at IS NULL",
+            params![run, now()],
+        )
+        .map_err(db(&self.path, "prepare a resume"))?;
         tx.execute(
             "UPDATE runs SET status = ?2, ended_at = NULL WHERE id = ?1",
             params![run, RunStatus::Running],

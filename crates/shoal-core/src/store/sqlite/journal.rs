@@ -284,6 +284,11 @@ fn apply(path: &Path, tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
                 return Err(missing(run, task, "task"));
             }
         }
+        StoreEvent::ControlApplied { request, applied_at, result } => {
+            tx.prepare_cached("UPDATE control SET applied_at = ?2, result = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![request, applied_at, result]))
+                .map_err(db(path, "record an applied control request"))?;
+        }
         &StoreEvent::RunEnded { run, ended_at, status } => {
             let n = tx
                 .prepare_cached("UPDATE runs SET ended_at = ?2, status = ?3 WHERE id = ?1")

@@ -4,10 +4,12 @@
 //! shoal file, the checks on open), the reading of the write-ahead log for damage
 //! (`wal.rs`), the synchronous calls of `SqliteStore` (`db.rs` writes runs and
 //! tasks and repairs a run for resume, `read.rs` answers queries), the writer thread's
-//! `SqliteJournal` (`journal.rs`), and SQLite's errors in the store's terms:
+//! `SqliteJournal` (`journal.rs`), control requests and the feed a live run polls
+//! (`control.rs`), and SQLite's errors in the store's terms:
 //! their kinds (`failure.rs`), and a full file system told from SQLite's "disk I/O
 //! error" (`space.rs`).
 
+mod control;
 mod db;
 mod failure;
 mod journal;
@@ -22,5 +24,7 @@ pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use space::RESERVE;
 pub(crate) use store::SqliteStore;
 
+#[cfg(test)]
+mod control_tests;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-//! The on-disk format: the DDL of schema version 3, the migrations from older
+//! The on-disk format: the DDL of schema version 4, the migrations from older
 //! versions, how a file is recognised as a shoal store and checked, and how a
 //! connection is opened (read-write, or read-only for the reports) and configured.
 //!
@@ -24,7 +24,7 @@ use super::{failure, space, wal};
 use crate::error::{Error, Result};
 
 /// The schema version this shoal reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Marks a SQLite file as a shoal store (`PRAGMA application_id`): "shoa" in ASCII.
 pub const APPLICATION_ID: i64 = 0x7368_6f61;
@@ -92,6 +92,18 @@ CREATE TABLE attempts (
     PRIMARY KEY (run_id, task, attempt),
     FOREIGN KEY (run_id, task) REFERENCES tasks(run_id, task)
 );
+CREATE TABLE control (
+    id           INTEGER PRIMARY KEY,
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    requested_at REAL NOT NULL,
+    requested_by TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    task         INTEGER,
+    slots        INTEGER,
+    applied_at   REAL,
+    result       TEXT
+);
+CREATE INDEX control_pending ON control(run_id, id) WHERE applied_at IS NULL;
 ";
 
 /// Version 1 to 2: a task's result (the return value of a call run by a worker
@@ -112,8 +124,26 @@ ALTER TABLE attempts ADD COLUMN stderr_truncated INTEGER NOT NULL DEFAULT 0;
 PRAGMA user_version = 3;
 ";
 
+/// Version 3 to 4: control requests, how a live run is steered from outside (who
+/// asked, when, what; when the run applied it and what it made of it).
+const MIGRATE_3_TO_4: &str = "
+CREATE TABLE control (
+    id           INTEGER PRIMARY KEY,
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    requested_at REAL NOT NULL,
+    requested_by TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    task         INTEGER,
+    slots        INTEGER,
+    applied_at   REAL,
+    result       TEXT
+);
+CREATE INDEX control_pending ON control(run_id, id) WHERE applied_at IS NULL;
+PRAGMA user_version = 4;
+";
+
 /// The migration from version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: [&str; 2] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3];
+const MIGRATIONS: [&str; 3] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4];
 
 /// A read-only open runs SQLite's quick check on stores up to this size (database
 /// and log): it reads every page, about 0.1 s for a store of 100,000 tasks (22 MB).

@@ -8,11 +8,13 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 use serde_json::Value;
 
+use super::control::SqliteFeed;
 use super::journal::SqliteJournal;
 use super::schema;
 use crate::error::Result;
 use crate::run::{FileLiveness, Liveness, RunHold};
 use crate::store::backend::{Access, Backend, Journal};
+use crate::store::control::{ControlAction, ControlFeed, ControlRecord};
 use crate::store::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
 };
@@ -105,5 +107,17 @@ impl Backend for SqliteStore {
 
     fn journal(&self) -> Result<Box<dyn Journal>> {
         Ok(Box::new(SqliteJournal::open(&self.path)?))
+    }
+
+    fn request(&self, run: i64, actions: &[ControlAction], by: &str) -> Result<Vec<i64>> {
+        SqliteStore::request(self, run, actions, by)
+    }
+
+    fn control_records(&self, run: i64) -> Result<Vec<ControlRecord>> {
+        SqliteStore::control_records(self, run)
+    }
+
+    fn control_feed(&self, run: i64) -> Result<Box<dyn ControlFeed>> {
+        Ok(Box::new(SqliteFeed::open(&self.path, run)?))
     }
 }

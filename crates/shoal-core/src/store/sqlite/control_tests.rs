@@ -1,0 +1,215 @@
+//! Unit tests of control requests in the SQLite backend: recorded, refused, found by
+//! the feed once and cheaply, applied through the writer, migrated, dropped on resume.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::control::SqliteFeed;
+use crate::error::Error;
+use crate::run::RunHold;
+use crate::store::control::MAX_SLOTS;
+use crate::store::*;
+use crate::task::{TaskMeta, TaskStatus};
+
+fn temp() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shoal.db");
+    (dir, path)
+}
+
+/// A run of `tasks` queued tasks held alive, as by the shoal running it.
+fn live_run(store: &Store, tasks: u64) -> (i64, RunHold) {
+    let run = NewRun {
+        command: vec!["sleep".into()],
+        options: serde_json::json!({"jobs": 1}),
+        cwd: "/tmp".into(),
+        memory_limit_mode: None,
+    };
+    let tasks: Vec<NewTask> = (1..=tasks)
+        .map(|task| NewTask {
+            task,
+            args: vec![task.to_string()],
+            command: format!("sleep {task}"),
+            meta: TaskMeta::default(),
+        })
+        .collect();
+    let hold = store.create_run_with(&run, &tasks).unwrap();
+    (hold.run(), hold)
+}
+
+/// Records `actions` without waiting for a run to take them.
+fn ask(store: &Store, run: i64, actions: &[ControlAction]) {
+    match store.request(run, actions, "test", Duration::ZERO) {
+        Err(Error::ControlNotTaken { .. }) => {}
+        other => panic!("expected the request recorded and not taken: {other:?}"),
+    }
+}
+
+/// Commits events through a writer and waits until they are durable.
+fn write(store: &Store, events: Vec<StoreEvent>) {
+    let (tx, rx) = mpsc::channel();
+    let writer = store.writer(Box::new(move |_| tx.send(()).unwrap())).unwrap();
+    for event in events {
+        writer.send(event);
+    }
+    writer.finish().unwrap();
+    rx.recv().unwrap();
+}
+
+#[test]
+fn the_feed_hands_over_each_request_once_and_reads_nothing_while_nothing_changes() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let (run, _lock) = live_run(&store, 3);
+    let (other, _other_lock) = live_run(&store, 1);
+    let mut feed = SqliteFeed::open(&path, run).unwrap();
+    assert_eq!(feed.poll().unwrap(), []);
+    let actions = [
+        ControlAction::Pause,
+        ControlAction::SetSlots { slots: 3 },
+        ControlAction::CancelTask { task: 2 },
+    ];
+    ask(&store, run, &actions);
+    ask(&store, other, &[ControlAction::CancelRun]);
+    let found = feed.poll().unwrap();
+    assert_eq!(found.iter().map(|r| r.action).collect::<Vec<_>>(), actions, "in order, its run's");
+    assert!(found.iter().all(|r| r.run == run));
+    assert_eq!(feed.poll().unwrap(), [], "each once");
+    ask(&store, run, &[ControlAction::Unpause]);
+    let found = feed.poll().unwrap();
+    assert_eq!(found.iter().map(|r| r.action).collect::<Vec<_>>(), [ControlAction::Unpause]);
+    // Idle polls are one pragma read each: a thousand take well under 50 ms of work
+    // (bound generous for a busy machine).
+    let start = Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(feed.poll().unwrap(), []);
+    }
+    assert!(start.elapsed() < Duration::from_millis(500), "idle polls took {:?}", start.elapsed());
+}
+
+#[test]
+fn an_applied_request_is_recorded_with_its_result_and_never_handed_over_again() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let (run, _lock) = live_run(&store, 2);
+    ask(&store, run, &[ControlAction::SetSlots { slots: 4 }]);
+    let id = SqliteFeed::open(&path, run).unwrap().poll().unwrap()[0].id;
+    let result = "slots 1 -> 4".to_owned();
+    write(&store, vec![StoreEvent::ControlApplied { request: id, applied_at: 5.0, result }]);
+    let records = store.control_records(run).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].action, ControlAction::SetSlots { slots: 4 });
+    assert_eq!(records[0].requested_by, "test");
+    assert_eq!(records[0].applied_at, Some(5.0));
+    assert_eq!(records[0].result.as_deref(), Some("slots 1 -> 4"));
+    assert_eq!(SqliteFeed::open(&path, run).unwrap().poll().unwrap(), [], "a new feed skips it");
+}
+
+#[test]
+fn request_waits_until_the_run_takes_it_and_returns_what_it_made_of_it() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let (run, _lock) = live_run(&store, 1);
+    // The run's side: a watcher, and the writer recording what it applied.
+    let applier = {
+        let store = Store::open(&path).unwrap();
+        std::thread::spawn(move || {
+            let mut watcher = store.watch_controls(run).unwrap();
+            let start = Instant::now();
+            let request = loop {
+                if let Ok(request) = watcher.requests().try_recv() {
+                    break request;
+                }
+                assert!(start.elapsed() < Duration::from_secs(10), "never handed over");
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let result = "paused".to_owned();
+            write(
+                &store,
+                vec![StoreEvent::ControlApplied {
+                    request: request.id,
+                    applied_at: unix_now(),
+                    result,
+                }],
+            );
+        })
+    };
+    let asked = Instant::now();
+    let records = store.request(run, &[ControlAction::Pause], "test", Duration::from_secs(20));
+    let took = asked.elapsed();
+    applier.join().unwrap();
+    let records = records.unwrap();
+    assert_eq!(records[0].result.as_deref(), Some("paused"));
+    // Noticed within a poll (50 ms) plus a commit; generous for a busy machine.
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn a_request_that_cannot_apply_is_refused_and_writes_nothing() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let (run, lock) = live_run(&store, 2);
+    let refuse = |run, action| store.request(run, &[action], "test", Duration::ZERO).unwrap_err();
+    assert!(matches!(refuse(9, ControlAction::Pause), Error::NoSuchRun { run: 9 }));
+    let e = refuse(run, ControlAction::CancelTask { task: 7 });
+    assert_eq!(e.to_string(), format!("run {run} has no task 7"));
+    let e = refuse(run, ControlAction::SetSlots { slots: 0 });
+    assert!(matches!(e, Error::InvalidConfig { what: "slots", .. }), "{e}");
+    let e = refuse(run, ControlAction::SetSlots { slots: MAX_SLOTS + 1 });
+    assert!(e.to_string().contains("must be from 1 to 4096"), "{e}");
+    write(&store, vec![StoreEvent::TaskCancelled { run, task: 2 }]);
+    let e = refuse(run, ControlAction::CancelTask { task: 2 });
+    assert_eq!(e.to_string(), format!("task 2 of run {run} has ended (cancelled)"));
+    drop(lock);
+    let e = refuse(run, ControlAction::Pause);
+    assert!(matches!(e, Error::RunEnded { status: RunStatus::Died, .. }), "{e}");
+    assert!(e.to_string().starts_with(&format!("run {run} has ended (died)")), "{e}");
+    write(
+        &store,
+        vec![StoreEvent::RunEnded { run, ended_at: 1.0, status: RunStatus::Interrupted }],
+    );
+    let e = refuse(run, ControlAction::CancelRun);
+    assert!(matches!(e, Error::RunEnded { status: RunStatus::Interrupted, .. }), "{e}");
+    assert_eq!(store.control_records(run).unwrap(), []);
+}
+
+#[test]
+fn a_version_3_store_is_migrated_and_takes_requests() {
+    let (_dir, path) = temp();
+    drop(Store::open(&path).unwrap());
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE control; PRAGMA user_version = 3;")
+        .unwrap();
+    // A report reads it as it is, with no requests.
+    let old = Store::open_read_only(&path).unwrap();
+    assert_eq!(old.control_records(1).unwrap(), []);
+    drop(old);
+    let store = Store::open(&path).unwrap();
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let (run, _lock) = live_run(&store, 1);
+    ask(&store, run, &[ControlAction::Pause]);
+    assert_eq!(store.control_records(run).unwrap().len(), 1);
+}
+
+#[test]
+fn a_resume_drops_the_requests_its_dead_shoal_never_took() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let (run, lock) = live_run(&store, 2);
+    ask(&store, run, &[ControlAction::CancelRun]);
+    drop(lock); // the shoal died before it took it
+    let info = store.prepare_resume(run).unwrap();
+    assert!(info.pending.iter().all(|t| t.status == TaskStatus::Queued));
+    let records = store.control_records(run).unwrap();
+    assert_eq!(records[0].result.as_deref(), Some("dropped: the run had died"));
+    let _hold = store.hold_run(run).unwrap();
+    assert_eq!(SqliteFeed::open(&path, run).unwrap().poll().unwrap(), [], "the resume skips it");
+}
