@@ -37,6 +37,9 @@ struct Counts {
     paused: AtomicBool,
     /// The running tasks to list under the bar (`shoal watch`'s).
     listed: Mutex<Vec<RunningAttempt>>,
+    /// Tasks that succeeded, shown by `shoal watch` (`None` for `shoal run`, whose
+    /// bar needs no more than done and failed).
+    succeeded: Option<AtomicU64>,
 }
 
 impl Counts {
@@ -46,6 +49,14 @@ impl Counts {
             " (paused)"
         } else {
             ""
+        }
+    }
+
+    /// "succeeded N " when it is shown.
+    fn succeeded(&self) -> String {
+        match &self.succeeded {
+            Some(n) => format!("succeeded {} ", n.load(Ordering::Relaxed)),
+            None => String::new(),
         }
     }
 
@@ -65,7 +76,8 @@ impl Counts {
             format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
         };
         format!(
-            "shoal: {done}/{total} done, running {running} failed {failed}, {rate:.1}/s, ETA {eta}{}",
+            "shoal: {done}/{total} done, {}running {running} failed {failed}, {rate:.1}/s, ETA {eta}{}",
+            self.succeeded(),
             self.paused()
         )
     }
@@ -112,6 +124,16 @@ enum Display {
     Lines(Lines),
 }
 
+/// What `shoal watch` read of a run, for [`Progress::show`].
+pub struct Shown {
+    pub total: u64,
+    /// Tasks that reached an end: succeeded, failed or cancelled.
+    pub done: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub running: Vec<RunningAttempt>,
+}
+
 /// The counters and their display.
 pub struct Progress {
     display: Display,
@@ -122,7 +144,7 @@ impl Progress {
     /// `force`: `Some(true)` for --progress, `Some(false)` for --no-progress, `None`
     /// to show a bar only when stderr is a terminal.
     pub fn new(total: u64, force: Option<bool>) -> Progress {
-        Progress::begun(total, force, Duration::ZERO)
+        Progress::begun(total, force, Duration::ZERO, false)
     }
 
     /// The progress of a run that another process runs and began `elapsed` ago
@@ -130,10 +152,10 @@ impl Progress {
     /// set with [`Progress::show`]; its rate and ETA count from the run's start until
     /// the bar has seen tasks end.
     pub fn following(elapsed: Duration) -> Progress {
-        Progress::begun(0, Some(true), elapsed)
+        Progress::begun(0, Some(true), elapsed, true)
     }
 
-    fn begun(total: u64, force: Option<bool>, elapsed: Duration) -> Progress {
+    fn begun(total: u64, force: Option<bool>, elapsed: Duration, watching: bool) -> Progress {
         let now = Instant::now();
         let counts = Arc::new(Counts {
             total: AtomicU64::new(total),
@@ -143,6 +165,7 @@ impl Progress {
             running: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             listed: Mutex::new(Vec::new()),
+            succeeded: watching.then(|| AtomicU64::new(0)),
         });
         let tty = std::io::stderr().is_terminal();
         let display = match (force, tty) {
@@ -155,9 +178,13 @@ impl Progress {
 
     /// Sets every count at once, as read from the store (`shoal watch`), and the
     /// running tasks the bar lists.
-    pub fn show(&self, total: u64, done: u64, failed: u64, running: Vec<RunningAttempt>) {
+    pub fn show(&self, shown: Shown) {
+        let Shown { total, done, succeeded, failed, running } = shown;
         let counts = &self.counts;
         counts.total.store(total, Ordering::Relaxed);
+        if let Some(n) = &counts.succeeded {
+            n.store(succeeded, Ordering::Relaxed);
+        }
         counts.failed.store(failed, Ordering::Relaxed);
         counts.running.store(running.len() as u64, Ordering::Relaxed);
         *counts.listed.lock().unwrap_or_else(|e| e.into_inner()) = running;
@@ -257,7 +284,8 @@ fn bar(total: u64, counts: Arc<Counts>, elapsed: Duration) -> ProgressBar {
     .expect("the template is valid")
     .with_key("counts", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
         let (_, running, failed) = counts.now();
-        let _ = write!(w, "running {running} failed {failed}{}", counts.paused());
+        let _ =
+            write!(w, "{}running {running} failed {failed}{}", counts.succeeded(), counts.paused());
     })
     .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
         let _ = write!(w, "{:.1}/s", state.per_sec());

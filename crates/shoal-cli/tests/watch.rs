@@ -144,7 +144,7 @@ fn watch_shows_failures_as_they_happen_and_ends_with_the_runs_summary_and_status
     assert_eq!(cut(watched), cut(summary), "{text}");
     assert!(watched.contains("6 succeeded, 2 failed"), "{watched}");
     // Not a terminal: status lines, one a second or so.
-    let lines = text.lines().filter(|l| l.contains("/8 done, running")).count();
+    let lines = text.lines().filter(|l| l.contains("/8 done, succeeded ")).count();
     assert!((1..=8).contains(&lines), "{lines} status lines:\n{text}");
 }
 

@@ -22,7 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::report::open_existing;
 use super::run::{summary, Resumable, RunOptions};
 use crate::cli::WatchArgs;
-use crate::progress::Progress;
+use crate::progress::{Progress, Shown};
 use crate::Exit;
 
 /// How often the store is read: failures show within this (plus the run's group
@@ -128,7 +128,13 @@ async fn follow(
 
 /// Shows the run's counts and running tasks.
 fn show(progress: &Progress, run: &RunProgress) {
-    progress.show(run.total, run.done(), run.failed(), run.running.clone());
+    progress.show(Shown {
+        total: run.total,
+        done: run.done(),
+        succeeded: run.count(TaskStatus::Succeeded),
+        failed: run.failed(),
+        running: run.running.clone(),
+    });
 }
 
 /// One line per task that failed.
