@@ -43,6 +43,8 @@ pub enum Command {
     Unpause(RunArg),
     /// Change how many tasks a live run runs at once.
     Jobs(JobsArgs),
+    /// Follow a run started elsewhere, live: progress, running tasks, failures.
+    Watch(WatchArgs),
 }
 
 /// Options of `shoal run`. Options are `Option`s so that `--resume` can tell what
@@ -201,6 +203,22 @@ pub struct JobsArgs {
     /// Tasks at once from now.
     #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::jobs::MAX_JOBS)))]
     pub jobs: u32,
+}
+
+/// Options of `shoal watch`.
+#[derive(Debug, Args)]
+#[command(after_help = "Shows done/total, succeeded, failed and running tasks, rate and ETA, \
+each running task with its slot and time so far, and one line per failed task as it fails; \
+a bar on a terminal, one line a second otherwise. It only reads the store, and ends with the \
+run's summary.\n\
+Exit status: as the run's own: 0 every task succeeded, 1 some failed or were cancelled, or the \
+run died (its process was killed), 130 the run was interrupted; 2 usage error (no such run, no \
+store). Ctrl-C stops watching, not the run (130).")]
+pub struct WatchArgs {
+    /// The run. Default: the latest live run of the store, else its latest run (whose
+    /// summary is shown).
+    #[arg(value_name = "RUN")]
+    pub run: Option<i64>,
 }
 
 /// Options of `shoal export`.

@@ -153,5 +153,6 @@ fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
         Command::Pause(args) => commands::control::pause(store, args),
         Command::Unpause(args) => commands::control::unpause(store, args),
         Command::Jobs(args) => commands::control::jobs(store, args),
+        Command::Watch(args) => commands::watch::watch(store, args),
     }
 }

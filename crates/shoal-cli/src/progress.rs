@@ -4,6 +4,10 @@
 //! to its end, so never more than the slots) and the store writer thread (done and
 //! failed, counted once a result is durable). No ETA is shown until a task is done:
 //! before that there is nothing to estimate it from.
+//!
+//! `shoal watch` shows a run of another process with the same bar and lines
+//! ([`Progress::following`]): it sets the counts it read from the store
+//! ([`Progress::show`]), and the bar lists the running tasks under it.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,20 +16,30 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use shoal_core::store::{unix_now, RunningAttempt};
+
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How often the plain status line is printed.
 const LINE_EVERY: Duration = Duration::from_secs(1);
 
+/// The most running tasks listed under the bar (the rest are counted).
+const LISTED: usize = 8;
+
 /// The counters, read by whatever draws them.
 struct Counts {
-    total: u64,
+    total: AtomicU64,
     start: Instant,
     done: AtomicU64,
     failed: AtomicU64,
     running: AtomicU64,
     /// Paused by a control request (`shoal pause`).
     paused: AtomicBool,
+    /// The running tasks to list under the bar (`shoal watch`'s).
+    listed: Mutex<Vec<RunningAttempt>>,
+    /// Tasks that succeeded, shown by `shoal watch` (`None` for `shoal run`, whose
+    /// bar needs no more than done and failed).
+    succeeded: Option<AtomicU64>,
 }
 
 impl Counts {
@@ -38,6 +52,14 @@ impl Counts {
         }
     }
 
+    /// "succeeded N " when it is shown.
+    fn succeeded(&self) -> String {
+        match &self.succeeded {
+            Some(n) => format!("succeeded {} ", n.load(Ordering::Relaxed)),
+            None => String::new(),
+        }
+    }
+
     /// (done, running, failed) now.
     fn now(&self) -> (u64, u64, u64) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -47,16 +69,44 @@ impl Counts {
     /// The plain status line of `counts` (as [`Counts::now`] gave them).
     fn line(&self, (done, running, failed): (u64, u64, u64)) -> String {
         let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        let total = self.total.load(Ordering::Relaxed);
         let eta = if done == 0 {
             "-".to_owned()
         } else {
-            format!("{:.0}s", self.total.saturating_sub(done) as f64 / rate)
+            format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
         };
         format!(
-            "shoal: {done}/{} done, running {running} failed {failed}, {rate:.1}/s, ETA {eta}{}",
-            self.total,
+            "shoal: {done}/{total} done, {}running {running} failed {failed}, {rate:.1}/s, ETA {eta}{}",
+            self.succeeded(),
             self.paused()
         )
+    }
+
+    /// The running tasks as lines under the bar, each with its slot and how long it
+    /// has run: `\n  task 7  slot 2  12s`; nothing when none is listed.
+    fn listed(&self, w: &mut dyn std::fmt::Write) {
+        let listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        let now = unix_now();
+        for attempt in listed.iter().take(LISTED) {
+            let ran = human_seconds(now - attempt.started_at);
+            let _ = write!(w, "\n  task {}  slot {}  {ran}", attempt.task, attempt.slot);
+            if attempt.attempt > 1 {
+                let _ = write!(w, "  (attempt {})", attempt.attempt);
+            }
+        }
+        if listed.len() > LISTED {
+            let _ = write!(w, "\n  and {} more", listed.len() - LISTED);
+        }
+    }
+}
+
+/// A time in whole seconds as `42s`, `3m05s` or `2h07m`.
+fn human_seconds(secs: f64) -> String {
+    let secs = secs.max(0.0) as u64;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
     }
 }
 
@@ -74,6 +124,16 @@ enum Display {
     Lines(Lines),
 }
 
+/// What `shoal watch` read of a run, for [`Progress::show`].
+pub struct Shown {
+    pub total: u64,
+    /// Tasks that reached an end: succeeded, failed or cancelled.
+    pub done: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub running: Vec<RunningAttempt>,
+}
+
 /// The counters and their display.
 pub struct Progress {
     display: Display,
@@ -84,21 +144,59 @@ impl Progress {
     /// `force`: `Some(true)` for --progress, `Some(false)` for --no-progress, `None`
     /// to show a bar only when stderr is a terminal.
     pub fn new(total: u64, force: Option<bool>) -> Progress {
+        Progress::begun(total, force, Duration::ZERO, false)
+    }
+
+    /// The progress of a run that another process runs and began `elapsed` ago
+    /// (`shoal watch`): a bar on a terminal, the plain lines otherwise. Its counts are
+    /// set with [`Progress::show`]; its rate and ETA count from the run's start until
+    /// the bar has seen tasks end.
+    pub fn following(elapsed: Duration) -> Progress {
+        Progress::begun(0, Some(true), elapsed, true)
+    }
+
+    fn begun(total: u64, force: Option<bool>, elapsed: Duration, watching: bool) -> Progress {
+        let now = Instant::now();
         let counts = Arc::new(Counts {
-            total,
-            start: Instant::now(),
+            total: AtomicU64::new(total),
+            start: now.checked_sub(elapsed).unwrap_or(now),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             running: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            listed: Mutex::new(Vec::new()),
+            succeeded: watching.then(|| AtomicU64::new(0)),
         });
         let tty = std::io::stderr().is_terminal();
         let display = match (force, tty) {
             (Some(false), _) | (None, false) => Display::Hidden,
-            (_, true) => Display::Bar(bar(total, counts.clone())),
+            (_, true) => Display::Bar(bar(total, counts.clone(), now - counts.start)),
             (Some(true), false) => Display::Lines(lines(counts.clone())),
         };
         Progress { display, counts }
+    }
+
+    /// Sets every count at once, as read from the store (`shoal watch`), and the
+    /// running tasks the bar lists.
+    pub fn show(&self, shown: Shown) {
+        let Shown { total, done, succeeded, failed, running } = shown;
+        let counts = &self.counts;
+        counts.total.store(total, Ordering::Relaxed);
+        if let Some(n) = &counts.succeeded {
+            n.store(succeeded, Ordering::Relaxed);
+        }
+        counts.failed.store(failed, Ordering::Relaxed);
+        counts.running.store(running.len() as u64, Ordering::Relaxed);
+        *counts.listed.lock().unwrap_or_else(|e| e.into_inner()) = running;
+        let first = counts.done.swap(done, Ordering::Relaxed) == 0 && done > 0;
+        if let Display::Bar(bar) = &self.display {
+            bar.set_length(total);
+            bar.set_position(done);
+            if first {
+                // The tasks done before the bar saw any end are not a rate.
+                bar.reset_eta();
+            }
+        }
     }
 
     /// An attempt started (driver thread).
@@ -173,27 +271,35 @@ impl Drop for Progress {
     }
 }
 
-/// The terminal bar; its counts are read whenever it is drawn.
-fn bar(total: u64, counts: Arc<Counts>) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+/// The terminal bar, its clock started `elapsed` ago; its counts are read whenever it
+/// is drawn.
+fn bar(total: u64, counts: Arc<Counts>, elapsed: Duration) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+        .with_elapsed(elapsed);
     let for_eta = counts.clone();
+    let for_list = counts.clone();
     let style = ProgressStyle::with_template(
-        "{elapsed_precise} [{wide_bar}] {pos}/{len} {counts} {rate} ETA {eta_or_dash}",
+        "{elapsed_precise} [{wide_bar}] {pos}/{len} {counts} {rate} ETA {eta_or_dash}{listed}",
     )
     .expect("the template is valid")
     .with_key("counts", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
         let (_, running, failed) = counts.now();
-        let _ = write!(w, "running {running} failed {failed}{}", counts.paused());
+        let _ =
+            write!(w, "{}running {running} failed {failed}{}", counts.succeeded(), counts.paused());
     })
     .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
         let _ = write!(w, "{:.1}/s", state.per_sec());
     })
     .with_key("eta_or_dash", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+        // Nothing to estimate from until a task is done, or (watching) until the bar
+        // has seen one end.
         let _ = match for_eta.done.load(Ordering::Relaxed) {
             0 => write!(w, "-"),
+            _ if state.per_sec() == 0.0 => write!(w, "-"),
             _ => write!(w, "{:#}", HumanDuration(state.eta())),
         };
     })
+    .with_key("listed", move |_: &ProgressState, w: &mut dyn std::fmt::Write| for_list.listed(w))
     .progress_chars("=> ");
     bar.set_style(style);
     bar.enable_steady_tick(Duration::from_millis(200));

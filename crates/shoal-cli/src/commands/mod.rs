@@ -1,11 +1,12 @@
 //! The subcommands of `shoal`, one file each (`report` holds the read-only ones,
-//! `control` the ones that steer a live run).
+//! `control` the ones that steer a live run, `watch` follows one).
 
 pub mod control;
 mod printer;
 pub mod report;
 mod resume;
 pub mod run;
+pub mod watch;
 
 use std::path::PathBuf;
 

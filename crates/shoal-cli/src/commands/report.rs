@@ -12,7 +12,7 @@ use crate::cli::{ExportArgs, ResultsArgs, RunsArgs, StatsArgs};
 
 /// Opens an existing store read-only: reports never create, migrate or write
 /// anything, and need no write access to the store or its directory.
-fn open_existing(address: &StoreAddress) -> anyhow::Result<Store> {
+pub(super) fn open_existing(address: &StoreAddress) -> anyhow::Result<Store> {
     if let Some(path) = address.path().filter(|path| !path.exists()) {
         bail!("no store at {} (`shoal run` creates it; --store names another)", path.display());
     }

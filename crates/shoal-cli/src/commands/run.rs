@@ -202,7 +202,8 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         note!("shoal: run {run_id}: no inputs, nothing to run");
     } else {
         let unrecorded = total.saturating_sub(finished.values().sum());
-        note!("{}", summary(run_id, &finished, skipped, unrecorded, started.elapsed()));
+        let took = started.elapsed();
+        note!("{}", summary(run_id, &finished, skipped, unrecorded, took, Resumable::Yes));
     }
     Ok(match interrupted {
         _ if store_failed => Exit::StoreFailed,
@@ -619,14 +620,23 @@ fn count_finished(counts: &mut HashMap<TaskStatus, u64>, batch: &[StoreEvent]) {
     }
 }
 
+/// Whether `shoal run --resume` can continue a run: a run of `shoal run`'s, not a
+/// Python pool's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resumable {
+    Yes,
+    No,
+}
+
 /// The one-line summary printed on stderr at the end: `finished` counts the tasks
 /// whose end the store recorded; `unrecorded` the others, never started or lost.
-fn summary(
+pub(super) fn summary(
     run: i64,
     finished: &HashMap<TaskStatus, u64>,
     skipped: u64,
     unrecorded: u64,
     took: Duration,
+    resumable: Resumable,
 ) -> String {
     let count = |status| finished.get(&status).copied().unwrap_or(0);
     // Cancelled tasks are reported on their own: the user stopped them, they did not fail.
@@ -651,9 +661,16 @@ fn summary(
     }
     let unfinished = cancelled + unrecorded;
     if unfinished > 0 {
-        let of = if cancelled > 0 { format!("{cancelled} cancelled; ") } else { String::new() };
-        line +=
-            &format!(", {unfinished} unfinished ({of}continue with `shoal run --resume {run}`)");
+        line += &format!(", {unfinished} unfinished");
+        match (cancelled, resumable) {
+            (0, Resumable::No) => {}
+            (_, Resumable::No) => line += &format!(" ({cancelled} cancelled)"),
+            (0, Resumable::Yes) => line += &format!(" (continue with `shoal run --resume {run}`)"),
+            (_, Resumable::Yes) => {
+                line +=
+                    &format!(" ({cancelled} cancelled; continue with `shoal run --resume {run}`)")
+            }
+        }
     }
     line += &format!(" in {:.2}s", took.as_secs_f64());
     // Name the one failure status, if there is one: `--status failed` alone does not

@@ -12,7 +12,9 @@
 //! a failure what kind it is ([`FailureKind`](crate::error::FailureKind)), which
 //! decides whether the store still takes writes. Control requests are a backend's
 //! too: written by an asker ([`Backend::request`]), found by the live run through a
-//! cheap [`ControlFeed`] it polls ([`super::control`]).
+//! cheap [`ControlFeed`] it polls ([`super::control`]). A watcher in another process
+//! follows a run through a [`ProgressFeed`] ([`super::follow`]), which reads only what
+//! changed.
 //!
 //! A backend must not schedule, spawn or decide anything: it records and answers.
 
@@ -22,6 +24,7 @@ use serde_json::Value;
 
 use super::address::StoreAddress;
 use super::control::{ControlAction, ControlFeed, ControlRecord};
+use super::follow::ProgressFeed;
 use super::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
 };
@@ -90,6 +93,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// A feed of a run's new requests, on a connection of its own, for the thread
     /// that watches them (SQLite: polls `PRAGMA data_version`).
     fn control_feed(&self, run: i64) -> Result<Box<dyn ControlFeed>>;
+    /// A view of run `run` for a watcher, brought up to date by polling, on a
+    /// read-only connection of its own: see [`Store::follow`](super::Store::follow).
+    fn progress_feed(&self, run: i64) -> Result<Box<dyn ProgressFeed>>;
 }
 
 /// Where the writer thread makes the engine's events durable.

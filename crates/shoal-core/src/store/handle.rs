@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::address::StoreAddress;
 use super::backend::{self, Access, Backend, Journal};
 use super::control::{ControlAction, ControlRecord, ControlWatcher, MAX_SLOTS};
+use super::follow::ProgressFeed;
 use super::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus, RunSummary,
     TaskRecord,
@@ -215,5 +216,14 @@ impl Store {
     /// and hands over each new request; it stops when the watcher is dropped.
     pub fn watch_controls(&self, run: i64) -> Result<ControlWatcher> {
         ControlWatcher::start(self.backend.control_feed(run)?)
+    }
+
+    /// Follows run `run` from outside the process that runs it (`shoal watch`): a feed
+    /// of its progress and of the tasks that reach an end, which reads only what
+    /// changed since its last poll, on a read-only connection of its own (the store
+    /// needs no write access). [`Error::NoSuchRun`] if the store does not hold it.
+    /// Whether the run is still alive is [`Store::is_alive`]'s to say.
+    pub fn follow(&self, run: i64) -> Result<Box<dyn ProgressFeed>> {
+        self.backend.progress_feed(run)
     }
 }

@@ -8,7 +8,8 @@
 //! events durable with group commit ([`Writer`]; its protocol is written down in
 //! [`writer`], and what it does once the store takes no more writes in [`outage`]),
 //! the plain records that go in and come out, the control requests that steer a live
-//! run from outside ([`control`]), and the plain file lock ([`lock::FileLock`]) that
+//! run from outside ([`control`]), the view of a run a watcher follows from another
+//! process ([`follow`]), and the plain file lock ([`lock::FileLock`]) that
 //! the SQLite backend's run liveness ([`FileLiveness`](crate::run::FileLiveness))
 //! takes. The embedded SQLite file is the one backend today ([`sqlite`]). A run's
 //! identity and liveness are [`crate::run`]'s.
@@ -20,6 +21,7 @@
 mod address;
 pub mod backend;
 pub mod control;
+pub mod follow;
 mod handle;
 pub(crate) mod lock;
 pub mod outage;
@@ -32,6 +34,7 @@ pub use backend::{Backend, Journal};
 pub use control::{
     requester, ControlAction, ControlFeed, ControlRecord, ControlRequest, ControlWatcher,
 };
+pub use follow::{ProgressFeed, RunProgress, RunningAttempt, TaskEnd};
 pub use handle::Store;
 pub use records::{
     unix_now, AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus,

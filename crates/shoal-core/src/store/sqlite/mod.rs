@@ -5,13 +5,15 @@
 //! (`wal.rs`), the synchronous calls of `SqliteStore` (`db.rs` writes runs and
 //! tasks and repairs a run for resume, `read.rs` answers queries), the writer thread's
 //! `SqliteJournal` (`journal.rs`), control requests and the feed a live run polls
-//! (`control.rs`), and SQLite's errors in the store's terms:
+//! (`control.rs`), the feed a watcher in another process follows a run by
+//! (`follow.rs`), and SQLite's errors in the store's terms:
 //! their kinds (`failure.rs`), and a full file system told from SQLite's "disk I/O
 //! error" (`space.rs`).
 
 mod control;
 mod db;
 mod failure;
+mod follow;
 mod journal;
 mod read;
 pub mod schema;
@@ -26,5 +28,7 @@ pub(crate) use store::SqliteStore;
 
 #[cfg(test)]
 mod control_tests;
+#[cfg(test)]
+mod follow_tests;
 #[cfg(test)]
 mod tests;

@@ -254,6 +254,22 @@ enum LogAccess {
 /// file that is short or stale (a shoal that failed to open the store on a full disk
 /// leaves one of 3 bytes) is never used without a live writer, and never written.
 pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
+    let (conn, version, size) = connect_read_only(path)?;
+    if size <= READ_CHECK_LIMIT {
+        quick_check(&conn, path)?;
+    }
+    Ok((conn, version))
+}
+
+/// [`open_read_only`] without SQLite's page check, for a second connection to a store
+/// this process has just opened (and checked): a watcher's (`follow.rs`).
+pub(super) fn reopen_read_only(path: &Path) -> Result<(Connection, i64)> {
+    connect_read_only(path).map(|(conn, version, _)| (conn, version))
+}
+
+/// A read-only connection to the store at `path`, its schema version, and the size of
+/// the file and its log.
+fn connect_read_only(path: &Path) -> Result<(Connection, i64, u64)> {
     let fail = |reason: String| Error::StoreOpen { path: path.to_owned(), reason };
     let file = File::open(path).map_err(|e| fail(e.to_string()))?;
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
@@ -290,10 +306,7 @@ pub(super) fn open_read_only(path: &Path) -> Result<(Connection, i64)> {
         return Err(fail("it is empty: no run was ever recorded in it".into()));
     }
     check_markers(path, app, version)?;
-    if meta.len() + log.map_or(0, |l| l.len()) <= READ_CHECK_LIMIT {
-        quick_check(&conn, path)?;
-    }
-    Ok((conn, version))
+    Ok((conn, version, meta.len() + log.map_or(0, |l| l.len())))
 }
 
 /// A `file:` URI naming `path` for a read-only connection that reads its log as

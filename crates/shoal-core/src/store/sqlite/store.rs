@@ -9,12 +9,14 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use super::control::SqliteFeed;
+use super::follow::SqliteProgress;
 use super::journal::SqliteJournal;
 use super::schema;
 use crate::error::Result;
 use crate::run::{FileLiveness, Liveness, RunHold};
 use crate::store::backend::{Access, Backend, Journal};
 use crate::store::control::{ControlAction, ControlFeed, ControlRecord};
+use crate::store::follow::ProgressFeed;
 use crate::store::records::{
     AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
 };
@@ -119,5 +121,9 @@ impl Backend for SqliteStore {
 
     fn control_feed(&self, run: i64) -> Result<Box<dyn ControlFeed>> {
         Ok(Box::new(SqliteFeed::open(&self.path, run)?))
+    }
+
+    fn progress_feed(&self, run: i64) -> Result<Box<dyn ProgressFeed>> {
+        Ok(Box::new(SqliteProgress::open(&self.path, run)?))
     }
 }
