@@ -1,14 +1,20 @@
-//! The pool's driver loop: it owns the scheduler, the workers and the tasks'
-//! payloads, and turns commands, worker messages, exits and deadlines into Runs,
-//! kills, replacements and final events.
+//! The pool's driver loop: the I/O around the pool's rules. It owns the scheduler,
+//! the workers and the tasks' payloads, reads the clock and the workers' CPU time,
+//! and hands the facts (commands, control requests, worker messages, exits, silence)
+//! to the pure rules of [`super::policy`], then acts on what they answer: Runs,
+//! Shutdowns, kills, replacements, final events and the store's records. What it
+//! still decides itself is the order in which the rules apply and the per-worker
+//! state they read (`Live`, `Slot`).
 //!
-//! Slots and lanes: the scheduler sees `workers * prefetch` slots. Slot `s` belongs
-//! to worker `(s - 1) % workers`; slots `1..=workers` are each worker's first lane,
-//! the next `workers` their second, and so on. A worker's first lane is open while it
-//! is ready; its other lanes open only while tasks are tiny (prefetch), so a worker
-//! can be handed its next task before it answers the last. As many lanes open as
-//! tasks fit in `PREFETCH_BUDGET` at the typical task time (at most `prefetch`), so
-//! the work queued in a worker stays about that short however tiny the tasks.
+//! Slots and lanes: the scheduler sees `workers * prefetch` slots, and the
+//! [`SlotTable`] says which worker place and lane each is; at the start slots
+//! `1..=workers` are each worker's first lane, the next `workers` their second, and
+//! so on, and a place added by a live resize (`set_workers`) takes the next numbers.
+//! A worker's first lane is open while it is ready; its other lanes open only while
+//! tasks are tiny (prefetch), so a worker can be handed its next task before it
+//! answers the last. As many lanes open as tasks fit in `PREFETCH_BUDGET` at the
+//! typical task time (at most `prefetch`), so the work queued in a worker stays about
+//! that short however tiny the tasks.
 //!
 //! Shutdown: on Close the driver runs what is queued, then sends every worker
 //! Shutdown and kills the ones not gone `kill_grace` after their last Result. On
@@ -98,6 +104,9 @@ struct Slot {
     busy: Duration,
     durations: VecDeque<f32>,
     rss: u64,
+    /// Taken away by a live resize: its worker finishes what it has and is not
+    /// replaced; a later resize up may bring the place back.
+    removed: bool,
 }
 
 /// Why the pool can run nothing more.
@@ -349,12 +358,77 @@ impl Driver {
                     (false, false) => "was not paused".to_owned(),
                 }
             }
-            ControlAction::SetSlots { .. } => {
-                "not applied: a worker pool's number of workers cannot change yet".to_owned()
-            }
+            ControlAction::SetSlots { slots } => self.set_workers(slots as usize),
         };
         if let Some(recorder) = &self.recorder {
             recorder.control_applied(request.id, result);
+        }
+    }
+
+    /// A live resize to `wanted` workers (at least 1; no more than the memory limit's
+    /// cgroups). Places taken away are the highest: their workers get Shutdown, so
+    /// they answer what they have and exit, and are not replaced; a task held for one
+    /// goes back to the queue. Places added take the next slots of the table; places
+    /// taken away earlier come back first. Says what it did, as `shoal jobs` does.
+    fn set_workers(&mut self, wanted: usize) -> String {
+        let active = |d: &Driver| d.slots.iter().filter(|s| !s.removed).count();
+        let before = active(self);
+        let cgroups = self.memory.as_ref().and_then(MemoryLimit::max_slots);
+        let given = wanted.max(1).min(cgroups.unwrap_or(usize::MAX));
+        if self.terminating || self.broken.is_some() || self.closing {
+            return format!("not applied: the pool is {}", self.ending());
+        }
+        while active(self) > given {
+            let index = self.slots.iter().rposition(|s| !s.removed).expect("more than one active");
+            self.remove_place(index);
+        }
+        while active(self) < given {
+            match self.slots.iter().position(|s| s.removed) {
+                Some(index) => {
+                    self.slots[index].removed = false;
+                    // A worker still retiring is replaced when it exits.
+                    if self.slots[index].live.is_none() {
+                        self.spawn(index);
+                    }
+                }
+                None => {
+                    let index = self.table.add_place(self.lanes());
+                    self.sched.set_slots(self.table.slot_count());
+                    for &slot in self.table.slots_of(index) {
+                        self.sched.set_slot_open(slot, false);
+                    }
+                    self.slots.push(Slot::default());
+                    self.spawn(index);
+                }
+            }
+        }
+        let mut result = format!("workers {before} -> {given}");
+        if given < wanted {
+            result += &format!(" (not {wanted}: the memory limit's cgroups were made for them)");
+        }
+        result
+    }
+
+    /// Takes a worker place away (see `set_workers`).
+    fn remove_place(&mut self, index: usize) {
+        self.slots[index].removed = true;
+        if let Some(held) = self.slots[index].held.take() {
+            let now = self.now();
+            self.sched.requeue(held.slot, now);
+            self.set_with_worker(held.task, false);
+        }
+        self.retire(index);
+        self.update_lanes(index);
+    }
+
+    /// How the pool is ending, for a request that comes too late.
+    fn ending(&self) -> &'static str {
+        if self.broken.is_some() {
+            "broken"
+        } else if self.terminating {
+            "terminated"
+        } else {
+            "closing"
         }
     }
 
@@ -844,7 +918,7 @@ impl Driver {
         let slot = &mut self.slots[index];
         let live = slot.live.as_mut().expect("checked by on_worker");
         live.phase = Phase::Ready;
-        if self.closing && self.tasks.is_empty() {
+        if (self.closing && self.tasks.is_empty()) || slot.removed {
             self.retire(index);
             return;
         }
@@ -992,7 +1066,8 @@ impl Driver {
             closing: self.closing,
             drained: self.tasks.is_empty(),
         };
-        if replace_after_exit(pool, self.slots[index].held.is_some()) {
+        let slot = &self.slots[index];
+        if !slot.removed && replace_after_exit(pool, slot.held.is_some()) {
             self.spawn(index);
         }
     }
@@ -1162,6 +1237,7 @@ impl Driver {
             .slots
             .iter()
             .enumerate()
+            .filter(|(_, slot)| !slot.removed || slot.live.is_some())
             .map(|(index, slot)| {
                 let mut sorted: Vec<f32> = slot.durations.iter().copied().collect();
                 sorted.sort_by(f32::total_cmp);

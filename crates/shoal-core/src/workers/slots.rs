@@ -24,7 +24,6 @@ pub(super) struct SlotTable {
     slots: Vec<Vec<SlotId>>,
 }
 
-#[allow(dead_code)] // `add_place` and the counts serve the live resize (next)
 impl SlotTable {
     /// `workers` places of `lanes` slots each, numbered as the scheduler's first
     /// `workers * lanes` slots: slots `1..=workers` are each place's first lane, the
@@ -71,11 +70,6 @@ impl SlotTable {
         &self.slots[worker]
     }
 
-    /// Number of places.
-    pub fn places(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Number of slots: the scheduler must hold this many.
     pub fn slot_count(&self) -> usize {
         self.lanes.len()
@@ -106,6 +100,6 @@ mod tests {
         assert_eq!(table.slots_of(2), [5, 6]);
         assert_eq!(table.lane(6), Lane { worker: 2, lane: 1 });
         assert_eq!(table.worker_of(5), 2);
-        assert_eq!((table.places(), table.slot_count()), (3, 6));
+        assert_eq!(table.slot_count(), 6);
     }
 }
