@@ -33,9 +33,10 @@ use tokio::time::{sleep_until, Instant};
 use super::config::{EventStatus, PoolConfig, PoolStats, TaskEvent, TaskSpec, WorkerStats};
 use super::handle::{Command, ParkedRecord};
 use super::policy::{
-    self, allocation_failed, blame, exit_outcome, failed_to_start, grown, lane_open, place,
-    prefetch_depth, replace_after_exit, spent, typical_after, watches_hang, Cause, Fate, Hang,
-    LaneView, Phase, Placement, PoolState, Sent, Silence, StartFailures, TaskRisk, WorkerLoad,
+    self, after_channel_closed, after_last_result, allocation_failed, blame, exit_outcome,
+    failed_to_start, grown, lane_open, overdue_cause, place, prefetch_depth, replace_after_exit,
+    spent, typical_after, watches_hang, Cause, Fate, Hang, LaneView, Phase, Placement, PoolState,
+    Retire, Sent, Silence, StartFailures, TaskRisk, WorkerLoad,
 };
 use super::record::Recorder;
 use super::slots::SlotTable;
@@ -83,7 +84,7 @@ struct Live {
     /// When it was last heard, and its CPU time then (hang detection).
     silence: Silence,
     /// Killed after this, unless gone (retiring workers, a closed channel).
-    kill_at: Option<Instant>,
+    kill_at: Option<Duration>,
     /// How its channel ended, if it has: its exit should follow.
     closed: Option<String>,
     cause: Option<Cause>,
@@ -781,21 +782,21 @@ impl Driver {
 
     /// Sends Shutdown: the worker answers what it has, then exits.
     fn retire(&mut self, index: usize) {
-        let grace = self.config.kill_grace;
+        let (now, grace) = (self.now(), self.config.kill_grace);
         let Some(live) = self.slots[index].live.as_mut() else { return };
-        if matches!(live.phase, Phase::Retiring) || live.cause.is_some() {
-            return;
-        }
-        if live.phase == Phase::Ready && live.conversation.sent(&Message::Shutdown).is_ok() {
-            encode(&Message::Shutdown, &mut live.outbox).expect("Shutdown encodes");
-            live.phase = Phase::Retiring;
-            if live.in_flight.is_empty() {
-                live.kill_at = Instant::now().checked_add(grace);
+        let retire =
+            policy::retire(live.phase, live.cause.is_some(), live.in_flight.len(), now, grace);
+        match retire {
+            Retire::Going => return,
+            Retire::Shutdown { kill_at } if live.conversation.sent(&Message::Shutdown).is_ok() => {
+                encode(&Message::Shutdown, &mut live.outbox).expect("Shutdown encodes");
+                live.phase = Phase::Retiring;
+                live.kill_at = kill_at.or(live.kill_at);
             }
-        } else {
-            // Not ready yet: nothing to finish, so no grace is owed.
-            live.phase = Phase::Retiring;
-            self.kill(index, Cause::Lingered);
+            Retire::Shutdown { .. } | Retire::Kill => {
+                live.phase = Phase::Retiring;
+                self.kill(index, Cause::Lingered);
+            }
         }
         self.update_lanes(index);
     }
@@ -838,15 +839,13 @@ impl Driver {
     /// protocol error, so it is not killed (which would hide its cause): its exit
     /// follows and says how it died. One still there after the grace is killed.
     fn channel_closed(&mut self, index: usize, cut: Option<ProtocolError>) {
-        let grace = self.config.kill_grace;
+        let (now, grace) = (self.now(), self.config.kill_grace);
         let Some(live) = self.slots[index].live.as_mut() else { return };
         live.closed = Some(match cut {
             Some(e) => e.to_string(),
             None => "it closed its channel but did not exit".into(),
         });
-        if live.kill_at.is_none() {
-            live.kill_at = Instant::now().checked_add(grace);
-        }
+        live.kill_at = after_channel_closed(live.kill_at, now, grace);
     }
 
     fn protocol_error(&mut self, index: usize, error: ProtocolError) {
@@ -930,6 +929,7 @@ impl Driver {
 
     fn on_result(&mut self, index: usize, ok: bool, payload: Vec<u8>, traceback: String) {
         let now = Instant::now();
+        let since = self.now();
         let slot = &mut self.slots[index];
         let live = slot.live.as_mut().expect("checked by on_worker");
         let sent = live.in_flight.pop_front().expect("the conversation checked a Run was owed");
@@ -939,10 +939,8 @@ impl Driver {
         if alone_done {
             live.alone = false;
         }
-        let retiring_done = live.phase == Phase::Retiring && live.in_flight.is_empty();
-        if retiring_done {
-            live.kill_at = now.checked_add(self.config.kill_grace);
-        }
+        let (phase, left, grace) = (live.phase, live.in_flight.len(), self.config.kill_grace);
+        live.kill_at = after_last_result(phase, left, live.kill_at, since, grace);
         slot.tasks += 1;
         slot.busy += ran;
         if slot.durations.len() == DURATIONS_KEPT {
@@ -1191,7 +1189,8 @@ impl Driver {
         for live in self.slots.iter().filter_map(|s| s.live.as_ref()) {
             let hang = self.watches_hang(live).then(|| live.silence.due(timeout));
             let hang = hang.and_then(|d| self.epoch.checked_add(d));
-            for t in [hang, live.kill_at].into_iter().flatten() {
+            let kill = live.kill_at.and_then(|d| self.epoch.checked_add(d));
+            for t in [hang, kill].into_iter().flatten() {
                 at = Some(at.map_or(t, |a| a.min(t)));
             }
         }
@@ -1204,7 +1203,6 @@ impl Driver {
     }
 
     fn check_timers(&mut self) {
-        let now = Instant::now();
         let since = self.now();
         let timeout = self.config.heartbeat_timeout;
         for index in 0..self.slots.len() {
@@ -1222,11 +1220,8 @@ impl Driver {
                 }
             }
             let Some(live) = &self.slots[index].live else { continue };
-            if live.kill_at.is_some_and(|t| t <= now) {
-                let cause = match &live.closed {
-                    Some(why) if live.phase != Phase::Retiring => Cause::Protocol(why.clone()),
-                    _ => Cause::Lingered,
-                };
+            if live.kill_at.is_some_and(|t| t <= since) {
+                let cause = overdue_cause(live.closed.as_deref(), live.phase);
                 self.kill(index, cause);
             }
         }

@@ -1,7 +1,8 @@
 //! The worker pool's rules, pure: lanes and prefetch, where a started Run goes
 //! (sent, held for its worker to run it alone, or requeued), blame and suspects
 //! when a worker dies, quarantine, hang detection (silence against CPU time),
-//! recycling, start-failure breaking and when a worker is replaced. Each rule is a
+//! recycling, start-failure breaking, when a worker is replaced, and shutdown (how
+//! a worker is retired, when its grace runs out and why it is then killed). Each rule is a
 //! function of the facts the driver hands it, the time included (a `Duration` since
 //! the pool started, as the scheduler takes it); none reads the clock, touches a
 //! process or does I/O, so each is tested here without processes.
@@ -348,6 +349,75 @@ impl Silence {
             }
             None => Hang::Hung,
         }
+    }
+}
+
+// ----- shutdown -----
+
+/// How a worker is retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retire {
+    /// Retiring or being killed already: nothing more to do.
+    Going,
+    /// Send Shutdown: it answers what it has, then exits. `kill_at`: when it is killed
+    /// if still there (with nothing to answer, the grace runs from now; otherwise from
+    /// its last Result, see `after_last_result`).
+    Shutdown { kill_at: Option<Duration> },
+    /// Not ready yet: nothing to finish, so no grace is owed; kill it.
+    Kill,
+}
+
+/// Retiring a worker (recycled, the pool closing, a quarantine, a place taken away).
+pub(super) fn retire(
+    phase: Phase,
+    killing: bool,
+    in_flight: usize,
+    now: Duration,
+    grace: Duration,
+) -> Retire {
+    match phase {
+        _ if killing => Retire::Going,
+        Phase::Retiring => Retire::Going,
+        Phase::Ready => {
+            Retire::Shutdown { kill_at: (in_flight == 0).then(|| now.saturating_add(grace)) }
+        }
+        Phase::Starting | Phase::Initializing => Retire::Kill,
+    }
+}
+
+/// When a worker that just sent a Result is killed if still there: a retiring worker
+/// that has answered everything has the grace to exit; otherwise its deadline stays.
+pub(super) fn after_last_result(
+    phase: Phase,
+    in_flight: usize,
+    kill_at: Option<Duration>,
+    now: Duration,
+    grace: Duration,
+) -> Option<Duration> {
+    if phase == Phase::Retiring && in_flight == 0 {
+        Some(now.saturating_add(grace))
+    } else {
+        kill_at
+    }
+}
+
+/// When a worker whose channel ended is killed if it has not exited: its exit should
+/// follow (it says how the worker died, so it is not killed at once); an earlier
+/// deadline stays.
+pub(super) fn after_channel_closed(
+    kill_at: Option<Duration>,
+    now: Duration,
+    grace: Duration,
+) -> Option<Duration> {
+    kill_at.or(Some(now.saturating_add(grace)))
+}
+
+/// Why a worker still there at its `kill_at` is killed: one whose channel ended
+/// unasked broke the protocol; a retiring one lingered.
+pub(super) fn overdue_cause(closed: Option<&str>, phase: Phase) -> Cause {
+    match closed {
+        Some(why) if phase != Phase::Retiring => Cause::Protocol(why.to_owned()),
+        _ => Cause::Lingered,
     }
 }
 

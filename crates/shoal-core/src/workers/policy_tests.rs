@@ -253,3 +253,38 @@ fn only_a_memory_error_under_rlimit_as_is_the_limits_doing() {
     assert_eq!(allocation_failed(traceback, false), None, "no RLIMIT_AS: the task's own");
     assert_eq!(allocation_failed("ValueError: MemoryError", true), None);
 }
+
+// ----- shutdown -----
+
+#[test]
+fn a_ready_worker_is_retired_with_shutdown_and_the_grace_runs_once_it_has_answered() {
+    let (now, grace) = (secs(10), secs(2));
+    let idle = retire(Phase::Ready, false, 0, now, grace);
+    assert_eq!(idle, Retire::Shutdown { kill_at: Some(secs(12)) });
+    let busy = retire(Phase::Ready, false, 3, now, grace);
+    assert_eq!(busy, Retire::Shutdown { kill_at: None }, "it answers its Runs first");
+    // Its last Result starts the grace; an earlier one leaves the deadline alone.
+    assert_eq!(after_last_result(Phase::Retiring, 0, None, secs(30), grace), Some(secs(32)));
+    assert_eq!(after_last_result(Phase::Retiring, 1, None, secs(30), grace), None);
+    assert_eq!(after_last_result(Phase::Ready, 0, None, secs(30), grace), None);
+}
+
+#[test]
+fn a_worker_not_ready_is_killed_and_one_going_already_is_left_alone() {
+    let (now, grace) = (secs(10), secs(2));
+    assert_eq!(retire(Phase::Starting, false, 0, now, grace), Retire::Kill);
+    assert_eq!(retire(Phase::Initializing, false, 0, now, grace), Retire::Kill);
+    assert_eq!(retire(Phase::Retiring, false, 0, now, grace), Retire::Going);
+    assert_eq!(retire(Phase::Ready, true, 0, now, grace), Retire::Going, "being killed");
+}
+
+#[test]
+fn a_closed_channel_gives_the_exit_the_grace_to_come_and_then_reads_as_a_protocol_error() {
+    let grace = secs(2);
+    assert_eq!(after_channel_closed(None, secs(5), grace), Some(secs(7)));
+    assert_eq!(after_channel_closed(Some(secs(6)), secs(5), grace), Some(secs(6)), "kept");
+    let cause = overdue_cause(Some("cut mid-frame"), Phase::Ready);
+    assert_eq!(cause, Cause::Protocol("cut mid-frame".into()));
+    assert_eq!(overdue_cause(Some("closed"), Phase::Retiring), Cause::Lingered);
+    assert_eq!(overdue_cause(None, Phase::Retiring), Cause::Lingered);
+}
