@@ -372,37 +372,33 @@ impl Driver {
     /// goes back to the queue. Places added take the next slots of the table; places
     /// taken away earlier come back first. Says what it did, as `shoal jobs` does.
     fn set_workers(&mut self, wanted: usize) -> String {
-        let active = |d: &Driver| d.slots.iter().filter(|s| !s.removed).count();
-        let before = active(self);
-        let cgroups = self.memory.as_ref().and_then(MemoryLimit::max_slots);
-        let given = wanted.max(1).min(cgroups.unwrap_or(usize::MAX));
         if self.terminating || self.broken.is_some() || self.closing {
             return format!("not applied: the pool is {}", self.ending());
         }
-        while active(self) > given {
-            let index = self.slots.iter().rposition(|s| !s.removed).expect("more than one active");
+        let removed: Vec<bool> = self.slots.iter().map(|s| s.removed).collect();
+        let before = removed.iter().filter(|r| !**r).count();
+        let cgroups = self.memory.as_ref().and_then(MemoryLimit::max_slots);
+        let plan = policy::resize(&removed, wanted, cgroups);
+        for index in plan.remove {
             self.remove_place(index);
         }
-        while active(self) < given {
-            match self.slots.iter().position(|s| s.removed) {
-                Some(index) => {
-                    self.slots[index].removed = false;
-                    // A worker still retiring is replaced when it exits.
-                    if self.slots[index].live.is_none() {
-                        self.spawn(index);
-                    }
-                }
-                None => {
-                    let index = self.table.add_place(self.lanes());
-                    self.sched.set_slots(self.table.slot_count());
-                    for &slot in self.table.slots_of(index) {
-                        self.sched.set_slot_open(slot, false);
-                    }
-                    self.slots.push(Slot::default());
-                    self.spawn(index);
-                }
+        for index in plan.revive {
+            self.slots[index].removed = false;
+            // A worker still retiring is replaced when it exits.
+            if self.slots[index].live.is_none() {
+                self.spawn(index);
             }
         }
+        for _ in 0..plan.add {
+            let index = self.table.add_place(self.lanes());
+            self.sched.set_slots(self.table.slot_count());
+            for &slot in self.table.slots_of(index) {
+                self.sched.set_slot_open(slot, false);
+            }
+            self.slots.push(Slot::default());
+            self.spawn(index);
+        }
+        let given = plan.given;
         let mut result = format!("workers {before} -> {given}");
         if given < wanted {
             result += &format!(" (not {wanted}: the memory limit's cgroups were made for them)");

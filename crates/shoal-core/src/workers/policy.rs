@@ -352,6 +352,40 @@ impl Silence {
     }
 }
 
+// ----- a live resize -----
+
+/// What a resize does to the worker places.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct Resize {
+    /// The number of workers it comes to.
+    pub given: usize,
+    /// Places taken away (their workers retired, not replaced), highest first.
+    pub remove: Vec<usize>,
+    /// Places taken away earlier that come back, lowest first.
+    pub revive: Vec<usize>,
+    /// New places to add after the existing ones.
+    pub add: usize,
+}
+
+/// A live resize to `wanted` workers (at least 1, at most `cap`: the memory limit's
+/// cgroups, one per place). `removed[i]`: place `i` was taken away. The places taken
+/// away are the highest in use; places come back before new ones are added, so the
+/// table grows only past its largest size.
+pub(super) fn resize(removed: &[bool], wanted: usize, cap: Option<usize>) -> Resize {
+    let given = wanted.max(1).min(cap.unwrap_or(usize::MAX));
+    let active = removed.iter().filter(|r| !**r).count();
+    let mut plan = Resize { given, ..Resize::default() };
+    if active > given {
+        let in_use = (0..removed.len()).rev().filter(|&i| !removed[i]);
+        plan.remove = in_use.take(active - given).collect();
+    } else {
+        let away = (0..removed.len()).filter(|&i| removed[i]);
+        plan.revive = away.take(given - active).collect();
+        plan.add = given - active - plan.revive.len();
+    }
+    plan
+}
+
 // ----- shutdown -----
 
 /// How a worker is retired.

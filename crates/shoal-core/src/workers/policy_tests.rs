@@ -288,3 +288,24 @@ fn a_closed_channel_gives_the_exit_the_grace_to_come_and_then_reads_as_a_protoco
     assert_eq!(overdue_cause(Some("closed"), Phase::Retiring), Cause::Lingered);
     assert_eq!(overdue_cause(None, Phase::Retiring), Cause::Lingered);
 }
+
+// ----- a live resize -----
+
+#[test]
+fn a_resize_takes_the_highest_places_away_and_brings_them_back_before_adding() {
+    let plan = resize(&[false; 4], 2, None);
+    assert_eq!(plan, Resize { given: 2, remove: vec![3, 2], ..Resize::default() });
+    let away = [false, true, false, true];
+    let plan = resize(&away, 5, None);
+    assert_eq!(plan, Resize { given: 5, revive: vec![1, 3], add: 1, ..Resize::default() });
+    let plan = resize(&away, 3, None);
+    assert_eq!(plan, Resize { given: 3, revive: vec![1], ..Resize::default() });
+    assert_eq!(resize(&[false; 2], 0, None).remove, [1], "at least 1 worker");
+    assert_eq!(resize(&[false; 2], 2, None), Resize { given: 2, ..Resize::default() });
+}
+
+#[test]
+fn a_resize_stays_within_the_memory_limits_cgroups() {
+    let plan = resize(&[false; 2], 8, Some(3));
+    assert_eq!(plan, Resize { given: 3, add: 1, ..Resize::default() });
+}
