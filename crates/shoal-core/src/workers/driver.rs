@@ -1061,7 +1061,7 @@ impl Driver {
             drained: self.tasks.is_empty(),
         };
         let slot = &self.slots[index];
-        if !slot.removed && replace_after_exit(pool, slot.held.is_some()) {
+        if replace_after_exit(pool, slot.held.is_some(), slot.removed) {
             self.spawn(index);
         }
     }

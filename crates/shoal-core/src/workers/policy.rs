@@ -276,11 +276,12 @@ pub(super) struct PoolState {
 
 /// Whether a place whose worker just exited gets a new one: not once the pool is
 /// terminated or broken, nor once it is closing with nothing left to run (unless a
-/// task is held for that place's fresh worker). No respawn loop: a worker that never
-/// becomes ready counts towards `StartFailures`.
-pub(super) fn replace_after_exit(pool: PoolState, holding: bool) -> bool {
+/// task is held for that place's fresh worker), nor when a resize took the place
+/// away. No respawn loop: a worker that never becomes ready counts towards
+/// `StartFailures`.
+pub(super) fn replace_after_exit(pool: PoolState, holding: bool, removed: bool) -> bool {
     let done_with_it = pool.closing && pool.drained && !holding;
-    !(pool.terminating || pool.broken || done_with_it)
+    !(pool.terminating || pool.broken || done_with_it || removed)
 }
 
 // ----- hangs -----

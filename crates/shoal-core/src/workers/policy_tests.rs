@@ -201,13 +201,15 @@ fn only_an_unplanned_death_before_ready_is_a_start_failure() {
 #[test]
 fn a_dead_worker_is_replaced_unless_the_pool_is_done_with_it() {
     let running = PoolState::default();
-    assert!(replace_after_exit(running, false));
-    assert!(!replace_after_exit(PoolState { terminating: true, ..running }, true));
-    assert!(!replace_after_exit(PoolState { broken: true, ..running }, true));
+    assert!(replace_after_exit(running, false, false));
+    assert!(!replace_after_exit(PoolState { terminating: true, ..running }, true, false));
+    assert!(!replace_after_exit(PoolState { broken: true, ..running }, true, false));
     let drained = PoolState { closing: true, drained: true, ..running };
-    assert!(!replace_after_exit(drained, false), "closed and nothing left to run");
-    assert!(replace_after_exit(drained, true), "a task waits for its fresh worker");
-    assert!(replace_after_exit(PoolState { closing: true, ..running }, false), "work left");
+    assert!(!replace_after_exit(drained, false, false), "closed and nothing left to run");
+    assert!(replace_after_exit(drained, true, false), "a task waits for its fresh worker");
+    let closing = PoolState { closing: true, ..running };
+    assert!(replace_after_exit(closing, false, false), "work left");
+    assert!(!replace_after_exit(running, false, true), "a resize took the place away");
 }
 
 // ----- hangs -----
