@@ -150,7 +150,13 @@ def test_jobs_resizes_a_pool_while_it_runs(tmp_path):
             result.get(timeout=30)
         after = {pool.apply_async(os.getpid).get(timeout=30) for _ in range(20)}
         assert len(after) == 1, f"calls ran in {len(after)} workers after jobs 1"
+        # The worker taken away exits and is not replaced.
+        slots = lambda: [w.slot for w in pool.stats().workers]  # noqa: E731
+        wait_until("the worker taken away to exit", lambda: slots() == [1])
+        time.sleep(0.5)
+        assert slots() == [1]
         assert steer.set_jobs(1, 3) == "workers 1 -> 3"
+        assert slots() == [1, 2, 3]
         slow = [pool.apply_async(time.sleep, (2,)) for _ in range(3)]
         wait_until("three calls at once", lambda: statuses(store).get("running") == 3)
         for result in slow:
