@@ -4,8 +4,8 @@
 Each call writes a request into the store and waits until the run has taken it (a live
 `shoal run`, or a pool with a store, notices a request within about 100 ms); it returns
 what the run made of it. A pool's run takes pause, unpause and cancel (a call a worker
-already runs is left to finish; the run's cancel terminates the pool); `set_jobs` is
-answered "not applied" there.
+already runs is left to finish; the run's cancel terminates the pool), and `set_jobs`
+sets its number of workers (the ones taken away finish their calls, then exit).
 A request that cannot apply raises `shoal.ControlRefused` (a `ValueError`) and writes
 nothing; one the run does not take within `wait` seconds raises `shoal.ControlNotTaken`
 (a `TimeoutError`). A store that cannot be opened raises `shoal.StoreError`.

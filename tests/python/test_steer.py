@@ -128,13 +128,40 @@ def test_a_pool_with_a_store_takes_pause_unpause_and_cancel(tmp_path):
         time.sleep(0.5)
         assert not any(r.ready() for r in later), "a call started while paused"
         assert steer.cancel(1, tasks=[3]) == ["task 3 cancelled before it started"]
-        assert steer.set_jobs(1, 4).startswith("not applied: a worker pool's")
         assert steer.unpause(1) == "unpaused"
         assert later[0].get(timeout=30) > 0
         with pytest.raises(shoal.TaskCancelled):
             later[1].get(timeout=30)
         assert later[2].get(timeout=30) > 0
     assert statuses(store) == {"succeeded": 3, "cancelled": 1}
+
+
+def test_jobs_resizes_a_pool_while_it_runs(tmp_path):
+    store = tmp_path / "p.db"
+    with shoal.Pool(1, store=str(store)) as pool:
+        steer = shoal.Store(store)
+        assert steer.set_jobs(1, 2) == "workers 1 -> 2"
+        # Two workers: two calls run at once.
+        both = [pool.apply_async(time.sleep, (2,)) for _ in range(2)]
+        wait_until("two calls at once", lambda: statuses(store).get("running") == 2)
+        # Down while both run: they finish, and the one worker left runs the rest.
+        assert steer.set_jobs(1, 1) == "workers 2 -> 1"
+        for result in both:
+            result.get(timeout=30)
+        after = {pool.apply_async(os.getpid).get(timeout=30) for _ in range(20)}
+        assert len(after) == 1, f"calls ran in {len(after)} workers after jobs 1"
+        # The worker taken away exits and is not replaced.
+        slots = lambda: [w.slot for w in pool.stats().workers]  # noqa: E731
+        wait_until("the worker taken away to exit", lambda: slots() == [1])
+        time.sleep(0.5)
+        assert slots() == [1]
+        assert steer.set_jobs(1, 3) == "workers 1 -> 3"
+        assert slots() == [1, 2, 3]
+        slow = [pool.apply_async(time.sleep, (2,)) for _ in range(3)]
+        wait_until("three calls at once", lambda: statuses(store).get("running") == 3)
+        for result in slow:
+            result.get(timeout=30)
+    assert statuses(store) == {"succeeded": 25}
 
 
 def test_cancel_of_a_pools_run_terminates_it(tmp_path):

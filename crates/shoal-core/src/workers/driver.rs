@@ -1,14 +1,20 @@
-//! The pool's driver loop: it owns the scheduler, the workers and the tasks'
-//! payloads, and turns commands, worker messages, exits and deadlines into Runs,
-//! kills, replacements and final events.
+//! The pool's driver loop: the I/O around the pool's rules. It owns the scheduler,
+//! the workers and the tasks' payloads, reads the clock and the workers' CPU time,
+//! and hands the facts (commands, control requests, worker messages, exits, silence)
+//! to the pure rules of [`super::policy`], then acts on what they answer: Runs,
+//! Shutdowns, kills, replacements, final events and the store's records. What it
+//! still decides itself is the order in which the rules apply and the per-worker
+//! state they read (`Live`, `Slot`).
 //!
-//! Slots and lanes: the scheduler sees `workers * prefetch` slots. Slot `s` belongs
-//! to worker `(s - 1) % workers`; slots `1..=workers` are each worker's first lane,
-//! the next `workers` their second, and so on. A worker's first lane is open while it
-//! is ready; its other lanes open only while tasks are tiny (prefetch), so a worker
-//! can be handed its next task before it answers the last. As many lanes open as
-//! tasks fit in `PREFETCH_BUDGET` at the typical task time (at most `prefetch`), so
-//! the work queued in a worker stays about that short however tiny the tasks.
+//! Slots and lanes: the scheduler sees `workers * prefetch` slots, and the
+//! [`SlotTable`] says which worker place and lane each is; at the start slots
+//! `1..=workers` are each worker's first lane, the next `workers` their second, and
+//! so on, and a place added by a live resize (`set_workers`) takes the next numbers.
+//! A worker's first lane is open while it is ready; its other lanes open only while
+//! tasks are tiny (prefetch), so a worker can be handed its next task before it
+//! answers the last. As many lanes open as tasks fit in `PREFETCH_BUDGET` at the
+//! typical task time (at most `prefetch`), so the work queued in a worker stays about
+//! that short however tiny the tasks.
 //!
 //! Shutdown: on Close the driver runs what is queued, then sends every worker
 //! Shutdown and kills the ones not gone `kill_grace` after their last Result. On
@@ -26,22 +32,22 @@ use tokio::time::{sleep_until, Instant};
 
 use super::config::{EventStatus, PoolConfig, PoolStats, TaskEvent, TaskSpec, WorkerStats};
 use super::handle::{Command, ParkedRecord};
+use super::policy::{
+    self, after_channel_closed, after_last_result, allocation_failed, blame, exit_outcome,
+    failed_to_start, grown, lane_open, overdue_cause, place, prefetch_depth, replace_after_exit,
+    spent, typical_after, watches_hang, Cause, Fate, Hang, LaneView, Phase, Placement, PoolState,
+    Retire, Sent, Silence, StartFailures, TaskRisk, WorkerLoad,
+};
 use super::record::Recorder;
+use super::slots::SlotTable;
 use super::worker::{Inbox, Process, WorkerEvent};
-use crate::process::signal::signal_name;
-use crate::process::{stat, ExitInfo, Exited, Limits, MemoryLimit};
+use crate::process::{stat, ExitInfo, Limits, MemoryLimit};
 use crate::protocol::{encode, Conversation, Message, ProtocolError, PROTOCOL_VERSION};
 use crate::scheduler::{Backoff, Cancel, Decision, Scheduler, SchedulerConfig};
 use crate::store::ControlWatcher;
 use crate::store::{ControlAction, ControlRequest};
 use crate::task::{AttemptOutcome, SlotId, TaskId, TaskMeta};
 
-/// Tasks shorter than this (a moving average) are prefetched, as many to a worker as
-/// fit in this time: batches grow as tasks shrink, and the per-batch cost (a read, a
-/// write and a wake-up on each side) is shared by more tasks.
-const PREFETCH_BUDGET: Duration = Duration::from_millis(1);
-/// A worker that exits this many times in a row before it is ready breaks the pool.
-const MAX_START_FAILURES: u32 = 3;
 /// Task durations kept per slot for the p95.
 const DURATIONS_KEPT: usize = 1024;
 
@@ -61,38 +67,6 @@ struct Task {
     crashes: u32,
 }
 
-/// A Run handed to a worker (or held for its fresh replacement).
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    task: TaskId,
-    attempt: u32,
-    /// The scheduler's slot (lane) it runs on.
-    slot: SlotId,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Started; waiting for Hello.
-    Starting,
-    /// Init sent; waiting for InitDone.
-    Initializing,
-    Ready,
-    /// Shutdown sent: it answers what it has, says Bye and exits.
-    Retiring,
-}
-
-/// Why the driver killed a worker.
-#[derive(Debug, Clone)]
-enum Cause {
-    /// The task on this slot ran past its timeout.
-    Timeout(SlotId),
-    Hung(Duration),
-    Protocol(String),
-    /// Retiring, it did not exit within the grace.
-    Lingered,
-    Terminate,
-}
-
 /// A running worker process.
 struct Live {
     id: u64,
@@ -107,11 +81,10 @@ struct Live {
     head_since: Instant,
     /// Runs sent to it (for `max_tasks_per_worker`).
     given: u64,
-    last_heard: Instant,
-    /// Its CPU time at its last Heartbeat, or when its silence was last excused.
-    cpu_ticks: u64,
+    /// When it was last heard, and its CPU time then (hang detection).
+    silence: Silence,
     /// Killed after this, unless gone (retiring workers, a closed channel).
-    kill_at: Option<Instant>,
+    kill_at: Option<Duration>,
     /// How its channel ended, if it has: its exit should follow.
     closed: Option<String>,
     cause: Option<Cause>,
@@ -132,6 +105,9 @@ struct Slot {
     busy: Duration,
     durations: VecDeque<f32>,
     rss: u64,
+    /// Taken away by a live resize: its worker finishes what it has and is not
+    /// replaced; a later resize up may bring the place back.
+    removed: bool,
 }
 
 /// Why the pool can run nothing more.
@@ -232,6 +208,8 @@ struct Driver {
     /// Unfinished tasks with a timeout: none may wait behind another in a worker.
     timed: usize,
     slots: Vec<Slot>,
+    /// Which place and lane each scheduler slot is.
+    table: SlotTable,
     memory: Option<MemoryLimit>,
     recorder: Option<Recorder>,
     inbox: Inbox,
@@ -240,7 +218,7 @@ struct Driver {
     typical: Option<f64>,
     /// Lanes open per ready worker: 1, or more while prefetching.
     depth: usize,
-    start_failures: u32,
+    start_failures: StartFailures,
     closing: bool,
     terminating: bool,
     /// Terminated with tasks unfinished: the stored run is `interrupted`.
@@ -280,11 +258,12 @@ impl Driver {
             tasks: HashMap::new(),
             timed: 0,
             slots: (0..workers).map(|_| Slot::default()).collect(),
+            table: SlotTable::new(workers, lanes),
             inbox,
             next_worker: 1,
             typical: None,
             depth: 1,
-            start_failures: 0,
+            start_failures: StartFailures::default(),
             closing: false,
             terminating: false,
             cut_short: false,
@@ -380,12 +359,73 @@ impl Driver {
                     (false, false) => "was not paused".to_owned(),
                 }
             }
-            ControlAction::SetSlots { .. } => {
-                "not applied: a worker pool's number of workers cannot change yet".to_owned()
-            }
+            ControlAction::SetSlots { slots } => self.set_workers(slots as usize),
         };
         if let Some(recorder) = &self.recorder {
             recorder.control_applied(request.id, result);
+        }
+    }
+
+    /// A live resize to `wanted` workers (at least 1; no more than the memory limit's
+    /// cgroups). Places taken away are the highest: their workers get Shutdown, so
+    /// they answer what they have and exit, and are not replaced; a task held for one
+    /// goes back to the queue. Places added take the next slots of the table; places
+    /// taken away earlier come back first. Says what it did, as `shoal jobs` does.
+    fn set_workers(&mut self, wanted: usize) -> String {
+        if self.terminating || self.broken.is_some() || self.closing {
+            return format!("not applied: the pool is {}", self.ending());
+        }
+        let removed: Vec<bool> = self.slots.iter().map(|s| s.removed).collect();
+        let before = removed.iter().filter(|r| !**r).count();
+        let cgroups = self.memory.as_ref().and_then(MemoryLimit::max_slots);
+        let plan = policy::resize(&removed, wanted, cgroups);
+        for index in plan.remove {
+            self.remove_place(index);
+        }
+        for index in plan.revive {
+            self.slots[index].removed = false;
+            // A worker still retiring is replaced when it exits.
+            if self.slots[index].live.is_none() {
+                self.spawn(index);
+            }
+        }
+        for _ in 0..plan.add {
+            let index = self.table.add_place(self.lanes());
+            self.sched.set_slots(self.table.slot_count());
+            for &slot in self.table.slots_of(index) {
+                self.sched.set_slot_open(slot, false);
+            }
+            self.slots.push(Slot::default());
+            self.spawn(index);
+        }
+        let given = plan.given;
+        let mut result = format!("workers {before} -> {given}");
+        if given < wanted {
+            result += &format!(" (not {wanted}: the memory limit's cgroups were made for them)");
+        }
+        result
+    }
+
+    /// Takes a worker place away (see `set_workers`).
+    fn remove_place(&mut self, index: usize) {
+        self.slots[index].removed = true;
+        if let Some(held) = self.slots[index].held.take() {
+            let now = self.now();
+            self.sched.requeue(held.slot, now);
+            self.set_with_worker(held.task, false);
+        }
+        self.retire(index);
+        self.update_lanes(index);
+    }
+
+    /// How the pool is ending, for a request that comes too late.
+    fn ending(&self) -> &'static str {
+        if self.broken.is_some() {
+            "broken"
+        } else if self.terminating {
+            "terminated"
+        } else {
+            "closing"
         }
     }
 
@@ -523,45 +563,39 @@ impl Driver {
             self.end_attempt(sent, AttemptOutcome::Cancelled, "cancelled".into());
             return;
         }
-        // Its last try after crashing workers runs alone, in a fresh worker.
-        let quarantine = task.crashes > 0 && sent.attempt == task.retries + 1;
+        let risk = TaskRisk { crashes: task.crashes, suspect: task.suspect, retries: task.retries };
         // An earlier start of this same batch may have retired the worker.
-        let max = self.config.max_tasks_per_worker.unwrap_or(u64::MAX);
-        let Some(live) = self.slots[index]
-            .live
-            .as_mut()
-            .filter(|l| l.phase == Phase::Ready && l.cause.is_none() && l.given < max)
-        else {
-            let now = self.now();
-            self.sched.requeue(sent.slot, now);
-            return;
+        let max = self.config.max_tasks_per_worker;
+        let load = match &self.slots[index].live {
+            Some(live) => WorkerLoad {
+                available: live.phase == Phase::Ready
+                    && live.cause.is_none()
+                    && !spent(live.given, max),
+                given: live.given,
+                in_flight: live.in_flight.len(),
+                holding: self.slots[index].held.is_some(),
+            },
+            None => WorkerLoad::default(),
         };
-        let busy = !live.in_flight.is_empty();
-        if quarantine && (live.given > 0 || busy) {
-            let holding = self.slots[index].held.is_some();
-            self.hold(index, sent);
-            if !holding {
+        match place(risk, sent.attempt, load) {
+            Placement::Send { alone } => self.send_run(index, sent, alone),
+            // Sent when the worker's queue is empty (`on_result`).
+            Placement::Hold => self.hold(index, sent),
+            Placement::HoldAndRetire => {
+                self.hold(index, sent);
                 self.retire(index);
             }
-            return;
+            Placement::Requeue => {
+                let now = self.now();
+                self.sched.requeue(sent.slot, now);
+            }
         }
-        let suspect = task.suspect;
-        if suspect && busy {
-            // Sent when the worker's queue is empty (`on_result`).
-            self.hold(index, sent);
-            return;
-        }
-        self.send_run(index, sent, quarantine || suspect);
     }
 
-    /// Keeps a started task on its slot until its worker can run it alone. A worker
-    /// holds one at most: a second (started in the same turn) goes back to the queue.
+    /// Keeps a started task on its slot until its worker can run it alone (a worker
+    /// holds one at most: `policy::place` requeues a second).
     fn hold(&mut self, index: usize, sent: Sent) {
-        if self.slots[index].held.is_some() {
-            let now = self.now();
-            self.sched.requeue(sent.slot, now);
-            return;
-        }
+        debug_assert!(self.slots[index].held.is_none(), "a worker holds one task at most");
         self.slots[index].held = Some(sent);
         self.set_with_worker(sent.task, true);
         self.update_lanes(index);
@@ -596,7 +630,7 @@ impl Driver {
         let live = self.slots[index].live.as_mut().expect("open lanes have a worker");
         live.given += 1;
         live.alone |= alone;
-        let recycle = self.config.max_tasks_per_worker.is_some_and(|max| live.given >= max);
+        let recycle = spent(live.given, self.config.max_tasks_per_worker);
         if recycle || alone {
             self.update_lanes(index);
         }
@@ -669,7 +703,7 @@ impl Driver {
     // ----- worker life -----
 
     fn worker_of(&self, slot: SlotId) -> usize {
-        (slot - 1) % self.slots.len()
+        self.table.worker_of(slot)
     }
 
     fn lanes(&self) -> usize {
@@ -696,6 +730,7 @@ impl Driver {
         match Process::start(id, &self.config, limits, &self.inbox) {
             Ok(process) => {
                 let now = Instant::now();
+                let since = self.now();
                 self.slots[index].started += 1;
                 self.slots[index].live = Some(Live {
                     id,
@@ -706,8 +741,7 @@ impl Driver {
                     in_flight: VecDeque::new(),
                     head_since: now,
                     given: 0,
-                    last_heard: now,
-                    cpu_ticks: 0,
+                    silence: Silence::since(since),
                     kill_at: None,
                     closed: None,
                     cause: None,
@@ -728,15 +762,15 @@ impl Driver {
 
     /// A worker could not start or died before it was ready.
     fn start_failed(&mut self, why: String) {
-        self.start_failures += 1;
-        tracing::warn!(%why, failures = self.start_failures, "a worker failed to start");
-        if self.start_failures >= MAX_START_FAILURES && self.broken.is_none() {
+        let breaks = self.start_failures.failed();
+        let failures = self.start_failures.count();
+        tracing::warn!(%why, failures, "a worker failed to start");
+        if breaks && self.broken.is_none() {
             self.break_pool(Broken {
                 status: EventStatus::Error,
                 payload: Vec::new(),
                 message: format!(
-                    "workers fail to start ({} times in a row); the last: {why}",
-                    self.start_failures
+                    "workers fail to start ({failures} times in a row); the last: {why}"
                 ),
             });
         }
@@ -744,21 +778,21 @@ impl Driver {
 
     /// Sends Shutdown: the worker answers what it has, then exits.
     fn retire(&mut self, index: usize) {
-        let grace = self.config.kill_grace;
+        let (now, grace) = (self.now(), self.config.kill_grace);
         let Some(live) = self.slots[index].live.as_mut() else { return };
-        if matches!(live.phase, Phase::Retiring) || live.cause.is_some() {
-            return;
-        }
-        if live.phase == Phase::Ready && live.conversation.sent(&Message::Shutdown).is_ok() {
-            encode(&Message::Shutdown, &mut live.outbox).expect("Shutdown encodes");
-            live.phase = Phase::Retiring;
-            if live.in_flight.is_empty() {
-                live.kill_at = Instant::now().checked_add(grace);
+        let retire =
+            policy::retire(live.phase, live.cause.is_some(), live.in_flight.len(), now, grace);
+        match retire {
+            Retire::Going => return,
+            Retire::Shutdown { kill_at } if live.conversation.sent(&Message::Shutdown).is_ok() => {
+                encode(&Message::Shutdown, &mut live.outbox).expect("Shutdown encodes");
+                live.phase = Phase::Retiring;
+                live.kill_at = kill_at.or(live.kill_at);
             }
-        } else {
-            // Not ready yet: nothing to finish, so no grace is owed.
-            live.phase = Phase::Retiring;
-            self.kill(index, Cause::Lingered);
+            Retire::Shutdown { .. } | Retire::Kill => {
+                live.phase = Phase::Retiring;
+                self.kill(index, Cause::Lingered);
+            }
         }
         self.update_lanes(index);
     }
@@ -801,15 +835,13 @@ impl Driver {
     /// protocol error, so it is not killed (which would hide its cause): its exit
     /// follows and says how it died. One still there after the grace is killed.
     fn channel_closed(&mut self, index: usize, cut: Option<ProtocolError>) {
-        let grace = self.config.kill_grace;
+        let (now, grace) = (self.now(), self.config.kill_grace);
         let Some(live) = self.slots[index].live.as_mut() else { return };
         live.closed = Some(match cut {
             Some(e) => e.to_string(),
             None => "it closed its channel but did not exit".into(),
         });
-        if live.kill_at.is_none() {
-            live.kill_at = Instant::now().checked_add(grace);
-        }
+        live.kill_at = after_channel_closed(live.kill_at, now, grace);
     }
 
     fn protocol_error(&mut self, index: usize, error: ProtocolError) {
@@ -825,8 +857,9 @@ impl Driver {
     }
 
     fn on_message(&mut self, index: usize, message: Message) {
+        let now = self.now();
         let live = self.slots[index].live.as_mut().expect("checked by on_worker");
-        live.last_heard = Instant::now();
+        live.silence.last_heard = now;
         if live.cause.is_some() {
             return; // being killed: its last words change nothing
         }
@@ -863,7 +896,8 @@ impl Driver {
             Message::Heartbeat { rss_bytes } => {
                 if let Some(live) = self.slots[index].live.as_mut() {
                     // What a later silence is measured against (see `check_timers`).
-                    live.cpu_ticks = stat::cpu_ticks(live.process.pid).unwrap_or(live.cpu_ticks);
+                    let ticks = stat::cpu_ticks(live.process.pid);
+                    live.silence.cpu_ticks = ticks.unwrap_or(live.silence.cpu_ticks);
                 }
                 self.note_size(index, rss_bytes);
             }
@@ -875,11 +909,11 @@ impl Driver {
     }
 
     fn ready(&mut self, index: usize) {
-        self.start_failures = 0;
+        self.start_failures.ready();
         let slot = &mut self.slots[index];
         let live = slot.live.as_mut().expect("checked by on_worker");
         live.phase = Phase::Ready;
-        if self.closing && self.tasks.is_empty() {
+        if (self.closing && self.tasks.is_empty()) || slot.removed {
             self.retire(index);
             return;
         }
@@ -891,6 +925,7 @@ impl Driver {
 
     fn on_result(&mut self, index: usize, ok: bool, payload: Vec<u8>, traceback: String) {
         let now = Instant::now();
+        let since = self.now();
         let slot = &mut self.slots[index];
         let live = slot.live.as_mut().expect("checked by on_worker");
         let sent = live.in_flight.pop_front().expect("the conversation checked a Run was owed");
@@ -900,21 +935,19 @@ impl Driver {
         if alone_done {
             live.alone = false;
         }
-        let retiring_done = live.phase == Phase::Retiring && live.in_flight.is_empty();
-        if retiring_done {
-            live.kill_at = now.checked_add(self.config.kill_grace);
-        }
+        let (phase, left, grace) = (live.phase, live.in_flight.len(), self.config.kill_grace);
+        live.kill_at = after_last_result(phase, left, live.kill_at, since, grace);
         slot.tasks += 1;
         slot.busy += ran;
         if slot.durations.len() == DURATIONS_KEPT {
             slot.durations.pop_front();
         }
         slot.durations.push_back(ran.as_secs_f32());
-        let secs = ran.as_secs_f64();
-        self.typical = Some(self.typical.map_or(secs, |t| 0.9 * t + 0.1 * secs));
+        self.typical = Some(typical_after(self.typical, ran));
 
         let next = !live.in_flight.is_empty();
-        let out_of_memory = if ok { None } else { self.allocation_failed(&traceback) };
+        let address_space = matches!(self.memory, Some(MemoryLimit::AddressSpace(_)));
+        let out_of_memory = if ok { None } else { allocation_failed(&traceback, address_space) };
         if let Some(error) = out_of_memory {
             // Under RLIMIT_AS the limit shows only as a failed allocation in the task:
             // it is the limit's doing, as an OOM kill under a cgroup, and retried the
@@ -955,19 +988,6 @@ impl Driver {
         }
     }
 
-    /// The exception line of a task's error when it is an allocation that the pool's
-    /// `RLIMIT_AS` limit made fail: under that limit, its traceback's last line is
-    /// `MemoryError`, alone or with a message. Only that exact exception: a user's own
-    /// error that merely mentions memory stays the task's answer. (Under a cgroup the
-    /// OOM killer says so instead.)
-    fn allocation_failed<'t>(&self, traceback: &'t str) -> Option<&'t str> {
-        if !matches!(self.memory, Some(MemoryLimit::AddressSpace(_))) {
-            return None;
-        }
-        let line = traceback.trim_end().lines().last()?;
-        (line == "MemoryError" || line.starts_with("MemoryError: ")).then_some(line)
-    }
-
     /// Between two tasks, replaces a worker grown past the pool's memory size (its
     /// heartbeats say so too, but only once per interval).
     fn recycle_if_grown(&mut self, index: usize) {
@@ -983,7 +1003,7 @@ impl Driver {
     /// Records a worker's resident size; past the pool's memory size, it is retired.
     fn note_size(&mut self, index: usize, rss: u64) {
         self.slots[index].rss = rss;
-        if self.config.recycle_memory.is_some_and(|max| rss > max) {
+        if grown(rss, self.config.recycle_memory) {
             self.retire(index);
         }
     }
@@ -995,83 +1015,53 @@ impl Driver {
             _ => false,
         };
         let exited = info.as_ref().map(|i| i.exited).ok();
-        let (outcome, why) = match (&live.cause, exited) {
-            _ if oom => {
-                (AttemptOutcome::MemoryExceeded, "the worker went past its memory limit".into())
-            }
-            (Some(Cause::Hung(silent)), _) => (
-                AttemptOutcome::Crashed { signal: 9 },
-                format!(
-                    "the worker stopped answering (nothing heard for {} s)",
-                    silent.as_secs_f64()
-                ),
-            ),
-            (Some(Cause::Protocol(e)), _) => (
-                AttemptOutcome::Crashed { signal: 9 },
-                format!("the worker broke the protocol: {e}"),
-            ),
-            (_, Some(Exited::Signal(signal))) => (
-                AttemptOutcome::Crashed { signal },
-                format!(
-                    "the worker (pid {}) was killed by signal {signal} ({})",
-                    live.process.pid,
-                    signal_name(signal)
-                ),
-            ),
-            (_, Some(Exited::Code(code))) => (
-                AttemptOutcome::Failed { exit_code: code },
-                format!("the worker (pid {}) exited with status {code}", live.process.pid),
-            ),
-            (_, None) => {
-                (AttemptOutcome::Failed { exit_code: -1 }, "the worker could not be reaped".into())
-            }
-        };
-        let planned = matches!(live.cause, Some(Cause::Terminate | Cause::Lingered))
-            || (live.phase == Phase::Retiring && exited == Some(Exited::Code(0)));
-        if live.phase != Phase::Ready && live.phase != Phase::Retiring && !planned {
+        let (outcome, why) = exit_outcome(live.cause.as_ref(), exited, oom, live.process.pid);
+        if failed_to_start(live.phase, live.cause.as_ref(), exited) {
             self.start_failed(why.clone());
         }
         // The Run that was running ends with the worker; the ones queued behind it
-        // never started and go back to the queue as they were. When a queued one
-        // timed out, it is the one that ends and the running one is not to blame.
+        // never started and go back to the queue as they were (`policy::blame`).
         let timed_out = match live.cause {
             Some(Cause::Timeout(slot)) => Some(slot),
             _ => None,
         };
-        let head = live.in_flight.front().map_or(0, |s| s.slot);
         let head_ran = live.head_since.elapsed();
-        let blamed = timed_out.unwrap_or(head);
-        // A worker may send the Results of prefetched Runs together, so with several
-        // unanswered the one it was running is unknown: they all go back, to run alone.
-        let precise = live.in_flight.len() <= 1 || timed_out.is_some();
         let now = self.now();
         // Terminated or broken: its tasks have had their final events already.
-        let in_flight = if self.terminating || self.broken.is_some() {
-            VecDeque::new()
+        let in_flight: Vec<Sent> = if self.terminating || self.broken.is_some() {
+            Vec::new()
         } else {
-            live.in_flight
+            live.in_flight.into()
         };
-        for sent in in_flight {
-            if precise && sent.slot == blamed {
-                let why = match (timed_out, self.tasks.get(&sent.task)) {
-                    (Some(_), Some(task)) => timeout_message(task.timeout.unwrap_or_default()),
-                    _ => why.clone(),
-                };
-                let ran = (sent.slot == head).then_some(head_ran);
-                self.end_attempt_with_failure(sent, outcome, why, ran);
-            } else {
-                self.sched.requeue(sent.slot, now);
-                if let Some(task) = self.tasks.get_mut(&sent.task) {
-                    task.with_worker = false;
-                    task.suspect |= !precise;
+        let fates = blame(&in_flight, timed_out);
+        for (sent, fate) in in_flight.into_iter().zip(fates) {
+            match fate {
+                Fate::Blamed { ran } => {
+                    let why = match (timed_out, self.tasks.get(&sent.task)) {
+                        (Some(_), Some(task)) => timeout_message(task.timeout.unwrap_or_default()),
+                        _ => why.clone(),
+                    };
+                    let ran = ran.then_some(head_ran);
+                    self.end_attempt_with_failure(sent, outcome, why, ran);
+                }
+                Fate::Requeued { suspect } => {
+                    self.sched.requeue(sent.slot, now);
+                    if let Some(task) = self.tasks.get_mut(&sent.task) {
+                        task.with_worker = false;
+                        task.suspect |= suspect;
+                    }
                 }
             }
         }
         self.update_lanes(index);
-        let wanted = !self.terminating
-            && self.broken.is_none()
-            && !(self.closing && self.tasks.is_empty() && self.slots[index].held.is_none());
-        if wanted {
+        let pool = PoolState {
+            terminating: self.terminating,
+            broken: self.broken.is_some(),
+            closing: self.closing,
+            drained: self.tasks.is_empty(),
+        };
+        let slot = &self.slots[index];
+        if replace_after_exit(pool, slot.held.is_some(), slot.removed) {
             self.spawn(index);
         }
     }
@@ -1095,12 +1085,7 @@ impl Driver {
             recorder.ended(sent.task, sent.attempt, ran, verdict.outcome, status, None, &why);
         }
         let task = self.tasks.get_mut(&sent.task).expect("an attempt's task is held");
-        if matches!(
-            verdict.outcome,
-            AttemptOutcome::Crashed { .. }
-                | AttemptOutcome::Failed { .. }
-                | AttemptOutcome::MemoryExceeded
-        ) {
+        if policy::is_crash(verdict.outcome) {
             task.crashes += 1;
         }
         if verdict.final_status.is_none() {
@@ -1169,7 +1154,7 @@ impl Driver {
     /// Prefetch while tasks are tiny and none has a timeout (a deadline must not
     /// tick while its task waits behind another).
     fn update_prefetch(&mut self) {
-        let depth = if self.timed == 0 { prefetch_depth(self.typical, self.lanes()) } else { 1 };
+        let depth = prefetch_depth(self.typical, self.lanes(), self.timed);
         if depth != self.depth {
             self.depth = depth;
             for index in 0..self.slots.len() {
@@ -1179,19 +1164,17 @@ impl Driver {
     }
 
     fn update_lanes(&mut self, index: usize) {
-        let (ready, alone, recycled) = match &self.slots[index].live {
-            Some(live) => (
-                live.phase == Phase::Ready && live.cause.is_none(),
-                live.alone,
-                self.config.max_tasks_per_worker.is_some_and(|max| live.given >= max),
-            ),
-            None => (false, false, false),
+        let view = match &self.slots[index].live {
+            Some(live) => LaneView {
+                ready: live.phase == Phase::Ready && live.cause.is_none(),
+                spent: spent(live.given, self.config.max_tasks_per_worker),
+                holding: self.slots[index].held.is_some(),
+                alone: live.alone,
+            },
+            None => LaneView::default(),
         };
-        let first = ready && !recycled && self.slots[index].held.is_none();
-        let workers = self.slots.len();
-        for lane in 0..self.lanes() {
-            let open = first && (lane == 0 || (lane < self.depth && !alone));
-            self.sched.set_slot_open(lane * workers + index + 1, open);
+        for (lane, &slot) in self.table.slots_of(index).iter().enumerate() {
+            self.sched.set_slot_open(slot, lane_open(view, lane, self.depth));
         }
     }
 
@@ -1200,45 +1183,41 @@ impl Driver {
         let mut at = self.sched.next_wakeup().and_then(|d| self.epoch.checked_add(d));
         let timeout = self.config.heartbeat_timeout;
         for live in self.slots.iter().filter_map(|s| s.live.as_ref()) {
-            let hang = self.watches_hang(live).then(|| live.last_heard.checked_add(timeout));
-            let hang = hang.flatten();
-            for t in [hang, live.kill_at].into_iter().flatten() {
+            let hang = self.watches_hang(live).then(|| live.silence.due(timeout));
+            let hang = hang.and_then(|d| self.epoch.checked_add(d));
+            let kill = live.kill_at.and_then(|d| self.epoch.checked_add(d));
+            for t in [hang, kill].into_iter().flatten() {
                 at = Some(at.map_or(t, |a| a.min(t)));
             }
         }
         at
     }
 
-    /// Whether silence from this worker means it hangs: always before its Hello,
-    /// afterwards only when it sends heartbeats.
     fn watches_hang(&self, live: &Live) -> bool {
-        live.cause.is_none()
-            && !self.config.heartbeat_timeout.is_zero()
-            && (live.phase == Phase::Starting || !self.config.heartbeat.is_zero())
+        let config = &self.config;
+        watches_hang(live.phase, live.cause.is_some(), config.heartbeat, config.heartbeat_timeout)
     }
 
     fn check_timers(&mut self) {
-        let now = Instant::now();
+        let since = self.now();
+        let timeout = self.config.heartbeat_timeout;
         for index in 0..self.slots.len() {
             let Some(live) = &self.slots[index].live else { continue };
-            let silent = now - live.last_heard;
-            if self.watches_hang(live) && silent >= self.config.heartbeat_timeout {
-                // Silent but using the CPU: a long call holds its heartbeat back (a
-                // Python call that keeps the GIL). Hung means stopped; a task's time
-                // is bounded by its timeout.
-                let ticks = stat::cpu_ticks(live.process.pid);
+            if self.watches_hang(live) {
                 let live = self.slots[index].live.as_mut().expect("checked above");
-                if let Some(ticks) = ticks.filter(|&t| t > live.cpu_ticks) {
-                    live.cpu_ticks = ticks;
-                    live.last_heard = now;
-                    continue;
+                let pid = live.process.pid;
+                match live.silence.check(since, timeout, || stat::cpu_ticks(pid)) {
+                    Hang::Hung => {
+                        self.kill(index, Cause::Hung(timeout));
+                        continue;
+                    }
+                    Hang::Busy => continue,
+                    Hang::Heard => {}
                 }
-                self.kill(index, Cause::Hung(self.config.heartbeat_timeout));
-            } else if live.kill_at.is_some_and(|t| t <= now) {
-                let cause = match &live.closed {
-                    Some(why) if live.phase != Phase::Retiring => Cause::Protocol(why.clone()),
-                    _ => Cause::Lingered,
-                };
+            }
+            let Some(live) = &self.slots[index].live else { continue };
+            if live.kill_at.is_some_and(|t| t <= since) {
+                let cause = overdue_cause(live.closed.as_deref(), live.phase);
                 self.kill(index, cause);
             }
         }
@@ -1249,6 +1228,7 @@ impl Driver {
             .slots
             .iter()
             .enumerate()
+            .filter(|(_, slot)| !slot.removed || slot.live.is_some())
             .map(|(index, slot)| {
                 let mut sorted: Vec<f32> = slot.durations.iter().copied().collect();
                 sorted.sort_by(f32::total_cmp);
@@ -1295,33 +1275,4 @@ fn message_header(sent: Sent) -> Message {
 
 fn timeout_message(timeout: Duration) -> String {
     format!("the task ran past its timeout of {} s", timeout.as_secs_f64())
-}
-
-/// Lanes to open per worker when tasks typically take `typical` seconds: for tasks
-/// shorter than `PREFETCH_BUDGET`, as many as fit in it and at least 2; else 1. Never
-/// more than `lanes`.
-fn prefetch_depth(typical: Option<f64>, lanes: usize) -> usize {
-    let budget = PREFETCH_BUDGET.as_secs_f64();
-    match typical {
-        // The float-to-int cast saturates: a typical time of zero gives every lane.
-        Some(t) if t < budget => ((budget / t) as usize).max(2).min(lanes),
-        _ => 1,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefetch_depth;
-
-    #[test]
-    fn prefetch_fills_the_budget_with_tiny_tasks_only() {
-        assert_eq!(prefetch_depth(None, 32), 1, "nothing measured yet");
-        assert_eq!(prefetch_depth(Some(0.000_005), 32), 32, "5 us tasks: every lane");
-        assert_eq!(prefetch_depth(Some(0.000_25), 32), 4, "0.25 ms tasks: 4 fit in 1 ms");
-        assert_eq!(prefetch_depth(Some(0.000_6), 32), 2, "tiny: at least one prefetched");
-        assert_eq!(prefetch_depth(Some(0.001), 32), 1, "not tiny: no prefetch");
-        assert_eq!(prefetch_depth(Some(2.0), 32), 1);
-        assert_eq!(prefetch_depth(Some(0.0), 8), 8, "instant tasks: every lane");
-        assert_eq!(prefetch_depth(Some(0.000_005), 1), 1, "prefetch off");
-    }
 }

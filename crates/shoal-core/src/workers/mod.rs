@@ -17,7 +17,9 @@
 mod config;
 mod driver;
 mod handle;
+mod policy;
 mod record;
+mod slots;
 mod worker;
 
 pub use config::{EventStatus, PoolConfig, PoolStats, PoolStore, TaskEvent, TaskSpec, WorkerStats};
