@@ -166,3 +166,14 @@ def test_elastic_bounds_are_checked_naming_the_argument(kwargs, named):
     }
     with pytest.raises(ValueError, match=named.replace("processes", "workers")):
         shoal.ProcessPoolExecutor(**kwargs)
+
+
+def test_an_elastic_executor_shut_down_with_calls_waiting_still_grows_to_run_them():
+    executor = shoal.ProcessPoolExecutor(3, min_workers=1)
+    try:
+        futures = [executor.submit(tasks.sleep_then, 1.0, i) for i in range(6)]
+        executor.shutdown(wait=False)
+        wait_until("three workers for the calls left", lambda: len(live_pids(executor)) == 3)
+        assert [f.result(timeout=60) for f in futures] == list(range(6))
+    finally:
+        executor.shutdown(wait=True)

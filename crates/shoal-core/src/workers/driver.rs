@@ -10,6 +10,8 @@
 //! [`SlotTable`] says which worker place and lane each is; at the start slots
 //! `1..=workers` are each worker's first lane, the next `workers` their second, and
 //! so on, and a place added by a live resize (`set_workers`) takes the next numbers.
+//! An elastic pool resizes itself on the same path: after each dispatch, `scale`
+//! hands `policy::scale` the counts and applies what it answers.
 //! A worker's first lane is open while it is ready; its other lanes open only while
 //! tasks are tiny (prefetch), so a worker can be handed its next task before it
 //! answers the last. As many lanes open as tasks fit in `PREFETCH_BUDGET` at the
@@ -407,10 +409,10 @@ impl Driver {
     /// comes to `wanted` workers; an elastic one takes it as its maximum (its minimum
     /// no higher) and comes within its new bounds, growing later as tasks wait.
     fn resize_to(&mut self, wanted: usize) -> String {
-        let Some(bounds) = self.elastic else { return self.set_workers(wanted) };
         if self.terminating || self.broken.is_some() || self.closing {
             return format!("not applied: the pool is {}", self.ending());
         }
+        let Some(bounds) = self.elastic else { return self.set_workers(wanted) };
         let cap = self.memory.as_ref().and_then(MemoryLimit::max_slots);
         let given = wanted.max(1).min(cap.unwrap_or(usize::MAX));
         let bounds = resized_bounds(bounds, given);
@@ -428,7 +430,9 @@ impl Driver {
     /// workers added while tasks wait, idle ones past their timeout taken away.
     fn scale(&mut self) {
         let Some(bounds) = self.elastic else { return };
-        if self.terminating || self.broken.is_some() || self.closing {
+        // Closing, it still grows for the calls left (an executor's `with` block ends
+        // with calls waiting); once drained, `retire_idle` retires every worker.
+        if self.terminating || self.broken.is_some() {
             return;
         }
         let (active, free, idle) = self.elastic_view();
@@ -476,9 +480,6 @@ impl Driver {
     /// goes back to the queue. Places added take the next slots of the table; places
     /// taken away earlier come back first. Says what it did, as `shoal jobs` does.
     fn set_workers(&mut self, wanted: usize) -> String {
-        if self.terminating || self.broken.is_some() || self.closing {
-            return format!("not applied: the pool is {}", self.ending());
-        }
         let removed: Vec<bool> = self.slots.iter().map(|s| s.removed).collect();
         let before = removed.iter().filter(|r| !**r).count();
         let cgroups = self.memory.as_ref().and_then(MemoryLimit::max_slots);

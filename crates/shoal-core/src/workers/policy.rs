@@ -1,7 +1,8 @@
 //! The worker pool's rules, pure: lanes and prefetch, where a started Run goes
 //! (sent, held for its worker to run it alone, or requeued), blame and suspects
 //! when a worker dies, quarantine, hang detection (silence against CPU time),
-//! recycling, start-failure breaking, when a worker is replaced, and shutdown (how
+//! recycling, start-failure breaking, when a worker is replaced, a live resize and an
+//! elastic pool's grow and shrink, and shutdown (how
 //! a worker is retired, when its grace runs out and why it is then killed). Each rule is a
 //! function of the facts the driver hands it, the time included (a `Duration` since
 //! the pool started, as the scheduler takes it); none reads the clock, touches a
