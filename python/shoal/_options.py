@@ -152,8 +152,10 @@ def resize_count(n) -> int:
     otherwise; the engine refuses a count past the memory limit's cgroups)."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise ValueError(f"resize: n must be an int (a worker count), not {n!r}")
-    if not 1 <= n < 2**32:
-        raise ValueError(f"resize: n must be a worker count of at least 1, not {n}")
+    if n < 1:
+        raise ValueError(f"resize: n must be at least 1 worker, not {n}")
+    if n >= 2**32:
+        raise ValueError(f"resize: n={n} is more workers than a pool can have")
     return int(n)
 
 

@@ -115,16 +115,10 @@ def test_an_elastic_pool_grows_under_a_burst_and_falls_back_to_its_minimum_when_
         wait_until("the first worker", lambda: len(live_pids(pool)) == 1)
         time.sleep(1)
         assert len(live_pids(pool)) == 1, "an elastic pool starts its minimum"
-        seen = set()
-
-        def watch():
-            seen.update(live_pids(pool))
-            return len(live_pids(pool)) == 3
-
         results = {}
         burst = threading.Thread(target=lambda: results.update(out=run(list(range(9)))))
         burst.start()
-        wait_until("three workers under the burst", watch)
+        wait_until("three workers under the burst", lambda: len(live_pids(pool)) == 3)
         burst.join(60)
         assert results["out"] == list(range(9)), "a call was lost"
         # Idle: back to one worker, and it still works.
