@@ -44,7 +44,7 @@ import weakref
 from collections.abc import Callable
 
 from shoal import _payload, _sharing, errors
-from shoal._options import PoolSettings, TaskOptions
+from shoal._options import PoolSettings, TaskOptions, resize_count
 from shoal._outcomes import call_outcome, describe, label, stored_label
 from shoal._progress import ProgressBar
 from shoal._stream import Stream, ChunkHandler
@@ -198,6 +198,8 @@ class Core:
             self.engine = Engine(
                 [sys.executable, "-m", WORKER_MODULE],
                 settings.workers,
+                min_workers=settings.min_workers,
+                idle_timeout=settings.idle_timeout,
                 worker_config=worker_config(self._inherited),
                 init=init,
                 pass_fds=self._inherited,
@@ -417,6 +419,16 @@ class Core:
         """`with core.interruptible(): wait...`: Ctrl-C while waiting terminates the pool,
         so that nothing is left running, and propagates."""
         return _Interruptible(self)
+
+    def resize(self, n: int) -> None:
+        """Resizes the pool to `n` workers (an elastic pool: its maximum); returns once
+        the engine applied it. ValueError: a bad `n`, or the engine refused it."""
+        n = resize_count(n)
+        try:
+            self.engine.resize(n)
+        except ValueError as exc:
+            raise ValueError(f"resize: n={n}: {exc}") from None
+        self.workers = n
 
     def stats(self) -> Stats:
         return Stats(self.engine.stats(), self.calls, self.calls_done)

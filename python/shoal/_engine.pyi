@@ -21,6 +21,8 @@ class Engine:
         argv: list[str],
         workers: int,
         *,
+        min_workers: int | None = None,
+        idle_timeout: float | None = None,
         env: dict[str, str] | None = None,
         worker_config: bytes = b"",
         init: bytes | None = None,
@@ -41,7 +43,10 @@ class Engine:
         """Starts the engine thread and the workers. `pass_fds`: descriptors every worker
         inherits at the same number (the caller keeps them open until the engine ended).
         ValueError for bad arguments, OSError if the worker program cannot be started at
-        all, shoal.errors.StoreError (an OSError) if the store cannot be used."""
+        all, shoal.errors.StoreError (an OSError) if the store cannot be used. With
+        `min_workers` or `idle_timeout` the pool is elastic: it starts `min_workers`
+        (default 1), adds workers while tasks wait, up to `workers`, and retires workers
+        idle for `idle_timeout` seconds, down to `min_workers`."""
     def submit(
         self,
         payload: bytes,
@@ -77,6 +82,9 @@ class Engine:
         """Kills every worker now; unfinished tasks end "cancelled"."""
     def join(self, timeout: float | None = None) -> bool:
         """True once the engine has ended (after close/terminate and all tasks done)."""
+    def resize(self, workers: int) -> str:
+        """Resizes the pool to `workers` now (an elastic pool: its maximum) and says
+        what it did. ValueError: 0, past the memory limit's cgroups, or closed."""
     def stats(self) -> dict:
         """{"workers": [{"slot", "pid", "tasks", "busy", "mean", "p95", "restarts",
         "rss"}, ...], "submitted", "finished", "running", "queued"}."""

@@ -147,14 +147,30 @@ class TaskOptions:
         return f"TaskOptions({fields})"
 
 
+def resize_count(n) -> int:
+    """The worker count `pool.resize(n)` takes: an int from 1 (ValueError naming `n`
+    otherwise; the engine refuses a count past the memory limit's cgroups)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise ValueError(f"resize: n must be an int (a worker count), not {n!r}")
+    if n < 1:
+        raise ValueError(f"resize: n must be at least 1 worker, not {n}")
+    if n >= 2**32:
+        raise ValueError(f"resize: n={n} is more workers than a pool can have")
+    return int(n)
+
+
 class PoolSettings:
-    """What the engine takes per pool, checked. `workers` is the process count."""
+    """What the engine takes per pool, checked. `workers` is the process count (an
+    elastic pool's maximum); `min_workers` and `idle_timeout` make it elastic."""
 
     def __init__(
         self,
         *,
         workers,
         workers_name: str,
+        min_workers=None,
+        min_workers_name: str = "min_workers",
+        idle_timeout=None,
         initializer,
         initargs,
         max_tasks,
@@ -171,6 +187,17 @@ class PoolSettings:
         workers = default_workers() if workers is None else _int(workers_name, workers)
         if workers < 1:
             raise ValueError(f"{workers_name} must be at least 1, not {workers}")
+        if min_workers is not None:
+            min_workers = _int(min_workers_name, min_workers)
+            if not 1 <= min_workers <= workers:
+                raise ValueError(
+                    f"{min_workers_name} must be from 1 to {workers_name} ({workers}), "
+                    f"not {min_workers}"
+                )
+        self.min_workers: int | None = min_workers
+        self.idle_timeout: float | None = (
+            None if idle_timeout is None else _seconds("idle_timeout", idle_timeout)
+        )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if max_tasks is not None:

@@ -297,7 +297,8 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
     concurrent.futures.ProcessPoolExecutor.
 
     ProcessPoolExecutor(max_workers=None, mp_context=None, initializer=None,
-                        initargs=(), *, max_tasks_per_child=None, priority=0,
+                        initargs=(), *, max_tasks_per_child=None,
+                        min_workers=None, idle_timeout=None, priority=0,
                         timeout=None, retries=1, cost=None, key=None,
                         memory_limit=None, cpu_affinity=None,
                         max_memory_per_child=None, heartbeat=1.0,
@@ -309,6 +310,8 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
     - initializer(*initargs) runs once in each worker. If it raises, every task fails
       with shoal.InitializerError (workers are not respawned in a loop).
     - max_tasks_per_child: a worker is replaced after this many tasks.
+    - min_workers, idle_timeout: an elastic pool of at most max_workers (see
+      shoal.Pool's min_processes); neither given, a fixed pool of max_workers.
     The other keywords are as for shoal.Pool (see its doc): task defaults (priority,
     timeout, retries, cost, key), memory_limit,
     cpu_affinity, max_memory_per_child, heartbeats, progress, store.
@@ -322,6 +325,8 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         initargs: Iterable = (),
         *,
         max_tasks_per_child: int | None = None,
+        min_workers: int | None = None,
+        idle_timeout: float | None = None,
         priority: int = 0,
         timeout: float | None = None,
         retries: int = 1,
@@ -338,6 +343,8 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         settings = PoolSettings(
             workers=max_workers,
             workers_name="max_workers",
+            min_workers=min_workers,
+            idle_timeout=idle_timeout,
             initializer=initializer,
             initargs=initargs,
             max_tasks=max_tasks_per_child,
@@ -387,6 +394,14 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         else:
             self.shutdown(wait=True)
         return False
+
+    def resize(self, n: int) -> None:
+        """Resizes the pool to `n` workers now (see shoal.Pool.resize). ValueError for a
+        bad `n` or an executor that was shut down."""
+        if self._shutdown:
+            raise ValueError("cannot resize an executor after shutdown")
+        self._core.resize(n)
+        self._max_workers = self._core.workers
 
     def stats(self) -> _client.Stats:
         """Per-worker statistics and call counts (see shoal.Pool.stats)."""

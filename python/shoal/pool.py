@@ -375,17 +375,22 @@ class Pool(_Submitting):
     """A pool of worker processes, with the API of multiprocessing.Pool.
 
     Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None,
-         context=None, *, priority=0, timeout=None, retries=1, cost=None, key=None,
+         context=None, *, min_processes=None, idle_timeout=None, priority=0, timeout=None, retries=1, cost=None, key=None,
          memory_limit=None, cpu_affinity=None, max_memory_per_child=None,
          heartbeat=1.0, heartbeat_timeout=30.0, progress=False, store=None)
 
-    - processes: worker count (default: the CPUs this process may use).
+    - processes: worker count (default: the CPUs this process may use); with
+      min_processes or idle_timeout, the most workers of an elastic pool.
     - initializer(*initargs) runs once in each worker before its tasks. If it raises,
       every task fails with InitializerError (workers are not respawned in a loop).
     - maxtasksperchild: a worker is replaced after this many tasks (a chunk is one).
     - context: accepted for compatibility and ignored: workers are always fresh
       interpreters (no fork of this process).
     Keyword-only extras:
+    - min_processes, idle_timeout: an elastic pool. It starts min_processes workers
+      (default 1 when only idle_timeout is given), adds one for each call waiting while
+      fewer than `processes` run, and retires a worker idle for idle_timeout seconds,
+      down to min_processes (never, without idle_timeout). Neither given: a fixed pool.
     - priority, timeout, retries, cost, key: defaults for every call (see `options`);
       with a store, a pool-wide key makes the whole job resumable.
     - memory_limit: bytes or a size like "512M" per worker; past it the task fails with
@@ -416,6 +421,8 @@ class Pool(_Submitting):
         maxtasksperchild: int | None = None,
         context: Any = None,
         *,
+        min_processes: int | None = None,
+        idle_timeout: float | None = None,
         priority: int = 0,
         timeout: float | None = None,
         retries: int = 1,
@@ -433,6 +440,9 @@ class Pool(_Submitting):
         settings = PoolSettings(
             workers=processes,
             workers_name="processes",
+            min_workers=min_processes,
+            min_workers_name="min_processes",
+            idle_timeout=idle_timeout,
             initializer=initializer,
             initargs=initargs,
             max_tasks=maxtasksperchild,
@@ -485,6 +495,16 @@ class Pool(_Submitting):
             raise ValueError("Pool is still running")
         with self._core.interruptible():
             self._core.join()
+
+    def resize(self, n: int) -> None:
+        """Resizes the pool to `n` workers now, as `shoal jobs` does (an elastic pool:
+        `n` becomes its most, its min_processes no higher). Workers taken away finish
+        the calls they have, then exit: no running call is killed. Returns once applied.
+        ValueError for a bad `n` (not an int, below 1, past the memory limit's budget)
+        or a pool that is not running."""
+        self._check_running()
+        self._core.resize(n)
+        self._processes = self._core.workers
 
     def stats(self) -> _client.Stats:
         """Per-worker statistics (tasks, busy time, mean and p95 duration, restarts,

@@ -31,7 +31,7 @@ struct Engine {
 impl Engine {
     #[new]
     #[pyo3(signature = (
-        argv, workers, *, env=None, worker_config=Vec::new(), init=None, pass_fds=Vec::new(),
+        argv, workers, *, min_workers=None, idle_timeout=None, env=None, worker_config=Vec::new(), init=None, pass_fds=Vec::new(),
         max_tasks_per_worker=None, recycle_memory=None, memory_limit=None, cpus=None,
         nice=None, heartbeat=1.0, heartbeat_timeout=30.0, kill_grace=1.0,
         retry_delay=0.05, prefetch=32, store=None, run_name=None,
@@ -40,6 +40,8 @@ impl Engine {
     fn new(
         argv: Vec<OsString>,
         workers: usize,
+        min_workers: Option<usize>,
+        idle_timeout: Option<f64>,
         env: Option<HashMap<OsString, OsString>>,
         worker_config: Vec<u8>,
         init: Option<Vec<u8>>,
@@ -61,6 +63,8 @@ impl Engine {
             return Err(PyValueError::new_err("max_tasks_per_worker must be at least 1"));
         }
         let mut config = PoolConfig::new(argv, workers);
+        config.min_workers = min_workers;
+        config.idle_timeout = idle_timeout.map(|t| seconds("idle_timeout", t)).transpose()?;
         config.env = env.unwrap_or_default().into_iter().collect();
         config.worker_config = worker_config;
         config.init = init;
@@ -159,6 +163,13 @@ impl Engine {
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
         Ok(py.detach(|| self.pool.join(timeout)))
+    }
+
+    /// Resizes the pool to `workers` now (an elastic pool: its maximum); returns what
+    /// it did once applied. ValueError: 0, past the memory limit's cgroups, or the
+    /// pool is closed.
+    fn resize(&self, py: Python<'_>, workers: usize) -> PyResult<String> {
+        py.detach(|| self.pool.resize(workers)).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// Per-worker figures and task counts.

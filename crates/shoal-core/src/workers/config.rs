@@ -16,8 +16,14 @@ pub struct PoolConfig {
     /// Extra environment for the workers. With a store, the pool adds the run's
     /// marker (`SHOAL_RUN`, see [`crate::run::Marker`]).
     pub env: Vec<(OsString, OsString)>,
-    /// Number of workers (slots), at least 1.
+    /// Number of workers (slots), at least 1; an elastic pool's maximum.
     pub workers: usize,
+    /// An elastic pool's minimum: it starts this many workers and adds workers while
+    /// tasks wait, up to `workers`. `None`: `workers` (a fixed pool), or 1 with an
+    /// `idle_timeout`.
+    pub min_workers: Option<usize>,
+    /// Retire a worker idle this long, down to the minimum (`None`: never).
+    pub idle_timeout: Option<Duration>,
     /// Sent to every worker in Welcome (opaque to the engine).
     pub worker_config: Vec<u8>,
     /// Descriptors every worker inherits at the same number (as multiprocessing's
@@ -59,6 +65,8 @@ impl PoolConfig {
             argv,
             env: Vec::new(),
             workers,
+            min_workers: None,
+            idle_timeout: None,
             worker_config: Vec::new(),
             pass_fds: Vec::new(),
             init: None,

@@ -10,6 +10,8 @@
 //! [`SlotTable`] says which worker place and lane each is; at the start slots
 //! `1..=workers` are each worker's first lane, the next `workers` their second, and
 //! so on, and a place added by a live resize (`set_workers`) takes the next numbers.
+//! An elastic pool resizes itself on the same path: after each dispatch, `scale`
+//! hands `policy::scale` the counts and applies what it answers.
 //! A worker's first lane is open while it is ready; its other lanes open only while
 //! tasks are tiny (prefetch), so a worker can be handed its next task before it
 //! answers the last. As many lanes open as tasks fit in `PREFETCH_BUDGET` at the
@@ -31,12 +33,13 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::config::{EventStatus, PoolConfig, PoolStats, TaskEvent, TaskSpec, WorkerStats};
-use super::handle::{Command, ParkedRecord};
+use super::handle::{Command, ParkedRecord, ResizeError};
 use super::policy::{
     self, after_channel_closed, after_last_result, allocation_failed, blame, exit_outcome,
-    failed_to_start, grown, lane_open, overdue_cause, place, prefetch_depth, replace_after_exit,
-    spent, typical_after, watches_hang, Cause, Fate, Hang, LaneView, Phase, Placement, PoolState,
-    Retire, Sent, Silence, StartFailures, TaskRisk, WorkerLoad,
+    failed_to_start, grown, lane_open, next_retirement, overdue_cause, place, prefetch_depth,
+    replace_after_exit, resized_bounds, scale, spent, typical_after, watches_hang, Cause, Elastic,
+    Fate, Hang, LaneView, Load, Phase, Placement, PoolState, Retire, Scale, Sent, Silence,
+    StartFailures, TaskRisk, WorkerLoad,
 };
 use super::record::Recorder;
 use super::slots::SlotTable;
@@ -92,6 +95,9 @@ struct Live {
     oom_before: u64,
     /// It runs a quarantined task alone.
     alone: bool,
+    /// Ready with nothing in flight since then (an elastic pool retires it after its
+    /// idle timeout).
+    idle_since: Option<Duration>,
 }
 
 /// One worker place: its current process and its figures across processes.
@@ -132,12 +138,20 @@ pub(super) async fn run(
     // With a store, the run takes control requests (pause, unpause, cancel).
     let mut controls = recorder.as_ref().and_then(Recorder::watch_controls);
     let mut driver = Driver::new(config, memory, recorder, inbox, events);
+    // An elastic pool starts its minimum: its other places wait, taken away, until
+    // tasks wait for them (`scale`).
+    let start = driver.elastic.map_or(driver.slots.len(), |bounds| bounds.min);
     for index in 0..driver.slots.len() {
-        driver.spawn(index);
+        if index < start {
+            driver.spawn(index);
+        } else {
+            driver.slots[index].removed = true;
+        }
     }
     let mut commands_open = true;
     while !driver.finished() {
         driver.dispatch();
+        driver.scale();
         driver.flush();
         let wakeup = driver.next_wakeup();
         tokio::select! {
@@ -218,6 +232,8 @@ struct Driver {
     typical: Option<f64>,
     /// Lanes open per ready worker: 1, or more while prefetching.
     depth: usize,
+    /// An elastic pool's bounds; `None`: a fixed pool.
+    elastic: Option<Elastic>,
     start_failures: StartFailures,
     closing: bool,
     terminating: bool,
@@ -240,6 +256,12 @@ impl Driver {
     ) -> Self {
         let workers = config.workers;
         let lanes = config.prefetch.max(1);
+        let elastic = (config.min_workers.is_some() || config.idle_timeout.is_some()).then(|| {
+            let max =
+                memory.as_ref().and_then(MemoryLimit::max_slots).unwrap_or(workers).min(workers);
+            let min = config.min_workers.unwrap_or(1).min(max);
+            Elastic { min, max, idle_timeout: config.idle_timeout }
+        });
         let mut sched = Scheduler::new(SchedulerConfig {
             slots: workers * lanes,
             aging: Some(Duration::from_secs(30)),
@@ -263,6 +285,7 @@ impl Driver {
             next_worker: 1,
             typical: None,
             depth: 1,
+            elastic,
             start_failures: StartFailures::default(),
             closing: false,
             terminating: false,
@@ -315,6 +338,9 @@ impl Driver {
                     recorder.refused(task, reason);
                 }
             }
+            Command::Resize(wanted, reply) => {
+                let _ = reply.send(self.on_resize(wanted));
+            }
         }
     }
 
@@ -359,11 +385,93 @@ impl Driver {
                     (false, false) => "was not paused".to_owned(),
                 }
             }
-            ControlAction::SetSlots { slots } => self.set_workers(slots as usize),
+            ControlAction::SetSlots { slots } => self.resize_to(slots as usize),
         };
         if let Some(recorder) = &self.recorder {
             recorder.control_applied(request.id, result);
         }
+    }
+
+    /// A resize asked through the handle: refused past the memory limit's cgroups
+    /// (`shoal jobs` clamps instead, saying so) and once the pool is ending.
+    fn on_resize(&mut self, wanted: usize) -> Result<String, ResizeError> {
+        if self.terminating || self.broken.is_some() || self.closing {
+            return Err(ResizeError::Ending(self.ending()));
+        }
+        let cap = self.memory.as_ref().and_then(MemoryLimit::max_slots);
+        if let Some(cap) = cap.filter(|&cap| wanted > cap) {
+            return Err(ResizeError::OverCap { wanted, cap });
+        }
+        Ok(self.resize_to(wanted))
+    }
+
+    /// A live resize asked from outside (`shoal jobs`, `pool.resize`): a fixed pool
+    /// comes to `wanted` workers; an elastic one takes it as its maximum (its minimum
+    /// no higher) and comes within its new bounds, growing later as tasks wait.
+    fn resize_to(&mut self, wanted: usize) -> String {
+        if self.terminating || self.broken.is_some() || self.closing {
+            return format!("not applied: the pool is {}", self.ending());
+        }
+        let Some(bounds) = self.elastic else { return self.set_workers(wanted) };
+        let cap = self.memory.as_ref().and_then(MemoryLimit::max_slots);
+        let given = wanted.max(1).min(cap.unwrap_or(usize::MAX));
+        let bounds = resized_bounds(bounds, given);
+        self.elastic = Some(bounds);
+        let active = self.slots.iter().filter(|s| !s.removed).count();
+        let mut result = self.set_workers(active.clamp(bounds.min, bounds.max));
+        result += &format!(" (elastic: {} to {})", bounds.min, bounds.max);
+        if given < wanted {
+            result += &format!(" (not {wanted}: the memory limit's cgroups were made for {given})");
+        }
+        result
+    }
+
+    /// An elastic pool's rule (`policy::scale`), applied through the resize path:
+    /// workers added while tasks wait, idle ones past their timeout taken away.
+    fn scale(&mut self) {
+        let Some(bounds) = self.elastic else { return };
+        // Closing, it still grows for the calls left (an executor's `with` block ends
+        // with calls waiting); once drained, `retire_idle` retires every worker.
+        if self.terminating || self.broken.is_some() {
+            return;
+        }
+        let (active, free, idle) = self.elastic_view();
+        let running = self.sched.running();
+        let waiting =
+            if self.sched.is_paused() { 0 } else { self.tasks.len().saturating_sub(running) };
+        match scale(bounds, Load { waiting, active, free, idle: &idle }, self.now()) {
+            Scale::Keep => {}
+            Scale::GrowTo(workers) => {
+                self.set_workers(workers);
+            }
+            Scale::Retire(places) => {
+                for index in places {
+                    self.remove_place(index);
+                }
+            }
+        }
+    }
+
+    /// Places in use, workers that will take a task without a new one (starting, or
+    /// ready and idle), and the idle ones with since when.
+    fn elastic_view(&self) -> (usize, usize, Vec<(usize, Duration)>) {
+        let (mut active, mut free, mut idle) = (0, 0, Vec::new());
+        for (index, slot) in self.slots.iter().enumerate().filter(|(_, s)| !s.removed) {
+            active += 1;
+            let Some(live) = &slot.live else { continue };
+            if live.cause.is_some() {
+                continue;
+            }
+            match (live.phase, live.idle_since) {
+                (Phase::Starting | Phase::Initializing, _) => free += 1,
+                (Phase::Ready, Some(since)) if slot.held.is_none() => {
+                    free += 1;
+                    idle.push((index, since));
+                }
+                _ => {}
+            }
+        }
+        (active, free, idle)
     }
 
     /// A live resize to `wanted` workers (at least 1; no more than the memory limit's
@@ -372,9 +480,6 @@ impl Driver {
     /// goes back to the queue. Places added take the next slots of the table; places
     /// taken away earlier come back first. Says what it did, as `shoal jobs` does.
     fn set_workers(&mut self, wanted: usize) -> String {
-        if self.terminating || self.broken.is_some() || self.closing {
-            return format!("not applied: the pool is {}", self.ending());
-        }
         let removed: Vec<bool> = self.slots.iter().map(|s| s.removed).collect();
         let before = removed.iter().filter(|r| !**r).count();
         let cgroups = self.memory.as_ref().and_then(MemoryLimit::max_slots);
@@ -620,6 +725,7 @@ impl Driver {
         let first = live.in_flight.is_empty();
         if first {
             live.head_since = Instant::now();
+            live.idle_since = None;
         }
         live.conversation.sent(&message_header(sent)).expect("Runs are sent only to ready workers");
         live.in_flight.push_back(sent);
@@ -747,6 +853,7 @@ impl Driver {
                     cause: None,
                     oom_before,
                     alone: false,
+                    idle_since: None,
                 });
             }
             Err(e) => {
@@ -917,6 +1024,7 @@ impl Driver {
             self.retire(index);
             return;
         }
+        live.idle_since = Some(self.epoch.elapsed());
         if let Some(held) = slot.held.take() {
             self.send_run(index, held, true);
         }
@@ -931,6 +1039,9 @@ impl Driver {
         let sent = live.in_flight.pop_front().expect("the conversation checked a Run was owed");
         let ran = now - live.head_since;
         live.head_since = now;
+        if live.in_flight.is_empty() {
+            live.idle_since = Some(since);
+        }
         let alone_done = live.alone && live.in_flight.is_empty();
         if alone_done {
             live.alone = false;
@@ -1187,6 +1298,13 @@ impl Driver {
             let hang = hang.and_then(|d| self.epoch.checked_add(d));
             let kill = live.kill_at.and_then(|d| self.epoch.checked_add(d));
             for t in [hang, kill].into_iter().flatten() {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        }
+        if let Some(bounds) = self.elastic {
+            let (active, _, idle) = self.elastic_view();
+            let retire = next_retirement(bounds, active, &idle);
+            if let Some(t) = retire.and_then(|d| self.epoch.checked_add(d)) {
                 at = Some(at.map_or(t, |a| a.min(t)));
             }
         }

@@ -32,6 +32,8 @@ pub(super) enum Command {
     Stats(std_mpsc::Sender<PoolStats>),
     /// The front end could not take this task's result (see [`WorkerPool::refused`]).
     Refused(TaskId, String),
+    /// A live resize to this many workers; the reply says what came of it.
+    Resize(usize, std_mpsc::Sender<Result<String, ResizeError>>),
 }
 
 /// Where a pool whose front end may refuse results (`PoolStore::refusals`) leaves its
@@ -44,6 +46,19 @@ pub(super) type ParkedRecord = Arc<Mutex<Option<(Recorder, bool)>>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the pool is closed: no more tasks can be submitted")]
 pub struct PoolClosed;
+
+/// Refused: why a pool could not be resized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResizeError {
+    /// Closed, terminated or broken: its workers are going.
+    #[error("the pool is {0}: it cannot be resized")]
+    Ending(&'static str),
+    #[error("a pool needs at least 1 worker, not 0")]
+    Zero,
+    /// Past the memory limit's budget: one cgroup per worker, made at the start.
+    #[error("{wanted} workers is more than the {cap} the memory limit's cgroups were made for")]
+    OverCap { wanted: usize, cap: usize },
+}
 
 /// Events received from the driver and not yet handed out.
 struct Events {
@@ -117,6 +132,18 @@ impl WorkerPool {
             return Err(Error::InvalidConfig {
                 what: "pass_fds",
                 reason: format!("{fd} is not an open descriptor above the standard streams"),
+            });
+        }
+        if config.min_workers.is_some_and(|min| min == 0 || min > config.workers) {
+            return Err(Error::InvalidConfig {
+                what: "min_workers",
+                reason: format!("must be from 1 to workers ({})", config.workers),
+            });
+        }
+        if config.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::InvalidConfig {
+                what: "idle_timeout",
+                reason: "must be above 0".into(),
             });
         }
         let Some(program) = config.argv.first() else {
@@ -245,6 +272,24 @@ impl WorkerPool {
     pub fn terminate(&self) {
         self.commands.lock().unwrap_or_else(|e| e.into_inner()).take();
         let _ = self.control.send(Command::Terminate);
+    }
+
+    /// Resizes the pool to `workers` now, as `shoal jobs` does: workers taken away
+    /// finish what they have and exit (a running task is never killed); workers added
+    /// start at once. An elastic pool takes `workers` as its new maximum (its minimum
+    /// no higher). Returns once applied, saying what it did.
+    pub fn resize(&self, workers: usize) -> Result<String, ResizeError> {
+        if workers == 0 {
+            return Err(ResizeError::Zero);
+        }
+        if self.commands.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Err(ResizeError::Ending("closed"));
+        }
+        let (tx, rx) = std_mpsc::channel();
+        if self.control.send(Command::Resize(workers, tx)).is_err() {
+            return Err(ResizeError::Ending("closed"));
+        }
+        rx.recv().unwrap_or(Err(ResizeError::Ending("closed")))
     }
 
     /// Waits until the pool has ended (after [`close`](Self::close) and its tasks,

@@ -23,4 +23,4 @@ mod slots;
 mod worker;
 
 pub use config::{EventStatus, PoolConfig, PoolStats, PoolStore, TaskEvent, TaskSpec, WorkerStats};
-pub use handle::{PoolClosed, WorkerPool};
+pub use handle::{PoolClosed, ResizeError, WorkerPool};

@@ -1,7 +1,8 @@
 //! The worker pool's rules, pure: lanes and prefetch, where a started Run goes
 //! (sent, held for its worker to run it alone, or requeued), blame and suspects
 //! when a worker dies, quarantine, hang detection (silence against CPU time),
-//! recycling, start-failure breaking, when a worker is replaced, and shutdown (how
+//! recycling, start-failure breaking, when a worker is replaced, a live resize and an
+//! elastic pool's grow and shrink, and shutdown (how
 //! a worker is retired, when its grace runs out and why it is then killed). Each rule is a
 //! function of the facts the driver hands it, the time included (a `Duration` since
 //! the pool started, as the scheduler takes it); none reads the clock, touches a
@@ -385,6 +386,86 @@ pub(super) fn resize(removed: &[bool], wanted: usize, cap: Option<usize>) -> Res
         plan.add = given - active - plan.revive.len();
     }
     plan
+}
+
+// ----- an elastic pool -----
+
+/// The bounds of an elastic pool: it starts `min` workers, adds workers while tasks
+/// wait (up to `max`), and retires workers idle for `idle_timeout` (down to `min`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Elastic {
+    pub min: usize,
+    pub max: usize,
+    /// `None`: a worker is never retired for being idle.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// What an elastic pool's rule sees.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Load<'a> {
+    /// Tasks not started yet.
+    pub waiting: usize,
+    /// Worker places in use (not taken away).
+    pub active: usize,
+    /// Workers that will take a task without a new one: starting, or ready and idle.
+    pub free: usize,
+    /// Places whose worker is ready with nothing to do, and since when.
+    pub idle: &'a [(usize, Duration)],
+}
+
+/// What an elastic pool does now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Scale {
+    Keep,
+    /// Resize to this many workers (more than `active`).
+    GrowTo(usize),
+    /// Take these places away (their workers are idle), longest idle first.
+    Retire(Vec<usize>),
+}
+
+/// Grow by the tasks that no free worker will take, up to `max`; with nothing waiting,
+/// retire the workers idle for `idle_timeout` or longer, down to `min`.
+pub(super) fn scale(bounds: Elastic, load: Load<'_>, now: Duration) -> Scale {
+    let unserved = load.waiting.saturating_sub(load.free);
+    if unserved > 0 && load.active < bounds.max {
+        return Scale::GrowTo(bounds.max.min(load.active + unserved));
+    }
+    let (Some(timeout), true) = (bounds.idle_timeout, load.waiting == 0) else {
+        return Scale::Keep;
+    };
+    let mut expired: Vec<(usize, Duration)> = load
+        .idle
+        .iter()
+        .copied()
+        .filter(|&(_, since)| now.saturating_sub(since) >= timeout)
+        .collect();
+    expired.sort_by_key(|&(index, since)| (since, index));
+    let surplus = load.active.saturating_sub(bounds.min);
+    let retire: Vec<usize> = expired.into_iter().take(surplus).map(|(index, _)| index).collect();
+    if retire.is_empty() {
+        Scale::Keep
+    } else {
+        Scale::Retire(retire)
+    }
+}
+
+/// When `scale` may next retire an idle worker: the earliest end of an idle timeout,
+/// while the pool is above `min`.
+pub(super) fn next_retirement(
+    bounds: Elastic,
+    active: usize,
+    idle: &[(usize, Duration)],
+) -> Option<Duration> {
+    let timeout = bounds.idle_timeout.filter(|_| active > bounds.min)?;
+    idle.iter().map(|&(_, since)| since.saturating_add(timeout)).min()
+}
+
+/// The bounds after a live resize to `workers`: a fixed pool (min = max) stays fixed
+/// at the new size; an elastic one takes it as its maximum, its minimum no higher.
+pub(super) fn resized_bounds(bounds: Elastic, workers: usize) -> Elastic {
+    let fixed = bounds.min == bounds.max;
+    let min = if fixed { workers } else { bounds.min.min(workers) };
+    Elastic { min, max: workers, idle_timeout: bounds.idle_timeout }
 }
 
 // ----- shutdown -----

@@ -311,3 +311,66 @@ fn a_resize_stays_within_the_memory_limits_cgroups() {
     let plan = resize(&[false; 2], 8, Some(3));
     assert_eq!(plan, Resize { given: 3, add: 1, ..Resize::default() });
 }
+
+// ----- an elastic pool -----
+
+fn elastic(min: usize, max: usize, idle: u64) -> Elastic {
+    Elastic { min, max, idle_timeout: Some(secs(idle)) }
+}
+
+fn load(waiting: usize, active: usize, free: usize, idle: &[(usize, Duration)]) -> Load<'_> {
+    Load { waiting, active, free, idle }
+}
+
+#[test]
+fn an_elastic_pool_grows_by_the_tasks_no_free_worker_will_take_up_to_its_maximum() {
+    let bounds = elastic(1, 3, 30);
+    assert_eq!(scale(bounds, load(5, 1, 0, &[]), secs(1)), Scale::GrowTo(3), "capped at max");
+    assert_eq!(scale(bounds, load(1, 1, 0, &[]), secs(1)), Scale::GrowTo(2));
+    assert_eq!(scale(bounds, load(2, 2, 1, &[]), secs(1)), Scale::GrowTo(3), "one is served");
+    assert_eq!(
+        scale(bounds, load(1, 2, 1, &[]), secs(1)),
+        Scale::Keep,
+        "a starting worker takes it"
+    );
+    assert_eq!(scale(bounds, load(9, 3, 0, &[]), secs(1)), Scale::Keep, "at the maximum");
+}
+
+#[test]
+fn an_elastic_pool_retires_workers_idle_past_the_timeout_longest_idle_first_down_to_its_minimum() {
+    let bounds = elastic(1, 4, 30);
+    let idle = [(0, secs(5)), (2, secs(1)), (3, secs(20))];
+    assert_eq!(scale(bounds, load(0, 4, 3, &idle), secs(30)), Scale::Keep, "none idle 30 s yet");
+    assert_eq!(scale(bounds, load(0, 4, 3, &idle), secs(35)), Scale::Retire(vec![2, 0]));
+    // Later all three have been idle long enough, and three may go (min 1 of 4).
+    assert_eq!(scale(bounds, load(0, 4, 3, &idle), secs(50)), Scale::Retire(vec![2, 0, 3]));
+    assert_eq!(scale(bounds, load(0, 2, 2, &idle[..2]), secs(99)), Scale::Retire(vec![2]), "min 1");
+    assert_eq!(scale(bounds, load(0, 1, 1, &idle[..1]), secs(99)), Scale::Keep, "at the minimum");
+    assert_eq!(scale(bounds, load(1, 4, 3, &idle), secs(99)), Scale::Keep, "tasks wait");
+}
+
+#[test]
+fn without_an_idle_timeout_an_elastic_pool_only_grows() {
+    let bounds = Elastic { min: 1, max: 3, idle_timeout: None };
+    assert_eq!(scale(bounds, load(0, 3, 3, &[(1, secs(0))]), secs(1_000)), Scale::Keep);
+    assert_eq!(next_retirement(bounds, 3, &[(1, secs(0))]), None);
+}
+
+#[test]
+fn the_next_retirement_is_the_earliest_idle_timeout_while_above_the_minimum() {
+    let bounds = elastic(1, 4, 30);
+    let idle = [(0, secs(5)), (2, secs(1))];
+    assert_eq!(next_retirement(bounds, 3, &idle), Some(secs(31)));
+    assert_eq!(next_retirement(bounds, 1, &idle[..1]), None, "at the minimum");
+    assert_eq!(next_retirement(bounds, 3, &[]), None, "nobody idle");
+}
+
+#[test]
+fn a_resize_sets_a_fixed_pools_size_and_an_elastic_pools_maximum() {
+    let fixed = Elastic { min: 4, max: 4, idle_timeout: None };
+    assert_eq!(resized_bounds(fixed, 2), Elastic { min: 2, max: 2, idle_timeout: None });
+    assert_eq!(resized_bounds(fixed, 6), Elastic { min: 6, max: 6, idle_timeout: None });
+    let bounds = elastic(2, 4, 30);
+    assert_eq!(resized_bounds(bounds, 8), elastic(2, 8, 30));
+    assert_eq!(resized_bounds(bounds, 1), elastic(1, 1, 30));
+}
