@@ -1,44 +1,16 @@
 //! Unit tests of control requests in the SQLite backend: recorded, refused, found by
 //! the feed once and cheaply, applied through the writer, migrated, dropped on resume.
 
-use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::control::SqliteFeed;
+use super::test_support::{live_run, temp, write};
 use crate::error::Error;
-use crate::run::RunHold;
 use crate::store::control::MAX_SLOTS;
 use crate::store::*;
-use crate::task::{TaskMeta, TaskStatus};
-
-fn temp() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoal.db");
-    (dir, path)
-}
-
-/// A run of `tasks` queued tasks held alive, as by the shoal running it.
-fn live_run(store: &Store, tasks: u64) -> (i64, RunHold) {
-    let run = NewRun {
-        command: vec!["sleep".into()],
-        options: serde_json::json!({"jobs": 1}),
-        cwd: "/tmp".into(),
-        memory_limit_mode: None,
-    };
-    let tasks: Vec<NewTask> = (1..=tasks)
-        .map(|task| NewTask {
-            task,
-            args: vec![task.to_string()],
-            command: format!("sleep {task}"),
-            meta: TaskMeta::default(),
-        })
-        .collect();
-    let hold = store.create_run_with(&run, &tasks).unwrap();
-    (hold.run(), hold)
-}
+use crate::task::TaskStatus;
 
 /// Records `actions` without waiting for a run to take them.
 fn ask(store: &Store, run: i64, actions: &[ControlAction]) {
@@ -46,17 +18,6 @@ fn ask(store: &Store, run: i64, actions: &[ControlAction]) {
         Err(Error::ControlNotTaken { .. }) => {}
         other => panic!("expected the request recorded and not taken: {other:?}"),
     }
-}
-
-/// Commits events through a writer and waits until they are durable.
-fn write(store: &Store, events: Vec<StoreEvent>) {
-    let (tx, rx) = mpsc::channel();
-    let writer = store.writer(Box::new(move |_| tx.send(()).unwrap())).unwrap();
-    for event in events {
-        writer.send(event);
-    }
-    writer.finish().unwrap();
-    rx.recv().unwrap();
 }
 
 #[test]

@@ -2,57 +2,15 @@
 //! the store's after every kind of change, it hands over each task's end once, with
 //! its reason, and a poll reads by keys and ranges only.
 
-use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::follow::POLL_STATEMENTS;
+use super::test_support::{live_run, new_tasks, temp, write};
 use crate::error::Error;
-use crate::run::RunHold;
 use crate::store::*;
-use crate::task::{AttemptOutcome, Output, TaskMeta, TaskStatus};
-
-fn temp() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoal.db");
-    (dir, path)
-}
-
-fn new_tasks(tasks: std::ops::RangeInclusive<u64>) -> Vec<NewTask> {
-    tasks
-        .map(|task| NewTask {
-            task,
-            args: vec![task.to_string()],
-            command: format!("job {task}"),
-            meta: TaskMeta::default(),
-        })
-        .collect()
-}
-
-/// A run of `tasks` queued tasks held alive, as by the process running it.
-fn live_run(store: &Store, tasks: u64) -> (i64, RunHold) {
-    let run = NewRun {
-        command: vec!["job".into()],
-        options: serde_json::json!({"jobs": 2}),
-        cwd: "/tmp".into(),
-        memory_limit_mode: None,
-    };
-    let hold = store.create_run_with(&run, &new_tasks(1..=tasks)).unwrap();
-    (hold.run(), hold)
-}
-
-/// Commits events through a writer and waits until they are durable.
-fn write(store: &Store, events: Vec<StoreEvent>) {
-    let (tx, rx) = mpsc::channel();
-    let writer = store.writer(Box::new(move |_| tx.send(()).unwrap())).unwrap();
-    for event in events {
-        writer.send(event);
-    }
-    writer.finish().unwrap();
-    rx.recv().unwrap();
-}
+use crate::task::{AttemptOutcome, Output, TaskStatus};
 
 fn started(run: i64, task: u64, attempt: u32, slot: usize) -> StoreEvent {
     StoreEvent::AttemptStarted {

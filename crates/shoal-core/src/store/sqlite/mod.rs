@@ -31,4 +31,6 @@ mod control_tests;
 #[cfg(test)]
 mod follow_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

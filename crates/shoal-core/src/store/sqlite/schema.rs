@@ -33,7 +33,28 @@ pub const APPLICATION_ID: i64 = 0x7368_6f61;
 /// before giving up with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const DDL: &str = "
+/// The control table (version 4 on), in the schema and in the migration to it alike.
+macro_rules! control_ddl {
+    () => {
+        "
+CREATE TABLE control (
+    id           INTEGER PRIMARY KEY,
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    requested_at REAL NOT NULL,
+    requested_by TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    task         INTEGER,
+    slots        INTEGER,
+    applied_at   REAL,
+    result       TEXT
+);
+CREATE INDEX control_pending ON control(run_id, id) WHERE applied_at IS NULL;
+"
+    };
+}
+
+const DDL: &str = concat!(
+    "
 CREATE TABLE runs (
     id                INTEGER PRIMARY KEY,
     started_at        REAL NOT NULL,
@@ -92,19 +113,9 @@ CREATE TABLE attempts (
     PRIMARY KEY (run_id, task, attempt),
     FOREIGN KEY (run_id, task) REFERENCES tasks(run_id, task)
 );
-CREATE TABLE control (
-    id           INTEGER PRIMARY KEY,
-    run_id       INTEGER NOT NULL REFERENCES runs(id),
-    requested_at REAL NOT NULL,
-    requested_by TEXT NOT NULL,
-    action       TEXT NOT NULL,
-    task         INTEGER,
-    slots        INTEGER,
-    applied_at   REAL,
-    result       TEXT
+",
+    control_ddl!()
 );
-CREATE INDEX control_pending ON control(run_id, id) WHERE applied_at IS NULL;
-";
 
 /// Version 1 to 2: a task's result (the return value of a call run by a worker
 /// pool, as its front end encoded it), and finding tasks by key.
@@ -126,21 +137,7 @@ PRAGMA user_version = 3;
 
 /// Version 3 to 4: control requests, how a live run is steered from outside (who
 /// asked, when, what; when the run applied it and what it made of it).
-const MIGRATE_3_TO_4: &str = "
-CREATE TABLE control (
-    id           INTEGER PRIMARY KEY,
-    run_id       INTEGER NOT NULL REFERENCES runs(id),
-    requested_at REAL NOT NULL,
-    requested_by TEXT NOT NULL,
-    action       TEXT NOT NULL,
-    task         INTEGER,
-    slots        INTEGER,
-    applied_at   REAL,
-    result       TEXT
-);
-CREATE INDEX control_pending ON control(run_id, id) WHERE applied_at IS NULL;
-PRAGMA user_version = 4;
-";
+const MIGRATE_3_TO_4: &str = concat!(control_ddl!(), "PRAGMA user_version = 4;\n");
 
 /// The migration from version `n` is `MIGRATIONS[n - 1]`.
 const MIGRATIONS: [&str; 3] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4];
