@@ -183,3 +183,21 @@ def test_cancel_of_a_pools_run_terminates_it(tmp_path):
         [BINARY, "--store", str(store), "runs", "--json"], capture_output=True, text=True
     ).stdout
     assert '"status":"interrupted"' in out.replace(" ", ""), out
+
+
+def test_jobs_on_an_elastic_pool_sets_its_maximum(tmp_path):
+    store = tmp_path / "p.db"
+    with shoal.Pool(3, min_processes=1, idle_timeout=60, store=str(store)) as pool:
+        said = shoal.Store(store).set_jobs(1, 2)
+        assert "(elastic: 1 to 2)" in said, said
+        # A burst grows the pool to its new maximum, never to the 3 it started with.
+        burst = [pool.apply_async(time.sleep, (1.5,)) for _ in range(6)]
+        seen = set()
+        deadline = time.monotonic() + 30
+        while not all(r.ready() for r in burst) and time.monotonic() < deadline:
+            seen.add(statuses(store).get("running", 0))
+            time.sleep(0.05)
+        for result in burst:
+            result.get(timeout=30)
+        assert max(seen) == 2, f"calls running at once: {sorted(seen)}"
+    assert statuses(store) == {"succeeded": 6}
