@@ -21,6 +21,8 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
+# The public crate's docs: every item documented, every link resolved.
+RUSTDOCFLAGS="-D warnings" cargo doc -p shoal-pool --no-deps --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"

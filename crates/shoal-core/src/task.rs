@@ -32,6 +32,7 @@ pub struct TaskMeta {
 /// Output captured from one stream of an attempt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
+    /// What was kept, from the start.
     pub bytes: Vec<u8>,
     /// More was written than was kept.
     pub truncated: bool,
@@ -96,13 +97,22 @@ impl AttemptOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Waiting for a slot (or for its next attempt).
     Queued,
+    /// An attempt is running.
     Running,
+    /// Its last attempt succeeded.
     Succeeded,
+    /// It exited non-zero (or could not start), or its function raised.
     Failed,
+    /// Its last attempt ran past its timeout.
     TimedOut,
+    /// Its last attempt was killed by a signal it did not ask for, or its worker died
+    /// or hung.
     Crashed,
+    /// Its last attempt went past its memory limit.
     MemoryExceeded,
+    /// It was stopped, or never started, because the run or the task was cancelled.
     Cancelled,
 }
 

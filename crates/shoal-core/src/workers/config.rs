@@ -41,6 +41,7 @@ pub struct PoolConfig {
     pub memory_limit: Option<u64>,
     /// Worker `k` (from 0) is pinned to `cpus[k % len]`.
     pub cpus: Option<Vec<usize>>,
+    /// Niceness added to every worker.
     pub nice: Option<i32>,
     /// Heartbeat interval asked of the workers; zero turns hang detection off.
     pub heartbeat: Duration,
@@ -88,6 +89,7 @@ impl PoolConfig {
 /// One task: the payload the worker runs, and what the scheduler needs.
 #[derive(Debug, Clone, Default)]
 pub struct TaskSpec {
+    /// What the worker runs, in the front end's encoding (opaque to the engine).
     pub payload: Vec<u8>,
     /// How the task is shown in the store (its call, briefly); unused without one.
     pub label: String,
@@ -136,8 +138,11 @@ impl EventStatus {
 /// The final outcome of one task: exactly one per submitted task.
 #[derive(Debug, Clone)]
 pub struct TaskEvent {
+    /// The task's id, as [`WorkerPool::submit`](super::WorkerPool::submit) gave it.
     pub task: TaskId,
+    /// How it ended.
     pub status: EventStatus,
+    /// The worker's answer: the result, or the error (empty when no worker answered).
     pub payload: Vec<u8>,
     /// A traceback or the reason of a failure; empty on success.
     pub message: String,
@@ -173,6 +178,7 @@ impl TaskEvent {
 /// Per-slot figures.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerStats {
+    /// The slot, from 1.
     pub slot: SlotId,
     /// The current worker's pid; 0 when none runs.
     pub pid: u32,
@@ -180,7 +186,9 @@ pub struct WorkerStats {
     pub tasks: u64,
     /// Time spent running them.
     pub busy: Duration,
+    /// Their mean run time.
     pub mean: Duration,
+    /// Their 95th percentile run time.
     pub p95: Duration,
     /// Workers started on this slot after the first (crashes, timeouts, recycling).
     pub restarts: u64,
@@ -191,9 +199,14 @@ pub struct WorkerStats {
 /// A snapshot of the pool.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolStats {
+    /// Per slot, by slot.
     pub workers: Vec<WorkerStats>,
+    /// Tasks submitted so far.
     pub submitted: u64,
+    /// Tasks that have ended.
     pub finished: u64,
+    /// Tasks a worker has now.
     pub running: u64,
+    /// Tasks waiting for a worker.
     pub queued: u64,
 }
