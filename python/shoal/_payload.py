@@ -3,13 +3,13 @@
 The engine carries payloads as opaque bytes (`docs/protocol.md`); this module is the one
 place that gives them a meaning, for both sides: `_client` encodes calls and decodes
 outcomes, `_worker` decodes calls and encodes outcomes. It must stay cheap to import
-(the worker imports it at start): `pickle` and `struct` only, cloudpickle on demand.
+(the worker imports it at start): the C pickler and `struct` only, cloudpickle on demand.
 
 A Run payload is a header, the pickled function, then the pickled arguments:
 
     offset 0   u8    mode: CALL, MAP or STARMAP
     offset 1   u32   n, little-endian: the length of the function's pickle
-    offset 5   n     the function, cloudpickled once by the client and reused as is
+    offset 5   n     the function, pickled once by the client and reused as is
     offset 5+n ...   the arguments: CALL: (args, kwargs or None);
                      MAP: [item, ...] for fn(item); STARMAP: [args, ...] for fn(*args)
 
@@ -28,10 +28,16 @@ arguments could not be unpickled), with one exception for all its items.
 from __future__ import annotations
 
 import io
-import pickle
 import struct
 import sys
 from types import FunctionType as types_FunctionType
+
+try:
+    # What `pickle` re-exports; importing `pickle` itself (re, enum and more) costs a
+    # worker milliseconds at start, before its first result.
+    import _pickle as pickle
+except ImportError:  # an interpreter without the C pickler
+    import pickle  # type: ignore[no-redef]
 
 CALL = 1
 MAP = 2
@@ -63,9 +69,30 @@ def dumps(obj: object) -> bytes:
 
 
 def dumps_function(fn: object) -> bytes:
-    """Pickles a task's function with cloudpickle, which pickles importable functions by
-    reference and the others (lambdas, closures, `__main__`) by value."""
+    """Pickles a task's function: by value with cloudpickle where only it can (lambdas,
+    closures, `__main__`), else by reference.
+
+    Until something has imported cloudpickle, a function that the standard pickler
+    takes by reference, as cloudpickle would, is pickled by it: this spares a first
+    call cloudpickle's import (tens of milliseconds). Once cloudpickle is loaded, it
+    decides, so that modules registered with its `register_pickle_by_value` go by
+    value."""
+    if "cloudpickle" not in sys.modules and _importable(fn):
+        try:
+            data = pickle.dumps(fn, PROTOCOL)
+        except Exception:
+            pass
+        else:
+            if data.find(_MAIN) == -1:
+                return data
     return cloudpickle_dumps(fn)
+
+
+def _importable(fn: object) -> bool:
+    """Whether `fn` comes from a module imported from a file or package (one a worker
+    can import too), not from `__main__` or a module made at run time."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    return module is not None and getattr(module, "__spec__", None) is not None
 
 
 def cloudpickle_dumps(obj: object, pickler: type | None = None) -> bytes:

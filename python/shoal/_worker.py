@@ -26,16 +26,15 @@ What must hold:
 from __future__ import annotations
 
 import os
-import pickle
 import select
-import signal
 import struct
 import sys
 import threading
 import time
+from _signal import SIGKILL  # not `signal`, whose enums import `enum` at worker start
 
 from shoal import _payload, _sharing
-from shoal._payload import CALL, dumps
+from shoal._payload import CALL, dumps, pickle
 
 # Not `typing.TYPE_CHECKING`: typing costs a worker milliseconds at start.
 TYPE_CHECKING = False
@@ -368,7 +367,7 @@ def _watch(channel: _Channel, heartbeat_ms: int) -> None:
             # The caller is gone: so are the processes our tasks started (they share our
             # process group, which the engine would otherwise have killed).
             if os.getpgrp() == os.getpid():
-                os.killpg(os.getpid(), signal.SIGKILL)
+                os.killpg(os.getpid(), SIGKILL)
             # No flush: the main thread may hold stdout's lock in a blocked write.
             _exit_now(1, flush=False)
         channel.send(heartbeat(rss()))

@@ -186,6 +186,54 @@ def test_objects_of_main_travel_by_value(monkeypatch):
     assert elsewhere.stdout.strip() == b"42"
 
 
+def _fresh_python(code: str) -> str:
+    """What `code` prints in a new interpreter that finds this directory's modules."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_first_call_of_an_importable_function_needs_no_cloudpickle():
+    # cloudpickle's import costs a first result tens of milliseconds; a function a
+    # worker can import goes by reference with the standard pickler, as cloudpickle
+    # would send it.
+    code = (
+        "import sys, shoal, tasks\n"
+        "with shoal.Pool(1) as pool:\n"
+        "    assert pool.apply(tasks.inc, (1,)) == 2\n"
+        "print('cloudpickle' in sys.modules)"
+    )
+    assert _fresh_python(code) == "False"
+
+
+def test_functions_only_cloudpickle_can_carry_still_go_by_value():
+    import tasks
+
+    assert b"cloudpickle" not in _payload.dumps_function(tasks.inc)
+    for fn in (lambda x: x + 1, _make_closure(1)):
+        assert b"cloudpickle" in _payload.dumps_function(fn)
+    code = (
+        "import shoal\n"
+        "def double(x):\n    return 2 * x\n"
+        "with shoal.Pool(1) as pool:\n"
+        "    print(pool.apply(double, (21,)), pool.apply(lambda: 'lambda'))"
+    )
+    assert _fresh_python(code) == "42 lambda"
+
+
+def _make_closure(n):
+    return lambda x: x + n
+
+
+def test_a_worker_starts_without_the_pickle_module():
+    # pickle.py imports re and enum: the C pickler it re-exports is enough.
+    assert _fresh_python("import sys, shoal._worker; print('pickle' in sys.modules)") == "False"
+
+
 def test_progress_line():
     line = _progress.render(25, 100, 5.0)
     assert line.startswith("shoal [") and "25/100" in line and "25%" in line
