@@ -17,6 +17,7 @@
 mod config;
 mod driver;
 mod handle;
+mod machine;
 mod policy;
 mod record;
 mod slots;
