@@ -8,8 +8,9 @@
 //! the pool started, as the scheduler takes it); none reads the clock, touches a
 //! process or does I/O, so each is tested here without processes.
 //!
-//! What is not here: the order in which the driver applies the rules, the
-//! scheduler calls, the handshake and the store (`driver.rs`).
+//! What is not here: the state the rules read, the order in which they apply and
+//! the scheduler calls (the state machine, `machine/`); processes, the handshake's
+//! bytes and the store (`driver.rs`).
 
 use std::time::Duration;
 

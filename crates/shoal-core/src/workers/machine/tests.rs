@@ -77,17 +77,19 @@ fn a_suspect_waits_on_its_slot_until_its_workers_queue_is_empty() {
     env.submit_all(1..=2, task(0));
     env.at(us(100)).answer(0, true).answer(1, true);
     env.submit_all(3..=6, task(0));
-    // Tasks 3 and 5 to worker 0 (first lanes first), 4 and 6 to worker 1.
-    assert_eq!(env.in_flight(0).len(), 2);
+    let tasks = |env: &Env, place| env.in_flight(place).iter().map(|s| s.task).collect::<Vec<_>>();
+    assert_eq!((tasks(&env, 0), tasks(&env, 1)), (vec![3, 5], vec![4, 6]));
     env.at(ms(1)).exit(0, SIGKILL);
     env.hello(0);
+    assert_eq!(tasks(&env, 0), [3], "a suspect runs alone in the fresh worker");
+    let held = env.machine.places[1].held.map(|s| s.task);
+    assert_eq!(held, Some(5), "the other waits on a slot of the busy worker");
     env.take();
-    // Worker 1 is busy: a suspect that the scheduler starts on its lanes is held.
-    env.submit_all(7..=7, task(0));
-    let runs: Vec<_> = env.in_flight(0).iter().chain(&env.in_flight(1)).map(|s| s.task).collect();
-    let suspects_sent = runs.iter().filter(|t| **t == 3 || **t == 5).count();
-    assert_eq!(suspects_sent, 1, "one suspect runs, alone, in the fresh worker: {runs:?}");
-    assert_eq!(env.in_flight(0).len(), 1);
+    env.at(ms(2)).answer(1, true);
+    assert_eq!(Env::runs_to(&env.take(), 1), Vec::<u64>::new(), "its queue is not empty yet");
+    env.at(ms(3)).answer(1, true);
+    assert_eq!(Env::runs_to(&env.take(), 1), [5], "now it runs, alone");
+    assert_eq!(tasks(&env, 1), [5]);
 }
 
 // ----- quarantine -----
