@@ -290,32 +290,19 @@ impl Env {
     }
 }
 
+/// The places of the actions that `pick` picks, in order.
+fn places(actions: &[Action], pick: impl Fn(&Action) -> Option<usize>) -> Vec<usize> {
+    actions.iter().filter_map(pick).collect()
+}
+
 pub fn spawns(actions: &[Action]) -> Vec<usize> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn(p) => Some(*p),
-            _ => None,
-        })
-        .collect()
+    places(actions, |a| if let Action::Spawn(p) = a { Some(*p) } else { None })
 }
 
 pub fn kills(actions: &[Action]) -> Vec<usize> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Kill(p) => Some(*p),
-            _ => None,
-        })
-        .collect()
+    places(actions, |a| if let Action::Kill(p) = a { Some(*p) } else { None })
 }
 
 pub fn shutdowns(actions: &[Action]) -> Vec<usize> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send(p, Out::Shutdown) => Some(*p),
-            _ => None,
-        })
-        .collect()
+    places(actions, |a| if let Action::Send(p, Out::Shutdown) = a { Some(*p) } else { None })
 }

@@ -81,15 +81,16 @@ fn a_suspect_waits_on_its_slot_until_its_workers_queue_is_empty() {
     assert_eq!((tasks(&env, 0), tasks(&env, 1)), (vec![3, 5], vec![4, 6]));
     env.at(ms(1)).exit(0, SIGKILL);
     env.hello(0);
-    assert_eq!(tasks(&env, 0), [3], "a suspect runs alone in the fresh worker");
-    let held = env.machine.places[1].held.map(|s| s.task);
-    assert_eq!(held, Some(5), "the other waits on a slot of the busy worker");
+    let alone = tasks(&env, 0);
+    assert!(alone == [3] || alone == [5], "a suspect runs alone in the fresh worker: {alone:?}");
+    let held = env.machine.places[1].held.map(|s| s.task).expect("a task held");
+    assert_eq!(held, 8 - alone[0], "the other waits on a slot of the busy worker");
     env.take();
     env.at(ms(2)).answer(1, true);
     assert_eq!(Env::runs_to(&env.take(), 1), Vec::<u64>::new(), "its queue is not empty yet");
     env.at(ms(3)).answer(1, true);
-    assert_eq!(Env::runs_to(&env.take(), 1), [5], "now it runs, alone");
-    assert_eq!(tasks(&env, 1), [5]);
+    assert_eq!(Env::runs_to(&env.take(), 1), [held], "now it runs, alone");
+    assert_eq!(tasks(&env, 1), [held]);
 }
 
 // ----- quarantine -----
