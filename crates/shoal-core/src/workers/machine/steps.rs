@@ -70,6 +70,7 @@ impl Machine {
                 given: live.given,
                 in_flight: live.in_flight.len(),
                 holding: self.places[index].held.is_some(),
+                alone: live.alone,
             },
             None => WorkerLoad::default(),
         };

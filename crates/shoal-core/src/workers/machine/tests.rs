@@ -93,6 +93,26 @@ fn a_suspect_waits_on_its_slot_until_its_workers_queue_is_empty() {
     assert_eq!(tasks(&env, 1), [held]);
 }
 
+#[test]
+fn no_run_is_prefetched_to_a_worker_while_it_runs_a_suspect() {
+    let mut env = Env::ready(Settings { lanes: 4, ..pool(1) });
+    env.submit_all(1..=3, task(0));
+    env.at(us(100)).answer(0, true);
+    env.at(ms(1)).exit(0, SIGKILL);
+    env.submit(4, task(0));
+    env.hello(0);
+    let first = env.in_flight(0)[0].task;
+    env.take();
+    env.at(ms(2)).answer(0, true);
+    assert_eq!(
+        Env::runs_to(&env.take(), 0),
+        [5 - first],
+        "the other suspect, and nothing behind it"
+    );
+    env.at(ms(3)).answer(0, true);
+    assert_eq!(Env::runs_to(&env.take(), 0), [4], "once it is answered, task 4");
+}
+
 // ----- quarantine -----
 
 #[test]
