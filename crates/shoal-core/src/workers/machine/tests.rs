@@ -259,6 +259,55 @@ fn a_timeout_kills_its_worker_and_is_not_retried() {
     assert_eq!(event.message, "the task ran past its timeout of 1 s");
 }
 
+#[test]
+fn a_timeout_blames_the_run_whose_deadline_passed_and_requeues_the_others_unsuspected() {
+    let mut env = Env::ready(Settings { lanes: 4, ..pool(1) });
+    env.submit(1, task(0));
+    env.at(us(100)).answer(0, true);
+    env.submit_all(2..=4, task(0));
+    env.submit(5, TaskMeta { timeout: Some(secs(1)), ..task(0) });
+    let tasks = |env: &Env| env.in_flight(0).iter().map(|s| s.task).collect::<Vec<_>>();
+    assert_eq!(tasks(&env), [2, 3, 4], "a deadline closes the other lanes");
+    env.at(ms(1)).answer(0, true);
+    assert_eq!(tasks(&env), [3, 4, 5]);
+    env.take();
+    env.at(ms(1001)).tick();
+    assert_eq!(kills(&env.take()), [0]);
+    env.exit(0, SIGKILL);
+    assert_eq!(env.status(5), EventStatus::TimedOut);
+    assert!(!env.ended(3) && !env.ended(4), "the others go back");
+    assert!(!env.machine.tasks[&3].suspect && !env.machine.tasks[&4].suspect, "unsuspected");
+}
+
+// ----- steering -----
+
+#[test]
+fn a_task_cancelled_before_a_worker_has_it_ends_cancelled_and_never_runs() {
+    let mut env = Env::ready(pool(1));
+    env.submit_all(1..=2, task(0));
+    assert!(!env.machine.cancel(1), "task 1 is in its worker: too late");
+    assert!(env.machine.cancel(2));
+    env.take();
+    env.at(ms(1)).answer(0, true);
+    assert_eq!(env.status(2), EventStatus::Cancelled);
+    assert_eq!(Env::runs_to(&env.take(), 0), Vec::<u64>::new());
+}
+
+#[test]
+fn a_paused_pool_starts_nothing_until_unpaused() {
+    use crate::store::ControlAction;
+    let mut env = Env::ready(pool(1));
+    assert_eq!(
+        env.machine.control(ms(1), ControlAction::Pause),
+        "paused: no new calls until unpaused"
+    );
+    env.submit(1, task(0));
+    assert_eq!(Env::runs_to(&env.take(), 0), Vec::<u64>::new());
+    assert_eq!(env.machine.control(ms(2), ControlAction::Unpause), "unpaused");
+    env.tick();
+    assert_eq!(Env::runs_to(&env.take(), 0), [1]);
+}
+
 // ----- a broken pool -----
 
 #[test]
