@@ -52,7 +52,7 @@ pub struct PoolConfig {
     /// Backoff base before a retry (doubling, capped at 30 s).
     pub retry_delay: Duration,
     /// Most tasks handed to one worker at once when tasks are tiny (1: never more
-    /// than the one it runs); fewer when fewer fit in 1 ms (see `driver`).
+    /// than the one it runs); fewer when fewer fit in 1 ms (see `policy::prefetch_depth`).
     pub prefetch: usize,
     /// Record every task in this store, and reuse the stored result of a task whose
     /// key and label already succeeded there.

@@ -13,10 +13,14 @@
 //! batches of [`TaskEvent`]s from a std channel. Inside the driver thread, each worker
 //! has three tokio tasks (reader, writer, exit watcher) that talk to the driver loop
 //! through one channel of [`worker::WorkerEvent`]s.
+//!
+//! Every decision is the pool's state machine's ([`machine::Machine`], pure, handed
+//! facts with the time, answering with actions); the driver loop only does I/O.
 
 mod config;
 mod driver;
 mod handle;
+mod machine;
 mod policy;
 mod record;
 mod slots;

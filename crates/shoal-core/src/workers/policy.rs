@@ -8,8 +8,9 @@
 //! the pool started, as the scheduler takes it); none reads the clock, touches a
 //! process or does I/O, so each is tested here without processes.
 //!
-//! What is not here: the order in which the driver applies the rules, the
-//! scheduler calls, the handshake and the store (`driver.rs`).
+//! What is not here: the state the rules read, the order in which they apply and
+//! the scheduler calls (the state machine, `machine/`); processes, the handshake's
+//! bytes and the store (`driver.rs`).
 
 use std::time::Duration;
 
@@ -93,10 +94,11 @@ pub(super) struct LaneView {
 }
 
 /// Whether `lane` (0 = first) of a worker is open at prefetch `depth`: the first while
-/// it can take work, the others only while prefetching and it runs nothing alone.
+/// it can take work, the others only while prefetching. None while it holds a task or
+/// runs one alone: that task's lane may be any of them.
 pub(super) fn lane_open(view: LaneView, lane: usize, depth: usize) -> bool {
-    let first = view.ready && !view.spent && !view.holding;
-    first && (lane == 0 || (lane < depth && !view.alone))
+    let takes_work = view.ready && !view.spent && !view.holding && !view.alone;
+    takes_work && (lane == 0 || lane < depth)
 }
 
 // ----- where a started Run goes -----
@@ -122,6 +124,8 @@ pub(super) struct WorkerLoad {
     pub in_flight: usize,
     /// A task is held for it already.
     pub holding: bool,
+    /// It runs a task alone (quarantined or suspect).
+    pub alone: bool,
 }
 
 /// Where a started Run goes.
@@ -139,19 +143,20 @@ pub(super) enum Placement {
 
 /// Quarantine and suspects: the last try of a task that crashed workers runs alone
 /// in a fresh worker (held, and the worker retired, if it is not fresh); a suspect
-/// runs alone in its worker (held until the worker's queue is empty). A worker holds
-/// one task at most: a second goes back to the queue.
+/// runs alone in its worker (held until the worker's queue is empty). A worker that
+/// holds a task or runs one alone takes no other (one the scheduler started on its
+/// lanes in the same turn goes back to the queue), so it holds one task at most.
 pub(super) fn place(task: TaskRisk, attempt: u32, worker: WorkerLoad) -> Placement {
-    if !worker.available {
+    if !worker.available || worker.holding || worker.alone {
         return Placement::Requeue;
     }
     let quarantine = task.crashes > 0 && attempt == task.retries + 1;
     let busy = worker.in_flight > 0;
     if quarantine && (worker.given > 0 || busy) {
-        return if worker.holding { Placement::Requeue } else { Placement::HoldAndRetire };
+        return Placement::HoldAndRetire;
     }
     if task.suspect && busy {
-        return if worker.holding { Placement::Requeue } else { Placement::Hold };
+        return Placement::Hold;
     }
     Placement::Send { alone: quarantine || task.suspect }
 }

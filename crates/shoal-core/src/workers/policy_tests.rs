@@ -25,7 +25,7 @@ fn fresh() -> WorkerLoad {
 
 /// A worker that has run `given` Runs and has `in_flight` unanswered.
 fn worked(given: u64, in_flight: usize) -> WorkerLoad {
-    WorkerLoad { available: true, given, in_flight, holding: false }
+    WorkerLoad { available: true, given, in_flight, holding: false, alone: false }
 }
 
 /// A task with `retries` that crashed `crashes` workers.
@@ -82,7 +82,7 @@ fn a_ready_workers_first_lane_is_open_and_the_others_only_while_prefetching() {
         assert!(!lane_open(closed, 0, 4), "{closed:?} takes nothing");
     }
     let alone = LaneView { alone: true, ..ready() };
-    assert!(lane_open(alone, 0, 4) && !lane_open(alone, 1, 4), "alone: its first lane only");
+    assert!(!lane_open(alone, 0, 4) && !lane_open(alone, 1, 4), "alone: no lane takes more");
 }
 
 // ----- quarantine and suspects -----
@@ -117,6 +117,10 @@ fn a_suspect_runs_alone_once_its_workers_queue_is_empty() {
     assert_eq!(place(suspect(), 1, worked(4, 2)), Placement::Hold);
     let holding = WorkerLoad { holding: true, ..worked(4, 2) };
     assert_eq!(place(suspect(), 1, holding), Placement::Requeue);
+    let alone = WorkerLoad { alone: true, ..worked(4, 1) };
+    assert_eq!(place(TaskRisk::default(), 1, alone), Placement::Requeue, "nothing joins it");
+    let holding = WorkerLoad { holding: true, ..worked(4, 2) };
+    assert_eq!(place(TaskRisk::default(), 1, holding), Placement::Requeue, "the held one first");
 }
 
 #[test]
