@@ -539,7 +539,7 @@ class Core:
         with self._lock:
             leftovers = list(self._pending)
         message = self._leftover_reason
-        self._handle([(task, "error", b"", message, 0, 0, 0.0) for task in leftovers])
+        self._handle([(task, "refused", b"", message, 0, 0, 0.0) for task in leftovers])
 
 
 class _Interruptible:

@@ -10,9 +10,10 @@ def cli_main(argv: list[str]) -> int:
     """Runs the `shoal` command line (argv[0] names the program) and returns its exit
     status, as the `shoal` binary would exit with; never exits itself."""
 
-# (task, status, payload, message, attempts, worker, duration_seconds); status is one of
-# "ok", "raised", "crashed", "timed_out", "memory_exceeded", "cancelled", "init_failed",
-# "error". `shoal.errors.from_event` maps each to an exception.
+# (task, status, payload, message, attempts, worker, duration_seconds); status is the
+# task's ("succeeded", "crashed", "timed_out", "memory_exceeded", "cancelled") or, for a
+# failed task, what failed ("raised", "init_failed", "refused").
+# `shoal.errors.from_event` maps each but "succeeded" to an exception.
 Event = tuple[int, str, bytes, str, int, int, float]
 
 class Engine:

@@ -1,7 +1,7 @@
 """Task outcomes: a final event of the engine turned into what the caller gets.
 
 `call_outcome` reads a single call's event, `chunk_outcomes` a chunk's (the payloads of
-`_payload`); every status but "ok" becomes its exception through `errors.from_event`.
+`_payload`); every status but "succeeded" becomes its exception through `errors.from_event`.
 Shared by the core (`_client`) and the streams (`_stream`).
 """
 
@@ -88,7 +88,7 @@ def call_outcome(event, refuse=None) -> tuple[bool, object]:
     engine's, with a store) then records the task as failed: the store must not say it
     succeeded, nor hand its result to a keyed call again."""
     status = event[1]
-    if status == "ok":
+    if status == "succeeded":
         try:
             return True, pickle.loads(event[2])
         except BaseException as exc:
@@ -105,7 +105,7 @@ def chunk_outcomes(event, count: int) -> tuple[float | None, list, dict]:
     items that failed. As for a call, whatever unpickling raises fails the items it
     concerns."""
     _, status, payload, message, attempts = event[:5]
-    if status == "ok":
+    if status == "succeeded":
         try:
             elapsed, values, failures = pickle.loads(payload)
             if len(values) != count:

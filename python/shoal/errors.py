@@ -186,8 +186,9 @@ _STATUS = re.compile(r"exited with status (\d+)")
 
 
 def from_event(status: str, payload: bytes, message: str, attempts: int) -> BaseException:
-    """The exception for a task that ended with `status` (every status but "ok"), from its
-    event's payload, message and number of attempts (`shoal._engine.Engine.events`)."""
+    """The exception for a task that ended with `status` (every status but "succeeded"; a
+    failed task's is what failed: "raised", "init_failed" or "refused"), from its event's
+    payload, message and number of attempts (`shoal._engine.Engine.events`)."""
     if status == "raised":
         return remote_exception(payload, message)
     if status == "crashed":
@@ -221,6 +222,6 @@ def from_event(status: str, payload: bytes, message: str, attempts: int) -> Base
         )
         error.__cause__ = remote_exception(payload, message)
         return error
-    if status == "error":
+    if status == "refused":
         return EngineError(message)
     return EngineError(f"the engine ended the task with an unknown status {status!r}: {message}")

@@ -97,7 +97,7 @@ def test_each_status_maps_to_its_exception():
         "init_failed", pickle.dumps(OSError("no model")), "OSError: no model\n", 1
     )
     assert isinstance(init, shoal.InitializerError) and isinstance(init.__cause__, OSError)
-    assert isinstance(errors.from_event("error", b"", "payload too large", 0), shoal.EngineError)
+    assert isinstance(errors.from_event("refused", b"", "payload too large", 0), shoal.EngineError)
     assert "unknown status 'odd'" in str(errors.from_event("odd", b"", "", 0))
     for error in (crashed, timed_out, memory, cancelled, init):
         assert isinstance(error, shoal.ShoalError)
@@ -111,12 +111,12 @@ def test_an_exception_that_cannot_be_unpickled_becomes_a_remote_error():
 
 
 def test_call_and_chunk_outcomes():
-    assert _outcomes.call_outcome((1, "ok", pickle.dumps(5), "", 1, 1, 0.0)) == (True, 5)
-    ok, error = _outcomes.call_outcome((1, "ok", b"garbage", "", 1, 1, 0.0))
+    assert _outcomes.call_outcome((1, "succeeded", pickle.dumps(5), "", 1, 1, 0.0)) == (True, 5)
+    ok, error = _outcomes.call_outcome((1, "succeeded", b"garbage", "", 1, 1, 0.0))
     assert not ok and isinstance(error, shoal.PicklingError)
     failures = {1: (pickle.dumps(ValueError("x")), "ValueError: x\n")}
     payload = pickle.dumps((0.5, [10, None, 30], failures))
-    elapsed, values, failed = _outcomes.chunk_outcomes((1, "ok", payload, "", 1, 1, 0.0), 3)
+    elapsed, values, failed = _outcomes.chunk_outcomes((1, "succeeded", payload, "", 1, 1, 0.0), 3)
     assert elapsed == 0.5 and values == [10, None, 30]
     assert list(failed) == [1] and isinstance(failed[1], ValueError)
     elapsed, values, failed = _outcomes.chunk_outcomes(
@@ -125,7 +125,7 @@ def test_call_and_chunk_outcomes():
     assert elapsed is None and values == [None, None]
     assert all(isinstance(v, shoal.WorkerCrashed) for v in failed.values())
     assert failed[0] is not failed[1]
-    _, _, failed = _outcomes.chunk_outcomes((1, "ok", payload, "", 1, 1, 0.0), 4)
+    _, _, failed = _outcomes.chunk_outcomes((1, "succeeded", payload, "", 1, 1, 0.0), 4)
     assert len(failed) == 4 and all(isinstance(v, shoal.PicklingError) for v in failed.values())
 
 

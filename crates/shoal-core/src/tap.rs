@@ -36,8 +36,6 @@ pub enum TaskStep {
         task: TaskId,
         /// Its attempt, from 1.
         attempt: u32,
-        /// The slot it ran on.
-        slot: SlotId,
         /// How the attempt ended.
         outcome: AttemptOutcome,
         /// The task's final status, if this attempt was its last.

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use shoal_core::store::{RunStatus, Store};
-use shoal_core::workers::{EventStatus, PoolConfig, PoolStore, TaskEvent, TaskSpec, WorkerPool};
+use shoal_core::workers::{Failure, PoolConfig, PoolStore, TaskEvent, TaskSpec, WorkerPool};
 use shoal_core::TaskMeta;
 use shoal_core::TaskStatus;
 
@@ -74,7 +74,7 @@ fn runs_every_task_once_and_returns_results() {
     assert_eq!(ids, (first..first + 200).collect(), "each task exactly once");
     for e in &events {
         let i = e.task - first;
-        assert_eq!(e.status, EventStatus::Ok, "{e:?}");
+        assert_eq!(e.status, TaskStatus::Succeeded, "{e:?}");
         assert!(contains(&e.payload, &format!("r-{i}-{}", i * 2)), "{e:?}");
         assert!((1..=2).contains(&e.worker));
     }
@@ -92,7 +92,7 @@ fn an_exception_is_the_answer_and_is_not_retried() {
     let pool = WorkerPool::start(config(&dir, 1)).unwrap();
     pool.submit(vec![task("1/0", TaskMeta { retries: 3, ..TaskMeta::default() })]).unwrap();
     let e = &collect(&pool, 1, Duration::from_secs(20))[0];
-    assert_eq!(e.status, EventStatus::Raised);
+    assert_eq!((e.status, e.failure), (TaskStatus::Failed, Some(Failure::Raised)));
     assert_eq!(e.attempts, 1);
     assert!(e.message.contains("ZeroDivisionError"), "{}", e.message);
     assert_eq!(pool.stats().workers[0].restarts, 0, "the worker survives");
@@ -109,10 +109,10 @@ fn a_killed_worker_fails_only_its_task_after_its_retry() {
     pool.submit(others).unwrap();
     let events = collect(&pool, 21, Duration::from_secs(30));
     let killed = events.iter().find(|e| e.task == first).unwrap();
-    assert_eq!(killed.status, EventStatus::Crashed);
+    assert_eq!(killed.status, TaskStatus::Crashed);
     assert_eq!(killed.attempts, 2, "retried once");
     assert!(killed.message.contains("SIGKILL"), "{}", killed.message);
-    assert!(events.iter().filter(|e| e.task != first).all(|e| e.status == EventStatus::Ok));
+    assert!(events.iter().filter(|e| e.task != first).all(|e| e.status == TaskStatus::Succeeded));
     assert!(pool.stats().workers.iter().map(|w| w.restarts).sum::<u64>() >= 2);
 }
 
@@ -127,12 +127,12 @@ fn a_timeout_kills_the_worker_and_the_pool_goes_on() {
     pool.submit(vec![task("'after'", TaskMeta::default())]).unwrap();
     let events = collect(&pool, 2, Duration::from_secs(20));
     let e = events.iter().find(|e| e.task == hung).unwrap();
-    assert_eq!(e.status, EventStatus::TimedOut, "{e:?}");
+    assert_eq!(e.status, TaskStatus::TimedOut, "{e:?}");
     assert_eq!(e.attempts, 1, "a timeout is not retried");
     assert!(e.message.contains("timeout of 0.5 s"), "{}", e.message);
     assert!(started.elapsed() < Duration::from_secs(10));
     let after = events.iter().find(|e| e.task != hung).unwrap();
-    assert_eq!(after.status, EventStatus::Ok);
+    assert_eq!(after.status, TaskStatus::Succeeded);
 }
 
 #[test]
@@ -148,10 +148,10 @@ fn a_worker_that_stops_answering_is_killed_and_its_task_retried() {
     pool.submit(vec![task("'fine'", TaskMeta::default())]).unwrap();
     let events = collect(&pool, 2, Duration::from_secs(20));
     let e = events.iter().find(|e| e.task == stopped).unwrap();
-    assert_eq!(e.status, EventStatus::Crashed);
+    assert_eq!(e.status, TaskStatus::Crashed);
     assert_eq!(e.attempts, 2);
     assert!(e.message.contains("stopped answering"), "{}", e.message);
-    assert!(events.iter().any(|e| e.task != stopped && e.status == EventStatus::Ok));
+    assert!(events.iter().any(|e| e.task != stopped && e.status == TaskStatus::Succeeded));
 }
 
 #[test]
@@ -163,11 +163,12 @@ fn a_failing_initializer_fails_every_task_without_respawning() {
     pool.submit((0..5).map(|_| task("1", TaskMeta::default())).collect()).unwrap();
     let events = collect(&pool, 5, Duration::from_secs(20));
     for e in &events {
-        assert_eq!(e.status, EventStatus::InitFailed);
+        assert_eq!((e.status, e.failure), (TaskStatus::Failed, Some(Failure::InitFailed)));
         assert!(e.message.contains("ZeroDivisionError"), "{}", e.message);
     }
     pool.submit(vec![task("1", TaskMeta::default())]).unwrap();
-    assert_eq!(collect(&pool, 1, Duration::from_secs(5))[0].status, EventStatus::InitFailed);
+    let later = &collect(&pool, 1, Duration::from_secs(5))[0];
+    assert_eq!(later.failure, Some(Failure::InitFailed));
     let started: u64 = pool.stats().workers.iter().map(|w| w.restarts).sum();
     assert_eq!(started, 0, "no respawn loop");
 }
@@ -185,7 +186,7 @@ fn workers_that_cannot_start_or_speak_garbage_fail_the_tasks_clearly() {
         let pool = WorkerPool::start(PoolConfig::new(argv, 1)).unwrap();
         pool.submit(vec![TaskSpec { payload: b"x".to_vec(), ..TaskSpec::default() }]).unwrap();
         let e = &collect(&pool, 1, Duration::from_secs(20))[0];
-        assert_eq!(e.status, EventStatus::Error);
+        assert_eq!((e.status, e.failure), (TaskStatus::Failed, Some(Failure::Refused)));
         assert!(e.message.contains("workers fail to start"), "{}", e.message);
     }
 }
@@ -201,7 +202,7 @@ fn a_worker_that_cannot_be_started_fails_the_tasks_instead_of_hanging() {
     let pool = WorkerPool::start(missing_cpu).unwrap();
     pool.submit(vec![task("1", TaskMeta::default())]).unwrap();
     let e = &collect(&pool, 1, Duration::from_secs(20))[0];
-    assert_eq!(e.status, EventStatus::Error);
+    assert_eq!((e.status, e.failure), (TaskStatus::Failed, Some(Failure::Refused)));
     assert!(e.message.contains("workers fail to start"), "{}", e.message);
 
     let mut unnamable_cpu = config(&dir, 1);
@@ -241,7 +242,7 @@ fn terminate_cancels_the_rest_and_leaves_no_worker() {
     let pids: Vec<u32> = pool.stats().workers.iter().map(|w| w.pid).collect();
     pool.terminate();
     let events = collect(&pool, 6, Duration::from_secs(5));
-    assert!(events.iter().all(|e| e.status == EventStatus::Cancelled), "{events:?}");
+    assert!(events.iter().all(|e| e.status == TaskStatus::Cancelled), "{events:?}");
     assert!(pool.join(Some(Duration::from_secs(5))));
     // Ended, so this returns at once: a timeout past the clock's end is no timeout.
     assert!(pool.join(Some(Duration::MAX)));
@@ -264,8 +265,8 @@ fn cancel_ends_a_queued_task_and_bad_settings_are_refused() {
     }
     assert!(!pool.cancel(slow), "a worker has it: too late");
     let events = collect(&pool, 2, Duration::from_secs(20));
-    assert_eq!(events.iter().find(|e| e.task == slow).unwrap().status, EventStatus::Ok);
-    assert_eq!(events.iter().find(|e| e.task == queued).unwrap().status, EventStatus::Cancelled);
+    assert_eq!(events.iter().find(|e| e.task == slow).unwrap().status, TaskStatus::Succeeded);
+    assert_eq!(events.iter().find(|e| e.task == queued).unwrap().status, TaskStatus::Cancelled);
 
     assert!(WorkerPool::start(PoolConfig::new(vec!["python3".into()], 0)).is_err());
     let missing = WorkerPool::start(PoolConfig::new(vec!["no-such-worker-shoal".into()], 1));
@@ -296,17 +297,21 @@ fn a_stored_pool_records_every_task_and_reuses_keyed_results() {
     let (_, before) =
         run_pool(&[(pid, keyed("a")), ("1/0", keyed("b")), ("'plain'", TaskMeta::default())]);
     assert_eq!(
-        before.iter().map(|e| e.status).collect::<Vec<_>>(),
-        [EventStatus::Ok, EventStatus::Raised, EventStatus::Ok]
+        before.iter().map(|e| (e.status, e.failure)).collect::<Vec<_>>(),
+        [
+            (TaskStatus::Succeeded, None),
+            (TaskStatus::Failed, Some(Failure::Raised)),
+            (TaskStatus::Succeeded, None)
+        ]
     );
 
     // Again: "a" succeeded before, so its stored result comes back without running;
     // "b" failed, so it runs again.
     let (_, after) = run_pool(&[(pid, keyed("a")), ("1/0", keyed("b"))]);
-    assert_eq!(after[0].status, EventStatus::Ok);
+    assert_eq!(after[0].status, TaskStatus::Succeeded);
     assert_eq!(after[0].payload, before[0].payload, "the stored result, not a new pid");
     assert_eq!(after[0].attempts, 0, "it did not run");
-    assert_eq!((after[1].status, after[1].attempts), (EventStatus::Raised, 1));
+    assert_eq!((after[1].failure, after[1].attempts), (Some(Failure::Raised), 1));
 
     let store = Store::open(&path).unwrap();
     let runs = store.runs().unwrap();
@@ -369,10 +374,10 @@ fn a_worker_killed_with_a_frame_unread_is_reported_by_its_signal() {
     pool.submit(vec![task("'after'", TaskMeta::default())]).unwrap();
     let events = collect(&pool, 2, Duration::from_secs(30));
     let e = events.iter().find(|e| e.task == killed).unwrap();
-    assert_eq!((e.status, e.attempts), (EventStatus::Crashed, 1), "{e:?}");
+    assert_eq!((e.status, e.attempts), (TaskStatus::Crashed, 1), "{e:?}");
     assert!(e.message.contains("killed by signal 9 (SIGKILL)"), "{}", e.message);
     let after = events.iter().find(|e| e.task != killed).unwrap();
-    assert_eq!(after.status, EventStatus::Ok, "the pool goes on: {after:?}");
+    assert_eq!(after.status, TaskStatus::Succeeded, "the pool goes on: {after:?}");
 }
 
 /// A worker that shuts its channel but does not exit is killed a grace period later
@@ -391,6 +396,6 @@ fn a_worker_that_closes_its_channel_and_lingers_is_killed() {
     let closed = pool.submit(vec![task(&close, TaskMeta { retries: 0, ..TaskMeta::default() })]);
     let e = &collect(&pool, 1, Duration::from_secs(20))[0];
     assert_eq!(e.task, closed.unwrap());
-    assert_eq!(e.status, EventStatus::Crashed, "{e:?}");
+    assert_eq!(e.status, TaskStatus::Crashed, "{e:?}");
     assert!(e.message.contains("closed its channel but did not exit"), "{}", e.message);
 }

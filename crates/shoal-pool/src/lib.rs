@@ -33,7 +33,7 @@ mod commands;
 pub mod worker;
 
 pub use commands::{Command, CommandPool, CommandResult};
-pub use shoal_core::task::{TaskId, TaskStatus};
+pub use shoal_core::task::{AttemptOutcome, TaskId, TaskStatus};
 pub use shoal_core::{Error, Result};
 
 pub mod workers {
@@ -45,7 +45,8 @@ pub mod workers {
     //! Python package's `python -m shoal._worker`):
     //!
     //! ```
-    //! use shoal_pool::workers::{EventStatus, PoolConfig, TaskSpec, WorkerPool};
+    //! use shoal_pool::workers::{Failure, PoolConfig, TaskSpec, WorkerPool};
+    //! use shoal_pool::TaskStatus;
     //!
     //! fn main() -> Result<(), Box<dyn std::error::Error>> {
     //!     if shoal_pool::worker::is_worker() {
@@ -65,9 +66,9 @@ pub mod workers {
     //!         events.extend(pool.next_events(None, 16));
     //!     }
     //!     events.sort_by_key(|e| e.task);
-    //!     assert_eq!((events[0].task, events[0].status), (first, EventStatus::Ok));
+    //!     assert_eq!((events[0].task, events[0].status), (first, TaskStatus::Succeeded));
     //!     assert_eq!(events[0].payload, 6u64.to_le_bytes());
-    //!     assert_eq!(events[1].status, EventStatus::Raised);
+    //!     assert_eq!((events[1].status, events[1].failure), (TaskStatus::Failed, Some(Failure::Raised)));
     //!     assert_eq!(events[1].message, "nothing to sum");
     //!     assert!(pool.join(None));
     //!     Ok(())
@@ -76,8 +77,8 @@ pub mod workers {
 
     pub use shoal_core::task::{SlotId, TaskMeta};
     pub use shoal_core::workers::{
-        EventStatus, PoolClosed, PoolConfig, PoolStats, PoolStore, ResizeError, TaskEvent,
-        TaskSpec, WorkerPool, WorkerStats,
+        Failure, PoolClosed, PoolConfig, PoolStats, PoolStore, ResizeError, TaskEvent, TaskSpec,
+        WorkerPool, WorkerStats,
     };
 }
 
@@ -107,4 +108,13 @@ pub mod store {
         requester, AttemptRecord, ControlAction, ControlRecord, RunRecord, RunStats, RunStatus,
         RunSummary, SlotStats, StatusCounts, Store, StoreAddress, TaskRecord,
     };
+}
+
+pub mod tap {
+    //! Following a live pool from outside its loop: give a [`Tap`] to the pool
+    //! ([`PoolConfig::tap`](crate::workers::PoolConfig)) and read each task's steps
+    //! (started, ended) from any number of [`Observer`]s. An observer that falls behind
+    //! loses the oldest steps and is told so; the pool never waits for it.
+
+    pub use shoal_core::tap::{Observed, Observer, Tap, TaskStep};
 }

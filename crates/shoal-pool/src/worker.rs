@@ -25,14 +25,14 @@ const WORKER_FD: &str = "SHOAL_WORKER_FD";
 /// A closure `FnMut(&[u8]) -> Result<Vec<u8>, String>` is a handler with no
 /// initializer.
 pub trait Handler {
-    /// Runs one task: `Ok` is its result, `Err` its failure (the task ends
-    /// [`EventStatus::Raised`](crate::workers::EventStatus) with this text; it is not
+    /// Runs one task: `Ok` is its result, `Err` its failure (the task ends `failed`,
+    /// [`Failure::Raised`](crate::workers::Failure), with this text; it is not
     /// retried). A panic is a failure too, and the worker goes on.
     fn run(&mut self, payload: &[u8]) -> Result<Vec<u8>, String>;
 
     /// Runs the pool's initializer ([`PoolConfig::init`](crate::workers::PoolConfig)),
     /// once, before any task. An `Err` breaks the pool: every task ends
-    /// [`EventStatus::InitFailed`](crate::workers::EventStatus) with it.
+    /// `failed`, [`Failure::InitFailed`](crate::workers::Failure), with it.
     fn init(&mut self, _payload: &[u8]) -> Result<(), String> {
         Err("this worker takes no initializer".into())
     }

@@ -4,8 +4,10 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use shoal_pool::tap::{Observed, Tap, TaskStep};
 use shoal_pool::worker::{self, Handler, WorkerError};
-use shoal_pool::workers::{EventStatus, PoolConfig, TaskEvent, TaskSpec, WorkerPool};
+use shoal_pool::workers::{Failure, PoolConfig, TaskEvent, TaskSpec, WorkerPool};
+use shoal_pool::{AttemptOutcome, TaskStatus};
 
 /// The worker: `echo:X` answers X, `panic:X` panics with X, `sleep:MS` sleeps quietly,
 /// `abort:` kills the process, `init:` answers the initializer's payload.
@@ -82,10 +84,10 @@ fn a_panicking_task_fails_alone_and_its_worker_serves_on() {
         events.extend(pool.next_events(Some(Duration::from_secs(60)), 2));
     }
     assert_eq!(
-        (events[0].status, events[0].message.as_str()),
-        (EventStatus::Raised, "panicked: boom")
+        (events[0].status, events[0].failure, events[0].message.as_str()),
+        (TaskStatus::Failed, Some(Failure::Raised), "panicked: boom")
     );
-    assert_eq!((events[1].status, &events[1].payload[..]), (EventStatus::Ok, &b"after"[..]));
+    assert_eq!((events[1].status, &events[1].payload[..]), (TaskStatus::Succeeded, &b"after"[..]));
     assert_eq!(pool.stats().workers[0].restarts, 0, "the worker was replaced");
     pool.close();
     assert!(pool.join(Some(Duration::from_secs(60))));
@@ -97,7 +99,7 @@ fn heartbeats_keep_a_long_quiet_task_from_being_taken_for_a_hang() {
     config.heartbeat = Duration::from_millis(50);
     config.heartbeat_timeout = Duration::from_millis(300);
     let events = run(config, vec![task("sleep:1200")]);
-    assert_eq!((events[0].status, events[0].message.as_str()), (EventStatus::Ok, ""));
+    assert_eq!((events[0].status, events[0].message.as_str()), (TaskStatus::Succeeded, ""));
 }
 
 #[test]
@@ -105,8 +107,8 @@ fn a_worker_that_dies_is_blamed_on_its_task_alone_and_replaced() {
     let mut crash = task("abort:");
     crash.meta.retries = 1;
     let events = run(config(1), vec![crash, task("echo:fine")]);
-    assert_eq!((events[0].status, events[0].attempts), (EventStatus::Crashed, 2));
-    assert_eq!((events[1].status, &events[1].payload[..]), (EventStatus::Ok, &b"fine"[..]));
+    assert_eq!((events[0].status, events[0].attempts), (TaskStatus::Crashed, 2));
+    assert_eq!((events[1].status, &events[1].payload[..]), (TaskStatus::Succeeded, &b"fine"[..]));
 }
 
 #[test]
@@ -115,7 +117,7 @@ fn the_initializer_runs_once_before_tasks() {
     config.init = Some(b"weights".to_vec());
     let events = run(config, vec![task("init:"), task("init:")]);
     for event in events {
-        assert_eq!((event.status, &event.payload[..]), (EventStatus::Ok, &b"weights"[..]));
+        assert_eq!((event.status, &event.payload[..]), (TaskStatus::Succeeded, &b"weights"[..]));
     }
 }
 
@@ -125,7 +127,7 @@ fn an_initializer_that_fails_fails_every_task_with_its_reason() {
     config.init = Some(b"weights".to_vec());
     config.env.push(("REFUSE_INIT".into(), "1".into()));
     for event in run(config, vec![task("echo:a"), task("echo:b")]) {
-        assert_eq!(event.status, EventStatus::InitFailed);
+        assert_eq!((event.status, event.failure), (TaskStatus::Failed, Some(Failure::InitFailed)));
         assert!(event.message.contains("this worker takes no initializer"), "{}", event.message);
     }
 }
@@ -135,4 +137,37 @@ fn serving_outside_a_pool_says_so() {
     assert!(!worker::is_worker());
     let refused = worker::serve(|_: &[u8]| Ok(Vec::new()));
     assert!(matches!(refused, Err(WorkerError::NotAWorker)), "{refused:?}");
+}
+
+#[test]
+fn observers_follow_each_task_through_the_tap_as_the_store_would_record_it() {
+    let tap = Tap::new(64);
+    let mut observer = tap.observe();
+    let mut config = config(1);
+    config.tap = Some(tap);
+    let mut crash = task("abort:");
+    crash.meta.retries = 1;
+    run(config, vec![task("echo:a"), crash]);
+    let mut steps = Vec::new();
+    while let Some(Observed::Step(step)) = observer.try_next() {
+        steps.push(match step {
+            TaskStep::Started { task, attempt, slot, .. } => (task, attempt, Some(slot), None),
+            TaskStep::Ended { task, attempt, outcome, status, .. } => {
+                (task, attempt, None, Some((outcome, status)))
+            }
+            other => panic!("no task of this pool ends unstarted: {other:?}"),
+        });
+    }
+    let crashed = AttemptOutcome::Crashed { signal: 6 };
+    assert_eq!(
+        steps,
+        [
+            (1, 1, Some(1), None),
+            (1, 1, None, Some((AttemptOutcome::Succeeded, Some(TaskStatus::Succeeded)))),
+            (2, 1, Some(1), None),
+            (2, 1, None, Some((crashed, None))),
+            (2, 2, Some(1), None),
+            (2, 2, None, Some((crashed, Some(TaskStatus::Crashed)))),
+        ]
+    );
 }

@@ -18,7 +18,9 @@ use shoal_core::workers::{PoolClosed, PoolConfig, PoolStore, TaskEvent, TaskSpec
 use shoal_core::{Error, TaskMeta};
 
 /// A final task event as Python sees it:
-/// `(task, status, payload, message, attempts, worker, duration_seconds)`.
+/// `(task, status, payload, message, attempts, worker, duration_seconds)`, where
+/// `status` is the task's (`succeeded`, `crashed`, ...) or, for a failed one, what
+/// failed (`raised`, `init_failed`, `refused`): [`TaskEvent::name`].
 type PyEvent = (u64, &'static str, Py<PyBytes>, String, u32, usize, f64);
 
 /// A pool of worker processes run by the Rust engine.
@@ -256,7 +258,7 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 fn to_python(py: Python<'_>, e: TaskEvent) -> PyEvent {
     (
         e.task,
-        e.status.as_str(),
+        e.name(),
         PyBytes::new(py, &e.payload).unbind(),
         e.message,
         e.attempts,

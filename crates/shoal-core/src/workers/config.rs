@@ -6,7 +6,8 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 pub use super::record::PoolStore;
-use crate::task::{SlotId, TaskId, TaskMeta};
+use crate::tap::Tap;
+use crate::task::{SlotId, TaskId, TaskMeta, TaskStatus};
 
 /// How a pool starts and supervises its workers.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct PoolConfig {
     /// Record every task in this store, and reuse the stored result of a task whose
     /// key and label already succeeded there.
     pub store: Option<PoolStore>,
+    /// Where observers follow each task's steps as they happen (see [`crate::tap`]).
+    pub tap: Option<Tap>,
 }
 
 impl PoolConfig {
@@ -82,6 +85,7 @@ impl PoolConfig {
             retry_delay: Duration::from_millis(50),
             prefetch: 32,
             store: None,
+            tap: None,
         }
     }
 }
@@ -98,41 +102,43 @@ pub struct TaskSpec {
     pub meta: TaskMeta,
 }
 
-/// How a task ended, for good.
+/// What failed in a task that ended [`TaskStatus::Failed`] on a worker pool: the front
+/// end turns each into its own error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventStatus {
-    /// The function returned; the payload is its result.
-    Ok,
-    /// The function raised; the payload is the error, the message its traceback.
+pub enum Failure {
+    /// The function raised: the payload is the error, the message its traceback. A
+    /// call's answer, so it is final and never retried.
     Raised,
-    /// Its worker died or hung on every attempt; the message says how.
-    Crashed,
-    /// It ran past its timeout.
-    TimedOut,
-    /// Its worker went past the memory limit.
-    MemoryExceeded,
-    /// Cancelled before it started, or by terminate.
-    Cancelled,
-    /// The pool's initializer raised: payload and message are its error.
+    /// The pool's initializer raised: payload and message are its error, and no task
+    /// of the pool can run.
     InitFailed,
-    /// Anything else (a payload too large to send, workers that cannot start).
-    Error,
+    /// The engine could not run it: a payload too large to send, workers that cannot
+    /// start or that speak another protocol version. The message says which.
+    Refused,
 }
 
-impl EventStatus {
+impl Failure {
     /// The name front ends see.
     pub fn as_str(self) -> &'static str {
         match self {
-            EventStatus::Ok => "ok",
-            EventStatus::Raised => "raised",
-            EventStatus::Crashed => "crashed",
-            EventStatus::TimedOut => "timed_out",
-            EventStatus::MemoryExceeded => "memory_exceeded",
-            EventStatus::Cancelled => "cancelled",
-            EventStatus::InitFailed => "init_failed",
-            EventStatus::Error => "error",
+            Failure::Raised => "raised",
+            Failure::InitFailed => "init_failed",
+            Failure::Refused => "refused",
         }
     }
+}
+
+/// A task's end as the pool reports it: its status, and what failed if it failed.
+pub(super) type End = (TaskStatus, Option<Failure>);
+
+/// The end of a task with `status` (not a failed call: see [`failed`]).
+pub(super) const fn end(status: TaskStatus) -> End {
+    (status, None)
+}
+
+/// The end of a task that failed with `failure`.
+pub(super) const fn failed(failure: Failure) -> End {
+    (TaskStatus::Failed, Some(failure))
 }
 
 /// The final outcome of one task: exactly one per submitted task.
@@ -140,8 +146,10 @@ impl EventStatus {
 pub struct TaskEvent {
     /// The task's id, as [`WorkerPool::submit`](super::WorkerPool::submit) gave it.
     pub task: TaskId,
-    /// How it ended.
-    pub status: EventStatus,
+    /// Its final status, in the vocabulary of every task (the store's).
+    pub status: TaskStatus,
+    /// For a `failed` task, what failed; `None` for every other status.
+    pub failure: Option<Failure>,
     /// The worker's answer: the result, or the error (empty when no worker answered).
     pub payload: Vec<u8>,
     /// A traceback or the reason of a failure; empty on success.
@@ -155,17 +163,29 @@ pub struct TaskEvent {
 }
 
 impl TaskEvent {
+    /// The name front ends see: what failed for a failed task, else its status.
+    pub fn name(&self) -> &'static str {
+        self.failure.map_or(self.status.as_str(), Failure::as_str)
+    }
+
+    /// Its status and what failed.
+    #[cfg(test)]
+    pub(super) fn end(&self) -> End {
+        (self.status, self.failure)
+    }
+
     /// The event of a task that ends without running (cancelled, reused from the
     /// store, refused by a broken pool).
     pub(super) fn unstarted(
         task: TaskId,
-        status: EventStatus,
+        (status, failure): End,
         payload: Vec<u8>,
         message: String,
     ) -> Self {
         TaskEvent {
             task,
             status,
+            failure,
             payload,
             message,
             attempts: 0,

@@ -19,7 +19,7 @@
 
 use std::io;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -33,7 +33,8 @@ use crate::process::{stat, ExitInfo, Limits, MemoryLimit};
 use crate::protocol::{encode, Conversation, Message, PROTOCOL_VERSION};
 use crate::store::ControlRequest;
 use crate::store::ControlWatcher;
-use crate::task::TaskId;
+use crate::tap::TaskStep;
+use crate::task::{TaskId, TaskStatus};
 
 /// Runs the pool until it is closed and drained, or terminated; returns its last
 /// figures.
@@ -173,7 +174,8 @@ impl Driver {
         inbox: Inbox,
         events: std_mpsc::Sender<Vec<TaskEvent>>,
     ) -> Self {
-        let settings = Settings::new(&config, memory.as_ref(), recorder.is_some());
+        let recording = recorder.is_some() || config.tap.is_some();
+        let settings = Settings::new(&config, memory.as_ref(), recording);
         Driver {
             machine: Machine::new(settings),
             epoch: Instant::now(),
@@ -374,6 +376,9 @@ impl Driver {
     }
 
     fn record(&self, record: Record) {
+        if let Some(tap) = &self.config.tap {
+            tap.send(|| step(&record));
+        }
         let Some(recorder) = &self.recorder else { return };
         match record {
             Record::Started { task, attempt, place, running } => {
@@ -406,5 +411,24 @@ impl Driver {
         self.machine.stats(|place| {
             self.workers.get(place).and_then(Option::as_ref).map_or(0, |w| w.process.pid)
         })
+    }
+}
+
+/// What observers of the tap see of a record: the same life the store is told.
+fn step(record: &Record) -> TaskStep {
+    let at = SystemTime::now();
+    match *record {
+        Record::Started { task, attempt, place, .. } => {
+            TaskStep::Started { task, attempt, slot: place + 1, at }
+        }
+        Record::Ended { task, attempt, ran, outcome, status, .. } => {
+            TaskStep::Ended { task, attempt, outcome, status, duration: ran, at }
+        }
+        Record::Cancelled(task) => {
+            TaskStep::EndedUnstarted { task, status: TaskStatus::Cancelled, at }
+        }
+        Record::Reused(task, _) => {
+            TaskStep::EndedUnstarted { task, status: TaskStatus::Succeeded, at }
+        }
     }
 }

@@ -226,7 +226,7 @@ impl WorkerPool {
     }
 
     /// Cancels `task` if no worker has it yet: it then ends
-    /// [`super::EventStatus::Cancelled`] and this returns true. False when a worker
+    /// `cancelled` and this returns true. False when a worker
     /// has it (it runs to its end), or it has ended, or the pool has.
     pub fn cancel(&self, task: TaskId) -> bool {
         let (tx, rx) = std_mpsc::channel();

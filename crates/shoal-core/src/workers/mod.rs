@@ -26,5 +26,5 @@ mod record;
 mod slots;
 mod worker;
 
-pub use config::{EventStatus, PoolConfig, PoolStats, PoolStore, TaskEvent, TaskSpec, WorkerStats};
+pub use config::{Failure, PoolConfig, PoolStats, PoolStore, TaskEvent, TaskSpec, WorkerStats};
 pub use handle::{PoolClosed, ResizeError, WorkerPool};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::super::config::{EventStatus, TaskEvent};
+use super::super::config::{end, failed, Failure, TaskEvent};
 use super::super::handle::ResizeError;
 use super::super::policy::{
     after_channel_closed, blame, exit_outcome, failed_to_start, overdue_cause, replace_after_exit,
@@ -17,7 +17,7 @@ use crate::process::Exited;
 use crate::protocol::{Message, ProtocolError};
 use crate::scheduler::Cancel;
 use crate::store::ControlAction;
-use crate::task::{TaskId, TaskMeta};
+use crate::task::{TaskId, TaskMeta, TaskStatus};
 
 impl Machine {
     /// Starts the pool's first workers: all of them, or an elastic pool's minimum
@@ -45,14 +45,21 @@ impl Machine {
             if !self.accepts_tasks() {
                 let (status, payload, message) = match &self.broken {
                     Some(b) => (b.status, b.payload.clone(), b.message.clone()),
-                    None => (EventStatus::Cancelled, Vec::new(), "the pool was terminated".into()),
+                    None => {
+                        (end(TaskStatus::Cancelled), Vec::new(), "the pool was terminated".into())
+                    }
                 };
                 self.emit(TaskEvent::unstarted(id, status, payload, message));
                 continue;
             }
             if let Some(result) = reused {
                 self.record(Record::Reused(id, result.clone()));
-                self.emit(TaskEvent::unstarted(id, EventStatus::Ok, result, String::new()));
+                self.emit(TaskEvent::unstarted(
+                    id,
+                    end(TaskStatus::Succeeded),
+                    result,
+                    String::new(),
+                ));
                 continue;
             }
             let TaskMeta { timeout, retries, .. } = meta;
@@ -100,7 +107,7 @@ impl Machine {
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
             let why = "the pool was terminated".to_owned();
-            self.end_unstarted(id, EventStatus::Cancelled, Vec::new(), why);
+            self.end_unstarted(id, end(TaskStatus::Cancelled), Vec::new(), why);
         }
         for index in 0..self.places.len() {
             self.places[index].held = None;
@@ -139,7 +146,7 @@ impl Machine {
                     Some(_) => match self.sched.cancel(task, &mut Vec::new()) {
                         Cancel::Dropped => {
                             let why = "cancelled by a control request".to_owned();
-                            self.end_unstarted(task, EventStatus::Cancelled, Vec::new(), why);
+                            self.end_unstarted(task, end(TaskStatus::Cancelled), Vec::new(), why);
                             format!("task {task} cancelled before it started")
                         }
                         // Sent this turn, or ending now: left to finish.
@@ -283,7 +290,7 @@ impl Machine {
             }
             Message::InitDone { ok: true, .. } => self.ready(place),
             Message::InitDone { ok: false, payload, traceback } => self.break_pool(Broken {
-                status: EventStatus::InitFailed,
+                status: failed(Failure::InitFailed),
                 payload,
                 message: traceback,
             }),
@@ -391,7 +398,7 @@ impl Machine {
     fn protocol_error(&mut self, place: usize, error: ProtocolError) {
         if let ProtocolError::IncompatibleVersion { .. } = error {
             self.break_pool(Broken {
-                status: EventStatus::Error,
+                status: failed(Failure::Refused),
                 payload: Vec::new(),
                 message: error.to_string(),
             });

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use super::super::config::{EventStatus, PoolConfig, PoolStats, TaskEvent, WorkerStats};
+use super::super::config::{End, PoolConfig, PoolStats, TaskEvent, WorkerStats};
 use super::super::policy::{Cause, Elastic, Phase, Sent, Silence, StartFailures};
 use super::super::slots::SlotTable;
 use crate::process::MemoryLimit;
@@ -36,7 +36,7 @@ pub(in crate::workers) struct Settings {
     pub retry_delay: Duration,
     pub max_tasks_per_worker: Option<u64>,
     pub recycle_memory: Option<u64>,
-    /// Emit `Action::Record`s (the pool has a store).
+    /// Emit `Action::Record`s (the pool has a store, or a tap).
     pub recording: bool,
     /// The largest frame a worker takes (`MAX_FRAME_LEN`): a Run past it fails.
     pub max_frame: u64,
@@ -74,7 +74,7 @@ pub(in crate::workers) enum Action {
     Send(usize, Out),
     /// SIGKILL the worker of this place (its exit follows).
     Kill(usize),
-    /// Write to the pool's store (only with `Settings::recording`).
+    /// Write to the pool's store and tap (only with `Settings::recording`).
     Record(Record),
 }
 
@@ -224,7 +224,7 @@ impl Place {
 /// Why the pool can run nothing more.
 #[derive(Debug, Clone)]
 pub(super) struct Broken {
-    pub status: EventStatus,
+    pub status: End,
     pub payload: Vec<u8>,
     pub message: String,
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::super::config::{EventStatus, TaskEvent};
+use super::super::config::{end, failed, End, Failure, TaskEvent};
 use super::super::policy::{
     self, after_last_result, allocation_failed, grown, lane_open, place, prefetch_depth, spent,
     typical_after, Cause, LaneView, Phase, Placement, Retire, Sent, TaskRisk, WorkerLoad,
@@ -15,7 +15,7 @@ use super::state::Broken;
 use super::state::{Action, Live, Machine, Out, Place, Probe, Record};
 use crate::protocol::ProtocolError;
 use crate::scheduler::Decision;
-use crate::task::{AttemptOutcome, SlotId, TaskId};
+use crate::task::{AttemptOutcome, SlotId, TaskId, TaskStatus};
 
 /// A Run's frame: its kind, task and attempt (12 bytes), and the payload with its
 /// 4-byte length (`docs/protocol.md`).
@@ -167,8 +167,8 @@ impl Machine {
             }
         }
         let status = match outcome {
-            AttemptOutcome::Cancelled => EventStatus::Cancelled,
-            _ => EventStatus::Error,
+            AttemptOutcome::Cancelled => end(TaskStatus::Cancelled),
+            _ => failed(Failure::Refused),
         };
         if verdict.final_status.is_some() {
             self.finish(sent, status, Vec::new(), message, Duration::ZERO);
@@ -252,7 +252,7 @@ impl Machine {
             }
         }
         if out_of_memory.is_none() {
-            let status = if ok { EventStatus::Ok } else { EventStatus::Raised };
+            let status = if ok { end(TaskStatus::Succeeded) } else { failed(Failure::Raised) };
             self.finish(sent, status, payload, traceback, ran);
         }
         if self.settings.recycle_memory.is_some() && self.places[index].live.is_some() {
@@ -310,7 +310,7 @@ impl Machine {
         tracing::warn!(%why, failures, "a worker failed to start");
         if breaks && self.broken.is_none() {
             self.break_pool(Broken {
-                status: EventStatus::Error,
+                status: failed(Failure::Refused),
                 payload: Vec::new(),
                 message: format!(
                     "workers fail to start ({failures} times in a row); the last: {why}"
@@ -396,10 +396,10 @@ impl Machine {
             return;
         }
         let status = match verdict.outcome {
-            AttemptOutcome::TimedOut => EventStatus::TimedOut,
-            AttemptOutcome::MemoryExceeded => EventStatus::MemoryExceeded,
-            AttemptOutcome::Cancelled => EventStatus::Cancelled,
-            _ => EventStatus::Crashed,
+            AttemptOutcome::TimedOut => end(TaskStatus::TimedOut),
+            AttemptOutcome::MemoryExceeded => end(TaskStatus::MemoryExceeded),
+            AttemptOutcome::Cancelled => end(TaskStatus::Cancelled),
+            _ => end(TaskStatus::Crashed),
         };
         let message = if sent.attempt > 1 {
             format!("{why} (attempt {} of {})", sent.attempt, sent.attempt)
@@ -413,7 +413,7 @@ impl Machine {
     fn finish(
         &mut self,
         sent: Sent,
-        status: EventStatus,
+        status: End,
         payload: Vec<u8>,
         message: String,
         ran: Duration,
@@ -425,7 +425,8 @@ impl Machine {
         }
         self.emit(TaskEvent {
             task: sent.task,
-            status,
+            status: status.0,
+            failure: status.1,
             payload,
             message,
             attempts: sent.attempt,
@@ -443,7 +444,7 @@ impl Machine {
     pub(super) fn end_unstarted(
         &mut self,
         id: TaskId,
-        status: EventStatus,
+        status: End,
         payload: Vec<u8>,
         message: String,
     ) {

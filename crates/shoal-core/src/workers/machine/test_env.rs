@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::super::config::{EventStatus, TaskEvent};
+use super::super::config::{End, TaskEvent};
 use super::super::policy::Sent;
 use super::state::{Action, Machine, NewTask, Out, Probe, Record, Settings};
 use crate::process::Exited;
@@ -270,8 +270,8 @@ impl Env {
         self.events.iter().find(|e| e.task == task).expect("the task has ended")
     }
 
-    pub fn status(&self, task: TaskId) -> EventStatus {
-        self.event(task).status
+    pub fn status(&self, task: TaskId) -> End {
+        self.event(task).end()
     }
 
     pub fn ended(&self, task: TaskId) -> bool {

@@ -2,13 +2,13 @@
 //! pool"), driving the whole machine with facts and times through `test_env`: no
 //! processes, no clock.
 
-use super::super::config::EventStatus;
+use super::super::config::{end, failed, Failure};
 use super::super::handle::ResizeError;
 use super::state::{Action, Out, Record, Settings};
 use super::test_env::{kills, ms, pool, secs, shutdowns, spawns, task, us, Env};
 use super::NewTask;
 use crate::process::Exited;
-use crate::task::TaskMeta;
+use crate::task::{TaskMeta, TaskStatus};
 
 const SIGKILL: Exited = Exited::Signal(9);
 
@@ -45,7 +45,7 @@ fn a_worker_that_dies_with_one_run_dies_of_it() {
     env.submit(1, task(0));
     env.at(secs(2)).exit(0, SIGKILL);
     let event = env.event(1);
-    assert_eq!((event.status, event.attempts, event.worker), (EventStatus::Crashed, 1, 1));
+    assert_eq!((event.end(), event.attempts, event.worker), (end(TaskStatus::Crashed), 1, 1));
     assert_eq!(event.message, "the worker (pid 100) was killed by signal 9 (SIGKILL)");
     assert_eq!(event.duration, secs(2));
     assert_eq!(spawns(&env.take()), [0], "its place gets a new worker");
@@ -67,7 +67,7 @@ fn runs_a_dead_worker_had_not_started_go_back_unblamed_as_suspects_that_run_alon
     env.at(ms(2)).answer(0, true);
     assert_eq!(Env::runs_to(&env.take(), 0), [3], "the next suspect, alone too");
     env.at(ms(3)).exit(0, SIGKILL);
-    assert_eq!(env.status(3), EventStatus::Crashed, "alone, its death is blamed exactly");
+    assert_eq!(env.status(3), end(TaskStatus::Crashed), "alone, its death is blamed exactly");
     assert!(!env.ended(4) && !env.ended(5));
 }
 
@@ -135,7 +135,7 @@ fn the_last_try_of_a_task_that_crashed_its_worker_runs_alone_in_a_fresh_worker()
     assert_eq!(Env::runs_to(&env.take(), 0), [1]);
     assert_eq!(env.in_flight(0)[0].attempt, 2);
     env.at(secs(3)).answer(0, true);
-    assert_eq!((env.status(1), env.event(1).attempts), (EventStatus::Ok, 2));
+    assert_eq!((env.status(1), env.event(1).attempts), (end(TaskStatus::Succeeded), 2));
 }
 
 // ----- outcomes: final or retried -----
@@ -146,7 +146,7 @@ fn a_function_that_raised_is_final() {
     env.submit(1, task(3));
     env.at(ms(5)).answer(0, false);
     let event = env.event(1);
-    assert_eq!((event.status, event.attempts), (EventStatus::Raised, 1));
+    assert_eq!((event.end(), event.attempts), (failed(Failure::Raised), 1));
     assert_eq!(event.message, "ValueError: bad");
     assert_eq!(env.in_flight(0).len(), 0, "not run again");
 }
@@ -162,7 +162,7 @@ fn a_crash_is_retried_by_the_tasks_retries() {
     assert_eq!(env.in_flight(0)[0].attempt, 2, "after the backoff");
     env.at(ms(70)).exit(0, SIGKILL);
     let event = env.event(1);
-    assert_eq!((event.status, event.attempts), (EventStatus::Crashed, 2));
+    assert_eq!((event.end(), event.attempts), (end(TaskStatus::Crashed), 2));
     assert!(event.message.ends_with("(attempt 2 of 2)"), "{}", event.message);
 }
 
@@ -203,7 +203,7 @@ fn a_hang_ends_a_task_with_its_reason() {
     let mut env = Env::ready(pool(1));
     env.submit(1, task(0));
     env.at(secs(30)).tick().exit(0, SIGKILL);
-    assert_eq!(env.status(1), EventStatus::Crashed);
+    assert_eq!(env.status(1), end(TaskStatus::Crashed));
     assert_eq!(env.event(1).message, "the worker stopped answering (nothing heard for 30 s)");
 }
 
@@ -227,7 +227,7 @@ fn a_memory_kill_is_retried_and_ends_as_memory_exceeded() {
     env.hello(0).at(ms(100)).tick();
     assert_eq!(env.in_flight(0)[0].attempt, 2);
     env.oom_killed(0);
-    assert_eq!(env.status(1), EventStatus::MemoryExceeded);
+    assert_eq!(env.status(1), end(TaskStatus::MemoryExceeded));
     assert_eq!(env.event(1).message, "the worker went past its memory limit (attempt 2 of 2)");
 }
 
@@ -241,7 +241,7 @@ fn a_memory_error_under_rlimit_as_is_the_limits_doing_retried_and_its_worker_rep
     assert_eq!(shutdowns(&env.take()), [0], "its heap grew to the limit: replaced");
     env.exit(0, Exited::Code(0)).hello(0).at(ms(100)).tick();
     env.raise(0, "MemoryError: cannot allocate");
-    assert_eq!(env.status(1), EventStatus::MemoryExceeded);
+    assert_eq!(env.status(1), end(TaskStatus::MemoryExceeded));
 }
 
 #[test]
@@ -255,7 +255,7 @@ fn a_timeout_kills_its_worker_and_is_not_retried() {
     assert_eq!(kills(&env.take()), [0]);
     env.exit(0, SIGKILL);
     let event = env.event(1);
-    assert_eq!((event.status, event.attempts), (EventStatus::TimedOut, 1));
+    assert_eq!((event.end(), event.attempts), (end(TaskStatus::TimedOut), 1));
     assert_eq!(event.message, "the task ran past its timeout of 1 s");
 }
 
@@ -274,7 +274,7 @@ fn a_timeout_blames_the_run_whose_deadline_passed_and_requeues_the_others_unsusp
     env.at(ms(1001)).tick();
     assert_eq!(kills(&env.take()), [0]);
     env.exit(0, SIGKILL);
-    assert_eq!(env.status(5), EventStatus::TimedOut);
+    assert_eq!(env.status(5), end(TaskStatus::TimedOut));
     assert!(!env.ended(3) && !env.ended(4), "the others go back");
     assert!(!env.machine.tasks[&3].suspect && !env.machine.tasks[&4].suspect, "unsuspected");
 }
@@ -289,7 +289,7 @@ fn a_task_cancelled_before_a_worker_has_it_ends_cancelled_and_never_runs() {
     assert!(env.machine.cancel(2));
     env.take();
     env.at(ms(1)).answer(0, true);
-    assert_eq!(env.status(2), EventStatus::Cancelled);
+    assert_eq!(env.status(2), end(TaskStatus::Cancelled));
     assert_eq!(Env::runs_to(&env.take(), 0), Vec::<u64>::new());
 }
 
@@ -320,7 +320,7 @@ fn an_initializer_that_raises_breaks_the_pool_once_with_no_respawn() {
     assert_eq!(sent, [Action::Send(0, Out::Welcome), Action::Send(0, Out::Init)]);
     env.init_done(0, false);
     let event = env.event(1);
-    assert_eq!((event.status, event.attempts), (EventStatus::InitFailed, 0));
+    assert_eq!((event.end(), event.attempts), (failed(Failure::InitFailed), 0));
     assert_eq!(
         (event.payload.as_slice(), event.message.as_str()),
         (&b"err"[..], "ValueError: no model")
@@ -329,7 +329,7 @@ fn an_initializer_that_raises_breaks_the_pool_once_with_no_respawn() {
     env.exit(0, SIGKILL).exit(1, SIGKILL);
     assert_eq!(spawns(&env.take()), Vec::<usize>::new(), "no respawn loop");
     env.submit(2, task(0));
-    assert_eq!(env.status(2), EventStatus::InitFailed, "later tasks too");
+    assert_eq!(env.status(2), failed(Failure::InitFailed), "later tasks too");
     env.close();
     assert!(env.machine.finished());
 }
@@ -343,7 +343,7 @@ fn three_workers_dying_before_ready_in_a_row_break_the_pool() {
     env.exit(0, Exited::Code(1));
     assert_eq!(spawns(&env.take()), Vec::<usize>::new(), "the third breaks it: no respawn");
     let event = env.event(1);
-    assert_eq!(event.status, EventStatus::Error);
+    assert_eq!(event.end(), failed(Failure::Refused));
     assert_eq!(
         event.message,
         "workers fail to start (3 times in a row); the last: the worker (pid 100) exited with status 1"
@@ -357,7 +357,7 @@ fn workers_that_cannot_be_spawned_break_the_pool_after_three_tries() {
     env.start();
     assert_eq!(spawns(&env.take()), [0, 0, 0]);
     env.submit(1, task(0));
-    assert_eq!(env.status(1), EventStatus::Error);
+    assert_eq!(env.status(1), failed(Failure::Refused));
     assert!(env.event(1).message.ends_with("the last: no such program"));
 }
 
@@ -372,7 +372,7 @@ fn a_worker_is_recycled_after_max_tasks_once_it_has_answered() {
     let actions = env.take();
     assert_eq!((Env::runs_to(&actions, 0), shutdowns(&actions)), (vec![2], vec![0]));
     env.at(ms(20)).answer(0, true);
-    assert_eq!(env.status(2), EventStatus::Ok, "it answers what it has");
+    assert_eq!(env.status(2), end(TaskStatus::Succeeded), "it answers what it has");
     env.exit(0, Exited::Code(0));
     assert_eq!(spawns(&env.take()), [0]);
     env.hello(0);
@@ -424,7 +424,7 @@ fn a_resize_down_never_kills_a_running_task() {
     let actions = env.take();
     assert_eq!((shutdowns(&actions), kills(&actions)), (vec![1], vec![]));
     env.at(ms(10)).answer(1, true);
-    assert_eq!(env.status(2), EventStatus::Ok, "it finishes its task");
+    assert_eq!(env.status(2), end(TaskStatus::Succeeded), "it finishes its task");
     env.exit(1, Exited::Code(0));
     assert_eq!(spawns(&env.take()), Vec::<usize>::new(), "its place was taken away");
     env.answer(0, true);
@@ -456,7 +456,7 @@ fn closing_retires_workers_once_drained_and_kills_those_still_there_after_the_gr
     assert_eq!(kills(&env.take()), [0], "lingered");
     env.exit(0, SIGKILL);
     assert!(env.machine.finished());
-    assert_eq!(env.status(1), EventStatus::Ok);
+    assert_eq!(env.status(1), end(TaskStatus::Succeeded));
 }
 
 #[test]
@@ -467,7 +467,7 @@ fn terminate_kills_every_worker_and_cancels_every_unfinished_task() {
     env.machine.terminate(ms(1));
     env.turn();
     assert_eq!(kills(&env.take()), [0, 1]);
-    assert!((1..=3).all(|t| env.status(t) == EventStatus::Cancelled));
+    assert!((1..=3).all(|t| env.status(t) == end(TaskStatus::Cancelled)));
     env.exit(0, SIGKILL).exit(1, SIGKILL);
     assert_eq!(spawns(&env.take()), Vec::<usize>::new());
     assert!(env.machine.finished() && env.machine.cut_short());
@@ -483,8 +483,8 @@ fn a_task_with_a_stored_result_ends_at_submit_and_nothing_runs() {
     env.turn();
     let event = env.event(1);
     assert_eq!(
-        (event.status, event.attempts, event.payload.as_slice()),
-        (EventStatus::Ok, 0, &b"42"[..])
+        (event.end(), event.attempts, event.payload.as_slice()),
+        (end(TaskStatus::Succeeded), 0, &b"42"[..])
     );
     assert_eq!(env.records(), [&Record::Reused(1, b"42".to_vec())]);
     assert_eq!(Env::runs_to(&env.take(), 0), Vec::<u64>::new());
@@ -494,7 +494,7 @@ fn a_task_with_a_stored_result_ends_at_submit_and_nothing_runs() {
 fn a_run_too_large_for_a_frame_fails_without_reaching_a_worker() {
     let mut env = Env::ready(Settings { max_frame: 17, ..pool(1) });
     env.submit(1, task(3));
-    assert_eq!(env.status(1), EventStatus::Error);
+    assert_eq!(env.status(1), failed(Failure::Refused));
     assert_eq!(
         env.event(1).message,
         "cannot send the task: frame length 18 is over the limit of 17 bytes"
@@ -526,7 +526,7 @@ fn a_closed_channel_gives_the_exit_the_grace_to_come_then_the_worker_dies_of_a_p
     env.at(secs(2)).tick();
     assert_eq!(kills(&env.take()), [0]);
     env.exit(0, SIGKILL);
-    assert_eq!(env.status(1), EventStatus::Crashed);
+    assert_eq!(env.status(1), end(TaskStatus::Crashed));
     let message = &env.event(1).message;
     assert_eq!(message, "the worker broke the protocol: it closed its channel but did not exit");
 }
