@@ -85,8 +85,13 @@ pub struct Ended {
 
 /// The engine's view of a front end.
 pub trait Frontend {
-    /// The command line of an attempt of `task` on `slot`.
-    fn command(&mut self, task: TaskId, slot: SlotId) -> CommandLine;
+    /// What the front end keeps with each task ([`Submission::payload`]): its inputs.
+    ///
+    /// [`Submission::payload`]: super::Submission::payload
+    type Payload;
+    /// The command line of an attempt of `task` on `slot`; [`Frontend::started`] (or
+    /// the attempt's [`Frontend::ended`], when it could not start) follows at once.
+    fn command(&mut self, task: TaskId, slot: SlotId, payload: &Self::Payload) -> CommandLine;
     /// An attempt started.
     fn started(&mut self, event: Started);
     /// An attempt ended (its whole captured output is in the event).
