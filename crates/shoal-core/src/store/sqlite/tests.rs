@@ -589,6 +589,11 @@ fn results_of_keyed_tasks_are_kept_and_found_again() {
 /// Turns a store of the current version back into what schema version `to` was.
 fn downgrade(path: &Path, to: i64) {
     let conn = Connection::open(path).unwrap();
+    conn.execute_batch("ALTER TABLE runs DROP COLUMN input_open; PRAGMA user_version = 4;")
+        .unwrap();
+    if to == 4 {
+        return;
+    }
     conn.execute_batch("DROP TABLE control; PRAGMA user_version = 3;").unwrap();
     if to == 3 {
         return;
