@@ -7,11 +7,11 @@ mod common;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use common::{int_of, str_of, wait_for, Env, HANG};
+use common::{int_of, str_of, wait_for, Env, Running, HANG};
 use serde_json::Value;
 
 /// A FIFO in the test's directory.
@@ -27,6 +27,32 @@ fn wait_for_file(path: &Path) {
     wait_for(&format!("{} to exist", path.display()), HANG, || path.exists().then_some(()));
 }
 
+/// The marker file a task of `touch_command` makes: `ran-N` in the test's directory.
+fn ran(env: &Env, task: u32) -> PathBuf {
+    env.path().join(format!("ran-{task}"))
+}
+
+/// `touch <dir>/ran-{}`: each task leaves its marker.
+fn touch_command(env: &Env) -> String {
+    format!("touch {}/ran-{{}}", env.path().display())
+}
+
+/// Starts `shoal run ARGS :::: FIFO`, writes `first` into the FIFO and waits until
+/// task 1 has run: the input has not ended then (the writer, returned, still holds it
+/// open).
+fn start_streaming(env: &Env, args: &[&str], first: &[u8]) -> (Running, File) {
+    let input = fifo(env, "inputs");
+    let mut all = vec!["run", "--no-progress"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["::::", &input]);
+    let run = env.spawn(&all);
+    let mut writer = File::create(&input).expect("open the FIFO for writing");
+    writer.write_all(first).unwrap();
+    writer.flush().unwrap();
+    wait_for_file(&ran(env, 1));
+    (run, writer)
+}
+
 /// The store's only run, as `shoal runs --json` lists it.
 fn the_run(env: &Env) -> Value {
     let runs = env.runs();
@@ -37,16 +63,7 @@ fn the_run(env: &Env) -> Value {
 #[test]
 fn the_first_tasks_run_while_the_input_is_still_being_written() {
     let env = Env::new();
-    let input = fifo(&env, "inputs");
-    let marks = env.path().display().to_string();
-    let ran = format!("{marks}/ran-{{}}");
-    let run = env.spawn(&["run", "-j", "2", "--no-progress", "touch", &ran, "::::", &input]);
-    // The writer's end stays open until the test has seen task 1 run: the input has
-    // not ended when it runs.
-    let mut writer = File::create(&input).expect("open the FIFO for writing");
-    writer.write_all(b"1\n").unwrap();
-    writer.flush().unwrap();
-    wait_for_file(&env.path().join("ran-1"));
+    let (run, mut writer) = start_streaming(&env, &["-j", "2", &touch_command(&env)], b"1\n");
 
     // Meanwhile the run's total is what was read so far, and shown as such.
     let listed = the_run(&env);
@@ -62,7 +79,7 @@ fn the_first_tasks_run_while_the_input_is_still_being_written() {
     out.expect_code(0);
     assert!(out.stderr.contains("3 succeeded"), "{}", out.stderr);
     for task in 1..=3 {
-        assert!(env.path().join(format!("ran-{task}")).exists(), "task {task} ran");
+        assert!(ran(&env, task).exists(), "task {task} ran");
     }
     let listed = the_run(&env);
     assert_eq!(listed["input_open"], Value::Bool(false), "{listed}");
@@ -72,14 +89,7 @@ fn the_first_tasks_run_while_the_input_is_still_being_written() {
 #[test]
 fn watch_shows_the_total_read_so_far_and_no_eta_until_the_input_ends() {
     let env = Env::new();
-    let input = fifo(&env, "inputs");
-    let marks = env.path().display().to_string();
-    let ran = format!("{marks}/ran-{{}}");
-    let run = env.spawn(&["run", "--no-progress", "touch", &ran, "::::", &input]);
-    let mut writer = File::create(&input).expect("open the FIFO for writing");
-    writer.write_all(b"1\n").unwrap();
-    writer.flush().unwrap();
-    wait_for_file(&env.path().join("ran-1"));
+    let (run, mut writer) = start_streaming(&env, &[&touch_command(&env)], b"1\n");
 
     // `shoal watch`, not on a terminal, prints a status line about once a second.
     let mut watcher = env
@@ -117,14 +127,7 @@ fn watch_shows_the_total_read_so_far_and_no_eta_until_the_input_ends() {
 #[test]
 fn input_that_fails_midway_runs_what_was_read_and_ends_with_a_clear_error() {
     let env = Env::new();
-    let input = fifo(&env, "inputs");
-    let marks = env.path().display().to_string();
-    let ran = format!("{marks}/ran-{{}}");
-    let run = env.spawn(&["run", "--no-progress", "touch", &ran, "::::", &input]);
-    let mut writer = File::create(&input).expect("open the FIFO for writing");
-    writer.write_all(b"1\n2\n").unwrap();
-    writer.flush().unwrap();
-    wait_for_file(&env.path().join("ran-1"));
+    let (run, mut writer) = start_streaming(&env, &[&touch_command(&env)], b"1\n2\n");
     // Line 3 is not text.
     writer.write_all(b"\xff\n4\n").unwrap();
     drop(writer);
@@ -132,7 +135,7 @@ fn input_that_fails_midway_runs_what_was_read_and_ends_with_a_clear_error() {
     out.expect_code(2);
     assert!(out.stderr.contains("inputs:3: not valid UTF-8 text"), "{}", out.stderr);
     assert!(out.stderr.contains("run 1 ran the 2 tasks read before it"), "{}", out.stderr);
-    assert!(!env.path().join("ran-4").exists(), "nothing after the bad line ran");
+    assert!(!ran(&env, 4).exists(), "nothing after the bad line ran");
     // Nothing recorded is left without an end: both tasks succeeded, the run is
     // over and its input closed.
     let listed = the_run(&env);
@@ -145,16 +148,12 @@ fn input_that_fails_midway_runs_what_was_read_and_ends_with_a_clear_error() {
 #[test]
 fn a_run_stopped_while_its_input_streams_records_the_rest_for_a_resume() {
     let env = Env::new();
-    let input = fifo(&env, "inputs");
-    let marks = env.path().display().to_string();
     // Task 1 holds on while the file `hold` is there.
-    let command = format!("touch {marks}/ran-{{}}; if [ -e {marks}/hold ]; then sleep 30; fi");
-    std::fs::write(env.path().join("hold"), "").unwrap();
-    let run = env.spawn(&["run", "-j", "1", "--no-progress", &command, "::::", &input]);
-    let mut writer = File::create(&input).expect("open the FIFO for writing");
-    writer.write_all(b"1\n").unwrap();
-    writer.flush().unwrap();
-    wait_for_file(&env.path().join("ran-1"));
+    let hold = env.path().join("hold");
+    let command =
+        format!("{}; if [ -e {} ]; then sleep 30; fi", touch_command(&env), hold.display());
+    std::fs::write(&hold, "").unwrap();
+    let (run, mut writer) = start_streaming(&env, &["-j", "1", &command], b"1\n");
     run.signal(libc::SIGINT);
     // The rest of the input is read after the stop, into the store.
     writer.write_all(b"2\n3\n").unwrap();
@@ -164,12 +163,12 @@ fn a_run_stopped_while_its_input_streams_records_the_rest_for_a_resume() {
     let listed = the_run(&env);
     assert_eq!(int_of(&listed, "total"), 3, "{listed}");
     assert_eq!(int_of(&listed, "unfinished"), 3, "{listed}");
-    assert!(!env.path().join("ran-2").exists(), "nothing ran after the stop");
+    assert!(!ran(&env, 2).exists(), "nothing ran after the stop");
 
-    std::fs::remove_file(env.path().join("hold")).unwrap();
+    std::fs::remove_file(&hold).unwrap();
     let resumed = env.run(&["run", "--resume", "1", "--no-progress"]);
     resumed.expect_code(0);
     for task in 2..=3 {
-        assert!(env.path().join(format!("ran-{task}")).exists(), "task {task} ran on resume");
+        assert!(ran(&env, task).exists(), "task {task} ran on resume");
     }
 }
