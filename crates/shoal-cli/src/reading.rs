@@ -74,21 +74,17 @@ fn groups(mut specs: Vec<InputGroupSpec>) -> Box<dyn Iterator<Item = Read>> {
             Err(e) => Box::new(std::iter::once(Err(e))),
         };
     }
-    let InputGroupSpec::File(first) = specs.remove(0) else { unreachable!("checked above") };
-    // The others first: an unreadable one is found before any task runs.
+    let InputGroupSpec::File(path) = specs.remove(0) else { unreachable!("checked above") };
+    // The others first, read whole: an unreadable one is found before any task runs.
+    // (Standard input, if named, is one of them or the first, never both.)
     let rest = match load_groups(specs, io::stdin().lock()) {
         Ok(rest) => rest,
         Err(e) => return Box::new(std::iter::once(Err(e))),
     };
-    let first: Box<dyn Iterator<Item = Result<String, InputError>>> = if first == Path::new("-") {
-        Box::new(lines(io::stdin().lock(), &first))
-    } else {
-        match open(&first) {
-            Ok(reader) => Box::new(lines(reader, &first)),
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        }
-    };
-    product(first, rest)
+    match open(&path) {
+        Ok(reader) => product(Box::new(lines(reader, &path)), rest),
+        Err(e) => Box::new(std::iter::once(Err(e))),
+    }
 }
 
 fn is_stdin(spec: &InputGroupSpec) -> bool {
@@ -120,25 +116,16 @@ fn product(
     first: Box<dyn Iterator<Item = Result<String, InputError>>>,
     rest: Vec<Vec<String>>,
 ) -> Box<dyn Iterator<Item = Read>> {
-    let mut first = first;
-    let indices = vec![0; rest.len()];
-    let mut product = Product { first: None, rest, indices, current: None };
-    if product.rest.iter().any(Vec::is_empty) {
+    if rest.iter().any(Vec::is_empty) {
         // No task, but the first group is still read for its errors.
-        return Box::new(
-            std::iter::from_fn(move || match first.next()? {
-                Ok(_) => Some(None),
-                Err(e) => Some(Some(Err(e))),
-            })
-            .flatten(),
-        );
+        return Box::new(first.filter_map(|line| line.err().map(Err)));
     }
-    product.first = Some(first);
-    Box::new(product)
+    let indices = vec![0; rest.len()];
+    Box::new(Product { first, rest, indices, current: None })
 }
 
 struct Product {
-    first: Option<Box<dyn Iterator<Item = Result<String, InputError>>>>,
+    first: Box<dyn Iterator<Item = Result<String, InputError>>>,
     rest: Vec<Vec<String>>,
     /// Where each of the other groups is.
     indices: Vec<usize>,
@@ -151,7 +138,7 @@ impl Iterator for Product {
 
     fn next(&mut self) -> Option<Read> {
         if self.current.is_none() {
-            match self.first.as_mut()?.next()? {
+            match self.first.next()? {
                 Ok(line) => self.current = Some(line),
                 Err(e) => return Some(Err(e)),
             }
