@@ -113,6 +113,7 @@ pub struct Report {
     /// Finished with any failure status, cancelled ones excluded.
     pub failed: u64,
     pub cancelled: u64,
-    /// Never finished because the run was stopped.
+    /// Taken from the source but never finished because the run was stopped (what
+    /// the source still held after the stop is not counted).
     pub unfinished: u64,
 }
