@@ -138,22 +138,116 @@ pub fn load_groups(
 /// The inputs when no group is given: each line of standard input is one input of a
 /// single group. Empty input gives an empty group, so nothing runs (as in GNU parallel,
 /// where `find ... | parallel` with nothing found is not an error).
+#[cfg(test)]
 pub fn stdin_inputs(reader: impl BufRead) -> Result<Vec<Vec<String>>, InputError> {
     Ok(vec![read_lines(reader, Path::new("-"))?])
 }
 
 /// Reads every line, without its `\n` or `\r\n`; `origin` names the source in errors.
-fn read_lines(mut reader: impl BufRead, origin: &Path) -> Result<Vec<String>, InputError> {
-    let mut lines = Vec::new();
-    let mut buf = Vec::new();
-    let mut number = 0;
-    let limit = max_input_line();
-    while next_line(&mut reader, &mut buf, origin, &mut number, limit, INPUT_LINE_WHY)? {
-        let line = String::from_utf8(std::mem::take(&mut buf))
-            .map_err(|_| InputError::NotUtf8 { path: origin.to_owned(), line: number })?;
-        lines.push(line);
+fn read_lines(reader: impl BufRead, origin: &Path) -> Result<Vec<String>, InputError> {
+    lines(reader, origin).collect()
+}
+
+/// The lines of an input (of at most the longest argument), as text.
+pub(crate) fn lines<R: BufRead>(
+    reader: R,
+    origin: &Path,
+) -> impl Iterator<Item = Result<String, InputError>> {
+    let mut raw = RawLines::new(reader, origin.to_owned(), max_input_line());
+    std::iter::from_fn(move || {
+        let line = raw.next()?;
+        Some(line.and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                raw.failed = true;
+                InputError::NotUtf8 { path: raw.origin.clone(), line: raw.number }
+            })
+        }))
+    })
+}
+
+/// The lines of an input as bytes, without their `\n` or `\r\n`; ends after an error.
+struct RawLines<R> {
+    reader: R,
+    origin: PathBuf,
+    /// Lines read so far.
+    number: usize,
+    limit: usize,
+    failed: bool,
+}
+
+impl<R: BufRead> RawLines<R> {
+    fn new(reader: R, origin: PathBuf, limit: usize) -> Self {
+        RawLines { reader, origin, number: 0, limit, failed: false }
     }
-    Ok(lines)
+}
+
+impl<R: BufRead> Iterator for RawLines<R> {
+    type Item = Result<Vec<u8>, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let why = if self.limit == MAX_TASK_LINE { TASK_LINE_WHY } else { INPUT_LINE_WHY };
+        let mut buf = Vec::new();
+        match next_line(&mut self.reader, &mut buf, &self.origin, &mut self.number, self.limit, why)
+        {
+            Ok(true) => Some(Ok(buf)),
+            Ok(false) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The tasks of a `--tasks` input: one JSON object per line that is not blank.
+pub(crate) struct TaskLines<R> {
+    lines: RawLines<R>,
+}
+
+impl<R: BufRead> TaskLines<R> {
+    /// The tasks of `reader`; `path` names it in errors.
+    pub(crate) fn new(reader: R, path: PathBuf) -> Self {
+        TaskLines { lines: RawLines::new(reader, path, MAX_TASK_LINE) }
+    }
+}
+
+impl<R: BufRead> Iterator for TaskLines<R> {
+    type Item = Result<TaskInput, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let raw = match self.lines.next()? {
+                Ok(raw) => raw,
+                Err(e) => return Some(Err(e)),
+            };
+            let (path, line) = (self.lines.origin.clone(), self.lines.number);
+            let parsed = std::str::from_utf8(&raw)
+                .map_err(|_| InputError::NotUtf8 { path: path.clone(), line })
+                .and_then(|text| {
+                    // A byte-order mark, as some editors write: not part of the first object.
+                    let text = if line == 1 { text.trim_start_matches('\u{feff}') } else { text };
+                    if text.trim().is_empty() {
+                        return Ok(None);
+                    }
+                    parse_task(text).map(Some).map_err(|reason| InputError::TaskLine {
+                        path,
+                        line,
+                        reason,
+                    })
+                });
+            match parsed {
+                Ok(None) => continue,
+                Ok(Some(task)) => return Some(Ok(task)),
+                Err(e) => {
+                    self.lines.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
 }
 
 /// Reads the next line into `buf` (cleared first), without its `\n` or `\r\n`, and
@@ -191,6 +285,7 @@ fn next_line(
 /// The cartesian product of the groups in GNU parallel order: the last group varies
 /// fastest. An empty group makes the product empty; no groups at all give one empty
 /// combination.
+#[cfg(test)]
 pub fn cartesian(groups: &[Vec<String>]) -> Cartesian<'_> {
     let done = groups.iter().any(|g| g.is_empty());
     let remaining = groups.iter().try_fold(1usize, |acc, g| acc.checked_mul(g.len()));
@@ -198,6 +293,7 @@ pub fn cartesian(groups: &[Vec<String>]) -> Cartesian<'_> {
 }
 
 /// Iterator returned by [`cartesian`]; its `size_hint` is exact unless the count overflows.
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct Cartesian<'a> {
     groups: &'a [Vec<String>],
@@ -206,6 +302,7 @@ pub struct Cartesian<'a> {
     remaining: Option<usize>,
 }
 
+#[cfg(test)]
 impl Iterator for Cartesian<'_> {
     type Item = Vec<String>;
 
@@ -272,6 +369,7 @@ const TASK_FIELDS: &str = "args, priority, cost, key, timeout, retries";
 
 /// Reads a `--tasks` file (`-` is standard input): one JSON object per non-blank line.
 /// A file without any is no tasks, not an error.
+#[cfg(test)]
 pub fn parse_tasks_file(path: &Path) -> Result<Vec<TaskInput>, InputError> {
     if path == Path::new("-") {
         return parse_tasks(io::stdin().lock(), path);
@@ -282,26 +380,9 @@ pub fn parse_tasks_file(path: &Path) -> Result<Vec<TaskInput>, InputError> {
 }
 
 /// The tasks of a `--tasks` input; `path` names it in errors.
-fn parse_tasks(mut reader: impl BufRead, path: &Path) -> Result<Vec<TaskInput>, InputError> {
-    let mut tasks = Vec::new();
-    let mut raw = Vec::new();
-    let mut line = 0;
-    while next_line(&mut reader, &mut raw, path, &mut line, MAX_TASK_LINE, TASK_LINE_WHY)? {
-        let text = std::str::from_utf8(&raw)
-            .map_err(|_| InputError::NotUtf8 { path: path.to_owned(), line })?;
-        // A byte-order mark, as some editors write: not part of the first object.
-        let text = if line == 1 { text.trim_start_matches('\u{feff}') } else { text };
-        if text.trim().is_empty() {
-            continue;
-        }
-        let task = parse_task(text).map_err(|reason| InputError::TaskLine {
-            path: path.to_owned(),
-            line,
-            reason,
-        })?;
-        tasks.push(task);
-    }
-    Ok(tasks)
+#[cfg(test)]
+fn parse_tasks(reader: impl BufRead, path: &Path) -> Result<Vec<TaskInput>, InputError> {
+    TaskLines::new(reader, path.to_owned()).collect()
 }
 
 /// Parses one task line; the error is the reason, for [`InputError::TaskLine`].

@@ -17,6 +17,7 @@ mod commands;
 mod inputs;
 mod jobs;
 mod progress;
+mod reading;
 mod template;
 mod units;
 

@@ -3,7 +3,8 @@
 //! and CI). Shared by the driver thread (what runs: an attempt counts from its start
 //! to its end, so never more than the slots) and the store writer thread (done and
 //! failed, counted once a result is durable). No ETA is shown until a task is done:
-//! before that there is nothing to estimate it from.
+//! before that there is nothing to estimate it from; nor while the run's input is
+//! still being read: the total is then what was read so far, shown as `1234+`.
 //!
 //! `shoal watch` shows a run of another process with the same bar and lines
 //! ([`Progress::following`]): it sets the counts it read from the store
@@ -35,6 +36,8 @@ struct Counts {
     running: AtomicU64,
     /// Paused by a control request (`shoal pause`).
     paused: AtomicBool,
+    /// The run's input is still being read: the total is what was read so far.
+    input_open: AtomicBool,
     /// The running tasks to list under the bar (`shoal watch`'s).
     listed: Mutex<Vec<RunningAttempt>>,
     /// Tasks that succeeded, shown by `shoal watch` (`None` for `shoal run`, whose
@@ -66,17 +69,28 @@ impl Counts {
         (load(&self.done), load(&self.running), load(&self.failed))
     }
 
+    /// "+" after the total while the input is still being read.
+    fn more(&self) -> &'static str {
+        if self.input_open.load(Ordering::Relaxed) {
+            "+"
+        } else {
+            ""
+        }
+    }
+
     /// The plain status line of `counts` (as [`Counts::now`] gave them).
     fn line(&self, (done, running, failed): (u64, u64, u64)) -> String {
         let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         let total = self.total.load(Ordering::Relaxed);
-        let eta = if done == 0 {
+        // No estimate of a total that is not known yet.
+        let eta = if done == 0 || self.input_open.load(Ordering::Relaxed) {
             "-".to_owned()
         } else {
             format!("{:.0}s", total.saturating_sub(done) as f64 / rate)
         };
         format!(
-            "shoal: {done}/{total} done, {}running {running} failed {failed}, {rate:.1}/s, ETA {eta}{}",
+            "shoal: {done}/{total}{} done, {}running {running} failed {failed}, {rate:.1}/s, ETA {eta}{}",
+            self.more(),
             self.succeeded(),
             self.paused()
         )
@@ -127,6 +141,8 @@ enum Display {
 /// What `shoal watch` read of a run, for [`Progress::show`].
 pub struct Shown {
     pub total: u64,
+    /// The run's input is still being read: `total` is what was read so far.
+    pub input_open: bool,
     /// Tasks that reached an end: succeeded, failed or cancelled.
     pub done: u64,
     pub succeeded: u64,
@@ -164,6 +180,7 @@ impl Progress {
             failed: AtomicU64::new(0),
             running: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            input_open: AtomicBool::new(false),
             listed: Mutex::new(Vec::new()),
             succeeded: watching.then(|| AtomicU64::new(0)),
         });
@@ -179,9 +196,10 @@ impl Progress {
     /// Sets every count at once, as read from the store (`shoal watch`), and the
     /// running tasks the bar lists.
     pub fn show(&self, shown: Shown) {
-        let Shown { total, done, succeeded, failed, running } = shown;
+        let Shown { total, input_open, done, succeeded, failed, running } = shown;
         let counts = &self.counts;
         counts.total.store(total, Ordering::Relaxed);
+        counts.input_open.store(input_open, Ordering::Relaxed);
         if let Some(n) = &counts.succeeded {
             n.store(succeeded, Ordering::Relaxed);
         }
@@ -197,6 +215,20 @@ impl Progress {
                 bar.reset_eta();
             }
         }
+    }
+
+    /// More tasks were read (driver thread).
+    pub fn add_total(&self, tasks: u64) {
+        let total = self.counts.total.fetch_add(tasks, Ordering::Relaxed) + tasks;
+        if let Display::Bar(bar) = &self.display {
+            bar.set_length(total);
+        }
+    }
+
+    /// Whether the run's input is still being read: until it is not, the total is
+    /// shown as a lower bound (`1234+`) and no ETA is given.
+    pub fn set_input_open(&self, open: bool) {
+        self.counts.input_open.store(open, Ordering::Relaxed);
     }
 
     /// An attempt started (driver thread).
@@ -278,8 +310,9 @@ fn bar(total: u64, counts: Arc<Counts>, elapsed: Duration) -> ProgressBar {
         .with_elapsed(elapsed);
     let for_eta = counts.clone();
     let for_list = counts.clone();
+    let for_more = counts.clone();
     let style = ProgressStyle::with_template(
-        "{elapsed_precise} [{wide_bar}] {pos}/{len} {counts} {rate} ETA {eta_or_dash}{listed}",
+        "{elapsed_precise} [{wide_bar}] {pos}/{len}{more} {counts} {rate} ETA {eta_or_dash}{listed}",
     )
     .expect("the template is valid")
     .with_key("counts", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
@@ -287,13 +320,18 @@ fn bar(total: u64, counts: Arc<Counts>, elapsed: Duration) -> ProgressBar {
         let _ =
             write!(w, "{}running {running} failed {failed}{}", counts.succeeded(), counts.paused());
     })
+    .with_key("more", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{}", for_more.more());
+    })
     .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
         let _ = write!(w, "{:.1}/s", state.per_sec());
     })
     .with_key("eta_or_dash", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
         // Nothing to estimate from until a task is done, or (watching) until the bar
         // has seen one end.
+        // Nor of a total not known yet.
         let _ = match for_eta.done.load(Ordering::Relaxed) {
+            _ if for_eta.input_open.load(Ordering::Relaxed) => write!(w, "-"),
             0 => write!(w, "-"),
             _ if state.per_sec() == 0.0 => write!(w, "-"),
             _ => write!(w, "{:#}", HumanDuration(state.eta())),

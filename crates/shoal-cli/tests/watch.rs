@@ -101,11 +101,15 @@ fn start_run(env: &Env, jobs: &str, command: &str, inputs: usize) -> Running {
     let numbers: Vec<String> = (1..=inputs).map(|n| n.to_string()).collect();
     let mut args = vec!["run", "-j", jobs, "--no-progress", command, ":::"];
     args.extend(numbers.iter().map(String::as_str));
+    let before = if env.store.exists() { env.runs().len() } else { 0 };
     let run = env.spawn(&args);
     wait_for("the run to be recorded", HANG, || env.store.exists().then_some(()));
+    // This run's own row: every run's counts name a "running" status too.
     wait_for("the run to be recorded", HANG, || {
         let out = env.run(&["runs", "--json"]);
-        (out.code() == 0 && out.stdout.contains("\"running\"")).then_some(())
+        let runs = common::json_lines(&out.stdout);
+        let recorded = out.code() == 0 && runs.len() > before;
+        (recorded && runs.last().is_some_and(|r| r["status"] == "running")).then_some(())
     });
     run
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Report, Started, Stop};
+use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Report, Started, Stop, Submission};
 use shoal_core::process::{CommandLine, Limits};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::{AttemptOutcome, SlotId, TaskId, TaskMeta};
@@ -21,7 +21,8 @@ struct Scripts {
 }
 
 impl Frontend for Scripts {
-    fn command(&mut self, task: TaskId, _slot: SlotId) -> CommandLine {
+    type Payload = ();
+    fn command(&mut self, task: TaskId, _slot: SlotId, _: &()) -> CommandLine {
         let script = self.scripts[task as usize - 1].to_owned();
         CommandLine { program: "sh".into(), args: vec!["-c".into(), script] }
     }
@@ -65,7 +66,12 @@ fn run(
     let (stop, stop_rx) = watch::channel(Stop::Run);
     let count = scripts.len() as u64;
     let mut frontend = Scripts { scripts, ended: Vec::new(), stop, stop_after, started: 0 };
-    let tasks = (1..=count).map(|t| (t, meta.clone(), 0));
+    let tasks = engine::from_iter((1..=count).map(|task| Submission {
+        task,
+        meta: meta.clone(),
+        attempts: 0,
+        payload: (),
+    }));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let report =
         runtime.block_on(engine::run(&config(slots), tasks, &mut frontend, stop_rx)).unwrap();

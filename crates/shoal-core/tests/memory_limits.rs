@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop};
+use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Submission};
 use shoal_core::process::{
     CommandLine, Limits, MemoryLimit, MemoryLimiter, MemoryMode, MIN_MEMORY_LIMIT,
 };
@@ -29,7 +29,8 @@ fn run_commands(memory: MemoryLimit, commands: Vec<CommandLine>) -> Vec<(Attempt
         ended: Vec<(TaskId, AttemptOutcome, String)>,
     }
     impl Frontend for Collect {
-        fn command(&mut self, task: TaskId, _slot: SlotId) -> CommandLine {
+        type Payload = ();
+        fn command(&mut self, task: TaskId, _slot: SlotId, _: &()) -> CommandLine {
             self.commands[task as usize - 1].clone()
         }
         fn started(&mut self, _: Started) {}
@@ -55,7 +56,12 @@ fn run_commands(memory: MemoryLimit, commands: Vec<CommandLine>) -> Vec<(Attempt
     };
     let count = commands.len() as u64;
     let mut frontend = Collect { commands, ended: Vec::new() };
-    let tasks = (1..=count).map(|t| (t, TaskMeta::default(), 0));
+    let tasks = engine::from_iter((1..=count).map(|task| Submission {
+        task,
+        meta: TaskMeta::default(),
+        attempts: 0,
+        payload: (),
+    }));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (_stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
     runtime.block_on(engine::run(&config, tasks, &mut frontend, stop_rx)).unwrap();

@@ -2,6 +2,7 @@
 //! `control` the ones that steer a live run, `watch` follows one).
 
 pub mod control;
+mod feed;
 mod printer;
 pub mod report;
 mod resume;

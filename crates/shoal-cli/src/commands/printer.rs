@@ -51,6 +51,13 @@ impl Printer {
         }
     }
 
+    /// A task read after the printer was made, for `keep_order`: next in input order.
+    pub fn expect(&mut self, task: TaskId) {
+        if self.keep_order {
+            self.order.push_back(task);
+        }
+    }
+
     /// Keeps the whole output of a finished task whose stored output was cut, to
     /// print it instead once its result is committed.
     pub fn hold_whole(&mut self, task: TaskId, outputs: (Output, Output)) {

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 use shoal_core::process::signal::signal_name;
-use shoal_core::store::{AttemptRecord, Store, StoreAddress, TaskRecord};
+use shoal_core::store::{AttemptRecord, RunStatus, RunSummary, Store, StoreAddress, TaskRecord};
 use shoal_core::TaskStatus;
 
 use super::pick_run;
@@ -43,7 +43,7 @@ pub fn runs(address: &StoreAddress, args: RunsArgs) -> anyhow::Result<()> {
             "{:>4}  {:<11}  {:>6}  {:>9}  {:>6}  {:>10}  {:<19}  {}",
             run.id,
             run.status.as_str(),
-            run.total,
+            total_so_far(&run),
             succeeded,
             failed,
             run.unfinished,
@@ -52,6 +52,12 @@ pub fn runs(address: &StoreAddress, args: RunsArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A run's total; while its input is still being read, what was read so far: `1234+`.
+fn total_so_far(run: &RunSummary) -> String {
+    let more = run.input_open && run.status == RunStatus::Running;
+    format!("{}{}", run.total, if more { "+" } else { "" })
 }
 
 /// `shoal results`.

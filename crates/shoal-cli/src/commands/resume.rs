@@ -75,7 +75,7 @@ pub(super) fn resume(store: &Store, run: Option<i64>, args: &RunArgs) -> anyhow:
     let skipped = total - planned.len() as u64;
     let mode = memory.as_ref().map(|m| m.mode().as_str());
     store.set_run_options(run_id, &serde_json::to_value(&options)?, mode)?;
-    Ok(Prepared { template, options, memory, planned, skipped, hold })
+    Ok(Prepared { template, options, memory, planned, skipped, hold, reading: None })
 }
 
 /// A task's stored timeout, refused (with a way out) when out of range.

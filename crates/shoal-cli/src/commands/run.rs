@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop, Stream};
+use shoal_core::engine::{
+    self, Ended, EngineConfig, Frontend, Started, Stop, Stream, QUEUE_WINDOW,
+};
 use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
 use shoal_core::run::{Marker, RunHold};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
@@ -18,14 +20,17 @@ use shoal_core::store::{
     Writer,
 };
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
+use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use super::feed::{Feed, Reading};
 use super::printer::{Printer, PRINT_LIMIT};
 use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
+use crate::reading::{self, InputSpec, Read};
 use crate::template::{display, Template};
 use crate::units;
 use crate::Exit;
@@ -95,13 +100,18 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         bail!("no store at {} to resume a run from (--store names another)", path.display());
     }
     let store = Store::open(address)?;
-    let Prepared { template, options, memory, planned, skipped, hold } = match args.resume {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    let Prepared { template, options, memory, planned, skipped, hold, reading } = match args.resume
+    {
         Some(run) => super::resume::resume(&store, run, &args)?,
-        None => start(&store, &args)?,
+        None => start(&store, &args, &runtime)?,
     };
     let run_id = hold.run();
 
-    let total = planned.len() as u64;
+    let first = planned.len() as u64;
     let force = if args.progress {
         Some(true)
     } else if args.no_progress {
@@ -109,7 +119,8 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     } else {
         None
     };
-    let progress = Arc::new(Progress::new(total, force));
+    let progress = Arc::new(Progress::new(first, force));
+    progress.set_input_open(reading.is_some());
     let order: Vec<TaskId> = planned.iter().map(|p| p.task).collect();
     let printer = Arc::new(Mutex::new(Printer::new(
         options.keep_order,
@@ -148,20 +159,27 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let mut frontend = CliFrontend {
         run: run_id,
-        template,
-        args: planned.iter().map(|p| (p.task, p.args.clone())).collect(),
+        template: &template,
+        slot_command: None,
         writer: &writer,
         progress: &progress,
         printer: &printer,
         output_limit: options.output_limit as usize,
         cancel_requested: false,
     };
-    let tasks = planned.into_iter().map(|p| (p.task, p.meta, p.attempts));
+    let mut feed = Feed {
+        run: run_id,
+        template: &template,
+        writer: &writer,
+        progress: &progress,
+        printer: options.keep_order.then_some(&*printer),
+        first: planned.into(),
+        reading,
+        tasks: first,
+        failed: None,
+    };
+    let mut kill_now = stop_rx.clone();
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the runtime")?;
     let signal = Arc::new(AtomicI32::new(0));
     let report = runtime.block_on(async {
         // The handlers are installed here, before any task starts: the watcher task
@@ -172,10 +190,28 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         let watcher =
             tokio::spawn(watch_signals(handlers, stop_tx, signal.clone(), progress.clone()));
         let report =
-            engine::run_steered(&config, tasks, &mut frontend, stop_rx, controls.requests()).await;
+            engine::run_steered(&config, &mut feed, &mut frontend, stop_rx, controls.requests())
+                .await;
+        // Stopped before its input ended: the rest is recorded, unrun, for a resume
+        // (not into a store that takes no more writes; a second signal gives up).
+        let stopped = signal.load(Ordering::Relaxed) != 0 || frontend.cancel_requested;
+        if report.is_ok()
+            && feed.reading.is_some()
+            && stopped
+            && !store_failed.load(Ordering::Relaxed)
+        {
+            progress.suspend(|| note!("shoal: recording the rest of the input for a resume"));
+            tokio::select! {
+                _ = feed.record_rest() => {}
+                _ = kill_now.wait_for(|stop| *stop == Stop::Immediate) => {}
+            }
+        }
         watcher.abort();
         report
     })?;
+    let total = feed.tasks;
+    let input_failed = feed.failed.take();
+    drop(feed);
 
     drop(controls);
     // A `shoal cancel` of the run ends it as a first Ctrl-C does.
@@ -184,7 +220,9 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         0 => cancel,
         signal => signal,
     };
-    let stopped = interrupted != 0 || store_failed.load(Ordering::Relaxed);
+    // A run whose input failed midway did not run all it was given.
+    let stopped =
+        interrupted != 0 || store_failed.load(Ordering::Relaxed) || input_failed.is_some();
     let status = if stopped { RunStatus::Interrupted } else { RunStatus::Finished };
     writer.send(StoreEvent::RunEnded { run: run_id, ended_at: unix_now(), status });
     drop(frontend);
@@ -204,6 +242,9 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         let unrecorded = total.saturating_sub(finished.values().sum());
         let took = started.elapsed();
         note!("{}", summary(run_id, &finished, skipped, unrecorded, took, Resumable::Yes));
+    }
+    if let Some(e) = input_failed {
+        bail!("{e:#}; run {run_id} ran the {total} tasks read before it, and no more");
     }
     Ok(match interrupted {
         _ if store_failed => Exit::StoreFailed,
@@ -241,6 +282,8 @@ fn engine_config(
 
 /// A run ready to start, new or resumed.
 pub(super) struct Prepared {
+    /// The input still being read (a new run's, past its first tasks).
+    pub(super) reading: Option<Reading>,
     pub(super) template: Template,
     pub(super) options: RunOptions,
     pub(super) memory: Option<Arc<MemoryLimit>>,
@@ -386,52 +429,54 @@ fn has_cap_sys_nice() -> bool {
     })
 }
 
-/// A new run: parse inputs and template, record run and tasks.
-fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
+/// A new run: parse the template, read the inputs' first tasks, record the run with
+/// them. An input that ends within [`FIRST_TASKS`] tasks and [`FIRST_WAIT`] is read
+/// whole before anything is recorded, so a bad line in it records nothing; a longer
+/// one goes on being read while the run runs.
+fn start(store: &Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
     let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let template = Template::parse(&command, options.shell)?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
-    // With the inputs, how many groups each task has (for `{n}`): unknown for an
-    // empty `--tasks` file. No inputs at all is not an error: nothing runs, as with
-    // GNU parallel and `xargs -r`.
-    let (inputs, groups): (Vec<TaskInput>, Option<usize>) = match (&args.tasks, groups.len()) {
+    // How many groups each task has (for `{n}`): a `--tasks` line gives its own, checked
+    // as it is read. No inputs at all is not an error: nothing runs, as with GNU
+    // parallel and `xargs -r`.
+    let spec = match (&args.tasks, groups.len()) {
         (Some(_), 1..) => {
             bail!("give the inputs either with ::: / :::: or with --tasks, not both")
         }
-        (Some(path), 0) => {
-            let tasks = inputs::parse_tasks_file(path)?;
-            let fewest_args = tasks.iter().map(|t| t.args.len()).min();
-            (tasks, fewest_args)
-        }
+        (Some(path), 0) => InputSpec::Tasks(path.clone()),
         (None, count @ 1..) => {
-            let groups = inputs::load_groups(groups, std::io::stdin().lock())?;
-            (product(&groups), Some(count))
+            template.check_groups(count)?;
+            InputSpec::Groups(groups)
         }
         (None, 0) => {
             if std::io::stdin().is_terminal() {
                 note!("shoal: reading inputs from the terminal, one per line (end with Ctrl-D)");
             }
-            (product(&inputs::stdin_inputs(std::io::stdin().lock())?), Some(1))
+            template.check_groups(1)?;
+            InputSpec::Stdin
         }
     };
-    if let Some(groups) = groups {
-        template.check_groups(groups)?;
+    let mut rx = reading::spawn(spec, READ_AHEAD).context("start reading the inputs")?;
+    let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
+    for input in &inputs {
+        template.check_groups(input.args.len())?;
     }
 
     let planned: Vec<Planned> = inputs
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, input)| Planned {
             task: i as u64 + 1,
-            args: input.args.clone(),
             meta: input.meta(default_timeout, options.retries),
+            args: input.args,
             attempts: 0,
         })
         .collect();
-    // `-j 0`: as many slots as tasks, now that they are known.
-    options.jobs = RunOptions::resolve(args, None, Some(planned.len()))?.jobs;
+    // `-j 0`: as many slots as tasks, if they are known by now.
+    options.jobs = RunOptions::resolve(args, None, ended.then_some(planned.len()))?.jobs;
     let memory = memory_limit(&options)?;
     let new_run = NewRun {
         command,
@@ -448,20 +493,48 @@ fn start(store: &Store, args: &RunArgs) -> anyhow::Result<Prepared> {
             meta: p.meta.clone(),
         })
         .collect();
-    let hold = store.create_run_with(&new_run, &tasks)?;
-    Ok(Prepared { template, options, memory, planned, skipped: 0, hold })
+    let (hold, reading) = if ended {
+        (store.create_run_with(&new_run, &tasks)?, None)
+    } else {
+        let next_task = planned.len() as u64 + 1;
+        let reading = Reading { rx, next_task, default_timeout, retries: options.retries };
+        (store.create_streaming_run(&new_run, &tasks)?, Some(reading))
+    };
+    Ok(Prepared { template, options, memory, planned, skipped: 0, hold, reading })
 }
 
-/// The tasks of input groups: their cartesian product.
-fn product(groups: &[Vec<String>]) -> Vec<TaskInput> {
-    inputs::cartesian(groups).map(|args| TaskInput { args, ..TaskInput::default() }).collect()
+/// The most tasks read before the run is recorded.
+const FIRST_TASKS: usize = QUEUE_WINDOW;
+
+/// The longest wait for the input's first tasks before the run starts with those it
+/// has: a pipe still being written must not hold the first tasks back.
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+
+/// Tasks read but not yet taken by the engine, at most.
+const READ_AHEAD: usize = 1024;
+
+/// The first tasks of the input, and whether it ended with them; its error if it
+/// fails before.
+async fn first_tasks(rx: &mut mpsc::Receiver<Read>) -> anyhow::Result<(Vec<TaskInput>, bool)> {
+    let deadline = tokio::time::Instant::now() + FIRST_WAIT;
+    let mut inputs = Vec::new();
+    while inputs.len() < FIRST_TASKS {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(read)) => inputs.push(read?),
+            Ok(None) => return Ok((inputs, true)),
+            Err(_) => break,
+        }
+    }
+    Ok((inputs, false))
 }
 
 /// The engine's front end for `shoal run`: renders commands, records events.
 struct CliFrontend<'a> {
     run: i64,
-    template: Template,
-    args: HashMap<TaskId, Vec<String>>,
+    template: &'a Template,
+    /// The command of the attempt being started, when it differs from the stored one
+    /// (it uses the slot number).
+    slot_command: Option<String>,
     writer: &'a Writer,
     progress: &'a Progress,
     printer: &'a Mutex<Printer>,
@@ -482,8 +555,13 @@ fn for_store(output: Output, limit: usize) -> (Output, Option<Output>) {
 }
 
 impl Frontend for CliFrontend<'_> {
-    fn command(&mut self, task: TaskId, slot: SlotId) -> CommandLine {
-        self.template.render(&self.args[&task], task, slot)
+    type Payload = Vec<String>;
+
+    fn command(&mut self, task: TaskId, slot: SlotId, args: &Vec<String>) -> CommandLine {
+        let command = self.template.render(args, task, slot);
+        // The stored command was rendered without a slot; `started` records the real one.
+        self.slot_command = self.template.uses_slot().then(|| display(&command));
+        command
     }
 
     fn started(&mut self, event: Started) {
@@ -495,10 +573,7 @@ impl Frontend for CliFrontend<'_> {
             slot: event.slot,
             pid: event.pid,
             started_at: unix(event.at),
-            // The stored command was rendered without a slot; record the real one.
-            command: self.template.uses_slot().then(|| {
-                display(&self.template.render(&self.args[&event.task], event.task, event.slot))
-            }),
+            command: self.slot_command.take(),
         });
     }
 

@@ -130,6 +130,7 @@ async fn follow(
 fn show(progress: &Progress, run: &RunProgress) {
     progress.show(Shown {
         total: run.total,
+        input_open: run.input_open,
         done: run.done(),
         succeeded: run.count(TaskStatus::Succeeded),
         failed: run.failed(),

@@ -1,6 +1,7 @@
-//! The driver loop: poll the scheduler, act on its decisions, wait for the next
-//! event (an attempt ending, a line of output, a deadline, a stop request, a control
-//! request from outside), repeat.
+//! The driver loop: take tasks from the source while the queue is below its window,
+//! poll the scheduler, act on its decisions, wait for the next event (an attempt
+//! ending, a line of output, a deadline, a task from the source, a stop request, a
+//! control request from outside), repeat.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -11,11 +12,12 @@ use tokio::time::{sleep_until, Instant};
 
 use super::attempt::{supervise, Finished, KillLevel, Line};
 use super::events::{Ended, EngineConfig, Frontend, Report, Started, Stop};
+use super::source::{Pulled, Submission, TaskSource, QUEUE_WINDOW};
 use crate::process::{limits, resolve_program, spawn, Exited, Limits, MemoryLimit};
 use crate::run::kill_all;
 use crate::scheduler::{Cancel, Decision, Scheduler};
 use crate::store::{ControlAction, ControlRequest};
-use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
+use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 use crate::{Error, Result};
 
 /// Exit code of a task whose program could not be started, as shells use.
@@ -31,11 +33,12 @@ struct InFlight {
     oom_kills: Option<u64>,
 }
 
-/// Runs `tasks` (id, meta, attempts already made) to completion or until `stop`.
+/// Runs the tasks of `tasks` to completion or until `stop`, taking them from the
+/// source as the queue runs low ([`QUEUE_WINDOW`]); after a stop it takes no more.
 /// Must be called inside a tokio runtime with time and I/O enabled.
-pub async fn run<F: Frontend>(
+pub async fn run<F: Frontend, S: TaskSource<Payload = F::Payload>>(
     config: &EngineConfig,
-    tasks: impl IntoIterator<Item = (TaskId, TaskMeta, u32)>,
+    tasks: S,
     frontend: &mut F,
     stop: watch::Receiver<Stop>,
 ) -> Result<Report> {
@@ -45,9 +48,9 @@ pub async fn run<F: Frontend>(
 /// [`run`], steered from outside: each request from `controls` (a
 /// [`ControlWatcher`](crate::store::ControlWatcher)'s) is applied as it comes, and
 /// the front end told what was made of it ([`Frontend::control`]).
-pub async fn run_steered<F: Frontend>(
+pub async fn run_steered<F: Frontend, S: TaskSource<Payload = F::Payload>>(
     config: &EngineConfig,
-    tasks: impl IntoIterator<Item = (TaskId, TaskMeta, u32)>,
+    tasks: S,
     frontend: &mut F,
     stop: watch::Receiver<Stop>,
     controls: &mut mpsc::UnboundedReceiver<ControlRequest>,
@@ -55,22 +58,28 @@ pub async fn run_steered<F: Frontend>(
     drive(config, tasks, frontend, stop, Some(controls)).await
 }
 
-async fn drive<F: Frontend>(
+async fn drive<F: Frontend, S: TaskSource<Payload = F::Payload>>(
     config: &EngineConfig,
-    tasks: impl IntoIterator<Item = (TaskId, TaskMeta, u32)>,
+    mut tasks: S,
     frontend: &mut F,
     mut stop: watch::Receiver<Stop>,
     mut controls: Option<&mut mpsc::UnboundedReceiver<ControlRequest>>,
 ) -> Result<Report> {
     let mut driver = Driver::new(config, frontend);
-    for (task, meta, attempts) in tasks {
-        driver.sched.submit(task, meta, attempts, Duration::ZERO);
-    }
+    let mut source_open = true;
     let (line_tx, mut line_rx) = mpsc::unbounded_channel::<Line>();
     let mut attempts: JoinSet<(SlotId, Finished)> = JoinSet::new();
     let mut decisions = Vec::new();
     let mut stop_open = true;
     loop {
+        // Tasks at hand go into the queue up to its window; a stopped run takes none.
+        while source_open && driver.wants_tasks() {
+            match tasks.try_next() {
+                Pulled::Task(task) => driver.submit(task),
+                Pulled::Empty => break,
+                Pulled::Ended => source_open = false,
+            }
+        }
         driver.sched.poll(driver.now(), &mut decisions);
         // A task that could not start frees its slot at once: poll again before waiting.
         let mut slot_freed = false;
@@ -83,7 +92,8 @@ async fn drive<F: Frontend>(
                 Decision::Kill { slot, .. } => driver.kill(slot, KillLevel::Term),
             }
         }
-        if driver.sched.is_idle() && attempts.is_empty() {
+        let pulling = source_open && driver.wants_tasks();
+        if driver.sched.is_idle() && attempts.is_empty() && !pulling {
             break;
         }
         if slot_freed {
@@ -104,6 +114,10 @@ async fn drive<F: Frontend>(
                 driver.finish(slot, finished);
             }
             Some((task, stream, line)) = line_rx.recv() => driver.frontend.line(task, stream, &line),
+            task = tasks.next(), if pulling => match task {
+                Some(task) => driver.submit(task),
+                None => source_open = false,
+            },
             _ = sleep_until(wakeup.unwrap_or_else(Instant::now)), if wakeup.is_some() => {}
             changed = stop.changed(), if stop_open => match changed {
                 Err(_) => stop_open = false,
@@ -130,7 +144,7 @@ async fn next_request(
 }
 
 /// The driver's state between events; the event loop is in [`run`].
-struct Driver<'a, F> {
+struct Driver<'a, F: Frontend> {
     config: &'a EngineConfig,
     frontend: &'a mut F,
     sched: Scheduler,
@@ -139,6 +153,8 @@ struct Driver<'a, F> {
     cpus: Vec<usize>,
     /// Index 0 is slot 1.
     slots: Vec<Option<InFlight>>,
+    /// The payloads of the tasks taken from the source and not ended yet.
+    payloads: HashMap<TaskId, F::Payload>,
     /// Program name -> its path on PATH, looked up once per run.
     programs: HashMap<String, String>,
     /// What every task gets in its environment besides its number and slot: the
@@ -156,6 +172,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
             epoch: Instant::now(),
             cpus: if config.pin { limits::allowed_cpus() } else { Vec::new() },
             slots: (0..config.scheduler.slots).map(|_| None).collect(),
+            payloads: HashMap::new(),
             programs: HashMap::new(),
             env: config.marker.iter().map(|marker| marker.env()).collect(),
             report: Report::default(),
@@ -165,6 +182,19 @@ impl<'a, F: Frontend> Driver<'a, F> {
     /// The scheduler's clock.
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// Whether to take more tasks from the source: the queue is below its window and
+    /// the run was not stopped.
+    fn wants_tasks(&self) -> bool {
+        !self.sched.is_stopped() && self.sched.waiting() < QUEUE_WINDOW
+    }
+
+    /// A task from the source goes into the queue.
+    fn submit(&mut self, task: Submission<F::Payload>) {
+        let Submission { task, meta, attempts, payload } = task;
+        self.payloads.insert(task, payload);
+        self.sched.submit(task, meta, attempts, self.now());
     }
 
     /// Starts an attempt and adds its supervision to `attempts`; false when it could
@@ -177,7 +207,8 @@ impl<'a, F: Frontend> Driver<'a, F> {
         lines: Option<mpsc::UnboundedSender<Line>>,
         attempts: &mut JoinSet<(SlotId, Finished)>,
     ) -> bool {
-        let command = self.frontend.command(task, slot);
+        let payload = self.payloads.get(&task).expect("a started task has its payload");
+        let command = self.frontend.command(task, slot, payload);
         let path = self.resolve(&command.program);
         let (limits, oom_kills) = self.limits(slot);
         let at = SystemTime::now();
@@ -271,6 +302,9 @@ impl<'a, F: Frontend> Driver<'a, F> {
     /// Tells the scheduler and the front end how an attempt ended.
     fn ended(&mut self, run: Ran, outcome: AttemptOutcome, stdout: Output, stderr: Output) {
         let verdict = self.sched.attempt_ended(run.slot, outcome, self.now());
+        if verdict.final_status.is_some() {
+            self.payloads.remove(&run.task);
+        }
         match verdict.final_status {
             None => {}
             Some(TaskStatus::Succeeded) => self.report.succeeded += 1,
@@ -318,6 +352,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
                 let mut kills = Vec::new();
                 match self.sched.cancel(task, &mut kills) {
                     Cancel::Dropped => {
+                        self.payloads.remove(&task);
                         self.report.cancelled += 1;
                         self.frontend.cancelled(task);
                         format!("task {task} cancelled before it started")

@@ -85,8 +85,13 @@ pub struct Ended {
 
 /// The engine's view of a front end.
 pub trait Frontend {
-    /// The command line of an attempt of `task` on `slot`.
-    fn command(&mut self, task: TaskId, slot: SlotId) -> CommandLine;
+    /// What the front end keeps with each task ([`Submission::payload`]): its inputs.
+    ///
+    /// [`Submission::payload`]: super::Submission::payload
+    type Payload;
+    /// The command line of an attempt of `task` on `slot`; [`Frontend::started`] (or
+    /// the attempt's [`Frontend::ended`], when it could not start) follows at once.
+    fn command(&mut self, task: TaskId, slot: SlotId, payload: &Self::Payload) -> CommandLine;
     /// An attempt started.
     fn started(&mut self, event: Started);
     /// An attempt ended (its whole captured output is in the event).
@@ -108,6 +113,7 @@ pub struct Report {
     /// Finished with any failure status, cancelled ones excluded.
     pub failed: u64,
     pub cancelled: u64,
-    /// Never finished because the run was stopped.
+    /// Taken from the source but never finished because the run was stopped (what
+    /// the source still held after the stop is not counted).
     pub unfinished: u64,
 }

@@ -1,5 +1,10 @@
 //! The engine: drives the pure [`crate::scheduler`] with real processes.
 //!
+//! Tasks come from a [`TaskSource`]: a list given up front, or a bounded channel that
+//! a front end fills as it reads its input. The driver takes them only while fewer
+//! than [`QUEUE_WINDOW`] wait in the scheduler's queue, so memory holds a window of
+//! the run's tasks, not all of them, and the first ones start before the input ends.
+//!
 //! One task of a tokio current-thread runtime owns the scheduler; each running
 //! attempt is a future in a `JoinSet` that captures the process's output, enforces
 //! kills (SIGTERM to the group, SIGKILL after the grace) and reaps it. The front end
@@ -22,6 +27,8 @@
 mod attempt;
 mod driver;
 mod events;
+mod source;
 
 pub use driver::{run, run_steered};
 pub use events::{Ended, EngineConfig, Frontend, Report, Started, Stop, Stream};
+pub use source::{from_iter, IterSource, Pulled, Submission, TaskSource, QUEUE_WINDOW};

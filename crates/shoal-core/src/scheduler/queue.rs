@@ -78,7 +78,6 @@ impl Tasks {
         self.tickets.get(handle.place) == Some(&handle.ticket)
     }
 
-    #[cfg(test)]
     fn len(&self) -> usize {
         self.slab.len()
     }
@@ -166,7 +165,6 @@ impl ReadyQueue {
     }
 
     /// Number of waiting tasks.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tasks.len()
     }

@@ -345,6 +345,16 @@ impl Scheduler {
         self.unfinished
     }
 
+    /// Tasks waiting to start: ready, or waiting out a retry's backoff.
+    pub fn waiting(&self) -> usize {
+        self.ready.len() + self.delayed.len()
+    }
+
+    /// Whether [`Scheduler::stop`] was called: nothing more starts.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
     /// Whether the driver can stop: nothing runs and nothing more will start.
     pub fn is_idle(&self) -> bool {
         self.running() == 0 && (self.stopped || self.unfinished == 0)

@@ -54,8 +54,9 @@ pub(super) fn open(address: &StoreAddress, access: Access) -> Result<Box<dyn Bac
 
 /// The synchronous calls of a store; [`Store`](super::Store) documents each.
 pub trait Backend: Send + Sync + fmt::Debug {
-    /// See [`Store::create_run_with`](super::Store::create_run_with).
-    fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold>;
+    /// See [`Store::create_run_with`](super::Store::create_run_with) and
+    /// [`Store::create_streaming_run`](super::Store::create_streaming_run) (`input_open`).
+    fn create_run(&self, run: &NewRun, tasks: &[NewTask], input_open: bool) -> Result<RunHold>;
     /// Whether its runs are alive, and holding one (SQLite: a lock file per run).
     fn liveness(&self) -> &dyn Liveness;
     /// See [`Store::set_run_options`](super::Store::set_run_options).

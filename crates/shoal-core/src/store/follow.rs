@@ -31,8 +31,11 @@ pub struct RunProgress {
     pub started_at: f64,
     /// When it ended, once it has.
     pub ended_at: Option<f64>,
-    /// How many tasks it has (a Python pool's run grows as calls are submitted).
+    /// How many tasks it has (a Python pool's run grows as calls are submitted; a
+    /// `shoal run`'s as its input is read).
     pub total: u64,
+    /// Its input is still being read: `total` counts the tasks read so far.
+    pub input_open: bool,
     /// How many tasks are in each status, every status present.
     pub counts: StatusCounts,
     /// The attempts running now, by slot.

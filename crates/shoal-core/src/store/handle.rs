@@ -73,13 +73,24 @@ impl Store {
     /// hold is taken before the run is committed, so no reader ever sees the run
     /// without it, alive.
     pub fn create_run(&self, run: &NewRun) -> Result<RunHold> {
-        self.backend.create_run(run, &[])
+        self.backend.create_run(run, &[], false)
+    }
+
+    /// A new run with the `first` tasks its input gave, whose others are recorded as
+    /// they are read
+    /// ([`StoreEvent::TasksAdded`](super::StoreEvent::TasksAdded)): until
+    /// [`StoreEvent::InputEnded`](super::StoreEvent::InputEnded) (or its end), the
+    /// reports show its total as not known yet ([`RunSummary::input_open`]).
+    ///
+    /// [`RunSummary::input_open`]: super::RunSummary::input_open
+    pub fn create_streaming_run(&self, run: &NewRun, first: &[NewTask]) -> Result<RunHold> {
+        self.backend.create_run(run, first, true)
     }
 
     /// [`Store::create_run`] with its first tasks, in the same transaction: a run is
     /// never stored without the tasks it was started with (a full disk).
     pub fn create_run_with(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold> {
-        self.backend.create_run(run, tasks)
+        self.backend.create_run(run, tasks, false)
     }
 
     /// Takes run `run`'s liveness, for a process that is to run it again (a resume):

@@ -97,6 +97,8 @@ pub struct RunSummary {
     pub command: Vec<String>,
     /// How many tasks it has.
     pub total: u64,
+    /// Its input is still being read: `total` counts the tasks read so far.
+    pub input_open: bool,
     /// How many were not run to an end: queued, running or cancelled.
     pub unfinished: u64,
     /// How many tasks are in each status.

@@ -152,7 +152,13 @@ pub enum StoreEvent {
         /// What the run made of it.
         result: String,
     },
-    /// The run ended.
+    /// A run made with [`Store::create_streaming_run`] has read all its input: its
+    /// total is known.
+    InputEnded {
+        /// The run.
+        run: i64,
+    },
+    /// The run ended (its input too, if it was still open).
     RunEnded {
         /// The run.
         run: i64,

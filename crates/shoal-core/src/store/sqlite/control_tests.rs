@@ -143,7 +143,10 @@ fn a_version_3_store_is_migrated_and_takes_requests() {
     drop(Store::open(&path).unwrap());
     Connection::open(&path)
         .unwrap()
-        .execute_batch("DROP TABLE control; PRAGMA user_version = 3;")
+        .execute_batch(
+            "ALTER TABLE runs DROP COLUMN input_open; DROP TABLE control; \
+             PRAGMA user_version = 3;",
+        )
         .unwrap();
     // A report reads it as it is, with no requests.
     let old = Store::open_read_only(&path).unwrap();

@@ -35,25 +35,33 @@ impl SqliteStore {
 
     /// A new run with its first tasks, in one transaction, and its hold, taken before
     /// the run is committed.
-    pub(super) fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold> {
-        self.insert_run(run, tasks).map_err(|e| self.full_or(e, "record a run in"))
+    /// `input_open`: more tasks will come as its input is read.
+    pub(super) fn create_run(
+        &self,
+        run: &NewRun,
+        tasks: &[NewTask],
+        input_open: bool,
+    ) -> Result<RunHold> {
+        self.insert_run(run, tasks, input_open).map_err(|e| self.full_or(e, "record a run in"))
     }
 
-    fn insert_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold> {
+    fn insert_run(&self, run: &NewRun, tasks: &[NewTask], input_open: bool) -> Result<RunHold> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db(&self.path, "create a run"))?;
         tx.execute(
-            "INSERT INTO runs (started_at, status, command, options, cwd, memory_limit_mode)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO runs (started_at, status, command, options, cwd, memory_limit_mode,
+                               input_open)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 now(),
                 RunStatus::Running,
                 json_words(&run.command),
                 run.options.to_string(),
                 run.cwd,
-                run.memory_limit_mode
+                run.memory_limit_mode,
+                input_open
             ],
         )
         .map_err(db(&self.path, "create a run"))?;
@@ -187,7 +195,9 @@ impl SqliteStore {
         )
         .map_err(db(&self.path, "prepare a resume"))?;
         tx.execute(
-            "UPDATE runs SET status = ?2, ended_at = NULL WHERE id = ?1",
+            // What its dead shoal had not read of its input is not in the store: a
+            // resume runs the tasks recorded.
+            "UPDATE runs SET status = ?2, ended_at = NULL, input_open = 0 WHERE id = ?1",
             params![run, RunStatus::Running],
         )
         .map_err(db(&self.path, "prepare a resume"))?;

@@ -44,7 +44,9 @@ const RECOUNT_COST: u32 = 50;
 const MESSAGE_TAIL: i64 = 2048;
 
 /// The run's row.
-const RUN: &str = "SELECT status, ended_at FROM runs WHERE id = ?1";
+const RUN: &str = "SELECT status, ended_at, input_open FROM runs WHERE id = ?1";
+/// The same in a store older than `runs.input_open`.
+const RUN_BEFORE_INPUT_OPEN: &str = "SELECT status, ended_at, 0 FROM runs WHERE id = ?1";
 /// Tasks past the last one counted, by the primary key's range.
 const NEW_TASKS: &str =
     "SELECT task, status FROM tasks WHERE run_id = ?1 AND task > ?2 ORDER BY task";
@@ -83,6 +85,8 @@ pub(crate) struct SqliteProgress {
     /// The attempts open at the last read, by task and attempt.
     open: BTreeMap<(TaskId, u32), RunningAttempt>,
     progress: RunProgress,
+    /// How the run's row is read in this store's version.
+    run_query: &'static str,
     /// When the statuses are next recounted, and how long the last recount took.
     recount_at: Instant,
 }
@@ -91,10 +95,13 @@ impl SqliteProgress {
     /// Opens a read-only connection to the store at `path` and reads run `run` as it
     /// is now; [`Error::NoSuchRun`] if the store does not hold it.
     pub(super) fn open(path: &Path, run: i64) -> Result<SqliteProgress> {
-        let (conn, _) = schema::reopen_read_only(path)?;
+        let (conn, version) = schema::reopen_read_only(path)?;
+        let run_query =
+            if version >= schema::INPUT_OPEN_VERSION { RUN } else { RUN_BEFORE_INPUT_OPEN };
         let fail = db(path, "follow a run");
         let seen = data_version(&conn).map_err(&fail)?;
-        let (progress, last_task, last_attempt, open) = snapshot(&conn, run).map_err(&fail)?;
+        let (progress, last_task, last_attempt, open) =
+            snapshot(&conn, run, run_query).map_err(&fail)?;
         let progress = progress.ok_or(Error::NoSuchRun { run })?;
         let mut feed = SqliteProgress {
             conn,
@@ -104,6 +111,7 @@ impl SqliteProgress {
             last_attempt,
             open,
             progress,
+            run_query,
             recount_at: Instant::now(),
         };
         feed.progress.running = feed.open.values().copied().collect();
@@ -115,13 +123,14 @@ impl SqliteProgress {
     fn read_changes(&mut self) -> rusqlite::Result<Vec<TaskEnd>> {
         let run = self.progress.run;
         let conn = &self.conn;
-        if let Some((status, ended_at)) = conn
-            .prepare_cached(RUN)?
-            .query_row([run], |r| Ok((r.get::<_, RunStatus>(0)?, r.get(1)?)))
+        if let Some((status, ended_at, input_open)) = conn
+            .prepare_cached(self.run_query)?
+            .query_row([run], |r| Ok((r.get::<_, RunStatus>(0)?, r.get(1)?, r.get(2)?)))
             .optional()?
         {
             self.progress.status = status;
             self.progress.ended_at = ended_at;
+            self.progress.input_open = input_open;
         }
         let mut ends = Vec::new();
         let counts = &mut self.progress.counts;
@@ -298,7 +307,7 @@ type Snapshot = (Option<RunProgress>, TaskId, i64, BTreeMap<(TaskId, u32), Runni
 /// The run as it is now, read in one transaction: its progress (`None` if the store
 /// does not hold it), its last task number, the last attempt's rowid and the attempts
 /// open now.
-fn snapshot(conn: &Connection, run: i64) -> rusqlite::Result<Snapshot> {
+fn snapshot(conn: &Connection, run: i64, run_query: &str) -> rusqlite::Result<Snapshot> {
     conn.execute_batch("BEGIN")?;
     let read = || -> rusqlite::Result<Snapshot> {
         let Some((status, started_at, ended_at)) = conn
@@ -309,6 +318,7 @@ fn snapshot(conn: &Connection, run: i64) -> rusqlite::Result<Snapshot> {
         else {
             return Ok((None, 0, 0, BTreeMap::new()));
         };
+        let input_open: bool = conn.query_row(run_query, [run], |r| r.get(2))?;
         let counts = status_counts(conn, run)?;
         let last_task: Option<TaskId> =
             conn.query_row("SELECT max(task) FROM tasks WHERE run_id = ?1", [run], |r| r.get(0))?;
@@ -334,6 +344,7 @@ fn snapshot(conn: &Connection, run: i64) -> rusqlite::Result<Snapshot> {
             started_at,
             ended_at,
             total: counts.values().sum(),
+            input_open,
             counts,
             running: Vec::new(),
         };

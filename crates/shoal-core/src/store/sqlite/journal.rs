@@ -289,9 +289,20 @@ fn apply(path: &Path, tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {
                 .and_then(|mut s| s.execute(params![request, applied_at, result]))
                 .map_err(db(path, "record an applied control request"))?;
         }
+        &StoreEvent::InputEnded { run } => {
+            let n = tx
+                .prepare_cached("UPDATE runs SET input_open = 0 WHERE id = ?1")
+                .and_then(|mut s| s.execute([run]))
+                .map_err(db(path, "end a run's input"))?;
+            if n == 0 {
+                return Err(Error::NoSuchRun { run });
+            }
+        }
         &StoreEvent::RunEnded { run, ended_at, status } => {
             let n = tx
-                .prepare_cached("UPDATE runs SET ended_at = ?2, status = ?3 WHERE id = ?1")
+                .prepare_cached(
+                    "UPDATE runs SET ended_at = ?2, status = ?3, input_open = 0 WHERE id = ?1",
+                )
                 .and_then(|mut s| s.execute(params![run, ended_at, status]))
                 .map_err(db(path, "end a run"))?;
             if n == 0 {

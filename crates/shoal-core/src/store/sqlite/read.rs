@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, Row};
 
 use super::db::require_run;
 use super::failure::db;
+use super::schema::INPUT_OPEN_VERSION;
 use super::store::SqliteStore;
 use crate::error::Result;
 use crate::store::records::{
@@ -43,7 +44,11 @@ impl SqliteStore {
     fn stored_runs(&self) -> Result<Vec<RunSummary>> {
         let conn = self.conn();
         let mut runs = conn
-            .prepare("SELECT id, started_at, ended_at, status, command FROM runs ORDER BY id")
+            .prepare(if self.version() >= INPUT_OPEN_VERSION {
+                "SELECT id, started_at, ended_at, status, command, input_open FROM runs ORDER BY id"
+            } else {
+                "SELECT id, started_at, ended_at, status, command, 0 FROM runs ORDER BY id"
+            })
             .and_then(|mut stmt| {
                 stmt.query_map([], |r| {
                     Ok(RunSummary {
@@ -53,6 +58,7 @@ impl SqliteStore {
                         status: r.get(3)?,
                         command: json(r, 4)?,
                         total: 0,
+                        input_open: r.get(5)?,
                         unfinished: 0,
                         counts: zero_counts(),
                     })

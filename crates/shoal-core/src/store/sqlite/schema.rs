@@ -24,7 +24,7 @@ use super::{failure, space, wal};
 use crate::error::{Error, Result};
 
 /// The schema version this shoal reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Marks a SQLite file as a shoal store (`PRAGMA application_id`): "shoa" in ASCII.
 pub const APPLICATION_ID: i64 = 0x7368_6f61;
@@ -63,7 +63,8 @@ CREATE TABLE runs (
     command           TEXT NOT NULL,
     options           TEXT NOT NULL,
     cwd               TEXT NOT NULL,
-    memory_limit_mode TEXT
+    memory_limit_mode TEXT,
+    input_open        INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE tasks (
     run_id           INTEGER NOT NULL REFERENCES runs(id),
@@ -139,8 +140,18 @@ PRAGMA user_version = 3;
 /// asked, when, what; when the run applied it and what it made of it).
 const MIGRATE_3_TO_4: &str = concat!(control_ddl!(), "PRAGMA user_version = 4;\n");
 
+/// Version 4 to 5: whether a run's input is still being read (its tasks are recorded
+/// as they are read, so its total is not known until then).
+const MIGRATE_4_TO_5: &str = "
+ALTER TABLE runs ADD COLUMN input_open INTEGER NOT NULL DEFAULT 0;
+PRAGMA user_version = 5;
+";
+
+/// The first schema version with `runs.input_open`.
+pub(super) const INPUT_OPEN_VERSION: i64 = 5;
+
 /// The migration from version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: [&str; 3] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4];
+const MIGRATIONS: [&str; 4] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4, MIGRATE_4_TO_5];
 
 /// A read-only open runs SQLite's quick check on stores up to this size (database
 /// and log): it reads every page, about 0.1 s for a store of 100,000 tasks (22 MB).

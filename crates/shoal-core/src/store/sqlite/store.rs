@@ -59,8 +59,8 @@ impl SqliteStore {
 }
 
 impl Backend for SqliteStore {
-    fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<RunHold> {
-        SqliteStore::create_run(self, run, tasks)
+    fn create_run(&self, run: &NewRun, tasks: &[NewTask], input_open: bool) -> Result<RunHold> {
+        SqliteStore::create_run(self, run, tasks, input_open)
     }
 
     fn liveness(&self) -> &dyn Liveness {

@@ -589,6 +589,11 @@ fn results_of_keyed_tasks_are_kept_and_found_again() {
 /// Turns a store of the current version back into what schema version `to` was.
 fn downgrade(path: &Path, to: i64) {
     let conn = Connection::open(path).unwrap();
+    conn.execute_batch("ALTER TABLE runs DROP COLUMN input_open; PRAGMA user_version = 4;")
+        .unwrap();
+    if to == 4 {
+        return;
+    }
     conn.execute_batch("DROP TABLE control; PRAGMA user_version = 3;").unwrap();
     if to == 3 {
         return;
@@ -1029,4 +1034,51 @@ fn a_report_reads_past_a_short_or_stale_shm_and_writes_nothing() {
         drop(store);
         assert!(store_files(&path) == files, "{what}: a report wrote into the store's files");
     }
+}
+
+#[test]
+fn a_streaming_runs_input_is_open_until_it_ends_and_an_old_store_reads_as_closed() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let new = NewRun {
+        command: vec!["job".into()],
+        options: serde_json::json!({}),
+        cwd: "/tmp".into(),
+        memory_limit_mode: None,
+    };
+    let hold = store.create_streaming_run(&new, &new_tasks(2)).unwrap();
+    let run = hold.run();
+    let listed = |store: &Store| {
+        let runs = store.runs().unwrap();
+        (runs[0].total, runs[0].input_open)
+    };
+    let mut feed = store.follow(run).unwrap();
+    assert!(feed.progress().input_open);
+    assert_eq!(listed(&store), (2, true));
+    write_all(&store, vec![StoreEvent::TasksAdded { run, tasks: new_tasks(3).split_off(2) }])
+        .0
+        .unwrap();
+    assert_eq!(listed(&store), (3, true), "the total grows as the input is read");
+    write_all(&store, vec![StoreEvent::InputEnded { run }]).0.unwrap();
+    assert_eq!(listed(&store), (3, false));
+    feed.poll().unwrap();
+    assert_eq!((feed.progress().total, feed.progress().input_open), (3, false));
+    // A run's end closes its input too.
+    let other = store.create_streaming_run(&new, &[]).unwrap();
+    let ended =
+        StoreEvent::RunEnded { run: other.run(), ended_at: 1.0, status: RunStatus::Interrupted };
+    write_all(&store, vec![ended]).0.unwrap();
+    assert!(!store.runs().unwrap()[1].input_open);
+    drop((hold, other, feed, store));
+
+    // A version 4 store has no such column: read as it is, every input reads closed;
+    // migrated, the same.
+    downgrade(&path, 4);
+    let old = Store::open_read_only(&path).unwrap();
+    assert!(old.runs().unwrap().iter().all(|r| !r.input_open));
+    assert!(!old.follow(run).unwrap().progress().input_open);
+    drop(old);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(pragma::<i64>(&path, "user_version"), SCHEMA_VERSION);
+    assert!(store.runs().unwrap().iter().all(|r| !r.input_open));
 }
