@@ -52,6 +52,7 @@ fn config(slots: usize) -> EngineConfig {
         pin: false,
         line_buffer: false,
         marker: None,
+        tap: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn run_commands(memory: MemoryLimit, commands: Vec<CommandLine>) -> Vec<(Attempt
         pin: false,
         line_buffer: false,
         marker: None,
+        tap: None,
     };
     let count = commands.len() as u64;
     let mut frontend = Collect { commands, ended: Vec::new() };

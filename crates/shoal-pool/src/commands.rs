@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
-use shoal_core::engine::{self, Ended, EngineConfig, Frontend, Started, Stop};
+use shoal_core::engine::{
+    self, from_iter, Ended, EngineConfig, Frontend, Started, Stop, Submission,
+};
 use shoal_core::process::{CommandLine, Limits};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
+use shoal_core::tap::Tap;
 use shoal_core::task::{AttemptOutcome, SlotId, TaskId, TaskMeta, TaskStatus};
 
 use crate::{Error, Result};
@@ -119,6 +122,7 @@ pub struct CommandPool {
     kill_grace: Duration,
     output_limit: usize,
     retry_delay: Duration,
+    tap: Option<Tap>,
 }
 
 impl CommandPool {
@@ -130,6 +134,7 @@ impl CommandPool {
             kill_grace: Duration::from_secs(2),
             output_limit: 1 << 20,
             retry_delay: Duration::from_secs(1),
+            tap: None,
         }
     }
 
@@ -152,7 +157,18 @@ impl CommandPool {
         self
     }
 
+    /// Each task's steps (started, ended) go to `tap` as they happen, for observers
+    /// that follow the run from other threads.
+    pub fn tap(mut self, tap: Tap) -> CommandPool {
+        self.tap = Some(tap);
+        self
+    }
+
     /// Runs every command to its end and returns how each ended, in the order given.
+    ///
+    /// Commands are taken from `commands` as slots free up (a window of them waits in
+    /// the queue, ordered by priority and cost), so a long iterator is never held
+    /// whole; the results are.
     ///
     /// A command that fails is a result, not an error: the error is for a pool that
     /// cannot run at all (no slot: [`Error::InvalidConfig`]; the engine's runtime
@@ -161,7 +177,6 @@ impl CommandPool {
         if self.jobs == 0 {
             return Err(Error::InvalidConfig { what: "jobs", reason: "must be at least 1".into() });
         }
-        let commands: Vec<Command> = commands.into_iter().collect();
         let config = EngineConfig {
             scheduler: SchedulerConfig {
                 slots: self.jobs,
@@ -179,41 +194,48 @@ impl CommandPool {
             pin: false,
             line_buffer: false,
             marker: None,
+            tap: self.tap.clone(),
         };
-        let tasks: Vec<_> =
-            (1..).zip(&commands).map(|(id, command)| (id, command.meta.clone(), 0)).collect();
-        let mut collector = Collector {
-            results: vec![None; commands.len()],
-            lines: commands.into_iter().map(|c| c.line).collect(),
-        };
+        let tasks = (1..).zip(commands).map(|(task, command)| Submission {
+            task,
+            meta: command.meta,
+            attempts: 0,
+            payload: command.line,
+        });
+        let mut collector = Collector { results: Vec::new() };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|source| Error::Os { operation: "start the engine's runtime", source })?;
         // Nothing stops this run from outside: the sender lives as long as it does.
         let (_stop, stop) = tokio::sync::watch::channel(Stop::Run);
-        runtime.block_on(engine::run(&config, tasks, &mut collector, stop))?;
+        runtime.block_on(engine::run(&config, from_iter(tasks), &mut collector, stop))?;
         Ok(collector.results.into_iter().flatten().collect())
     }
 }
 
 /// The front end of [`CommandPool::run`]: hands the engine each command and keeps
-/// each task's last attempt.
+/// each task's last attempt, by task number.
 struct Collector {
-    lines: Vec<CommandLine>,
     results: Vec<Option<CommandResult>>,
 }
 
 impl Frontend for Collector {
-    fn command(&mut self, task: TaskId, _slot: SlotId) -> CommandLine {
-        self.lines[task as usize - 1].clone()
+    type Payload = CommandLine;
+
+    fn command(&mut self, _task: TaskId, _slot: SlotId, line: &CommandLine) -> CommandLine {
+        line.clone()
     }
 
     fn started(&mut self, _event: Started) {}
 
     fn ended(&mut self, event: Ended) {
         let Some(status) = event.final_status else { return };
-        self.results[event.task as usize - 1] = Some(CommandResult {
+        let index = event.task as usize - 1;
+        if self.results.len() <= index {
+            self.results.resize(index + 1, None);
+        }
+        self.results[index] = Some(CommandResult {
             task: event.task,
             status,
             attempts: event.attempt,

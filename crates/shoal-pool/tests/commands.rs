@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use shoal_pool::tap::{Observed, Tap, TaskStep};
 use shoal_pool::{Command, CommandPool, Error, TaskStatus};
 
 fn pool() -> CommandPool {
@@ -59,4 +60,29 @@ fn results_come_back_in_the_order_given_whatever_the_order_of_ends() {
 fn a_pool_of_no_slots_is_refused() {
     let refused = CommandPool::new(0).run([Command::new("true")]);
     assert!(matches!(refused, Err(Error::InvalidConfig { what: "jobs", .. })), "{refused:?}");
+}
+
+#[test]
+fn observers_follow_each_command_through_the_tap() {
+    let tap = Tap::new(64);
+    let mut observer = tap.observe();
+    let commands = [Command::new("true"), Command::new("sh").args(["-c", "exit 2"]).retries(1)];
+    let results = pool().tap(tap).run(commands).unwrap();
+    assert_eq!(results[1].status, TaskStatus::Failed);
+    let mut lives: [Vec<String>; 2] = Default::default();
+    loop {
+        let (task, seen) = match observer.try_next() {
+            Some(Observed::Step(TaskStep::Started { task, attempt, .. })) => {
+                (task, format!("started {attempt}"))
+            }
+            Some(Observed::Step(TaskStep::Ended { task, attempt, status, .. })) => {
+                (task, format!("ended {attempt} {status:?}"))
+            }
+            Some(Observed::Ended) | None => break,
+            other => panic!("unexpected: {other:?}"),
+        };
+        lives[task as usize - 1].push(seen);
+    }
+    assert_eq!(lives[0], ["started 1", "ended 1 Some(Succeeded)"]);
+    assert_eq!(lives[1], ["started 1", "ended 1 None", "started 2", "ended 2 Some(Failed)"]);
 }

@@ -277,6 +277,7 @@ fn engine_config(
         pin: options.pin,
         line_buffer: options.line_buffer,
         marker: Some(marker),
+        tap: None,
     }
 }
 

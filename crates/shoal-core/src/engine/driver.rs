@@ -17,6 +17,7 @@ use crate::process::{limits, resolve_program, spawn, Exited, Limits, MemoryLimit
 use crate::run::kill_all;
 use crate::scheduler::{Cancel, Decision, Scheduler};
 use crate::store::{ControlAction, ControlRequest};
+use crate::tap::TaskStep;
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 use crate::{Error, Result};
 
@@ -215,6 +216,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
         let started = Instant::now();
         match spawn(&command, path.as_deref(), limits, &self.env, task, slot) {
             Ok(spawned) => {
+                self.tap(|| TaskStep::Started { task, attempt, slot, at });
                 self.frontend.started(Started { task, attempt, slot, pid: spawned.pid, at });
                 let (kill, kill_rx) = watch::channel(KillLevel::None);
                 let (grace, cap) = (self.config.kill_grace, self.config.output_cap);
@@ -226,6 +228,7 @@ impl<'a, F: Frontend> Driver<'a, F> {
                 true
             }
             Err(err) => {
+                self.tap(|| TaskStep::Started { task, attempt, slot, at });
                 self.frontend.started(Started { task, attempt, slot, pid: 0, at });
                 let message = format!("shoal: cannot run '{}': {err}\n", command.program);
                 let stderr = Output { bytes: message.into_bytes(), truncated: false };
@@ -299,6 +302,13 @@ impl<'a, F: Frontend> Driver<'a, F> {
         }
     }
 
+    /// Hands a step to the tap's observers, if the run has a tap.
+    fn tap(&self, step: impl FnOnce() -> TaskStep) {
+        if let Some(tap) = &self.config.tap {
+            tap.send(step);
+        }
+    }
+
     /// Tells the scheduler and the front end how an attempt ended.
     fn ended(&mut self, run: Ran, outcome: AttemptOutcome, stdout: Output, stderr: Output) {
         let verdict = self.sched.attempt_ended(run.slot, outcome, self.now());
@@ -316,6 +326,15 @@ impl<'a, F: Frontend> Driver<'a, F> {
             Some(Exited::Signal(signal)) => (None, Some(signal)),
             None => (None, None),
         };
+        let (at, duration) = (SystemTime::now(), run.started.elapsed());
+        self.tap(|| TaskStep::Ended {
+            task: run.task,
+            attempt: run.attempt,
+            outcome: verdict.outcome,
+            status: verdict.final_status,
+            duration,
+            at,
+        });
         self.frontend.ended(Ended {
             task: run.task,
             attempt: run.attempt,
@@ -326,8 +345,8 @@ impl<'a, F: Frontend> Driver<'a, F> {
             final_status: verdict.final_status,
             retry_in: verdict.retry_in,
             max_attempts: verdict.max_attempts,
-            at: SystemTime::now(),
-            duration: run.started.elapsed(),
+            at,
+            duration,
             max_rss_kb: run.max_rss_kb,
             stdout,
             stderr,
@@ -354,6 +373,8 @@ impl<'a, F: Frontend> Driver<'a, F> {
                     Cancel::Dropped => {
                         self.payloads.remove(&task);
                         self.report.cancelled += 1;
+                        let (status, at) = (TaskStatus::Cancelled, SystemTime::now());
+                        self.tap(|| TaskStep::EndedUnstarted { task, status, at });
                         self.frontend.cancelled(task);
                         format!("task {task} cancelled before it started")
                     }

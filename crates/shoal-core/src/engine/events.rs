@@ -7,6 +7,7 @@ use crate::process::{CommandLine, Limits, MemoryLimit};
 use crate::run::Marker;
 use crate::scheduler::SchedulerConfig;
 use crate::store::ControlRequest;
+use crate::tap::Tap;
 use crate::task::{AttemptOutcome, Output, SlotId, TaskId, TaskStatus};
 
 /// How the engine runs tasks.
@@ -29,6 +30,8 @@ pub struct EngineConfig {
     /// `SHOAL_SLOT`): a killed task's processes that left its group are found by it.
     /// Without one, they cannot be told from another run's and are left alone.
     pub marker: Option<Marker>,
+    /// Where observers follow each task's steps as they happen (see [`crate::tap`]).
+    pub tap: Option<Tap>,
 }
 
 /// Asked to stop the run.
