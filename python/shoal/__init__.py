@@ -13,7 +13,7 @@ The package also installs the `shoal` command line (`python -m shoal` runs it to
 and `shoal.__version__` is its version.
 
 This module only names the public API. It imports nothing until a name is used,
-because every worker process imports it first (`python -m shoal._worker`) and worker
+because every worker process imports it first (to reach `shoal._worker`) and worker
 start is on the path of `Pool(...)` to the first result.
 """
 

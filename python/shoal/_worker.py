@@ -1,4 +1,5 @@
-"""The worker process of shoal's Python pool: `python -m shoal._worker`.
+"""The worker process of shoal's Python pool: `python -c "from shoal._worker import main;
+main()"` (`python -m shoal._worker` works too).
 
 The engine starts it with `SHOAL_WORKER_FD` naming its end of a socketpair and speaks
 the worker protocol, version 1 (`docs/protocol.md`): Hello, Welcome, an optional Init,

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import shoal
+from shoal import _client
 import tasks
 from conftest import FAST, wait_gone, worker_pids
 
@@ -330,7 +331,7 @@ def test_worker_processes_are_fresh_interpreters(executor, monkeypatch):
     monkeypatch.setattr(tasks, "MARK", "set in the caller", raising=False)
     mark, argv = executor.submit(tasks.parent_mark).result(10)
     assert mark is None
-    assert argv[1:3] == [b"-m", b"shoal._worker"], argv
+    assert argv[1:3] == [b"-c", _client.WORKER_CODE.encode()], argv
     assert executor.submit(os.getppid).result(10) == os.getpid()
 
 
