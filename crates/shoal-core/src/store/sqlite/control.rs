@@ -130,12 +130,20 @@ pub(crate) struct SqliteFeed {
     last: i64,
     /// `PRAGMA data_version` when the table was last read.
     seen: Option<i64>,
+    /// Polls that read the table (an idle poll must not).
+    reads: u64,
 }
 
 impl SqliteFeed {
     pub(super) fn open(path: &Path, run: i64) -> Result<SqliteFeed> {
         let conn = schema::connect(path)?;
-        Ok(SqliteFeed { conn, path: path.to_owned(), run, last: 0, seen: None })
+        Ok(SqliteFeed { conn, path: path.to_owned(), run, last: 0, seen: None, reads: 0 })
+    }
+
+    /// How many polls read the table.
+    #[cfg(test)]
+    pub(super) fn reads(&self) -> u64 {
+        self.reads
     }
 }
 
@@ -152,6 +160,7 @@ impl ControlFeed for SqliteFeed {
             return Ok(Vec::new());
         }
         self.seen = Some(version);
+        self.reads += 1;
         let mut stmt = self
             .conn
             .prepare_cached(

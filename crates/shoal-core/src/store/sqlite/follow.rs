@@ -89,6 +89,8 @@ pub(crate) struct SqliteProgress {
     run_query: &'static str,
     /// When the statuses are next recounted, and how long the last recount took.
     recount_at: Instant,
+    /// Polls that read past the change counter (an idle poll must not).
+    reads: u64,
 }
 
 impl SqliteProgress {
@@ -113,6 +115,7 @@ impl SqliteProgress {
             progress,
             run_query,
             recount_at: Instant::now(),
+            reads: 0,
         };
         feed.progress.running = feed.open.values().copied().collect();
         feed.progress.running.sort_by_key(|a| (a.slot, a.task));
@@ -257,6 +260,12 @@ impl SqliteProgress {
         self.progress.running.sort_by_key(|a| (a.slot, a.task));
         Ok(ends)
     }
+
+    /// How many polls read past the change counter.
+    #[cfg(test)]
+    pub(super) fn reads(&self) -> u64 {
+        self.reads
+    }
 }
 
 impl ProgressFeed for SqliteProgress {
@@ -267,6 +276,7 @@ impl ProgressFeed for SqliteProgress {
         if version == self.seen {
             return Ok(Vec::new());
         }
+        self.reads += 1;
         self.conn.execute_batch("BEGIN").map_err(&fail)?;
         // A read that fails half-way is read again whole at the next poll.
         let before = (self.last_task, self.last_attempt, self.open.clone(), self.progress.clone());
