@@ -164,8 +164,7 @@ impl SqliteStore {
     /// `running` again. Returns the run and every task that did not succeed.
     pub(super) fn prepare_resume(&self, run: i64) -> Result<ResumeInfo> {
         self.repair(run).map_err(|e| self.full_or(e, "prepare a resume in"))?;
-        let mut pending = self.tasks(run, None)?;
-        pending.retain(|t| t.status != TaskStatus::Succeeded);
+        let pending = self.unsucceeded_tasks(run)?;
         Ok(ResumeInfo { run: self.run(run)?, pending })
     }
 

@@ -131,6 +131,21 @@ impl SqliteStore {
             .map_err(db(&self.path, "read tasks"))
     }
 
+    /// The tasks of a run that did not succeed, by number: what a resume runs. The
+    /// succeeded ones, most of a long run, are never read.
+    pub(super) fn unsucceeded_tasks(&self, run: i64) -> Result<Vec<TaskRecord>> {
+        let conn = self.conn();
+        require_run(&self.path, &conn, run)?;
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE run_id = ?1 AND status != ?2 ORDER BY task"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(db(&self.path, "read tasks"))?;
+        stmt.query_map(params![run, TaskStatus::Succeeded], task_row)
+            .and_then(Iterator::collect)
+            .map_err(db(&self.path, "read tasks"))
+    }
+
     /// Every attempt of a run, by task then attempt number, with its output.
     pub(super) fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
         let conn = self.conn();
