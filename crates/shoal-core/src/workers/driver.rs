@@ -174,8 +174,7 @@ impl Driver {
         inbox: Inbox,
         events: std_mpsc::Sender<Vec<TaskEvent>>,
     ) -> Self {
-        let recording = recorder.is_some() || config.tap.is_some();
-        let settings = Settings::new(&config, memory.as_ref(), recording);
+        let settings = Settings::new(&config, memory.as_ref(), recorder.is_some());
         Driver {
             machine: Machine::new(settings),
             epoch: Instant::now(),

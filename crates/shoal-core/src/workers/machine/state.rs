@@ -38,12 +38,15 @@ pub(in crate::workers) struct Settings {
     pub recycle_memory: Option<u64>,
     /// Emit `Action::Record`s (the pool has a store, or a tap).
     pub recording: bool,
+    /// The records go to a store, which keeps each result and traceback (a tap alone
+    /// takes neither, so they are not copied for it).
+    pub storing: bool,
     /// The largest frame a worker takes (`MAX_FRAME_LEN`): a Run past it fails.
     pub max_frame: u64,
 }
 
 impl Settings {
-    pub fn new(config: &PoolConfig, memory: Option<&MemoryLimit>, recording: bool) -> Self {
+    pub fn new(config: &PoolConfig, memory: Option<&MemoryLimit>, storing: bool) -> Self {
         Settings {
             workers: config.workers,
             lanes: config.prefetch.max(1),
@@ -58,7 +61,8 @@ impl Settings {
             retry_delay: config.retry_delay,
             max_tasks_per_worker: config.max_tasks_per_worker,
             recycle_memory: config.recycle_memory,
-            recording,
+            recording: storing || config.tap.is_some(),
+            storing,
             max_frame: u64::from(MAX_FRAME_LEN),
         }
     }

@@ -237,8 +237,8 @@ impl Machine {
                     ran,
                     outcome,
                     status: verdict.final_status,
-                    result: ok.then(|| payload.clone()),
-                    why: traceback.clone(),
+                    result: (ok && self.settings.storing).then(|| payload.clone()),
+                    why: if self.settings.storing { traceback.clone() } else { String::new() },
                 });
             }
         }

@@ -42,6 +42,7 @@ pub fn pool(workers: usize) -> Settings {
         max_tasks_per_worker: None,
         recycle_memory: None,
         recording: false,
+        storing: false,
         max_frame: u64::from(MAX_FRAME_LEN),
     }
 }

@@ -477,7 +477,7 @@ fn terminate_kills_every_worker_and_cancels_every_unfinished_task() {
 
 #[test]
 fn a_task_with_a_stored_result_ends_at_submit_and_nothing_runs() {
-    let mut env = Env::ready(Settings { recording: true, ..pool(1) });
+    let mut env = Env::ready(Settings { recording: true, storing: true, ..pool(1) });
     let reused = NewTask { id: 1, meta: task(0), payload: vec![1], reused: Some(b"42".to_vec()) };
     env.machine.submit(ms(1), [reused]);
     env.turn();
@@ -504,7 +504,7 @@ fn a_run_too_large_for_a_frame_fails_without_reaching_a_worker() {
 
 #[test]
 fn with_a_store_each_attempt_is_recorded_started_and_ended() {
-    let mut env = Env::ready(Settings { recording: true, ..pool(1) });
+    let mut env = Env::ready(Settings { recording: true, storing: true, ..pool(1) });
     env.submit(1, task(0));
     env.at(ms(3)).answer(0, true);
     let records = env.records();
