@@ -7,22 +7,10 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::follow::{SqliteProgress, POLL_STATEMENTS};
-use super::test_support::{live_run, new_tasks, temp, write};
+use super::test_support::{live_run, new_tasks, started, temp, write};
 use crate::error::Error;
 use crate::store::*;
 use crate::task::{AttemptOutcome, Output, TaskStatus};
-
-fn started(run: i64, task: u64, attempt: u32, slot: usize) -> StoreEvent {
-    StoreEvent::AttemptStarted {
-        run,
-        task,
-        attempt,
-        slot,
-        pid: 100 + task as u32,
-        started_at: unix_now(),
-        command: None,
-    }
-}
 
 fn ended(
     run: i64,

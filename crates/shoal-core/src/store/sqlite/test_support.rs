@@ -39,6 +39,19 @@ pub(super) fn live_run(store: &Store, tasks: u64) -> (i64, RunHold) {
     (hold.run(), hold)
 }
 
+/// Attempt `attempt` of `task` started on `slot` (pid 1000 + task, at 100.0).
+pub(super) fn started(run: i64, task: u64, attempt: u32, slot: usize) -> StoreEvent {
+    StoreEvent::AttemptStarted {
+        run,
+        task,
+        attempt,
+        slot,
+        pid: 1000 + task as u32,
+        started_at: 100.0,
+        command: None,
+    }
+}
+
 /// Commits events through a writer and waits until they are durable.
 pub(super) fn write(store: &Store, events: Vec<StoreEvent>) {
     let (tx, rx) = mpsc::channel();

@@ -12,16 +12,11 @@ use rusqlite::Connection;
 use super::journal::SqliteJournal;
 use super::read::nearest_rank;
 use super::schema;
+use super::test_support::{started, temp};
 use crate::error::{Error, FailureKind};
 use crate::run::RunHold;
 use crate::store::*;
 use crate::task::{AttemptOutcome, Output, TaskMeta, TaskStatus};
-
-fn temp() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("shoal.db");
-    (dir, path)
-}
 
 /// A new run, held alive as by the shoal that runs it.
 fn new_live_run(store: &Store) -> RunHold {
@@ -55,18 +50,6 @@ fn new_tasks(n: u64) -> Vec<NewTask> {
             },
         })
         .collect()
-}
-
-fn started(run: i64, task: u64, attempt: u32, slot: usize) -> StoreEvent {
-    StoreEvent::AttemptStarted {
-        run,
-        task,
-        attempt,
-        slot,
-        pid: 1000 + task as u32,
-        started_at: 100.0,
-        command: None,
-    }
 }
 
 fn ended(
