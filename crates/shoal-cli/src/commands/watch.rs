@@ -17,7 +17,7 @@ use shoal_core::store::{
     unix_now, ProgressFeed, RunProgress, RunStatus, Store, StoreAddress, TaskEnd,
 };
 use shoal_core::TaskStatus;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::report::open_existing;
 use super::run::{summary, Resumable, RunOptions};
@@ -52,15 +52,23 @@ pub fn watch(address: &StoreAddress, args: WatchArgs) -> anyhow::Result<Exit> {
         return ended(address, run);
     }
     let mut feed = store.follow(run)?;
-    note!("shoal: watching run {run}: {}", record.command.join(" "));
-    let elapsed = (unix_now() - feed.progress().started_at).max(0.0);
-    let progress = Progress::following(Duration::from_secs_f64(elapsed));
-    show(&progress, feed.progress());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the runtime")?;
-    let followed = runtime.block_on(follow(&store, run, &mut *feed, &progress))?;
+    // Handled before the watch says it began: a Ctrl-C from then on stops it with 130.
+    let signals = {
+        let _in_runtime = runtime.enter();
+        (
+            signal(SignalKind::interrupt()).context("handle SIGINT")?,
+            signal(SignalKind::terminate()).context("handle SIGTERM")?,
+        )
+    };
+    note!("shoal: watching run {run}: {}", record.command.join(" "));
+    let elapsed = (unix_now() - feed.progress().started_at).max(0.0);
+    let progress = Progress::following(Duration::from_secs_f64(elapsed));
+    show(&progress, feed.progress());
+    let followed = runtime.block_on(follow(&store, run, &mut *feed, &progress, signals))?;
     progress.finish();
     match followed {
         Followed::Ended => ended(address, run),
@@ -84,9 +92,8 @@ async fn follow(
     run: i64,
     feed: &mut dyn ProgressFeed,
     progress: &Progress,
+    (mut interrupt, mut terminate): (Signal, Signal),
 ) -> anyhow::Result<Followed> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut ticks = tokio::time::interval(POLL_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probed = Instant::now();
