@@ -194,14 +194,20 @@ pub struct RunArg {
 
 /// Options of `shoal jobs`.
 #[derive(Debug, Args)]
-#[command(after_help = "Fewer: running tasks finish, and none starts on the slots taken away. \
-More: the new slots start work at once.")]
+#[command(
+    allow_negative_numbers = true,
+    after_help = "N is read as `shoal run -j` reads it: a number of slots (8), a share of this \
+machine's cores (50%), or cores more or fewer (+2, -1); 0 (as many as possible) is for a run's \
+start only.\n\
+Fewer: running tasks finish, and none starts on the slots taken away. More: the new slots start \
+work at once."
+)]
 pub struct JobsArgs {
     /// The run (a live one: see `shoal runs`).
     #[arg(value_name = "RUN")]
     pub run: i64,
     /// Tasks at once from now.
-    #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::jobs::MAX_JOBS)))]
+    #[arg(value_name = "N", value_parser = crate::jobs::parse_live_jobs)]
     pub jobs: u32,
 }
 

@@ -137,6 +137,19 @@ pub fn parse_jobs(text: &str) -> Result<Jobs, String> {
     Ok(jobs)
 }
 
+/// A live run's new slots (`shoal jobs RUN N`): any `-j` form but `0`, resolved on
+/// this machine's cores, which are the run's for a store on this machine.
+pub fn parse_live_jobs(text: &str) -> Result<u32, String> {
+    match Jobs::parse(text)? {
+        Jobs::AsManyAsPossible => Err(format!(
+            "0 (as many as possible) is for a run's start only: give a number of slots \
+             (1 to {MAX_JOBS}), a share of the cores (50%), or a number of cores more or fewer \
+             (+2, -1)"
+        )),
+        jobs => jobs.slots(cores(), None, MAX_JOBS).map_err(|e| e.to_string()),
+    }
+}
+
 /// The cores this process may use (its CPU affinity and cgroup quota), as the
 /// default `-j` and the base of the relative forms.
 pub fn cores() -> u32 {
@@ -176,6 +189,19 @@ mod tests {
         for (text, cores, expected) in cases {
             assert_eq!(slots(text, cores), Ok(expected), "-j {text} on {cores} cores");
         }
+    }
+
+    #[test]
+    fn a_live_run_takes_every_form_but_zero_on_this_machines_cores() {
+        let cores = cores();
+        assert_eq!(parse_live_jobs("3"), Ok(3));
+        assert_eq!(parse_live_jobs("+1"), Ok(cores + 1), "+1 is cores + 1, not 1");
+        assert_eq!(parse_live_jobs("-1"), Ok(cores.saturating_sub(1).max(1)));
+        assert_eq!(parse_live_jobs("100%"), Ok(cores));
+        let zero = parse_live_jobs("0").unwrap_err();
+        assert!(zero.starts_with("0 (as many as possible) is for a run's start only"), "{zero}");
+        assert!(parse_live_jobs("x").unwrap_err().contains("'x'"));
+        assert!(parse_live_jobs("4097").unwrap_err().contains("more than the 4096"));
     }
 
     #[test]

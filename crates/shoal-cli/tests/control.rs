@@ -160,6 +160,21 @@ fn a_request_is_recorded_with_who_asked_and_what_the_run_made_of_it() {
 /// Runs a control command that must be refused: exit 2, one line naming what is wrong,
 /// nothing on stdout.
 #[track_caller]
+#[test]
+fn jobs_reads_n_as_run_reads_j() {
+    let env = Env::new();
+    let run = start(&env, "1", "touch {#}.on; exec sleep 30", 4, 1);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    // `+1` is one more than the cores (as `-j +1`), not one slot.
+    let said = steer(&env, &["jobs", "1", "+1"]);
+    assert!(said.contains(&format!("slots 1 -> {}", cores + 1)), "{said}");
+    let said = steer(&env, &["jobs", "1", "-1"]);
+    let fewer = cores.saturating_sub(1).max(1);
+    assert!(said.contains(&format!("slots {} -> {fewer}", cores + 1)), "{said}");
+    steer(&env, &["cancel", "1"]);
+    run.wait(HANG).expect_code(130);
+}
+
 fn refused(env: &Env, args: &[&str], says: &str) {
     let out = env.run(args);
     out.expect_code(2);
@@ -217,7 +232,11 @@ fn bad_control_requests_are_refused_with_exit_2() {
     refused(&env, &["cancel", "1", "--task", "7"], "run 1 has no task 7");
     let out = env.run(&["jobs", "1", "0"]);
     out.expect_code(2);
-    assert!(out.stderr.contains("0 is not in 1..=4096"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("0 (as many as possible) is for a run's start only"),
+        "{}",
+        out.stderr
+    );
     let out = env.run(&["jobs", "1", "x"]);
     out.expect_code(2);
     assert!(out.stderr.contains("invalid value 'x'"), "{}", out.stderr);
