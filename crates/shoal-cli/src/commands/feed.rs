@@ -1,6 +1,6 @@
 //! `shoal run`'s task source: the tasks read before the run was recorded, then the
 //! rest of the input as it is read ([`crate::reading`]). A task read later is numbered
-//! in input order, recorded (through the writer, ahead of any of its attempts),
+//! in input order, recorded (through the run's recording, ahead of any of its attempts),
 //! counted in the progress total and, for `--keep-order`, put in the printer's order,
 //! all when the engine takes it.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use shoal_core::engine::{Pulled, Submission, TaskSource};
-use shoal_core::store::{NewTask, StoreEvent, Writer};
+use shoal_core::store::{NewTask, Recording};
 use shoal_core::TaskId;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
@@ -31,9 +31,8 @@ pub(super) struct Reading {
 
 /// The tasks of a run, for the engine.
 pub(super) struct Feed<'a> {
-    pub(super) run: i64,
     pub(super) template: &'a Template,
-    pub(super) writer: &'a Writer,
+    pub(super) recording: &'a Recording,
     pub(super) progress: &'a Progress,
     /// Only with `--keep-order`.
     pub(super) printer: Option<&'a Mutex<Printer>>,
@@ -74,7 +73,7 @@ impl Feed<'_> {
         let meta = input.meta(reading.default_timeout, reading.retries);
         let command = display(&self.template.render(&input.args, task, 0));
         let new = NewTask { task, args: input.args.clone(), command, meta: meta.clone() };
-        self.writer.send(StoreEvent::TasksAdded { run: self.run, tasks: vec![new] });
+        self.recording.added(vec![new]);
         self.tasks += 1;
         self.progress.add_total(1);
         if let Some(printer) = self.printer {
@@ -91,7 +90,7 @@ impl Feed<'_> {
     /// The input has ended (or failed): the run's total is known.
     fn input_ended(&mut self) {
         if self.reading.take().is_some() {
-            self.writer.send(StoreEvent::InputEnded { run: self.run });
+            self.recording.input_ended();
             self.progress.set_input_open(false);
         }
     }

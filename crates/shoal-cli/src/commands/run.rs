@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -16,8 +16,8 @@ use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
 use shoal_core::run::{Marker, RunHold};
 use shoal_core::scheduler::{Backoff, SchedulerConfig};
 use shoal_core::store::{
-    ControlAction, ControlRequest, NewRun, NewTask, RunStatus, Store, StoreAddress, StoreEvent,
-    Writer,
+    AttemptEnd, ControlAction, ControlRequest, NewRun, NewTask, Recording, Store, StoreAddress,
+    StoreEvent,
 };
 use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::runtime::Runtime;
@@ -151,26 +151,25 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
             let _ = stop.send(Stop::Graceful);
         })
     };
-    let writer = store.writer_with_failure(on_commit, on_failure)?;
+    let recording = Recording::start(&store, hold, on_commit, on_failure)?;
     // `shoal cancel`, `pause`, `unpause` and `jobs` from elsewhere, through the store.
     let mut controls = store.watch_controls(run_id)?;
 
-    let config = engine_config(&options, memory, hold.marker());
+    let config = engine_config(&options, memory, recording.marker());
     let started = Instant::now();
     let mut frontend = CliFrontend {
         run: run_id,
         template: &template,
         slot_command: None,
-        writer: &writer,
+        recording: &recording,
         progress: &progress,
         printer: &printer,
         output_limit: options.output_limit as usize,
         cancel_requested: false,
     };
     let mut feed = Feed {
-        run: run_id,
         template: &template,
-        writer: &writer,
+        recording: &recording,
         progress: &progress,
         printer: options.keep_order.then_some(&*printer),
         first: planned.into(),
@@ -223,10 +222,8 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     // A run whose input failed midway did not run all it was given.
     let stopped =
         interrupted != 0 || store_failed.load(Ordering::Relaxed) || input_failed.is_some();
-    let status = if stopped { RunStatus::Interrupted } else { RunStatus::Finished };
-    writer.send(StoreEvent::RunEnded { run: run_id, ended_at: unix_now(), status });
     drop(frontend);
-    let written = writer.finish();
+    let written = recording.finish(stopped);
     // A store that stopped taking writes was reported when it happened.
     let store_failed = store_failed.load(Ordering::Relaxed);
     if !store_failed {
@@ -529,14 +526,15 @@ async fn first_tasks(rx: &mut mpsc::Receiver<Read>) -> anyhow::Result<(Vec<TaskI
     Ok((inputs, false))
 }
 
-/// The engine's front end for `shoal run`: renders commands, records events.
+/// The engine's front end for `shoal run`: renders commands, shows progress, and
+/// hands the task life to the run's recording.
 struct CliFrontend<'a> {
     run: i64,
     template: &'a Template,
     /// The command of the attempt being started, when it differs from the stored one
     /// (it uses the slot number).
     slot_command: Option<String>,
-    writer: &'a Writer,
+    recording: &'a Recording,
     progress: &'a Progress,
     printer: &'a Mutex<Printer>,
     /// Bytes of each stream the store keeps.
@@ -567,15 +565,9 @@ impl Frontend for CliFrontend<'_> {
 
     fn started(&mut self, event: Started) {
         self.progress.started();
-        self.writer.send(StoreEvent::AttemptStarted {
-            run: self.run,
-            task: event.task,
-            attempt: event.attempt,
-            slot: event.slot,
-            pid: event.pid,
-            started_at: unix(event.at),
-            command: self.slot_command.take(),
-        });
+        let command = self.slot_command.take();
+        let Started { task, attempt, slot, pid, at } = event;
+        self.recording.started(task, attempt, slot, pid, at, command);
     }
 
     fn ended(&mut self, event: Ended) {
@@ -592,19 +584,19 @@ impl Frontend for CliFrontend<'_> {
             let outputs = (whole(whole_stdout, &stdout), whole(whole_stderr, &stderr));
             self.printer.lock().unwrap_or_else(|e| e.into_inner()).hold_whole(event.task, outputs);
         }
-        self.writer.send(StoreEvent::AttemptEnded {
-            run: self.run,
+        self.recording.ended(AttemptEnd {
             task: event.task,
             attempt: event.attempt,
-            ended_at: unix(event.at),
-            duration: event.duration.as_secs_f64(),
             outcome: event.outcome,
+            final_status: event.final_status,
+            duration: event.duration,
+            at: event.at,
             exit_code: event.exit_code,
             signal: event.signal,
-            final_status: event.final_status,
             max_rss_kb: event.max_rss_kb,
             stdout,
             stderr,
+            result: None,
         });
     }
 
@@ -613,7 +605,7 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn cancelled(&mut self, task: TaskId) {
-        self.writer.send(StoreEvent::TaskCancelled { run: self.run, task });
+        self.recording.cancelled(task);
     }
 
     fn control(&mut self, request: &ControlRequest, result: &str) {
@@ -625,11 +617,7 @@ impl Frontend for CliFrontend<'_> {
         }
         let run = self.run;
         self.progress.suspend(|| note!("shoal: run {run}: {result} (a control request)"));
-        self.writer.send(StoreEvent::ControlApplied {
-            request: request.id,
-            applied_at: unix_now(),
-            result: result.to_owned(),
-        });
+        self.recording.control_applied(request.id, result.to_owned());
     }
 }
 
@@ -761,12 +749,4 @@ pub(super) fn summary(
         _ => line += &format!("; see `shoal results --run {run}`"),
     }
     line
-}
-
-fn unix(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn unix_now() -> f64 {
-    unix(SystemTime::now())
 }

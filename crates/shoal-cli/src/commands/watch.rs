@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use shoal_core::process::signal::signal_name;
 use shoal_core::store::{
-    unix_now, ProgressFeed, RunProgress, RunStatus, Store, StoreAddress, TaskEnd,
+    unix_now, ControlAction, ProgressFeed, RunProgress, RunStatus, Store, StoreAddress, TaskEnd,
 };
 use shoal_core::TaskStatus;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -205,6 +205,9 @@ fn ended(address: &StoreAddress, run: i64) -> anyhow::Result<Exit> {
             Exit::Success
         }
         RunStatus::Finished => Exit::TasksFailed,
+        RunStatus::Interrupted if open == 0 && only_tasks_cancelled(&store, run)? => {
+            Exit::TasksFailed
+        }
         RunStatus::Interrupted => Exit::Interrupted(libc::SIGINT),
         RunStatus::Died => {
             note!(
@@ -219,4 +222,20 @@ fn ended(address: &StoreAddress, run: i64) -> anyhow::Result<Exit> {
             Exit::TasksFailed
         }
     })
+}
+
+/// Whether an `interrupted` run was interrupted only by `shoal cancel RUN --task N`:
+/// it ran to its end (`shoal run` exited 1), not stopped (130). Every cancelled task was
+/// named by a request it applied, and no request cancelled the whole run.
+fn only_tasks_cancelled(store: &Store, run: i64) -> anyhow::Result<bool> {
+    let mut named = Vec::new();
+    for request in store.control_records(run)?.into_iter().filter(|r| r.applied_at.is_some()) {
+        match request.action {
+            ControlAction::CancelRun => return Ok(false),
+            ControlAction::CancelTask { task } => named.push(task),
+            _ => {}
+        }
+    }
+    let cancelled = store.tasks(run, Some(TaskStatus::Cancelled))?;
+    Ok(!named.is_empty() && cancelled.iter().all(|t| named.contains(&t.task)))
 }

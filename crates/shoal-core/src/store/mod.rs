@@ -7,7 +7,9 @@
 //! that picks a backend for an address, the writer thread that makes the engine's
 //! events durable with group commit ([`Writer`]; its protocol is written down in
 //! [`writer`], and what it does once the store takes no more writes in [`outage`]),
-//! the plain records that go in and come out, the control requests that steer a live
+//! the plain records that go in and come out, the recording of a run ([`Recording`]:
+//! the one sink that turns the engine's task life, for commands and calls alike, into
+//! the writer's events), the control requests that steer a live
 //! run from outside ([`control`]), the view of a run a watcher follows from another
 //! process ([`follow`]), and the plain file lock ([`lock::FileLock`]) that
 //! the SQLite backend's run liveness ([`FileLiveness`](crate::run::FileLiveness))
@@ -15,7 +17,8 @@
 //! identity and liveness are [`crate::run`]'s.
 //!
 //! It must not schedule, spawn or decide anything: it records what the engine tells
-//! it and answers queries. It never creates directories, never panics on a bad file,
+//! it (its one rule of its own: a run with a cancelled task ends `interrupted`) and
+//! answers queries. It never creates directories, never panics on a bad file,
 //! and never blocks the engine's hot path on I/O (events go through [`Writer::send`]).
 
 mod address;
@@ -25,6 +28,7 @@ pub mod follow;
 mod handle;
 pub(crate) mod lock;
 pub mod outage;
+mod recording;
 mod records;
 pub mod sqlite;
 pub mod writer;
@@ -36,6 +40,7 @@ pub use control::{
 };
 pub use follow::{ProgressFeed, RunProgress, RunningAttempt, TaskEnd};
 pub use handle::Store;
+pub use recording::{AttemptEnd, Recording};
 pub use records::{
     unix_now, AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus,
     RunSummary, SlotStats, StatusCounts, TaskRecord,

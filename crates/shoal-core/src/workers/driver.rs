@@ -31,10 +31,9 @@ use super::record::Recorder;
 use super::worker::{Inbox, Process, WorkerEvent};
 use crate::process::{stat, ExitInfo, Limits, MemoryLimit};
 use crate::protocol::{encode, Conversation, Message, PROTOCOL_VERSION};
-use crate::store::ControlRequest;
-use crate::store::ControlWatcher;
+use crate::store::{AttemptEnd, ControlRequest, ControlWatcher};
 use crate::tap::TaskStep;
-use crate::task::{TaskId, TaskStatus};
+use crate::task::{Output, TaskId, TaskStatus};
 
 /// Runs the pool until it is closed and drained, or terminated; returns its last
 /// figures.
@@ -107,7 +106,7 @@ pub(super) async fn run(
                 let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
                 while let Ok(command) = commands.try_recv() {
                     if let Command::Refused(task, reason) = command {
-                        recorder.refused(task, reason);
+                        recorder.recording().refused(task, reason);
                     }
                 }
                 *slot = Some((recorder, cut_short));
@@ -212,7 +211,7 @@ impl Driver {
             }
             Command::Refused(task, reason) => {
                 if let Some(recorder) = &self.recorder {
-                    recorder.refused(task, reason);
+                    recorder.recording().refused(task, reason);
                 }
             }
             Command::Resize(wanted, reply) => {
@@ -230,7 +229,7 @@ impl Driver {
         let result = self.machine.control(now, request.action);
         self.apply();
         if let Some(recorder) = &self.recorder {
-            recorder.control_applied(request.id, result);
+            recorder.recording().control_applied(request.id, result);
         }
     }
 
@@ -374,22 +373,38 @@ impl Driver {
         encode(&message, &mut worker.outbox).expect("control messages are small");
     }
 
+    /// Hands a step of a task's life to its sinks: the tap's observers, the store.
     fn record(&self, record: Record) {
         if let Some(tap) = &self.config.tap {
             tap.send(|| step(&record));
         }
         let Some(recorder) = &self.recorder else { return };
+        let recording = recorder.recording();
         match record {
             Record::Started { task, attempt, place, running } => {
                 let pid = self.workers.get(place).and_then(Option::as_ref);
                 let pid = pid.filter(|_| running).map_or(0, |w| w.process.pid);
-                recorder.started(task, attempt, place + 1, pid);
+                recording.started(task, attempt, place + 1, pid, SystemTime::now(), None);
             }
             Record::Ended { task, attempt, ran, outcome, status, result, why } => {
-                recorder.ended(task, attempt, ran, outcome, status, result, &why)
+                recording.ended(AttemptEnd {
+                    task,
+                    attempt,
+                    outcome,
+                    final_status: status,
+                    duration: ran,
+                    at: SystemTime::now(),
+                    exit_code: None,
+                    signal: None,
+                    max_rss_kb: None,
+                    stdout: Output::default(),
+                    // A traceback or a reason goes where a command's stderr would.
+                    stderr: Output { bytes: why.into_bytes(), truncated: false },
+                    result,
+                })
             }
-            Record::Cancelled(task) => recorder.cancelled(task),
-            Record::Reused(task, result) => recorder.reused(task, result),
+            Record::Cancelled(task) => recording.cancelled(task),
+            Record::Reused(task, result) => recording.reused(task, result),
         }
     }
 

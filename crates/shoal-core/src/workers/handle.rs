@@ -170,7 +170,7 @@ impl WorkerPool {
         if let Some(recorder) = &recorder {
             // Its workers carry the run's marker, as a CLI run's tasks do: a resume's
             // cleanup and `ps`-based tools find them.
-            let (name, value) = recorder.marker().env();
+            let (name, value) = recorder.recording().marker().env();
             config.env.retain(|(given, _)| given.as_os_str() != name.as_str());
             config.env.push((name.into(), value.into()));
         }
@@ -327,7 +327,7 @@ impl WorkerPool {
             Some(slot) => {
                 let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
                 match &*slot {
-                    Some((recorder, _)) => recorder.refused(task, reason),
+                    Some((recorder, _)) => recorder.recording().refused(task, reason),
                     // Sent under the lock: the driver drains it before it parks.
                     None => {
                         let _ = self.control.send(Command::Refused(task, reason));
