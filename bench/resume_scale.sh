@@ -17,7 +17,6 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 seq "$tasks" >"$work/inputs"
-run() { "$SHOAL" --store "$work/s.db" "$@"; }
 counts() {
   python3 - "$work/s.db" <<'PY'
 import sqlite3, sys
@@ -27,17 +26,19 @@ print(", ".join(f"{n} {s}" for s, n in db.execute(
 PY
 }
 
-run run -j2 --no-progress "$(type -P true)" :::: "$work/inputs" 2>/dev/null &
+"$SHOAL" --store "$work/s.db" run -j2 --no-progress "$(type -P true)" :::: "$work/inputs" \
+  2>/dev/null &
 sleep 1
-kill -INT $!
+# SIGTERM, not SIGINT: a background job of a script ignores SIGINT.
+kill -TERM $!
 wait $! || true
-echo "after SIGINT: $(counts)"
+echo "after SIGTERM: $(counts)"
 
 /usr/bin/time -f "%M" -o "$work/rss1" "$SHOAL" --store "$work/s.db" run --resume --no-progress \
   2>/dev/null &
 sleep 1
 # The resume itself, not /usr/bin/time, is killed.
-kill -9 "$(pgrep -P $! -x shoal)"
+kill -9 "$(pgrep -P $!)"
 wait $! || true
 echo "first resume, killed after 1 s: peak RSS $(( $(tail -1 "$work/rss1") / 1024 )) MiB; $(counts)"
 
