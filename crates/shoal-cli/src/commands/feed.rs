@@ -46,7 +46,8 @@ pub(super) struct Feed<'a> {
     /// A resume's tasks still in the store.
     pub(super) pages: Option<Pages<'a>>,
     pub(super) reading: Option<Reading>,
-    /// How many tasks the run has had so far.
+    /// How many tasks the run has had so far (a resume: every task it runs, known
+    /// from the start).
     pub(super) tasks: u64,
     /// Why the input could not be read to its end.
     pub(super) failed: Option<anyhow::Error>,
