@@ -1199,7 +1199,9 @@ fn bad_durations_stored_by_an_older_shoal_are_refused_on_resume() {
     let out = env.run(&["run", "--resume", "--timeout", "10", "--retry-delay", "1"]);
     out.expect_code(1);
     assert_eq!(int_of(task(&env.results(&[]), 2), "attempts"), 2);
-    // The options are stored fixed; the task's own timeout is still the old one.
+    // The options are stored fixed; the task's own timeout is still the old one, and
+    // it is refused before the resume changes anything.
+    let before = (env.runs(), env.export(&[]));
     let out = env.run(&["run", "--resume"]);
     out.expect_code(2);
     assert!(
@@ -1207,6 +1209,7 @@ fn bad_durations_stored_by_an_older_shoal_are_refused_on_resume() {
         "{}",
         out.stderr
     );
+    assert_eq!((env.runs(), env.export(&[])), before, "a refused resume changes nothing");
     env.run(&["run", "--resume", "--timeout", "1"]).expect_code(1);
 }
 

@@ -10,8 +10,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use common::{int_of, str_of, wait_for, Env, Running, HANG};
+use common::{int_of, json_lines, str_of, wait_for, Env, Running, HANG};
 use serde_json::Value;
 
 /// A FIFO in the test's directory.
@@ -171,4 +172,53 @@ fn a_run_stopped_while_its_input_streams_records_the_rest_for_a_resume() {
     for task in 2..=3 {
         assert!(ran(&env, task).exists(), "task {task} ran on resume");
     }
+}
+
+/// A resume of more tasks than it reads from the store at once (1,000) and than the
+/// engine queues (10,000) runs each task that did not succeed exactly once, in order
+/// with the run's stored `-k`; `-j` given on resume replaces the stored one. (A stop
+/// while the input streams records the rest unrun: the tasks to resume.)
+#[test]
+fn a_resume_of_more_tasks_than_a_page_and_the_queue_runs_each_once_in_order() {
+    let env = Env::new();
+    let tasks = 11_000;
+    let input = fifo(&env, "inputs");
+    let run = env.spawn(&["run", "-j1", "-k", "--no-progress", "echo", "::::", &input]);
+    let mut writer = File::create(&input).expect("open the FIFO for writing");
+    writer.write_all(b"1\n").unwrap();
+    writer.flush().unwrap();
+    wait_for("task 1 to succeed", HANG, || {
+        // Until the run is recorded, `results` finds no run.
+        let out = env.run(&["results", "--json"]);
+        let results = json_lines(&out.stdout);
+        results.first().filter(|t| str_of(t, "status") == "succeeded").map(drop)
+    });
+    run.signal(libc::SIGINT);
+    let rest: String = (2..=tasks).map(|i| format!("{i}\n")).collect();
+    writer.write_all(rest.as_bytes()).unwrap();
+    drop(writer);
+    run.wait(HANG).expect_code(130);
+    // The stop may come after a task or two more have run.
+    let done: Vec<i64> = env
+        .results(&[])
+        .iter()
+        .filter(|t| str_of(t, "status") == "succeeded")
+        .map(|t| int_of(t, "task"))
+        .collect();
+    let pending: Vec<i64> = (1..=tasks).filter(|i| !done.contains(i)).collect();
+    assert!(pending.len() > 10_000, "{} tasks to resume", pending.len());
+
+    // Some 11,000 tasks through a debug build on a loaded machine: more than HANG.
+    let resumed = env.spawn(&["run", "--resume", "-j2", "--no-progress"]);
+    let out = resumed.wait(Duration::from_secs(300));
+    out.expect_code(0);
+    let expected: String = pending.iter().map(|i| format!("{i}\n")).collect();
+    let lines = out.stdout.lines().count();
+    assert!(out.stdout == expected, "each task once, in order: {lines} lines");
+    let summary = format!("{} succeeded, {} already done", pending.len(), done.len());
+    assert!(out.stderr.contains(&summary), "{}", out.stderr);
+    let results = env.results(&[]);
+    assert!(results.iter().all(|t| str_of(t, "status") == "succeeded"));
+    // The run began on one slot; the resume runs two.
+    assert!(results.iter().any(|t| int_of(t, "slot") == 2), "-j2 given on resume is used");
 }

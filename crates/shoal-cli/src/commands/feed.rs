@@ -2,7 +2,9 @@
 //! rest of the input as it is read ([`crate::reading`]). A task read later is numbered
 //! in input order, recorded (through the run's recording, ahead of any of its attempts),
 //! counted in the progress total and, for `--keep-order`, put in the printer's order,
-//! all when the engine takes it.
+//! all when the engine takes it. A resume's tasks come from the store instead, a
+//! page at a time as the engine takes them ([`Pages`]), each page put in the
+//! printer's order as it is read.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -15,6 +17,7 @@ use shoal_core::TaskId;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
 use super::printer::Printer;
+use super::resume::Pages;
 use super::run::Planned;
 use crate::progress::Progress;
 use crate::reading::Read;
@@ -36,10 +39,14 @@ pub(super) struct Feed<'a> {
     pub(super) progress: &'a Progress,
     /// Only with `--keep-order`.
     pub(super) printer: Option<&'a Mutex<Printer>>,
-    /// Tasks already recorded, in input order.
+    /// Tasks already recorded, in input order: a new run's first ones, or a
+    /// resume's current page.
     pub(super) first: VecDeque<Planned>,
+    /// A resume's tasks still in the store.
+    pub(super) pages: Option<Pages<'a>>,
     pub(super) reading: Option<Reading>,
-    /// How many tasks the run has had so far.
+    /// How many tasks the run has had so far (a resume: every task it runs, known
+    /// from the start).
     pub(super) tasks: u64,
     /// Why the input could not be read to its end.
     pub(super) failed: Option<anyhow::Error>,
@@ -82,6 +89,31 @@ impl Feed<'_> {
         Some(Submission { task, meta, attempts: 0, payload: input.args })
     }
 
+    /// A resume's next page into `first` once it has run out; the end of the
+    /// resume's tasks (or a store that fails to give them) ends the pages.
+    fn turn_page(&mut self) {
+        if !self.first.is_empty() {
+            return;
+        }
+        let Some(pages) = &mut self.pages else { return };
+        match pages.next_page() {
+            Ok(page) if !page.is_empty() => {
+                if let Some(printer) = self.printer {
+                    let mut printer = printer.lock().unwrap_or_else(|e| e.into_inner());
+                    page.iter().for_each(|p| printer.expect(p.task));
+                }
+                self.first.extend(page);
+            }
+            Ok(_) => self.pages = None,
+            Err(e) => {
+                // What was read ran; the rest is left for another resume.
+                self.tasks = pages.read;
+                self.failed = Some(e);
+                self.pages = None;
+            }
+        }
+    }
+
     fn fail(&mut self, e: anyhow::Error) {
         self.failed = Some(e);
         self.input_ended();
@@ -105,6 +137,7 @@ impl TaskSource for Feed<'_> {
     type Payload = Vec<String>;
 
     fn try_next(&mut self) -> Pulled<Vec<String>> {
+        self.turn_page();
         if let Some(planned) = self.first.pop_front() {
             return Pulled::Task(submission(planned));
         }
@@ -120,6 +153,7 @@ impl TaskSource for Feed<'_> {
     }
 
     async fn next(&mut self) -> Option<Submission<Vec<String>>> {
+        self.turn_page();
         if let Some(planned) = self.first.pop_front() {
             return Some(submission(planned));
         }

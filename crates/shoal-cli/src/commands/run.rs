@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::feed::{Feed, Reading};
 use super::printer::{Printer, PRINT_LIMIT};
+use super::resume::Pages;
 use crate::cli::RunArgs;
 use crate::inputs::{self, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
@@ -104,14 +105,13 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()
         .context("start the runtime")?;
-    let Prepared { template, options, memory, planned, skipped, hold, reading } = match args.resume
-    {
-        Some(run) => super::resume::resume(&store, run, &args)?,
-        None => start(&store, &args, &runtime)?,
-    };
+    let Prepared { template, options, memory, planned, tasks, pages, skipped, hold, reading } =
+        match args.resume {
+            Some(run) => super::resume::resume(&store, run, &args)?,
+            None => start(&store, &args, &runtime)?,
+        };
     let run_id = hold.run();
 
-    let first = planned.len() as u64;
     let force = if args.progress {
         Some(true)
     } else if args.no_progress {
@@ -119,7 +119,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     } else {
         None
     };
-    let progress = Arc::new(Progress::new(first, force));
+    let progress = Arc::new(Progress::new(tasks, force));
     progress.set_input_open(reading.is_some());
     let order: Vec<TaskId> = planned.iter().map(|p| p.task).collect();
     let printer = Arc::new(Mutex::new(Printer::new(
@@ -173,8 +173,9 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         progress: &progress,
         printer: options.keep_order.then_some(&*printer),
         first: planned.into(),
+        pages,
         reading,
-        tasks: first,
+        tasks,
         failed: None,
     };
     let mut kill_now = stop_rx.clone();
@@ -279,14 +280,19 @@ fn engine_config(
 }
 
 /// A run ready to start, new or resumed.
-pub(super) struct Prepared {
+pub(super) struct Prepared<'a> {
     /// The input still being read (a new run's, past its first tasks).
     pub(super) reading: Option<Reading>,
     pub(super) template: Template,
     pub(super) options: RunOptions,
     pub(super) memory: Option<Arc<MemoryLimit>>,
-    /// The tasks to run now.
+    /// A new run's first tasks, in input order.
     pub(super) planned: Vec<Planned>,
+    /// A resumed run's tasks, still in the store.
+    pub(super) pages: Option<Pages<'a>>,
+    /// How many tasks run, as far as known now: a new run's first ones, or all that
+    /// a resume runs.
+    pub(super) tasks: u64,
     /// Tasks that had already succeeded (on resume).
     pub(super) skipped: u64,
     /// The run, alive until it ends: no `--resume` of it can start meanwhile. Its
@@ -431,7 +437,7 @@ fn has_cap_sys_nice() -> bool {
 /// them. An input that ends within [`FIRST_TASKS`] tasks and [`FIRST_WAIT`] is read
 /// whole before anything is recorded, so a bad line in it records nothing; a longer
 /// one goes on being read while the run runs.
-fn start(store: &Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared> {
+fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
     let (command, groups) = inputs::split_command(args.command.clone())?;
     let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
@@ -498,7 +504,18 @@ fn start(store: &Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Pre
         let reading = Reading { rx, next_task, default_timeout, retries: options.retries };
         (store.create_streaming_run(&new_run, &tasks)?, Some(reading))
     };
-    Ok(Prepared { template, options, memory, planned, skipped: 0, hold, reading })
+    let tasks = planned.len() as u64;
+    Ok(Prepared {
+        template,
+        options,
+        memory,
+        planned,
+        tasks,
+        pages: None,
+        skipped: 0,
+        hold,
+        reading,
+    })
 }
 
 /// The most tasks read before the run is recorded.

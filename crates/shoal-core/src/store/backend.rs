@@ -25,14 +25,12 @@ use serde_json::Value;
 use super::address::StoreAddress;
 use super::control::{ControlAction, ControlFeed, ControlRecord};
 use super::follow::ProgressFeed;
-use super::records::{
-    AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
-};
+use super::records::{AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunSummary, TaskRecord};
 use super::sqlite::SqliteStore;
 use super::writer::StoreEvent;
 use crate::error::{Error, Result};
 use crate::run::{Liveness, RunHold};
-use crate::task::TaskStatus;
+use crate::task::{TaskId, TaskStatus};
 
 /// How a store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +67,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// See [`Store::insert_tasks`](super::Store::insert_tasks).
     fn insert_tasks(&self, run: i64, tasks: &[NewTask]) -> Result<()>;
     /// See [`Store::prepare_resume`](super::Store::prepare_resume).
-    fn prepare_resume(&self, run: i64) -> Result<ResumeInfo>;
+    fn prepare_resume(&self, run: i64) -> Result<RunRecord>;
+    /// See [`Store::unsucceeded_tasks`](super::Store::unsucceeded_tasks).
+    fn unsucceeded_tasks(&self, run: i64, after: TaskId, limit: usize) -> Result<Vec<TaskRecord>>;
+    /// See [`Store::unsucceeded_timeout_extremes`](super::Store::unsucceeded_timeout_extremes).
+    fn unsucceeded_timeout_extremes(&self, run: i64) -> Result<Vec<(TaskId, f64)>>;
     /// See [`Store::stored_result`](super::Store::stored_result).
     fn stored_result(&self, key: &str, command: &str) -> Result<Option<Vec<u8>>>;
     /// See [`Store::runs`](super::Store::runs).

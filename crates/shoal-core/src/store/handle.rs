@@ -10,12 +10,11 @@ use super::backend::{self, Access, Backend, Journal};
 use super::control::{ControlAction, ControlRecord, ControlWatcher, MAX_SLOTS};
 use super::follow::ProgressFeed;
 use super::records::{
-    AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus, RunSummary,
-    TaskRecord,
+    AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunStatus, RunSummary, TaskRecord,
 };
 use crate::error::{Error, Result};
 use crate::run::RunHold;
-use crate::task::TaskStatus;
+use crate::task::{TaskId, TaskStatus};
 
 /// An open shoal store. It can be shared between threads; the writer thread has a
 /// journal (SQLite: a connection) of its own.
@@ -123,9 +122,32 @@ impl Store {
 
     /// Repairs a run whose shoal was killed so it can be resumed: attempts left open
     /// end as `interrupted` now, `running` tasks go back to `queued`, and the run is
-    /// `running` again. Returns the run and every task that did not succeed.
-    pub fn prepare_resume(&self, run: i64) -> Result<ResumeInfo> {
+    /// `running` again. Returns the run; its tasks to run are read with
+    /// [`Store::unsucceeded_tasks`].
+    pub fn prepare_resume(&self, run: i64) -> Result<RunRecord> {
         self.backend.prepare_resume(run)
+    }
+
+    /// The tasks of a run that did not succeed (what a resume runs), numbered after
+    /// `after`, by number, at most `limit` of them: a page, so that a resume of a
+    /// million tasks never holds them all. Each task's `attempts` says how many it
+    /// has had. The next page starts after the last task of this one; an empty page
+    /// is the end.
+    pub fn unsucceeded_tasks(
+        &self,
+        run: i64,
+        after: TaskId,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>> {
+        self.backend.unsucceeded_tasks(run, after, limit)
+    }
+
+    /// The lowest and the highest timeout stored for the tasks of a run that did not
+    /// succeed, in that order, each with the first task that holds it; empty when
+    /// none of them has a timeout. A range check of these two is a check of every
+    /// task's, without reading the tasks.
+    pub fn unsucceeded_timeout_extremes(&self, run: i64) -> Result<Vec<(TaskId, f64)>> {
+        self.backend.unsucceeded_timeout_extremes(run)
     }
 
     /// The result of the latest task with this key and command (a call's label), in

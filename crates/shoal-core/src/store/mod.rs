@@ -42,8 +42,8 @@ pub use follow::{ProgressFeed, RunProgress, RunningAttempt, TaskEnd};
 pub use handle::Store;
 pub use recording::{AttemptEnd, Recording};
 pub use records::{
-    unix_now, AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunStatus,
-    RunSummary, SlotStats, StatusCounts, TaskRecord,
+    unix_now, AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunStatus, RunSummary,
+    SlotStats, StatusCounts, TaskRecord,
 };
 pub use sqlite::{APPLICATION_ID, SCHEMA_VERSION};
 pub use writer::{OnCommit, OnFailure, StoreEvent, Writer, MAX_BATCH};

@@ -219,16 +219,6 @@ pub struct AttemptRecord {
     pub stderr_truncated: bool,
 }
 
-/// What a resume needs: the run and the tasks still to do.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ResumeInfo {
-    /// The run, now `running` again.
-    pub run: RunRecord,
-    /// Every task that did not succeed, by task number; `attempts` holds how many
-    /// attempts each has had so far.
-    pub pending: Vec<TaskRecord>,
-}
-
 /// Work done on one slot.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlotStats {

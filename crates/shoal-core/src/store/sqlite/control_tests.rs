@@ -172,8 +172,9 @@ fn a_resume_drops_the_requests_its_dead_shoal_never_took() {
     let (run, lock) = live_run(&store, 2);
     ask(&store, run, &[ControlAction::CancelRun]);
     drop(lock); // the shoal died before it took it
-    let info = store.prepare_resume(run).unwrap();
-    assert!(info.pending.iter().all(|t| t.status == TaskStatus::Queued));
+    store.prepare_resume(run).unwrap();
+    let pending = store.unsucceeded_tasks(run, 0, 10).unwrap();
+    assert!(pending.iter().all(|t| t.status == TaskStatus::Queued));
     let records = store.control_records(run).unwrap();
     assert_eq!(records[0].result.as_deref(), Some("dropped: the run had died"));
     let _hold = store.hold_run(run).unwrap();

@@ -11,7 +11,7 @@ use super::space;
 use super::store::SqliteStore;
 use crate::error::{Error, Result};
 use crate::run::{Liveness, RunHold};
-use crate::store::records::{unix_now as now, NewRun, NewTask, ResumeInfo, RunStatus};
+use crate::store::records::{unix_now as now, NewRun, NewTask, RunRecord, RunStatus};
 use crate::task::TaskStatus;
 
 /// Encodes a list of words as a JSON array.
@@ -161,11 +161,10 @@ impl SqliteStore {
 
     /// Repairs a run whose shoal was killed so it can be resumed: attempts left open
     /// end as `interrupted` now, `running` tasks go back to `queued`, and the run is
-    /// `running` again. Returns the run and every task that did not succeed.
-    pub(super) fn prepare_resume(&self, run: i64) -> Result<ResumeInfo> {
+    /// `running` again. Returns the run.
+    pub(super) fn prepare_resume(&self, run: i64) -> Result<RunRecord> {
         self.repair(run).map_err(|e| self.full_or(e, "prepare a resume in"))?;
-        let pending = self.unsucceeded_tasks(run)?;
-        Ok(ResumeInfo { run: self.run(run)?, pending })
+        self.run(run)
     }
 
     /// The writes of [`SqliteStore::prepare_resume`], in one transaction.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::db::require_run;
 use super::failure::db;
@@ -15,7 +15,7 @@ use crate::store::records::{
     zero_counts, AttemptRecord, RunRecord, RunStats, RunSummary, SlotStats, StatusCounts,
     TaskRecord,
 };
-use crate::task::TaskStatus;
+use crate::task::{TaskId, TaskStatus};
 
 const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
     status, attempts, exit_code, signal, slot, pid, started_at, ended_at, duration,
@@ -131,19 +131,51 @@ impl SqliteStore {
             .map_err(db(&self.path, "read tasks"))
     }
 
-    /// The tasks of a run that did not succeed, by number: what a resume runs. The
+    /// The tasks of a run that did not succeed numbered after `after`, by number, at
+    /// most `limit` of them: what a resume runs, read a page at a time (keyset by task
+    /// number, so each page costs the same however far the run has got). The
     /// succeeded ones, most of a long run, are never read.
-    pub(super) fn unsucceeded_tasks(&self, run: i64) -> Result<Vec<TaskRecord>> {
+    pub(super) fn unsucceeded_tasks(
+        &self,
+        run: i64,
+        after: TaskId,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>> {
         let conn = self.conn();
         require_run(&self.path, &conn, run)?;
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks
-             WHERE run_id = ?1 AND status != ?2 ORDER BY task"
+             WHERE run_id = ?1 AND task > ?2 AND status != ?3 ORDER BY task LIMIT ?4"
         );
-        let mut stmt = conn.prepare(&sql).map_err(db(&self.path, "read tasks"))?;
-        stmt.query_map(params![run, TaskStatus::Succeeded], task_row)
+        let mut stmt = conn.prepare_cached(&sql).map_err(db(&self.path, "read tasks"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map(params![run, after, TaskStatus::Succeeded, limit], task_row)
             .and_then(Iterator::collect)
             .map_err(db(&self.path, "read tasks"))
+    }
+
+    /// The lowest and the highest timeout stored for the tasks of a run that did not
+    /// succeed, each with the first task that holds it (none when no such task has
+    /// one): a resume checks them all by these two before it changes anything.
+    pub(super) fn unsucceeded_timeout_extremes(&self, run: i64) -> Result<Vec<(TaskId, f64)>> {
+        let conn = self.conn();
+        require_run(&self.path, &conn, run)?;
+        let mut extremes = Vec::with_capacity(2);
+        for order in ["ASC", "DESC"] {
+            let sql = format!(
+                "SELECT task, timeout FROM tasks
+                 WHERE run_id = ?1 AND status != ?2 AND timeout IS NOT NULL
+                 ORDER BY timeout {order}, task LIMIT 1"
+            );
+            let extreme = conn
+                .query_row(&sql, params![run, TaskStatus::Succeeded], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(db(&self.path, "read timeouts"))?;
+            extremes.extend(extreme);
+        }
+        Ok(extremes)
     }
 
     /// Every attempt of a run, by task then attempt number, with its output.

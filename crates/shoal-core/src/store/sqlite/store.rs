@@ -18,9 +18,9 @@ use crate::store::backend::{Access, Backend, Journal};
 use crate::store::control::{ControlAction, ControlFeed, ControlRecord};
 use crate::store::follow::ProgressFeed;
 use crate::store::records::{
-    AttemptRecord, NewRun, NewTask, ResumeInfo, RunRecord, RunStats, RunSummary, TaskRecord,
+    AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunSummary, TaskRecord,
 };
-use crate::task::TaskStatus;
+use crate::task::{TaskId, TaskStatus};
 
 /// An open SQLite store. Synchronous calls share one connection behind a mutex, so it
 /// can be shared between threads.
@@ -75,8 +75,16 @@ impl Backend for SqliteStore {
         SqliteStore::insert_tasks(self, run, tasks)
     }
 
-    fn prepare_resume(&self, run: i64) -> Result<ResumeInfo> {
+    fn prepare_resume(&self, run: i64) -> Result<RunRecord> {
         SqliteStore::prepare_resume(self, run)
+    }
+
+    fn unsucceeded_tasks(&self, run: i64, after: TaskId, limit: usize) -> Result<Vec<TaskRecord>> {
+        SqliteStore::unsucceeded_tasks(self, run, after, limit)
+    }
+
+    fn unsucceeded_timeout_extremes(&self, run: i64) -> Result<Vec<(TaskId, f64)>> {
+        SqliteStore::unsucceeded_timeout_extremes(self, run)
     }
 
     fn stored_result(&self, key: &str, command: &str) -> Result<Option<Vec<u8>>> {

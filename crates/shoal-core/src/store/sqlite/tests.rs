@@ -403,6 +403,66 @@ fn dropping_a_writer_still_writes_its_queue() {
     assert_eq!(store.run(run).unwrap().status, RunStatus::Interrupted);
 }
 
+/// A resume reads the tasks to run in pages: each one once, in order, past the
+/// succeeded ones, whatever the page size; an empty page is the end.
+#[test]
+fn unsucceeded_tasks_come_in_pages_by_task_number() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    store.insert_tasks(run, &new_tasks(10)).unwrap();
+    let mut events = Vec::new();
+    for task in [1, 4, 5, 6, 10] {
+        events.push(started(run, task, 1, 1));
+        events.push(ended(run, task, 1, 1.0, AttemptOutcome::Succeeded, true));
+    }
+    write_all(&store, events).0.unwrap();
+    assert!(matches!(store.unsucceeded_tasks(run + 1, 0, 2), Err(Error::NoSuchRun { .. })));
+    for size in [1, 2, 3, 5, 100] {
+        let (mut pages, mut after) = (Vec::new(), 0);
+        loop {
+            let page: Vec<u64> =
+                store.unsucceeded_tasks(run, after, size).unwrap().iter().map(|t| t.task).collect();
+            let Some(&last) = page.last() else { break };
+            assert!(page.len() <= size);
+            after = last;
+            pages.push(page);
+        }
+        assert_eq!(pages.concat(), [2, 3, 7, 8, 9], "pages of {size}");
+    }
+}
+
+/// A resume checks the stored timeouts of the tasks it would run by the lowest and
+/// the highest, each with the first task holding it; succeeded tasks do not count.
+#[test]
+fn unsucceeded_timeout_extremes_name_the_first_task_of_each() {
+    let (_dir, path) = temp();
+    let store = Store::open(&path).unwrap();
+    let run = new_run(&store);
+    let timeouts = [Some(0.5), None, Some(3.0), Some(9.0), Some(0.5), Some(9.0)];
+    let tasks: Vec<NewTask> = new_tasks(6)
+        .into_iter()
+        .zip(timeouts)
+        .map(|(mut t, secs)| {
+            t.meta.timeout = secs.map(Duration::from_secs_f64);
+            t
+        })
+        .collect();
+    store.insert_tasks(run, &tasks).unwrap();
+    assert_eq!(store.unsucceeded_timeout_extremes(run).unwrap(), [(1, 0.5), (4, 9.0)]);
+    let events = vec![
+        started(run, 1, 1, 1),
+        ended(run, 1, 1, 1.0, AttemptOutcome::Succeeded, true),
+        started(run, 4, 1, 1),
+        ended(run, 4, 1, 1.0, AttemptOutcome::Succeeded, true),
+    ];
+    write_all(&store, events).0.unwrap();
+    assert_eq!(store.unsucceeded_timeout_extremes(run).unwrap(), [(5, 0.5), (6, 9.0)]);
+    let bare = new_run(&store);
+    store.insert_tasks(bare, &new_tasks(2)).unwrap();
+    assert_eq!(store.unsucceeded_timeout_extremes(bare).unwrap(), []);
+}
+
 #[test]
 fn prepare_resume_requeues_running_tasks_and_closes_open_attempts() {
     let (_dir, path) = temp();
@@ -424,9 +484,14 @@ fn prepare_resume_requeues_running_tasks_and_closes_open_attempts() {
 
     let _resuming = store.hold_run(run).unwrap();
     assert!(matches!(store.hold_run(run), Err(Error::RunBusy { .. })));
-    let info = store.prepare_resume(run).unwrap();
-    assert_eq!((info.run.id, info.run.status, info.run.ended_at), (run, RunStatus::Running, None));
-    let pending: Vec<_> = info.pending.iter().map(|t| (t.task, t.status, t.attempts)).collect();
+    let resumed = store.prepare_resume(run).unwrap();
+    assert_eq!((resumed.id, resumed.status, resumed.ended_at), (run, RunStatus::Running, None));
+    let pending: Vec<_> = store
+        .unsucceeded_tasks(run, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|t| (t.task, t.status, t.attempts))
+        .collect();
     assert_eq!(
         pending,
         vec![(2, TaskStatus::Queued, 2), (3, TaskStatus::TimedOut, 1), (4, TaskStatus::Queued, 0)]
