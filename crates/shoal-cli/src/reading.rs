@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use crate::inputs::{lines, load_groups, InputError, InputGroupSpec, TaskInput, TaskLines};
+use crate::inputs::{
+    lines, load_groups, InputError, InputGroupSpec, InputRules, TaskInput, TaskLines,
+};
 
 /// One task's inputs as read, or why the input could not be read further.
 pub type Read = Result<TaskInput, InputError>;
@@ -32,10 +34,14 @@ pub enum InputSpec {
 /// input order and ends after the last, or after the first error. The thread stops
 /// once the receiver is dropped (at its next task: a read that blocks, on a pipe,
 /// blocks it until then).
-pub fn spawn(spec: InputSpec, capacity: usize) -> io::Result<mpsc::Receiver<Read>> {
+pub fn spawn(
+    spec: InputSpec,
+    rules: InputRules,
+    capacity: usize,
+) -> io::Result<mpsc::Receiver<Read>> {
     let (tx, rx) = mpsc::channel(capacity);
     std::thread::Builder::new().name("shoal-inputs".into()).spawn(move || {
-        for read in inputs(spec) {
+        for read in inputs(spec, rules) {
             let failed = read.is_err();
             if tx.blocking_send(read).is_err() || failed {
                 break;
@@ -45,20 +51,21 @@ pub fn spawn(spec: InputSpec, capacity: usize) -> io::Result<mpsc::Receiver<Read
     Ok(rx)
 }
 
-/// The tasks of `spec`, read as they are taken.
-fn inputs(spec: InputSpec) -> Box<dyn Iterator<Item = Read>> {
+/// The tasks of `spec`, read as they are taken (`rules` apply to the groups and
+/// stdin, not to `--tasks` lines).
+fn inputs(spec: InputSpec, rules: InputRules) -> Box<dyn Iterator<Item = Read>> {
     match spec {
-        InputSpec::Stdin => args_of(lines(io::stdin().lock(), Path::new("-"))),
+        InputSpec::Stdin => args_of(lines(io::stdin().lock(), Path::new("-"), rules)),
         InputSpec::Tasks(path) => match open(&path) {
             Ok(reader) => Box::new(TaskLines::new(reader, path)),
             Err(e) => Box::new(std::iter::once(Err(e))),
         },
-        InputSpec::Groups(specs) => groups(specs),
+        InputSpec::Groups(specs) => groups(specs, rules),
     }
 }
 
 /// The product of the groups, the first one streamed when it can be.
-fn groups(mut specs: Vec<InputGroupSpec>) -> Box<dyn Iterator<Item = Read>> {
+fn groups(mut specs: Vec<InputGroupSpec>, rules: InputRules) -> Box<dyn Iterator<Item = Read>> {
     if specs.is_empty() {
         // No groups at all: one task with no inputs, as their empty product.
         return Box::new(std::iter::once(Ok(TaskInput::default())));
@@ -66,7 +73,7 @@ fn groups(mut specs: Vec<InputGroupSpec>) -> Box<dyn Iterator<Item = Read>> {
     let stdin_twice = specs.iter().filter(|s| is_stdin(s)).count() > 1;
     if stdin_twice || matches!(specs[0], InputGroupSpec::Literal(_)) {
         // Read whole, as the first group is already (on the command line) or must be.
-        return match load_groups(specs, io::stdin().lock()) {
+        return match load_groups(specs, io::stdin().lock(), &rules) {
             Ok(mut groups) => {
                 let first = groups.remove(0);
                 product(Box::new(first.into_iter().map(Ok)), groups)
@@ -77,12 +84,12 @@ fn groups(mut specs: Vec<InputGroupSpec>) -> Box<dyn Iterator<Item = Read>> {
     let InputGroupSpec::File(path) = specs.remove(0) else { unreachable!("checked above") };
     // The others first, read whole: an unreadable one is found before any task runs.
     // (Standard input, if named, is one of them or the first, never both.)
-    let rest = match load_groups(specs, io::stdin().lock()) {
+    let rest = match load_groups(specs, io::stdin().lock(), &rules) {
         Ok(rest) => rest,
         Err(e) => return Box::new(std::iter::once(Err(e))),
     };
     match open(&path) {
-        Ok(reader) => product(Box::new(lines(reader, &path)), rest),
+        Ok(reader) => product(Box::new(lines(reader, &path, rules)), rest),
         Err(e) => Box::new(std::iter::once(Err(e))),
     }
 }
@@ -172,7 +179,7 @@ mod tests {
     use super::*;
 
     fn all(spec: InputSpec) -> Result<Vec<Vec<String>>, InputError> {
-        inputs(spec).map(|t| t.map(|t| t.args)).collect()
+        inputs(spec, InputRules::default()).map(|t| t.map(|t| t.args)).collect()
     }
 
     fn s(words: &[&str]) -> Vec<String> {
@@ -202,12 +209,13 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(b"a\nb\n\xff\nc\n").unwrap();
         let spec = InputSpec::Groups(vec![InputGroupSpec::File(file.path().to_owned())]);
-        let read: Vec<Read> = inputs(spec).collect();
+        let read: Vec<Read> = inputs(spec, InputRules::default()).collect();
         assert_eq!(read.len(), 3, "a, b, then the error, and nothing after it");
         assert!(matches!(read[2], Err(InputError::NotUtf8 { line: 3, .. })), "{:?}", read[2]);
         let mut tasks = tempfile::NamedTempFile::new().unwrap();
         tasks.write_all(b"{\"args\": [\"a\"]}\n\n{\"args\": [1,}\n{\"args\": [\"c\"]}\n").unwrap();
-        let read: Vec<Read> = inputs(InputSpec::Tasks(tasks.path().to_owned())).collect();
+        let read: Vec<Read> =
+            inputs(InputSpec::Tasks(tasks.path().to_owned()), InputRules::default()).collect();
         assert_eq!(read.len(), 2);
         assert!(matches!(read[1], Err(InputError::TaskLine { line: 3, .. })), "{:?}", read[1]);
     }

@@ -28,7 +28,7 @@ use super::feed::{Feed, Reading};
 use super::printer::{Printer, PRINT_LIMIT};
 use super::resume::Pages;
 use crate::cli::RunArgs;
-use crate::inputs::{self, TaskInput};
+use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
 use crate::reading::{self, InputSpec, Read};
@@ -438,7 +438,16 @@ fn has_cap_sys_nice() -> bool {
 /// whole before anything is recorded, so a bad line in it records nothing; a longer
 /// one goes on being read while the run runs.
 fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
-    let (command, groups) = inputs::split_command(args.command.clone())?;
+    let (command, mut groups) = inputs::split_command(args.command.clone())?;
+    // `-a` files are input groups before the `:::`/`::::` ones, as in GNU parallel.
+    let arg_files = args.input.arg_file.iter().map(|path| InputGroupSpec::File(path.clone()));
+    groups.splice(0..0, arg_files);
+    let rules = InputRules::new(
+        args.input.null,
+        args.input.delimiter.clone(),
+        args.input.eof.clone(),
+        args.input.trim.unwrap_or_default(),
+    );
     let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let template = Template::parse(&command, options.shell)?;
@@ -448,7 +457,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
     // parallel and `xargs -r`.
     let spec = match (&args.tasks, groups.len()) {
         (Some(_), 1..) => {
-            bail!("give the inputs either with ::: / :::: or with --tasks, not both")
+            bail!("give the inputs either with ::: / :::: / -a or with --tasks, not both")
         }
         (Some(path), 0) => InputSpec::Tasks(path.clone()),
         (None, count @ 1..) => {
@@ -463,7 +472,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
             InputSpec::Stdin
         }
     };
-    let mut rx = reading::spawn(spec, READ_AHEAD).context("start reading the inputs")?;
+    let mut rx = reading::spawn(spec, rules, READ_AHEAD).context("start reading the inputs")?;
     let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
     for input in &inputs {
         template.check_groups(input.args.len())?;

@@ -1,0 +1,141 @@
+//! `shoal run` side by side with GNU parallel: each of parallel's options that shoal
+//! takes gives the same output and exit status as parallel's own (both run with
+//! `-k`, so the order is the input's), plus what only shoal adds (the store records
+//! every task as run). Where parallel is not installed the comparison is skipped and
+//! shoal's output is still checked against the expected text.
+
+mod common;
+
+use std::process::Command;
+
+use common::{run_command, Env};
+
+/// Runs `shoal run -k ARGS` and `parallel -k ARGS` with `stdin` in the test's
+/// directory, asserts that both print the same and exit alike, and returns shoal's
+/// output.
+#[track_caller]
+fn side_by_side(env: &Env, args: &[&str], stdin: &[u8]) -> String {
+    let mut shoal_args = vec!["run", "-k", "--no-progress"];
+    shoal_args.extend_from_slice(args);
+    let shoal = run_command(env.command(&shoal_args), Some(stdin.to_vec()));
+    common::assert_no_panic(&shoal.stderr);
+    let mut parallel = Command::new("parallel");
+    parallel.arg("-k").args(args).current_dir(env.path());
+    let installed = Command::new("parallel").arg("--version").output().is_ok();
+    if installed {
+        let reference = run_command(parallel, Some(stdin.to_vec()));
+        assert_eq!(
+            (shoal.code(), shoal.stdout.as_str()),
+            (reference.code(), reference.stdout.as_str()),
+            "shoal and GNU parallel differ on {args:?}; shoal's stderr: {}",
+            shoal.stderr
+        );
+    } else {
+        eprintln!("skipped the comparison with GNU parallel: not installed");
+    }
+    shoal.stdout
+}
+
+/// The inputs of every task of the last run, as the store recorded them.
+fn recorded_args(env: &Env) -> Vec<Vec<String>> {
+    env.results(&[])
+        .iter()
+        .map(|t| t["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().into()).collect())
+        .collect()
+}
+
+/// A bad option value: exit 2, nothing run or recorded, the error names the option.
+#[track_caller]
+fn refused(env: &Env, args: &[&str], says: &str) {
+    let out = env.run(args);
+    out.expect_code(2);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+}
+
+#[test]
+fn arg_files_are_input_groups_before_the_others() {
+    let env = Env::new();
+    env.write("letters", "a\nb\n");
+    env.write("digits", "1\n2\n");
+    let out = side_by_side(&env, &["-a", "letters", "echo", ":::", "x", "y"], b"");
+    assert_eq!(out, "a x\na y\nb x\nb y\n");
+    let out = side_by_side(&env, &["-a", "letters", "--arg-file", "digits", "echo", "{2}{1}"], b"");
+    assert_eq!(out, "1a\n2a\n1b\n2b\n");
+    let out = side_by_side(&env, &["-a", "letters", "echo", "{1}-{2}", "::::", "digits"], b"");
+    assert_eq!(out, "a-1\na-2\nb-1\nb-2\n");
+    // `-a -` is standard input, as `:::: -`.
+    let out = side_by_side(&env, &["-a", "digits", "-a", "-", "echo"], b"p\nq\n");
+    assert_eq!(out, "1 p\n1 q\n2 p\n2 q\n");
+    // Shoal records each task with its inputs from every file.
+    assert_eq!(recorded_args(&env), [["1", "p"], ["1", "q"], ["2", "p"], ["2", "q"]]);
+
+    // A file that cannot be read fails as a `::::` file does, before anything runs.
+    let out = env.run(&["run", "-a", "missing", "echo"]);
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("cannot read input file missing"), "{}", out.stderr);
+    refused(&env, &["run", "--tasks", "digits", "-a", "letters", "echo"], "not both");
+    // A resume takes its inputs from the store, not from new files.
+    refused(&env, &["run", "--resume", "-a", "letters"], "give only options");
+}
+
+#[test]
+fn null_and_delimiter_end_each_input_as_in_gnu_parallel() {
+    let env = Env::new();
+    let out = side_by_side(&env, &["-0", "echo", "x{}y"], b"a\0b c\0");
+    assert_eq!(out, "xay\nxb cy\n");
+    let out = side_by_side(&env, &["--null", "echo"], b"line\none\0two");
+    assert_eq!(out, "line\none\ntwo\n");
+    // The escapes: \t, \n (no \r stripped then), octal \101 and \0.
+    assert_eq!(side_by_side(&env, &["-d", "\\t", "echo", "X"], b"a\tb\tc"), "X a\nX b\nX c\n");
+    assert_eq!(side_by_side(&env, &["-d", "\\n", "echo", "x{}y"], b"a\r\nb"), "xa\ry\nxby\n");
+    assert_eq!(side_by_side(&env, &["-d", "\\101", "echo", "{}"], b"aAbAc"), "a\nb\nc\n");
+    assert_eq!(side_by_side(&env, &["-d", "\\0", "echo", "{}"], b"a\0b"), "a\nb\n");
+    // Any other text stands for itself, several bytes too; a newline is then data.
+    assert_eq!(
+        side_by_side(&env, &["-d", ":", "echo", "x{}y"], b"a::b:c\n"),
+        "xay\nxy\nxby\nxc\ny\n"
+    );
+    assert_eq!(side_by_side(&env, &["-d", ",,", "echo", "Z"], b"a,,b,c,,"), "Z a\nZ b,c\n");
+    // Files read with `::::` and `-a` too, not the words of `:::`.
+    env.write("items", "one;two;");
+    let out =
+        side_by_side(&env, &["-d", ";", "echo", "{1}{2}", "::::", "items", ":::", "a:b"], b"");
+    assert_eq!(out, "onea:b\ntwoa:b\n");
+    assert_eq!(recorded_args(&env), [["one", "a:b"], ["two", "a:b"]]);
+
+    refused(&env, &["run", "-d", "", "echo", ":::", "a"], "the delimiter is empty");
+    refused(&env, &["run", "-0", "-d", ":", "echo", ":::", "a"], "--delimiter");
+}
+
+#[test]
+fn trim_and_eof_as_in_gnu_parallel() {
+    let env = Env::new();
+    let out = side_by_side(&env, &["--trim", "lr", "echo", "x{}y", ":::", " a ", "\t b"], b"");
+    assert_eq!(out, "xay\nxby\n");
+    assert_eq!(side_by_side(&env, &["--trim", "l", "echo", "x{}y"], b" c \n"), "xc y\n");
+    assert_eq!(side_by_side(&env, &["--trim", "r", "echo", "x{}y"], b" c \t\n"), "x cy\n");
+    assert_eq!(side_by_side(&env, &["--trim", "rl", "echo", "x{}y"], b" c \n"), "xcy\n");
+    assert_eq!(side_by_side(&env, &["--trim", "n", "echo", "x{}y"], b" c \n"), "x c y\n");
+    // The trimmed input is what runs and what is recorded.
+    side_by_side(&env, &["--trim", "lr", "echo"], b"  p  \n");
+    assert_eq!(recorded_args(&env), [["p"]]);
+
+    // -E ends its own input group: stdin, a `:::` group, one `::::` file of several.
+    assert_eq!(side_by_side(&env, &["-E", "END", "echo"], b"a\nEND\nb\n"), "a\n");
+    assert_eq!(side_by_side(&env, &["-E", "b", "echo", ":::", "a", "b", "c"], b""), "a\n");
+    env.write("with_end", "a\nEND\nz\n");
+    env.write("digits", "1\n2\n");
+    let out = side_by_side(&env, &["-E", "END", "echo", "::::", "with_end", "digits"], b"");
+    assert_eq!(out, "a 1\na 2\n");
+    let out = side_by_side(&env, &["-E", "END", "echo", "::::", "digits", "with_end"], b"");
+    assert_eq!(out, "1 a\n2 a\n");
+    // Compared before trimming, as parallel does.
+    let out =
+        side_by_side(&env, &["-d", "x", "-E", "b", "--trim", "lr", "echo", "{}"], b" a x b x c");
+    assert_eq!(out, "a\nb\nc\n");
+    // An end marker first: no input, nothing runs, exit 0.
+    assert_eq!(side_by_side(&env, &["-E", "a", "echo", ":::", "a", "b"], b""), "");
+
+    refused(&env, &["run", "--trim", "q", "echo", ":::", "a"], "'q' is none of n, l, r, lr, rl");
+}
