@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::inputs::{parse_delimiter, parse_trim, Delimiter, Trim};
+use crate::inputs::{parse_colsep, parse_delimiter, parse_trim, Delimiter, Trim};
 use crate::jobs::{parse_jobs, Jobs};
 use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout};
 
@@ -162,6 +162,11 @@ pub struct InputArgs {
     /// (both), n (none, the default).
     #[arg(long, value_name = "lr", value_parser = parse_trim)]
     pub trim: Option<Trim>,
+
+    /// Split each input into columns at REGEX: {1} {2}... are the columns (of every
+    /// group, in order), {} all of them; each column is trimmed (--trim lr).
+    #[arg(long, value_name = "REGEX", value_parser = parse_colsep)]
+    pub colsep: Option<regex::Regex>,
 
     /// An input equal to EOF ends its input group: it and what follows are ignored.
     #[arg(short = 'E', value_name = "EOF")]

@@ -75,15 +75,18 @@ pub enum InputGroupSpec {
     File(PathBuf),
 }
 
-/// How inputs are read and cleaned, as GNU parallel's `-d`/`-0`, `-E` and `--trim`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How inputs are read and cleaned, as GNU parallel's `-d`/`-0`, `-E`, `--trim` and
+/// `--colsep`.
+#[derive(Debug, Clone, Default)]
 pub struct InputRules {
     /// What ends an input read from a file or stdin; `None`: a newline (`\r\n` too).
     pub delimiter: Option<Vec<u8>>,
     /// An input equal to this ends its group (compared before trimming).
     pub eof: Option<String>,
-    /// White space removed around each input.
+    /// White space removed around each input (each column with `colsep`).
     pub trim: Trim,
+    /// Splits each input into columns, which stand for the inputs of the task.
+    pub colsep: Option<regex::Regex>,
 }
 
 /// Which white space `--trim` removes.
@@ -109,6 +112,15 @@ pub fn parse_trim(text: &str) -> Result<Trim, String> {
         "lr" | "rl" => Trim::Both,
         _ => return Err(format!("'{text}' is none of n, l, r, lr, rl")),
     })
+}
+
+/// Parses `--colsep`: a regular expression (Rust's syntax, close to Perl's for what a
+/// separator needs).
+pub fn parse_colsep(text: &str) -> Result<regex::Regex, String> {
+    if text.is_empty() {
+        return Err("the column separator is empty".to_owned());
+    }
+    regex::Regex::new(text).map_err(|e| format!("not a regular expression: {e}"))
 }
 
 /// Parses `-d`: GNU parallel's escapes \t \n \r, \NNN (octal) and \N (one octal
@@ -150,9 +162,28 @@ pub struct Delimiter(pub Vec<u8>);
 
 impl InputRules {
     /// The rules of a NUL delimiter (`-0`) or of `delimiter` (`-d`).
-    pub fn new(null: bool, delimiter: Option<Delimiter>, eof: Option<String>, trim: Trim) -> Self {
+    /// `trim` defaults to both sides with `colsep`, as in GNU parallel.
+    pub fn new(
+        null: bool,
+        delimiter: Option<Delimiter>,
+        eof: Option<String>,
+        trim: Option<Trim>,
+        colsep: Option<regex::Regex>,
+    ) -> Self {
         let delimiter = if null { Some(vec![0]) } else { delimiter.map(|d| d.0) };
-        InputRules { delimiter, eof, trim }
+        let trim = trim.unwrap_or(if colsep.is_some() { Trim::Both } else { Trim::None });
+        InputRules { delimiter, eof, trim, colsep }
+    }
+
+    /// The inputs of one task: each split into its columns and trimmed (`--colsep`),
+    /// else as they are (trimmed as they were read).
+    pub fn columns(&self, args: Vec<String>) -> Vec<String> {
+        let Some(colsep) = &self.colsep else { return args };
+        let mut columns = Vec::with_capacity(args.len());
+        for arg in &args {
+            columns.extend(colsep.split(arg).map(|c| self.trim(c.to_owned())));
+        }
+        columns
     }
 
     /// Whether `input` ends its group (`-E`).
@@ -160,8 +191,16 @@ impl InputRules {
         self.eof.as_deref() == Some(input)
     }
 
+    /// `input` as read: trimmed, unless columns are trimmed instead.
+    fn trimmed(&self, input: String) -> String {
+        if self.colsep.is_some() {
+            return input;
+        }
+        self.trim(input)
+    }
+
     /// `input` without the white space `--trim` removes (Perl's `\s`).
-    pub fn trimmed(&self, mut input: String) -> String {
+    fn trim(&self, mut input: String) -> String {
         let space = |c: char| c.is_ascii_whitespace() || c == '\x0b';
         if matches!(self.trim, Trim::Right | Trim::Both) {
             input.truncate(input.trim_end_matches(space).len());
@@ -801,7 +840,7 @@ mod tests {
 
     #[test]
     fn a_delimiter_of_several_bytes_ends_only_where_it_is_whole() {
-        let rules = InputRules::new(false, parse_delimiter("ab").ok(), None, Trim::None);
+        let rules = InputRules::new(false, parse_delimiter("ab").ok(), None, None, None);
         let read = |text: &[u8]| read_lines(text, Path::new("-"), &rules).unwrap();
         assert_eq!(read(b"xaby\nabbaab"), s(&["x", "y\n", "ba"]));
         assert_eq!(read(b"a\r\nb"), s(&["a\r\nb"]));
@@ -816,7 +855,7 @@ mod tests {
 
     #[test]
     fn trim_and_eof_apply_to_every_kind_of_group() {
-        let rules = InputRules::new(false, None, Some("END".into()), Trim::Both);
+        let rules = InputRules::new(false, None, Some("END".into()), Some(Trim::Both), None);
         let literal = InputGroupSpec::Literal(s(&[" a\t", "END", "b"]));
         let groups = load_groups(
             vec![literal, InputGroupSpec::File("-".into())],

@@ -54,14 +54,22 @@ pub fn spawn(
 /// The tasks of `spec`, read as they are taken (`rules` apply to the groups and
 /// stdin, not to `--tasks` lines).
 fn inputs(spec: InputSpec, rules: InputRules) -> Box<dyn Iterator<Item = Read>> {
-    match spec {
-        InputSpec::Stdin => args_of(lines(io::stdin().lock(), Path::new("-"), rules)),
-        InputSpec::Tasks(path) => match open(&path) {
-            Ok(reader) => Box::new(TaskLines::new(reader, path)),
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        },
-        InputSpec::Groups(specs) => groups(specs, rules),
+    let read = match spec {
+        InputSpec::Stdin => args_of(lines(io::stdin().lock(), Path::new("-"), rules.clone())),
+        InputSpec::Tasks(path) => {
+            return match open(&path) {
+                Ok(reader) => Box::new(TaskLines::new(reader, path)),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        }
+        InputSpec::Groups(specs) => groups(specs, rules.clone()),
+    };
+    if rules.colsep.is_none() {
+        return read;
     }
+    Box::new(
+        read.map(move |task| task.map(|task| TaskInput { args: rules.columns(task.args), ..task })),
+    )
 }
 
 /// The product of the groups, the first one streamed when it can be.

@@ -213,6 +213,12 @@ impl Template {
         }
     }
 
+    /// Lets `{n}` name more inputs than a task has: those render empty, as with
+    /// `--colsep` in GNU parallel, where a line may have fewer columns.
+    pub fn allow_missing_groups(&mut self) {
+        self.highest_group = None;
+    }
+
     /// Whether `{%}` (the slot number) appears.
     pub fn uses_slot(&self) -> bool {
         match &self.body {

@@ -139,3 +139,49 @@ fn trim_and_eof_as_in_gnu_parallel() {
 
     refused(&env, &["run", "--trim", "q", "echo", ":::", "a"], "'q' is none of n, l, r, lr, rl");
 }
+
+#[test]
+fn colsep_splits_inputs_into_columns_as_gnu_parallel() {
+    let env = Env::new();
+    env.write("table", "a b\tc\n d\te \n");
+    let cols = ["echo", "[{1}]", "[{2}]", "[{3}]"];
+    let out =
+        side_by_side(&env, &[&["--colsep", "\\t"][..], &cols, &["::::", "table"]].concat(), b"");
+    // Each column trimmed; {3} past a line's columns is empty, not an error.
+    assert_eq!(out, "[a b] [c] []\n[d] [e] []\n");
+    // The columns of every group, in order, make {1} {2} {3}.
+    let args = [&["--colsep", "\\t"][..], &cols, &["::::", "table", ":::", "x", "y"]].concat();
+    let out = side_by_side(&env, &args, b"");
+    assert_eq!(out, "[a b] [c] [x]\n[a b] [c] [y]\n[d] [e] [x]\n[d] [e] [y]\n");
+    assert_eq!(recorded_args(&env)[0], ["a b", "c", "x"]);
+    // {} is every column; with no replacement string they are appended, each its own word.
+    assert_eq!(
+        side_by_side(&env, &["--colsep", "\\t", "echo", "[{}]", "::::", "table"], b""),
+        "[a b c]\n[d e]\n"
+    );
+    let out = side_by_side(&env, &["--colsep", ",", "printf", "%s/", ":::", "a b,c"], b"");
+    assert_eq!(out, "a b/c/");
+    // A regular expression; empty leading and trailing columns are kept.
+    let out = side_by_side(
+        &env,
+        &["--colsep", "[,;]+", "echo", "{2}/{1}", ":::", "a,,b", "c;d", "e", ",x,"],
+        b"",
+    );
+    assert_eq!(out, "b/a\nd/c\n/e\nx/\n");
+    // --trim n keeps the white space; an empty line is one empty column.
+    let out = side_by_side(
+        &env,
+        &["--colsep", ",", "--trim", "n", "echo", "[{1}]", "[{2}]", ":::", " a , b "],
+        b"",
+    );
+    assert_eq!(out, "[ a ] [ b ]\n");
+    let out = side_by_side(
+        &env,
+        &["--colsep", ",", "echo", "[{1}]", "[{2}]", "[{2.}]"],
+        b"p,q.txt\n\nr,\n",
+    );
+    assert_eq!(out, "[p] [q.txt] [q]\n[] [] []\n[r] [] []\n");
+
+    refused(&env, &["run", "--colsep", "(", "echo", ":::", "a"], "not a regular expression");
+    refused(&env, &["run", "--colsep", "", "echo", ":::", "a"], "the column separator is empty");
+}

@@ -442,15 +442,20 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
     // `-a` files are input groups before the `:::`/`::::` ones, as in GNU parallel.
     let arg_files = args.input.arg_file.iter().map(|path| InputGroupSpec::File(path.clone()));
     groups.splice(0..0, arg_files);
+    let input = &args.input;
     let rules = InputRules::new(
-        args.input.null,
-        args.input.delimiter.clone(),
-        args.input.eof.clone(),
-        args.input.trim.unwrap_or_default(),
+        input.null,
+        input.delimiter.clone(),
+        input.eof.clone(),
+        input.trim,
+        input.colsep.clone(),
     );
     let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
-    let template = Template::parse(&command, options.shell)?;
+    let mut template = Template::parse(&command, options.shell)?;
+    if rules.colsep.is_some() {
+        template.allow_missing_groups();
+    }
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     // How many groups each task has (for `{n}`): a `--tasks` line gives its own, checked
     // as it is read. No inputs at all is not an error: nothing runs, as with GNU
