@@ -168,6 +168,12 @@ pub struct InputArgs {
     #[arg(long, value_name = "REGEX", value_parser = parse_colsep)]
     pub colsep: Option<regex::Regex>,
 
+    /// The first input of each group (a `:::` group's first word, a file's first
+    /// line) names its columns (split at --colsep, a tab by default): `{name}` is
+    /// then that column. Any value does this without --pipe, as in GNU parallel.
+    #[arg(long, value_name = ":")]
+    pub header: Option<String>,
+
     /// An input equal to EOF ends its input group: it and what follows are ignored.
     #[arg(short = 'E', value_name = "EOF")]
     pub eof: Option<String>,

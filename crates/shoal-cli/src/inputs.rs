@@ -87,6 +87,9 @@ pub struct InputRules {
     pub trim: Trim,
     /// Splits each input into columns, which stand for the inputs of the task.
     pub colsep: Option<regex::Regex>,
+    /// `--header`: the first line of each file names its columns and is no input
+    /// ([`take_header`] reads standard input's, so it is not skipped again).
+    pub header: bool,
 }
 
 /// Which white space `--trim` removes.
@@ -162,17 +165,21 @@ pub struct Delimiter(pub Vec<u8>);
 
 impl InputRules {
     /// The rules of a NUL delimiter (`-0`) or of `delimiter` (`-d`).
-    /// `trim` defaults to both sides with `colsep`, as in GNU parallel.
+    /// As GNU parallel: `trim` defaults to both sides with `colsep`, and `header`
+    /// splits into columns at a tab when no `colsep` is given (trimming nothing).
     pub fn new(
         null: bool,
         delimiter: Option<Delimiter>,
         eof: Option<String>,
         trim: Option<Trim>,
         colsep: Option<regex::Regex>,
+        header: bool,
     ) -> Self {
         let delimiter = if null { Some(vec![0]) } else { delimiter.map(|d| d.0) };
         let trim = trim.unwrap_or(if colsep.is_some() { Trim::Both } else { Trim::None });
-        InputRules { delimiter, eof, trim, colsep }
+        let tab = || regex::Regex::new("\t").expect("a valid regular expression");
+        let colsep = if header { colsep.or_else(|| Some(tab())) } else { colsep };
+        InputRules { delimiter, eof, trim, colsep, header }
     }
 
     /// The inputs of one task: each split into its columns and trimmed (`--colsep`),
@@ -215,6 +222,53 @@ impl InputRules {
     fn literal(&self, words: Vec<String>) -> Vec<String> {
         words.into_iter().take_while(|w| !self.is_eof(w)).map(|w| self.trimmed(w)).collect()
     }
+}
+
+/// `--header`: takes the first input of each group (a `:::` group's first word, a
+/// file's first line, read here) and splits it into column names; returns `command`
+/// with `{name}` (and `{name.}`, `{name/}`, `{name//}`, `{name/.}`) turned into
+/// `{n}`, n counting the columns of all groups in order, as GNU parallel does.
+pub fn take_header(
+    command: &[String],
+    specs: &mut [InputGroupSpec],
+    mut stdin: impl BufRead,
+    rules: &InputRules,
+) -> Result<Vec<String>, InputError> {
+    let colsep = rules.colsep.as_ref().expect("a header comes with columns");
+    // The header line is read as any other, without being skipped.
+    let as_read = InputRules { header: false, eof: None, ..rules.clone() };
+    let mut command = command.to_vec();
+    let mut column = 0;
+    for spec in specs.iter_mut() {
+        let first = match spec {
+            InputGroupSpec::Literal(words) if words.is_empty() => None,
+            InputGroupSpec::Literal(words) => Some(words.remove(0)),
+            InputGroupSpec::File(path) if path == Path::new("-") => {
+                lines(&mut stdin, path, as_read.clone()).next().transpose()?
+            }
+            InputGroupSpec::File(path) => {
+                let file = fs::File::open(&*path)
+                    .map_err(|source| InputError::File { path: path.clone(), source })?;
+                lines(io::BufReader::new(file), path, as_read.clone()).next().transpose()?
+            }
+        };
+        let Some(first) = first else { continue };
+        // Perl's split: trailing empty names are dropped.
+        let mut names: Vec<&str> = colsep.split(&first).collect();
+        while names.last() == Some(&"") {
+            names.pop();
+        }
+        for name in names {
+            column += 1;
+            for word in &mut command {
+                for suffix in ["", "/", "//", ".", "/."] {
+                    *word = word
+                        .replace(&format!("{{{name}{suffix}}}"), &format!("{{{column}{suffix}}}"));
+                }
+            }
+        }
+    }
+    Ok(command)
 }
 
 /// Splits the trailing words of `shoal run` into the command and its input groups.
@@ -304,7 +358,14 @@ pub(crate) fn lines<R: BufRead>(
 ) -> impl Iterator<Item = Result<String, InputError>> {
     let mut raw = RawLines::new(reader, origin.to_owned(), max_input_line());
     raw.delimiter = rules.delimiter.clone();
+    // A file's header line (standard input's was read by `take_header`).
+    let mut header = rules.header && origin != Path::new("-");
     std::iter::from_fn(move || {
+        if std::mem::take(&mut header) {
+            if let Err(e) = raw.next()? {
+                return Some(Err(e));
+            }
+        }
         let line = raw.next()?;
         Some(line.and_then(|bytes| {
             String::from_utf8(bytes).map_err(|_| {
@@ -840,7 +901,7 @@ mod tests {
 
     #[test]
     fn a_delimiter_of_several_bytes_ends_only_where_it_is_whole() {
-        let rules = InputRules::new(false, parse_delimiter("ab").ok(), None, None, None);
+        let rules = InputRules::new(false, parse_delimiter("ab").ok(), None, None, None, false);
         let read = |text: &[u8]| read_lines(text, Path::new("-"), &rules).unwrap();
         assert_eq!(read(b"xaby\nabbaab"), s(&["x", "y\n", "ba"]));
         assert_eq!(read(b"a\r\nb"), s(&["a\r\nb"]));
@@ -855,7 +916,7 @@ mod tests {
 
     #[test]
     fn trim_and_eof_apply_to_every_kind_of_group() {
-        let rules = InputRules::new(false, None, Some("END".into()), Some(Trim::Both), None);
+        let rules = InputRules::new(false, None, Some("END".into()), Some(Trim::Both), None, false);
         let literal = InputGroupSpec::Literal(s(&[" a\t", "END", "b"]));
         let groups = load_groups(
             vec![literal, InputGroupSpec::File("-".into())],

@@ -185,3 +185,49 @@ fn colsep_splits_inputs_into_columns_as_gnu_parallel() {
     refused(&env, &["run", "--colsep", "(", "echo", ":::", "a"], "not a regular expression");
     refused(&env, &["run", "--colsep", "", "echo", ":::", "a"], "the column separator is empty");
 }
+
+#[test]
+fn header_names_the_columns_as_gnu_parallel() {
+    let env = Env::new();
+    // A `:::` group's first word; columns at a tab by default, nothing trimmed.
+    let out = side_by_side(&env, &["--header", ":", "echo", "[{a}]", ":::", "a", " x "], b"");
+    assert_eq!(out, "[ x ]\n");
+    let args = ["--header", ":", "echo", "{b}", "{a}", "{1}", ":::", "a\tb", "x\ty"];
+    assert_eq!(side_by_side(&env, &args, b""), "y x x\n");
+    // Standard input's first line, a file's (streamed or not), several groups.
+    let table = "n\tv\nA\t1\nB\t2\n";
+    assert_eq!(
+        side_by_side(&env, &["--header", ":", "echo", "{n}={v}"], table.as_bytes()),
+        "A=1\nB=2\n"
+    );
+    env.write("table", table);
+    let args = ["--header", ":", "-a", "table", "echo", "{v}{n}/{x}", ":::", "x", "1", "2"];
+    assert_eq!(side_by_side(&env, &args, b""), "1A/1\n1A/2\n2B/1\n2B/2\n");
+    let args = ["--header", ":", "echo", "{v}{n}", "::::", "table", "table"];
+    // The second file's names come after the first's: {n} is the first file's.
+    assert_eq!(side_by_side(&env, &args, b""), "1A\n1A\n2B\n2B\n");
+    // With --colsep, and the forms {name.} {name/} …
+    let args =
+        ["--header", ":", "--colsep", ",", "echo", "{v.}", "{d/}", ":::", "v,d", "a.txt,x/y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a y\n");
+    // Any value does the same without --pipe; a header alone is no input.
+    assert_eq!(side_by_side(&env, &["--header", "x", "echo", ":::", "a", "b"], b""), "b\n");
+    assert_eq!(side_by_side(&env, &["--header", ":", "echo", ":::", "a"], b""), "");
+
+    // The store holds the commands as run, so a resume needs no header: the first
+    // run fails where the file is missing, the resume reruns only that task.
+    env.write("present", "");
+    let out = env
+        .run(&["run", "--header", ":", "test", "-e", "{file}", ":::", "file", "present", "later"]);
+    out.expect_code(1);
+    let commands: Vec<String> =
+        env.results(&[]).iter().map(|t| t["command"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(commands, ["test -e present", "test -e later"]);
+    env.write("later", "");
+    env.run(&["run", "--resume"]).expect_code(0);
+    assert!(env.results(&[]).iter().all(|t| t["status"] == "succeeded"));
+    assert_eq!(
+        env.results(&[]).iter().map(|t| t["attempts"].as_i64()).collect::<Vec<_>>(),
+        [Some(1), Some(2)]
+    );
+}

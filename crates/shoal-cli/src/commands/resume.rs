@@ -28,7 +28,8 @@ pub(super) fn resume<'a>(
         || args.input.delimiter.is_some()
         || args.input.trim.is_some()
         || args.input.eof.is_some()
-        || args.input.colsep.is_some();
+        || args.input.colsep.is_some()
+        || args.input.header.is_some();
     if !args.command.is_empty() || args.tasks.is_some() || input_options {
         bail!("--resume takes the command and the inputs from the store: give only options");
     }

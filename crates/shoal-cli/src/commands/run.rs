@@ -438,7 +438,7 @@ fn has_cap_sys_nice() -> bool {
 /// whole before anything is recorded, so a bad line in it records nothing; a longer
 /// one goes on being read while the run runs.
 fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
-    let (command, mut groups) = inputs::split_command(args.command.clone())?;
+    let (mut command, mut groups) = inputs::split_command(args.command.clone())?;
     // `-a` files are input groups before the `:::`/`::::` ones, as in GNU parallel.
     let arg_files = args.input.arg_file.iter().map(|path| InputGroupSpec::File(path.clone()));
     groups.splice(0..0, arg_files);
@@ -449,7 +449,16 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         input.eof.clone(),
         input.trim,
         input.colsep.clone(),
+        input.header.is_some(),
     );
+    if rules.header {
+        if groups.is_empty() {
+            // Standard input: its first line is the header, read here.
+            groups.push(InputGroupSpec::File("-".into()));
+        }
+        let stdin = std::io::stdin().lock();
+        command = inputs::take_header(&command, &mut groups, stdin, &rules)?;
+    }
     let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let mut template = Template::parse(&command, options.shell)?;
