@@ -174,6 +174,12 @@ pub struct InputArgs {
     #[arg(long, value_name = ":")]
     pub header: Option<String>,
 
+    /// Link the input groups instead of making their product: the n-th inputs of
+    /// every group make one task, shorter groups wrap around. (`:::+`/`::::+` link
+    /// one group to the one before it, without wrapping.)
+    #[arg(long)]
+    pub link: bool,
+
     /// An input equal to EOF ends its input group: it and what follows are ignored.
     #[arg(short = 'E', value_name = "EOF")]
     pub eof: Option<String>,

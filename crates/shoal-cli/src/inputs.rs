@@ -271,32 +271,41 @@ pub fn take_header(
     Ok(command)
 }
 
-/// Splits the trailing words of `shoal run` into the command and its input groups.
-/// After `::::`, every file named is a group of its own, as in GNU parallel. A `:::`
-/// or `::::` followed by nothing is an empty group: no inputs, nothing to run (as
-/// `::: $(find …)` that finds nothing), never a fall-back to standard input.
-pub fn split_command(words: Vec<String>) -> Result<(Vec<String>, Vec<InputGroupSpec>), InputError> {
+/// The command and input groups of `shoal run`, as [`split_command`] finds them.
+pub type Split = (Vec<String>, Vec<InputGroupSpec>, Vec<bool>);
+
+/// Splits the trailing words of `shoal run` into the command, its input groups, and
+/// for each group whether it is linked to the one before (`:::+`, `::::+`; the first
+/// group never is). After `::::`, every file named is a group of its own, as in GNU
+/// parallel. A `:::` or `::::` followed by nothing is an empty group: no inputs,
+/// nothing to run (as `::: $(find …)` that finds nothing), never a fall-back to
+/// standard input.
+pub fn split_command(words: Vec<String>) -> Result<Split, InputError> {
+    let is_separator = |w: &String| matches!(w.as_str(), ":::" | "::::" | ":::+" | "::::+");
     let mut words = words.into_iter().peekable();
     let mut command = Vec::new();
-    while let Some(w) = words.next_if(|w| w != ":::" && w != "::::") {
+    while let Some(w) = words.next_if(|w| !is_separator(w)) {
         command.push(w);
     }
     if command.is_empty() {
         return Err(InputError::EmptyCommand);
     }
-    let mut groups = Vec::new();
+    let (mut groups, mut linked) = (Vec::new(), Vec::new());
     while let Some(separator) = words.next() {
         let mut members = Vec::new();
-        while let Some(w) = words.next_if(|w| w != ":::" && w != "::::") {
+        while let Some(w) = words.next_if(|w| !is_separator(w)) {
             members.push(w);
         }
-        if separator == ":::" || members.is_empty() {
+        let link = separator.ends_with('+') && !groups.is_empty();
+        if matches!(separator.as_str(), ":::" | ":::+") || members.is_empty() {
             groups.push(InputGroupSpec::Literal(members));
+            linked.push(link);
         } else {
+            linked.extend(std::iter::repeat_n(link, members.len()));
             groups.extend(members.into_iter().map(|m| InputGroupSpec::File(PathBuf::from(m))));
         }
     }
-    Ok((command, groups))
+    Ok((command, groups, linked))
 }
 
 /// Reads the groups: `::::` files become their lines (empty lines kept as empty
@@ -763,7 +772,7 @@ mod tests {
 
     #[test]
     fn splits_command_and_groups() {
-        let (cmd, groups) =
+        let (cmd, groups, _) =
             split_command(s(&["gzip", "-9", ":::", "a", "b", "::::", "f1", "-", ":::", "x"]))
                 .unwrap();
         assert_eq!(cmd, s(&["gzip", "-9"]));
@@ -776,15 +785,29 @@ mod tests {
                 InputGroupSpec::Literal(s(&["x"])),
             ]
         );
-        let (cmd, groups) = split_command(s(&["echo", "{}"])).unwrap();
-        assert_eq!((cmd, groups), (s(&["echo", "{}"]), vec![]));
+        let (cmd, groups, linked) = split_command(s(&["echo", "{}"])).unwrap();
+        assert_eq!((cmd, groups, linked), (s(&["echo", "{}"]), vec![], vec![]));
+        let (_, groups, linked) =
+            split_command(s(&["e", ":::+", "a", ":::+", "b", "::::+", "f", "g", "::::", "h"]))
+                .unwrap();
+        assert_eq!(
+            groups,
+            [
+                InputGroupSpec::Literal(s(&["a"])),
+                InputGroupSpec::Literal(s(&["b"])),
+                InputGroupSpec::File("f".into()),
+                InputGroupSpec::File("g".into()),
+                InputGroupSpec::File("h".into()),
+            ]
+        );
+        assert_eq!(linked, [false, true, true, true, false]);
     }
 
     #[test]
     fn empty_groups_are_groups_and_no_command_is_an_error() {
-        let (_, groups) = split_command(s(&["echo", ":::", "a", ":::"])).unwrap();
+        let (_, groups, _) = split_command(s(&["echo", ":::", "a", ":::"])).unwrap();
         assert_eq!(groups, [InputGroupSpec::Literal(s(&["a"])), InputGroupSpec::Literal(vec![])]);
-        let (_, groups) = split_command(s(&["echo", ":::", "::::", ":::", "a"])).unwrap();
+        let (_, groups, _) = split_command(s(&["echo", ":::", "::::", ":::", "a"])).unwrap();
         assert_eq!(
             groups,
             [

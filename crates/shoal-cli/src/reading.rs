@@ -6,6 +6,11 @@
 //! other groups are read whole first (the last group varies fastest, so each is
 //! repeated for every input of the groups before it), and so is every group when
 //! standard input is named twice (the second reuses what the first read).
+//!
+//! Linked groups (`:::+`, `::::+`, `--link`) make one block whose rows are their n-th
+//! inputs side by side; the product is over blocks. A first group linked to others
+//! still streams: it keeps only as many of its inputs as the others' longest holds,
+//! to wrap around (`--link`) when it is the shorter.
 
 use std::fs;
 use std::io::{self, BufRead};
@@ -22,12 +27,22 @@ pub type Read = Result<TaskInput, InputError>;
 
 /// Where a run's tasks come from.
 pub enum InputSpec {
-    /// `:::` and `::::` groups: their cartesian product.
-    Groups(Vec<InputGroupSpec>),
+    /// `:::` and `::::` groups: the cartesian product of their blocks.
+    Groups(Groups),
     /// No group: each line of standard input.
     Stdin,
     /// A `--tasks` file (`-`: standard input).
     Tasks(PathBuf),
+}
+
+/// Input groups and how they are linked.
+pub struct Groups {
+    pub specs: Vec<InputGroupSpec>,
+    /// Whether each group is linked to the one before it.
+    pub linked: Vec<bool>,
+    /// `--link`: a block is as long as its longest group, the others wrap around;
+    /// else (`:::+`) as its shortest.
+    pub wrap: bool,
 }
 
 /// Starts reading on a thread of its own. The receiver gives each task's inputs in
@@ -72,8 +87,9 @@ fn inputs(spec: InputSpec, rules: InputRules) -> Box<dyn Iterator<Item = Read>> 
     )
 }
 
-/// The product of the groups, the first one streamed when it can be.
-fn groups(mut specs: Vec<InputGroupSpec>, rules: InputRules) -> Box<dyn Iterator<Item = Read>> {
+/// The product of the groups' blocks, the first group streamed when it can be.
+fn groups(groups: Groups, rules: InputRules) -> Box<dyn Iterator<Item = Read>> {
+    let Groups { mut specs, linked, wrap } = groups;
     if specs.is_empty() {
         // No groups at all: one task with no inputs, as their empty product.
         return Box::new(std::iter::once(Ok(TaskInput::default())));
@@ -84,7 +100,7 @@ fn groups(mut specs: Vec<InputGroupSpec>, rules: InputRules) -> Box<dyn Iterator
         return match load_groups(specs, io::stdin().lock(), &rules) {
             Ok(mut groups) => {
                 let first = groups.remove(0);
-                product(Box::new(first.into_iter().map(Ok)), groups)
+                blocks(Box::new(first.into_iter().map(Ok)), groups, &linked, wrap)
             }
             Err(e) => Box::new(std::iter::once(Err(e))),
         };
@@ -97,8 +113,95 @@ fn groups(mut specs: Vec<InputGroupSpec>, rules: InputRules) -> Box<dyn Iterator
         Err(e) => return Box::new(std::iter::once(Err(e))),
     };
     match open(&path) {
-        Ok(reader) => product(Box::new(lines(reader, &path, rules)), rest),
+        Ok(reader) => blocks(Box::new(lines(reader, &path, rules)), rest, &linked, wrap),
         Err(e) => Box::new(std::iter::once(Err(e))),
+    }
+}
+
+type Inputs = Box<dyn Iterator<Item = Result<String, InputError>>>;
+type Rows = Box<dyn Iterator<Item = Result<Vec<String>, InputError>>>;
+
+/// The product of the blocks: the first group's inputs as read, `rest` the other
+/// groups read whole; `linked` says which group joins the block before it.
+fn blocks(
+    first: Inputs,
+    mut rest: Vec<Vec<String>>,
+    linked: &[bool],
+    wrap: bool,
+) -> Box<dyn Iterator<Item = Read>> {
+    // Where each block of `rest` (the groups from the second on) starts.
+    let starts: Vec<usize> = (1..linked.len()).filter(|&g| !linked[g]).map(|g| g - 1).collect();
+    let first_block_end = starts.first().copied().unwrap_or(rest.len());
+    let mut later = Vec::with_capacity(starts.len());
+    for &start in starts.iter().rev() {
+        let mut block = rest.split_off(start);
+        let head = block.remove(0);
+        later.push(rows(Box::new(head.into_iter().map(Ok)), block, wrap).flatten().collect());
+    }
+    later.reverse();
+    debug_assert_eq!(rest.len(), first_block_end);
+    product(rows(first, rest, wrap), later)
+}
+
+/// The rows of one block: its first group's n-th input with each other group's.
+fn rows(first: Inputs, others: Vec<Vec<String>>, wrap: bool) -> Rows {
+    if others.is_empty() {
+        return Box::new(first.map(|input| input.map(|input| vec![input])));
+    }
+    if others.iter().any(Vec::is_empty) {
+        // No row, but the first group is still read for its errors.
+        return Box::new(first.filter_map(|input| input.err().map(Err)));
+    }
+    let longest = others.iter().map(Vec::len).max().unwrap_or(0);
+    let shortest = others.iter().map(Vec::len).min().unwrap_or(0);
+    let mut state = Linked { first: Some(first), others, kept: Vec::new(), index: 0 };
+    Box::new(std::iter::from_fn(move || state.next(wrap, longest, shortest)))
+}
+
+/// A block of linked groups being read row by row.
+struct Linked {
+    /// The first group, until it ends.
+    first: Option<Inputs>,
+    others: Vec<Vec<String>>,
+    /// The first group's inputs kept to wrap around (no more than the longest other).
+    kept: Vec<String>,
+    /// The row to come.
+    index: usize,
+}
+
+impl Linked {
+    fn next(
+        &mut self,
+        wrap: bool,
+        longest: usize,
+        shortest: usize,
+    ) -> Option<Result<Vec<String>, InputError>> {
+        let index = self.index;
+        if !wrap && index >= shortest {
+            return None;
+        }
+        let read = self.first.as_mut().and_then(Iterator::next);
+        let value = match read {
+            Some(Err(e)) => return Some(Err(e)),
+            Some(Ok(value)) => {
+                if wrap && index < longest {
+                    self.kept.push(value.clone());
+                }
+                value
+            }
+            None => {
+                self.first = None;
+                if !wrap || index >= longest || self.kept.is_empty() {
+                    return None;
+                }
+                self.kept[index % self.kept.len()].clone()
+            }
+        };
+        let mut row = Vec::with_capacity(1 + self.others.len());
+        row.push(value);
+        row.extend(self.others.iter().map(|g| g[index % g.len()].clone()));
+        self.index += 1;
+        Some(Ok(row))
     }
 }
 
@@ -125,27 +228,29 @@ fn args_of(
     )
 }
 
-/// The cartesian product of a streamed first group and the groups read whole, in GNU
-/// parallel order (the last group varies fastest).
-fn product(
-    first: Box<dyn Iterator<Item = Result<String, InputError>>>,
-    rest: Vec<Vec<String>>,
-) -> Box<dyn Iterator<Item = Read>> {
+/// The cartesian product of a streamed first block and the blocks read whole, in GNU
+/// parallel order (the last block varies fastest).
+fn product(first: Rows, rest: Vec<Vec<Vec<String>>>) -> Box<dyn Iterator<Item = Read>> {
+    let task = |args| TaskInput { args, ..TaskInput::default() };
+    if rest.is_empty() {
+        return Box::new(first.map(move |row| row.map(task)));
+    }
     if rest.iter().any(Vec::is_empty) {
-        // No task, but the first group is still read for its errors.
-        return Box::new(first.filter_map(|line| line.err().map(Err)));
+        // No task, but the first block is still read for its errors.
+        return Box::new(first.filter_map(|row| row.err().map(Err)));
     }
     let indices = vec![0; rest.len()];
     Box::new(Product { first, rest, indices, current: None })
 }
 
 struct Product {
-    first: Box<dyn Iterator<Item = Result<String, InputError>>>,
-    rest: Vec<Vec<String>>,
-    /// Where each of the other groups is.
+    first: Rows,
+    /// The rows of each of the other blocks.
+    rest: Vec<Vec<Vec<String>>>,
+    /// Where each of the other blocks is.
     indices: Vec<usize>,
-    /// The input of the first group being combined with the others.
-    current: Option<String>,
+    /// The row of the first block being combined with the others.
+    current: Option<Vec<String>>,
 }
 
 impl Iterator for Product {
@@ -154,20 +259,22 @@ impl Iterator for Product {
     fn next(&mut self) -> Option<Read> {
         if self.current.is_none() {
             match self.first.next()? {
-                Ok(line) => self.current = Some(line),
+                Ok(row) => self.current = Some(row),
                 Err(e) => return Some(Err(e)),
             }
         }
         let first = self.current.as_ref().expect("set above");
-        let mut args = Vec::with_capacity(1 + self.rest.len());
-        args.push(first.clone());
-        args.extend(self.indices.iter().zip(&self.rest).map(|(&i, g)| g[i].clone()));
+        let mut args = Vec::with_capacity(first.len() + self.rest.len());
+        args.extend(first.iter().cloned());
+        for (&i, block) in self.indices.iter().zip(&self.rest) {
+            args.extend(block[i].iter().cloned());
+        }
         // Odometer step: bump the last index, carrying leftwards; past the first
-        // group's input, on to its next.
+        // block's row, on to its next.
         let mut wrapped = true;
-        for (i, group) in self.indices.iter_mut().zip(&self.rest).rev() {
+        for (i, block) in self.indices.iter_mut().zip(&self.rest).rev() {
             *i += 1;
-            if *i < group.len() {
+            if *i < block.len() {
                 wrapped = false;
                 break;
             }
@@ -190,6 +297,11 @@ mod tests {
         inputs(spec, InputRules::default()).map(|t| t.map(|t| t.args)).collect()
     }
 
+    fn unlinked(specs: Vec<InputGroupSpec>) -> InputSpec {
+        let linked = vec![false; specs.len()];
+        InputSpec::Groups(Groups { specs, linked, wrap: false })
+    }
+
     fn s(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
     }
@@ -204,19 +316,43 @@ mod tests {
             InputGroupSpec::Literal(s(&["1", "2"])),
             InputGroupSpec::Literal(s(&["x"])),
         ];
-        let got = all(InputSpec::Groups(specs)).unwrap();
+        let got = all(unlinked(specs)).unwrap();
         let whole = [s(&["a", "b"]), s(&["1", "2"]), s(&["x"])];
         let expected: Vec<Vec<String>> = crate::inputs::cartesian(&whole).collect();
         assert_eq!(got, expected);
         let specs = vec![InputGroupSpec::File(path), InputGroupSpec::Literal(Vec::new())];
-        assert!(all(InputSpec::Groups(specs)).unwrap().is_empty());
+        assert!(all(unlinked(specs)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_streamed_first_group_links_as_one_read_whole() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"a\nb\nc\n").unwrap();
+        let streamed = InputGroupSpec::File(file.path().to_owned());
+        let whole = InputGroupSpec::Literal(s(&["a", "b", "c"]));
+        for (others, linked, wrap) in [
+            (vec![s(&["1", "2"]), s(&["x"])], vec![false, true, false], false),
+            (vec![s(&["1", "2"]), s(&["x"])], vec![false, true, true], true),
+            (vec![s(&["1", "2", "3", "4", "5"])], vec![false, true], true),
+            (vec![s(&["1", "2", "3", "4", "5"])], vec![false, true], false),
+            (vec![s(&["1"]), s(&["x", "y"])], vec![false, false, true], false),
+        ] {
+            let specs = |first: &InputGroupSpec| {
+                let mut specs = vec![first.clone()];
+                specs.extend(others.iter().cloned().map(InputGroupSpec::Literal));
+                InputSpec::Groups(Groups { specs, linked: linked.clone(), wrap })
+            };
+            let got = all(specs(&streamed)).unwrap();
+            assert_eq!(got, all(specs(&whole)).unwrap(), "{others:?} {linked:?} {wrap}");
+            assert!(!got.is_empty());
+        }
     }
 
     #[test]
     fn a_bad_line_ends_the_stream_after_the_good_ones_before_it() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(b"a\nb\n\xff\nc\n").unwrap();
-        let spec = InputSpec::Groups(vec![InputGroupSpec::File(file.path().to_owned())]);
+        let spec = unlinked(vec![InputGroupSpec::File(file.path().to_owned())]);
         let read: Vec<Read> = inputs(spec, InputRules::default()).collect();
         assert_eq!(read.len(), 3, "a, b, then the error, and nothing after it");
         assert!(matches!(read[2], Err(InputError::NotUtf8 { line: 3, .. })), "{:?}", read[2]);

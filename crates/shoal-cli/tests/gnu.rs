@@ -231,3 +231,48 @@ fn header_names_the_columns_as_gnu_parallel() {
         [Some(1), Some(2)]
     );
 }
+
+#[test]
+fn linked_groups_as_gnu_parallel() {
+    let env = Env::new();
+    env.write("letters", "a\nb\n");
+    env.write("digits", "1\n2\n");
+    // `:::+` links a group to the one before: the shortest ends the block, which
+    // makes a product with the other groups.
+    let args = ["echo", ":::", "a", "b", "c", ":::+", "1", "2", ":::", "x", "y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\na 1 y\nb 2 x\nb 2 y\n");
+    assert_eq!(recorded_args(&env)[3], ["b", "2", "y"]);
+    let args = ["echo", ":::", "a", "b", ":::", "1", "2", "3", ":::+", "x", "y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\na 2 y\nb 1 x\nb 2 y\n");
+    let args = ["echo", ":::", "a", "b", ":::+", "1", "2", "3", ":::+", "p", "q", "r"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 p\nb 2 q\n");
+    // `::::+` links each file named; a first `:::+` links to nothing.
+    let args = ["echo", ":::", "p", "q", "r", "::::+", "letters", "digits"];
+    assert_eq!(side_by_side(&env, &args, b""), "p a 1\nq b 2\n");
+    let args = ["echo", "::::", "letters", "::::+", "digits", ":::", "x", "y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\na 1 y\nb 2 x\nb 2 y\n");
+    let args = ["echo", ":::+", "a", "b", ":::", "1", "2"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1\na 2\nb 1\nb 2\n");
+    assert_eq!(
+        side_by_side(&env, &["echo", "{2}{1}", ":::", "a", "b", "::::+", "-"], b"1\n2\n"),
+        "1a\n2b\n"
+    );
+
+    // --link links every group; the longest sets the length, the shorter wrap around,
+    // whether the first group (streamed from a file or stdin) is the shorter or not.
+    let args = ["--link", "echo", ":::", "a", "b", "c", ":::", "1", "2", ":::", "x"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\nb 2 x\nc 1 x\n");
+    let args = ["--link", "echo", "::::", "letters", ":::", "1", "2", "3", "4", "5"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1\nb 2\na 3\nb 4\na 5\n");
+    let args = ["--link", "echo", "::::", "-", ":::", "x", "y", "z"];
+    assert_eq!(side_by_side(&env, &args, b"1\n2\n3\n4\n"), "1 x\n2 y\n3 z\n4 x\n");
+    let args =
+        ["--link", "echo", ":::", "a", "b", ":::+", "1", "2", "3", ":::", "x", "y", "z", "w"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\nb 2 y\na 3 z\nb 1 w\n");
+    let args = ["--link", "-a", "letters", "-a", "digits", "echo"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1\nb 2\n");
+    // An empty linked group: no task (GNU parallel dies with a Perl error here).
+    let out = env.run(&["run", "--link", "echo", ":::", "a", "b", ":::"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "");
+}

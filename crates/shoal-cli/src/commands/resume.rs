@@ -29,7 +29,8 @@ pub(super) fn resume<'a>(
         || args.input.trim.is_some()
         || args.input.eof.is_some()
         || args.input.colsep.is_some()
-        || args.input.header.is_some();
+        || args.input.header.is_some()
+        || args.input.link;
     if !args.command.is_empty() || args.tasks.is_some() || input_options {
         bail!("--resume takes the command and the inputs from the store: give only options");
     }

@@ -31,7 +31,7 @@ use crate::cli::RunArgs;
 use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
-use crate::reading::{self, InputSpec, Read};
+use crate::reading::{self, Groups, InputSpec, Read};
 use crate::template::{display, Template};
 use crate::units;
 use crate::Exit;
@@ -438,10 +438,14 @@ fn has_cap_sys_nice() -> bool {
 /// whole before anything is recorded, so a bad line in it records nothing; a longer
 /// one goes on being read while the run runs.
 fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
-    let (mut command, mut groups) = inputs::split_command(args.command.clone())?;
+    let (mut command, mut groups, mut linked) = inputs::split_command(args.command.clone())?;
     // `-a` files are input groups before the `:::`/`::::` ones, as in GNU parallel.
     let arg_files = args.input.arg_file.iter().map(|path| InputGroupSpec::File(path.clone()));
     groups.splice(0..0, arg_files);
+    linked.splice(0..0, std::iter::repeat_n(false, args.input.arg_file.len()));
+    if args.input.link {
+        linked.iter_mut().skip(1).for_each(|l| *l = true);
+    }
     let input = &args.input;
     let rules = InputRules::new(
         input.null,
@@ -455,6 +459,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         if groups.is_empty() {
             // Standard input: its first line is the header, read here.
             groups.push(InputGroupSpec::File("-".into()));
+            linked.push(false);
         }
         let stdin = std::io::stdin().lock();
         command = inputs::take_header(&command, &mut groups, stdin, &rules)?;
@@ -476,7 +481,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         (Some(path), 0) => InputSpec::Tasks(path.clone()),
         (None, count @ 1..) => {
             template.check_groups(count)?;
-            InputSpec::Groups(groups)
+            InputSpec::Groups(Groups { specs: groups, linked, wrap: args.input.link })
         }
         (None, 0) => {
             if std::io::stdin().is_terminal() {
