@@ -180,6 +180,11 @@ pub struct InputArgs {
     #[arg(long)]
     pub link: bool,
 
+    /// Run the tasks in a random order: every input is read first, then shuffled
+    /// ({#} numbers them in the order they run).
+    #[arg(long)]
+    pub shuf: bool,
+
     /// An input equal to EOF ends its input group: it and what follows are ignored.
     #[arg(short = 'E', value_name = "EOF")]
     pub eof: Option<String>,

@@ -45,6 +45,24 @@ pub struct Groups {
     pub wrap: bool,
 }
 
+/// `--shuf`: every task read first (as GNU parallel must too), then in a random
+/// order; an input error comes after the tasks read before it.
+fn shuffled(read: Box<dyn Iterator<Item = Read>>) -> Box<dyn Iterator<Item = Read>> {
+    let mut tasks = Vec::new();
+    let mut failed = None;
+    for task in read {
+        match task {
+            Ok(task) => tasks.push(Ok(task)),
+            Err(e) => {
+                failed = Some(Err(e));
+                break;
+            }
+        }
+    }
+    fastrand::shuffle(&mut tasks);
+    Box::new(tasks.into_iter().chain(failed))
+}
+
 /// Starts reading on a thread of its own. The receiver gives each task's inputs in
 /// input order and ends after the last, or after the first error. The thread stops
 /// once the receiver is dropped (at its next task: a read that blocks, on a pipe,
@@ -52,11 +70,14 @@ pub struct Groups {
 pub fn spawn(
     spec: InputSpec,
     rules: InputRules,
+    shuffle: bool,
     capacity: usize,
 ) -> io::Result<mpsc::Receiver<Read>> {
     let (tx, rx) = mpsc::channel(capacity);
     std::thread::Builder::new().name("shoal-inputs".into()).spawn(move || {
-        for read in inputs(spec, rules) {
+        let read = inputs(spec, rules);
+        let read = if shuffle { shuffled(read) } else { read };
+        for read in read {
             let failed = read.is_err();
             if tx.blocking_send(read).is_err() || failed {
                 break;

@@ -276,3 +276,45 @@ fn linked_groups_as_gnu_parallel() {
     out.expect_code(0);
     assert_eq!(out.stdout, "");
 }
+
+/// `--shuf`: the same tasks as GNU parallel's, in a random order, numbered by {#} in
+/// the order they run (compared as sets: the order is random in both).
+#[test]
+fn shuf_runs_every_task_in_a_random_order() {
+    let env = Env::new();
+    let inputs: Vec<String> = (1..=40).map(|i| i.to_string()).collect();
+    let mut args = vec!["-j1", "--shuf", "echo", "{#}", "{}", ":::"];
+    args.extend(inputs.iter().map(String::as_str));
+    let mut shoal_args = vec!["run"];
+    shoal_args.extend(&args);
+    let out = env.run(&shoal_args);
+    out.expect_code(0);
+    let lines: Vec<(usize, String)> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_once(' ').map(|(n, v)| (n.parse().unwrap(), v.to_owned())).unwrap())
+        .collect();
+    // {#} counts up in the order the tasks ran (-j1: the output's).
+    assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+    let order: Vec<String> = lines.iter().map(|l| l.1.clone()).collect();
+    assert_ne!(order, inputs, "40 inputs shuffled into their own order: 1 chance in 40!");
+    let mut sorted = order.clone();
+    sorted.sort_by_key(|v| v.parse::<u32>().unwrap());
+    assert_eq!(sorted, inputs);
+    // The store numbers the tasks as they ran.
+    let recorded: Vec<String> =
+        env.results(&[]).iter().map(|t| t["args"][0].as_str().unwrap().into()).collect();
+    assert_eq!(recorded, order);
+
+    if let Ok(reference) = std::process::Command::new("parallel").args(&args).output() {
+        let mut theirs: Vec<String> = String::from_utf8(reference.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1.into())
+            .collect();
+        theirs.sort_by_key(|v| v.parse::<u32>().unwrap());
+        assert_eq!((reference.status.code(), theirs), (Some(0), sorted));
+    }
+    // No input: nothing runs, as without --shuf.
+    assert_eq!(side_by_side(&env, &["--shuf", "echo", ":::"], b""), "");
+}

@@ -30,7 +30,8 @@ pub(super) fn resume<'a>(
         || args.input.eof.is_some()
         || args.input.colsep.is_some()
         || args.input.header.is_some()
-        || args.input.link;
+        || args.input.link
+        || args.input.shuf;
     if !args.command.is_empty() || args.tasks.is_some() || input_options {
         bail!("--resume takes the command and the inputs from the store: give only options");
     }

@@ -491,7 +491,8 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
             InputSpec::Stdin
         }
     };
-    let mut rx = reading::spawn(spec, rules, READ_AHEAD).context("start reading the inputs")?;
+    let mut rx = reading::spawn(spec, rules, args.input.shuf, READ_AHEAD)
+        .context("start reading the inputs")?;
     let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
     for input in &inputs {
         template.check_groups(input.args.len())?;
