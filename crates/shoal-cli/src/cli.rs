@@ -180,6 +180,15 @@ pub struct InputArgs {
     #[arg(long)]
     pub link: bool,
 
+    /// Each task takes up to N inputs (N rows of the groups' product), {1}..{N}
+    /// being them (empty past the last); 0 runs one task per input with none of it.
+    #[arg(short = 'N', long = "max-replace-args", value_name = "N", conflicts_with = "max_args")]
+    pub max_replace_args: Option<u32>,
+
+    /// Each task takes up to N inputs (as -N).
+    #[arg(short = 'n', long = "max-args", value_name = "N")]
+    pub max_args: Option<u32>,
+
     /// Run the tasks in a random order: every input is read first, then shuffled
     /// ({#} numbers them in the order they run).
     #[arg(long)]

@@ -87,6 +87,8 @@ pub struct InputRules {
     pub trim: Trim,
     /// Splits each input into columns, which stand for the inputs of the task.
     pub colsep: Option<regex::Regex>,
+    /// `-N`/`-n`: how many rows (of the groups' product, or lines) make one task.
+    pub per_task: Option<u32>,
     /// `--header`: the first line of each file names its columns and is no input
     /// ([`take_header`] reads standard input's, so it is not skipped again).
     pub header: bool,
@@ -179,7 +181,7 @@ impl InputRules {
         let trim = trim.unwrap_or(if colsep.is_some() { Trim::Both } else { Trim::None });
         let tab = || regex::Regex::new("\t").expect("a valid regular expression");
         let colsep = if header { colsep.or_else(|| Some(tab())) } else { colsep };
-        InputRules { delimiter, eof, trim, colsep, header }
+        InputRules { delimiter, eof, trim, colsep, header, per_task: None }
     }
 
     /// The inputs of one task: each split into its columns and trimmed (`--colsep`),

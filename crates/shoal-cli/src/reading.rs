@@ -45,6 +45,28 @@ pub struct Groups {
     pub wrap: bool,
 }
 
+/// `-N n`/`-n n`: each task takes the inputs of `n` rows as read (the last may have
+/// fewer), one after the other; `-N 0` runs one task per row with no inputs. Holds
+/// no more than one task's rows.
+fn chunked(read: Box<dyn Iterator<Item = Read>>, rows: u32) -> Box<dyn Iterator<Item = Read>> {
+    if rows == 0 {
+        return Box::new(read.map(|task| task.map(|_| TaskInput::default())));
+    }
+    let mut read = read.peekable();
+    Box::new(std::iter::from_fn(move || {
+        // An error ends the task being filled; it comes on its own after it.
+        let mut args = Vec::new();
+        for taken in 0..rows {
+            match read.next_if(|task| taken == 0 || task.is_ok()) {
+                Some(Ok(task)) => args.extend(task.args),
+                Some(Err(e)) => return Some(Err(e)),
+                None => break,
+            }
+        }
+        (!args.is_empty()).then(|| Ok(TaskInput { args, ..TaskInput::default() }))
+    }))
+}
+
 /// `--shuf`: every task read first (as GNU parallel must too), then in a random
 /// order; an input error comes after the tasks read before it.
 fn shuffled(read: Box<dyn Iterator<Item = Read>>) -> Box<dyn Iterator<Item = Read>> {
@@ -100,12 +122,19 @@ fn inputs(spec: InputSpec, rules: InputRules) -> Box<dyn Iterator<Item = Read>> 
         }
         InputSpec::Groups(specs) => groups(specs, rules.clone()),
     };
-    if rules.colsep.is_none() {
-        return read;
+    let per_task = rules.per_task;
+    let read =
+        if rules.colsep.is_none() {
+            read
+        } else {
+            Box::new(read.map(move |task| {
+                task.map(|task| TaskInput { args: rules.columns(task.args), ..task })
+            }))
+        };
+    match per_task {
+        Some(rows) => chunked(read, rows),
+        None => read,
     }
-    Box::new(
-        read.map(move |task| task.map(|task| TaskInput { args: rules.columns(task.args), ..task })),
-    )
 }
 
 /// The product of the groups' blocks, the first group streamed when it can be.

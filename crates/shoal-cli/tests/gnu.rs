@@ -318,3 +318,63 @@ fn shuf_runs_every_task_in_a_random_order() {
     // No input: nothing runs, as without --shuf.
     assert_eq!(side_by_side(&env, &["--shuf", "echo", ":::"], b""), "");
 }
+
+#[test]
+fn max_args_put_several_inputs_in_one_task_as_gnu_parallel() {
+    let env = Env::new();
+    // -n N: up to N inputs a task, appended or as {1}..{N}; the last task takes the rest.
+    assert_eq!(
+        side_by_side(&env, &["-n", "2", "echo", ":::", "a", "b", "c", "d", "e"], b""),
+        "a b\nc d\ne\n"
+    );
+    assert_eq!(
+        side_by_side(&env, &["-n2", "echo", "[{}]", ":::", "a", "b", "c"], b""),
+        "[a b]\n[c]\n"
+    );
+    assert_eq!(recorded_args(&env), [vec!["a", "b"], vec!["c"]]);
+    // -N N: the same, and a word holding {} is repeated for each input (in context).
+    let out =
+        side_by_side(&env, &["-N", "2", "echo", "{1}-{2}", ":::", "a", "b", "c", "d", "e"], b"");
+    assert_eq!(out, "a-b\nc-d\ne-\n");
+    assert_eq!(
+        side_by_side(&env, &["-N2", "echo", "[{}]", ":::", "a", "b", "c"], b""),
+        "[a] [b]\n[c]\n"
+    );
+    let out = side_by_side(&env, &["-N2", "echo", "p{}q{1}", "[{.}]", ":::", "a.x", "b.y"], b"");
+    assert_eq!(out, "pa.xqa.x pb.yqa.x [a] [b]\n");
+    assert_eq!(
+        side_by_side(&env, &["-N2", "echo  [{}] && true", ":::", "a", "b c"], b""),
+        "[a] [b c]\n"
+    );
+    // {#} numbers the tasks; standard input and the product of groups are chunked too.
+    assert_eq!(
+        side_by_side(&env, &["-N2", "echo", "{#}", "{}", ":::", "a", "b", "c"], b""),
+        "1 a b\n2 c\n"
+    );
+    assert_eq!(side_by_side(&env, &["-N2", "echo"], b"a\nb\nc\n"), "a b\nc\n");
+    let args = ["-N3", "echo", "{1}/{2}/{3}/{4}", ":::", "a", "b", ":::", "x", "y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a/x/a/y\nb/y//\n");
+    // A word that is only an input past the last is no word at all.
+    let out =
+        side_by_side(&env, &["-N2", "printf", "%s/", "{2}", "{1}", ":::", "a", "b", "c"], b"");
+    assert_eq!(out, "b/a/c/");
+    let out = side_by_side(
+        &env,
+        &["--colsep", ",", "printf", "%s/", "{2}", "{1}", ":::", "a,b", "c"],
+        b"",
+    );
+    assert_eq!(out, "b/a/c/");
+    // -N 0: one task per input, none of it passed.
+    assert_eq!(side_by_side(&env, &["-N0", "echo", "hi", ":::", "a", "b"], b""), "hi\nhi\n");
+    assert_eq!(side_by_side(&env, &["-n0", "echo", "hi", ":::", "a"], b""), "hi\n");
+    // A long input streams, a task at a time.
+    let lines: String = (1..=2500).map(|i| format!("{i}\n")).collect();
+    let out = side_by_side(&env, &["-N", "1000", "echo"], lines.as_bytes());
+    let words: Vec<usize> = out.lines().map(|l| l.split(' ').count()).collect();
+    assert_eq!(words, [1000, 1000, 500]);
+
+    refused(&env, &["run", "-N", "x", "echo", ":::", "a"], "--max-replace-args");
+    refused(&env, &["run", "-N", "1", "-n", "1", "echo", ":::", "a"], "cannot be used with");
+    env.write("t.jsonl", "{\"args\": [\"a\"]}\n");
+    refused(&env, &["run", "-N", "2", "--tasks", "t.jsonl", "echo"], "not --tasks");
+}

@@ -447,7 +447,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         linked.iter_mut().skip(1).for_each(|l| *l = true);
     }
     let input = &args.input;
-    let rules = InputRules::new(
+    let mut rules = InputRules::new(
         input.null,
         input.delimiter.clone(),
         input.eof.clone(),
@@ -455,6 +455,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         input.colsep.clone(),
         input.header.is_some(),
     );
+    rules.per_task = input.max_replace_args.or(input.max_args);
     if rules.header {
         if groups.is_empty() {
             // Standard input: its first line is the header, read here.
@@ -467,8 +468,11 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
     let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let mut template = Template::parse(&command, options.shell)?;
-    if rules.colsep.is_some() {
+    if rules.colsep.is_some() || rules.per_task.is_some() {
         template.allow_missing_groups();
+    }
+    if input.max_replace_args.is_some() {
+        template.replace_in_context();
     }
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     // How many groups each task has (for `{n}`): a `--tasks` line gives its own, checked
@@ -477,6 +481,9 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
     let spec = match (&args.tasks, groups.len()) {
         (Some(_), 1..) => {
             bail!("give the inputs either with ::: / :::: / -a or with --tasks, not both")
+        }
+        (Some(_), 0) if rules.per_task.is_some() || rules.colsep.is_some() => {
+            bail!("-N, -n and --colsep take inputs from ::: / :::: / -a or stdin, not --tasks")
         }
         (Some(path), 0) => InputSpec::Tasks(path.clone()),
         (None, count @ 1..) => {
