@@ -189,6 +189,20 @@ pub struct InputArgs {
     #[arg(short = 'n', long = "max-args", value_name = "N")]
     pub max_args: Option<u32>,
 
+    /// Each task takes as many inputs as fit in -s, replacing {} by all of them
+    /// (the inputs left at the end are spread over the slots, as GNU parallel's).
+    #[arg(short = 'm', conflicts_with_all = ["max_args", "max_replace_args", "context_replace"])]
+    pub multiple: bool,
+
+    /// As -m, with {} replaced in context: a word holding {} is repeated per input.
+    #[arg(short = 'X', conflicts_with_all = ["max_args", "max_replace_args"])]
+    pub context_replace: bool,
+
+    /// The longest command line -m and -X make, in characters (default: 64036, half
+    /// of Linux's longest argument less 3000, as GNU parallel reckons it).
+    #[arg(short = 's', long = "max-chars", value_name = "SIZE", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub max_chars: Option<u64>,
+
     /// Run the tasks in a random order: every input is read first, then shuffled
     /// ({#} numbers them in the order they run).
     #[arg(long)]

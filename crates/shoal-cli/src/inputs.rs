@@ -30,6 +30,9 @@ pub enum InputError {
     /// A line that is not UTF-8 text.
     #[error("{}:{line}: not valid UTF-8 text", show(path))]
     NotUtf8 { path: PathBuf, line: usize },
+    /// `-m`/`-X`: an input whose command alone is as long as `-s` allows, or longer.
+    #[error("command line too long ({length} >= {limit}, see -s) at input {input}: {start}")]
+    CommandTooLong { input: usize, length: usize, limit: usize, start: String },
     /// A `--tasks` line that is not a valid task.
     #[error("{}:{line}: {reason}", show(path))]
     TaskLine { path: PathBuf, line: usize, reason: String },
@@ -87,8 +90,6 @@ pub struct InputRules {
     pub trim: Trim,
     /// Splits each input into columns, which stand for the inputs of the task.
     pub colsep: Option<regex::Regex>,
-    /// `-N`/`-n`: how many rows (of the groups' product, or lines) make one task.
-    pub per_task: Option<u32>,
     /// `--header`: the first line of each file names its columns and is no input
     /// ([`take_header`] reads standard input's, so it is not skipped again).
     pub header: bool,
@@ -181,7 +182,7 @@ impl InputRules {
         let trim = trim.unwrap_or(if colsep.is_some() { Trim::Both } else { Trim::None });
         let tab = || regex::Regex::new("\t").expect("a valid regular expression");
         let colsep = if header { colsep.or_else(|| Some(tab())) } else { colsep };
-        InputRules { delimiter, eof, trim, colsep, header, per_task: None }
+        InputRules { delimiter, eof, trim, colsep, header }
     }
 
     /// The inputs of one task: each split into its columns and trimmed (`--colsep`),

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::inputs::{
     lines, load_groups, InputError, InputGroupSpec, InputRules, TaskInput, TaskLines,
 };
+use crate::template::{display, Template};
 
 /// One task's inputs as read, or why the input could not be read further.
 pub type Read = Result<TaskInput, InputError>;
@@ -67,6 +68,76 @@ fn chunked(read: Box<dyn Iterator<Item = Read>>, rows: u32) -> Box<dyn Iterator<
     }))
 }
 
+/// `-m`/`-X`: each task takes as many rows as keep its command line shorter than
+/// `limit` (as GNU parallel measures it: the rendered command's length). The rows
+/// left when the input ends are spread evenly over the `slots`, as parallel does.
+pub struct Fit {
+    pub template: Template,
+    pub limit: usize,
+    pub slots: usize,
+}
+
+impl Fit {
+    fn length(&self, args: &[String]) -> usize {
+        display(&self.template.render(args, 0, 0)).len()
+    }
+}
+
+/// The tasks of [`Fit`], as the rows stream.
+fn filled(read: Box<dyn Iterator<Item = Read>>, fit: Fit) -> Box<dyn Iterator<Item = Read>> {
+    let mut read = read.peekable();
+    // A row read that did not fit: the next task's first.
+    let mut held: Option<Vec<String>> = None;
+    let mut number = 0usize;
+    // The rows left when the input ended, spread over the slots `per_task` at a time.
+    let mut spread = std::collections::VecDeque::<Vec<String>>::new();
+    let mut per_task = 0;
+    let task = |rows: Vec<Vec<String>>| {
+        Some(Ok(TaskInput { args: rows.into_iter().flatten().collect(), ..TaskInput::default() }))
+    };
+    Box::new(std::iter::from_fn(move || {
+        if !spread.is_empty() {
+            return task(spread.drain(..per_task.min(spread.len())).collect());
+        }
+        let first = match held.take().map(Ok).or_else(|| read.next().map(|r| r.map(|t| t.args)))? {
+            Ok(args) => args,
+            Err(e) => return Some(Err(e)),
+        };
+        number += 1;
+        let mut length = fit.length(&first);
+        if length >= fit.limit {
+            let start = first.join(" ").chars().take(50).collect();
+            return Some(Err(InputError::CommandTooLong {
+                input: number,
+                length,
+                limit: fit.limit,
+                start,
+            }));
+        }
+        let mut rows = vec![first];
+        // What one more row adds does not depend on the rows before it.
+        while let Some(Ok(next)) = read.next_if(Result::is_ok) {
+            let mut two = rows[0].clone();
+            two.extend(next.args.iter().cloned());
+            let more = fit.length(&two) - fit.length(&rows[0]);
+            if length + more >= fit.limit {
+                held = Some(next.args);
+                break;
+            }
+            length += more;
+            number += 1;
+            rows.push(next.args);
+        }
+        let ended = held.is_none() && read.peek().is_none();
+        if ended && rows.len() > 1 && per_task == 0 {
+            per_task = rows.len().div_ceil(fit.slots.max(1));
+            spread.extend(rows);
+            return task(spread.drain(..per_task).collect());
+        }
+        task(rows)
+    }))
+}
+
 /// `--shuf`: every task read first (as GNU parallel must too), then in a random
 /// order; an input error comes after the tasks read before it.
 fn shuffled(read: Box<dyn Iterator<Item = Read>>) -> Box<dyn Iterator<Item = Read>> {
@@ -92,12 +163,13 @@ fn shuffled(read: Box<dyn Iterator<Item = Read>>) -> Box<dyn Iterator<Item = Rea
 pub fn spawn(
     spec: InputSpec,
     rules: InputRules,
+    per_task: Option<PerTask>,
     shuffle: bool,
     capacity: usize,
 ) -> io::Result<mpsc::Receiver<Read>> {
     let (tx, rx) = mpsc::channel(capacity);
     std::thread::Builder::new().name("shoal-inputs".into()).spawn(move || {
-        let read = inputs(spec, rules);
+        let read = inputs(spec, rules, per_task);
         let read = if shuffle { shuffled(read) } else { read };
         for read in read {
             let failed = read.is_err();
@@ -111,7 +183,11 @@ pub fn spawn(
 
 /// The tasks of `spec`, read as they are taken (`rules` apply to the groups and
 /// stdin, not to `--tasks` lines).
-fn inputs(spec: InputSpec, rules: InputRules) -> Box<dyn Iterator<Item = Read>> {
+fn inputs(
+    spec: InputSpec,
+    rules: InputRules,
+    per_task: Option<PerTask>,
+) -> Box<dyn Iterator<Item = Read>> {
     let read = match spec {
         InputSpec::Stdin => args_of(lines(io::stdin().lock(), Path::new("-"), rules.clone())),
         InputSpec::Tasks(path) => {
@@ -122,7 +198,6 @@ fn inputs(spec: InputSpec, rules: InputRules) -> Box<dyn Iterator<Item = Read>> 
         }
         InputSpec::Groups(specs) => groups(specs, rules.clone()),
     };
-    let per_task = rules.per_task;
     let read =
         if rules.colsep.is_none() {
             read
@@ -132,9 +207,18 @@ fn inputs(spec: InputSpec, rules: InputRules) -> Box<dyn Iterator<Item = Read>> 
             }))
         };
     match per_task {
-        Some(rows) => chunked(read, rows),
+        Some(PerTask::Rows(rows)) => chunked(read, rows),
+        Some(PerTask::Fit(fit)) => filled(read, fit),
         None => read,
     }
+}
+
+/// How many rows make one task, when more than one.
+pub enum PerTask {
+    /// `-N n`, `-n n`.
+    Rows(u32),
+    /// `-m`, `-X`: as many as fit.
+    Fit(Fit),
 }
 
 /// The product of the groups' blocks, the first group streamed when it can be.
@@ -344,7 +428,7 @@ mod tests {
     use super::*;
 
     fn all(spec: InputSpec) -> Result<Vec<Vec<String>>, InputError> {
-        inputs(spec, InputRules::default()).map(|t| t.map(|t| t.args)).collect()
+        inputs(spec, InputRules::default(), None).map(|t| t.map(|t| t.args)).collect()
     }
 
     fn unlinked(specs: Vec<InputGroupSpec>) -> InputSpec {
@@ -403,13 +487,14 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(b"a\nb\n\xff\nc\n").unwrap();
         let spec = unlinked(vec![InputGroupSpec::File(file.path().to_owned())]);
-        let read: Vec<Read> = inputs(spec, InputRules::default()).collect();
+        let read: Vec<Read> = inputs(spec, InputRules::default(), None).collect();
         assert_eq!(read.len(), 3, "a, b, then the error, and nothing after it");
         assert!(matches!(read[2], Err(InputError::NotUtf8 { line: 3, .. })), "{:?}", read[2]);
         let mut tasks = tempfile::NamedTempFile::new().unwrap();
         tasks.write_all(b"{\"args\": [\"a\"]}\n\n{\"args\": [1,}\n{\"args\": [\"c\"]}\n").unwrap();
         let read: Vec<Read> =
-            inputs(InputSpec::Tasks(tasks.path().to_owned()), InputRules::default()).collect();
+            inputs(InputSpec::Tasks(tasks.path().to_owned()), InputRules::default(), None)
+                .collect();
         assert_eq!(read.len(), 2);
         assert!(matches!(read[1], Err(InputError::TaskLine { line: 3, .. })), "{:?}", read[1]);
     }

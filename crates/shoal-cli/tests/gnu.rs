@@ -378,3 +378,63 @@ fn max_args_put_several_inputs_in_one_task_as_gnu_parallel() {
     env.write("t.jsonl", "{\"args\": [\"a\"]}\n");
     refused(&env, &["run", "-N", "2", "--tasks", "t.jsonl", "echo"], "not --tasks");
 }
+
+#[test]
+fn multiple_and_context_replace_fill_each_command_line_as_gnu_parallel() {
+    let env = Env::new();
+    let letters = [":::", "a", "b", "c", "d", "e", "f", "g"];
+    // -m: as many inputs as keep the command shorter than -s; {} is all of them.
+    for (size, expected) in [
+        ("19", "a b c d e f g\n"),
+        ("18", "a b c d e f\ng\n"),
+        ("10", "a b\nc d\ne f\ng\n"),
+        ("8", "a\nb\nc\nd\ne\nf\ng\n"),
+    ] {
+        let args = [&["-m", "-j1", "-s", size, "echo"][..], &letters].concat();
+        assert_eq!(side_by_side(&env, &args, b""), expected, "-s {size}");
+    }
+    let args = ["-m", "-j1", "-s", "20", "echo", "x{}y", "z{}w", ":::", "a", "bb", "c"];
+    assert_eq!(side_by_side(&env, &args, b""), "xa bby za bbw\nxcy zcw\n");
+    assert_eq!(recorded_args(&env), [vec!["a", "bb"], vec!["c"]]);
+    // -X: the same, replacing in context.
+    let args = [&["-X", "-j1", "-s", "26", "echo", "pre{}post"][..], &letters].concat();
+    let out = side_by_side(&env, &args, b"");
+    assert_eq!(out, "preapost prebpost\nprecpost predpost\npreepost prefpost\npregpost\n");
+    // The inputs left when the input ends are spread over the slots.
+    assert_eq!(
+        side_by_side(&env, &["-m", "-j2", "echo", ":::", "a", "b", "c", "d", "e"], b""),
+        "a b c\nd e\n"
+    );
+    let args = [
+        "-X", "-j2", "-s", "30", "echo", "x{}", ":::", "a", "b", "c", "d", "e", "f", "g", "h", "i",
+        "j", "k",
+    ];
+    assert_eq!(side_by_side(&env, &args, b""), "xa xb xc xd xe xf xg xh\nxi xj\nxk\n");
+    assert_eq!(
+        side_by_side(&env, &["-X", "-j2", "echo", "{#}", "{.}", ":::", "a.x", "b.y"], b""),
+        "1 a\n2 b\n"
+    );
+    // A long input streams; shoal's default -s is 64036 (parallel's comes from what
+    // it measures, 63664 on a typical Linux), so the two split it elsewhere.
+    let lines: String = (1..=30000).map(|i| format!("{i}\n")).collect();
+    let out = env.run_stdin(&["run", "-k", "-m", "-j2", "echo"], &lines);
+    out.expect_code(0);
+    let tasks: Vec<&str> = out.stdout.lines().collect();
+    assert!(tasks.iter().all(|t| t.len() + "echo ".len() < 64036), "each line fits");
+    assert_eq!(tasks.iter().map(|t| t.split(' ').count()).sum::<usize>(), 30000);
+    assert_eq!(tasks.len(), 4, "two full, then the rest spread over 2 slots");
+
+    // An input too long on its own: an input error (in a short input, found before
+    // anything runs, as any bad input line).
+    let out = env.run(&["run", "-k", "-m", "-s", "12", "echo", ":::", "a", "b", "abcdefgh", "c"]);
+    out.expect_code(2);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.contains("command line too long (13 >= 12, see -s) at input 3: abcdefgh"),
+        "{}",
+        out.stderr
+    );
+    refused(&env, &["run", "-m", "-N", "2", "echo", ":::", "a"], "cannot be used with");
+    refused(&env, &["run", "-m", "-X", "echo", ":::", "a"], "cannot be used with");
+    refused(&env, &["run", "-m", "-s", "0", "echo", ":::", "a"], "--max-chars");
+}

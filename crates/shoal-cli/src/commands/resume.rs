@@ -33,7 +33,10 @@ pub(super) fn resume<'a>(
         || args.input.link
         || args.input.shuf
         || args.input.max_replace_args.is_some()
-        || args.input.max_args.is_some();
+        || args.input.max_args.is_some()
+        || args.input.multiple
+        || args.input.context_replace
+        || args.input.max_chars.is_some();
     if !args.command.is_empty() || args.tasks.is_some() || input_options {
         bail!("--resume takes the command and the inputs from the store: give only options");
     }

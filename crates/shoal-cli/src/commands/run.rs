@@ -31,7 +31,7 @@ use crate::cli::RunArgs;
 use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
-use crate::reading::{self, Groups, InputSpec, Read};
+use crate::reading::{self, Fit, Groups, InputSpec, PerTask, Read};
 use crate::template::{display, Template};
 use crate::units;
 use crate::Exit;
@@ -447,7 +447,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         linked.iter_mut().skip(1).for_each(|l| *l = true);
     }
     let input = &args.input;
-    let mut rules = InputRules::new(
+    let rules = InputRules::new(
         input.null,
         input.delimiter.clone(),
         input.eof.clone(),
@@ -455,7 +455,6 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         input.colsep.clone(),
         input.header.is_some(),
     );
-    rules.per_task = input.max_replace_args.or(input.max_args);
     if rules.header {
         if groups.is_empty() {
             // Standard input: its first line is the header, read here.
@@ -468,12 +467,23 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
     let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let mut template = Template::parse(&command, options.shell)?;
-    if rules.colsep.is_some() || rules.per_task.is_some() {
+    let fits = input.multiple || input.context_replace;
+    let rows = input.max_replace_args.or(input.max_args);
+    if rules.colsep.is_some() || rows.is_some() || fits {
         template.allow_missing_groups();
     }
-    if input.max_replace_args.is_some() {
+    if input.max_replace_args.is_some() || input.context_replace {
         template.replace_in_context();
     }
+    let per_task = match rows {
+        Some(rows) => Some(PerTask::Rows(rows)),
+        None if fits => Some(PerTask::Fit(Fit {
+            template: template.clone(),
+            limit: input.max_chars.map_or(DEFAULT_MAX_CHARS, |c| c as usize),
+            slots: options.jobs as usize,
+        })),
+        None => None,
+    };
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     // How many groups each task has (for `{n}`): a `--tasks` line gives its own, checked
     // as it is read. No inputs at all is not an error: nothing runs, as with GNU
@@ -482,8 +492,8 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         (Some(_), 1..) => {
             bail!("give the inputs either with ::: / :::: / -a or with --tasks, not both")
         }
-        (Some(_), 0) if rules.per_task.is_some() || rules.colsep.is_some() => {
-            bail!("-N, -n and --colsep take inputs from ::: / :::: / -a or stdin, not --tasks")
+        (Some(_), 0) if per_task.is_some() || rules.colsep.is_some() => {
+            bail!("-N, -n, -m, -X and --colsep take inputs from ::: / :::: / -a or stdin, not --tasks")
         }
         (Some(path), 0) => InputSpec::Tasks(path.clone()),
         (None, count @ 1..) => {
@@ -498,7 +508,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
             InputSpec::Stdin
         }
     };
-    let mut rx = reading::spawn(spec, rules, args.input.shuf, READ_AHEAD)
+    let mut rx = reading::spawn(spec, rules, per_task, args.input.shuf, READ_AHEAD)
         .context("start reading the inputs")?;
     let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
     for input in &inputs {
@@ -553,6 +563,10 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         reading,
     })
 }
+
+/// `-s`'s default: half of the longest argument Linux passes to a program, less 3000
+/// for wrapping, as GNU parallel reckons it from what it measures.
+const DEFAULT_MAX_CHARS: usize = (128 * 1024 - 3000) / 2;
 
 /// The most tasks read before the run is recorded.
 const FIRST_TASKS: usize = QUEUE_WINDOW;
