@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::inputs::{parse_colsep, parse_delimiter, parse_trim, Delimiter, Trim};
 use crate::jobs::{parse_jobs, Jobs};
 use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout};
 
@@ -52,7 +53,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Inputs: `::: a b c` (literal; several groups make the cartesian product), \
-`:::: FILE` (one input per line), `--tasks FILE.jsonl`, or stdin lines when none is given.\n\
+`:::: FILE` or `-a FILE` (one input per line, or per -0/-d delimiter), `--tasks FILE.jsonl`, \
+or stdin lines when none is given.\n\
 Replacement strings: {} {.} {/} {//} {/.} {#} (task number) {%} (slot) {1} {2} (n-th group); \
 with none, the inputs are appended.\n\
 Exit status: 0 all tasks succeeded (or there were none), 1 some failed, 2 usage error, \
@@ -125,6 +127,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.jsonl")]
     pub tasks: Option<PathBuf>,
 
+    /// GNU parallel's input options (boxed: `Command` stays small).
+    #[command(flatten)]
+    pub input: Box<InputArgs>,
+
     /// Continue a run (default: the last one): tasks that succeeded are skipped, the
     /// others run again. The command and inputs come from the store.
     #[arg(long, value_name = "RUN_ID", num_args = 0..=1, require_equals = false)]
@@ -133,6 +139,78 @@ pub struct RunArgs {
     /// The command, then its inputs: COMMAND... [::: INPUTS...] [:::: FILE]
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// GNU parallel's options for reading the inputs of `shoal run`.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Read inputs from FILE, one per line (repeatable: each file is one more input
+    /// group, before any `:::`/`::::` group, as several `::::`). `-` is stdin.
+    #[arg(short = 'a', long = "arg-file", value_name = "FILE")]
+    pub arg_file: Vec<PathBuf>,
+
+    /// Inputs read from files and stdin end with a NUL byte instead of a newline.
+    #[arg(short = '0', long = "null", conflicts_with = "delimiter")]
+    pub null: bool,
+
+    /// Inputs read from files and stdin end with DELIM instead of a newline (\n \t
+    /// \r \0 and \NNN octal escapes, as GNU parallel).
+    #[arg(short = 'd', long = "delimiter", value_name = "DELIM", value_parser = parse_delimiter)]
+    pub delimiter: Option<Delimiter>,
+
+    /// Remove white space around each input: l (leading), r (trailing), lr or rl
+    /// (both), n (none, the default).
+    #[arg(long, value_name = "lr", value_parser = parse_trim)]
+    pub trim: Option<Trim>,
+
+    /// Split each input into columns at REGEX: {1} {2}... are the columns (of every
+    /// group, in order), {} all of them; each column is trimmed (--trim lr).
+    #[arg(long, value_name = "REGEX", value_parser = parse_colsep)]
+    pub colsep: Option<regex::Regex>,
+
+    /// The first input of each group (a `:::` group's first word, a file's first
+    /// line) names its columns (split at --colsep, a tab by default): `{name}` is
+    /// then that column. Any value does this without --pipe, as in GNU parallel.
+    #[arg(long, value_name = ":")]
+    pub header: Option<String>,
+
+    /// Link the input groups instead of making their product: the n-th inputs of
+    /// every group make one task, shorter groups wrap around. (`:::+`/`::::+` link
+    /// one group to the one before it, without wrapping.)
+    #[arg(long)]
+    pub link: bool,
+
+    /// Each task takes up to N inputs (N rows of the groups' product), {1}..{N}
+    /// being them (empty past the last); 0 runs one task per input with none of it.
+    #[arg(short = 'N', long = "max-replace-args", value_name = "N", conflicts_with = "max_args")]
+    pub max_replace_args: Option<u32>,
+
+    /// Each task takes up to N inputs (as -N).
+    #[arg(short = 'n', long = "max-args", value_name = "N")]
+    pub max_args: Option<u32>,
+
+    /// Each task takes as many inputs as fit in -s, replacing {} by all of them
+    /// (the inputs left at the end are spread over the slots, as GNU parallel's).
+    #[arg(short = 'm', conflicts_with_all = ["max_args", "max_replace_args", "context_replace"])]
+    pub multiple: bool,
+
+    /// As -m, with {} replaced in context: a word holding {} is repeated per input.
+    #[arg(short = 'X', conflicts_with_all = ["max_args", "max_replace_args"])]
+    pub context_replace: bool,
+
+    /// The longest command line -m and -X make, in characters (default: 64036, half
+    /// of Linux's longest argument less 3000, as GNU parallel reckons it).
+    #[arg(short = 's', long = "max-chars", value_name = "SIZE", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub max_chars: Option<u64>,
+
+    /// Run the tasks in a random order: every input is read first, then shuffled
+    /// ({#} numbers them in the order they run).
+    #[arg(long)]
+    pub shuf: bool,
+
+    /// An input equal to EOF ends its input group: it and what follows are ignored.
+    #[arg(short = 'E', value_name = "EOF")]
+    pub eof: Option<String>,
 }
 
 /// Options of `shoal runs`.

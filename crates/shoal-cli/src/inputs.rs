@@ -30,6 +30,9 @@ pub enum InputError {
     /// A line that is not UTF-8 text.
     #[error("{}:{line}: not valid UTF-8 text", show(path))]
     NotUtf8 { path: PathBuf, line: usize },
+    /// `-m`/`-X`: an input whose command alone is as long as `-s` allows, or longer.
+    #[error("command line too long ({length} >= {limit}, see -s) at input {input}: {start}")]
+    CommandTooLong { input: usize, length: usize, limit: usize, start: String },
     /// A `--tasks` line that is not a valid task.
     #[error("{}:{line}: {reason}", show(path))]
     TaskLine { path: PathBuf, line: usize, reason: String },
@@ -75,32 +78,237 @@ pub enum InputGroupSpec {
     File(PathBuf),
 }
 
-/// Splits the trailing words of `shoal run` into the command and its input groups.
-/// After `::::`, every file named is a group of its own, as in GNU parallel. A `:::`
-/// or `::::` followed by nothing is an empty group: no inputs, nothing to run (as
-/// `::: $(find …)` that finds nothing), never a fall-back to standard input.
-pub fn split_command(words: Vec<String>) -> Result<(Vec<String>, Vec<InputGroupSpec>), InputError> {
+/// How inputs are read and cleaned, as GNU parallel's `-d`/`-0`, `-E`, `--trim` and
+/// `--colsep`.
+#[derive(Debug, Clone, Default)]
+pub struct InputRules {
+    /// What ends an input read from a file or stdin; `None`: a newline (`\r\n` too).
+    pub delimiter: Option<Vec<u8>>,
+    /// An input equal to this ends its group (compared before trimming).
+    pub eof: Option<String>,
+    /// White space removed around each input (each column with `colsep`).
+    pub trim: Trim,
+    /// Splits each input into columns, which stand for the inputs of the task.
+    pub colsep: Option<regex::Regex>,
+    /// `--header`: the first line of each file names its columns and is no input
+    /// ([`take_header`] reads standard input's, so it is not skipped again).
+    pub header: bool,
+}
+
+/// Which white space `--trim` removes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Trim {
+    /// None (`n`).
+    #[default]
+    None,
+    /// Leading (`l`).
+    Left,
+    /// Trailing (`r`).
+    Right,
+    /// Both (`lr` or `rl`).
+    Both,
+}
+
+/// Parses `--trim` as GNU parallel takes it: n, l, r, lr or rl.
+pub fn parse_trim(text: &str) -> Result<Trim, String> {
+    Ok(match text {
+        "n" => Trim::None,
+        "l" => Trim::Left,
+        "r" => Trim::Right,
+        "lr" | "rl" => Trim::Both,
+        _ => return Err(format!("'{text}' is none of n, l, r, lr, rl")),
+    })
+}
+
+/// Parses `--colsep`: a regular expression (Rust's syntax, close to Perl's for what a
+/// separator needs).
+pub fn parse_colsep(text: &str) -> Result<regex::Regex, String> {
+    if text.is_empty() {
+        return Err("the column separator is empty".to_owned());
+    }
+    regex::Regex::new(text).map_err(|e| format!("not a regular expression: {e}"))
+}
+
+/// Parses `-d`: GNU parallel's escapes \t \n \r, \NNN (octal) and \N (one octal
+/// digit, so \0 is NUL); any other text stands for itself.
+pub fn parse_delimiter(text: &str) -> Result<Delimiter, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = |from: usize, len: usize| {
+            let digits = bytes.get(from..from + len)?;
+            digits
+                .iter()
+                .all(u8::is_ascii_digit)
+                .then(|| digits.iter().fold(0u32, |n, d| n * 8 + u32::from(d - b'0')) as u8)
+        };
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b't')) => (out.push(b'\t'), i += 2).1,
+            (b'\\', Some(b'n')) => (out.push(b'\n'), i += 2).1,
+            (b'\\', Some(b'r')) => (out.push(b'\r'), i += 2).1,
+            (b'\\', Some(_)) if octal(i + 1, 3).is_some() => {
+                (out.push(octal(i + 1, 3).expect("checked")), i += 4).1
+            }
+            (b'\\', Some(_)) if octal(i + 1, 1).is_some() => {
+                (out.push(octal(i + 1, 1).expect("checked")), i += 2).1
+            }
+            (byte, _) => (out.push(byte), i += 1).1,
+        }
+    }
+    if out.is_empty() {
+        return Err("the delimiter is empty".to_owned());
+    }
+    Ok(Delimiter(out))
+}
+
+/// The bytes that end each input, as `-d` gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delimiter(pub Vec<u8>);
+
+impl InputRules {
+    /// The rules of a NUL delimiter (`-0`) or of `delimiter` (`-d`).
+    /// As GNU parallel: `trim` defaults to both sides with `colsep`, and `header`
+    /// splits into columns at a tab when no `colsep` is given (trimming nothing).
+    pub fn new(
+        null: bool,
+        delimiter: Option<Delimiter>,
+        eof: Option<String>,
+        trim: Option<Trim>,
+        colsep: Option<regex::Regex>,
+        header: bool,
+    ) -> Self {
+        let delimiter = if null { Some(vec![0]) } else { delimiter.map(|d| d.0) };
+        let trim = trim.unwrap_or(if colsep.is_some() { Trim::Both } else { Trim::None });
+        let tab = || regex::Regex::new("\t").expect("a valid regular expression");
+        let colsep = if header { colsep.or_else(|| Some(tab())) } else { colsep };
+        InputRules { delimiter, eof, trim, colsep, header }
+    }
+
+    /// The inputs of one task: each split into its columns and trimmed (`--colsep`),
+    /// else as they are (trimmed as they were read).
+    pub fn columns(&self, args: Vec<String>) -> Vec<String> {
+        let Some(colsep) = &self.colsep else { return args };
+        let mut columns = Vec::with_capacity(args.len());
+        for arg in &args {
+            columns.extend(colsep.split(arg).map(|c| self.trim(c.to_owned())));
+        }
+        columns
+    }
+
+    /// Whether `input` ends its group (`-E`).
+    fn is_eof(&self, input: &str) -> bool {
+        self.eof.as_deref() == Some(input)
+    }
+
+    /// `input` as read: trimmed, unless columns are trimmed instead.
+    fn trimmed(&self, input: String) -> String {
+        if self.colsep.is_some() {
+            return input;
+        }
+        self.trim(input)
+    }
+
+    /// `input` without the white space `--trim` removes (Perl's `\s`).
+    fn trim(&self, mut input: String) -> String {
+        let space = |c: char| c.is_ascii_whitespace() || c == '\x0b';
+        if matches!(self.trim, Trim::Right | Trim::Both) {
+            input.truncate(input.trim_end_matches(space).len());
+        }
+        if matches!(self.trim, Trim::Left | Trim::Both) {
+            input.drain(..input.len() - input.trim_start_matches(space).len());
+        }
+        input
+    }
+
+    /// The words of a `:::` group under `-E` and `--trim`.
+    fn literal(&self, words: Vec<String>) -> Vec<String> {
+        words.into_iter().take_while(|w| !self.is_eof(w)).map(|w| self.trimmed(w)).collect()
+    }
+}
+
+/// `--header`: takes the first input of each group (a `:::` group's first word, a
+/// file's first line, read here) and splits it into column names; returns `command`
+/// with `{name}` (and `{name.}`, `{name/}`, `{name//}`, `{name/.}`) turned into
+/// `{n}`, n counting the columns of all groups in order, as GNU parallel does.
+pub fn take_header(
+    command: &[String],
+    specs: &mut [InputGroupSpec],
+    mut stdin: impl BufRead,
+    rules: &InputRules,
+) -> Result<Vec<String>, InputError> {
+    let colsep = rules.colsep.as_ref().expect("a header comes with columns");
+    // The header line is read as any other, without being skipped.
+    let as_read = InputRules { header: false, eof: None, ..rules.clone() };
+    let mut command = command.to_vec();
+    let mut column = 0;
+    for spec in specs.iter_mut() {
+        let first = match spec {
+            InputGroupSpec::Literal(words) if words.is_empty() => None,
+            InputGroupSpec::Literal(words) => Some(words.remove(0)),
+            InputGroupSpec::File(path) if path == Path::new("-") => {
+                lines(&mut stdin, path, as_read.clone()).next().transpose()?
+            }
+            InputGroupSpec::File(path) => {
+                let file = fs::File::open(&*path)
+                    .map_err(|source| InputError::File { path: path.clone(), source })?;
+                lines(io::BufReader::new(file), path, as_read.clone()).next().transpose()?
+            }
+        };
+        let Some(first) = first else { continue };
+        // Perl's split: trailing empty names are dropped.
+        let mut names: Vec<&str> = colsep.split(&first).collect();
+        while names.last() == Some(&"") {
+            names.pop();
+        }
+        for name in names {
+            column += 1;
+            for word in &mut command {
+                for suffix in ["", "/", "//", ".", "/."] {
+                    *word = word
+                        .replace(&format!("{{{name}{suffix}}}"), &format!("{{{column}{suffix}}}"));
+                }
+            }
+        }
+    }
+    Ok(command)
+}
+
+/// The command and input groups of `shoal run`, as [`split_command`] finds them.
+pub type Split = (Vec<String>, Vec<InputGroupSpec>, Vec<bool>);
+
+/// Splits the trailing words of `shoal run` into the command, its input groups, and
+/// for each group whether it is linked to the one before (`:::+`, `::::+`; the first
+/// group never is). After `::::`, every file named is a group of its own, as in GNU
+/// parallel. A `:::` or `::::` followed by nothing is an empty group: no inputs,
+/// nothing to run (as `::: $(find …)` that finds nothing), never a fall-back to
+/// standard input.
+pub fn split_command(words: Vec<String>) -> Result<Split, InputError> {
+    let is_separator = |w: &String| matches!(w.as_str(), ":::" | "::::" | ":::+" | "::::+");
     let mut words = words.into_iter().peekable();
     let mut command = Vec::new();
-    while let Some(w) = words.next_if(|w| w != ":::" && w != "::::") {
+    while let Some(w) = words.next_if(|w| !is_separator(w)) {
         command.push(w);
     }
     if command.is_empty() {
         return Err(InputError::EmptyCommand);
     }
-    let mut groups = Vec::new();
+    let (mut groups, mut linked) = (Vec::new(), Vec::new());
     while let Some(separator) = words.next() {
         let mut members = Vec::new();
-        while let Some(w) = words.next_if(|w| w != ":::" && w != "::::") {
+        while let Some(w) = words.next_if(|w| !is_separator(w)) {
             members.push(w);
         }
-        if separator == ":::" || members.is_empty() {
+        let link = separator.ends_with('+') && !groups.is_empty();
+        if matches!(separator.as_str(), ":::" | ":::+") || members.is_empty() {
             groups.push(InputGroupSpec::Literal(members));
+            linked.push(link);
         } else {
+            linked.extend(std::iter::repeat_n(link, members.len()));
             groups.extend(members.into_iter().map(|m| InputGroupSpec::File(PathBuf::from(m))));
         }
     }
-    Ok((command, groups))
+    Ok((command, groups, linked))
 }
 
 /// Reads the groups: `::::` files become their lines (empty lines kept as empty
@@ -109,26 +317,27 @@ pub fn split_command(words: Vec<String>) -> Result<(Vec<String>, Vec<InputGroupS
 pub fn load_groups(
     specs: Vec<InputGroupSpec>,
     mut stdin: impl BufRead,
+    rules: &InputRules,
 ) -> Result<Vec<Vec<String>>, InputError> {
     let mut stdin_lines: Option<Vec<String>> = None;
     let mut groups = Vec::with_capacity(specs.len());
     for spec in specs {
         let path = match spec {
             InputGroupSpec::Literal(words) => {
-                groups.push(words);
+                groups.push(rules.literal(words));
                 continue;
             }
             InputGroupSpec::File(path) => path,
         };
         let lines = if path == Path::new("-") {
             if stdin_lines.is_none() {
-                stdin_lines = Some(read_lines(&mut stdin, &path)?);
+                stdin_lines = Some(read_lines(&mut stdin, &path, rules)?);
             }
             stdin_lines.clone().unwrap_or_default()
         } else {
             let file = fs::File::open(&path)
                 .map_err(|source| InputError::File { path: path.clone(), source })?;
-            read_lines(io::BufReader::new(file), &path)?
+            read_lines(io::BufReader::new(file), &path, rules)?
         };
         groups.push(lines);
     }
@@ -140,21 +349,35 @@ pub fn load_groups(
 /// where `find ... | parallel` with nothing found is not an error).
 #[cfg(test)]
 pub fn stdin_inputs(reader: impl BufRead) -> Result<Vec<Vec<String>>, InputError> {
-    Ok(vec![read_lines(reader, Path::new("-"))?])
+    Ok(vec![read_lines(reader, Path::new("-"), &InputRules::default())?])
 }
 
-/// Reads every line, without its `\n` or `\r\n`; `origin` names the source in errors.
-fn read_lines(reader: impl BufRead, origin: &Path) -> Result<Vec<String>, InputError> {
-    lines(reader, origin).collect()
+/// Reads every input, without its delimiter; `origin` names the source in errors.
+fn read_lines(
+    reader: impl BufRead,
+    origin: &Path,
+    rules: &InputRules,
+) -> Result<Vec<String>, InputError> {
+    lines(reader, origin, rules.clone()).collect()
 }
 
-/// The lines of an input (of at most the longest argument), as text.
+/// The inputs of a file or stdin (each of at most the longest argument), as text,
+/// up to an `-E` input, trimmed as `--trim` says.
 pub(crate) fn lines<R: BufRead>(
     reader: R,
     origin: &Path,
+    rules: InputRules,
 ) -> impl Iterator<Item = Result<String, InputError>> {
     let mut raw = RawLines::new(reader, origin.to_owned(), max_input_line());
+    raw.delimiter = rules.delimiter.clone();
+    // A file's header line (standard input's was read by `take_header`).
+    let mut header = rules.header && origin != Path::new("-");
     std::iter::from_fn(move || {
+        if std::mem::take(&mut header) {
+            if let Err(e) = raw.next()? {
+                return Some(Err(e));
+            }
+        }
         let line = raw.next()?;
         Some(line.and_then(|bytes| {
             String::from_utf8(bytes).map_err(|_| {
@@ -162,6 +385,13 @@ pub(crate) fn lines<R: BufRead>(
                 InputError::NotUtf8 { path: raw.origin.clone(), line: raw.number }
             })
         }))
+        .filter(|line| {
+            let eof = matches!(line, Ok(line) if rules.is_eof(line));
+            // The rest of this input is not read (GNU parallel closes the file).
+            raw.failed |= eof;
+            !eof
+        })
+        .map(|line| line.map(|line| rules.trimmed(line)))
     })
 }
 
@@ -172,12 +402,14 @@ struct RawLines<R> {
     /// Lines read so far.
     number: usize,
     limit: usize,
+    /// What ends a line, when not a newline.
+    delimiter: Option<Vec<u8>>,
     failed: bool,
 }
 
 impl<R: BufRead> RawLines<R> {
     fn new(reader: R, origin: PathBuf, limit: usize) -> Self {
-        RawLines { reader, origin, number: 0, limit, failed: false }
+        RawLines { reader, origin, number: 0, limit, delimiter: None, failed: false }
     }
 }
 
@@ -190,8 +422,8 @@ impl<R: BufRead> Iterator for RawLines<R> {
         }
         let why = if self.limit == MAX_TASK_LINE { TASK_LINE_WHY } else { INPUT_LINE_WHY };
         let mut buf = Vec::new();
-        match next_line(&mut self.reader, &mut buf, &self.origin, &mut self.number, self.limit, why)
-        {
+        let end = Ending { delimiter: self.delimiter.as_deref(), limit: self.limit, why };
+        match next_line(&mut self.reader, &mut buf, &self.origin, &mut self.number, end) {
             Ok(true) => Some(Ok(buf)),
             Ok(false) => None,
             Err(e) => {
@@ -250,7 +482,15 @@ impl<R: BufRead> Iterator for TaskLines<R> {
     }
 }
 
-/// Reads the next line into `buf` (cleared first), without its `\n` or `\r\n`, and
+/// What ends a line and how long one may be.
+struct Ending<'a> {
+    /// `None`: a newline, `\r\n` too.
+    delimiter: Option<&'a [u8]>,
+    limit: usize,
+    why: &'static str,
+}
+
+/// Reads the next line into `buf` (cleared first), without its delimiter, and
 /// counts it in `number`; false at the end of the input. Never holds more than
 /// `limit` bytes of a line: a longer one is an error, however long it goes on.
 fn next_line(
@@ -258,23 +498,41 @@ fn next_line(
     buf: &mut Vec<u8>,
     origin: &Path,
     number: &mut usize,
-    limit: usize,
-    why: &'static str,
+    Ending { delimiter, limit, why }: Ending<'_>,
 ) -> Result<bool, InputError> {
     buf.clear();
-    // Room for the line, its `\r\n`, and no more.
-    let n = io::Read::take(&mut *reader, limit as u64 + 2)
-        .read_until(b'\n', buf)
-        .map_err(|source| InputError::File { path: origin.to_owned(), source })?;
-    if n == 0 {
+    let (last, room) = match delimiter {
+        Some(d) => (*d.last().expect("a delimiter is never empty"), d.len()),
+        // Room for `\r\n`.
+        None => (b'\n', 2),
+    };
+    // Room for the line, its delimiter, and no more.
+    let mut bounded = io::Read::take(&mut *reader, (limit + room) as u64);
+    loop {
+        let n = bounded
+            .read_until(last, buf)
+            .map_err(|source| InputError::File { path: origin.to_owned(), source })?;
+        // A delimiter of several bytes: its last byte alone does not end the line.
+        let more =
+            n > 0 && buf.last() == Some(&last) && delimiter.is_some_and(|d| !buf.ends_with(d));
+        if !more {
+            break;
+        }
+    }
+    if buf.is_empty() {
         return Ok(false);
     }
     *number += 1;
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-        if buf.last() == Some(&b'\r') {
+    match delimiter {
+        Some(d) if buf.ends_with(d) => buf.truncate(buf.len() - d.len()),
+        Some(_) => {}
+        None if buf.last() == Some(&b'\n') => {
             buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
         }
+        None => {}
     }
     if buf.len() > limit {
         return Err(InputError::LineTooLong { path: origin.to_owned(), line: *number, limit, why });
@@ -517,7 +775,7 @@ mod tests {
 
     #[test]
     fn splits_command_and_groups() {
-        let (cmd, groups) =
+        let (cmd, groups, _) =
             split_command(s(&["gzip", "-9", ":::", "a", "b", "::::", "f1", "-", ":::", "x"]))
                 .unwrap();
         assert_eq!(cmd, s(&["gzip", "-9"]));
@@ -530,15 +788,29 @@ mod tests {
                 InputGroupSpec::Literal(s(&["x"])),
             ]
         );
-        let (cmd, groups) = split_command(s(&["echo", "{}"])).unwrap();
-        assert_eq!((cmd, groups), (s(&["echo", "{}"]), vec![]));
+        let (cmd, groups, linked) = split_command(s(&["echo", "{}"])).unwrap();
+        assert_eq!((cmd, groups, linked), (s(&["echo", "{}"]), vec![], vec![]));
+        let (_, groups, linked) =
+            split_command(s(&["e", ":::+", "a", ":::+", "b", "::::+", "f", "g", "::::", "h"]))
+                .unwrap();
+        assert_eq!(
+            groups,
+            [
+                InputGroupSpec::Literal(s(&["a"])),
+                InputGroupSpec::Literal(s(&["b"])),
+                InputGroupSpec::File("f".into()),
+                InputGroupSpec::File("g".into()),
+                InputGroupSpec::File("h".into()),
+            ]
+        );
+        assert_eq!(linked, [false, true, true, true, false]);
     }
 
     #[test]
     fn empty_groups_are_groups_and_no_command_is_an_error() {
-        let (_, groups) = split_command(s(&["echo", ":::", "a", ":::"])).unwrap();
+        let (_, groups, _) = split_command(s(&["echo", ":::", "a", ":::"])).unwrap();
         assert_eq!(groups, [InputGroupSpec::Literal(s(&["a"])), InputGroupSpec::Literal(vec![])]);
-        let (_, groups) = split_command(s(&["echo", ":::", "::::", ":::", "a"])).unwrap();
+        let (_, groups, _) = split_command(s(&["echo", ":::", "::::", ":::", "a"])).unwrap();
         assert_eq!(
             groups,
             [
@@ -560,7 +832,7 @@ mod tests {
             InputGroupSpec::File("-".into()),
             InputGroupSpec::File("-".into()),
         ];
-        let groups = load_groups(specs, &b"s1\ns2\n"[..]).unwrap();
+        let groups = load_groups(specs, &b"s1\ns2\n"[..], &InputRules::default()).unwrap();
         assert_eq!(
             groups,
             [s(&["x"]), s(&["a.txt", "b c", "", "last"]), s(&["s1", "s2"]), s(&["s1", "s2"])]
@@ -570,7 +842,9 @@ mod tests {
     #[test]
     fn unreadable_files_are_named_and_empty_ones_are_empty_groups() {
         let missing = PathBuf::from("/nonexistent/shoal/inputs.txt");
-        let err = load_groups(vec![InputGroupSpec::File(missing)], io::empty()).unwrap_err();
+        let err =
+            load_groups(vec![InputGroupSpec::File(missing)], io::empty(), &InputRules::default())
+                .unwrap_err();
         assert!(matches!(err, InputError::File { .. }));
         assert!(
             err.to_string()
@@ -580,9 +854,16 @@ mod tests {
         let empty = file_with(b"");
         let specs =
             vec![InputGroupSpec::File(empty.path().to_owned()), InputGroupSpec::File("-".into())];
-        assert_eq!(load_groups(specs, io::empty()).unwrap(), [Vec::<String>::new(), vec![]]);
-        let err =
-            load_groups(vec![InputGroupSpec::File("-".into())], &b"ok\n\xff\n"[..]).unwrap_err();
+        assert_eq!(
+            load_groups(specs, io::empty(), &InputRules::default()).unwrap(),
+            [Vec::<String>::new(), vec![]]
+        );
+        let err = load_groups(
+            vec![InputGroupSpec::File("-".into())],
+            &b"ok\n\xff\n"[..],
+            &InputRules::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "(standard input):2: not valid UTF-8 text");
     }
 
@@ -601,7 +882,7 @@ mod tests {
         );
         let specs = vec![InputGroupSpec::Literal(s(&["x"])), InputGroupSpec::File("-".into())];
         assert!(matches!(
-            load_groups(specs, endless()),
+            load_groups(specs, endless(), &InputRules::default()),
             Err(InputError::LineTooLong { line: 3, limit, .. }) if limit == max_input_line()
         ));
         let first = &b"{\"args\": 1}\n"[..];
@@ -631,6 +912,48 @@ mod tests {
             err.to_string(),
             "t.jsonl:1: a line longer than 1 MiB (the most a task line may hold)"
         );
+    }
+
+    #[test]
+    fn delimiters_take_gnu_parallels_escapes() {
+        let d = |text| parse_delimiter(text).map(|d| d.0);
+        assert_eq!(d("\\t\\n\\r"), Ok(b"\t\n\r".to_vec()));
+        assert_eq!(d("\\0"), Ok(vec![0]));
+        assert_eq!(d("\\101x\\7"), Ok(b"Ax\x07".to_vec()));
+        assert_eq!(d(",,"), Ok(b",,".to_vec()));
+        assert_eq!(d("\\q\\"), Ok(b"\\q\\".to_vec()));
+        assert_eq!(d(""), Err("the delimiter is empty".to_owned()));
+    }
+
+    #[test]
+    fn a_delimiter_of_several_bytes_ends_only_where_it_is_whole() {
+        let rules = InputRules::new(false, parse_delimiter("ab").ok(), None, None, None, false);
+        let read = |text: &[u8]| read_lines(text, Path::new("-"), &rules).unwrap();
+        assert_eq!(read(b"xaby\nabbaab"), s(&["x", "y\n", "ba"]));
+        assert_eq!(read(b"a\r\nb"), s(&["a\r\nb"]));
+        assert_eq!(read(b""), Vec::<String>::new());
+        let longest = "x".repeat(max_input_line());
+        assert_eq!(read(format!("{longest}ab").as_bytes()), [longest.as_str()]);
+        assert!(matches!(
+            read_lines(format!("{longest}xab").as_bytes(), Path::new("-"), &rules),
+            Err(InputError::LineTooLong { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn trim_and_eof_apply_to_every_kind_of_group() {
+        let rules = InputRules::new(false, None, Some("END".into()), Some(Trim::Both), None, false);
+        let literal = InputGroupSpec::Literal(s(&[" a\t", "END", "b"]));
+        let groups = load_groups(
+            vec![literal, InputGroupSpec::File("-".into())],
+            &b"  c\nd \n END\nEND\ne\n"[..],
+            &rules,
+        );
+        assert_eq!(groups.unwrap(), [s(&["a"]), s(&["c", "d", "END"])]);
+        let left = InputRules { trim: Trim::Left, ..InputRules::default() };
+        assert_eq!(left.trimmed(" \x0b x \n".into()), "x \n");
+        assert_eq!(parse_trim("rl"), Ok(Trim::Both));
+        assert!(parse_trim("lrl").is_err());
     }
 
     #[test]

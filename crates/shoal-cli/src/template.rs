@@ -58,6 +58,9 @@ pub struct Template {
     appends: bool,
     /// The `{n}` with the highest n, for [`Template::check_groups`].
     highest_group: Option<(usize, String)>,
+    /// `-N`: the command's words (a shell command's split at white space), where a
+    /// word holding `{}` is repeated once per input.
+    context: Option<Vec<Vec<Segment>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,7 +201,7 @@ impl Template {
         } else {
             Body::Direct(words)
         };
-        Ok(Template { body, appends, highest_group })
+        Ok(Template { body, appends, highest_group, context: None })
     }
 
     /// Checks that every `{n}` names one of the `groups` input groups.
@@ -211,6 +214,21 @@ impl Template {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Lets `{n}` name more inputs than a task has: those render empty, as with
+    /// `--colsep` in GNU parallel, where a line may have fewer columns.
+    pub fn allow_missing_groups(&mut self) {
+        self.highest_group = None;
+    }
+
+    /// Replaces in context, as GNU parallel's `-N` (and `-X`): a word holding `{}`
+    /// (or `{.}`, `{/}`…) is repeated once per input, each time with that input.
+    pub fn replace_in_context(&mut self) {
+        self.context = Some(match &self.body {
+            Body::Direct(words) => words.clone(),
+            Body::Shell(script) => split_at_white_space(script),
+        });
     }
 
     /// Whether `{%}` (the slot number) appears.
@@ -233,6 +251,9 @@ impl Template {
     /// direct command they become separate arguments, as the shell splits them in
     /// GNU parallel.
     pub fn render(&self, args: &[String], task: TaskId, slot: SlotId) -> CommandLine {
+        if let Some(words) = &self.context {
+            return self.render_in_context(words, args, task, slot);
+        }
         let all: &[String] = if args.is_empty() { std::slice::from_ref(empty()) } else { args };
         let value = |group: usize| args.get(group - 1).unwrap_or(empty()).as_str();
         match &self.body {
@@ -242,6 +263,8 @@ impl Template {
                 for seg in segments {
                     match seg {
                         Segment::Text(t) => script.push_str(t),
+                        // A missing input is nothing, not '' (GNU parallel's).
+                        Segment::Input { group: Some(g), .. } if *g > args.len() => {}
                         Segment::Input { group: Some(g), part } => {
                             shell_quote(part.apply(value(*g)), &mut script)
                         }
@@ -273,6 +296,9 @@ impl Template {
                 let mut out =
                     Vec::with_capacity(words.len() + if self.appends { args.len() } else { 0 });
                 for word in words {
+                    if only_missing(word, args.len()) {
+                        continue;
+                    }
                     let mut cur = String::new();
                     for seg in word {
                         match seg {
@@ -307,6 +333,123 @@ impl Template {
             }
         }
     }
+}
+
+impl Template {
+    /// [`Template::render`] for [`Template::replace_in_context`].
+    fn render_in_context(
+        &self,
+        words: &[Vec<Segment>],
+        args: &[String],
+        task: TaskId,
+        slot: SlotId,
+    ) -> CommandLine {
+        let all: &[String] = if args.is_empty() { std::slice::from_ref(empty()) } else { args };
+        let shell = matches!(self.body, Body::Shell(_));
+        let value = |group: usize| args.get(group - 1).unwrap_or(empty()).as_str();
+        // One rendering of a word, `input` standing for `{}`.
+        let render = |word: &[Segment], input: &str| {
+            let mut out = String::new();
+            for seg in word {
+                match seg {
+                    Segment::Text(t) => out.push_str(t),
+                    Segment::Input { group: Some(g), .. } if *g > args.len() => {}
+                    Segment::Input { group, part } => {
+                        let v = match group {
+                            Some(g) => part.apply(value(*g)),
+                            None => part.apply(input),
+                        };
+                        if shell {
+                            shell_quote(v, &mut out)
+                        } else {
+                            out.push_str(v)
+                        }
+                    }
+                    Segment::TaskNumber => write!(out, "{task}").expect("writing to a String"),
+                    Segment::SlotNumber => write!(out, "{slot}").expect("writing to a String"),
+                }
+            }
+            out
+        };
+        let mut rendered = Vec::with_capacity(words.len() + args.len());
+        for word in words {
+            if !shell && only_missing(word, args.len()) {
+                continue;
+            }
+            if word.iter().any(|s| matches!(s, Segment::Input { group: None, .. })) {
+                rendered.extend(all.iter().map(|input| render(word, input)));
+            } else {
+                rendered.push(render(word, ""));
+            }
+        }
+        if self.appends {
+            rendered.extend(args.iter().cloned());
+        }
+        if !shell {
+            let mut out = rendered.into_iter();
+            let program = out.next().unwrap_or_default();
+            return CommandLine { program, args: out.collect() };
+        }
+        // The shell's words are joined by their own white space; the repeated ones
+        // and the appended inputs by one space.
+        let mut script = String::new();
+        let mut rendered = rendered.into_iter();
+        for word in words {
+            let repeats = if word.iter().any(|s| matches!(s, Segment::Input { group: None, .. })) {
+                all.len()
+            } else {
+                1
+            };
+            for i in 0..repeats {
+                if i > 0 {
+                    script.push(' ');
+                }
+                script.push_str(&rendered.next().unwrap_or_default());
+            }
+        }
+        for appended in rendered {
+            script.push(' ');
+            shell_quote(&appended, &mut script);
+        }
+        CommandLine { program: "sh".to_owned(), args: vec!["-c".to_owned(), script] }
+    }
+}
+
+/// Whether a word is only inputs past the task's `inputs` (with `--colsep` or `-N`):
+/// GNU parallel then passes no word at all, not an empty one.
+fn only_missing(word: &[Segment], inputs: usize) -> bool {
+    word.iter().all(|s| matches!(s, Segment::Input { group: Some(g), .. } if *g > inputs))
+}
+
+/// A shell script's segments split into words and the runs of white space between
+/// them (kept as words of their own, so the script keeps its spacing).
+fn split_at_white_space(script: &[Segment]) -> Vec<Vec<Segment>> {
+    let mut words = Vec::new();
+    let mut word = Vec::new();
+    for seg in script {
+        let Segment::Text(text) = seg else {
+            word.push(seg.clone());
+            continue;
+        };
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let space = rest.starts_with(char::is_whitespace);
+            let end = rest.find(|c: char| c.is_whitespace() != space).unwrap_or(rest.len());
+            if space {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                words.push(vec![Segment::Text(rest[..end].to_owned())]);
+            } else {
+                push_text(&mut word, &rest[..end]);
+            }
+            rest = &rest[end..];
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 fn empty() -> &'static String {
@@ -438,6 +581,26 @@ mod tests {
     /// Each replacement string applied to `input`, in the order {} {.} {/} {//} {/.}.
     fn parts(input: &str) -> Vec<String> {
         argv(&["x", "{}", "{.}", "{/}", "{//}", "{/.}"], &[input])[1..].to_vec()
+    }
+
+    fn in_context(cmd: &[&str], args: &[&str]) -> CommandLine {
+        let mut t = Template::parse(&words(cmd), false).unwrap();
+        t.allow_missing_groups();
+        t.replace_in_context();
+        t.render(&words(args), 7, 2)
+    }
+
+    #[test]
+    fn in_context_a_word_with_braces_repeats_per_input() {
+        let c = in_context(&["echo", "p{}q{1}", "{#}", "x{.}"], &["a.1", "b.2"]);
+        assert_eq!(c.args, ["pa.1qa.1", "pb.2qa.1", "7", "xa", "xb"]);
+        let c = in_context(&["echo", "{3}", "{2}x"], &["a", "b"]);
+        assert_eq!(c.args, ["bx"], "a word of only a missing input is dropped");
+        let c = in_context(&["echo  [{}]  {%} >&2"], &["a", "b c"]);
+        assert_eq!(display(&c), "echo  [a] ['b c']  2 >&2");
+        let c = in_context(&["echo", "{2}{1}", "|", "cat"], &["a"]);
+        assert_eq!(display(&c), "echo a | cat", "a missing input is nothing in a script");
+        assert_eq!(in_context(&["echo"], &["a", "b"]).args, ["a", "b"]);
     }
 
     #[test]

@@ -23,7 +23,21 @@ pub(super) fn resume<'a>(
     run: Option<i64>,
     args: &RunArgs,
 ) -> anyhow::Result<Prepared<'a>> {
-    if !args.command.is_empty() || args.tasks.is_some() {
+    let input_options = !args.input.arg_file.is_empty()
+        || args.input.null
+        || args.input.delimiter.is_some()
+        || args.input.trim.is_some()
+        || args.input.eof.is_some()
+        || args.input.colsep.is_some()
+        || args.input.header.is_some()
+        || args.input.link
+        || args.input.shuf
+        || args.input.max_replace_args.is_some()
+        || args.input.max_args.is_some()
+        || args.input.multiple
+        || args.input.context_replace
+        || args.input.max_chars.is_some();
+    if !args.command.is_empty() || args.tasks.is_some() || input_options {
         bail!("--resume takes the command and the inputs from the store: give only options");
     }
     let run_id = match run {

@@ -28,10 +28,10 @@ use super::feed::{Feed, Reading};
 use super::printer::{Printer, PRINT_LIMIT};
 use super::resume::Pages;
 use crate::cli::RunArgs;
-use crate::inputs::{self, TaskInput};
+use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
-use crate::reading::{self, InputSpec, Read};
+use crate::reading::{self, Fit, Groups, InputSpec, PerTask, Read};
 use crate::template::{display, Template};
 use crate::units;
 use crate::Exit;
@@ -438,22 +438,67 @@ fn has_cap_sys_nice() -> bool {
 /// whole before anything is recorded, so a bad line in it records nothing; a longer
 /// one goes on being read while the run runs.
 fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
-    let (command, groups) = inputs::split_command(args.command.clone())?;
+    let (mut command, mut groups, mut linked) = inputs::split_command(args.command.clone())?;
+    // `-a` files are input groups before the `:::`/`::::` ones, as in GNU parallel.
+    let arg_files = args.input.arg_file.iter().map(|path| InputGroupSpec::File(path.clone()));
+    groups.splice(0..0, arg_files);
+    linked.splice(0..0, std::iter::repeat_n(false, args.input.arg_file.len()));
+    if args.input.link {
+        linked.iter_mut().skip(1).for_each(|l| *l = true);
+    }
+    let input = &args.input;
+    let rules = InputRules::new(
+        input.null,
+        input.delimiter.clone(),
+        input.eof.clone(),
+        input.trim,
+        input.colsep.clone(),
+        input.header.is_some(),
+    );
+    if rules.header {
+        if groups.is_empty() {
+            // Standard input: its first line is the header, read here.
+            groups.push(InputGroupSpec::File("-".into()));
+            linked.push(false);
+        }
+        let stdin = std::io::stdin().lock();
+        command = inputs::take_header(&command, &mut groups, stdin, &rules)?;
+    }
     let mut options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
-    let template = Template::parse(&command, options.shell)?;
+    let mut template = Template::parse(&command, options.shell)?;
+    let fits = input.multiple || input.context_replace;
+    let rows = input.max_replace_args.or(input.max_args);
+    if rules.colsep.is_some() || rows.is_some() || fits {
+        template.allow_missing_groups();
+    }
+    if input.max_replace_args.is_some() || input.context_replace {
+        template.replace_in_context();
+    }
+    let per_task = match rows {
+        Some(rows) => Some(PerTask::Rows(rows)),
+        None if fits => Some(PerTask::Fit(Fit {
+            template: template.clone(),
+            limit: input.max_chars.map_or(DEFAULT_MAX_CHARS, |c| c as usize),
+            slots: options.jobs as usize,
+        })),
+        None => None,
+    };
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     // How many groups each task has (for `{n}`): a `--tasks` line gives its own, checked
     // as it is read. No inputs at all is not an error: nothing runs, as with GNU
     // parallel and `xargs -r`.
     let spec = match (&args.tasks, groups.len()) {
         (Some(_), 1..) => {
-            bail!("give the inputs either with ::: / :::: or with --tasks, not both")
+            bail!("give the inputs either with ::: / :::: / -a or with --tasks, not both")
+        }
+        (Some(_), 0) if per_task.is_some() || rules.colsep.is_some() => {
+            bail!("-N, -n, -m, -X and --colsep take inputs from ::: / :::: / -a or stdin, not --tasks")
         }
         (Some(path), 0) => InputSpec::Tasks(path.clone()),
         (None, count @ 1..) => {
             template.check_groups(count)?;
-            InputSpec::Groups(groups)
+            InputSpec::Groups(Groups { specs: groups, linked, wrap: args.input.link })
         }
         (None, 0) => {
             if std::io::stdin().is_terminal() {
@@ -463,7 +508,8 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
             InputSpec::Stdin
         }
     };
-    let mut rx = reading::spawn(spec, READ_AHEAD).context("start reading the inputs")?;
+    let mut rx = reading::spawn(spec, rules, per_task, args.input.shuf, READ_AHEAD)
+        .context("start reading the inputs")?;
     let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
     for input in &inputs {
         template.check_groups(input.args.len())?;
@@ -517,6 +563,10 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         reading,
     })
 }
+
+/// `-s`'s default: half of the longest argument Linux passes to a program, less 3000
+/// for wrapping, as GNU parallel reckons it from what it measures.
+const DEFAULT_MAX_CHARS: usize = (128 * 1024 - 3000) / 2;
 
 /// The most tasks read before the run is recorded.
 const FIRST_TASKS: usize = QUEUE_WINDOW;

@@ -1,0 +1,440 @@
+//! `shoal run` side by side with GNU parallel: each of parallel's options that shoal
+//! takes gives the same output and exit status as parallel's own (both run with
+//! `-k`, so the order is the input's), plus what only shoal adds (the store records
+//! every task as run). Where parallel is not installed the comparison is skipped and
+//! shoal's output is still checked against the expected text.
+
+mod common;
+
+use std::process::Command;
+
+use common::{run_command, Env};
+
+/// Runs `shoal run -k ARGS` and `parallel -k ARGS` with `stdin` in the test's
+/// directory, asserts that both print the same and exit alike, and returns shoal's
+/// output.
+#[track_caller]
+fn side_by_side(env: &Env, args: &[&str], stdin: &[u8]) -> String {
+    let mut shoal_args = vec!["run", "-k", "--no-progress"];
+    shoal_args.extend_from_slice(args);
+    let shoal = run_command(env.command(&shoal_args), Some(stdin.to_vec()));
+    common::assert_no_panic(&shoal.stderr);
+    let mut parallel = Command::new("parallel");
+    parallel.arg("-k").args(args).current_dir(env.path());
+    let installed = Command::new("parallel").arg("--version").output().is_ok();
+    if installed {
+        let reference = run_command(parallel, Some(stdin.to_vec()));
+        assert_eq!(
+            (shoal.code(), shoal.stdout.as_str()),
+            (reference.code(), reference.stdout.as_str()),
+            "shoal and GNU parallel differ on {args:?}; shoal's stderr: {}",
+            shoal.stderr
+        );
+    } else {
+        eprintln!("skipped the comparison with GNU parallel: not installed");
+    }
+    shoal.stdout
+}
+
+/// The inputs of every task of the last run, as the store recorded them.
+fn recorded_args(env: &Env) -> Vec<Vec<String>> {
+    env.results(&[])
+        .iter()
+        .map(|t| t["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().into()).collect())
+        .collect()
+}
+
+/// A bad option value: exit 2, nothing run or recorded, the error names the option.
+#[track_caller]
+fn refused(env: &Env, args: &[&str], says: &str) {
+    let out = env.run(args);
+    out.expect_code(2);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+}
+
+#[test]
+fn arg_files_are_input_groups_before_the_others() {
+    let env = Env::new();
+    env.write("letters", "a\nb\n");
+    env.write("digits", "1\n2\n");
+    let out = side_by_side(&env, &["-a", "letters", "echo", ":::", "x", "y"], b"");
+    assert_eq!(out, "a x\na y\nb x\nb y\n");
+    let out = side_by_side(&env, &["-a", "letters", "--arg-file", "digits", "echo", "{2}{1}"], b"");
+    assert_eq!(out, "1a\n2a\n1b\n2b\n");
+    let out = side_by_side(&env, &["-a", "letters", "echo", "{1}-{2}", "::::", "digits"], b"");
+    assert_eq!(out, "a-1\na-2\nb-1\nb-2\n");
+    // `-a -` is standard input, as `:::: -`.
+    let out = side_by_side(&env, &["-a", "digits", "-a", "-", "echo"], b"p\nq\n");
+    assert_eq!(out, "1 p\n1 q\n2 p\n2 q\n");
+    // Shoal records each task with its inputs from every file.
+    assert_eq!(recorded_args(&env), [["1", "p"], ["1", "q"], ["2", "p"], ["2", "q"]]);
+
+    // A file that cannot be read fails as a `::::` file does, before anything runs.
+    let out = env.run(&["run", "-a", "missing", "echo"]);
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("cannot read input file missing"), "{}", out.stderr);
+    refused(&env, &["run", "--tasks", "digits", "-a", "letters", "echo"], "not both");
+    // A resume takes its inputs from the store, not from new files.
+    refused(&env, &["run", "--resume", "-a", "letters"], "give only options");
+}
+
+#[test]
+fn null_and_delimiter_end_each_input_as_in_gnu_parallel() {
+    let env = Env::new();
+    let out = side_by_side(&env, &["-0", "echo", "x{}y"], b"a\0b c\0");
+    assert_eq!(out, "xay\nxb cy\n");
+    let out = side_by_side(&env, &["--null", "echo"], b"line\none\0two");
+    assert_eq!(out, "line\none\ntwo\n");
+    // The escapes: \t, \n (no \r stripped then), octal \101 and \0.
+    assert_eq!(side_by_side(&env, &["-d", "\\t", "echo", "X"], b"a\tb\tc"), "X a\nX b\nX c\n");
+    assert_eq!(side_by_side(&env, &["-d", "\\n", "echo", "x{}y"], b"a\r\nb"), "xa\ry\nxby\n");
+    assert_eq!(side_by_side(&env, &["-d", "\\101", "echo", "{}"], b"aAbAc"), "a\nb\nc\n");
+    assert_eq!(side_by_side(&env, &["-d", "\\0", "echo", "{}"], b"a\0b"), "a\nb\n");
+    // Any other text stands for itself, several bytes too; a newline is then data.
+    assert_eq!(
+        side_by_side(&env, &["-d", ":", "echo", "x{}y"], b"a::b:c\n"),
+        "xay\nxy\nxby\nxc\ny\n"
+    );
+    assert_eq!(side_by_side(&env, &["-d", ",,", "echo", "Z"], b"a,,b,c,,"), "Z a\nZ b,c\n");
+    // Files read with `::::` and `-a` too, not the words of `:::`.
+    env.write("items", "one;two;");
+    let out =
+        side_by_side(&env, &["-d", ";", "echo", "{1}{2}", "::::", "items", ":::", "a:b"], b"");
+    assert_eq!(out, "onea:b\ntwoa:b\n");
+    assert_eq!(recorded_args(&env), [["one", "a:b"], ["two", "a:b"]]);
+
+    refused(&env, &["run", "-d", "", "echo", ":::", "a"], "the delimiter is empty");
+    refused(&env, &["run", "-0", "-d", ":", "echo", ":::", "a"], "--delimiter");
+}
+
+#[test]
+fn trim_and_eof_as_in_gnu_parallel() {
+    let env = Env::new();
+    let out = side_by_side(&env, &["--trim", "lr", "echo", "x{}y", ":::", " a ", "\t b"], b"");
+    assert_eq!(out, "xay\nxby\n");
+    assert_eq!(side_by_side(&env, &["--trim", "l", "echo", "x{}y"], b" c \n"), "xc y\n");
+    assert_eq!(side_by_side(&env, &["--trim", "r", "echo", "x{}y"], b" c \t\n"), "x cy\n");
+    assert_eq!(side_by_side(&env, &["--trim", "rl", "echo", "x{}y"], b" c \n"), "xcy\n");
+    assert_eq!(side_by_side(&env, &["--trim", "n", "echo", "x{}y"], b" c \n"), "x c y\n");
+    // The trimmed input is what runs and what is recorded.
+    side_by_side(&env, &["--trim", "lr", "echo"], b"  p  \n");
+    assert_eq!(recorded_args(&env), [["p"]]);
+
+    // -E ends its own input group: stdin, a `:::` group, one `::::` file of several.
+    assert_eq!(side_by_side(&env, &["-E", "END", "echo"], b"a\nEND\nb\n"), "a\n");
+    assert_eq!(side_by_side(&env, &["-E", "b", "echo", ":::", "a", "b", "c"], b""), "a\n");
+    env.write("with_end", "a\nEND\nz\n");
+    env.write("digits", "1\n2\n");
+    let out = side_by_side(&env, &["-E", "END", "echo", "::::", "with_end", "digits"], b"");
+    assert_eq!(out, "a 1\na 2\n");
+    let out = side_by_side(&env, &["-E", "END", "echo", "::::", "digits", "with_end"], b"");
+    assert_eq!(out, "1 a\n2 a\n");
+    // Compared before trimming, as parallel does.
+    let out =
+        side_by_side(&env, &["-d", "x", "-E", "b", "--trim", "lr", "echo", "{}"], b" a x b x c");
+    assert_eq!(out, "a\nb\nc\n");
+    // An end marker first: no input, nothing runs, exit 0.
+    assert_eq!(side_by_side(&env, &["-E", "a", "echo", ":::", "a", "b"], b""), "");
+
+    refused(&env, &["run", "--trim", "q", "echo", ":::", "a"], "'q' is none of n, l, r, lr, rl");
+}
+
+#[test]
+fn colsep_splits_inputs_into_columns_as_gnu_parallel() {
+    let env = Env::new();
+    env.write("table", "a b\tc\n d\te \n");
+    let cols = ["echo", "[{1}]", "[{2}]", "[{3}]"];
+    let out =
+        side_by_side(&env, &[&["--colsep", "\\t"][..], &cols, &["::::", "table"]].concat(), b"");
+    // Each column trimmed; {3} past a line's columns is empty, not an error.
+    assert_eq!(out, "[a b] [c] []\n[d] [e] []\n");
+    // The columns of every group, in order, make {1} {2} {3}.
+    let args = [&["--colsep", "\\t"][..], &cols, &["::::", "table", ":::", "x", "y"]].concat();
+    let out = side_by_side(&env, &args, b"");
+    assert_eq!(out, "[a b] [c] [x]\n[a b] [c] [y]\n[d] [e] [x]\n[d] [e] [y]\n");
+    assert_eq!(recorded_args(&env)[0], ["a b", "c", "x"]);
+    // {} is every column; with no replacement string they are appended, each its own word.
+    assert_eq!(
+        side_by_side(&env, &["--colsep", "\\t", "echo", "[{}]", "::::", "table"], b""),
+        "[a b c]\n[d e]\n"
+    );
+    let out = side_by_side(&env, &["--colsep", ",", "printf", "%s/", ":::", "a b,c"], b"");
+    assert_eq!(out, "a b/c/");
+    // A regular expression; empty leading and trailing columns are kept.
+    let out = side_by_side(
+        &env,
+        &["--colsep", "[,;]+", "echo", "{2}/{1}", ":::", "a,,b", "c;d", "e", ",x,"],
+        b"",
+    );
+    assert_eq!(out, "b/a\nd/c\n/e\nx/\n");
+    // --trim n keeps the white space; an empty line is one empty column.
+    let out = side_by_side(
+        &env,
+        &["--colsep", ",", "--trim", "n", "echo", "[{1}]", "[{2}]", ":::", " a , b "],
+        b"",
+    );
+    assert_eq!(out, "[ a ] [ b ]\n");
+    let out = side_by_side(
+        &env,
+        &["--colsep", ",", "echo", "[{1}]", "[{2}]", "[{2.}]"],
+        b"p,q.txt\n\nr,\n",
+    );
+    assert_eq!(out, "[p] [q.txt] [q]\n[] [] []\n[r] [] []\n");
+
+    refused(&env, &["run", "--colsep", "(", "echo", ":::", "a"], "not a regular expression");
+    refused(&env, &["run", "--colsep", "", "echo", ":::", "a"], "the column separator is empty");
+}
+
+#[test]
+fn header_names_the_columns_as_gnu_parallel() {
+    let env = Env::new();
+    // A `:::` group's first word; columns at a tab by default, nothing trimmed.
+    let out = side_by_side(&env, &["--header", ":", "echo", "[{a}]", ":::", "a", " x "], b"");
+    assert_eq!(out, "[ x ]\n");
+    let args = ["--header", ":", "echo", "{b}", "{a}", "{1}", ":::", "a\tb", "x\ty"];
+    assert_eq!(side_by_side(&env, &args, b""), "y x x\n");
+    // Standard input's first line, a file's (streamed or not), several groups.
+    let table = "n\tv\nA\t1\nB\t2\n";
+    assert_eq!(
+        side_by_side(&env, &["--header", ":", "echo", "{n}={v}"], table.as_bytes()),
+        "A=1\nB=2\n"
+    );
+    env.write("table", table);
+    let args = ["--header", ":", "-a", "table", "echo", "{v}{n}/{x}", ":::", "x", "1", "2"];
+    assert_eq!(side_by_side(&env, &args, b""), "1A/1\n1A/2\n2B/1\n2B/2\n");
+    let args = ["--header", ":", "echo", "{v}{n}", "::::", "table", "table"];
+    // The second file's names come after the first's: {n} is the first file's.
+    assert_eq!(side_by_side(&env, &args, b""), "1A\n1A\n2B\n2B\n");
+    // With --colsep, and the forms {name.} {name/} …
+    let args =
+        ["--header", ":", "--colsep", ",", "echo", "{v.}", "{d/}", ":::", "v,d", "a.txt,x/y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a y\n");
+    // Any value does the same without --pipe; a header alone is no input.
+    assert_eq!(side_by_side(&env, &["--header", "x", "echo", ":::", "a", "b"], b""), "b\n");
+    assert_eq!(side_by_side(&env, &["--header", ":", "echo", ":::", "a"], b""), "");
+
+    // The store holds the commands as run, so a resume needs no header: the first
+    // run fails where the file is missing, the resume reruns only that task.
+    env.write("present", "");
+    let out = env
+        .run(&["run", "--header", ":", "test", "-e", "{file}", ":::", "file", "present", "later"]);
+    out.expect_code(1);
+    let commands: Vec<String> =
+        env.results(&[]).iter().map(|t| t["command"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(commands, ["test -e present", "test -e later"]);
+    env.write("later", "");
+    env.run(&["run", "--resume"]).expect_code(0);
+    assert!(env.results(&[]).iter().all(|t| t["status"] == "succeeded"));
+    assert_eq!(
+        env.results(&[]).iter().map(|t| t["attempts"].as_i64()).collect::<Vec<_>>(),
+        [Some(1), Some(2)]
+    );
+}
+
+#[test]
+fn linked_groups_as_gnu_parallel() {
+    let env = Env::new();
+    env.write("letters", "a\nb\n");
+    env.write("digits", "1\n2\n");
+    // `:::+` links a group to the one before: the shortest ends the block, which
+    // makes a product with the other groups.
+    let args = ["echo", ":::", "a", "b", "c", ":::+", "1", "2", ":::", "x", "y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\na 1 y\nb 2 x\nb 2 y\n");
+    assert_eq!(recorded_args(&env)[3], ["b", "2", "y"]);
+    let args = ["echo", ":::", "a", "b", ":::", "1", "2", "3", ":::+", "x", "y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\na 2 y\nb 1 x\nb 2 y\n");
+    let args = ["echo", ":::", "a", "b", ":::+", "1", "2", "3", ":::+", "p", "q", "r"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 p\nb 2 q\n");
+    // `::::+` links each file named; a first `:::+` links to nothing.
+    let args = ["echo", ":::", "p", "q", "r", "::::+", "letters", "digits"];
+    assert_eq!(side_by_side(&env, &args, b""), "p a 1\nq b 2\n");
+    let args = ["echo", "::::", "letters", "::::+", "digits", ":::", "x", "y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\na 1 y\nb 2 x\nb 2 y\n");
+    let args = ["echo", ":::+", "a", "b", ":::", "1", "2"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1\na 2\nb 1\nb 2\n");
+    assert_eq!(
+        side_by_side(&env, &["echo", "{2}{1}", ":::", "a", "b", "::::+", "-"], b"1\n2\n"),
+        "1a\n2b\n"
+    );
+
+    // --link links every group; the longest sets the length, the shorter wrap around,
+    // whether the first group (streamed from a file or stdin) is the shorter or not.
+    let args = ["--link", "echo", ":::", "a", "b", "c", ":::", "1", "2", ":::", "x"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\nb 2 x\nc 1 x\n");
+    let args = ["--link", "echo", "::::", "letters", ":::", "1", "2", "3", "4", "5"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1\nb 2\na 3\nb 4\na 5\n");
+    let args = ["--link", "echo", "::::", "-", ":::", "x", "y", "z"];
+    assert_eq!(side_by_side(&env, &args, b"1\n2\n3\n4\n"), "1 x\n2 y\n3 z\n4 x\n");
+    let args =
+        ["--link", "echo", ":::", "a", "b", ":::+", "1", "2", "3", ":::", "x", "y", "z", "w"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1 x\nb 2 y\na 3 z\nb 1 w\n");
+    let args = ["--link", "-a", "letters", "-a", "digits", "echo"];
+    assert_eq!(side_by_side(&env, &args, b""), "a 1\nb 2\n");
+    // An empty linked group: no task (GNU parallel dies with a Perl error here).
+    let out = env.run(&["run", "--link", "echo", ":::", "a", "b", ":::"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "");
+}
+
+/// `--shuf`: the same tasks as GNU parallel's, in a random order, numbered by {#} in
+/// the order they run (compared as sets: the order is random in both).
+#[test]
+fn shuf_runs_every_task_in_a_random_order() {
+    let env = Env::new();
+    let inputs: Vec<String> = (1..=40).map(|i| i.to_string()).collect();
+    let mut args = vec!["-j1", "--shuf", "echo", "{#}", "{}", ":::"];
+    args.extend(inputs.iter().map(String::as_str));
+    let mut shoal_args = vec!["run"];
+    shoal_args.extend(&args);
+    let out = env.run(&shoal_args);
+    out.expect_code(0);
+    let lines: Vec<(usize, String)> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_once(' ').map(|(n, v)| (n.parse().unwrap(), v.to_owned())).unwrap())
+        .collect();
+    // {#} counts up in the order the tasks ran (-j1: the output's).
+    assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+    let order: Vec<String> = lines.iter().map(|l| l.1.clone()).collect();
+    assert_ne!(order, inputs, "40 inputs shuffled into their own order: 1 chance in 40!");
+    let mut sorted = order.clone();
+    sorted.sort_by_key(|v| v.parse::<u32>().unwrap());
+    assert_eq!(sorted, inputs);
+    // The store numbers the tasks as they ran.
+    let recorded: Vec<String> =
+        env.results(&[]).iter().map(|t| t["args"][0].as_str().unwrap().into()).collect();
+    assert_eq!(recorded, order);
+
+    if let Ok(reference) = std::process::Command::new("parallel").args(&args).output() {
+        let mut theirs: Vec<String> = String::from_utf8(reference.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1.into())
+            .collect();
+        theirs.sort_by_key(|v| v.parse::<u32>().unwrap());
+        assert_eq!((reference.status.code(), theirs), (Some(0), sorted));
+    }
+    // No input: nothing runs, as without --shuf.
+    assert_eq!(side_by_side(&env, &["--shuf", "echo", ":::"], b""), "");
+}
+
+#[test]
+fn max_args_put_several_inputs_in_one_task_as_gnu_parallel() {
+    let env = Env::new();
+    // -n N: up to N inputs a task, appended or as {1}..{N}; the last task takes the rest.
+    assert_eq!(
+        side_by_side(&env, &["-n", "2", "echo", ":::", "a", "b", "c", "d", "e"], b""),
+        "a b\nc d\ne\n"
+    );
+    assert_eq!(
+        side_by_side(&env, &["-n2", "echo", "[{}]", ":::", "a", "b", "c"], b""),
+        "[a b]\n[c]\n"
+    );
+    assert_eq!(recorded_args(&env), [vec!["a", "b"], vec!["c"]]);
+    // -N N: the same, and a word holding {} is repeated for each input (in context).
+    let out =
+        side_by_side(&env, &["-N", "2", "echo", "{1}-{2}", ":::", "a", "b", "c", "d", "e"], b"");
+    assert_eq!(out, "a-b\nc-d\ne-\n");
+    assert_eq!(
+        side_by_side(&env, &["-N2", "echo", "[{}]", ":::", "a", "b", "c"], b""),
+        "[a] [b]\n[c]\n"
+    );
+    let out = side_by_side(&env, &["-N2", "echo", "p{}q{1}", "[{.}]", ":::", "a.x", "b.y"], b"");
+    assert_eq!(out, "pa.xqa.x pb.yqa.x [a] [b]\n");
+    assert_eq!(
+        side_by_side(&env, &["-N2", "echo  [{}] && true", ":::", "a", "b c"], b""),
+        "[a] [b c]\n"
+    );
+    // {#} numbers the tasks; standard input and the product of groups are chunked too.
+    assert_eq!(
+        side_by_side(&env, &["-N2", "echo", "{#}", "{}", ":::", "a", "b", "c"], b""),
+        "1 a b\n2 c\n"
+    );
+    assert_eq!(side_by_side(&env, &["-N2", "echo"], b"a\nb\nc\n"), "a b\nc\n");
+    let args = ["-N3", "echo", "{1}/{2}/{3}/{4}", ":::", "a", "b", ":::", "x", "y"];
+    assert_eq!(side_by_side(&env, &args, b""), "a/x/a/y\nb/y//\n");
+    // A word that is only an input past the last is no word at all.
+    let out =
+        side_by_side(&env, &["-N2", "printf", "%s/", "{2}", "{1}", ":::", "a", "b", "c"], b"");
+    assert_eq!(out, "b/a/c/");
+    let out = side_by_side(
+        &env,
+        &["--colsep", ",", "printf", "%s/", "{2}", "{1}", ":::", "a,b", "c"],
+        b"",
+    );
+    assert_eq!(out, "b/a/c/");
+    // -N 0: one task per input, none of it passed.
+    assert_eq!(side_by_side(&env, &["-N0", "echo", "hi", ":::", "a", "b"], b""), "hi\nhi\n");
+    assert_eq!(side_by_side(&env, &["-n0", "echo", "hi", ":::", "a"], b""), "hi\n");
+    // A long input streams, a task at a time.
+    let lines: String = (1..=2500).map(|i| format!("{i}\n")).collect();
+    let out = side_by_side(&env, &["-N", "1000", "echo"], lines.as_bytes());
+    let words: Vec<usize> = out.lines().map(|l| l.split(' ').count()).collect();
+    assert_eq!(words, [1000, 1000, 500]);
+
+    refused(&env, &["run", "-N", "x", "echo", ":::", "a"], "--max-replace-args");
+    refused(&env, &["run", "-N", "1", "-n", "1", "echo", ":::", "a"], "cannot be used with");
+    env.write("t.jsonl", "{\"args\": [\"a\"]}\n");
+    refused(&env, &["run", "-N", "2", "--tasks", "t.jsonl", "echo"], "not --tasks");
+}
+
+#[test]
+fn multiple_and_context_replace_fill_each_command_line_as_gnu_parallel() {
+    let env = Env::new();
+    let letters = [":::", "a", "b", "c", "d", "e", "f", "g"];
+    // -m: as many inputs as keep the command shorter than -s; {} is all of them.
+    for (size, expected) in [
+        ("19", "a b c d e f g\n"),
+        ("18", "a b c d e f\ng\n"),
+        ("10", "a b\nc d\ne f\ng\n"),
+        ("8", "a\nb\nc\nd\ne\nf\ng\n"),
+    ] {
+        let args = [&["-m", "-j1", "-s", size, "echo"][..], &letters].concat();
+        assert_eq!(side_by_side(&env, &args, b""), expected, "-s {size}");
+    }
+    let args = ["-m", "-j1", "-s", "20", "echo", "x{}y", "z{}w", ":::", "a", "bb", "c"];
+    assert_eq!(side_by_side(&env, &args, b""), "xa bby za bbw\nxcy zcw\n");
+    assert_eq!(recorded_args(&env), [vec!["a", "bb"], vec!["c"]]);
+    // -X: the same, replacing in context.
+    let args = [&["-X", "-j1", "-s", "26", "echo", "pre{}post"][..], &letters].concat();
+    let out = side_by_side(&env, &args, b"");
+    assert_eq!(out, "preapost prebpost\nprecpost predpost\npreepost prefpost\npregpost\n");
+    // The inputs left when the input ends are spread over the slots.
+    assert_eq!(
+        side_by_side(&env, &["-m", "-j2", "echo", ":::", "a", "b", "c", "d", "e"], b""),
+        "a b c\nd e\n"
+    );
+    let args = [
+        "-X", "-j2", "-s", "30", "echo", "x{}", ":::", "a", "b", "c", "d", "e", "f", "g", "h", "i",
+        "j", "k",
+    ];
+    assert_eq!(side_by_side(&env, &args, b""), "xa xb xc xd xe xf xg xh\nxi xj\nxk\n");
+    assert_eq!(
+        side_by_side(&env, &["-X", "-j2", "echo", "{#}", "{.}", ":::", "a.x", "b.y"], b""),
+        "1 a\n2 b\n"
+    );
+    // A long input streams; shoal's default -s is 64036 (parallel's comes from what
+    // it measures, 63664 on a typical Linux), so the two split it elsewhere.
+    let lines: String = (1..=30000).map(|i| format!("{i}\n")).collect();
+    let out = env.run_stdin(&["run", "-k", "-m", "-j2", "echo"], &lines);
+    out.expect_code(0);
+    let tasks: Vec<&str> = out.stdout.lines().collect();
+    assert!(tasks.iter().all(|t| t.len() + "echo ".len() < 64036), "each line fits");
+    assert_eq!(tasks.iter().map(|t| t.split(' ').count()).sum::<usize>(), 30000);
+    assert_eq!(tasks.len(), 4, "two full, then the rest spread over 2 slots");
+
+    // An input too long on its own: an input error (in a short input, found before
+    // anything runs, as any bad input line).
+    let out = env.run(&["run", "-k", "-m", "-s", "12", "echo", ":::", "a", "b", "abcdefgh", "c"]);
+    out.expect_code(2);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.contains("command line too long (13 >= 12, see -s) at input 3: abcdefgh"),
+        "{}",
+        out.stderr
+    );
+    refused(&env, &["run", "-m", "-N", "2", "echo", ":::", "a"], "cannot be used with");
+    refused(&env, &["run", "-m", "-X", "echo", ":::", "a"], "cannot be used with");
+    refused(&env, &["run", "-m", "-s", "0", "echo", ":::", "a"], "--max-chars");
+}
