@@ -25,10 +25,11 @@ use serde_json::Value;
 use super::address::StoreAddress;
 use super::control::{ControlAction, ControlFeed, ControlRecord};
 use super::follow::ProgressFeed;
+use super::postgres::PgStore;
 use super::records::{AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunSummary, TaskRecord};
 use super::sqlite::SqliteStore;
 use super::writer::StoreEvent;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::run::{Liveness, RunHold};
 use crate::task::{TaskId, TaskStatus};
 
@@ -46,7 +47,7 @@ pub(crate) enum Access {
 pub(super) fn open(address: &StoreAddress, access: Access) -> Result<Box<dyn Backend>> {
     match address {
         StoreAddress::Sqlite(path) => Ok(Box::new(SqliteStore::open(path, access)?)),
-        StoreAddress::Postgres(_) => Err(Error::StoreBackend { store: address.clone() }),
+        StoreAddress::Postgres(url) => Ok(Box::new(PgStore::open(address, url, access)?)),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::store::records::{unix_now as now, NewRun, NewTask, RunRecord, RunStat
 use crate::task::TaskStatus;
 
 /// Encodes a list of words as a JSON array.
-pub(super) fn json_words(words: &[String]) -> String {
+pub(crate) fn json_words(words: &[String]) -> String {
     // Serialising strings into JSON cannot fail.
     serde_json::to_string(words).unwrap_or_else(|_| "[]".to_owned())
 }

@@ -11,11 +11,11 @@
 //! error" (`space.rs`).
 
 mod control;
-mod db;
+pub(crate) mod db;
 mod failure;
 mod follow;
 mod journal;
-mod read;
+pub(crate) mod read;
 pub mod schema;
 mod space;
 mod store;
@@ -30,7 +30,5 @@ pub(crate) use store::SqliteStore;
 mod control_tests;
 #[cfg(test)]
 mod follow_tests;
-#[cfg(test)]
-mod test_support;
 #[cfg(test)]
 mod tests;

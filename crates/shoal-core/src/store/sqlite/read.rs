@@ -310,12 +310,12 @@ fn status_counts(path: &Path, conn: &Connection, run: i64) -> Result<StatusCount
 
 /// Tasks not run to an end: `queued`, `running`, or `cancelled` (stopped: a resume
 /// runs them again). They count neither as succeeded nor as failed.
-fn unfinished(counts: &StatusCounts) -> u64 {
+pub(crate) fn unfinished(counts: &StatusCounts) -> u64 {
     open_tasks(counts) + counts[&TaskStatus::Cancelled]
 }
 
 /// Tasks still `queued` or `running`: none remain in a run that finished.
-fn open_tasks(counts: &StatusCounts) -> u64 {
+pub(crate) fn open_tasks(counts: &StatusCounts) -> u64 {
     counts[&TaskStatus::Queued] + counts[&TaskStatus::Running]
 }
 

@@ -12,9 +12,9 @@ use rusqlite::Connection;
 use super::journal::SqliteJournal;
 use super::read::nearest_rank;
 use super::schema;
-use super::test_support::{started, temp};
 use crate::error::{Error, FailureKind};
 use crate::run::RunHold;
+use crate::store::test_support::{started, temp};
 use crate::store::*;
 use crate::task::{AttemptOutcome, Output, TaskMeta, TaskStatus};
 
