@@ -40,6 +40,25 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Stops and removes the clusters of test processes that were killed before they
+/// could (their directory names their pid).
+fn stop_orphans(bin: &Path) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("shoal-pg-").and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else { continue };
+        // SAFETY: signal 0 only asks whether the process exists.
+        if unsafe { libc::kill(pid, 0) } == 0 {
+            continue;
+        }
+        let orphan = Cluster { bin: bin.to_owned(), dir: entry.path(), port: 0 };
+        orphan.stop();
+    }
+}
+
 extern "C" fn stop_shared() {
     if let Some(cluster) = SHARED.get() {
         cluster.stop();
@@ -60,6 +79,7 @@ impl Cluster {
     /// Starts a new cluster (`fsync` off: tests do not survive power cuts).
     pub fn start() -> Cluster {
         let bin = bin_dir();
+        stop_orphans(&bin);
         let dir = std::env::temp_dir().join(format!(
             "shoal-pg-{}-{}",
             std::process::id(),
@@ -126,10 +146,12 @@ impl Cluster {
 
     /// Stops the server at once (no shutdown checkpoint), and starts it again.
     pub fn restart_immediate(&self) {
-        self.pg(
-            "pg_ctl",
-            &["-D", &self.data(), "-o", &self.options(), "-m", "immediate", "-w", "restart"],
-        );
+        // With a log file: otherwise the server keeps pg_ctl's output open.
+        let log = self.dir.join("log").display().to_string();
+        let data = self.data();
+        let options = self.options();
+        let args = ["-D", &data, "-o", &options, "-l", &log, "-m", "immediate", "-w", "restart"];
+        self.pg("pg_ctl", &args);
     }
 
     /// Stops the server and removes its directory.

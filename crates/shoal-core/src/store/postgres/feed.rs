@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use postgres::Client;
 
+use super::blocking;
 use super::failure::db;
 use super::read::{run_status, status_counts, task_status};
 use super::schema;
@@ -27,6 +28,7 @@ use crate::task::{TaskId, TaskStatus};
 pub(crate) struct PgControlFeed {
     client: DebugClient,
     address: StoreAddress,
+    url: String,
     run: i64,
     /// Requests up to this id were handed over.
     last: i64,
@@ -35,31 +37,37 @@ pub(crate) struct PgControlFeed {
 impl PgControlFeed {
     pub(super) fn open(address: &StoreAddress, url: &str, run: i64) -> Result<PgControlFeed> {
         let client = DebugClient(schema::connect(address, url)?);
-        Ok(PgControlFeed { client, address: address.clone(), run, last: 0 })
+        Ok(PgControlFeed { client, address: address.clone(), url: url.to_owned(), run, last: 0 })
     }
 }
 
 impl ControlFeed for PgControlFeed {
     fn poll(&mut self) -> Result<Vec<ControlRequest>> {
-        let rows = self
-            .client
-            .0
-            .query(
-                "SELECT id, action, task, slots FROM control
-                 WHERE run_id = $1 AND applied_at IS NULL AND id > $2 ORDER BY id",
-                &[&self.run, &self.last],
-            )
-            .map_err(db(&self.address, "read control requests"))?;
-        let mut found = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (id, name): (i64, &str) = (r.get(0), r.get(1));
-            self.last = id;
-            match ControlAction::from_columns(name, r.get(2), r.get(3)) {
-                Some(action) => found.push(ControlRequest { id, run: self.run, action }),
-                None => tracing::warn!(id, action = name, "unknown control request left alone"),
+        blocking(|| {
+            // A restarted server: the live run keeps taking requests.
+            if self.client.0.is_closed() {
+                self.client = DebugClient(schema::connect(&self.address, &self.url)?);
             }
-        }
-        Ok(found)
+            let rows = self
+                .client
+                .0
+                .query(
+                    "SELECT id, action, task, slots FROM control
+                 WHERE run_id = $1 AND applied_at IS NULL AND id > $2 ORDER BY id",
+                    &[&self.run, &self.last],
+                )
+                .map_err(db(&self.address, "read control requests"))?;
+            let mut found = Vec::with_capacity(rows.len());
+            for r in rows {
+                let (id, name): (i64, &str) = (r.get(0), r.get(1));
+                self.last = id;
+                match ControlAction::from_columns(name, r.get(2), r.get(3)) {
+                    Some(action) => found.push(ControlRequest { id, run: self.run, action }),
+                    None => tracing::warn!(id, action = name, "unknown control request left alone"),
+                }
+            }
+            Ok(found)
+        })
     }
 }
 
@@ -164,70 +172,72 @@ fn running(
 
 impl ProgressFeed for PgProgress {
     fn poll(&mut self) -> Result<Vec<TaskEnd>> {
-        let a = &self.address;
-        let run = self.progress.run;
-        let client: &mut Client = &mut self.client.0;
-        let fail = db(a, "follow a run");
-        // The run first: every task write of a run that ended is committed before
-        // its end, so it is read below.
-        let row = client
-            .query_one("SELECT status, ended_at, input_open FROM runs WHERE id = $1", &[&run])
-            .map_err(&fail)?;
-        self.progress.status = run_status(a, &row, 0)?;
-        self.progress.ended_at = row.get(1);
-        self.progress.input_open = row.get(2);
-        let rows = client
-            .query(
-                "SELECT task, status, attempts, exit_code, signal, changed,
+        blocking(|| {
+            let a = &self.address;
+            let run = self.progress.run;
+            let client: &mut Client = &mut self.client.0;
+            let fail = db(a, "follow a run");
+            // The run first: every task write of a run that ended is committed before
+            // its end, so it is read below.
+            let row = client
+                .query_one("SELECT status, ended_at, input_open FROM runs WHERE id = $1", &[&run])
+                .map_err(&fail)?;
+            self.progress.status = run_status(a, &row, 0)?;
+            self.progress.ended_at = row.get(1);
+            self.progress.input_open = row.get(2);
+            let rows = client
+                .query(
+                    "SELECT task, status, attempts, exit_code, signal, changed,
                         CASE WHEN exit_code IS NULL AND signal IS NULL
                              THEN substring(stderr from greatest(length(stderr) - $3 + 1, 1))
                         END
                  FROM tasks WHERE run_id = $1 AND changed > $2 ORDER BY changed",
-                &[&run, &self.seen, &MESSAGE_TAIL],
-            )
-            .map_err(&fail)?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut ends = Vec::new();
-        // Tasks numbered past the last one counted at the last poll are new.
-        let counted = self.last_task;
-        for r in &rows {
-            let number: i64 = r.get(0);
-            let task = number as TaskId;
-            let status = task_status(a, r, 1)?;
-            self.seen = self.seen.max(r.get(5));
-            let old = if number > counted {
-                self.last_task = self.last_task.max(number);
-                self.progress.total += 1;
-                None
-            } else {
-                Some(self.known.get(&task).copied().unwrap_or(TaskStatus::Queued))
-            };
-            if old == Some(status) {
-                continue;
+                    &[&run, &self.seen, &MESSAGE_TAIL],
+                )
+                .map_err(&fail)?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
             }
-            if let Some(old) = old {
-                if let Some(n) = self.progress.counts.get_mut(&old) {
-                    *n = n.saturating_sub(1);
+            let mut ends = Vec::new();
+            // Tasks numbered past the last one counted at the last poll are new.
+            let counted = self.last_task;
+            for r in &rows {
+                let number: i64 = r.get(0);
+                let task = number as TaskId;
+                let status = task_status(a, r, 1)?;
+                self.seen = self.seen.max(r.get(5));
+                let old = if number > counted {
+                    self.last_task = self.last_task.max(number);
+                    self.progress.total += 1;
+                    None
+                } else {
+                    Some(self.known.get(&task).copied().unwrap_or(TaskStatus::Queued))
+                };
+                if old == Some(status) {
+                    continue;
+                }
+                if let Some(old) = old {
+                    if let Some(n) = self.progress.counts.get_mut(&old) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                *self.progress.counts.entry(status).or_insert(0) += 1;
+                self.known.insert(task, status);
+                if !matches!(status, TaskStatus::Queued | TaskStatus::Running) {
+                    let tail: Option<Vec<u8>> = r.get(6);
+                    ends.push(TaskEnd {
+                        task,
+                        status,
+                        attempts: r.get::<_, i64>(2) as u32,
+                        exit_code: r.get(3),
+                        signal: r.get(4),
+                        message: tail.and_then(|t| last_line(&t)),
+                    });
                 }
             }
-            *self.progress.counts.entry(status).or_insert(0) += 1;
-            self.known.insert(task, status);
-            if !matches!(status, TaskStatus::Queued | TaskStatus::Running) {
-                let tail: Option<Vec<u8>> = r.get(6);
-                ends.push(TaskEnd {
-                    task,
-                    status,
-                    attempts: r.get::<_, i64>(2) as u32,
-                    exit_code: r.get(3),
-                    signal: r.get(4),
-                    message: tail.and_then(|t| last_line(&t)),
-                });
-            }
-        }
-        self.progress.running = running(a, client, run)?;
-        Ok(ends)
+            self.progress.running = running(a, client, run)?;
+            Ok(ends)
+        })
     }
 
     fn progress(&self) -> &RunProgress {

@@ -39,15 +39,21 @@ struct Statements {
 pub(crate) struct PgJournal {
     client: DebugClient,
     address: StoreAddress,
+    url: String,
     statements: Statements,
 }
 
 impl PgJournal {
     pub(super) fn open(address: &StoreAddress, url: &str) -> Result<PgJournal> {
-        let mut client = schema::connect(address, url)?;
-        let statements = prepare(&mut client).map_err(db(address, "prepare the journal"))?;
-        Ok(PgJournal { client: DebugClient(client), address: address.clone(), statements })
+        let (client, statements) = connect(address, url)?;
+        Ok(PgJournal { client, address: address.clone(), url: url.to_owned(), statements })
     }
+}
+
+fn connect(address: &StoreAddress, url: &str) -> Result<(DebugClient, Statements)> {
+    let mut client = schema::connect(address, url)?;
+    let statements = prepare(&mut client).map_err(db(address, "prepare the journal"))?;
+    Ok((DebugClient(client), statements))
 }
 
 fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
@@ -105,6 +111,13 @@ fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
 
 impl Journal for PgJournal {
     fn commit(&mut self, batch: &[StoreEvent]) -> Result<()> {
+        // A lost connection (a restarted server) failed the write before this one,
+        // which stopped the run (the writer's outage protocol); the salvage of what it
+        // held is tried once more on a new connection. Nothing is written twice: a
+        // batch whose commit did land fails again on its rows' keys.
+        if self.client.0.is_closed() {
+            (self.client, self.statements) = connect(&self.address, &self.url)?;
+        }
         let a = &self.address;
         let s = &self.statements;
         let mut tx = self.client.0.transaction().map_err(db(a, "begin a write"))?;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use postgres::{Client, GenericClient};
 
+use super::blocking;
 use super::failure::db;
 use super::schema;
 use super::store::DebugClient;
@@ -84,20 +85,21 @@ impl LeaseLiveness {
         let client = schema::connect(&self.address, &self.url)?;
         let (stop, stopped) = mpsc::channel();
         let (lease, every) = timings();
-        let address = self.address.clone();
+        let (address, url) = (self.address.clone(), self.url.clone());
         let thread = std::thread::Builder::new()
             .name(format!("shoal-lease-{run}"))
-            .spawn(move || heartbeat(client, &address, run, lease, every, stopped))
+            .spawn(move || heartbeat(client, (&address, &url), run, lease, every, stopped))
             .map_err(|source| Error::Os { operation: "start the lease heartbeat", source })?;
         let identity = RunIdentity::new(run, &self.address);
         Ok(RunHold::new(identity, Lease { stop: Mutex::new(Some(stop)), thread: Some(thread) }))
     }
 }
 
-/// Renews the lease every `every` until told to stop, then deletes it.
+/// Renews the lease every `every` until told to stop, then deletes it; connects
+/// again when the connection was lost (a restarted server).
 fn heartbeat(
     mut client: Client,
-    address: &StoreAddress,
+    (address, url): (&StoreAddress, &str),
     run: i64,
     lease: f64,
     every: Duration,
@@ -109,11 +111,22 @@ fn heartbeat(
     loop {
         match stop.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => {
+                if client.is_closed() {
+                    match schema::connect(address, url) {
+                        Ok(new) => client = new,
+                        Err(_) => continue,
+                    }
+                }
                 if let Err(e) = client.execute(&renew, &[&run, &lease]) {
                     tracing::warn!(run, store = %address, "cannot renew the run's lease: {e}");
                 }
             }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if client.is_closed() {
+        if let Ok(new) = schema::connect(address, url) {
+            client = new;
         }
     }
     if let Err(e) = client.execute("DELETE FROM leases WHERE run_id = $1", &[&run]) {
@@ -141,33 +154,37 @@ impl Drop for Lease {
 
 impl Liveness for LeaseLiveness {
     fn hold(&self, run: i64) -> Result<RunHold> {
-        let fail = db(&self.address, "take a run's lease");
-        let mut client = schema::connect(&self.address, &self.url)?;
-        let mut tx = client.transaction().map_err(&fail)?;
-        self.take(&mut tx, run)?;
-        tx.commit().map_err(&fail)?;
-        self.keep(run)
+        blocking(|| {
+            let fail = db(&self.address, "take a run's lease");
+            let mut client = schema::connect(&self.address, &self.url)?;
+            let mut tx = client.transaction().map_err(&fail)?;
+            self.take(&mut tx, run)?;
+            tx.commit().map_err(&fail)?;
+            self.keep(run)
+        })
     }
 
     fn is_alive(&self, run: i64) -> bool {
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            match schema::connect(&self.address, &self.url) {
-                Ok(client) => *slot = Some(DebugClient(client)),
-                Err(_) => return true,
+        blocking(|| {
+            let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                match schema::connect(&self.address, &self.url) {
+                    Ok(client) => *slot = Some(DebugClient(client)),
+                    Err(_) => return true,
+                }
             }
-        }
-        let Some(client) = slot.as_mut() else { return true };
-        match client
-            .0
-            .query_opt(&format!("SELECT expires_at > {NOW} FROM leases WHERE run_id = $1"), &[&run])
-        {
-            Ok(row) => row.is_some_and(|r| r.get(0)),
-            // Cannot tell: never called dead on a guess.
-            Err(_) => {
-                *slot = None;
-                true
+            let Some(client) = slot.as_mut() else { return true };
+            match client.0.query_opt(
+                &format!("SELECT expires_at > {NOW} FROM leases WHERE run_id = $1"),
+                &[&run],
+            ) {
+                Ok(row) => row.is_some_and(|r| r.get(0)),
+                // Cannot tell: never called dead on a guess.
+                Err(_) => {
+                    *slot = None;
+                    true
+                }
             }
-        }
+        })
     }
 }

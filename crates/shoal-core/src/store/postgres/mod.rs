@@ -23,6 +23,16 @@ pub mod schema;
 mod store;
 
 pub use schema::{init, SCHEMA_VERSION};
+
+/// Runs `f`, which uses the synchronous client: on a thread of its own when called
+/// from inside a tokio runtime (the engine's), since the client drives a runtime of
+/// its own and tokio refuses to start one inside another.
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+}
 pub(crate) use store::PgStore;
 
 #[cfg(test)]

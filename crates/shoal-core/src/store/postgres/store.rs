@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use postgres::{Client, GenericClient};
 use serde_json::Value;
 
+use super::blocking;
 use super::failure::db;
 use super::feed::{PgControlFeed, PgProgress};
 use super::journal::PgJournal;
@@ -47,6 +48,10 @@ impl PgStore {
     /// Connects to the database at `url`: a writer creates the tables when there are
     /// none; a reader needs them.
     pub(crate) fn open(address: &StoreAddress, url: &str, access: Access) -> Result<PgStore> {
+        blocking(|| PgStore::connect(address, url, access))
+    }
+
+    fn connect(address: &StoreAddress, url: &str, access: Access) -> Result<PgStore> {
         let mut client = schema::connect(address, url)?;
         match access {
             Access::Write => schema::ensure(address, &mut client).map(drop)?,
@@ -202,94 +207,105 @@ pub(super) fn insert_task_rows(
 
 impl Backend for PgStore {
     fn create_run(&self, run: &NewRun, tasks: &[NewTask], input_open: bool) -> Result<RunHold> {
-        self.create(run, tasks, input_open)
+        blocking(|| self.create(run, tasks, input_open))
     }
 
     fn liveness(&self) -> &dyn Liveness {
-        &self.liveness
+        blocking(|| &self.liveness)
     }
 
     fn set_run_options(&self, run: i64, options: &Value, memory_mode: Option<&str>) -> Result<()> {
-        let n = self
-            .client()
-            .0
-            .execute(
-                "UPDATE runs SET options = $2, memory_limit_mode = $3 WHERE id = $1",
-                &[&run, &options.to_string(), &memory_mode],
-            )
-            .map_err(db(&self.address, "update a run's options"))?;
-        if n == 0 {
-            return Err(Error::NoSuchRun { run });
-        }
-        Ok(())
+        blocking(|| {
+            let n = self
+                .client()
+                .0
+                .execute(
+                    "UPDATE runs SET options = $2, memory_limit_mode = $3 WHERE id = $1",
+                    &[&run, &options.to_string(), &memory_mode],
+                )
+                .map_err(db(&self.address, "update a run's options"))?;
+            if n == 0 {
+                return Err(Error::NoSuchRun { run });
+            }
+            Ok(())
+        })
     }
 
     fn insert_tasks(&self, run: i64, tasks: &[NewTask]) -> Result<()> {
-        let fail = db(&self.address, "insert tasks");
-        let mut client = self.client();
-        let mut tx = client.0.transaction().map_err(&fail)?;
-        insert_task_rows(&self.address, &mut tx, run, tasks)?;
-        tx.commit().map_err(&fail)
+        blocking(|| {
+            let fail = db(&self.address, "insert tasks");
+            let mut client = self.client();
+            let mut tx = client.0.transaction().map_err(&fail)?;
+            insert_task_rows(&self.address, &mut tx, run, tasks)?;
+            tx.commit().map_err(&fail)
+        })
     }
 
     fn prepare_resume(&self, run: i64) -> Result<RunRecord> {
-        self.repair(run)?;
-        self.run(run)
+        blocking(|| {
+            self.repair(run)?;
+            self.run(run)
+        })
     }
 
     fn unsucceeded_tasks(&self, run: i64, after: TaskId, limit: usize) -> Result<Vec<TaskRecord>> {
-        PgStore::unsucceeded_tasks(self, run, after, limit)
+        blocking(|| PgStore::unsucceeded_tasks(self, run, after, limit))
     }
 
     fn unsucceeded_timeout_extremes(&self, run: i64) -> Result<Vec<(TaskId, f64)>> {
-        PgStore::unsucceeded_timeout_extremes(self, run)
+        blocking(|| PgStore::unsucceeded_timeout_extremes(self, run))
     }
 
     fn stored_result(&self, key: &str, command: &str) -> Result<Option<Vec<u8>>> {
-        PgStore::stored_result(self, key, command)
+        blocking(|| PgStore::stored_result(self, key, command))
     }
 
     fn runs(&self) -> Result<Vec<RunSummary>> {
-        PgStore::runs(self)
+        blocking(|| PgStore::runs(self))
     }
 
     fn run(&self, id: i64) -> Result<RunRecord> {
-        PgStore::run(self, id)
+        blocking(|| PgStore::run(self, id))
     }
 
     fn last_run(&self) -> Result<Option<i64>> {
-        PgStore::last_run(self)
+        blocking(|| PgStore::last_run(self))
     }
 
     fn tasks(&self, run: i64, status: Option<TaskStatus>) -> Result<Vec<TaskRecord>> {
-        PgStore::tasks(self, run, status)
+        blocking(|| PgStore::tasks(self, run, status))
     }
 
     fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
-        PgStore::attempts(self, run)
+        blocking(|| PgStore::attempts(self, run))
     }
 
     fn stats(&self, run: i64) -> Result<RunStats> {
-        PgStore::stats(self, run)
+        blocking(|| PgStore::stats(self, run))
     }
 
     fn journal(&self) -> Result<Box<dyn Journal>> {
-        Ok(Box::new(PgJournal::open(&self.address, &self.url)?))
+        blocking(|| Ok(Box::new(PgJournal::open(&self.address, &self.url)?) as Box<dyn Journal>))
     }
 
     fn request(&self, run: i64, actions: &[ControlAction], by: &str) -> Result<Vec<i64>> {
-        PgStore::request(self, run, actions, by)
+        blocking(|| PgStore::request(self, run, actions, by))
     }
 
     fn control_records(&self, run: i64) -> Result<Vec<ControlRecord>> {
-        PgStore::control_records(self, run)
+        blocking(|| PgStore::control_records(self, run))
     }
 
     fn control_feed(&self, run: i64) -> Result<Box<dyn ControlFeed>> {
-        Ok(Box::new(PgControlFeed::open(&self.address, &self.url, run)?))
+        blocking(|| {
+            Ok(Box::new(PgControlFeed::open(&self.address, &self.url, run)?)
+                as Box<dyn ControlFeed>)
+        })
     }
 
     fn progress_feed(&self, run: i64) -> Result<Box<dyn ProgressFeed>> {
-        Ok(Box::new(PgProgress::open(&self.address, &self.url, run)?))
+        blocking(|| {
+            Ok(Box::new(PgProgress::open(&self.address, &self.url, run)?) as Box<dyn ProgressFeed>)
+        })
     }
 }
