@@ -52,8 +52,8 @@ def test_every_task_is_recorded_with_its_outcome(tmp_path):
     assert status == "finished"
 
 
-def test_a_keyed_job_resumes_running_only_what_did_not_succeed(tmp_path):
-    path, marks = tmp_path / "results.db", tmp_path / "marks"
+def test_a_keyed_job_resumes_running_only_what_did_not_succeed(tmp_path, store_address):
+    path, marks = store_address, tmp_path / "marks"
     marks.mkdir()
     (marks / "fail-3").touch()  # the first run: item 3 raises
     work = functools.partial(tasks.counted, str(marks))

@@ -60,3 +60,19 @@ pub(super) fn invalid(store: &StoreAddress, operation: &'static str, what: Strin
         source: BackendError::new(FailureKind::Invalid, what),
     }
 }
+
+/// An error with its causes on one line: the client's own text names only the kind
+/// ("error connecting to server"), its cause says why ("Connection refused").
+pub(super) fn said(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}

@@ -108,20 +108,16 @@ fn heartbeat(
     let renew = format!(
         "UPDATE leases SET heartbeat_at = {NOW}, expires_at = {NOW} + $2 WHERE run_id = $1"
     );
-    loop {
-        match stop.recv_timeout(every) {
-            Err(RecvTimeoutError::Timeout) => {
-                if client.is_closed() {
-                    match schema::connect(address, url) {
-                        Ok(new) => client = new,
-                        Err(_) => continue,
-                    }
-                }
-                if let Err(e) = client.execute(&renew, &[&run, &lease]) {
-                    tracing::warn!(run, store = %address, "cannot renew the run's lease: {e}");
-                }
+    // Until told to stop (or its hold is gone).
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        if client.is_closed() {
+            match schema::connect(address, url) {
+                Ok(new) => client = new,
+                Err(_) => continue,
             }
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if let Err(e) = client.execute(&renew, &[&run, &lease]) {
+            tracing::warn!(run, store = %address, "cannot renew the run's lease: {e}");
         }
     }
     if client.is_closed() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
-use super::failure::db;
+use super::failure::{db, said};
 use crate::error::{Error, Result};
 use crate::store::StoreAddress;
 
@@ -132,15 +132,15 @@ pub enum Init {
 pub(super) fn connect(store: &StoreAddress, url: &str) -> Result<Client> {
     let refused = |reason: String| Error::StoreConnect { store: store.clone(), reason };
     let mut config: postgres::Config =
-        url.parse().map_err(|e: postgres::Error| refused(e.to_string()))?;
+        url.parse().map_err(|e: postgres::Error| refused(said(&e)))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     if config.get_application_name().is_none() {
         config.application_name("shoal");
     }
-    let mut client = config.connect(NoTls).map_err(|e| refused(e.to_string()))?;
-    client.batch_execute("SET search_path = shoal").map_err(|e| refused(e.to_string()))?;
+    let mut client = config.connect(NoTls).map_err(|e| refused(said(&e)))?;
+    client.batch_execute("SET search_path = shoal").map_err(|e| refused(said(&e)))?;
     Ok(client)
 }
 
