@@ -1,11 +1,9 @@
 //! The PostgreSQL backend's [`Journal`]: the writer thread's own connection, which
 //! applies a batch of events in one transaction with statements prepared once.
 //!
-//! As in the SQLite journal, an attempt that starts and ends within the batch is
-//! written once, complete. Every write to a task sets `changed` from the sequence
+//! As in the SQLite journal, the batch is walked by `backend::walk_batch`: an attempt
+//! that starts and ends within it is written once, complete. Every write to a task sets `changed` from the sequence
 //! `shoal.changes`, which the progress feed of a watcher reads by.
-
-use std::collections::{HashMap, HashSet};
 
 use postgres::{Client, Statement, Transaction};
 
@@ -13,10 +11,10 @@ use super::failure::db;
 use super::schema;
 use super::store::{insert_task_rows, DebugClient};
 use crate::error::{Error, Result};
-use crate::store::backend::Journal;
+use crate::store::backend::{codes, walk_batch, Journal, Start};
 use crate::store::writer::StoreEvent;
 use crate::store::StoreAddress;
-use crate::task::{AttemptOutcome, SlotId, TaskId, TaskStatus};
+use crate::task::TaskStatus;
 
 /// The statements of a journal, prepared on its connection.
 #[derive(Debug)]
@@ -121,40 +119,13 @@ impl Journal for PgJournal {
         let a = &self.address;
         let s = &self.statements;
         let mut tx = self.client.0.transaction().map_err(db(a, "begin a write"))?;
-        let ended: HashSet<(i64, TaskId, u32)> = batch
-            .iter()
-            .filter_map(|ev| match *ev {
-                StoreEvent::AttemptEnded { run, task, attempt, .. } => Some((run, task, attempt)),
-                _ => None,
-            })
-            .collect();
-        let mut started: HashMap<(i64, TaskId, u32), Start<'_>> = HashMap::new();
-        for ev in batch {
-            match *ev {
-                StoreEvent::AttemptStarted {
-                    run,
-                    task,
-                    attempt,
-                    slot,
-                    pid,
-                    started_at,
-                    ref command,
-                } if ended.contains(&(run, task, attempt)) => {
-                    started
-                        .insert((run, task, attempt), (slot, pid, started_at, command.as_deref()));
-                }
-                StoreEvent::AttemptEnded { run, task, attempt, .. } => {
-                    record_end(a, s, &mut tx, ev, started.remove(&(run, task, attempt)))?;
-                }
-                _ => apply(a, s, &mut tx, ev)?,
-            }
-        }
+        walk_batch(batch, |ev, start| match ev {
+            StoreEvent::AttemptEnded { .. } => record_end(a, s, &mut tx, ev, start),
+            _ => apply(a, s, &mut tx, ev),
+        })?;
         tx.commit().map_err(db(a, "commit a write"))
     }
 }
-
-/// The start of an attempt held back until its end: slot, pid, start time, command.
-type Start<'a> = (SlotId, u32, f64, Option<&'a str>);
 
 fn record_end(
     a: &StoreAddress,
@@ -260,16 +231,6 @@ fn record_end(
         return Err(Error::StoreMissing { run: *run, task: *task, what: "attempt" });
     }
     Ok(())
-}
-
-/// The exit code and signal an outcome implies.
-fn codes(outcome: AttemptOutcome) -> (Option<i32>, Option<i32>) {
-    match outcome {
-        AttemptOutcome::Succeeded => (Some(0), None),
-        AttemptOutcome::Failed { exit_code } => (Some(exit_code), None),
-        AttemptOutcome::Crashed { signal } => (None, Some(signal)),
-        _ => (None, None),
-    }
 }
 
 fn apply(

@@ -6,13 +6,12 @@ use postgres::Row;
 
 use super::failure::{db, invalid};
 use super::store::{require_run, PgStore};
-use crate::error::{Error, Result};
-use crate::store::control::{ControlAction, ControlRecord};
+use crate::error::Result;
+use crate::store::control::{refuse_what_cannot_apply, ControlAction, ControlRecord};
 use crate::store::records::{
-    unix_now, zero_counts, AttemptRecord, RunRecord, RunStats, RunStatus, RunSummary, SlotStats,
-    StatusCounts, TaskRecord,
+    open_tasks, unfinished, unix_now, zero_counts, AttemptRecord, RunRecord, RunStats, RunStatus,
+    RunSummary, SlotStats, StatusCounts, TaskRecord,
 };
-use crate::store::sqlite::read::{nearest_rank, open_tasks, unfinished};
 use crate::store::StoreAddress;
 use crate::task::{TaskId, TaskStatus};
 
@@ -245,11 +244,6 @@ impl PgStore {
         let mut client = self.client();
         require_run(a, &mut client.0, run)?;
         let counts = status_counts(a, &mut client.0, run)?;
-        let total = counts.values().sum();
-        let unfinished = unfinished(&counts);
-        let finished = total - unfinished;
-        let success_rate =
-            (finished > 0).then(|| counts[&TaskStatus::Succeeded] as f64 / finished as f64);
         let durations: Vec<f64> = client
             .0
             .query(
@@ -282,18 +276,7 @@ impl PgStore {
                 busy: r.get(2),
             })
             .collect();
-        Ok(RunStats {
-            run,
-            total,
-            finished,
-            unfinished,
-            counts,
-            success_rate,
-            duration_p50: nearest_rank(&durations, 50.0),
-            duration_p95: nearest_rank(&durations, 95.0),
-            duration_max: durations.last().copied(),
-            per_slot,
-        })
+        Ok(RunStats::from_parts(run, counts, &durations, per_slot))
     }
 
     /// The result of the latest task with this key and command, if it succeeded and
@@ -331,12 +314,8 @@ impl PgStore {
     ) -> Result<Vec<i64>> {
         let a = &self.address;
         let status = self.run(run)?.status;
-        if status != RunStatus::Running {
-            return Err(Error::RunEnded { run, status });
-        }
-        let fail = db(a, "record a control request");
         let mut client = self.client();
-        for task in actions.iter().filter_map(|action| action.task()) {
+        refuse_what_cannot_apply(run, status, actions, |task| {
             let row = client
                 .0
                 .query_opt(
@@ -344,12 +323,9 @@ impl PgStore {
                     &[&run, &(task as i64)],
                 )
                 .map_err(db(a, "look up a task"))?;
-            match row.map(|r| task_status(a, &r, 0)).transpose()? {
-                None => return Err(Error::NoSuchTask { run, task }),
-                Some(TaskStatus::Queued | TaskStatus::Running) => {}
-                Some(status) => return Err(Error::TaskEnded { run, task, status }),
-            }
-        }
+            row.map(|r| task_status(a, &r, 0)).transpose()
+        })?;
+        let fail = db(a, "record a control request");
         let mut tx = client.0.transaction().map_err(&fail)?;
         let mut ids = Vec::with_capacity(actions.len());
         for action in actions {

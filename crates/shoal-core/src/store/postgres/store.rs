@@ -19,8 +19,8 @@ use crate::store::backend::{Access, Backend, Journal};
 use crate::store::control::{ControlAction, ControlFeed, ControlRecord};
 use crate::store::follow::ProgressFeed;
 use crate::store::records::{
-    unix_now as now, AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunStatus, RunSummary,
-    TaskRecord,
+    live_status, unix_now as now, AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunStatus,
+    RunSummary, TaskRecord,
 };
 use crate::store::sqlite::db::json_words;
 use crate::store::StoreAddress;
@@ -98,29 +98,15 @@ impl PgStore {
         self.liveness.keep(id)
     }
 
-    /// A stored status as it stands, as the SQLite backend's `live_status` tells it:
+    /// A stored status as it stands (`records::live_status`, the rule of every backend):
     /// `running` whose lease expired is `died`; `finished` with open tasks is
     /// `interrupted`.
     pub(super) fn live_status(&self, run: i64, stored: RunStatus, open: u64) -> RunStatus {
-        let status = if stored != RunStatus::Running || self.liveness.is_alive(run) {
-            stored
-        } else {
-            let now = self
-                .client()
-                .0
-                .query_opt("SELECT status FROM runs WHERE id = $1", &[&run])
-                .ok()
-                .flatten()
-                .and_then(|r| RunStatus::parse(r.get(0)));
-            match now {
-                Some(RunStatus::Running) | None => RunStatus::Died,
-                Some(status) => status,
-            }
+        let reread = || {
+            let row = self.client().0.query_opt("SELECT status FROM runs WHERE id = $1", &[&run]);
+            row.ok().flatten().and_then(|r| RunStatus::parse(r.get(0)))
         };
-        match status {
-            RunStatus::Finished if open > 0 => RunStatus::Interrupted,
-            status => status,
-        }
+        live_status(stored, open, || self.liveness.is_alive(run), reread)
     }
 
     fn repair(&self, run: i64) -> Result<()> {

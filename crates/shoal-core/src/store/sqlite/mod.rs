@@ -15,7 +15,7 @@ pub(crate) mod db;
 mod failure;
 mod follow;
 mod journal;
-pub(crate) mod read;
+mod read;
 pub mod schema;
 mod space;
 mod store;
