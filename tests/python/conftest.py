@@ -130,18 +130,21 @@ def executor():
 
 
 @pytest.fixture(scope="session")
-def postgres_cluster(tmp_path_factory):
+def postgres_cluster():
     """A throwaway PostgreSQL cluster for the session (initdb and pg_ctl of Debian's
     `postgresql`, which scripts/test.sh installs; as the `postgres` user when root),
     on a private socket directory and port; yields a maker of fresh databases' URLs."""
     import glob
+    import pathlib
     import shutil
     import socket
+    import tempfile
 
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     assert bins, "install Debian's postgresql package (scripts/test.sh does)"
     bin_dir = os.path.dirname(bins[-1])
-    work = tmp_path_factory.mktemp("pg")
+    # Not under pytest's temporary directory, which the postgres user cannot enter.
+    work = pathlib.Path(tempfile.mkdtemp(prefix="shoal-pg-py-"))
     as_pg = []
     if os.geteuid() == 0:
         shutil.chown(work, "postgres", "postgres")
@@ -169,6 +172,7 @@ def postgres_cluster(tmp_path_factory):
         yield database
     finally:
         pg("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -294,6 +294,9 @@ fn engine_error(error: Error) -> PyErr {
         | Error::StoreFull { .. }
         | Error::StoreSchema { .. }
         | Error::StoreBackend { .. }
+        | Error::StoreConnect { .. }
+        | Error::StoreNoSchema { .. }
+        | Error::StoreVersion { .. }
         | Error::Store { .. }
         | Error::LockFile { .. }
         | Error::RunBusy { .. } => shoal_error("StoreError", message),
