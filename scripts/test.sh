@@ -6,14 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The integration tests use python3 (a memory hog), procps-style tools and GNU
-# parallel (the reference some CLI behaviour is compared against, side by side) from
-# a plain Debian; install them when missing.
+# The integration tests use python3 (a memory hog), procps-style tools, GNU
+# parallel (the reference some CLI behaviour is compared against, side by side) and
+# PostgreSQL's server programs (each test binary starts its own throwaway cluster
+# with initdb and pg_ctl) from a plain Debian; install them when missing.
 need=()
 command -v parallel >/dev/null || need+=(parallel)
 command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi

@@ -127,3 +127,57 @@ def executor():
     ex = shoal.ProcessPoolExecutor(2, **FAST)
     yield ex
     ex.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster for the session (initdb and pg_ctl of Debian's
+    `postgresql`, which scripts/test.sh installs; as the `postgres` user when root),
+    on a private socket directory and port; yields a maker of fresh databases' URLs."""
+    import glob
+    import pathlib
+    import shutil
+    import socket
+    import tempfile
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert bins, "install Debian's postgresql package (scripts/test.sh does)"
+    bin_dir = os.path.dirname(bins[-1])
+    # Not under pytest's temporary directory, which the postgres user cannot enter.
+    work = pathlib.Path(tempfile.mkdtemp(prefix="shoal-pg-py-"))
+    as_pg = []
+    if os.geteuid() == 0:
+        shutil.chown(work, "postgres", "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = str(work / "data")
+
+    def pg(program, *args):
+        subprocess.run([*as_pg, f"{bin_dir}/{program}", *args], check=True,
+                       capture_output=True, cwd=work)
+
+    pg("initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+    pg("pg_ctl", "-D", data, "-l", str(work / "log"), "-w", "start", "-o",
+       f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -c fsync=off")
+    made = iter(range(1_000_000))
+
+    def database():
+        name = f"t{next(made)}"
+        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name)
+        return f"postgresql://postgres@127.0.0.1:{port}/{name}"
+
+    try:
+        yield database
+    finally:
+        pg("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_address(request, tmp_path):
+    """A fresh store of each backend: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "results.db"
+    return request.getfixturevalue("postgres_cluster")()

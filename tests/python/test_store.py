@@ -52,8 +52,8 @@ def test_every_task_is_recorded_with_its_outcome(tmp_path):
     assert status == "finished"
 
 
-def test_a_keyed_job_resumes_running_only_what_did_not_succeed(tmp_path):
-    path, marks = tmp_path / "results.db", tmp_path / "marks"
+def test_a_keyed_job_resumes_running_only_what_did_not_succeed(tmp_path, store_address):
+    path, marks = store_address, tmp_path / "marks"
     marks.mkdir()
     (marks / "fail-3").touch()  # the first run: item 3 raises
     work = functools.partial(tasks.counted, str(marks))
@@ -282,18 +282,20 @@ def test_a_damaged_store_is_a_store_error_and_nothing_runs(tmp_path):
     assert worker_children() == []
 
 
-def test_a_postgresql_store_is_a_store_error_naming_it(tmp_path, monkeypatch):
+def test_a_postgresql_store_that_cannot_be_reached_is_a_store_error_naming_it(
+    tmp_path, monkeypatch
+):
     # Taken for a file path before, it failed on a directory "postgresql:/ann:s3cret@h"
     # that does not exist, password shown.
     monkeypatch.chdir(tmp_path)
-    url = "postgresql://ann:s3cret@db.example/jobs"
+    url = "postgresql://ann:s3cret@127.0.0.1:1/jobs"
     for make in (lambda: shoal.Pool(1, store=url),
                  lambda: shoal.ProcessPoolExecutor(1, store=url)):
         with pytest.raises(shoal.StoreError) as caught:
             make()
         assert str(caught.value) == (
-            "cannot open the store postgresql://ann:***@db.example/jobs: "
-            "PostgreSQL stores are not supported yet")
+            "cannot connect to the store postgresql://ann:***@127.0.0.1:1/jobs: "
+            "error connecting to server: Connection refused (os error 111)")
         assert isinstance(caught.value, OSError)
     assert os.listdir(tmp_path) == []
     assert worker_children() == []

@@ -16,8 +16,9 @@ use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, max_term_width = 100)]
 pub struct Cli {
-    /// The result store (SQLite). Default: ./.shoal/shoal.db
-    #[arg(long, global = true, value_name = "PATH", env = "SHOAL_STORE")]
+    /// The result store: a SQLite file, or a PostgreSQL database
+    /// (postgresql://user@host/db). Default: ./.shoal/shoal.db
+    #[arg(long, global = true, value_name = "PATH|URL", env = "SHOAL_STORE")]
     pub store: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -46,6 +47,17 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Follow a run started elsewhere, live: progress, running tasks, failures.
     Watch(WatchArgs),
+    /// The store itself: `shoal store init` creates its tables.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// The subcommands of `shoal store`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create the store's tables (in a PostgreSQL database: its schema `shoal`) unless
+    /// they are there, and say which. A first `shoal run` creates them too.
+    Init,
 }
 
 /// Options of `shoal run`. Options are `Option`s so that `--resume` can tell what

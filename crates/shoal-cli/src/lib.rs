@@ -27,7 +27,7 @@ use std::io::{IsTerminal as _, Write as _};
 use clap::Parser;
 use shoal_core::store::StoreAddress;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, StoreCommand};
 
 /// How a subcommand ended, beyond an error.
 pub enum Exit {
@@ -123,7 +123,8 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
-    let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none());
+    let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none())
+        || matches!(&cli.command, Command::Store(_));
     let store = commands::store_address(cli.store, create)?;
     name_the_store(run_command(&store, cli.command))
 }
@@ -155,5 +156,6 @@ fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
         Command::Unpause(args) => commands::control::unpause(store, args),
         Command::Jobs(args) => commands::control::jobs(store, args),
         Command::Watch(args) => commands::watch::watch(store, args),
+        Command::Store(StoreCommand::Init) => commands::store::init(store).map(|()| Exit::Success),
     }
 }

@@ -930,25 +930,26 @@ fn bad_store_that_is_a_directory() {
     insta::assert_snapshot!("bad_store_is_a_directory", env.redact(&out.stderr));
 }
 
-/// A PostgreSQL URL, by `--store` or `SHOAL_STORE`: every command says that such a
-/// store is not supported yet, naming it with its password hidden, and creates
-/// nothing (the URL was taken for a file path: "directory postgresql://ann:s3cret@...
-/// does not exist", or "no store at" it).
+/// A PostgreSQL URL, by `--store` or `SHOAL_STORE`, where no server answers: every
+/// command says it cannot connect to the store, naming it with its password hidden,
+/// exits 2 at once, and creates nothing (the URL was taken for a file path: "directory
+/// postgresql://ann:s3cret@... does not exist", or "no store at" it).
 #[test]
-fn bad_store_postgresql_url_is_not_supported_yet() {
+fn bad_store_postgresql_url_where_no_server_answers() {
     let mut env = Env::new();
-    env.store = "postgresql://ann:s3cret@db.example/jobs".into();
-    let said = "shoal: error: cannot open the store postgresql://ann:***@db.example/jobs: \
-                PostgreSQL stores are not supported yet\n";
+    env.store = "postgresql://ann:s3cret@127.0.0.1:1/jobs".into();
+    let said = "shoal: error: cannot connect to the store postgresql://ann:***@127.0.0.1:1/jobs: \
+                error connecting to server: Connection refused (os error 111)\n";
     let err = bad_input(&env, &["run", "echo", ":::", "a"], "bad_store_postgresql");
     assert_eq!(err, said);
-    let commands: [&[&str]; 6] = [
+    let commands: [&[&str]; 7] = [
         &["run", "--resume"],
         &["run", "--resume", "1"],
         &["runs"],
         &["results"],
         &["stats"],
         &["export"],
+        &["store", "init"],
     ];
     for args in commands {
         let out = env.run(args);
@@ -958,13 +959,14 @@ fn bad_store_postgresql_url_is_not_supported_yet() {
     let mut cmd = std::process::Command::new(common::shoal_bin());
     cmd.args(["results", "--json"])
         .current_dir(env.path())
-        .env("SHOAL_STORE", "postgres://ann:s3cret@db.example/jobs?sslmode=disable");
+        .env("SHOAL_STORE", "postgres://ann:s3cret@127.0.0.1:1/jobs?sslmode=disable");
     let out = common::run_command(cmd, None);
     out.expect_code(2);
     assert_eq!(
         out.stderr,
-        "shoal: error: cannot open the store postgres://ann:***@db.example/jobs?sslmode=disable: \
-         PostgreSQL stores are not supported yet\n"
+        "shoal: error: cannot connect to the store \
+         postgres://ann:***@127.0.0.1:1/jobs?sslmode=disable: \
+         error connecting to server: Connection refused (os error 111)\n"
     );
     let left: Vec<_> = std::fs::read_dir(env.path()).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(left.is_empty(), "created {left:?}");

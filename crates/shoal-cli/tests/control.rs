@@ -1,7 +1,8 @@
 //! Steering a live `shoal run` from another process through the store: `shoal
 //! cancel`, `pause`, `unpause` and `jobs`, each against a real run of real tasks,
 //! counted through marker files the tasks write; and every request refused with a
-//! clear message and exit status 2 where it cannot apply.
+//! clear message and exit status 2 where it cannot apply. The steering itself is
+//! tested on a SQLite and on a PostgreSQL store.
 
 mod common;
 
@@ -10,6 +11,14 @@ use std::time::{Duration, Instant};
 
 use common::{int_of, read_pids, str_of, task, wait_for, Env, Running, HANG};
 use shoal_core::store::{ControlAction, Store};
+
+both_stores!(
+    cancel_of_a_whole_run_stops_it_promptly_as_a_ctrl_c_does,
+    cancel_of_one_running_and_one_queued_task_lets_the_rest_run,
+    pause_starts_no_new_task_until_unpause,
+    jobs_adds_slots_at_once_and_takes_them_away_as_their_tasks_end,
+    a_request_is_recorded_with_who_asked_and_what_the_run_made_of_it,
+);
 
 /// Files in `dir` whose name ends with `suffix`.
 fn count(dir: &Path, suffix: &str) -> usize {
@@ -39,9 +48,7 @@ fn start(env: &Env, jobs: &str, command: &str, inputs: usize, running: usize) ->
     run
 }
 
-#[test]
-fn cancel_of_a_whole_run_stops_it_promptly_as_a_ctrl_c_does() {
-    let env = Env::new();
+fn cancel_of_a_whole_run_stops_it_promptly_as_a_ctrl_c_does(env: Env) {
     let run = start(&env, "2", "touch {#}.on; exec sleep 30", 20, 2);
     let asked = Instant::now();
     let said = steer(&env, &["cancel", "1"]);
@@ -62,9 +69,7 @@ fn cancel_of_a_whole_run_stops_it_promptly_as_a_ctrl_c_does() {
     assert_eq!(count(env.path(), ".on"), 2, "no task started after the cancel");
 }
 
-#[test]
-fn cancel_of_one_running_and_one_queued_task_lets_the_rest_run() {
-    let env = Env::new();
+fn cancel_of_one_running_and_one_queued_task_lets_the_rest_run(env: Env) {
     // One slot: task 1 runs (long), task 2 and 3 wait; task 3 is cancelled before it
     // starts, task 1 while it runs, and task 2 then runs to its end.
     let run =
@@ -93,9 +98,7 @@ fn cancel_of_one_running_and_one_queued_task_lets_the_rest_run() {
     assert!(watched.stderr.contains("2 cancelled"), "{}", watched.stderr);
 }
 
-#[test]
-fn pause_starts_no_new_task_until_unpause() {
-    let env = Env::new();
+fn pause_starts_no_new_task_until_unpause(env: Env) {
     let run = start(&env, "2", "touch {#}.on; sleep 0.3", 8, 1);
     let said = steer(&env, &["pause", "1"]);
     assert!(said.contains("paused"), "{said}");
@@ -113,9 +116,7 @@ fn pause_starts_no_new_task_until_unpause() {
     assert!(out.stderr.contains("paused: no new tasks until unpaused"), "{}", out.stderr);
 }
 
-#[test]
-fn jobs_adds_slots_at_once_and_takes_them_away_as_their_tasks_end() {
-    let env = Env::new();
+fn jobs_adds_slots_at_once_and_takes_them_away_as_their_tasks_end(env: Env) {
     // Each task is `.on` while it runs and records its slot number.
     let command = "touch {#}.on; echo {%} > {#}.slot; sleep 0.3; rm {#}.on; touch {#}.done";
     let run = start(&env, "1", command, 60, 1);
@@ -149,9 +150,7 @@ fn jobs_adds_slots_at_once_and_takes_them_away_as_their_tasks_end() {
     assert!(slots.contains(&4), "slot 4 did work: {slots:?}");
 }
 
-#[test]
-fn a_request_is_recorded_with_who_asked_and_what_the_run_made_of_it() {
-    let env = Env::new();
+fn a_request_is_recorded_with_who_asked_and_what_the_run_made_of_it(env: Env) {
     let run = start(&env, "1", "touch {#}.on; sleep 0.2", 3, 1);
     steer(&env, &["jobs", "1", "2"]);
     run.wait(HANG).expect_code(0);

@@ -316,6 +316,11 @@ fn under_rlimit_as_the_floor_is_higher_and_small_programs_run_at_it() {
     assert_eq!(env.results(&["--status", "succeeded"]).len(), 2);
 }
 
+both_stores!(
+    kill_9_of_shoal_mid_run_then_resume_finishes_every_task_exactly_once,
+    resume_kills_what_a_killed_shoal_left_running_and_refuses_a_live_run,
+);
+
 /// Per task of an export: (status, attempts, started_at, attempt_log).
 fn snapshot(exported: &[Value]) -> BTreeMap<i64, (String, i64, f64, Value)> {
     exported
@@ -328,10 +333,8 @@ fn snapshot(exported: &[Value]) -> BTreeMap<i64, (String, i64, f64, Value)> {
         .collect()
 }
 
-#[test]
-fn kill_9_of_shoal_mid_run_then_resume_finishes_every_task_exactly_once() {
+fn kill_9_of_shoal_mid_run_then_resume_finishes_every_task_exactly_once(env: Env) {
     const TASKS: i64 = 1000;
-    let env = Env::new();
     let inputs: String = (1..=TASKS).map(|n| format!("{n}\n")).collect();
     let inputs = env.write("inputs", &inputs);
     let script = env.write("task.sh", "sleep 0.005\necho \"$1\"\n");
@@ -347,6 +350,7 @@ fn kill_9_of_shoal_mid_run_then_resume_finishes_every_task_exactly_once() {
     shoal.signal(libc::SIGKILL);
     let killed = shoal.wait(Duration::from_secs(10));
     assert_eq!(killed.status.code(), None, "shoal died of SIGKILL");
+    std::thread::sleep(env.lease_expiry());
 
     let before = snapshot(&env.export(&[]));
     assert_eq!(before.len() as i64, TASKS, "every task is in the store from the start");
@@ -357,7 +361,8 @@ fn kill_9_of_shoal_mid_run_then_resume_finishes_every_task_exactly_once() {
         (done_before.len() as i64) < TASKS,
         "the kill came after the end: the test proves nothing; make the tasks longer"
     );
-    // It never said it ended, and no live shoal holds its lock: it shows it died.
+    // It never said it ended, and no live shoal holds its lock (or its lease ran out):
+    // it shows it died.
     assert_eq!(str_of(&env.runs()[0], "status"), "died");
 
     let resumed = env.run(&["run", "--resume"]);
@@ -570,9 +575,7 @@ fn a_sigterm_right_at_the_start_is_a_graceful_stop() {
 /// After a `kill -9` of shoal its tasks live on; a resume kills them (and their
 /// children) before running those tasks again, so no task runs twice at once. A
 /// resume while the run is still going on under another shoal is refused.
-#[test]
-fn resume_kills_what_a_killed_shoal_left_running_and_refuses_a_live_run() {
-    let env = Env::new();
+fn resume_kills_what_a_killed_shoal_left_running_and_refuses_a_live_run(env: Env) {
     let slow = env.write("slow", "");
     let script = env.write(
         "task.sh",
@@ -606,6 +609,7 @@ echo "done $1"
     shoal.signal(libc::SIGKILL);
     shoal.wait(Duration::from_secs(10));
     assert!(pids.iter().all(|&p| alive(p)), "the tasks outlive a kill -9 of shoal");
+    std::thread::sleep(env.lease_expiry());
 
     std::fs::remove_file(&slow).unwrap();
     let resumed = env.run(&["run", "--resume"]);

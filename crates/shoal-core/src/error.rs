@@ -43,6 +43,24 @@ pub enum Error {
         source: BackendError,
     },
 
+    /// A database store cannot be reached or entered: a wrong URL, no server there,
+    /// a refused login, a user who may not create the tables.
+    #[error("cannot connect to the store {store}: {reason}")]
+    StoreConnect { store: StoreAddress, reason: String },
+
+    /// A database store without shoal's tables, opened only to read.
+    #[error(
+        "the store {store} holds no shoal tables: create them with `shoal store init --store URL` \
+         (or by a first `shoal run`)"
+    )]
+    StoreNoSchema { store: StoreAddress },
+
+    /// A database store whose shoal tables are of another schema version.
+    #[error(
+        "the store {store} has shoal schema version {found}; this shoal reads version {expected}"
+    )]
+    StoreVersion { store: StoreAddress, found: i64, expected: i64 },
+
     /// The store's address names a backend this shoal does not have.
     #[error("cannot open the store {store}: {} stores are not supported yet", store.backend())]
     StoreBackend { store: StoreAddress },

@@ -294,6 +294,9 @@ fn engine_error(error: Error) -> PyErr {
         | Error::StoreFull { .. }
         | Error::StoreSchema { .. }
         | Error::StoreBackend { .. }
+        | Error::StoreConnect { .. }
+        | Error::StoreNoSchema { .. }
+        | Error::StoreVersion { .. }
         | Error::Store { .. }
         | Error::LockFile { .. }
         | Error::RunBusy { .. } => shoal_error("StoreError", message),
@@ -315,16 +318,18 @@ struct PyStore {
 
 #[pymethods]
 impl PyStore {
-    /// Opens an existing store; one that does not exist is not created.
+    /// Opens an existing store (a file, or a `postgresql://` URL); a file that does
+    /// not exist is not created.
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        if !path.exists() {
+        let address = StoreAddress::parse(path);
+        if let Some(path) = address.path().filter(|path| !path.exists()) {
             return Err(engine_error(Error::StoreOpen {
-                path,
+                path: path.to_owned(),
                 reason: "no store here (a run creates it)".into(),
             }));
         }
-        let store = py.detach(|| Store::open(StoreAddress::Sqlite(path))).map_err(engine_error)?;
+        let store = py.detach(|| Store::open(address)).map_err(engine_error)?;
         Ok(PyStore { store })
     }
 

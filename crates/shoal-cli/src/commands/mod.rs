@@ -1,5 +1,6 @@
 //! The subcommands of `shoal`, one file each (`report` holds the read-only ones,
-//! `control` the ones that steer a live run, `watch` follows one).
+//! `control` the ones that steer a live run, `watch` follows one, `store` manages the
+//! store itself).
 
 pub mod control;
 mod feed;
@@ -7,6 +8,7 @@ mod printer;
 pub mod report;
 mod resume;
 pub mod run;
+pub mod store;
 pub mod watch;
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests of the `shoal` binary: a temporary
-//! directory with its own store per test, running `shoal` with a hang guard,
+//! directory with its own store per test (a SQLite file, or a fresh database of the
+//! test binary's own PostgreSQL cluster: `Env::on_postgres`, `both_stores!`), running `shoal` with a hang guard,
 //! reading the store back through `shoal`'s own JSON reports, and checking that
 //! processes are gone.
 //!
@@ -14,6 +15,27 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Makes a test on each store backend of each function named, which takes the
+/// test's `Env`: `mod name { fn sqlite(); fn postgres() }`.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(super::common::Env::new())
+            }
+            #[test]
+            fn postgres() {
+                super::$name(super::common::Env::on_postgres())
+            }
+        }
+    )*};
+}
+
+/// A run's lease in a PostgreSQL store, short for the tests (renewed every 0.5 s).
+pub const PG_LEASE: Duration = Duration::from_secs(3);
 
 /// Longest any single `shoal` invocation may take before the test calls it a hang.
 pub const HANG: Duration = Duration::from_secs(30);
@@ -67,6 +89,24 @@ impl Env {
         Env { dir, store }
     }
 
+    /// A test's own directory, and a fresh database of this test binary's throwaway
+    /// PostgreSQL cluster as its store.
+    pub fn on_postgres() -> Env {
+        let mut env = Env::new();
+        env.store = shoal_core::store::postgres::cluster::Cluster::shared().database().into();
+        env
+    }
+
+    /// How long the run of a shoal killed with `kill -9` may still show alive: no
+    /// time on SQLite (the kernel frees its lock), its lease on PostgreSQL.
+    pub fn lease_expiry(&self) -> Duration {
+        if self.store.to_string_lossy().starts_with("postgresql://") {
+            PG_LEASE + Duration::from_millis(500)
+        } else {
+            Duration::ZERO
+        }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -105,6 +145,8 @@ impl Env {
             .current_dir(self.path())
             .env_remove("SHOAL_STORE")
             .env_remove("SHOAL_LOG")
+            .env("SHOAL_PG_LEASE", PG_LEASE.as_secs_f64().to_string())
+            .env("SHOAL_PG_HEARTBEAT", "0.5")
             .env("NO_COLOR", "1");
         cmd
     }

@@ -18,6 +18,7 @@
 //!
 //! A backend must not schedule, spawn or decide anything: it records and answers.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde_json::Value;
@@ -25,12 +26,13 @@ use serde_json::Value;
 use super::address::StoreAddress;
 use super::control::{ControlAction, ControlFeed, ControlRecord};
 use super::follow::ProgressFeed;
+use super::postgres::PgStore;
 use super::records::{AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunSummary, TaskRecord};
 use super::sqlite::SqliteStore;
 use super::writer::StoreEvent;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::run::{Liveness, RunHold};
-use crate::task::{TaskId, TaskStatus};
+use crate::task::{AttemptOutcome, SlotId, TaskId, TaskStatus};
 
 /// How a store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub(crate) enum Access {
 pub(super) fn open(address: &StoreAddress, access: Access) -> Result<Box<dyn Backend>> {
     match address {
         StoreAddress::Sqlite(path) => Ok(Box::new(SqliteStore::open(path, access)?)),
-        StoreAddress::Postgres(_) => Err(Error::StoreBackend { store: address.clone() }),
+        StoreAddress::Postgres(url) => Ok(Box::new(PgStore::open(address, url, access)?)),
     }
 }
 
@@ -113,4 +115,55 @@ pub trait Journal: Send {
     /// The store stopped taking writes: let go of what was kept back for the last
     /// writes (SQLite: its reserve of disk space), before they are tried.
     fn release_reserve(&mut self) {}
+}
+
+/// The start of an attempt held back until its end: slot, pid, start time, command.
+pub(crate) type Start<'a> = (SlotId, u32, f64, Option<&'a str>);
+
+/// Walks a batch as a journal applies it, in order: an attempt that starts and ends
+/// within the batch (most of them, under load) is handed over once, at its end, with
+/// its start, so that its row is written once, complete, instead of being inserted
+/// and then updated; every other event is handed over as it is, with no start.
+pub(crate) fn walk_batch<'a>(
+    batch: &'a [StoreEvent],
+    mut step: impl FnMut(&'a StoreEvent, Option<Start<'a>>) -> Result<()>,
+) -> Result<()> {
+    let ended: HashSet<(i64, TaskId, u32)> = batch
+        .iter()
+        .filter_map(|ev| match *ev {
+            StoreEvent::AttemptEnded { run, task, attempt, .. } => Some((run, task, attempt)),
+            _ => None,
+        })
+        .collect();
+    let mut started: HashMap<(i64, TaskId, u32), Start<'a>> = HashMap::new();
+    for ev in batch {
+        match *ev {
+            StoreEvent::AttemptStarted {
+                run,
+                task,
+                attempt,
+                slot,
+                pid,
+                started_at,
+                ref command,
+            } if ended.contains(&(run, task, attempt)) => {
+                started.insert((run, task, attempt), (slot, pid, started_at, command.as_deref()));
+            }
+            StoreEvent::AttemptEnded { run, task, attempt, .. } => {
+                step(ev, started.remove(&(run, task, attempt)))?
+            }
+            _ => step(ev, None)?,
+        }
+    }
+    Ok(())
+}
+
+/// The exit code and signal an outcome implies, for an end that gave neither.
+pub(crate) fn codes(outcome: AttemptOutcome) -> (Option<i32>, Option<i32>) {
+    match outcome {
+        AttemptOutcome::Succeeded => (Some(0), None),
+        AttemptOutcome::Failed { exit_code } => (Some(exit_code), None),
+        AttemptOutcome::Crashed { signal } => (None, Some(signal)),
+        _ => (None, None),
+    }
 }

@@ -21,8 +21,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::error::Result;
-use crate::task::TaskId;
+use crate::error::{Error, Result};
+use crate::store::records::RunStatus;
+use crate::task::{TaskId, TaskStatus};
 
 /// How often a live run looks for requests: well within the 100 ms a request may
 /// take to be noticed, and cheap (one `PRAGMA data_version` read) when nothing came.
@@ -203,4 +204,26 @@ impl Drop for ControlWatcher {
             let _ = thread.join();
         }
     }
+}
+
+/// Refuses requests that cannot apply, by the rule of every backend: any for a run
+/// that is not live (its `status` as it stands), and one for a task the run does not
+/// have or that has ended (`task_status` reads a task's, `None` if there is none).
+pub(crate) fn refuse_what_cannot_apply(
+    run: i64,
+    status: RunStatus,
+    actions: &[ControlAction],
+    mut task_status: impl FnMut(TaskId) -> Result<Option<TaskStatus>>,
+) -> Result<()> {
+    if status != RunStatus::Running {
+        return Err(Error::RunEnded { run, status });
+    }
+    for task in actions.iter().filter_map(|a| a.task()) {
+        match task_status(task)? {
+            None => return Err(Error::NoSuchTask { run, task }),
+            Some(TaskStatus::Queued | TaskStatus::Running) => {}
+            Some(status) => return Err(Error::TaskEnded { run, task, status }),
+        }
+    }
+    Ok(())
 }

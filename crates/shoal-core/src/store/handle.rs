@@ -251,6 +251,12 @@ impl Store {
         ControlWatcher::start(self.backend.control_feed(run)?)
     }
 
+    /// A feed of a run's new requests, as the run's watcher thread polls it.
+    #[cfg(test)]
+    pub(crate) fn control_feed(&self, run: i64) -> Result<Box<dyn super::ControlFeed>> {
+        self.backend.control_feed(run)
+    }
+
     /// Follows run `run` from outside the process that runs it (`shoal watch`): a feed
     /// of its progress and of the tasks that reach an end, which reads only what
     /// changed since its last poll, on a read-only connection of its own (the store

@@ -28,9 +28,12 @@ pub mod follow;
 mod handle;
 pub(crate) mod lock;
 pub mod outage;
+pub mod postgres;
 mod recording;
 mod records;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod writer;
 
 pub use address::StoreAddress;

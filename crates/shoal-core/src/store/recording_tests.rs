@@ -1,19 +1,20 @@
 //! A run recorded through its [`Recording`] reads back right through the [`Store`],
 //! for a command's attempts and a call's alike, and ends with the status the run
-//! earned.
+//! earned: on each backend.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
+use crate::store::test_support::{both_backends, fresh_store, Backend};
 use crate::store::{NewRun, RunStatus};
 use crate::task::TaskMeta;
 
-/// A store in a fresh temporary directory (kept while the guard lives).
-fn temp_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("shoal.db")).unwrap();
-    (dir, store)
-}
+both_backends!(
+    a_run_of_commands_and_calls_reads_back_as_it_was_recorded,
+    a_refused_result_fails_its_task,
+    a_run_is_finished_when_it_ran_all_it_was_given,
+    a_run_with_a_cancelled_task_is_interrupted_whether_it_had_started_or_not,
+);
 
 /// Task `task`, `job <task>`, with the affinity key `key <task>`.
 fn new_task(task: TaskId) -> NewTask {
@@ -60,9 +61,8 @@ fn text(bytes: &str, truncated: bool) -> Output {
     Output { bytes: bytes.as_bytes().to_vec(), truncated }
 }
 
-#[test]
-fn a_run_of_commands_and_calls_reads_back_as_it_was_recorded() {
-    let (_dir, store) = temp_store();
+fn a_run_of_commands_and_calls_reads_back_as_it_was_recorded(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let recording = recording(&store, 2);
     let run = recording.run();
     assert!(store.is_alive(run), "held while it is recorded");
@@ -126,9 +126,8 @@ fn a_run_of_commands_and_calls_reads_back_as_it_was_recorded() {
     assert_eq!(tasks[3].attempts, 0, "a reused result runs nothing");
 }
 
-#[test]
-fn a_refused_result_fails_its_task() {
-    let (_dir, store) = temp_store();
+fn a_refused_result_fails_its_task(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let recording = recording(&store, 1);
     let run = recording.run();
     recording.started(1, 1, 1, 77, at(100), None);
@@ -145,8 +144,8 @@ fn a_refused_result_fails_its_task() {
 }
 
 /// How a run of two tasks ends when task 1 succeeds and task 2 ends as `second` says.
-fn run_status(second: impl FnOnce(&Recording), stopped: bool) -> RunStatus {
-    let (_dir, store) = temp_store();
+fn run_status(backend: Backend, second: impl FnOnce(&Recording), stopped: bool) -> RunStatus {
+    let (_dir, store) = fresh_store(backend);
     let recording = recording(&store, 2);
     recording.started(1, 1, 1, 10, at(100), None);
     recording.ended(end(1, 1, AttemptOutcome::Succeeded));
@@ -155,23 +154,21 @@ fn run_status(second: impl FnOnce(&Recording), stopped: bool) -> RunStatus {
     store.runs().unwrap()[0].status
 }
 
-#[test]
-fn a_run_is_finished_when_it_ran_all_it_was_given() {
+fn a_run_is_finished_when_it_ran_all_it_was_given(backend: Backend) {
     let fails = |r: &Recording| {
         r.started(2, 1, 2, 11, at(100), None);
         r.ended(end(2, 1, AttemptOutcome::Failed { exit_code: 1 }));
     };
-    assert_eq!(run_status(fails, false), RunStatus::Finished);
-    assert_eq!(run_status(fails, true), RunStatus::Interrupted, "stopped");
+    assert_eq!(run_status(backend, fails, false), RunStatus::Finished);
+    assert_eq!(run_status(backend, fails, true), RunStatus::Interrupted, "stopped");
 }
 
-#[test]
-fn a_run_with_a_cancelled_task_is_interrupted_whether_it_had_started_or_not() {
+fn a_run_with_a_cancelled_task_is_interrupted_whether_it_had_started_or_not(backend: Backend) {
     let unstarted = |r: &Recording| r.cancelled(2);
-    assert_eq!(run_status(unstarted, false), RunStatus::Interrupted);
+    assert_eq!(run_status(backend, unstarted, false), RunStatus::Interrupted);
     let running = |r: &Recording| {
         r.started(2, 1, 2, 11, at(100), None);
         r.ended(end(2, 1, AttemptOutcome::Cancelled));
     };
-    assert_eq!(run_status(running, false), RunStatus::Interrupted);
+    assert_eq!(run_status(backend, running, false), RunStatus::Interrupted);
 }

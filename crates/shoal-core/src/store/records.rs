@@ -255,6 +255,81 @@ pub struct RunStats {
     pub per_slot: Vec<SlotStats>,
 }
 
+impl RunStats {
+    /// A run's statistics from its task counts, the durations of its tasks that ran
+    /// to an end (ascending) and its per-slot work: what every backend reads.
+    pub(crate) fn from_parts(
+        run: i64,
+        counts: StatusCounts,
+        durations: &[f64],
+        per_slot: Vec<SlotStats>,
+    ) -> RunStats {
+        let total = counts.values().sum();
+        let unfinished = unfinished(&counts);
+        let finished = total - unfinished;
+        let success_rate =
+            (finished > 0).then(|| counts[&TaskStatus::Succeeded] as f64 / finished as f64);
+        RunStats {
+            run,
+            total,
+            finished,
+            unfinished,
+            counts,
+            success_rate,
+            duration_p50: nearest_rank(durations, 50.0),
+            duration_p95: nearest_rank(durations, 95.0),
+            duration_max: durations.last().copied(),
+            per_slot,
+        }
+    }
+}
+
+/// Tasks not run to an end: `queued`, `running`, or `cancelled` (stopped: a resume
+/// runs them again). They count neither as succeeded nor as failed.
+pub(crate) fn unfinished(counts: &StatusCounts) -> u64 {
+    open_tasks(counts) + counts[&TaskStatus::Cancelled]
+}
+
+/// Tasks still `queued` or `running`: none remain in a run that finished.
+pub(crate) fn open_tasks(counts: &StatusCounts) -> u64 {
+    counts[&TaskStatus::Queued] + counts[&TaskStatus::Running]
+}
+
+/// The nearest-rank percentile `p` of ascending `sorted` values: the smallest value
+/// with at least `p` percent of the values at or below it.
+pub(crate) fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// A stored status as it stands, by the rule of every backend: `running` that is not
+/// alive (no live process holds it) is [`RunStatus::Died`], its status read again
+/// (`reread`) once seen dead, since a run that was just ending committed its end
+/// before it let its hold go; a run stored as `finished` with tasks still `queued` or
+/// `running` (`open`) did not finish: it shows as [`RunStatus::Interrupted`].
+pub(crate) fn live_status(
+    stored: RunStatus,
+    open: u64,
+    alive: impl FnOnce() -> bool,
+    reread: impl FnOnce() -> Option<RunStatus>,
+) -> RunStatus {
+    let status = if stored != RunStatus::Running || alive() {
+        stored
+    } else {
+        match reread() {
+            Some(RunStatus::Running) | None => RunStatus::Died,
+            Some(status) => status,
+        }
+    };
+    match status {
+        RunStatus::Finished if open > 0 => RunStatus::Interrupted,
+        status => status,
+    }
+}
+
 fn lossy_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(bytes))
 }

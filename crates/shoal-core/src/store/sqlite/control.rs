@@ -10,9 +10,11 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::failure::db;
 use super::schema;
 use super::store::SqliteStore;
-use crate::error::{Error, Result};
-use crate::store::control::{ControlAction, ControlFeed, ControlRecord, ControlRequest};
-use crate::store::records::{unix_now, RunStatus};
+use crate::error::Result;
+use crate::store::control::{
+    refuse_what_cannot_apply, ControlAction, ControlFeed, ControlRecord, ControlRequest,
+};
+use crate::store::records::unix_now;
 use crate::task::{TaskId, TaskStatus};
 
 /// The first schema version with the `control` table.
@@ -29,16 +31,7 @@ impl SqliteStore {
         by: &str,
     ) -> Result<Vec<i64>> {
         let status = self.run(run)?.status;
-        if status != RunStatus::Running {
-            return Err(Error::RunEnded { run, status });
-        }
-        for task in actions.iter().filter_map(|a| a.task()) {
-            match self.task_status(run, task)? {
-                None => return Err(Error::NoSuchTask { run, task }),
-                Some(TaskStatus::Queued | TaskStatus::Running) => {}
-                Some(status) => return Err(Error::TaskEnded { run, task, status }),
-            }
-        }
+        refuse_what_cannot_apply(run, status, actions, |task| self.task_status(run, task))?;
         let fail = db(&self.path, "record a control request");
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&fail)?;

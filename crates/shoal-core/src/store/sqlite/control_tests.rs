@@ -1,16 +1,24 @@
 //! Unit tests of control requests in the SQLite backend: recorded, refused, found by
-//! the feed once and cheaply, applied through the writer, migrated, dropped on resume.
+//! the feed once and cheaply, applied through the writer, migrated, dropped on resume;
+//! what does not depend on SQLite, on each backend.
 
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::control::SqliteFeed;
-use super::test_support::{live_run, temp, write};
 use crate::error::Error;
 use crate::store::control::MAX_SLOTS;
+use crate::store::test_support::{both_backends, fresh_store, live_run, temp, write, Backend};
 use crate::store::*;
 use crate::task::TaskStatus;
+
+both_backends!(
+    an_applied_request_is_recorded_with_its_result_and_never_handed_over_again,
+    request_waits_until_the_run_takes_it_and_returns_what_it_made_of_it,
+    a_request_that_cannot_apply_is_refused_and_writes_nothing,
+    a_resume_drops_the_requests_its_dead_shoal_never_took,
+);
 
 /// Records `actions` without waiting for a run to take them.
 fn ask(store: &Store, run: i64, actions: &[ControlAction]) {
@@ -53,13 +61,11 @@ fn the_feed_hands_over_each_request_once_and_reads_nothing_while_nothing_changes
     assert_eq!(feed.reads(), reads + 1, "a change is read once");
 }
 
-#[test]
-fn an_applied_request_is_recorded_with_its_result_and_never_handed_over_again() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn an_applied_request_is_recorded_with_its_result_and_never_handed_over_again(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let (run, _lock) = live_run(&store, 2);
     ask(&store, run, &[ControlAction::SetSlots { slots: 4 }]);
-    let id = SqliteFeed::open(&path, run).unwrap().poll().unwrap()[0].id;
+    let id = store.control_feed(run).unwrap().poll().unwrap()[0].id;
     let result = "slots 1 -> 4".to_owned();
     write(&store, vec![StoreEvent::ControlApplied { request: id, applied_at: 5.0, result }]);
     let records = store.control_records(run).unwrap();
@@ -68,17 +74,15 @@ fn an_applied_request_is_recorded_with_its_result_and_never_handed_over_again() 
     assert_eq!(records[0].requested_by, "test");
     assert_eq!(records[0].applied_at, Some(5.0));
     assert_eq!(records[0].result.as_deref(), Some("slots 1 -> 4"));
-    assert_eq!(SqliteFeed::open(&path, run).unwrap().poll().unwrap(), [], "a new feed skips it");
+    assert_eq!(store.control_feed(run).unwrap().poll().unwrap(), [], "a new feed skips it");
 }
 
-#[test]
-fn request_waits_until_the_run_takes_it_and_returns_what_it_made_of_it() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn request_waits_until_the_run_takes_it_and_returns_what_it_made_of_it(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let (run, _lock) = live_run(&store, 1);
     // The run's side: a watcher, and the writer recording what it applied.
     let applier = {
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(store.address()).unwrap();
         std::thread::spawn(move || {
             let mut watcher = store.watch_controls(run).unwrap();
             let start = Instant::now();
@@ -110,10 +114,8 @@ fn request_waits_until_the_run_takes_it_and_returns_what_it_made_of_it() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
-#[test]
-fn a_request_that_cannot_apply_is_refused_and_writes_nothing() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn a_request_that_cannot_apply_is_refused_and_writes_nothing(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let (run, lock) = live_run(&store, 2);
     let refuse = |run, action| store.request(run, &[action], "test", Duration::ZERO).unwrap_err();
     assert!(matches!(refuse(9, ControlAction::Pause), Error::NoSuchRun { run: 9 }));
@@ -165,10 +167,8 @@ fn a_version_3_store_is_migrated_and_takes_requests() {
     assert_eq!(store.control_records(run).unwrap().len(), 1);
 }
 
-#[test]
-fn a_resume_drops_the_requests_its_dead_shoal_never_took() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn a_resume_drops_the_requests_its_dead_shoal_never_took(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let (run, lock) = live_run(&store, 2);
     ask(&store, run, &[ControlAction::CancelRun]);
     drop(lock); // the shoal died before it took it
@@ -178,5 +178,5 @@ fn a_resume_drops_the_requests_its_dead_shoal_never_took() {
     let records = store.control_records(run).unwrap();
     assert_eq!(records[0].result.as_deref(), Some("dropped: the run had died"));
     let _hold = store.hold_run(run).unwrap();
-    assert_eq!(SqliteFeed::open(&path, run).unwrap().poll().unwrap(), [], "the resume skips it");
+    assert_eq!(store.control_feed(run).unwrap().poll().unwrap(), [], "the resume skips it");
 }

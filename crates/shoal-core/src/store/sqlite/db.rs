@@ -11,11 +11,11 @@ use super::space;
 use super::store::SqliteStore;
 use crate::error::{Error, Result};
 use crate::run::{Liveness, RunHold};
-use crate::store::records::{unix_now as now, NewRun, NewTask, RunRecord, RunStatus};
+use crate::store::records::{live_status, unix_now as now, NewRun, NewTask, RunRecord, RunStatus};
 use crate::task::TaskStatus;
 
 /// Encodes a list of words as a JSON array.
-pub(super) fn json_words(words: &[String]) -> String {
+pub(crate) fn json_words(words: &[String]) -> String {
     // Serialising strings into JSON cannot fail.
     serde_json::to_string(words).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -78,22 +78,10 @@ impl SqliteStore {
     /// stored as `finished` with tasks still `queued` or `running` (`open`) did not
     /// finish: it shows as [`RunStatus::Interrupted`].
     pub(super) fn live_status(&self, run: i64, stored: RunStatus, open: u64) -> RunStatus {
-        let status = if stored != RunStatus::Running || self.liveness.is_alive(run) {
-            stored
-        } else {
-            let now: Option<RunStatus> = self
-                .conn()
-                .query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
-                .ok();
-            match now {
-                Some(RunStatus::Running) | None => RunStatus::Died,
-                Some(status) => status,
-            }
+        let reread = || {
+            self.conn().query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0)).ok()
         };
-        match status {
-            RunStatus::Finished if open > 0 => RunStatus::Interrupted,
-            status => status,
-        }
+        live_status(stored, open, || self.liveness.is_alive(run), reread)
     }
 
     /// Replaces a run's options and memory-limit mechanism: a resume may change them,

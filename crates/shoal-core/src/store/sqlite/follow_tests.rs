@@ -1,14 +1,16 @@
 //! Unit tests of following a run in the SQLite backend: the feed's counts agree with
 //! the store's after every kind of change, it hands over each task's end once, with
-//! its reason, and a poll reads by keys and ranges only.
+//! its reason (on each backend), and a poll reads by keys and ranges only.
 
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::follow::{SqliteProgress, POLL_STATEMENTS};
-use super::test_support::{live_run, new_tasks, started, temp, write};
 use crate::error::Error;
+use crate::store::test_support::{
+    both_backends, fresh_store, live_run, new_tasks, started, temp, write, Backend,
+};
 use crate::store::*;
 use crate::task::{AttemptOutcome, Output, TaskStatus};
 
@@ -36,6 +38,14 @@ fn ended(
     }
 }
 
+both_backends!(
+    the_feed_follows_starts_retries_and_ends_and_counts_as_the_store_does,
+    tasks_added_while_following_are_counted_with_the_status_they_have,
+    another_run_of_the_store_is_not_mistaken_for_the_one_followed,
+    a_feed_opened_mid_run_starts_from_what_the_store_holds,
+    following_a_run_the_store_does_not_hold_is_refused,
+);
+
 /// The feed's counts and total are the store's own.
 #[track_caller]
 fn agrees(feed: &dyn ProgressFeed, store: &Store, run: i64) {
@@ -49,10 +59,8 @@ fn running(feed: &dyn ProgressFeed) -> Vec<(u64, usize, u32)> {
     feed.progress().running.iter().map(|a| (a.task, a.slot, a.attempt)).collect()
 }
 
-#[test]
-fn the_feed_follows_starts_retries_and_ends_and_counts_as_the_store_does() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn the_feed_follows_starts_retries_and_ends_and_counts_as_the_store_does(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let (run, _hold) = live_run(&store, 5);
     let mut feed = store.follow(run).unwrap();
     assert_eq!(feed.progress().status, RunStatus::Running);
@@ -131,10 +139,8 @@ fn the_feed_follows_starts_retries_and_ends_and_counts_as_the_store_does() {
     assert_eq!(feed.progress().ended_at, Some(ended_at));
 }
 
-#[test]
-fn tasks_added_while_following_are_counted_with_the_status_they_have() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn tasks_added_while_following_are_counted_with_the_status_they_have(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     // A Python pool's run: no task at first; calls are added as they are submitted.
     let (run, _hold) = live_run(&store, 0);
     let mut feed = store.follow(run).unwrap();
@@ -173,10 +179,8 @@ fn tasks_added_while_following_are_counted_with_the_status_they_have() {
     agrees(&*feed, &store, run);
 }
 
-#[test]
-fn another_run_of_the_store_is_not_mistaken_for_the_one_followed() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn another_run_of_the_store_is_not_mistaken_for_the_one_followed(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let (run, _hold) = live_run(&store, 2);
     let (other, _other_hold) = live_run(&store, 2);
     let mut feed = store.follow(run).unwrap();
@@ -196,10 +200,8 @@ fn another_run_of_the_store_is_not_mistaken_for_the_one_followed() {
     agrees(&*feed, &store, run);
 }
 
-#[test]
-fn a_feed_opened_mid_run_starts_from_what_the_store_holds() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn a_feed_opened_mid_run_starts_from_what_the_store_holds(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let (run, _hold) = live_run(&store, 3);
     write(
         &store,
@@ -219,10 +221,8 @@ fn a_feed_opened_mid_run_starts_from_what_the_store_holds() {
     agrees(&*feed, &store, run);
 }
 
-#[test]
-fn following_a_run_the_store_does_not_hold_is_refused() {
-    let (_dir, path) = temp();
-    let store = Store::open(&path).unwrap();
+fn following_a_run_the_store_does_not_hold_is_refused(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
     let _run = live_run(&store, 1);
     assert!(matches!(store.follow(7), Err(Error::NoSuchRun { run: 7 })));
 }

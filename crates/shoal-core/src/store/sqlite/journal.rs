@@ -1,7 +1,6 @@
 //! The SQLite backend's [`Journal`]: the writer thread's own connection, which applies
 //! a batch of events in one transaction, and the room kept for its last writes.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
@@ -11,9 +10,9 @@ use super::failure::db;
 use super::schema;
 use super::space::Reserve;
 use crate::error::{Error, Result};
-use crate::store::backend::Journal;
+use crate::store::backend::{codes, walk_batch, Journal, Start};
 use crate::store::writer::StoreEvent;
-use crate::task::{AttemptOutcome, SlotId, TaskId, TaskStatus};
+use crate::task::TaskStatus;
 
 /// A writer thread's connection to a SQLite store.
 #[derive(Debug)]
@@ -57,38 +56,12 @@ fn commit(path: &Path, conn: &mut Connection, batch: &[StoreEvent]) -> Result<()
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db(path, "begin a write"))?;
-    let ended: HashSet<(i64, TaskId, u32)> = batch
-        .iter()
-        .filter_map(|ev| match *ev {
-            StoreEvent::AttemptEnded { run, task, attempt, .. } => Some((run, task, attempt)),
-            _ => None,
-        })
-        .collect();
-    let mut started: HashMap<(i64, TaskId, u32), Start<'_>> = HashMap::new();
-    for ev in batch {
-        match *ev {
-            StoreEvent::AttemptStarted {
-                run,
-                task,
-                attempt,
-                slot,
-                pid,
-                started_at,
-                ref command,
-            } if ended.contains(&(run, task, attempt)) => {
-                started.insert((run, task, attempt), (slot, pid, started_at, command.as_deref()));
-            }
-            StoreEvent::AttemptEnded { run, task, attempt, .. } => {
-                record_end(path, &tx, ev, started.remove(&(run, task, attempt)))?;
-            }
-            _ => apply(path, &tx, ev)?,
-        }
-    }
+    walk_batch(batch, |ev, start| match ev {
+        StoreEvent::AttemptEnded { .. } => record_end(path, &tx, ev, start),
+        _ => apply(path, &tx, ev),
+    })?;
     tx.commit().map_err(db(path, "commit a write"))
 }
-
-/// The start of an attempt held back until its end: slot, pid, start time, command.
-type Start<'a> = (SlotId, u32, f64, Option<&'a str>);
 
 /// Records the end of an attempt: the task's result, and the attempt's row. With
 /// `start` (the attempt also began in this batch) the row is inserted complete;
@@ -201,16 +174,6 @@ fn record_end(
         return Err(Error::StoreMissing { run: *run, task: *task, what: "attempt" });
     }
     Ok(())
-}
-
-/// The exit code and signal an outcome implies.
-fn codes(outcome: AttemptOutcome) -> (Option<i32>, Option<i32>) {
-    match outcome {
-        AttemptOutcome::Succeeded => (Some(0), None),
-        AttemptOutcome::Failed { exit_code } => (Some(exit_code), None),
-        AttemptOutcome::Crashed { signal } => (None, Some(signal)),
-        _ => (None, None),
-    }
 }
 
 fn apply(path: &Path, tx: &Transaction<'_>, ev: &StoreEvent) -> Result<()> {

@@ -11,7 +11,7 @@
 //! error" (`space.rs`).
 
 mod control;
-mod db;
+pub(crate) mod db;
 mod failure;
 mod follow;
 mod journal;
@@ -30,7 +30,5 @@ pub(crate) use store::SqliteStore;
 mod control_tests;
 #[cfg(test)]
 mod follow_tests;
-#[cfg(test)]
-mod test_support;
 #[cfg(test)]
 mod tests;

@@ -12,8 +12,8 @@ use super::schema::INPUT_OPEN_VERSION;
 use super::store::SqliteStore;
 use crate::error::Result;
 use crate::store::records::{
-    zero_counts, AttemptRecord, RunRecord, RunStats, RunSummary, SlotStats, StatusCounts,
-    TaskRecord,
+    open_tasks, unfinished, zero_counts, AttemptRecord, RunRecord, RunStats, RunSummary, SlotStats,
+    StatusCounts, TaskRecord,
 };
 use crate::task::{TaskId, TaskStatus};
 
@@ -245,12 +245,6 @@ impl SqliteStore {
         let conn = self.conn();
         require_run(&self.path, &conn, run)?;
         let counts = status_counts(&self.path, &conn, run)?;
-        let total = counts.values().sum();
-        let unfinished = unfinished(&counts);
-        let finished = total - unfinished;
-        let success_rate =
-            (finished > 0).then(|| counts[&TaskStatus::Succeeded] as f64 / finished as f64);
-
         let mut stmt = conn
             .prepare(
                 "SELECT duration FROM tasks
@@ -279,18 +273,7 @@ impl SqliteStore {
             .and_then(Iterator::collect)
             .map_err(db(&self.path, "read slot statistics"))?;
 
-        Ok(RunStats {
-            run,
-            total,
-            finished,
-            unfinished,
-            counts,
-            success_rate,
-            duration_p50: nearest_rank(&durations, 50.0),
-            duration_p95: nearest_rank(&durations, 95.0),
-            duration_max: durations.last().copied(),
-            per_slot,
-        })
+        Ok(RunStats::from_parts(run, counts, &durations, per_slot))
     }
 }
 
@@ -306,27 +289,6 @@ fn status_counts(path: &Path, conn: &Connection, run: i64) -> Result<StatusCount
         .map_err(db(path, "count tasks"))?;
     counts.extend(rows);
     Ok(counts)
-}
-
-/// Tasks not run to an end: `queued`, `running`, or `cancelled` (stopped: a resume
-/// runs them again). They count neither as succeeded nor as failed.
-fn unfinished(counts: &StatusCounts) -> u64 {
-    open_tasks(counts) + counts[&TaskStatus::Cancelled]
-}
-
-/// Tasks still `queued` or `running`: none remain in a run that finished.
-fn open_tasks(counts: &StatusCounts) -> u64 {
-    counts[&TaskStatus::Queued] + counts[&TaskStatus::Running]
-}
-
-/// The nearest-rank percentile `p` of ascending `sorted` values: the smallest value
-/// with at least `p` percent of the values at or below it.
-pub(crate) fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 /// Reads a JSON text column.

@@ -10,11 +10,11 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::journal::SqliteJournal;
-use super::read::nearest_rank;
 use super::schema;
-use super::test_support::{started, temp};
 use crate::error::{Error, FailureKind};
 use crate::run::RunHold;
+use crate::store::records::nearest_rank;
+use crate::store::test_support::{started, temp};
 use crate::store::*;
 use crate::task::{AttemptOutcome, Output, TaskMeta, TaskStatus};
 
