@@ -438,3 +438,32 @@ fn multiple_and_context_replace_fill_each_command_line_as_gnu_parallel() {
     refused(&env, &["run", "-m", "-X", "echo", ":::", "a"], "cannot be used with");
     refused(&env, &["run", "-m", "-s", "0", "echo", ":::", "a"], "--max-chars");
 }
+
+#[test]
+fn parallel_seq_and_jobslot_are_in_every_tasks_environment() {
+    let env = Env::new();
+    let out = side_by_side(
+        &env,
+        &["-j1", "echo $PARALLEL_SEQ-$PARALLEL_JOBSLOT {}", ":::", "a", "b", "c"],
+        b"",
+    );
+    assert_eq!(out, "1-1 a\n2-1 b\n3-1 c\n");
+    // On several slots they are {#} and {%}, whichever slot a task gets.
+    let out = env.run(&[
+        "run",
+        "-k",
+        "-j2",
+        "echo {#}={%} $PARALLEL_SEQ=$PARALLEL_JOBSLOT",
+        ":::",
+        "a",
+        "b",
+        "c",
+        "d",
+    ]);
+    out.expect_code(0);
+    for line in out.stdout.lines() {
+        let (replaced, from_env) = line.split_once(' ').unwrap();
+        assert_eq!(replaced, from_env, "{}", out.stdout);
+    }
+    assert_eq!(out.stdout.lines().count(), 4);
+}
