@@ -127,6 +127,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.jsonl")]
     pub tasks: Option<PathBuf>,
 
+    /// Print the command of each task, one per line in input order, and run nothing:
+    /// no store is opened or written.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
+
     /// GNU parallel's input options (boxed: `Command` stays small).
     #[command(flatten)]
     pub input: Box<InputArgs>,

@@ -467,3 +467,49 @@ fn parallel_seq_and_jobslot_are_in_every_tasks_environment() {
     }
     assert_eq!(out.stdout.lines().count(), 4);
 }
+
+#[test]
+fn dry_run_prints_the_commands_in_input_order_and_runs_nothing() {
+    let env = Env::new();
+    env.write("items", "x\ny\n");
+    let args = ["--dry-run", "-j2", "echo {#} {} >> ran", ":::", "a", "b", "c"];
+    let out = side_by_side(&env, &args, b"");
+    assert_eq!(out, "echo 1 a >> ran\necho 2 b >> ran\necho 3 c >> ran\n");
+    // {%}: the slot each would get taking turns (parallel's own numbering varies).
+    let out = env.run(&["run", "--dry-run", "-j2", "echo {%}", ":::", "a", "b", "c"]);
+    assert_eq!(out.stdout, "echo 1\necho 2\necho 1\n");
+    let out = side_by_side(&env, &["--dry-run", "echo", "{}", "$HOME", "::::", "items"], b"");
+    assert_eq!(out, "echo x $HOME\necho y $HOME\n");
+    assert_eq!(side_by_side(&env, &["--dry-run", "touch"], b"a b\n"), "touch 'a b'\n");
+    assert_eq!(
+        side_by_side(&env, &["--dry-run", "-N2", "echo"], b"a\nb\nc\n"),
+        "echo a b\necho c\n"
+    );
+    assert_eq!(side_by_side(&env, &["--dry-run", "echo"], b""), "");
+    // Without -k too, parallel prints them in input order.
+    let out = env.run(&["run", "--dry-run", "-j3", "touch", ":::", "a", "b", "c", "d"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "touch a\ntouch b\ntouch c\ntouch d\n");
+    // Nothing ran, and no store was made (not the default one either).
+    let names = |env: &Env| {
+        let mut names: Vec<String> = std::fs::read_dir(env.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&env), ["items"]);
+    let mut cmd = Command::new(common::shoal_bin());
+    cmd.args(["run", "--dry-run", "touch", ":::", "a"])
+        .current_dir(env.path())
+        .env_remove("SHOAL_STORE");
+    let out = run_command(cmd, None);
+    assert_eq!((out.code(), out.stdout.as_str()), (0, "touch a\n"), "{}", out.stderr);
+    assert_eq!(names(&env), ["items"]);
+
+    refused(&env, &["run", "--dry-run", "echo", "{3}", ":::", "a"], "{3}");
+    refused(&env, &["run", "--dry-run", "-j", "x", "echo", ":::", "a"], "-j");
+    refused(&env, &["run", "--dry-run", "--resume"], "--resume");
+    assert_eq!(names(&env), ["items"]);
+}

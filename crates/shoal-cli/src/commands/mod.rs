@@ -2,11 +2,13 @@
 //! `control` the ones that steer a live run, `watch` follows one).
 
 pub mod control;
+mod dry_run;
 mod feed;
 mod printer;
 pub mod report;
 mod resume;
 pub mod run;
+pub use dry_run::dry_run;
 pub mod watch;
 
 use std::path::PathBuf;

@@ -433,11 +433,17 @@ fn has_cap_sys_nice() -> bool {
     })
 }
 
-/// A new run: parse the template, read the inputs' first tasks, record the run with
-/// them. An input that ends within [`FIRST_TASKS`] tasks and [`FIRST_WAIT`] is read
-/// whole before anything is recorded, so a bad line in it records nothing; a longer
-/// one goes on being read while the run runs.
-fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
+/// A new run's command line, parsed: the command, its template, the options, and
+/// the inputs being read.
+pub(super) struct Parsed {
+    pub(super) command: Vec<String>,
+    pub(super) template: Template,
+    pub(super) options: RunOptions,
+    pub(super) rx: mpsc::Receiver<Read>,
+}
+
+/// Parses a new run's command line and starts reading its inputs; nothing is recorded.
+pub(super) fn parse(args: &RunArgs) -> anyhow::Result<Parsed> {
     let (mut command, mut groups, mut linked) = inputs::split_command(args.command.clone())?;
     // `-a` files are input groups before the `:::`/`::::` ones, as in GNU parallel.
     let arg_files = args.input.arg_file.iter().map(|path| InputGroupSpec::File(path.clone()));
@@ -464,7 +470,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         let stdin = std::io::stdin().lock();
         command = inputs::take_header(&command, &mut groups, stdin, &rules)?;
     }
-    let mut options = RunOptions::resolve(args, None, None)?;
+    let options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let mut template = Template::parse(&command, options.shell)?;
     let fits = input.multiple || input.context_replace;
@@ -484,7 +490,6 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         })),
         None => None,
     };
-    let default_timeout = options.timeout.map(Duration::from_secs_f64);
     // How many groups each task has (for `{n}`): a `--tasks` line gives its own, checked
     // as it is read. No inputs at all is not an error: nothing runs, as with GNU
     // parallel and `xargs -r`.
@@ -508,8 +513,18 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
             InputSpec::Stdin
         }
     };
-    let mut rx = reading::spawn(spec, rules, per_task, args.input.shuf, READ_AHEAD)
+    let rx = reading::spawn(spec, rules, per_task, args.input.shuf, READ_AHEAD)
         .context("start reading the inputs")?;
+    Ok(Parsed { command, template, options, rx })
+}
+
+/// A new run: parse the template, read the inputs' first tasks, record the run with
+/// them. An input that ends within [`FIRST_TASKS`] tasks and [`FIRST_WAIT`] is read
+/// whole before anything is recorded, so a bad line in it records nothing; a longer
+/// one goes on being read while the run runs.
+fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
+    let Parsed { command, template, mut options, mut rx } = parse(args)?;
+    let default_timeout = options.timeout.map(Duration::from_secs_f64);
     let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
     for input in &inputs {
         template.check_groups(input.args.len())?;
