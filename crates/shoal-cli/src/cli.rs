@@ -110,6 +110,15 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "keep_order")]
     pub line_buffer: bool,
 
+    /// Prefix each output line with the task's inputs and a tab (as GNU parallel).
+    #[arg(long)]
+    pub tag: bool,
+
+    /// Prefix each output line with STR and a tab; replacement strings ({} {1} {#}
+    /// {%}...) are the task's.
+    #[arg(long, value_name = "STR", value_parser = parse_tagstring)]
+    pub tagstring: Option<String>,
+
     /// Output kept in the store per stream and task (the rest is marked truncated). Default: 1M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub output_limit: Option<u64>,
@@ -144,6 +153,11 @@ pub struct RunArgs {
     /// The command, then its inputs: COMMAND... [::: INPUTS...] [:::: FILE]
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// A `--tagstring`, checked as a template.
+fn parse_tagstring(text: &str) -> Result<String, crate::template::TemplateError> {
+    crate::template::Tag::parse(text).map(|_| text.to_owned())
 }
 
 /// GNU parallel's options for reading the inputs of `shoal run`.

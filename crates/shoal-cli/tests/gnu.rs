@@ -513,3 +513,40 @@ fn dry_run_prints_the_commands_in_input_order_and_runs_nothing() {
     refused(&env, &["run", "--dry-run", "--resume"], "--resume");
     assert_eq!(names(&env), ["items"]);
 }
+
+#[test]
+fn tag_and_tagstring_prefix_every_output_line_as_in_gnu_parallel() {
+    let env = Env::new();
+    // Every line, the last one without a newline too.
+    let out = side_by_side(&env, &["--tag", "echo x{}; printf 'l1\\nl2'", ":::", "a", "b c"], b"");
+    assert_eq!(out, "a\txa\na\tl1\na\tl2b c\txb c\nb c\tl1\nb c\tl2");
+    let out = side_by_side(&env, &["--tag", "echo", ":::", "a", ":::", "1", "2"], b"");
+    assert_eq!(out, "a 1\ta 1\na 2\ta 2\n");
+    assert_eq!(side_by_side(&env, &["--tag", "-N2", "echo"], b"a\nb\nc\n"), "a b\ta b\nc\tc\n");
+    assert_eq!(side_by_side(&env, &["--tag", "--colsep", ",", "echo"], b"a,b\n"), "a b\ta b\n");
+    let out = side_by_side(&env, &["--tagstring", "{#}-{1.}:", "echo", ":::", "a.x", "b"], b"");
+    assert_eq!(out, "1-a:\ta.x\n2-b:\tb\n");
+    let out = side_by_side(&env, &["--dry-run", "--tag", "echo", ":::", "a"], b"");
+    assert_eq!(out, "a\techo a\n");
+    // The exit status is the tasks', and the store records them as ever.
+    let out = side_by_side(&env, &["--tag", "echo {}; test {} = a", ":::", "a", "b"], b"");
+    assert_eq!(out, "a\ta\nb\tb\n");
+    assert_eq!(recorded_args(&env), [["a"], ["b"]]);
+    let stored: Vec<String> =
+        env.results(&[]).iter().map(|t| t["stdout"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(stored, ["a\n", "b\n"], "the store keeps the output untagged");
+    // A resume tags as the run did (or as told now).
+    let out = env.run(&["run", "--resume"]);
+    out.expect_code(1);
+    assert_eq!(out.stdout, "b\tb\n");
+    let out = env.run(&["run", "--resume", "--tagstring", "{%}"]);
+    assert_eq!(out.stdout, "1\tb\n");
+
+    // --line-buffer: the tag instead of the task number (parallel prints the same).
+    let out =
+        env.run(&["run", "-j1", "--line-buffer", "--tag", "echo {}; echo z", ":::", "a", "b"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a\ta\na\tz\nb\tb\nb\tz\n");
+
+    refused(&env, &["run", "--tagstring", "{0}", "echo", ":::", "a"], "--tagstring");
+}

@@ -32,7 +32,7 @@ use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
 use crate::reading::{self, Fit, Groups, InputSpec, PerTask, Read};
-use crate::template::{display, Template};
+use crate::template::{display, Tag, Template};
 use crate::units;
 use crate::Exit;
 
@@ -54,6 +54,9 @@ pub(super) struct RunOptions {
     pub(super) keep_order: bool,
     pub(super) line_buffer: bool,
     pub(super) output_limit: u64,
+    /// `--tag`/`--tagstring`: what each output line is prefixed with (`{}` for --tag).
+    #[serde(default)]
+    pub(super) tag: Option<String>,
 }
 
 impl RunOptions {
@@ -83,6 +86,9 @@ impl RunOptions {
             keep_order: args.keep_order || s.is_some_and(|s| s.keep_order),
             line_buffer: args.line_buffer || s.is_some_and(|s| s.line_buffer),
             output_limit: args.output_limit.or(s.map(|s| s.output_limit)).unwrap_or(1 << 20),
+            tag: (args.tagstring.clone())
+                .or(args.tag.then(|| "{}".to_owned()))
+                .or(s.and_then(|s| s.tag.clone())),
         })
     }
 }
@@ -111,6 +117,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
             None => start(&store, &args, &runtime)?,
         };
     let run_id = hold.run();
+    let tag = options.tag.as_deref().map(Tag::parse).transpose()?;
 
     let force = if args.progress {
         Some(true)
@@ -160,6 +167,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     let mut frontend = CliFrontend {
         run: run_id,
         template: &template,
+        tag: tag.as_ref(),
         slot_command: None,
         recording: &recording,
         progress: &progress,
@@ -613,6 +621,8 @@ async fn first_tasks(rx: &mut mpsc::Receiver<Read>) -> anyhow::Result<(Vec<TaskI
 struct CliFrontend<'a> {
     run: i64,
     template: &'a Template,
+    /// `--tag`/`--tagstring`, rendered for each attempt into the printer.
+    tag: Option<&'a Tag>,
     /// The command of the attempt being started, when it differs from the stored one
     /// (it uses the slot number).
     slot_command: Option<String>,
@@ -640,6 +650,10 @@ impl Frontend for CliFrontend<'_> {
 
     fn command(&mut self, task: TaskId, slot: SlotId, args: &Vec<String>) -> CommandLine {
         let command = self.template.render(args, task, slot);
+        if let Some(tag) = self.tag {
+            let tag = tag.render(args, task, slot);
+            self.printer.lock().unwrap_or_else(|e| e.into_inner()).set_tag(task, tag);
+        }
         // The stored command was rendered without a slot; `started` records the real one.
         self.slot_command = self.template.uses_slot().then(|| display(&command));
         command
@@ -683,7 +697,14 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn line(&mut self, task: TaskId, stream: Stream, line: &[u8]) {
-        self.progress.suspend(|| super::printer::print_line(task, stream, line));
+        let number = task.to_string();
+        if self.tag.is_none() {
+            return self.progress.suspend(|| super::printer::print_line(&number, stream, line));
+        }
+        // The printer's lock, then the bar's: the order the printer takes them in.
+        let printer = self.printer.lock().unwrap_or_else(|e| e.into_inner());
+        let prefix = printer.tag(task).unwrap_or(&number);
+        self.progress.suspend(|| super::printer::print_line(prefix, stream, line));
     }
 
     fn cancelled(&mut self, task: TaskId) {
