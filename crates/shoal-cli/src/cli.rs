@@ -119,6 +119,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "STR", value_parser = parse_tagstring)]
     pub tagstring: Option<String>,
 
+    /// Write a line per finished task to FILE in GNU parallel's format (emptied first;
+    /// added to on a resume).
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+
     /// Output kept in the store per stream and task (the rest is marked truncated). Default: 1M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub output_limit: Option<u64>,

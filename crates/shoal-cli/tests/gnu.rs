@@ -550,3 +550,104 @@ fn tag_and_tagstring_prefix_every_output_line_as_in_gnu_parallel() {
 
     refused(&env, &["run", "--tagstring", "{0}", "echo", ":::", "a"], "--tagstring");
 }
+
+/// The job log that `command` (given `--joblog log`) writes, its times checked for
+/// their format and then left out (they differ from run to run).
+#[track_caller]
+fn joblog_of(env: &Env, mut command: Command) -> Vec<Vec<String>> {
+    command.current_dir(env.path());
+    run_command(command, None);
+    let text = std::fs::read_to_string(env.path().join("log")).unwrap();
+    let mut lines: Vec<Vec<String>> =
+        text.lines().map(|l| l.split('\t').map(str::to_owned).collect()).collect();
+    for line in lines.iter_mut().skip(1) {
+        let (start, runtime) = (line.remove(2), line.remove(2));
+        let (secs, millis) = start.split_once('.').unwrap();
+        assert!(secs.parse::<u64>().unwrap() > 1_600_000_000 && millis.len() == 3, "{text}");
+        assert_eq!(runtime.len(), 10, "{text}");
+        let (_, millis) = runtime.trim_start().split_once('.').unwrap();
+        assert!(runtime.trim_start().parse::<f64>().is_ok() && millis.len() == 3, "{text}");
+    }
+    lines
+}
+
+/// The job logs of `shoal run --joblog log ARGS` and of parallel's (`None` where it
+/// is not installed).
+#[track_caller]
+fn joblogs(env: &Env, args: &[&str]) -> (Vec<Vec<String>>, Option<Vec<Vec<String>>>) {
+    let installed = Command::new("parallel").arg("--version").output().is_ok();
+    let parallel = installed.then(|| {
+        let mut parallel = Command::new("parallel");
+        parallel.args(["--joblog", "log"]).args(args);
+        joblog_of(env, parallel)
+    });
+    let mut shoal_args = vec!["run", "--no-progress", "--joblog", "log"];
+    shoal_args.extend_from_slice(args);
+    (joblog_of(env, env.command(&shoal_args)), parallel)
+}
+
+#[test]
+fn joblog_writes_a_line_per_task_in_gnu_parallels_format() {
+    let env = Env::new();
+    let header = [
+        "Seq",
+        "Host",
+        "Starttime",
+        "JobRuntime",
+        "Send",
+        "Receive",
+        "Exitval",
+        "Signal",
+        "Command",
+    ];
+    let (shoal, parallel) = joblogs(&env, &["-j1", "echo {}; exit {}", ":::", "0", "1", "3"]);
+    let line = |fields: &[&str]| fields.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        shoal,
+        [
+            line(&header),
+            line(&["1", ":", "0", "2", "0", "0", "echo 0; exit 0"]),
+            line(&["2", ":", "0", "2", "1", "0", "echo 1; exit 1"]),
+            line(&["3", ":", "0", "2", "3", "0", "echo 3; exit 3"]),
+        ]
+    );
+    if let Some(parallel) = parallel {
+        assert_eq!(shoal, parallel);
+    }
+    // Killed by a signal; several inputs in one task (the command as run); one line
+    // for a task retried (its last attempt).
+    let (shoal, parallel) = joblogs(&env, &["-j1", "kill -9 $$; echo {}", ":::", "a"]);
+    assert_eq!(shoal[1], line(&["1", ":", "0", "0", "0", "9", "kill -9 $$; echo a"]));
+    assert_eq!(Some(shoal), parallel);
+    let (shoal, parallel) = joblogs(&env, &["-j1", "-N2", "echo", ":::", "a", "b c", "d"]);
+    assert_eq!(
+        shoal[1..],
+        [
+            line(&["1", ":", "0", "6", "0", "0", "echo a 'b c'"]),
+            line(&["2", ":", "0", "2", "0", "0", "echo d"])
+        ]
+    );
+    assert_eq!(Some(shoal), parallel);
+    let (shoal, parallel) = joblogs(
+        &env,
+        &["-j1", "--retries", "2", "--retry-delay", "0", "echo x >&2; exit 1", ":::", "a"],
+    );
+    let _ = parallel; // parallel has no --retry-delay
+    assert_eq!(shoal[1..], [line(&["1", ":", "0", "0", "1", "0", "echo x >&2; exit 1 a"])]);
+
+    // The store records every task as ever; a resume adds its tasks' lines.
+    assert_eq!(env.results(&[])[0]["attempts"], 3);
+    let out = env.run(&["run", "--resume", "--joblog", "log"]);
+    out.expect_code(1);
+    let log = std::fs::read_to_string(env.path().join("log")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.lines().nth(2).unwrap().ends_with("\t1\t0\techo x >&2; exit 1 a"), "{log}");
+
+    // A log that cannot be written: nothing runs.
+    refused(
+        &env,
+        &["run", "--joblog", "no/such/dir", "touch", "ran", ":::", "a"],
+        "cannot write to --joblog no/such/dir",
+    );
+    assert!(!env.path().join("ran").exists());
+}

@@ -4,6 +4,7 @@
 pub mod control;
 mod dry_run;
 mod feed;
+mod joblog;
 mod printer;
 pub mod report;
 mod resume;

@@ -25,6 +25,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use super::feed::{Feed, Reading};
+use super::joblog::Joblog;
 use super::printer::{Printer, PRINT_LIMIT};
 use super::resume::Pages;
 use crate::cli::RunArgs;
@@ -106,6 +107,10 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     if let Some(path) = address.path().filter(|path| args.resume.is_some() && !path.exists()) {
         bail!("no store at {} to resume a run from (--store names another)", path.display());
     }
+    // Before anything else, as parallel: a log that cannot be written stops the run
+    // (and before a resume enters the run's directory: the path is the user's).
+    let mut joblog =
+        args.joblog.as_deref().map(|path| Joblog::open(path, args.resume.is_some())).transpose()?;
     let store = Store::open(address)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -168,6 +173,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         run: run_id,
         template: &template,
         tag: tag.as_ref(),
+        joblog: joblog.as_mut(),
         slot_command: None,
         recording: &recording,
         progress: &progress,
@@ -623,6 +629,7 @@ struct CliFrontend<'a> {
     template: &'a Template,
     /// `--tag`/`--tagstring`, rendered for each attempt into the printer.
     tag: Option<&'a Tag>,
+    joblog: Option<&'a mut Joblog>,
     /// The command of the attempt being started, when it differs from the stored one
     /// (it uses the slot number).
     slot_command: Option<String>,
@@ -654,6 +661,9 @@ impl Frontend for CliFrontend<'_> {
             let tag = tag.render(args, task, slot);
             self.printer.lock().unwrap_or_else(|e| e.into_inner()).set_tag(task, tag);
         }
+        if let Some(joblog) = self.joblog.as_deref_mut() {
+            joblog.started(task, display(&command));
+        }
         // The stored command was rendered without a slot; `started` records the real one.
         self.slot_command = self.template.uses_slot().then(|| display(&command));
         command
@@ -670,6 +680,9 @@ impl Frontend for CliFrontend<'_> {
         // What runs is counted here, where attempts start and end; what is done, once
         // durable (the printer).
         self.progress.stopped_running();
+        if let Some(joblog) = self.joblog.as_deref_mut() {
+            joblog.ended(&event);
+        }
         if let Some(line) = super::printer::retry_line(&event) {
             self.progress.suspend(|| note!("{line}"));
         }
