@@ -124,6 +124,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
 
+    /// Print output lines as they come, as --line-buffer but without the task number
+    /// (GNU parallel's, which does not even wait for whole lines).
+    #[arg(short = 'u', long, conflicts_with_all = ["keep_order", "line_buffer"])]
+    pub ungroup: bool,
+
+    /// Print each task's output whole when it ends (the default).
+    #[arg(long, conflicts_with_all = ["ungroup", "line_buffer"])]
+    pub group: bool,
+
     /// Output kept in the store per stream and task (the rest is marked truncated). Default: 1M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub output_limit: Option<u64>,

@@ -651,3 +651,36 @@ fn joblog_writes_a_line_per_task_in_gnu_parallels_format() {
     );
     assert!(!env.path().join("ran").exists());
 }
+
+#[test]
+fn ungroup_prints_lines_as_they_come_and_group_is_the_default() {
+    let env = Env::new();
+    // The task ends only once its first line is in shoal's output file, so this
+    // passes only if lines are printed while their task runs (the timeout stops a
+    // task that would otherwise wait for ever).
+    let task = "echo ready; until grep -q ready out; do sleep 0.05; done; echo done {}";
+    let mut cmd = env.command(&["run", "-u", "--timeout", "10", task, ":::", "a"]);
+    cmd.stdout(std::fs::File::create(env.path().join("out")).unwrap());
+    cmd.stderr(std::process::Stdio::null());
+    assert!(cmd.status().unwrap().success());
+    assert_eq!(std::fs::read_to_string(env.path().join("out")).unwrap(), "ready\ndone a\n");
+    assert_eq!(env.results(&[])[0]["status"], "succeeded");
+
+    // No prefix; on one slot, the same as parallel's.
+    let args = ["-j1", "echo {}; echo z", ":::", "a", "b"];
+    let out = env.run(&[&["run", "--ungroup"][..], &args].concat());
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a\nz\nb\nz\n");
+    if Command::new("parallel").arg("--version").output().is_ok() {
+        let mut parallel = Command::new("parallel");
+        parallel.arg("-u").args(args).current_dir(env.path());
+        assert_eq!(run_command(parallel, None).stdout, out.stdout);
+    }
+    // A resume keeps it; --group is accepted, and is what runs without either.
+    let out = env.run(&["run", "-u", "echo {}; exit 1", ":::", "x"]);
+    out.expect_code(1);
+    assert_eq!(env.run(&["run", "--resume"]).stdout, "x\n");
+    assert_eq!(side_by_side(&env, &["--group", "echo", ":::", "a", "b"], b""), "a\nb\n");
+    refused(&env, &["run", "-u", "-k", "echo", ":::", "a"], "cannot be used with");
+    refused(&env, &["run", "-u", "--group", "echo", ":::", "a"], "cannot be used with");
+}

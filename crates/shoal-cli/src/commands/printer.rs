@@ -178,12 +178,14 @@ fn tagged<'a>(tag: &str, output: &[u8]) -> Cow<'a, [u8]> {
     Cow::Owned(out)
 }
 
-/// `--line-buffer`: one complete line, prefixed with `prefix` (the task number, or
-/// its `--tag`) and a tab.
-pub fn print_line(prefix: &str, stream: Stream, line: &[u8]) {
+/// `--line-buffer` and `--ungroup`: one complete line, prefixed with `prefix` (the
+/// task number, or its `--tag`) and a tab, if any.
+pub fn print_line(prefix: Option<&str>, stream: Stream, line: &[u8]) {
     let mut buf = Vec::with_capacity(line.len() + 12);
-    buf.extend_from_slice(prefix.as_bytes());
-    buf.push(b'\t');
+    if let Some(prefix) = prefix {
+        buf.extend_from_slice(prefix.as_bytes());
+        buf.push(b'\t');
+    }
     buf.extend_from_slice(line);
     let _ = match stream {
         Stream::Stdout => std::io::stdout().lock().write_all(&buf),

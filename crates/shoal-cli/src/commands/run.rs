@@ -54,6 +54,9 @@ pub(super) struct RunOptions {
     pub(super) shell: bool,
     pub(super) keep_order: bool,
     pub(super) line_buffer: bool,
+    /// `--ungroup`: `line_buffer` without the task number.
+    #[serde(default)]
+    pub(super) ungroup: bool,
     pub(super) output_limit: u64,
     /// `--tag`/`--tagstring`: what each output line is prefixed with (`{}` for --tag).
     #[serde(default)]
@@ -86,6 +89,7 @@ impl RunOptions {
             shell: args.shell || s.is_some_and(|s| s.shell),
             keep_order: args.keep_order || s.is_some_and(|s| s.keep_order),
             line_buffer: args.line_buffer || s.is_some_and(|s| s.line_buffer),
+            ungroup: args.ungroup || s.is_some_and(|s| s.ungroup),
             output_limit: args.output_limit.or(s.map(|s| s.output_limit)).unwrap_or(1 << 20),
             tag: (args.tagstring.clone())
                 .or(args.tag.then(|| "{}".to_owned()))
@@ -136,7 +140,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     let order: Vec<TaskId> = planned.iter().map(|p| p.task).collect();
     let printer = Arc::new(Mutex::new(Printer::new(
         options.keep_order,
-        options.line_buffer,
+        options.line_buffer || options.ungroup,
         order,
         progress.clone(),
     )));
@@ -173,6 +177,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         run: run_id,
         template: &template,
         tag: tag.as_ref(),
+        ungroup: options.ungroup,
         joblog: joblog.as_mut(),
         slot_command: None,
         recording: &recording,
@@ -287,7 +292,7 @@ fn engine_config(
         limits: Limits { nice: options.nice, ..Limits::default() },
         memory,
         pin: options.pin,
-        line_buffer: options.line_buffer,
+        line_buffer: options.line_buffer || options.ungroup,
         marker: Some(marker),
         tap: None,
     }
@@ -629,6 +634,8 @@ struct CliFrontend<'a> {
     template: &'a Template,
     /// `--tag`/`--tagstring`, rendered for each attempt into the printer.
     tag: Option<&'a Tag>,
+    /// `--ungroup`: lines as they come, with no task number (a tag still).
+    ungroup: bool,
     joblog: Option<&'a mut Joblog>,
     /// The command of the attempt being started, when it differs from the stored one
     /// (it uses the slot number).
@@ -710,13 +717,15 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn line(&mut self, task: TaskId, stream: Stream, line: &[u8]) {
-        let number = task.to_string();
         if self.tag.is_none() {
-            return self.progress.suspend(|| super::printer::print_line(&number, stream, line));
+            let number = if self.ungroup { None } else { Some(task.to_string()) };
+            let prefix = number.as_deref();
+            return self.progress.suspend(|| super::printer::print_line(prefix, stream, line));
         }
+        let number = task.to_string();
         // The printer's lock, then the bar's: the order the printer takes them in.
         let printer = self.printer.lock().unwrap_or_else(|e| e.into_inner());
-        let prefix = printer.tag(task).unwrap_or(&number);
+        let prefix = printer.tag(task).or((!self.ungroup).then_some(number.as_str()));
         self.progress.suspend(|| super::printer::print_line(prefix, stream, line));
     }
 
