@@ -122,6 +122,29 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "keep_order")]
     pub line_buffer: bool,
 
+    /// Prefix each output line with the task's inputs and a tab (as GNU parallel).
+    #[arg(long)]
+    pub tag: bool,
+
+    /// Prefix each output line with STR and a tab; replacement strings ({} {1} {#}
+    /// {%}...) are the task's.
+    #[arg(long, value_name = "STR", value_parser = parse_tagstring)]
+    pub tagstring: Option<String>,
+
+    /// Write a line per finished task to FILE in GNU parallel's format (emptied first;
+    /// added to on a resume).
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+
+    /// Print output lines as they come, as --line-buffer but without the task number
+    /// (GNU parallel's, which does not even wait for whole lines).
+    #[arg(short = 'u', long, conflicts_with_all = ["keep_order", "line_buffer"])]
+    pub ungroup: bool,
+
+    /// Print each task's output whole when it ends (the default).
+    #[arg(long, conflicts_with_all = ["ungroup", "line_buffer"])]
+    pub group: bool,
+
     /// Output kept in the store per stream and task (the rest is marked truncated). Default: 1M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub output_limit: Option<u64>,
@@ -139,6 +162,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.jsonl")]
     pub tasks: Option<PathBuf>,
 
+    /// Print the command of each task, one per line in input order, and run nothing:
+    /// no store is opened or written.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
+
     /// GNU parallel's input options (boxed: `Command` stays small).
     #[command(flatten)]
     pub input: Box<InputArgs>,
@@ -151,6 +179,11 @@ pub struct RunArgs {
     /// The command, then its inputs: COMMAND... [::: INPUTS...] [:::: FILE]
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// A `--tagstring`, checked as a template.
+fn parse_tagstring(text: &str) -> Result<String, crate::template::TemplateError> {
+    crate::template::Tag::parse(text).map(|_| text.to_owned())
 }
 
 /// GNU parallel's options for reading the inputs of `shoal run`.

@@ -123,7 +123,7 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
-    let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none())
+    let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none() && !run.dry_run)
         || matches!(&cli.command, Command::Store(_));
     let store = commands::store_address(cli.store, create)?;
     name_the_store(run_command(&store, cli.command))
@@ -146,6 +146,7 @@ fn name_the_store<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
 
 fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
     match command {
+        Command::Run(args) if args.dry_run => commands::dry_run(args),
         Command::Run(args) => commands::run::run(store, args),
         Command::Runs(args) => commands::report::runs(store, args).map(|()| Exit::Success),
         Command::Results(args) => commands::report::results(store, args).map(|()| Exit::Success),

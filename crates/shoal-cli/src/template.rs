@@ -335,6 +335,38 @@ impl Template {
     }
 }
 
+/// `--tag`/`--tagstring`: text with replacement strings, rendered as is (it is
+/// printed, never run, so nothing is quoted).
+#[derive(Debug, Clone)]
+pub struct Tag(Vec<Segment>);
+
+impl Tag {
+    /// Parses a `--tagstring`; `{n}` past a task's inputs renders empty.
+    pub fn parse(text: &str) -> Result<Tag, TemplateError> {
+        Ok(Tag(parse_word(text, &mut None)?))
+    }
+
+    /// The tag of a task: `{}` is its inputs joined by spaces, as in GNU parallel.
+    pub fn render(&self, args: &[String], task: TaskId, slot: SlotId) -> String {
+        let mut out = String::new();
+        for seg in &self.0 {
+            match seg {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Input { group: Some(g), part } => {
+                    out.push_str(args.get(g - 1).map_or("", |a| part.apply(a)))
+                }
+                Segment::Input { group: None, part } => {
+                    let parts: Vec<&str> = args.iter().map(|a| part.apply(a)).collect();
+                    out.push_str(&parts.join(" "));
+                }
+                Segment::TaskNumber => write!(out, "{task}").expect("writing to a String"),
+                Segment::SlotNumber => write!(out, "{slot}").expect("writing to a String"),
+            }
+        }
+        out
+    }
+}
+
 impl Template {
     /// [`Template::render`] for [`Template::replace_in_context`].
     fn render_in_context(

@@ -438,3 +438,249 @@ fn multiple_and_context_replace_fill_each_command_line_as_gnu_parallel() {
     refused(&env, &["run", "-m", "-X", "echo", ":::", "a"], "cannot be used with");
     refused(&env, &["run", "-m", "-s", "0", "echo", ":::", "a"], "--max-chars");
 }
+
+#[test]
+fn parallel_seq_and_jobslot_are_in_every_tasks_environment() {
+    let env = Env::new();
+    let out = side_by_side(
+        &env,
+        &["-j1", "echo $PARALLEL_SEQ-$PARALLEL_JOBSLOT {}", ":::", "a", "b", "c"],
+        b"",
+    );
+    assert_eq!(out, "1-1 a\n2-1 b\n3-1 c\n");
+    // On several slots they are {#} and {%}, whichever slot a task gets.
+    let out = env.run(&[
+        "run",
+        "-k",
+        "-j2",
+        "echo {#}={%} $PARALLEL_SEQ=$PARALLEL_JOBSLOT",
+        ":::",
+        "a",
+        "b",
+        "c",
+        "d",
+    ]);
+    out.expect_code(0);
+    for line in out.stdout.lines() {
+        let (replaced, from_env) = line.split_once(' ').unwrap();
+        assert_eq!(replaced, from_env, "{}", out.stdout);
+    }
+    assert_eq!(out.stdout.lines().count(), 4);
+}
+
+#[test]
+fn dry_run_prints_the_commands_in_input_order_and_runs_nothing() {
+    let env = Env::new();
+    env.write("items", "x\ny\n");
+    let args = ["--dry-run", "-j2", "echo {#} {} >> ran", ":::", "a", "b", "c"];
+    let out = side_by_side(&env, &args, b"");
+    assert_eq!(out, "echo 1 a >> ran\necho 2 b >> ran\necho 3 c >> ran\n");
+    // {%}: the slot each would get taking turns (parallel's own numbering varies).
+    let out = env.run(&["run", "--dry-run", "-j2", "echo {%}", ":::", "a", "b", "c"]);
+    assert_eq!(out.stdout, "echo 1\necho 2\necho 1\n");
+    let out = side_by_side(&env, &["--dry-run", "echo", "{}", "$HOME", "::::", "items"], b"");
+    assert_eq!(out, "echo x $HOME\necho y $HOME\n");
+    assert_eq!(side_by_side(&env, &["--dry-run", "touch"], b"a b\n"), "touch 'a b'\n");
+    assert_eq!(
+        side_by_side(&env, &["--dry-run", "-N2", "echo"], b"a\nb\nc\n"),
+        "echo a b\necho c\n"
+    );
+    assert_eq!(side_by_side(&env, &["--dry-run", "echo"], b""), "");
+    // Without -k too, parallel prints them in input order.
+    let out = env.run(&["run", "--dry-run", "-j3", "touch", ":::", "a", "b", "c", "d"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "touch a\ntouch b\ntouch c\ntouch d\n");
+    // Nothing ran, and no store was made (not the default one either).
+    let names = |env: &Env| {
+        let mut names: Vec<String> = std::fs::read_dir(env.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&env), ["items"]);
+    let mut cmd = Command::new(common::shoal_bin());
+    cmd.args(["run", "--dry-run", "touch", ":::", "a"])
+        .current_dir(env.path())
+        .env_remove("SHOAL_STORE");
+    let out = run_command(cmd, None);
+    assert_eq!((out.code(), out.stdout.as_str()), (0, "touch a\n"), "{}", out.stderr);
+    assert_eq!(names(&env), ["items"]);
+
+    refused(&env, &["run", "--dry-run", "echo", "{3}", ":::", "a"], "{3}");
+    refused(&env, &["run", "--dry-run", "-j", "x", "echo", ":::", "a"], "-j");
+    refused(&env, &["run", "--dry-run", "--resume"], "--resume");
+    assert_eq!(names(&env), ["items"]);
+}
+
+#[test]
+fn tag_and_tagstring_prefix_every_output_line_as_in_gnu_parallel() {
+    let env = Env::new();
+    // Every line, the last one without a newline too.
+    let out = side_by_side(&env, &["--tag", "echo x{}; printf 'l1\\nl2'", ":::", "a", "b c"], b"");
+    assert_eq!(out, "a\txa\na\tl1\na\tl2b c\txb c\nb c\tl1\nb c\tl2");
+    let out = side_by_side(&env, &["--tag", "echo", ":::", "a", ":::", "1", "2"], b"");
+    assert_eq!(out, "a 1\ta 1\na 2\ta 2\n");
+    assert_eq!(side_by_side(&env, &["--tag", "-N2", "echo"], b"a\nb\nc\n"), "a b\ta b\nc\tc\n");
+    assert_eq!(side_by_side(&env, &["--tag", "--colsep", ",", "echo"], b"a,b\n"), "a b\ta b\n");
+    let out = side_by_side(&env, &["--tagstring", "{#}-{1.}:", "echo", ":::", "a.x", "b"], b"");
+    assert_eq!(out, "1-a:\ta.x\n2-b:\tb\n");
+    let out = side_by_side(&env, &["--dry-run", "--tag", "echo", ":::", "a"], b"");
+    assert_eq!(out, "a\techo a\n");
+    // The exit status is the tasks', and the store records them as ever.
+    let out = side_by_side(&env, &["--tag", "echo {}; test {} = a", ":::", "a", "b"], b"");
+    assert_eq!(out, "a\ta\nb\tb\n");
+    assert_eq!(recorded_args(&env), [["a"], ["b"]]);
+    let stored: Vec<String> =
+        env.results(&[]).iter().map(|t| t["stdout"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(stored, ["a\n", "b\n"], "the store keeps the output untagged");
+    // A resume tags as the run did (or as told now).
+    let out = env.run(&["run", "--resume"]);
+    out.expect_code(1);
+    assert_eq!(out.stdout, "b\tb\n");
+    let out = env.run(&["run", "--resume", "--tagstring", "{%}"]);
+    assert_eq!(out.stdout, "1\tb\n");
+
+    // --line-buffer: the tag instead of the task number (parallel prints the same).
+    let out =
+        env.run(&["run", "-j1", "--line-buffer", "--tag", "echo {}; echo z", ":::", "a", "b"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a\ta\na\tz\nb\tb\nb\tz\n");
+
+    refused(&env, &["run", "--tagstring", "{0}", "echo", ":::", "a"], "--tagstring");
+}
+
+/// The job log that `command` (given `--joblog log`) writes, its times checked for
+/// their format and then left out (they differ from run to run).
+#[track_caller]
+fn joblog_of(env: &Env, mut command: Command) -> Vec<Vec<String>> {
+    command.current_dir(env.path());
+    run_command(command, None);
+    let text = std::fs::read_to_string(env.path().join("log")).unwrap();
+    let mut lines: Vec<Vec<String>> =
+        text.lines().map(|l| l.split('\t').map(str::to_owned).collect()).collect();
+    for line in lines.iter_mut().skip(1) {
+        let (start, runtime) = (line.remove(2), line.remove(2));
+        let (secs, millis) = start.split_once('.').unwrap();
+        assert!(secs.parse::<u64>().unwrap() > 1_600_000_000 && millis.len() == 3, "{text}");
+        assert_eq!(runtime.len(), 10, "{text}");
+        let (_, millis) = runtime.trim_start().split_once('.').unwrap();
+        assert!(runtime.trim_start().parse::<f64>().is_ok() && millis.len() == 3, "{text}");
+    }
+    lines
+}
+
+/// The job logs of `shoal run --joblog log ARGS` and of parallel's (`None` where it
+/// is not installed).
+#[track_caller]
+fn joblogs(env: &Env, args: &[&str]) -> (Vec<Vec<String>>, Option<Vec<Vec<String>>>) {
+    let installed = Command::new("parallel").arg("--version").output().is_ok();
+    let parallel = installed.then(|| {
+        let mut parallel = Command::new("parallel");
+        parallel.args(["--joblog", "log"]).args(args);
+        joblog_of(env, parallel)
+    });
+    let mut shoal_args = vec!["run", "--no-progress", "--joblog", "log"];
+    shoal_args.extend_from_slice(args);
+    (joblog_of(env, env.command(&shoal_args)), parallel)
+}
+
+#[test]
+fn joblog_writes_a_line_per_task_in_gnu_parallels_format() {
+    let env = Env::new();
+    let header = [
+        "Seq",
+        "Host",
+        "Starttime",
+        "JobRuntime",
+        "Send",
+        "Receive",
+        "Exitval",
+        "Signal",
+        "Command",
+    ];
+    let (shoal, parallel) = joblogs(&env, &["-j1", "echo {}; exit {}", ":::", "0", "1", "3"]);
+    let line = |fields: &[&str]| fields.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        shoal,
+        [
+            line(&header),
+            line(&["1", ":", "0", "2", "0", "0", "echo 0; exit 0"]),
+            line(&["2", ":", "0", "2", "1", "0", "echo 1; exit 1"]),
+            line(&["3", ":", "0", "2", "3", "0", "echo 3; exit 3"]),
+        ]
+    );
+    if let Some(parallel) = parallel {
+        assert_eq!(shoal, parallel);
+    }
+    // Killed by a signal; several inputs in one task (the command as run); one line
+    // for a task retried (its last attempt).
+    let (shoal, parallel) = joblogs(&env, &["-j1", "kill -9 $$; echo {}", ":::", "a"]);
+    assert_eq!(shoal[1], line(&["1", ":", "0", "0", "0", "9", "kill -9 $$; echo a"]));
+    assert_eq!(Some(shoal), parallel);
+    let (shoal, parallel) = joblogs(&env, &["-j1", "-N2", "echo", ":::", "a", "b c", "d"]);
+    assert_eq!(
+        shoal[1..],
+        [
+            line(&["1", ":", "0", "6", "0", "0", "echo a 'b c'"]),
+            line(&["2", ":", "0", "2", "0", "0", "echo d"])
+        ]
+    );
+    assert_eq!(Some(shoal), parallel);
+    let (shoal, parallel) = joblogs(
+        &env,
+        &["-j1", "--retries", "2", "--retry-delay", "0", "echo x >&2; exit 1", ":::", "a"],
+    );
+    let _ = parallel; // parallel has no --retry-delay
+    assert_eq!(shoal[1..], [line(&["1", ":", "0", "0", "1", "0", "echo x >&2; exit 1 a"])]);
+
+    // The store records every task as ever; a resume adds its tasks' lines.
+    assert_eq!(env.results(&[])[0]["attempts"], 3);
+    let out = env.run(&["run", "--resume", "--joblog", "log"]);
+    out.expect_code(1);
+    let log = std::fs::read_to_string(env.path().join("log")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.lines().nth(2).unwrap().ends_with("\t1\t0\techo x >&2; exit 1 a"), "{log}");
+
+    // A log that cannot be written: nothing runs.
+    refused(
+        &env,
+        &["run", "--joblog", "no/such/dir", "touch", "ran", ":::", "a"],
+        "cannot write to --joblog no/such/dir",
+    );
+    assert!(!env.path().join("ran").exists());
+}
+
+#[test]
+fn ungroup_prints_lines_as_they_come_and_group_is_the_default() {
+    let env = Env::new();
+    // The task ends only once its first line is in shoal's output file, so this
+    // passes only if lines are printed while their task runs (the timeout stops a
+    // task that would otherwise wait for ever).
+    let task = "echo ready; until grep -q ready out; do sleep 0.05; done; echo done {}";
+    let mut cmd = env.command(&["run", "-u", "--timeout", "10", task, ":::", "a"]);
+    cmd.stdout(std::fs::File::create(env.path().join("out")).unwrap());
+    cmd.stderr(std::process::Stdio::null());
+    assert!(cmd.status().unwrap().success());
+    assert_eq!(std::fs::read_to_string(env.path().join("out")).unwrap(), "ready\ndone a\n");
+    assert_eq!(env.results(&[])[0]["status"], "succeeded");
+
+    // No prefix; on one slot, the same as parallel's.
+    let args = ["-j1", "echo {}; echo z", ":::", "a", "b"];
+    let out = env.run(&[&["run", "--ungroup"][..], &args].concat());
+    out.expect_code(0);
+    assert_eq!(out.stdout, "a\nz\nb\nz\n");
+    if Command::new("parallel").arg("--version").output().is_ok() {
+        let mut parallel = Command::new("parallel");
+        parallel.arg("-u").args(args).current_dir(env.path());
+        assert_eq!(run_command(parallel, None).stdout, out.stdout);
+    }
+    // A resume keeps it; --group is accepted, and is what runs without either.
+    let out = env.run(&["run", "-u", "echo {}; exit 1", ":::", "x"]);
+    out.expect_code(1);
+    assert_eq!(env.run(&["run", "--resume"]).stdout, "x\n");
+    assert_eq!(side_by_side(&env, &["--group", "echo", ":::", "a", "b"], b""), "a\nb\n");
+    refused(&env, &["run", "-u", "-k", "echo", ":::", "a"], "cannot be used with");
+    refused(&env, &["run", "-u", "--group", "echo", ":::", "a"], "cannot be used with");
+}

@@ -3,13 +3,17 @@
 //! store itself).
 
 pub mod control;
+mod dry_run;
 mod feed;
+mod joblog;
 mod printer;
 pub mod report;
 mod resume;
 pub mod run;
 pub mod store;
 pub mod watch;
+
+pub use dry_run::dry_run;
 
 use std::path::PathBuf;
 

@@ -2,6 +2,7 @@
 //! so a task's output is shown only once its result is on disk: what the user saw
 //! is never lost by a crash. Output of a task is written whole, never interleaved.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct Printer {
     held: HashMap<TaskId, (Vec<u8>, Vec<u8>)>,
     /// Whole outputs of tasks whose stored output was cut to `--output-limit`.
     whole: HashMap<TaskId, (Output, Output)>,
+    /// `--tag`: the tag of each task started and not yet printed.
+    tags: HashMap<TaskId, String>,
     progress: Arc<Progress>,
 }
 
@@ -47,6 +50,7 @@ impl Printer {
             order,
             held: HashMap::new(),
             whole: HashMap::new(),
+            tags: HashMap::new(),
             progress,
         }
     }
@@ -62,6 +66,16 @@ impl Printer {
     /// print it instead once its result is committed.
     pub fn hold_whole(&mut self, task: TaskId, outputs: (Output, Output)) {
         self.whole.insert(task, outputs);
+    }
+
+    /// `--tag`: what each line of the task's output is prefixed with (and a tab).
+    pub fn set_tag(&mut self, task: TaskId, tag: String) {
+        self.tags.insert(task, tag);
+    }
+
+    /// The tag of a running task, if it has one.
+    pub fn tag(&self, task: TaskId) -> Option<&str> {
+        self.tags.get(&task).map(String::as_str)
     }
 
     /// Called with every committed batch of store events.
@@ -99,7 +113,11 @@ impl Printer {
                 }
                 _ => continue,
             };
-            if final_status.is_none() || self.line_buffer {
+            if final_status.is_none() {
+                continue;
+            }
+            let tag = self.tags.remove(task);
+            if self.line_buffer {
                 continue;
             }
             let whole = self.whole.remove(task);
@@ -108,14 +126,18 @@ impl Printer {
                 let mib = PRINT_LIMIT >> 20;
                 note!("shoal: task {task}: output past {mib} MiB per stream was dropped");
             }
+            let (stdout, stderr) = match &tag {
+                Some(tag) => (tagged(tag, &stdout.bytes), tagged(tag, &stderr.bytes)),
+                None => (Cow::Borrowed(&stdout.bytes[..]), Cow::Borrowed(&stderr.bytes[..])),
+            };
             if self.keep_order {
-                self.held.insert(*task, (stdout.bytes.clone(), stderr.bytes.clone()));
+                self.held.insert(*task, (stdout.into_owned(), stderr.into_owned()));
                 while let Some((o, e)) = self.order.front().and_then(|t| self.held.remove(t)) {
                     self.order.pop_front();
                     write_task(&mut out, &mut err, &o, &e);
                 }
             } else {
-                write_task(&mut out, &mut err, &stdout.bytes, &stderr.bytes);
+                write_task(&mut out, &mut err, &stdout, &stderr);
             }
         }
         let _ = out.flush();
@@ -144,11 +166,26 @@ fn write_task(out: &mut impl Write, err: &mut impl Write, stdout: &[u8], stderr:
     }
 }
 
-/// `--line-buffer`: one complete line, prefixed with the task number and a tab.
-pub fn print_line(task: TaskId, stream: Stream, line: &[u8]) {
+/// Every line of `output` (the last one too, if it has no newline) prefixed with `tag`
+/// and a tab, as GNU parallel's `--tag`.
+fn tagged<'a>(tag: &str, output: &[u8]) -> Cow<'a, [u8]> {
+    let mut out = Vec::with_capacity(output.len() + 16);
+    for line in output.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(tag.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(line);
+    }
+    Cow::Owned(out)
+}
+
+/// `--line-buffer` and `--ungroup`: one complete line, prefixed with `prefix` (the
+/// task number, or its `--tag`) and a tab, if any.
+pub fn print_line(prefix: Option<&str>, stream: Stream, line: &[u8]) {
     let mut buf = Vec::with_capacity(line.len() + 12);
-    buf.extend_from_slice(task.to_string().as_bytes());
-    buf.push(b'\t');
+    if let Some(prefix) = prefix {
+        buf.extend_from_slice(prefix.as_bytes());
+        buf.push(b'\t');
+    }
     buf.extend_from_slice(line);
     let _ = match stream {
         Stream::Stdout => std::io::stdout().lock().write_all(&buf),

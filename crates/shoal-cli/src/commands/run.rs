@@ -25,6 +25,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use super::feed::{Feed, Reading};
+use super::joblog::Joblog;
 use super::printer::{Printer, PRINT_LIMIT};
 use super::resume::Pages;
 use crate::cli::RunArgs;
@@ -32,7 +33,7 @@ use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
 use crate::reading::{self, Fit, Groups, InputSpec, PerTask, Read};
-use crate::template::{display, Template};
+use crate::template::{display, Tag, Template};
 use crate::units;
 use crate::Exit;
 
@@ -53,7 +54,13 @@ pub(super) struct RunOptions {
     pub(super) shell: bool,
     pub(super) keep_order: bool,
     pub(super) line_buffer: bool,
+    /// `--ungroup`: `line_buffer` without the task number.
+    #[serde(default)]
+    pub(super) ungroup: bool,
     pub(super) output_limit: u64,
+    /// `--tag`/`--tagstring`: what each output line is prefixed with (`{}` for --tag).
+    #[serde(default)]
+    pub(super) tag: Option<String>,
 }
 
 impl RunOptions {
@@ -82,7 +89,11 @@ impl RunOptions {
             shell: args.shell || s.is_some_and(|s| s.shell),
             keep_order: args.keep_order || s.is_some_and(|s| s.keep_order),
             line_buffer: args.line_buffer || s.is_some_and(|s| s.line_buffer),
+            ungroup: args.ungroup || s.is_some_and(|s| s.ungroup),
             output_limit: args.output_limit.or(s.map(|s| s.output_limit)).unwrap_or(1 << 20),
+            tag: (args.tagstring.clone())
+                .or(args.tag.then(|| "{}".to_owned()))
+                .or(s.and_then(|s| s.tag.clone())),
         })
     }
 }
@@ -100,6 +111,10 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     if let Some(path) = address.path().filter(|path| args.resume.is_some() && !path.exists()) {
         bail!("no store at {} to resume a run from (--store names another)", path.display());
     }
+    // Before anything else, as parallel: a log that cannot be written stops the run
+    // (and before a resume enters the run's directory: the path is the user's).
+    let mut joblog =
+        args.joblog.as_deref().map(|path| Joblog::open(path, args.resume.is_some())).transpose()?;
     let store = Store::open(address)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,6 +126,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
             None => start(&store, &args, &runtime)?,
         };
     let run_id = hold.run();
+    let tag = options.tag.as_deref().map(Tag::parse).transpose()?;
 
     let force = if args.progress {
         Some(true)
@@ -124,7 +140,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     let order: Vec<TaskId> = planned.iter().map(|p| p.task).collect();
     let printer = Arc::new(Mutex::new(Printer::new(
         options.keep_order,
-        options.line_buffer,
+        options.line_buffer || options.ungroup,
         order,
         progress.clone(),
     )));
@@ -160,6 +176,9 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     let mut frontend = CliFrontend {
         run: run_id,
         template: &template,
+        tag: tag.as_ref(),
+        ungroup: options.ungroup,
+        joblog: joblog.as_mut(),
         slot_command: None,
         recording: &recording,
         progress: &progress,
@@ -273,7 +292,7 @@ fn engine_config(
         limits: Limits { nice: options.nice, ..Limits::default() },
         memory,
         pin: options.pin,
-        line_buffer: options.line_buffer,
+        line_buffer: options.line_buffer || options.ungroup,
         marker: Some(marker),
         tap: None,
     }
@@ -433,11 +452,17 @@ fn has_cap_sys_nice() -> bool {
     })
 }
 
-/// A new run: parse the template, read the inputs' first tasks, record the run with
-/// them. An input that ends within [`FIRST_TASKS`] tasks and [`FIRST_WAIT`] is read
-/// whole before anything is recorded, so a bad line in it records nothing; a longer
-/// one goes on being read while the run runs.
-fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
+/// A new run's command line, parsed: the command, its template, the options, and
+/// the inputs being read.
+pub(super) struct Parsed {
+    pub(super) command: Vec<String>,
+    pub(super) template: Template,
+    pub(super) options: RunOptions,
+    pub(super) rx: mpsc::Receiver<Read>,
+}
+
+/// Parses a new run's command line and starts reading its inputs; nothing is recorded.
+pub(super) fn parse(args: &RunArgs) -> anyhow::Result<Parsed> {
     let (mut command, mut groups, mut linked) = inputs::split_command(args.command.clone())?;
     // `-a` files are input groups before the `:::`/`::::` ones, as in GNU parallel.
     let arg_files = args.input.arg_file.iter().map(|path| InputGroupSpec::File(path.clone()));
@@ -464,7 +489,7 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         let stdin = std::io::stdin().lock();
         command = inputs::take_header(&command, &mut groups, stdin, &rules)?;
     }
-    let mut options = RunOptions::resolve(args, None, None)?;
+    let options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
     let mut template = Template::parse(&command, options.shell)?;
     let fits = input.multiple || input.context_replace;
@@ -484,7 +509,6 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
         })),
         None => None,
     };
-    let default_timeout = options.timeout.map(Duration::from_secs_f64);
     // How many groups each task has (for `{n}`): a `--tasks` line gives its own, checked
     // as it is read. No inputs at all is not an error: nothing runs, as with GNU
     // parallel and `xargs -r`.
@@ -508,8 +532,18 @@ fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Res
             InputSpec::Stdin
         }
     };
-    let mut rx = reading::spawn(spec, rules, per_task, args.input.shuf, READ_AHEAD)
+    let rx = reading::spawn(spec, rules, per_task, args.input.shuf, READ_AHEAD)
         .context("start reading the inputs")?;
+    Ok(Parsed { command, template, options, rx })
+}
+
+/// A new run: parse the template, read the inputs' first tasks, record the run with
+/// them. An input that ends within [`FIRST_TASKS`] tasks and [`FIRST_WAIT`] is read
+/// whole before anything is recorded, so a bad line in it records nothing; a longer
+/// one goes on being read while the run runs.
+fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
+    let Parsed { command, template, mut options, mut rx } = parse(args)?;
+    let default_timeout = options.timeout.map(Duration::from_secs_f64);
     let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
     for input in &inputs {
         template.check_groups(input.args.len())?;
@@ -598,6 +632,11 @@ async fn first_tasks(rx: &mut mpsc::Receiver<Read>) -> anyhow::Result<(Vec<TaskI
 struct CliFrontend<'a> {
     run: i64,
     template: &'a Template,
+    /// `--tag`/`--tagstring`, rendered for each attempt into the printer.
+    tag: Option<&'a Tag>,
+    /// `--ungroup`: lines as they come, with no task number (a tag still).
+    ungroup: bool,
+    joblog: Option<&'a mut Joblog>,
     /// The command of the attempt being started, when it differs from the stored one
     /// (it uses the slot number).
     slot_command: Option<String>,
@@ -625,6 +664,13 @@ impl Frontend for CliFrontend<'_> {
 
     fn command(&mut self, task: TaskId, slot: SlotId, args: &Vec<String>) -> CommandLine {
         let command = self.template.render(args, task, slot);
+        if let Some(tag) = self.tag {
+            let tag = tag.render(args, task, slot);
+            self.printer.lock().unwrap_or_else(|e| e.into_inner()).set_tag(task, tag);
+        }
+        if let Some(joblog) = self.joblog.as_deref_mut() {
+            joblog.started(task, display(&command));
+        }
         // The stored command was rendered without a slot; `started` records the real one.
         self.slot_command = self.template.uses_slot().then(|| display(&command));
         command
@@ -641,6 +687,9 @@ impl Frontend for CliFrontend<'_> {
         // What runs is counted here, where attempts start and end; what is done, once
         // durable (the printer).
         self.progress.stopped_running();
+        if let Some(joblog) = self.joblog.as_deref_mut() {
+            joblog.ended(&event);
+        }
         if let Some(line) = super::printer::retry_line(&event) {
             self.progress.suspend(|| note!("{line}"));
         }
@@ -668,7 +717,16 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn line(&mut self, task: TaskId, stream: Stream, line: &[u8]) {
-        self.progress.suspend(|| super::printer::print_line(task, stream, line));
+        if self.tag.is_none() {
+            let number = if self.ungroup { None } else { Some(task.to_string()) };
+            let prefix = number.as_deref();
+            return self.progress.suspend(|| super::printer::print_line(prefix, stream, line));
+        }
+        let number = task.to_string();
+        // The printer's lock, then the bar's: the order the printer takes them in.
+        let printer = self.printer.lock().unwrap_or_else(|e| e.into_inner());
+        let prefix = printer.tag(task).or((!self.ungroup).then_some(number.as_str()));
+        self.progress.suspend(|| super::printer::print_line(prefix, stream, line));
     }
 
     fn cancelled(&mut self, task: TaskId) {

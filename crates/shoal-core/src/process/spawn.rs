@@ -44,7 +44,9 @@ pub struct Spawned {
 
 /// Starts `command` for attempt `task` on `slot`, from `path` when the program was
 /// already looked up (its argv[0] stays the name it was given, as with execvp). The
-/// task sees its number and slot as `SHOAL_TASK` and `SHOAL_SLOT`, and `env` besides.
+/// task sees its number and slot as `SHOAL_TASK` and `SHOAL_SLOT` (and under GNU
+/// parallel's names, `PARALLEL_SEQ` and `PARALLEL_JOBSLOT`, for scripts written for
+/// it), and `env` besides.
 pub fn spawn(
     command: &CommandLine,
     path: Option<&str>,
@@ -88,6 +90,8 @@ fn start(
         .stderr(Stdio::piped())
         .env(TASK_VAR, task.to_string())
         .env("SHOAL_SLOT", slot.to_string())
+        .env("PARALLEL_SEQ", task.to_string())
+        .env("PARALLEL_JOBSLOT", slot.to_string())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
     if !limits.is_empty() {
