@@ -170,17 +170,12 @@ fn no_inputs_run_nothing_and_exit_0() {
     // A usage error is still one without inputs.
     bad_input(&env, &["run", "echo", "{2}"], "bad_group_out_of_range_without_inputs");
 
-    // Side by side with the references, where they are installed.
-    for reference in [&["xargs", "-r", "touch"][..], &["parallel", "touch"][..]] {
-        let Ok(out) = std::process::Command::new(reference[0])
-            .args(&reference[1..])
-            .arg(&ran)
-            .stdin(std::process::Stdio::null())
-            .output()
-        else {
-            eprintln!("skipped the comparison with {}: not installed", reference[0]);
-            continue;
-        };
+    // Side by side with the references (the test command installs parallel).
+    let mut xargs = std::process::Command::new("xargs");
+    xargs.arg("-r");
+    for (reference, mut command) in [("xargs", xargs), ("parallel", common::gnu_parallel())] {
+        let out =
+            command.args(["touch", &ran]).stdin(std::process::Stdio::null()).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{reference:?}");
         assert!(!std::path::Path::new(&ran).exists(), "{reference:?} ran nothing either");
     }
@@ -743,11 +738,7 @@ fn bad_jobs_form() {
 /// waits, counts the running ones, waits, and unmarks itself.
 #[test]
 fn jobs_forms_run_as_many_tasks_at_once_as_gnu_parallel() {
-    let Ok(threads) = std::process::Command::new("parallel").arg("--number-of-threads").output()
-    else {
-        eprintln!("skipped the comparison with GNU parallel: not installed");
-        return;
-    };
+    let threads = common::gnu_parallel().arg("--number-of-threads").output().unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if String::from_utf8_lossy(&threads.stdout).trim() != cores.to_string() {
         eprintln!("skipped: GNU parallel counts other cores than this process may use");

@@ -1,8 +1,7 @@
 //! `shoal run` side by side with GNU parallel: each of parallel's options that shoal
 //! takes gives the same output and exit status as parallel's own (both run with
 //! `-k`, so the order is the input's), plus what only shoal adds (the store records
-//! every task as run). Where parallel is not installed the comparison is skipped and
-//! shoal's output is still checked against the expected text.
+//! every task as run). The test command installs parallel; without it these fail.
 
 mod common;
 
@@ -19,20 +18,15 @@ fn side_by_side(env: &Env, args: &[&str], stdin: &[u8]) -> String {
     shoal_args.extend_from_slice(args);
     let shoal = run_command(env.command(&shoal_args), Some(stdin.to_vec()));
     common::assert_no_panic(&shoal.stderr);
-    let mut parallel = Command::new("parallel");
+    let mut parallel = common::gnu_parallel();
     parallel.arg("-k").args(args).current_dir(env.path());
-    let installed = Command::new("parallel").arg("--version").output().is_ok();
-    if installed {
-        let reference = run_command(parallel, Some(stdin.to_vec()));
-        assert_eq!(
-            (shoal.code(), shoal.stdout.as_str()),
-            (reference.code(), reference.stdout.as_str()),
-            "shoal and GNU parallel differ on {args:?}; shoal's stderr: {}",
-            shoal.stderr
-        );
-    } else {
-        eprintln!("skipped the comparison with GNU parallel: not installed");
-    }
+    let reference = run_command(parallel, Some(stdin.to_vec()));
+    assert_eq!(
+        (shoal.code(), shoal.stdout.as_str()),
+        (reference.code(), reference.stdout.as_str()),
+        "shoal and GNU parallel differ on {args:?}; shoal's stderr: {}",
+        shoal.stderr
+    );
     shoal.stdout
 }
 
@@ -306,15 +300,14 @@ fn shuf_runs_every_task_in_a_random_order() {
         env.results(&[]).iter().map(|t| t["args"][0].as_str().unwrap().into()).collect();
     assert_eq!(recorded, order);
 
-    if let Ok(reference) = std::process::Command::new("parallel").args(&args).output() {
-        let mut theirs: Vec<String> = String::from_utf8(reference.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.split_once(' ').unwrap().1.into())
-            .collect();
-        theirs.sort_by_key(|v| v.parse::<u32>().unwrap());
-        assert_eq!((reference.status.code(), theirs), (Some(0), sorted));
-    }
+    let reference = common::gnu_parallel().args(&args).output().unwrap();
+    let mut theirs: Vec<String> = String::from_utf8(reference.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1.into())
+        .collect();
+    theirs.sort_by_key(|v| v.parse::<u32>().unwrap());
+    assert_eq!((reference.status.code(), theirs), (Some(0), sorted));
     // No input: nothing runs, as without --shuf.
     assert_eq!(side_by_side(&env, &["--shuf", "echo", ":::"], b""), "");
 }
@@ -571,16 +564,12 @@ fn joblog_of(env: &Env, mut command: Command) -> Vec<Vec<String>> {
     lines
 }
 
-/// The job logs of `shoal run --joblog log ARGS` and of parallel's (`None` where it
-/// is not installed).
+/// The job logs of `shoal run --joblog log ARGS` and of parallel's.
 #[track_caller]
-fn joblogs(env: &Env, args: &[&str]) -> (Vec<Vec<String>>, Option<Vec<Vec<String>>>) {
-    let installed = Command::new("parallel").arg("--version").output().is_ok();
-    let parallel = installed.then(|| {
-        let mut parallel = Command::new("parallel");
-        parallel.args(["--joblog", "log"]).args(args);
-        joblog_of(env, parallel)
-    });
+fn joblogs(env: &Env, args: &[&str]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let mut parallel = common::gnu_parallel();
+    parallel.args(["--joblog", "log"]).args(args);
+    let parallel = joblog_of(env, parallel);
     let mut shoal_args = vec!["run", "--no-progress", "--joblog", "log"];
     shoal_args.extend_from_slice(args);
     (joblog_of(env, env.command(&shoal_args)), parallel)
@@ -611,14 +600,12 @@ fn joblog_writes_a_line_per_task_in_gnu_parallels_format() {
             line(&["3", ":", "0", "2", "3", "0", "echo 3; exit 3"]),
         ]
     );
-    if let Some(parallel) = parallel {
-        assert_eq!(shoal, parallel);
-    }
+    assert_eq!(shoal, parallel);
     // Killed by a signal; several inputs in one task (the command as run); one line
     // for a task retried (its last attempt).
     let (shoal, parallel) = joblogs(&env, &["-j1", "kill -9 $$; echo {}", ":::", "a"]);
     assert_eq!(shoal[1], line(&["1", ":", "0", "0", "0", "9", "kill -9 $$; echo a"]));
-    assert_eq!(Some(shoal), parallel);
+    assert_eq!(shoal, parallel);
     let (shoal, parallel) = joblogs(&env, &["-j1", "-N2", "echo", ":::", "a", "b c", "d"]);
     assert_eq!(
         shoal[1..],
@@ -627,7 +614,7 @@ fn joblog_writes_a_line_per_task_in_gnu_parallels_format() {
             line(&["2", ":", "0", "2", "0", "0", "echo d"])
         ]
     );
-    assert_eq!(Some(shoal), parallel);
+    assert_eq!(shoal, parallel);
     let (shoal, parallel) = joblogs(
         &env,
         &["-j1", "--retries", "2", "--retry-delay", "0", "echo x >&2; exit 1", ":::", "a"],
@@ -671,11 +658,9 @@ fn ungroup_prints_lines_as_they_come_and_group_is_the_default() {
     let out = env.run(&[&["run", "--ungroup"][..], &args].concat());
     out.expect_code(0);
     assert_eq!(out.stdout, "a\nz\nb\nz\n");
-    if Command::new("parallel").arg("--version").output().is_ok() {
-        let mut parallel = Command::new("parallel");
-        parallel.arg("-u").args(args).current_dir(env.path());
-        assert_eq!(run_command(parallel, None).stdout, out.stdout);
-    }
+    let mut parallel = common::gnu_parallel();
+    parallel.arg("-u").args(args).current_dir(env.path());
+    assert_eq!(run_command(parallel, None).stdout, out.stdout);
     // A resume keeps it; --group is accepted, and is what runs without either.
     let out = env.run(&["run", "-u", "echo {}; exit 1", ":::", "x"]);
     out.expect_code(1);

@@ -345,6 +345,18 @@ impl Drop for Running {
 }
 
 /// Runs a command to its end with a hang guard.
+/// GNU parallel, the reference some behaviour is compared against: the test command
+/// (scripts/test.sh) installs it, so a machine without it is a broken set-up, not a
+/// reason to skip the comparison.
+pub fn gnu_parallel() -> Command {
+    let found = Command::new("parallel").arg("--version").output();
+    assert!(
+        found.is_ok_and(|out| out.status.success()),
+        "GNU parallel is not installed: scripts/test.sh installs it (apt-get install parallel)"
+    );
+    Command::new("parallel")
+}
+
 pub fn run_command(mut cmd: Command, input: Option<Vec<u8>>) -> Out {
     Running::start_with(&mut cmd, input).wait(HANG)
 }
