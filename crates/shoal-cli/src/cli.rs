@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::halt::{parse_halt, Halt};
 use crate::inputs::{parse_colsep, parse_delimiter, parse_trim, Delimiter, Trim};
 use crate::jobs::{parse_jobs, Jobs};
 use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout};
@@ -28,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run COMMAND once per input: `shoal run [OPTIONS] COMMAND... ::: a b c`
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the runs in the store.
     Runs(RunsArgs),
     /// Show the tasks of a run, with their status and output.
@@ -71,7 +72,10 @@ Replacement strings: {} {.} {/} {//} {/.} {#} (task number) {%} (slot) {1} {2} (
 with none, the inputs are appended.\n\
 Exit status: 0 all tasks succeeded (or there were none), 1 some failed, 2 usage error, \
 74 the store took no more writes (a full disk), 130/143 interrupted. \
-`shoal cancel` of the run exits 130, as Ctrl-C."
+`shoal cancel` of the run exits 130, as Ctrl-C. \
+With --halt, as GNU parallel: fail=1 or done=1 reached, the status of the task that reached it; \
+P% (of fail or done), the share of tasks that failed in percent, rounded up; success, 0; \
+otherwise the number of tasks that failed (101 for more than 100)."
 )]
 pub struct RunArgs {
     /// Slots (tasks running at once), as GNU parallel: N, N% of the cores (50%), +N or
@@ -171,6 +175,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub input: Box<InputArgs>,
 
+    /// GNU parallel's options that control the run.
+    #[command(flatten)]
+    pub control: ControlArgs,
+
     /// Continue a run (default: the last one): tasks that succeeded are skipped, the
     /// others run again. The command and inputs come from the store.
     #[arg(long, value_name = "RUN_ID", num_args = 0..=1, require_equals = false)]
@@ -256,6 +264,19 @@ pub struct InputArgs {
     /// An input equal to EOF ends its input group: it and what follows are ignored.
     #[arg(short = 'E', value_name = "EOF")]
     pub eof: Option<String>,
+}
+
+/// GNU parallel's options that control how `shoal run` runs its tasks.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Stop the run early, as GNU parallel: WHEN,WHY=N or WHEN,WHY=P% where WHEN is
+    /// `soon` (start no more tasks; running ones finish) or `now` (stop the running
+    /// ones too) and WHY `fail`, `success` or `done` (N tasks, or P% of all the run's
+    /// tasks, counted once the input is read whole); `never` (the default), and
+    /// parallel's short forms 0, 1, 2, -1, -2 and P%. The exit status is then
+    /// parallel's (see below).
+    #[arg(long, value_name = "WHEN,WHY=N", allow_hyphen_values = true, value_parser = parse_halt)]
+    pub halt: Option<Halt>,
 }
 
 /// Options of `shoal runs`.

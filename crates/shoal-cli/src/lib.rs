@@ -14,6 +14,7 @@ macro_rules! note {
 
 mod cli;
 mod commands;
+mod halt;
 mod inputs;
 mod jobs;
 mod progress;
@@ -34,6 +35,8 @@ pub enum Exit {
     Success,
     /// Some task failed (exit status 1).
     TasksFailed,
+    /// This exit status, as GNU parallel's under `--halt`.
+    Status(u8),
     /// Stopped by this signal (exit status 128 + signal).
     Interrupted(i32),
     /// The store stopped taking writes mid-run (exit status 74, sysexits' EX_IOERR);
@@ -71,6 +74,7 @@ where
         Ok(cli) => match dispatch(cli) {
             Ok(Exit::Success) => 0,
             Ok(Exit::TasksFailed) => 1,
+            Ok(Exit::Status(status)) => status,
             Ok(Exit::Interrupted(signal)) => 128 + signal as u8,
             Ok(Exit::StoreFailed) => STORE_FAILED,
             // The reader of a report went away (`shoal results | head`): as other tools do.
@@ -146,8 +150,8 @@ fn name_the_store<T>(result: anyhow::Result<T>) -> anyhow::Result<T> {
 
 fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
     match command {
-        Command::Run(args) if args.dry_run => commands::dry_run(args),
-        Command::Run(args) => commands::run::run(store, args),
+        Command::Run(args) if args.dry_run => commands::dry_run(*args),
+        Command::Run(args) => commands::run::run(store, *args),
         Command::Runs(args) => commands::report::runs(store, args).map(|()| Exit::Success),
         Command::Results(args) => commands::report::results(store, args).map(|()| Exit::Success),
         Command::Stats(args) => commands::report::stats(store, args).map(|()| Exit::Success),

@@ -231,6 +231,12 @@ impl Progress {
         self.counts.input_open.store(open, Ordering::Relaxed);
     }
 
+    /// The run's number of tasks, once its input was read whole.
+    pub fn known_total(&self) -> Option<u64> {
+        let open = self.counts.input_open.load(Ordering::Relaxed);
+        (!open).then(|| self.counts.total.load(Ordering::Relaxed))
+    }
+
     /// An attempt started (driver thread).
     pub fn started(&self) {
         self.counts.running.fetch_add(1, Ordering::Relaxed);

@@ -669,3 +669,96 @@ fn ungroup_prints_lines_as_they_come_and_group_is_the_default() {
     refused(&env, &["run", "-u", "-k", "echo", ":::", "a"], "cannot be used with");
     refused(&env, &["run", "-u", "--group", "echo", ":::", "a"], "cannot be used with");
 }
+
+/// The status of each task of the last run, by task number.
+fn statuses(env: &Env) -> Vec<String> {
+    env.results(&[]).iter().map(|t| common::str_of(t, "status").to_owned()).collect()
+}
+
+#[test]
+fn halt_stops_the_run_and_exits_as_gnu_parallel() {
+    let env = Env::new();
+    let run = |halt: &str, codes: &[&str]| {
+        let mut args = vec!["-j1", "--halt", halt, "echo {}; exit {}", ":::"];
+        args.extend_from_slice(codes);
+        side_by_side(&env, &args, b"")
+    };
+    // fail=1 (and its short forms 1 and 2): the failing task's own status.
+    assert_eq!(run("now,fail=1", &["0", "3", "0", "0"]), "0\n3\n");
+    assert_eq!(statuses(&env), ["succeeded", "failed", "queued", "queued"]);
+    assert_eq!(env.runs()[0]["status"], "interrupted", "the rest is left for a resume");
+    assert_eq!(run("2", &["0", "3", "0"]), "0\n3\n");
+    assert_eq!(run("1", &["0", "3", "0"]), "0\n3\n");
+    // fail=N: the number failed; done=N: the number failed of those done.
+    assert_eq!(run("soon,fail=2", &["0", "3", "4", "0", "5"]), "0\n3\n4\n");
+    assert_eq!(run("now,done=2", &["3", "0", "2", "0"]), "3\n0\n");
+    // success: 0 once reached; unreached, the number failed.
+    assert_eq!(run("now,success=1", &["3", "0", "2"]), "3\n0\n");
+    assert_eq!(run("-2", &["3", "0", "2"]), "3\n0\n");
+    assert_eq!(run("soon,success=2", &["3", "0", "2", "0", "0"]), "3\n0\n2\n0\n");
+    assert_eq!(run("now,success=1", &["3", "4", "5"]), "3\n4\n5\n");
+    // Percentages of all the tasks; the status is the share failed, rounded up.
+    assert_eq!(run("soon,fail=50%", &["0", "3", "4", "0", "5", "0"]), "0\n3\n4\n0\n5\n");
+    assert_eq!(run("20%", &["3", "0", "0", "0"]), "3\n");
+    assert_eq!(run("soon,fail=30%", &["3", "0", "0"]), "3\n");
+    assert_eq!(run("now,done=50%", &["3", "0", "0", "0"]), "3\n0\n");
+    assert_eq!(run("now,success=50%", &["3", "0", "4", "0", "5", "0"]), "3\n0\n4\n0\n5\n0\n");
+    // never (0): every task runs; shoal's own exit status (parallel's counts failures).
+    let out = env.run(&["run", "-k", "-j1", "--halt", "never", "exit {}", ":::", "3", "0", "4"]);
+    assert_eq!(out.code(), 1);
+    assert_eq!(statuses(&env), ["failed", "succeeded", "failed"]);
+    // A task killed by a signal halts with 128 + the signal, as parallel's.
+    run("now,fail=1", &["0", "3"]);
+    assert_eq!(
+        env.runs().last().unwrap()["status"],
+        "finished",
+        "a halt on the last task left nothing"
+    );
+    // A task killed by a signal halts with 128 + the signal, as parallel's.
+    side_by_side(&env, &["--halt", "now,fail=1", "kill -9 $$; echo {}", ":::", "a"], b"");
+    assert_eq!(statuses(&env), ["crashed"]);
+}
+
+#[test]
+fn halt_soon_lets_running_tasks_finish_and_now_stops_them() {
+    let env = Env::new();
+    let tasks = ["sleep 0.2; exit 7", "sleep 1; echo finished", "sleep 1; exit 4", "echo not run"];
+    let mut args = vec!["-j3", "--halt", "soon,fail=1", "sh", "-c", "{}", ":::"];
+    args.extend_from_slice(&tasks);
+    assert_eq!(side_by_side(&env, &args, b""), "finished\n");
+    assert_eq!(statuses(&env), ["failed", "succeeded", "failed", "queued"]);
+    // The line that says why names the rule and the task.
+    let out = env.run(&[&["run"], &args[..]].concat());
+    out.expect_code(7);
+    assert!(
+        out.stderr.contains(
+            "--halt soon,fail=1 reached (task 1 failed: 1 failed so far): starting no more tasks; \
+             the running ones finish"
+        ),
+        "{}",
+        out.stderr
+    );
+
+    args[2] = "now,fail=1";
+    assert_eq!(side_by_side(&env, &args, b""), "");
+    assert_eq!(statuses(&env), ["failed", "cancelled", "cancelled", "queued"]);
+    // What a halt did not run, a resume does (with the rule, counted afresh).
+    let out = env.run(&["run", "--resume", "--halt", "never"]);
+    out.expect_code(1);
+    assert_eq!(out.stdout, "finished\nnot run\n");
+    assert_eq!(statuses(&env), ["failed", "succeeded", "failed", "succeeded"]);
+}
+
+#[test]
+fn halt_values_parallel_refuses_are_refused() {
+    let env = Env::new();
+    for bad in ["3", "-3", "now", "later,fail=1", "soon,fail=0", "now,fail=101%", "now,ok=1"] {
+        refused(&env, &["run", "--halt", bad, "echo", ":::", "a"], "--halt");
+        let mut parallel = common::gnu_parallel();
+        parallel.args(["--halt", bad, "echo", ":::", "a"]).current_dir(env.path());
+        let reference = run_command(parallel, None);
+        if !["soon,fail=0", "now,fail=101%"].contains(&bad) {
+            assert_eq!(reference.code(), 255, "parallel refuses --halt {bad} too");
+        }
+    }
+}

@@ -19,7 +19,7 @@ use shoal_core::store::{
     AttemptEnd, ControlAction, ControlRequest, NewRun, NewTask, Recording, Store, StoreAddress,
     StoreEvent,
 };
-use shoal_core::{Output, SlotId, TaskId, TaskMeta, TaskStatus};
+use shoal_core::{AttemptOutcome, Output, SlotId, TaskId, TaskMeta, TaskStatus};
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
@@ -29,6 +29,7 @@ use super::joblog::Joblog;
 use super::printer::{Printer, PRINT_LIMIT};
 use super::resume::Pages;
 use crate::cli::RunArgs;
+use crate::halt::{parse_halt, Halt, Halting, When};
 use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
@@ -61,6 +62,9 @@ pub(super) struct RunOptions {
     /// `--tag`/`--tagstring`: what each output line is prefixed with (`{}` for --tag).
     #[serde(default)]
     pub(super) tag: Option<String>,
+    /// `--halt`, in its long form (`soon,fail=1`); `None` for never.
+    #[serde(default)]
+    pub(super) halt: Option<String>,
 }
 
 impl RunOptions {
@@ -94,6 +98,10 @@ impl RunOptions {
             tag: (args.tagstring.clone())
                 .or(args.tag.then(|| "{}".to_owned()))
                 .or(s.and_then(|s| s.tag.clone())),
+            halt: match args.control.halt {
+                Some(given) => given.rule().map(|rule| rule.to_string()),
+                None => s.and_then(|s| s.halt.clone()),
+            },
         })
     }
 }
@@ -127,6 +135,8 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         };
     let run_id = hold.run();
     let tag = options.tag.as_deref().map(Tag::parse).transpose()?;
+    let halting = options.halt.as_deref().map(parse_halt).transpose()?;
+    let halting = halting.and_then(Halt::rule).map(Halting::new);
 
     let force = if args.progress {
         Some(true)
@@ -185,6 +195,9 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         printer: &printer,
         output_limit: options.output_limit as usize,
         cancel_requested: false,
+        halting,
+        halted: false,
+        stop: stop_tx.clone(),
     };
     let mut feed = Feed {
         template: &template,
@@ -213,7 +226,9 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
                 .await;
         // Stopped before its input ended: the rest is recorded, unrun, for a resume
         // (not into a store that takes no more writes; a second signal gives up).
-        let stopped = signal.load(Ordering::Relaxed) != 0 || frontend.cancel_requested;
+        let input_left = feed.reading.is_some();
+        let stopped =
+            signal.load(Ordering::Relaxed) != 0 || frontend.cancel_requested || frontend.halted;
         if report.is_ok()
             && feed.reading.is_some()
             && stopped
@@ -226,8 +241,9 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
             }
         }
         watcher.abort();
-        report
-    })?;
+        report.map(|report| (report, input_left))
+    });
+    let (report, input_left) = report?;
     let total = feed.tasks;
     let input_failed = feed.failed.take();
     drop(feed);
@@ -240,8 +256,13 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         signal => signal,
     };
     // A run whose input failed midway did not run all it was given.
-    let stopped =
-        interrupted != 0 || store_failed.load(Ordering::Relaxed) || input_failed.is_some();
+    // A halt that left tasks unrun leaves the run interrupted: `--resume` runs them.
+    let halted = frontend.halted && (input_left || report.unfinished + report.cancelled > 0);
+    let stopped = interrupted != 0
+        || store_failed.load(Ordering::Relaxed)
+        || input_failed.is_some()
+        || halted;
+    let halt_status = frontend.halting.as_ref().map(Halting::exit_status);
     drop(frontend);
     let written = recording.finish(stopped);
     // A store that stopped taking writes was reported when it happened.
@@ -265,6 +286,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     }
     Ok(match interrupted {
         _ if store_failed => Exit::StoreFailed,
+        0 if halt_status.is_some() => Exit::Status(halt_status.unwrap_or_default()),
         0 if report.failed == 0 && report.cancelled == 0 => Exit::Success,
         0 => Exit::TasksFailed,
         signal => Exit::Interrupted(signal),
@@ -647,6 +669,56 @@ struct CliFrontend<'a> {
     output_limit: usize,
     /// A control request cancelled the whole run.
     cancel_requested: bool,
+    /// `--halt`: the count of the tasks' ends.
+    halting: Option<Halting>,
+    /// The run reached its `--halt`.
+    halted: bool,
+    /// Where a halt stops the run.
+    stop: watch::Sender<Stop>,
+}
+
+impl CliFrontend<'_> {
+    /// Counts a task's end under `--halt`, and halts the run when it reaches it: no
+    /// more tasks start, and for `now` the running ones are stopped as by a Ctrl-C.
+    fn count_for_halt(&mut self, event: &Ended) {
+        let (Some(halting), Some(status)) = (&mut self.halting, event.final_status) else {
+            return;
+        };
+        let total = self.progress.known_total();
+        let Some(halted) = halting.ended(event.task, status, shell_status(event), total) else {
+            return;
+        };
+        let (stop, doing) = match halted.when {
+            When::Soon => (Stop::Drain, "starting no more tasks; the running ones finish"),
+            When::Now => (
+                Stop::Graceful,
+                "starting no more tasks; the running ones get SIGTERM, SIGKILL after the grace",
+            ),
+        };
+        let (run, rule, reason) = (self.run, halting.rule(), halted.reason);
+        self.progress
+            .suspend(|| note!("shoal: run {run}: --halt {rule} reached ({reason}): {doing}"));
+        // Never softens a stop already under way (a Ctrl-C, a full store).
+        self.stop.send_if_modified(|current| {
+            let first = *current == Stop::Run;
+            if first {
+                *current = stop;
+            }
+            first
+        });
+        self.halted = true;
+    }
+}
+
+/// An attempt's exit status as a shell tells it: its code, or 128 + its signal.
+fn shell_status(event: &Ended) -> i32 {
+    match (event.exit_code, event.signal, event.outcome) {
+        (Some(code), _, _) => code,
+        (None, Some(signal), _) => 128 + signal,
+        (None, None, AttemptOutcome::Failed { exit_code }) => exit_code,
+        (None, None, AttemptOutcome::Succeeded) => 0,
+        (None, None, _) => 1,
+    }
 }
 
 /// Cuts an output to what the store keeps; returns the whole output too when it
@@ -690,6 +762,7 @@ impl Frontend for CliFrontend<'_> {
         if let Some(joblog) = self.joblog.as_deref_mut() {
             joblog.ended(&event);
         }
+        self.count_for_halt(&event);
         if let Some(line) = super::printer::retry_line(&event) {
             self.progress.suspend(|| note!("{line}"));
         }

@@ -73,6 +73,11 @@ async fn drive<F: Frontend, S: TaskSource<Payload = F::Payload>>(
     let mut decisions = Vec::new();
     let mut stop_open = true;
     loop {
+        // A stop sent while an event was handled (a front end's halt on a task's end)
+        // applies before anything more starts.
+        if stop_open && stop.has_changed().unwrap_or(false) {
+            driver.stop(*stop.borrow_and_update());
+        }
         // Tasks at hand go into the queue up to its window; a stopped run takes none.
         while source_open && driver.wants_tasks() {
             match tasks.try_next() {
@@ -424,10 +429,12 @@ impl<'a, F: Frontend> Driver<'a, F> {
         self.frontend.control(&request, &result);
     }
 
-    /// A stop request: start nothing more and stop what runs, harder for `Immediate`.
+    /// A stop request: start nothing more and stop what runs (unless it drains),
+    /// harder for `Immediate`.
     fn stop(&mut self, level: Stop) {
         let kill = match level {
             Stop::Run => return,
+            Stop::Drain => return self.sched.drain(),
             Stop::Graceful => KillLevel::Term,
             Stop::Immediate => KillLevel::Kill,
         };

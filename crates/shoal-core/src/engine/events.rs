@@ -39,6 +39,8 @@ pub struct EngineConfig {
 pub enum Stop {
     #[default]
     Run,
+    /// Start nothing more; running tasks finish (GNU parallel's `--halt soon`).
+    Drain,
     /// Start nothing more; SIGTERM running tasks, SIGKILL them after the grace.
     Graceful,
     /// SIGKILL running tasks now.

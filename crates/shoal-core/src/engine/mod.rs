@@ -15,8 +15,10 @@
 //! buffering they also send each complete output line over an unbounded mpsc channel
 //! to the driver, which hands it to the front end before the attempt's end.
 //! Shutdown: the stop `watch` goes to `Graceful` (stop dispatching, cancel running
-//! attempts: SIGTERM, SIGKILL after the grace) then perhaps `Immediate` (SIGKILL now);
-//! the driver returns once no attempt runs.
+//! attempts: SIGTERM, SIGKILL after the grace) then perhaps `Immediate` (SIGKILL now),
+//! or to `Drain` (stop dispatching, let running attempts finish); the driver returns
+//! once no attempt runs. A stop sent by the front end while it handles an event takes
+//! effect before the next task starts.
 //! Control requests (`run_steered`): a channel of [`ControlRequest`]s, fed by the
 //! store's watcher thread; each is applied between events (cancel the run as a
 //! graceful stop, cancel a task, pause, change the slots) and reported to the front

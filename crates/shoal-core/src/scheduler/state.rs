@@ -326,6 +326,12 @@ impl Scheduler {
         }
     }
 
+    /// Stops dispatching and lets running attempts finish: waiting tasks stay
+    /// unstarted, and none is retried.
+    pub fn drain(&mut self) {
+        self.stopped = true;
+    }
+
     /// The earliest time at which [`Scheduler::poll`] has something new to do
     /// without any other event.
     pub fn next_wakeup(&self) -> Option<Duration> {
@@ -439,6 +445,22 @@ mod tests {
         assert_eq!(out, vec![Decision::Kill { slot: 1, task: 1, reason: KillReason::Cancel }]);
         let v = s.attempt_ended(1, AttemptOutcome::Crashed { signal: 15 }, Duration::ZERO);
         assert_eq!(v.final_status, Some(TaskStatus::Cancelled));
+        assert!(poll(&mut s, Duration::ZERO).is_empty());
+        assert!(s.is_idle());
+        assert_eq!(s.unfinished(), 1, "task 2 never started and stays for a resume");
+    }
+
+    #[test]
+    fn drain_lets_running_finish_and_starts_nothing_more() {
+        let mut s = Scheduler::new(config(1));
+        let retries = TaskMeta { retries: 2, ..TaskMeta::default() };
+        s.submit(1, retries, 0, Duration::ZERO);
+        s.submit(2, TaskMeta::default(), 0, Duration::ZERO);
+        poll(&mut s, Duration::ZERO);
+        s.drain();
+        assert!(!s.is_idle(), "task 1 still runs");
+        let v = s.attempt_ended(1, AttemptOutcome::Failed { exit_code: 3 }, Duration::ZERO);
+        assert_eq!(v.final_status, Some(TaskStatus::Failed), "not cancelled, and no retry");
         assert!(poll(&mut s, Duration::ZERO).is_empty());
         assert!(s.is_idle());
         assert_eq!(s.unfinished(), 1, "task 2 never started and stays for a resume");
