@@ -189,6 +189,14 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// A `--workdir`, checked as a template.
+fn parse_workdir(text: &str) -> Result<String, String> {
+    match text {
+        "" => Err("the directory is empty".to_owned()),
+        _ => parse_tagstring(text).map_err(|e| e.to_string()),
+    }
+}
+
 /// A `--tagstring`, checked as a template.
 fn parse_tagstring(text: &str) -> Result<String, crate::template::TemplateError> {
     crate::template::Tag::parse(text).map(|_| text.to_owned())
@@ -277,6 +285,27 @@ pub struct ControlArgs {
     /// parallel's (see below).
     #[arg(long, value_name = "WHEN,WHY=N", allow_hyphen_values = true, value_parser = parse_halt)]
     pub halt: Option<Halt>,
+
+    /// The least time between two task starts (1.5, 250ms, 2s, 3m), as GNU parallel's
+    /// --delay: the first starts at once, each next one this long after the one before.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub delay: Option<Duration>,
+
+    /// Run the command's words as they are, each one argument, never through a shell
+    /// (GNU parallel's --quote): `shoal run -q perl -e 'print "@ARGV\n"' ::: a`.
+    #[arg(short = 'q', long, conflicts_with = "shell")]
+    pub quote: bool,
+
+    /// Each task runs in DIR (replacement strings are the task's: `--wd out/{}`); `...`
+    /// gives each attempt a new empty directory under $TMPDIR, removed when it ends, as
+    /// GNU parallel's. Relative to where shoal runs.
+    #[arg(long = "workdir", visible_alias = "wd", value_name = "DIR", value_parser = parse_workdir)]
+    pub workdir: Option<String>,
+
+    /// Accepted for GNU parallel's scripts: every task gets shoal's whole environment
+    /// already (parallel's --env copies variables to remote hosts).
+    #[arg(long = "env", value_name = "VAR")]
+    pub env: Vec<String>,
 }
 
 /// Options of `shoal runs`.

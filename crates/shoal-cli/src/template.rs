@@ -163,6 +163,17 @@ impl Template {
     /// is set or when its text needs a shell (metacharacters or whitespace, an
     /// environment assignment or a shell builtin as first word); otherwise directly.
     pub fn parse(command: &[String], force_shell: bool) -> Result<Template, TemplateError> {
+        Template::parse_as(command, Some(force_shell))
+    }
+
+    /// Parses the command words to run as they are (GNU parallel's `--quote`): each
+    /// word one argument, never through a shell, whatever characters it holds.
+    pub fn parse_quoted(command: &[String]) -> Result<Template, TemplateError> {
+        Template::parse_as(command, None)
+    }
+
+    /// `force_shell`: `None` never runs a shell.
+    fn parse_as(command: &[String], force_shell: Option<bool>) -> Result<Template, TemplateError> {
         if command.is_empty() {
             return Err(TemplateError::EmptyCommand);
         }
@@ -180,6 +191,14 @@ impl Template {
         };
         let first = literal(&words[0]);
         let first_is_builtin = words[0].len() == 1 && SHELL_WORDS.contains(&first.as_str());
+        let Some(force_shell) = force_shell else {
+            return Ok(Template {
+                body: Body::Direct(words),
+                appends,
+                highest_group,
+                context: None,
+            });
+        };
         let needs_shell = force_shell
             || first_is_builtin
             || first.contains('=')
@@ -290,7 +309,11 @@ impl Template {
                         shell_quote(a, &mut script);
                     }
                 }
-                CommandLine { program: "sh".to_owned(), args: vec!["-c".to_owned(), script] }
+                CommandLine {
+                    program: "sh".to_owned(),
+                    args: vec!["-c".to_owned(), script],
+                    cwd: None,
+                }
             }
             Body::Direct(words) => {
                 let mut out =
@@ -329,7 +352,7 @@ impl Template {
                 }
                 let mut out = out.into_iter();
                 let program = out.next().unwrap_or_default();
-                CommandLine { program, args: out.collect() }
+                CommandLine { program, args: out.collect(), cwd: None }
             }
         }
     }
@@ -344,6 +367,11 @@ impl Tag {
     /// Parses a `--tagstring`; `{n}` past a task's inputs renders empty.
     pub fn parse(text: &str) -> Result<Tag, TemplateError> {
         Ok(Tag(parse_word(text, &mut None)?))
+    }
+
+    /// Whether it holds no replacement string.
+    pub fn is_literal(&self) -> bool {
+        self.0.iter().all(|seg| matches!(seg, Segment::Text(_)))
     }
 
     /// The tag of a task: `{}` is its inputs joined by spaces, as in GNU parallel.
@@ -420,7 +448,7 @@ impl Template {
         if !shell {
             let mut out = rendered.into_iter();
             let program = out.next().unwrap_or_default();
-            return CommandLine { program, args: out.collect() };
+            return CommandLine { program, args: out.collect(), cwd: None };
         }
         // The shell's words are joined by their own white space; the repeated ones
         // and the appended inputs by one space.
@@ -443,7 +471,7 @@ impl Template {
             script.push(' ');
             shell_quote(&appended, &mut script);
         }
-        CommandLine { program: "sh".to_owned(), args: vec!["-c".to_owned(), script] }
+        CommandLine { program: "sh".to_owned(), args: vec!["-c".to_owned(), script], cwd: None }
     }
 }
 
@@ -739,9 +767,16 @@ mod tests {
         assert!(!shell(&["echo", "cd"]), "a builtin's name only counts as the first word");
         assert!(!shell(&["env", "FOO=1"]), "`=` only counts in the first word");
         assert!(Template::parse(&words(&["echo", "{}"]), true).unwrap().uses_shell());
+        // --quote: never, whatever the words hold.
+        let quoted = Template::parse_quoted(&words(&["echo", "a;b", "$x", "{}"])).unwrap();
+        assert!(!quoted.uses_shell());
+        assert_eq!(
+            quoted.render(&words(&["c d"]), 1, 1),
+            CommandLine { program: "echo".into(), args: words(&["a;b", "$x", "c d"]), cwd: None }
+        );
         assert_eq!(
             render(&["echo", "{}"], &["a"]),
-            CommandLine { program: "echo".into(), args: words(&["a"]) }
+            CommandLine { program: "echo".into(), args: words(&["a"]), cwd: None }
         );
     }
 

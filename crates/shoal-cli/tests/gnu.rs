@@ -762,3 +762,73 @@ fn halt_values_parallel_refuses_are_refused() {
         }
     }
 }
+
+#[test]
+fn delay_paces_the_starts_as_gnu_parallel() {
+    let env = Env::new();
+    let out = side_by_side(&env, &["--delay", "0.3", "-j3", "echo", ":::", "a", "b", "c"], b"");
+    assert_eq!(out, "a\nb\nc\n");
+    // Three free slots, yet each start comes at least the delay after the one before.
+    let mut starts: Vec<f64> = env
+        .export(&[])
+        .iter()
+        .map(|t| t["attempt_log"][0]["started_at"].as_f64().unwrap())
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    for pair in starts.windows(2) {
+        assert!(pair[1] - pair[0] >= 0.29, "starts {starts:?}");
+    }
+    refused(&env, &["run", "--delay", "x", "echo", ":::", "a"], "--delay");
+    refused(&env, &["run", "--delay", "1x", "echo", ":::", "a"], "--delay");
+}
+
+#[test]
+fn quote_runs_the_words_as_they_are_as_gnu_parallel() {
+    let env = Env::new();
+    let out = side_by_side(&env, &["-q", "echo", "a;b", "$HOME", "{}", ":::", "x y"], b"");
+    assert_eq!(out, "a;b $HOME x y\n");
+    let out = side_by_side(&env, &["--quote", "printf", "%s|\\n", "{}", ":::", "a b", "c"], b"");
+    assert_eq!(out, "a b|\nc|\n");
+    // Kept by a resume.
+    let out = env.run(&["run", "--resume"]);
+    out.expect_code(0);
+    refused(&env, &["run", "-q", "--shell", "echo", ":::", "a"], "--shell");
+}
+
+#[test]
+fn workdir_runs_each_task_in_its_directory_as_gnu_parallel() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path().join("in/a")).unwrap();
+    std::fs::create_dir_all(env.path().join("in/b")).unwrap();
+    let out = side_by_side(&env, &["--wd", "in/{}", "pwd", ":::", "a", "b"], b"");
+    let root = env.path().canonicalize().unwrap().display().to_string();
+    assert_eq!(out, format!("{root}/in/a\n{root}/in/b\n"));
+    let out = side_by_side(&env, &["--workdir", "in", "ls", ":::", "-d"], b"");
+    assert_eq!(out, ".\n");
+    // A directory that is not there: refused before anything runs when it is one for
+    // all; the task fails to start, saying where, when it is the task's own.
+    refused(&env, &["run", "--wd", "nowhere", "pwd", ":::", "a"], "--workdir nowhere");
+    let out = env.run(&["run", "--wd", "in/{}", "pwd", ":::", "c"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("cannot run 'pwd' in in/c"), "{}", out.stderr);
+
+    // `...`: a new empty directory for each task, removed when it ends.
+    let script = "pwd; ls; touch made";
+    let out = env.run(&["run", "-k", "--wd", "...", "sh", "-c", script, ":::", "1", "2"]);
+    out.expect_code(0);
+    let dirs: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(dirs.len(), 2, "each printed only its directory: {dirs:?}");
+    assert_ne!(dirs[0], dirs[1]);
+    for dir in dirs {
+        assert!(dir.starts_with(&std::env::temp_dir().display().to_string()), "{dir}");
+        assert!(!std::path::Path::new(dir).exists(), "{dir} was removed");
+    }
+}
+
+#[test]
+fn env_is_accepted_and_every_variable_is_passed() {
+    let env = Env::new();
+    let out =
+        side_by_side(&env, &["--env", "HOME", "--env", "PATH", "echo $HOME", ":::", "x"], b"");
+    assert_eq!(out, format!("{} x\n", std::env::var("HOME").unwrap()));
+}

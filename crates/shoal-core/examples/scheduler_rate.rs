@@ -21,6 +21,7 @@ fn rate(depth: u64) -> f64 {
         aging: Some(Duration::from_secs(30)),
         backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) },
         retry_timeouts: true,
+        start_interval: Duration::ZERO,
     };
     let mut s = Scheduler::new(config);
     let meta = |i: u64| TaskMeta {

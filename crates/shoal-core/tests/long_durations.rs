@@ -24,7 +24,7 @@ impl Frontend for Scripts {
     type Payload = ();
     fn command(&mut self, task: TaskId, _slot: SlotId, _: &()) -> CommandLine {
         let script = self.scripts[task as usize - 1].to_owned();
-        CommandLine { program: "sh".into(), args: vec!["-c".into(), script] }
+        CommandLine { program: "sh".into(), args: vec!["-c".into(), script], cwd: None }
     }
     fn started(&mut self, _: Started) {
         self.started += 1;
@@ -44,6 +44,7 @@ fn config(slots: usize) -> EngineConfig {
             aging: Some(Duration::MAX),
             backoff: Backoff { base: Duration::MAX, max: Duration::MAX },
             retry_timeouts: true,
+            start_interval: Duration::ZERO,
         },
         kill_grace: Duration::MAX,
         output_cap: 1 << 20,

@@ -17,6 +17,7 @@ fn run(memory: MemoryLimit, scripts: &[&str]) -> Vec<(AttemptOutcome, String)> {
     let python = |script: &&str| CommandLine {
         program: "python3".into(),
         args: vec!["-c".into(), (*script).to_owned()],
+        cwd: None,
     };
     run_commands(memory, scripts.iter().map(python).collect())
 }
@@ -45,6 +46,7 @@ fn run_commands(memory: MemoryLimit, commands: Vec<CommandLine>) -> Vec<(Attempt
             aging: None,
             backoff: Backoff { base: Duration::from_millis(10), max: Duration::from_secs(1) },
             retry_timeouts: true,
+            start_interval: Duration::ZERO,
         },
         kill_grace: Duration::from_secs(1),
         output_cap: 1 << 20,
@@ -101,6 +103,7 @@ fn small_programs() -> Vec<CommandLine> {
     let cmd = |program: &str, args: &[&str]| CommandLine {
         program: program.into(),
         args: args.iter().map(|a| a.to_string()).collect(),
+        cwd: None,
     };
     vec![
         cmd("true", &[]),

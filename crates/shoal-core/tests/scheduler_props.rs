@@ -14,6 +14,7 @@ fn config(slots: usize, aging: Option<Duration>) -> SchedulerConfig {
         aging,
         backoff: Backoff { base: Duration::from_millis(10), max: Duration::from_millis(40) },
         retry_timeouts: true,
+        start_interval: Duration::ZERO,
     }
 }
 

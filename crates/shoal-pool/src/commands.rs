@@ -29,7 +29,7 @@ impl Command {
     /// retries.
     pub fn new(program: impl Into<String>) -> Command {
         Command {
-            line: CommandLine { program: program.into(), args: Vec::new() },
+            line: CommandLine { program: program.into(), args: Vec::new(), cwd: None },
             meta: TaskMeta::default(),
         }
     }
@@ -186,6 +186,7 @@ impl CommandPool {
                     max: Duration::from_secs(300).max(self.retry_delay),
                 },
                 retry_timeouts: true,
+                start_interval: Duration::ZERO,
             },
             kill_grace: self.kill_grace,
             output_cap: self.output_limit,

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use super::run::{memory_limit, Planned, Prepared, RunOptions};
 use crate::cli::RunArgs;
-use crate::template::Template;
 use crate::units;
 
 /// Tasks read from the store at a time.
@@ -75,7 +74,7 @@ pub(super) fn resume<'a>(
             format!("run {run_id} ran in {}, which cannot be entered now", resumed.cwd)
         })?;
     }
-    let template = Template::parse(&resumed.command, options.shell)?;
+    let template = options.template(&resumed.command)?;
     let pages = Pages {
         store,
         run: run_id,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,6 +66,15 @@ pub(super) struct RunOptions {
     /// `--halt`, in its long form (`soon,fail=1`); `None` for never.
     #[serde(default)]
     pub(super) halt: Option<String>,
+    /// `--delay`: the least seconds between two starts.
+    #[serde(default)]
+    pub(super) delay: Option<f64>,
+    /// `--quote`: the command's words run as they are, never through a shell.
+    #[serde(default)]
+    pub(super) quote: bool,
+    /// `--workdir`: where each task runs (a template; `...` a new temporary directory).
+    #[serde(default)]
+    pub(super) workdir: Option<String>,
 }
 
 impl RunOptions {
@@ -102,6 +112,9 @@ impl RunOptions {
                 Some(given) => given.rule().map(|rule| rule.to_string()),
                 None => s.and_then(|s| s.halt.clone()),
             },
+            delay: secs(args.control.delay).or(s.and_then(|s| s.delay)),
+            quote: args.control.quote || s.is_some_and(|s| s.quote),
+            workdir: (args.control.workdir.clone()).or(s.and_then(|s| s.workdir.clone())),
         })
     }
 }
@@ -135,6 +148,7 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         };
     let run_id = hold.run();
     let tag = options.tag.as_deref().map(Tag::parse).transpose()?;
+    let workdir = options.workdir.as_deref().map(Workdir::parse).transpose()?;
     let halting = options.halt.as_deref().map(parse_halt).transpose()?;
     let halting = halting.and_then(Halt::rule).map(Halting::new);
 
@@ -198,6 +212,8 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         halting,
         halted: false,
         stop: stop_tx.clone(),
+        workdir,
+        temp_dirs: HashMap::new(),
     };
     let mut feed = Feed {
         template: &template,
@@ -308,6 +324,7 @@ fn engine_config(
                 max: Duration::from_secs(300).max(Duration::from_secs_f64(options.retry_delay)),
             },
             retry_timeouts: true,
+            start_interval: options.delay.map_or(Duration::ZERO, Duration::from_secs_f64),
         },
         kill_grace: Duration::from_secs_f64(options.kill_grace),
         output_cap: options.output_limit.max(PRINT_LIMIT) as usize,
@@ -371,6 +388,14 @@ const FILES_PER_SLOT: u64 = 4;
 const FILES_OF_SHOAL: u64 = 64;
 
 impl RunOptions {
+    /// The template of `command` under these options (`--shell`, `--quote`).
+    pub(super) fn template(&self, command: &[String]) -> anyhow::Result<Template> {
+        Ok(match self.quote {
+            true => Template::parse_quoted(command)?,
+            false => Template::parse(command, self.shell)?,
+        })
+    }
+
     /// Refuses what this machine cannot give the tasks (before anything runs, rather
     /// than let every task fail to start).
     pub(super) fn check_machine(&self) -> anyhow::Result<()> {
@@ -390,7 +415,9 @@ impl RunOptions {
         if let Some(timeout) = self.timeout.filter(|&t| units::timeout_seconds(t).is_none()) {
             return out_of("--timeout", units::show_seconds(timeout), units::TIMEOUT_RANGE);
         }
-        let durations = [("--kill-grace", self.kill_grace), ("--retry-delay", self.retry_delay)];
+        let delay = ("--delay", self.delay.unwrap_or(0.0));
+        let durations =
+            [("--kill-grace", self.kill_grace), ("--retry-delay", self.retry_delay), delay];
         for (option, value) in durations {
             if units::seconds(value).is_none() {
                 return out_of(option, units::show_seconds(value), units::DURATION_RANGE);
@@ -513,7 +540,7 @@ pub(super) fn parse(args: &RunArgs) -> anyhow::Result<Parsed> {
     }
     let options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
-    let mut template = Template::parse(&command, options.shell)?;
+    let mut template = options.template(&command)?;
     let fits = input.multiple || input.context_replace;
     let rows = input.max_replace_args.or(input.max_args);
     if rules.colsep.is_some() || rows.is_some() || fits {
@@ -675,6 +702,31 @@ struct CliFrontend<'a> {
     halted: bool,
     /// Where a halt stops the run.
     stop: watch::Sender<Stop>,
+    /// `--workdir`: where each task runs.
+    workdir: Option<Workdir>,
+    /// `--workdir ...`: the temporary directory of each running task.
+    temp_dirs: HashMap<TaskId, PathBuf>,
+}
+
+/// `--workdir`: a directory (with the task's replacement strings), or `...`.
+enum Workdir {
+    Dir(Tag),
+    /// A new empty directory for each attempt, removed when it ends.
+    Temporary,
+}
+
+impl Workdir {
+    fn parse(text: &str) -> anyhow::Result<Workdir> {
+        if text == "..." {
+            return Ok(Workdir::Temporary);
+        }
+        let tag = Tag::parse(text)?;
+        // A directory without replacement strings is checked before anything runs.
+        if tag.is_literal() && !Path::new(text).is_dir() {
+            bail!("--workdir {text} is not a directory");
+        }
+        Ok(Workdir::Dir(tag))
+    }
 }
 
 impl CliFrontend<'_> {
@@ -710,6 +762,22 @@ impl CliFrontend<'_> {
     }
 }
 
+/// A new empty directory for an attempt of `task` (`--workdir ...`), under $TMPDIR.
+/// If it cannot be made, the attempt fails to start in it, saying why.
+fn temporary_dir(run: i64, task: TaskId) -> PathBuf {
+    let base = std::env::temp_dir();
+    let mut dir = base.join(format!("shoal-{}-{run}-{task}", std::process::id()));
+    for n in 1.. {
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                dir = base.join(format!("shoal-{}-{run}-{task}-{n}", std::process::id()));
+            }
+            _ => break,
+        }
+    }
+    dir
+}
+
 /// An attempt's exit status as a shell tells it: its code, or 128 + its signal.
 fn shell_status(event: &Ended) -> i32 {
     match (event.exit_code, event.signal, event.outcome) {
@@ -735,7 +803,16 @@ impl Frontend for CliFrontend<'_> {
     type Payload = Vec<String>;
 
     fn command(&mut self, task: TaskId, slot: SlotId, args: &Vec<String>) -> CommandLine {
-        let command = self.template.render(args, task, slot);
+        let mut command = self.template.render(args, task, slot);
+        command.cwd = match &self.workdir {
+            None => None,
+            Some(Workdir::Dir(dir)) => Some(dir.render(args, task, slot).into()),
+            Some(Workdir::Temporary) => {
+                let dir = temporary_dir(self.run, task);
+                self.temp_dirs.insert(task, dir.clone());
+                Some(dir)
+            }
+        };
         if let Some(tag) = self.tag {
             let tag = tag.render(args, task, slot);
             self.printer.lock().unwrap_or_else(|e| e.into_inner()).set_tag(task, tag);
@@ -756,6 +833,9 @@ impl Frontend for CliFrontend<'_> {
     }
 
     fn ended(&mut self, event: Ended) {
+        if let Some(dir) = self.temp_dirs.remove(&event.task) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         // What runs is counted here, where attempts start and end; what is done, once
         // durable (the printer).
         self.progress.stopped_running();

@@ -235,7 +235,9 @@ impl<'a, F: Frontend> Driver<'a, F> {
             Err(err) => {
                 self.tap(|| TaskStep::Started { task, attempt, slot, at });
                 self.frontend.started(Started { task, attempt, slot, pid: 0, at });
-                let message = format!("shoal: cannot run '{}': {err}\n", command.program);
+                let place = command.cwd.as_ref().map(|dir| format!(" in {}", dir.display()));
+                let place = place.unwrap_or_default();
+                let message = format!("shoal: cannot run '{}'{place}: {err}\n", command.program);
                 let stderr = Output { bytes: message.into_bytes(), truncated: false };
                 let outcome = AttemptOutcome::Failed { exit_code: NOT_RUNNABLE };
                 let run = Ran { task, attempt, slot, started, max_rss_kb: None, exited: None };

@@ -29,6 +29,8 @@ pub const TASK_VAR: &str = "SHOAL_TASK";
 pub struct CommandLine {
     pub program: String,
     pub args: Vec<String>,
+    /// The directory it runs in; `None`: the engine's own.
+    pub cwd: Option<PathBuf>,
 }
 
 /// A started process and the handles the engine keeps on it.
@@ -56,7 +58,12 @@ pub fn spawn(
     slot: SlotId,
 ) -> io::Result<Spawned> {
     let program = path.unwrap_or(&command.program);
-    let run = |cmd: &mut Command| start(cmd, limits, env, task, slot);
+    let run = |cmd: &mut Command| {
+        if let Some(dir) = &command.cwd {
+            cmd.current_dir(dir);
+        }
+        start(cmd, limits, env, task, slot)
+    };
     let mut child = match run(Command::new(program).arg0(&command.program).args(&command.args)) {
         // A script without a `#!` line: run it with sh, as execvp (and so xargs) does.
         Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {

@@ -37,6 +37,8 @@ pub struct SchedulerConfig {
     pub backoff: Backoff,
     /// Whether a timed-out attempt is retried (under the task's retries) or final.
     pub retry_timeouts: bool,
+    /// The least time between two starts (GNU parallel's `--delay`); zero for none.
+    pub start_interval: Duration,
 }
 
 /// What the driver must do now.
@@ -107,6 +109,8 @@ pub struct Scheduler {
     stopped: bool,
     /// No task starts while paused; what runs goes on, timeouts still apply.
     paused: bool,
+    /// When the last attempt started (kept only under a `start_interval`).
+    last_start: Option<Duration>,
 }
 
 impl Scheduler {
@@ -126,6 +130,7 @@ impl Scheduler {
             next_seq: 0,
             stopped: false,
             paused: false,
+            last_start: None,
         }
     }
 
@@ -163,9 +168,15 @@ impl Scheduler {
             if self.slots[index].is_some() || self.closed[index] {
                 continue;
             }
+            if self.paced_until().is_some_and(|at| now < at) {
+                break;
+            }
             let Some(mut state) = self.ready.pop(self.last_key[index].as_deref(), now) else {
                 break;
             };
+            if !self.config.start_interval.is_zero() {
+                self.last_start = Some(now);
+            }
             let slot = index + 1;
             state.attempts += 1;
             // Saturating: a library caller may give any Duration (Duration::MAX = never).
@@ -338,7 +349,15 @@ impl Scheduler {
         let deadline = self.deadlines.first().map(|&(at, _)| at);
         let retry = self.delayed.keys().next().map(|&(at, _)| at).filter(|_| !self.stopped);
         // Paused, a retry becomes ready at its time but starts only on resume.
-        deadline.into_iter().chain(retry).min()
+        let free_slot = (0..self.open_slots).any(|i| self.slots[i].is_none() && !self.closed[i]);
+        let can_start = !self.stopped && !self.paused && free_slot && self.ready.len() > 0;
+        let paced = self.paced_until().filter(|_| can_start);
+        deadline.into_iter().chain(retry).chain(paced).min()
+    }
+
+    /// Under a `start_interval`: the earliest time the next attempt may start.
+    fn paced_until(&self) -> Option<Duration> {
+        self.last_start.map(|at| at.saturating_add(self.config.start_interval))
     }
 
     /// Number of slots with an attempt running.
@@ -377,6 +396,7 @@ mod tests {
             aging: None,
             backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(8) },
             retry_timeouts: true,
+            start_interval: Duration::ZERO,
         }
     }
 
@@ -464,6 +484,25 @@ mod tests {
         assert!(poll(&mut s, Duration::ZERO).is_empty());
         assert!(s.is_idle());
         assert_eq!(s.unfinished(), 1, "task 2 never started and stays for a resume");
+    }
+
+    #[test]
+    fn a_start_interval_paces_the_starts() {
+        let mut s =
+            Scheduler::new(SchedulerConfig { start_interval: Duration::from_secs(2), ..config(3) });
+        submit_plain(&mut s, 1..=3);
+        let started = |out: Vec<Decision>| out.len();
+        assert_eq!(started(poll(&mut s, Duration::ZERO)), 1, "one start, free slots or not");
+        assert_eq!(s.next_wakeup(), Some(Duration::from_secs(2)));
+        assert_eq!(started(poll(&mut s, Duration::from_secs(1))), 0);
+        assert_eq!(started(poll(&mut s, Duration::from_secs(2))), 1);
+        // No free slot: no wakeup for the pace (it would spin).
+        s.set_slots(2);
+        assert_eq!(s.next_wakeup(), None);
+        s.attempt_ended(1, AttemptOutcome::Succeeded, Duration::from_secs(3));
+        assert_eq!(s.next_wakeup(), Some(Duration::from_secs(4)));
+        assert_eq!(started(poll(&mut s, Duration::from_secs(3))), 0);
+        assert_eq!(started(poll(&mut s, Duration::from_secs(4))), 1);
     }
 
     #[test]

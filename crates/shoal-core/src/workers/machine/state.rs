@@ -281,6 +281,7 @@ impl Machine {
             aging: Some(Duration::from_secs(30)),
             backoff: Backoff { base: settings.retry_delay, max: Duration::from_secs(30) },
             retry_timeouts: false,
+            start_interval: Duration::ZERO,
         });
         for slot in 1..=workers * lanes {
             sched.set_slot_open(slot, false);
