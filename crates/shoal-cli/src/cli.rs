@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::halt::{parse_halt, Halt};
 use crate::inputs::{parse_colsep, parse_delimiter, parse_trim, Delimiter, Trim};
 use crate::jobs::{parse_jobs, Jobs};
-use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout};
+use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout_arg, TimeoutArg};
 
 /// shoal: run a command over many inputs on a fault-tolerant pool of slots, with
 /// timeouts, retries, memory limits, priorities, progress, a durable result store
@@ -85,9 +85,10 @@ pub struct RunArgs {
     pub jobs: Option<Jobs>,
 
     /// Per-task time limit (1.5, 250ms, 2s, 3m, 1h): the task's whole process group
-    /// gets SIGTERM, then SIGKILL after --kill-grace.
-    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
-    pub timeout: Option<Duration>,
+    /// gets SIGTERM, then SIGKILL after --kill-grace. N% (as GNU parallel): N percent of
+    /// the median duration of the tasks that succeeded, once 3 have.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout_arg)]
+    pub timeout: Option<TimeoutArg>,
 
     /// Wait between SIGTERM and SIGKILL when a task is stopped. Default: 2s.
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
@@ -200,6 +201,16 @@ fn parse_workdir(text: &str) -> Result<String, String> {
 /// A `--tagstring`, checked as a template.
 fn parse_tagstring(text: &str) -> Result<String, crate::template::TemplateError> {
     crate::template::Tag::parse(text).map(|_| text.to_owned())
+}
+
+impl RunArgs {
+    /// `--timeout` when given as a duration.
+    pub fn fixed_timeout(&self) -> Option<Duration> {
+        match self.timeout {
+            Some(TimeoutArg::Fixed(timeout)) => Some(timeout),
+            _ => None,
+        }
+    }
 }
 
 /// GNU parallel's options for reading the inputs of `shoal run`.

@@ -55,6 +55,31 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid timeout '{s}': it must be {TIMEOUT_RANGE}"))
 }
 
+/// `--timeout`: a duration, or `N%` of the median duration of the succeeded tasks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TimeoutArg {
+    Fixed(Duration),
+    /// Percent of the median.
+    Median(f64),
+}
+
+/// The most `--timeout N%` takes.
+const MAX_PERCENT: f64 = 1e6;
+
+/// Parses `--timeout`: as [`parse_timeout`], or `N%` (N above 0, decimals allowed).
+pub fn parse_timeout_arg(s: &str) -> Result<TimeoutArg, String> {
+    let Some(percent) = s.trim().strip_suffix('%') else {
+        return parse_timeout(s).map(TimeoutArg::Fixed);
+    };
+    match percent.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= MAX_PERCENT => Ok(TimeoutArg::Median(p)),
+        _ => Err(format!(
+            "invalid timeout '{s}': a percentage of the median must be above 0% and at most \
+             {MAX_PERCENT}%"
+        )),
+    }
+}
+
 /// The number of seconds a duration's text says (not yet checked against a range);
 /// `what` names it in errors.
 fn parse_seconds(s: &str, what: &str) -> Result<f64, String> {
@@ -165,6 +190,16 @@ fn parse_decimal(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_of_the_median() {
+        assert_eq!(parse_timeout_arg("250%"), Ok(TimeoutArg::Median(250.0)));
+        assert_eq!(parse_timeout_arg("150.5%"), Ok(TimeoutArg::Median(150.5)));
+        assert_eq!(parse_timeout_arg("2s"), Ok(TimeoutArg::Fixed(Duration::from_secs(2))));
+        for bad in ["0%", "-5%", "%", "x%", "inf%", "NaN%", "2000000%"] {
+            assert!(parse_timeout_arg(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_in_every_unit() {

@@ -832,3 +832,16 @@ fn env_is_accepted_and_every_variable_is_passed() {
         side_by_side(&env, &["--env", "HOME", "--env", "PATH", "echo $HOME", ":::", "x"], b"");
     assert_eq!(out, format!("{} x\n", std::env::var("HOME").unwrap()));
 }
+
+#[test]
+fn timeout_percent_of_the_median_as_gnu_parallel() {
+    let env = Env::new();
+    let script = "sleep {}; echo {}";
+    let args = ["-j1", "--timeout", "300%", script, ":::", "0.1", "0.1", "0.1", "5", "0.1"];
+    assert_eq!(side_by_side(&env, &args, b""), "0.1\n0.1\n0.1\n0.1\n");
+    assert_eq!(statuses(&env), ["succeeded", "succeeded", "succeeded", "timed_out", "succeeded"]);
+    // Not before three tasks have succeeded (parallel starts from the first).
+    let out = env.run(&["run", "-j1", "--timeout", "300%", script, ":::", "0.1", "1"]);
+    out.expect_code(0);
+    refused(&env, &["run", "--timeout", "0%", "echo", ":::", "a"], "--timeout");
+}

@@ -187,6 +187,7 @@ impl CommandPool {
                 },
                 retry_timeouts: true,
                 start_interval: Duration::ZERO,
+                median_timeout: None,
             },
             kill_grace: self.kill_grace,
             output_cap: self.output_limit,

@@ -59,7 +59,7 @@ pub(super) fn resume<'a>(
         .map_err(|e| anyhow!("run {run_id} holds {e}: give {} to resume it", e.option))?;
     // The tasks' own timeouts too, all of them by the lowest and the highest (the
     // valid ones are a range), before anything is changed or read page by page.
-    if args.timeout.is_none() {
+    if args.fixed_timeout().is_none() {
         for (task, secs) in store.unsucceeded_timeout_extremes(run_id)? {
             check_stored_timeout(run_id, task, secs)?;
         }
@@ -80,7 +80,7 @@ pub(super) fn resume<'a>(
         run: run_id,
         after: 0,
         read: 0,
-        timeout: args.timeout,
+        timeout: args.fixed_timeout(),
         retries: args.retries,
     };
     let mode = memory.as_ref().map(|m| m.mode().as_str());

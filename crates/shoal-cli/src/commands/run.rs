@@ -36,7 +36,7 @@ use crate::jobs::{self, MAX_JOBS};
 use crate::progress::Progress;
 use crate::reading::{self, Fit, Groups, InputSpec, PerTask, Read};
 use crate::template::{display, Tag, Template};
-use crate::units;
+use crate::units::{self, TimeoutArg};
 use crate::Exit;
 
 /// Waiting this long raises a task by one priority level.
@@ -66,6 +66,9 @@ pub(super) struct RunOptions {
     /// `--halt`, in its long form (`soon,fail=1`); `None` for never.
     #[serde(default)]
     pub(super) halt: Option<String>,
+    /// `--timeout N%`: N percent of the median duration of the succeeded tasks.
+    #[serde(default)]
+    pub(super) timeout_median: Option<f64>,
     /// `--delay`: the least seconds between two starts.
     #[serde(default)]
     pub(super) delay: Option<f64>,
@@ -93,7 +96,16 @@ impl RunOptions {
         };
         Ok(RunOptions {
             jobs,
-            timeout: secs(args.timeout).or(s.and_then(|s| s.timeout)),
+            // A --timeout given now, of either form, replaces both stored ones.
+            timeout: match args.timeout {
+                Some(_) => secs(args.fixed_timeout()),
+                None => s.and_then(|s| s.timeout),
+            },
+            timeout_median: match args.timeout {
+                Some(TimeoutArg::Median(percent)) => Some(percent),
+                Some(TimeoutArg::Fixed(_)) => None,
+                None => s.and_then(|s| s.timeout_median),
+            },
             kill_grace: secs(args.kill_grace).or(s.map(|s| s.kill_grace)).unwrap_or(2.0),
             retries: args.retries.or(s.map(|s| s.retries)).unwrap_or(0),
             retry_delay: secs(args.retry_delay).or(s.map(|s| s.retry_delay)).unwrap_or(1.0),
@@ -325,6 +337,7 @@ fn engine_config(
             },
             retry_timeouts: true,
             start_interval: options.delay.map_or(Duration::ZERO, Duration::from_secs_f64),
+            median_timeout: options.timeout_median.map(|percent| percent / 100.0),
         },
         kill_grace: Duration::from_secs_f64(options.kill_grace),
         output_cap: options.output_limit.max(PRINT_LIMIT) as usize,
@@ -414,6 +427,9 @@ impl RunOptions {
         }
         if let Some(timeout) = self.timeout.filter(|&t| units::timeout_seconds(t).is_none()) {
             return out_of("--timeout", units::show_seconds(timeout), units::TIMEOUT_RANGE);
+        }
+        if let Some(percent) = self.timeout_median.filter(|p| !(*p > 0.0 && *p <= 1e6)) {
+            return out_of("--timeout", format!("{percent}%"), "above 0% and at most 1000000%");
         }
         let delay = ("--delay", self.delay.unwrap_or(0.0));
         let durations =

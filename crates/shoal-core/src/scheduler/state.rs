@@ -4,7 +4,8 @@
 //! delayed for a retry → ready …). A running attempt past its deadline gets a
 //! [`Decision::Kill`]; when its end is reported, the kill reason decides the outcome.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 use super::queue::{ReadyQueue, TaskState};
@@ -39,6 +40,45 @@ pub struct SchedulerConfig {
     pub retry_timeouts: bool,
     /// The least time between two starts (GNU parallel's `--delay`); zero for none.
     pub start_interval: Duration,
+    /// A running attempt is timed out at this many times the median duration of the
+    /// succeeded ones (GNU parallel's `--timeout N%`), once [`MEDIAN_SAMPLES`] have
+    /// succeeded; its own timeout still applies.
+    pub median_timeout: Option<f64>,
+}
+
+/// Succeeded attempts needed before a [`SchedulerConfig::median_timeout`] applies.
+pub const MEDIAN_SAMPLES: usize = 3;
+
+/// The running median of the durations of succeeded attempts: the lower half in a
+/// max-heap, the upper half in a min-heap, O(log n) a sample.
+#[derive(Debug, Default)]
+struct Median {
+    lower: BinaryHeap<Duration>,
+    upper: BinaryHeap<Reverse<Duration>>,
+}
+
+impl Median {
+    fn add(&mut self, sample: Duration) {
+        if self.lower.peek().is_none_or(|&low| sample <= low) {
+            self.lower.push(sample);
+        } else {
+            self.upper.push(Reverse(sample));
+        }
+        // `lower` holds the middle one, or the lower of the middle two (as parallel).
+        if self.lower.len() > self.upper.len() + 1 {
+            self.upper.extend(self.lower.pop().map(Reverse));
+        } else if self.upper.len() > self.lower.len() {
+            self.lower.extend(self.upper.pop().map(|Reverse(d)| d));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lower.len() + self.upper.len()
+    }
+
+    fn get(&self) -> Option<Duration> {
+        self.lower.peek().copied()
+    }
 }
 
 /// What the driver must do now.
@@ -69,6 +109,7 @@ pub struct Verdict {
 #[derive(Debug)]
 struct Running {
     state: TaskState,
+    started: Duration,
     deadline: Option<Duration>,
     killing: Option<KillReason>,
 }
@@ -111,6 +152,8 @@ pub struct Scheduler {
     paused: bool,
     /// When the last attempt started (kept only under a `start_interval`).
     last_start: Option<Duration>,
+    /// Durations of the succeeded attempts (kept only under a `median_timeout`).
+    succeeded: Median,
 }
 
 impl Scheduler {
@@ -131,6 +174,7 @@ impl Scheduler {
             stopped: false,
             paused: false,
             last_start: None,
+            succeeded: Median::default(),
         }
     }
 
@@ -156,6 +200,16 @@ impl Scheduler {
             let run = self.slots[slot - 1].as_mut().expect("deadline of a running slot");
             run.killing = Some(KillReason::Timeout);
             out.push(Decision::Kill { slot, task: run.state.task, reason: KillReason::Timeout });
+        }
+        if let Some(limit) = self.median_limit() {
+            for (index, slot) in self.slots.iter_mut().enumerate() {
+                let Some(run) = slot.as_mut() else { continue };
+                if run.killing.is_none() && now >= run.started.saturating_add(limit) {
+                    run.killing = Some(KillReason::Timeout);
+                    let (slot, task) = (index + 1, run.state.task);
+                    out.push(Decision::Kill { slot, task, reason: KillReason::Timeout });
+                }
+            }
         }
         while self.delayed.first_key_value().is_some_and(|(&(at, _), _)| at <= now) {
             let (_, state) = self.delayed.pop_first().expect("checked above");
@@ -188,7 +242,7 @@ impl Scheduler {
                 self.last_key[index].clone_from(&state.meta.key);
             }
             out.push(Decision::Start { slot, task: state.task, attempt: state.attempts });
-            self.slots[index] = Some(Running { state, deadline, killing: None });
+            self.slots[index] = Some(Running { state, started: now, deadline, killing: None });
         }
     }
 
@@ -213,6 +267,9 @@ impl Scheduler {
             (Some(KillReason::Cancel), _) => AttemptOutcome::Cancelled,
         };
         let (task, attempt) = (run.state.task, run.state.attempts);
+        if outcome == AttemptOutcome::Succeeded && self.config.median_timeout.is_some() {
+            self.succeeded.add(now.saturating_sub(run.started));
+        }
         let retry = outcome.is_retryable()
             && (outcome != AttemptOutcome::TimedOut || self.config.retry_timeouts)
             && attempt <= run.state.meta.retries
@@ -352,7 +409,21 @@ impl Scheduler {
         let free_slot = (0..self.open_slots).any(|i| self.slots[i].is_none() && !self.closed[i]);
         let can_start = !self.stopped && !self.paused && free_slot && self.ready.len() > 0;
         let paced = self.paced_until().filter(|_| can_start);
-        deadline.into_iter().chain(retry).chain(paced).min()
+        let median = self.median_limit().and_then(|limit| {
+            let unkilled = self.slots.iter().flatten().filter(|run| run.killing.is_none());
+            unkilled.map(|run| run.started.saturating_add(limit)).min()
+        });
+        deadline.into_iter().chain(retry).chain(paced).chain(median).min()
+    }
+
+    /// Under a `median_timeout` with enough samples: how long an attempt may run.
+    fn median_limit(&self) -> Option<Duration> {
+        let factor = self.config.median_timeout?;
+        if self.succeeded.len() < MEDIAN_SAMPLES {
+            return None;
+        }
+        let median = self.succeeded.get()?;
+        Some(Duration::try_from_secs_f64(median.as_secs_f64() * factor).unwrap_or(Duration::MAX))
     }
 
     /// Under a `start_interval`: the earliest time the next attempt may start.
@@ -397,6 +468,7 @@ mod tests {
             backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(8) },
             retry_timeouts: true,
             start_interval: Duration::ZERO,
+            median_timeout: None,
         }
     }
 
@@ -503,6 +575,36 @@ mod tests {
         assert_eq!(s.next_wakeup(), Some(Duration::from_secs(4)));
         assert_eq!(started(poll(&mut s, Duration::from_secs(3))), 0);
         assert_eq!(started(poll(&mut s, Duration::from_secs(4))), 1);
+    }
+
+    #[test]
+    fn the_median_of_succeeded_attempts_times_out_the_slow_ones() {
+        let mut s = Scheduler::new(SchedulerConfig { median_timeout: Some(2.0), ..config(2) });
+        let secs = Duration::from_secs;
+        submit_plain(&mut s, 1..=6);
+        poll(&mut s, secs(0));
+        // Slot 2's attempt runs on; three succeed on slot 1 in 1, 3 and 2 seconds.
+        let mut now = secs(0);
+        for took in [1, 3] {
+            now += secs(took);
+            s.attempt_ended(1, AttemptOutcome::Succeeded, now);
+            assert!(poll(&mut s, now).iter().all(|d| matches!(d, Decision::Start { .. })));
+            assert_eq!(s.next_wakeup(), None, "not enough samples yet");
+        }
+        now += secs(2);
+        s.attempt_ended(1, AttemptOutcome::Succeeded, now);
+        // The median is 2s, so 4s a run: task 2 (started at 0) is past it.
+        assert_eq!(s.next_wakeup(), Some(secs(4)));
+        let out = poll(&mut s, now);
+        let kill = Decision::Kill { slot: 2, task: 2, reason: KillReason::Timeout };
+        assert_eq!(out, vec![kill, Decision::Start { slot: 1, task: 5, attempt: 1 }]);
+        assert_eq!(s.next_wakeup(), Some(now + secs(4)), "task 5's limit");
+        let v = s.attempt_ended(2, AttemptOutcome::Crashed { signal: 15 }, now);
+        assert_eq!(v.final_status, Some(TaskStatus::TimedOut));
+        // The median of 1, 2, 3, 4 is the lower middle one, as parallel's.
+        let mut median = Median::default();
+        [4, 1, 3, 2].into_iter().for_each(|n| median.add(secs(n)));
+        assert_eq!(median.get(), Some(secs(2)));
     }
 
     #[test]
