@@ -317,6 +317,12 @@ pub struct ControlArgs {
     /// already (parallel's --env copies variables to remote hosts).
     #[arg(long = "env", value_name = "VAR")]
     pub env: Vec<String>,
+
+    /// GNU parallel's --resume-failed: with the command of a run in the store (its
+    /// latest such run), resume it: the tasks that succeeded are skipped, the others
+    /// run again, inputs as stored; with a command no run has had, a new run.
+    #[arg(long, conflicts_with_all = ["resume", "dry_run"])]
+    pub resume_failed: bool,
 }
 
 /// Options of `shoal runs`.

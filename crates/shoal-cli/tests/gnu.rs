@@ -845,3 +845,43 @@ fn timeout_percent_of_the_median_as_gnu_parallel() {
     out.expect_code(0);
     refused(&env, &["run", "--timeout", "0%", "echo", ":::", "a"], "--timeout");
 }
+
+#[test]
+fn resume_failed_reruns_the_failed_tasks_of_the_same_command_as_gnu_parallel() {
+    let (env, reference) = (Env::new(), Env::new());
+    let args = ["--joblog", "log", "-k", "echo {}; exit {}", ":::", "0", "3", "0"];
+    let twice = |command: &dyn Fn(&[&str]) -> Command| {
+        let first = run_command(command(&args), None);
+        let again = run_command(command(&[&["--resume-failed"], &args[..]].concat()), None);
+        [first, again].map(|out| (out.code(), out.stdout))
+    };
+    let shoal = twice(&|args| env.command(&[&["run", "--no-progress"], args].concat()));
+    let parallel = twice(&|args| {
+        let mut parallel = common::gnu_parallel();
+        parallel.args(args).current_dir(reference.path());
+        parallel
+    });
+    assert_eq!(shoal, parallel);
+    assert_eq!(shoal[1], (1, "3\n".to_owned()), "only the failed task ran again");
+    // The job log has the rerun's line added, as parallel's.
+    let log = |env: &Env| -> Vec<Vec<String>> {
+        let text = std::fs::read_to_string(env.path().join("log")).unwrap();
+        let columns = |line: &str| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            [0, 6, 8].map(|i| fields[i].to_owned()).to_vec()
+        };
+        text.lines().map(columns).collect()
+    };
+    assert_eq!(log(&env), log(&reference));
+    // Shoal resumed the run in its store rather than starting another.
+    assert_eq!(env.runs().len(), 1);
+    assert_eq!(statuses(&env), ["succeeded", "failed", "succeeded"]);
+
+    // Another command is another run, run whole; no store yet is the same.
+    let out = env.run(&["run", "--resume-failed", "echo", ":::", "x"]);
+    assert_eq!((out.code(), out.stdout.as_str()), (0, "x\n"));
+    assert_eq!(env.runs().len(), 2);
+    let fresh = Env::new();
+    let out = fresh.run(&["run", "--resume-failed", "echo", ":::", "y"]);
+    assert_eq!((out.code(), out.stdout.as_str()), (0, "y\n"));
+}

@@ -36,7 +36,9 @@ pub(super) fn resume<'a>(
         || args.input.multiple
         || args.input.context_replace
         || args.input.max_chars.is_some();
-    if !args.command.is_empty() || args.tasks.is_some() || input_options {
+    // `--resume-failed` was given the command line of the run it resumes.
+    let retyped = args.control.resume_failed;
+    if !retyped && (!args.command.is_empty() || args.tasks.is_some() || input_options) {
         bail!("--resume takes the command and the inputs from the store: give only options");
     }
     let run_id = match run {

@@ -140,7 +140,10 @@ pub(super) struct Planned {
 }
 
 /// Runs `shoal run`.
-pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
+pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
+    if args.control.resume_failed {
+        args.resume = run_of_the_same_command(address, &args.command)?.map(Some);
+    }
     if let Some(path) = address.path().filter(|path| args.resume.is_some() && !path.exists()) {
         bail!("no store at {} to resume a run from (--store names another)", path.display());
     }
@@ -319,6 +322,20 @@ pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
         0 => Exit::TasksFailed,
         signal => Exit::Interrupted(signal),
     })
+}
+
+/// `--resume-failed`: the latest run of the store with these command words (those
+/// before the inputs), if any.
+fn run_of_the_same_command(
+    address: &StoreAddress,
+    words: &[String],
+) -> anyhow::Result<Option<i64>> {
+    let (command, _, _) = inputs::split_command(words.to_vec())?;
+    if address.path().is_some_and(|path| !path.exists()) {
+        return Ok(None);
+    }
+    let runs = Store::open(address)?.runs()?;
+    Ok(runs.iter().filter(|run| run.command == command).map(|run| run.id).max())
 }
 
 /// The engine's settings for a run.
