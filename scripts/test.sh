@@ -14,6 +14,9 @@ need=()
 command -v parallel >/dev/null || need+=(parallel)
 command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)
+# `shoal man` is checked by rendering it with groff and man.
+command -v groff >/dev/null || need+=(groff-base)
+command -v man >/dev/null || need+=(man-db)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

@@ -51,6 +51,31 @@ pub enum Command {
     /// The store itself: `shoal store init` creates its tables.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// A task's output and every attempt of it: `shoal logs [RUN] TASK`.
+    Logs(LogsArgs),
+    /// A completion script for a shell: `source <(shoal completions bash)`.
+    Completions(CompletionsArgs),
+    /// The manual page, in roff: `shoal man | man -l -`.
+    Man,
+}
+
+/// Options of `shoal logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The run (default: the last one), then the task: `shoal logs 3 17`, `shoal logs 17`.
+    #[arg(value_name = "RUN", required = true, num_args = 1..=2)]
+    pub ids: Vec<i64>,
+    /// Every attempt as a JSON line, with its output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `shoal completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 /// The subcommands of `shoal store`.
@@ -161,6 +186,10 @@ pub struct RunArgs {
     /// Never show the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// No summary line at the end, and no progress bar (errors are still said).
+    #[arg(long, conflicts_with = "progress")]
+    pub quiet: bool,
 
     /// Read tasks from a JSON-lines file: {"args": [...], "priority": 1, "cost": 2.5,
     /// "key": "k", "timeout": 10, "retries": 2}.
@@ -339,10 +368,13 @@ pub struct ResultsArgs {
     /// The run (default: the last one).
     #[arg(long, value_name = "ID")]
     pub run: Option<i64>,
-    /// Only tasks in this status: queued, running, succeeded, failed, timed_out,
-    /// crashed, memory_exceeded, cancelled.
-    #[arg(long, value_name = "S")]
-    pub status: Option<String>,
+    /// Only tasks in these statuses (`failed,timed_out`; repeatable): queued, running,
+    /// succeeded, failed, timed_out, crashed, memory_exceeded, cancelled.
+    #[arg(long, value_name = "S,...", value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// Only this task (repeatable).
+    #[arg(long = "task", value_name = "N")]
+    pub tasks: Vec<u64>,
     /// One JSON object per task and line, with the captured output.
     #[arg(long)]
     pub json: bool,

@@ -66,7 +66,13 @@ where
         .try_init();
     let status = match Cli::try_parse_from(args) {
         // What clap's exit() does, without the exit: help and version on stdout
-        // (status 0), a usage error on stderr (status 2).
+        // (status 0), a usage error on stderr (status 2), with shoal's prefix as
+        // every other error has.
+        Err(err) if err.use_stderr() => {
+            let text = err.render().to_string();
+            note!("shoal: {}", text.trim_end());
+            err.exit_code() as u8
+        }
         Err(err) => {
             let _ = err.print();
             err.exit_code() as u8
@@ -162,5 +168,8 @@ fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
         Command::Jobs(args) => commands::control::jobs(store, args),
         Command::Watch(args) => commands::watch::watch(store, args),
         Command::Store(StoreCommand::Init) => commands::store::init(store).map(|()| Exit::Success),
+        Command::Logs(args) => commands::logs::logs(store, args).map(|()| Exit::Success),
+        Command::Completions(args) => commands::manual::completions(args).map(|()| Exit::Success),
+        Command::Man => commands::manual::man().map(|()| Exit::Success),
     }
 }

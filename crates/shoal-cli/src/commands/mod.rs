@@ -1,11 +1,14 @@
 //! The subcommands of `shoal`, one file each (`report` holds the read-only ones,
-//! `control` the ones that steer a live run, `watch` follows one, `store` manages the
-//! store itself).
+//! `logs` one task's attempts, `control` the ones that steer a live run, `watch`
+//! follows one, `store` manages the store itself, `manual` prints the completion
+//! scripts and the manual page).
 
 pub mod control;
 mod dry_run;
 mod feed;
 mod joblog;
+pub mod logs;
+pub mod manual;
 mod printer;
 pub mod report;
 mod resume;

@@ -62,17 +62,26 @@ fn total_so_far(run: &RunSummary) -> String {
 
 /// `shoal results`.
 pub fn results(address: &StoreAddress, args: ResultsArgs) -> anyhow::Result<()> {
-    let status = match &args.status {
-        None => None,
-        Some(name) => Some(TaskStatus::parse(name).with_context(|| {
-            let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown status '{name}': use one of {}", names.join(", "))
-        })?),
-    };
+    let statuses =
+        args.status.iter().map(|name| parse_status(name)).collect::<Result<Vec<_>, _>>()?;
     let store = open_existing(address)?;
     let run = pick_run(&store, args.run)?;
     store.run(run)?;
-    let tasks = store.tasks(run, status)?;
+    // One status is filtered by the store; several, here.
+    let mut tasks = match statuses.as_slice() {
+        [one] => store.tasks(run, Some(*one))?,
+        _ => store.tasks(run, None)?,
+    };
+    tasks.retain(|t| statuses.is_empty() || statuses.contains(&t.status));
+    if !args.tasks.is_empty() {
+        if let Some(missing) = args.tasks.iter().find(|&&n| !tasks.iter().any(|t| t.task == n)) {
+            // Not there at all, or not in the statuses asked for.
+            if !store.tasks(run, None)?.iter().any(|t| t.task == *missing) {
+                bail!("run {run} has no task {missing}");
+            }
+        }
+        tasks.retain(|t| args.tasks.contains(&t.task));
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         for task in &tasks {
@@ -100,8 +109,16 @@ pub fn results(address: &StoreAddress, args: ResultsArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A status by its name, or an error that lists the names.
+pub(super) fn parse_status(name: &str) -> anyhow::Result<TaskStatus> {
+    TaskStatus::parse(name).with_context(|| {
+        let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown status '{name}': use one of {}", names.join(", "))
+    })
+}
+
 /// How a task's last attempt ended, in a few characters.
-fn exit_text(task: &TaskRecord) -> String {
+pub(super) fn exit_text(task: &TaskRecord) -> String {
     match (task.exit_code, task.signal) {
         (_, Some(signal)) => signal_name(signal),
         (Some(code), None) => code.to_string(),

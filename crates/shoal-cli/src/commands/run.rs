@@ -169,7 +169,7 @@ pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
 
     let force = if args.progress {
         Some(true)
-    } else if args.no_progress {
+    } else if args.no_progress || args.quiet {
         Some(false)
     } else {
         None
@@ -305,12 +305,14 @@ pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
     progress.finish();
 
     let finished = std::mem::take(&mut *recorded.lock().unwrap_or_else(|e| e.into_inner()));
-    if total == 0 && skipped == 0 {
-        note!("shoal: run {run_id}: no inputs, nothing to run");
-    } else {
-        let unrecorded = total.saturating_sub(finished.values().sum());
-        let took = started.elapsed();
-        note!("{}", summary(run_id, &finished, skipped, unrecorded, took, Resumable::Yes));
+    let unrecorded = total.saturating_sub(finished.values().sum());
+    let took = started.elapsed();
+    match (args.quiet, total + skipped) {
+        (true, _) => {}
+        (false, 0) => note!("shoal: run {run_id}: no inputs, nothing to run"),
+        (false, _) => {
+            note!("{}", summary(run_id, &finished, skipped, unrecorded, took, Resumable::Yes))
+        }
     }
     if let Some(e) = input_failed {
         bail!("{e:#}; run {run_id} ran the {total} tasks read before it, and no more");
