@@ -807,7 +807,9 @@ fn workdir_runs_each_task_in_its_directory_as_gnu_parallel() {
     assert_eq!(out, ".\n");
     // A directory that is not there: refused before anything runs when it is one for
     // all; the task fails to start, saying where, when it is the task's own.
+    let runs = env.runs().len();
     refused(&env, &["run", "--wd", "nowhere", "pwd", ":::", "a"], "--workdir nowhere");
+    assert_eq!(env.runs().len(), runs, "nothing recorded");
     let out = env.run(&["run", "--wd", "in/{}", "pwd", ":::", "c"]);
     out.expect_code(1);
     assert!(out.stderr.contains("cannot run 'pwd' in in/c"), "{}", out.stderr);

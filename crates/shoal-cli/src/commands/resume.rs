@@ -76,6 +76,7 @@ pub(super) fn resume<'a>(
             format!("run {run_id} ran in {}, which cannot be entered now", resumed.cwd)
         })?;
     }
+    options.check_workdir()?;
     let template = options.template(&resumed.command)?;
     let pages = Pages {
         store,

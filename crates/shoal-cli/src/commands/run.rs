@@ -435,6 +435,12 @@ impl RunOptions {
         check_nice(self.nice)
     }
 
+    /// Refuses a `--workdir` without replacement strings that is not a directory
+    /// (relative to the current directory: a resume's, once it has entered the run's).
+    pub(super) fn check_workdir(&self) -> anyhow::Result<()> {
+        self.workdir.as_deref().map(Workdir::parse).transpose().map(|_| ())
+    }
+
     /// Refuses values the command line would refuse. Options parsed now are in range;
     /// these may come from a store that an older shoal wrote.
     pub(super) fn check_ranges(&self) -> Result<(), OutOfRange> {
@@ -575,6 +581,7 @@ pub(super) fn parse(args: &RunArgs) -> anyhow::Result<Parsed> {
     }
     let options = RunOptions::resolve(args, None, None)?;
     options.check_machine()?;
+    options.check_workdir()?;
     let mut template = options.template(&command)?;
     let fits = input.multiple || input.context_replace;
     let rows = input.max_replace_args.or(input.max_args);
