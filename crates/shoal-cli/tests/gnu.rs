@@ -722,7 +722,7 @@ fn halt_stops_the_run_and_exits_as_gnu_parallel() {
 #[test]
 fn halt_soon_lets_running_tasks_finish_and_now_stops_them() {
     let env = Env::new();
-    let tasks = ["sleep 0.2; exit 7", "sleep 1; echo finished", "sleep 1; exit 4", "echo not run"];
+    let tasks = ["sleep 0.2; exit 7", "sleep 2; echo finished", "sleep 2; exit 4", "echo not run"];
     let mut args = vec!["-j3", "--halt", "soon,fail=1", "sh", "-c", "{}", ":::"];
     args.extend_from_slice(&tasks);
     assert_eq!(side_by_side(&env, &args, b""), "finished\n");
