@@ -250,8 +250,9 @@ class Stream:
                 else:
                     fail_items(self._sink, (index,), input_error)
                 index += 1
-            elif self._stopped and not exhausted:
-                # Items never taken: say so rather than end an iteration silently.
+            elif self._stopped and not exhausted and (self._total is None or index < self._total):
+                # Items never taken: say so rather than end an iteration silently. (A known
+                # total tells the last item was taken even before an empty chunk did.)
                 fail_items(self._sink, (index,), self._cancelled_error())
                 index += 1
         finally:
