@@ -518,6 +518,10 @@ for name in ["loky", "pebble", "cloudpickle", "shoal"]:
         out[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         continue
     if name == "shoal":
+        # Compiled as `pip install` compiles them: an editable install (maturin develop)
+        # under PYTHONDONTWRITEBYTECODE would compile them again in every worker started.
+        import compileall, os
+        compileall.compile_dir(os.path.dirname(m.__file__), quiet=1)
         for attr in ("Pool", "ProcessPoolExecutor"):  # shoal imports these lazily
             try:
                 getattr(m, attr)

@@ -11,7 +11,8 @@ what they carry), and heartbeats.
 What must hold:
 - Start is on the critical path of `Pool(...)` to the first result: import only what
   the protocol needs; cloudpickle, traceback and shoal's errors load when a task needs
-  them. `shoal/__init__.py` is lazy for the same reason.
+  them. `shoal/__init__.py` is lazy for the same reason. Threads and locks come from
+  `_thread`: `threading` costs a worker a millisecond or more at start.
 - Exactly one frame at a time on the socket: every send takes `_Channel.lock`, which the
   main thread (Results, InitDone, Bye) and the watcher thread (Heartbeats) share.
 - The engine gone means exit at once: end of file between frames, a hang-up seen by the
@@ -30,8 +31,8 @@ import os
 import select
 import struct
 import sys
-import threading
 import time
+from _thread import allocate_lock, start_new_thread
 from _signal import SIGKILL  # not `signal`, whose enums import `enum` at worker start
 
 from shoal import _payload, _sharing
@@ -219,7 +220,7 @@ class _Channel:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.lock = threading.Lock()
+        self.lock = allocate_lock()
         self.closed = False
         self._buf = b""
         self._pos = 0
@@ -507,6 +508,31 @@ def _result_frame(task: int, attempt: int, ok: bool, data: bytes, tb: str) -> by
     return result(task, attempt, ok, data, tb)
 
 
+class _Wake:
+    """threading.Event's set, clear and wait, from one lock (threading is not imported
+    at start): the lock is free while the flag is set. One thread waits and clears."""
+
+    def __init__(self) -> None:
+        self._lock = allocate_lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # already set
+            pass
+
+    def clear(self) -> None:
+        self._lock.acquire(False)
+
+    def wait(self) -> None:
+        self._lock.acquire()
+        try:
+            self._lock.release()  # still set after the wait, as an Event
+        except RuntimeError:  # a `set` between the two freed it already
+            pass
+
+
 class _Held:
     """The Results of finished Runs not sent yet, and the flusher thread that sends them
     when the main thread has moved on to a Run that is not quick.
@@ -523,8 +549,8 @@ class _Held:
         self.channel = channel
         self.held: list[bytes] = []
         self.armed = False  # a plain flag: read before every Run, so kept cheap
-        self._sending = threading.Lock()
-        self._wake = threading.Event()
+        self._sending = allocate_lock()
+        self._wake = _Wake()
         self._started = False
 
     def send(self) -> None:
@@ -542,7 +568,7 @@ class _Held:
     def arm(self) -> None:
         if not self._started:
             self._started = True
-            threading.Thread(target=self._flush_late, name="shoal-flusher", daemon=True).start()
+            start_new_thread(self._flush_late, ())
         self.armed = True
         self._wake.set()
 
@@ -623,9 +649,7 @@ def serve(channel: _Channel) -> None:
             f"Welcome names protocol version {version}; "
             f"this worker speaks version {PROTOCOL_VERSION}"
         )
-    threading.Thread(
-        target=_watch, args=(channel, heartbeat_ms), name="shoal-heartbeat", daemon=True
-    ).start()
+    start_new_thread(_watch, (channel, heartbeat_ms))
     _configure(config)
     runner = _Runner()
     initialized = ran = False

@@ -303,7 +303,9 @@ class _Submitting:
 
     # ----- the machinery -----
 
-    def _chunker(self, chunksize: int | None, total: int | None) -> _stream.Chunker:
+    def _chunker(
+        self, chunksize: int | None, total: int | None, probe: bool = False
+    ) -> _stream.Chunker:
         if chunksize is None and self._options.timeout is not None:
             chunksize = 1  # each call gets its own timeout
         if self._core.recording:
@@ -313,7 +315,7 @@ class _Submitting:
             chunksize = 1
         workers = self._core.workers
         limit = math.ceil(total / (4 * workers)) if total else 1024
-        return _stream.Chunker(chunksize, limit)
+        return _stream.Chunker(chunksize, limit, workers if probe else None)
 
     def _map_async(self, func, iterable, star, chunksize, callback, error_callback) -> MapResult:
         self._owner._check_running()
@@ -325,7 +327,7 @@ class _Submitting:
         if total == 0:
             result.end(0)
             return result
-        chunker = self._chunker(chunksize, total)
+        chunker = self._chunker(chunksize, total, probe=True)
         stream = _stream.Stream(
             self._core,
             func,

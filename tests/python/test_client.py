@@ -153,6 +153,36 @@ def test_adaptive_chunks_never_batch_long_items():
     assert chunker.next_size() == 1
 
 
+def test_a_map_whose_first_item_is_tiny_goes_straight_to_full_chunks():
+    chunker = _stream.Chunker(None, limit=2500, probes=2)
+    # One single item per worker until the first is done.
+    assert chunker.next_size() == 1
+    assert (chunker.room(0), chunker.room(1), chunker.room(2)) == (2, 1, 0)
+    chunker.observe(1, 20e-6)  # mostly the chunk's fixed cost
+    assert chunker.room(1) is None  # the stream's window bounds it again
+    assert chunker.next_size() == 2500
+    chunker.observe(1, 30e-6)  # the other worker's
+    assert chunker.next_size() == 2500
+    chunker.observe(2500, 2500 * 0.2e-6)
+    assert chunker.next_size() == 2500
+    for _ in range(8):  # the items turn slow: the sizes follow them down
+        chunker.observe(10, 10 * 0.002)
+    assert chunker.next_size() == 2
+
+
+def test_a_map_whose_first_item_is_not_tiny_earns_its_chunks():
+    chunker = _stream.Chunker(None, limit=25, probes=2)
+    chunker.observe(1, 0.005)  # a skewed map's: never batched
+    assert chunker.next_size() == 1
+    chunker = _stream.Chunker(None, limit=2500, probes=2)
+    chunker.observe(1, 0.0002)  # over TINY_SECONDS
+    assert chunker.next_size() == _stream.GROWTH
+    chunker = _stream.Chunker(None, limit=2500)  # no probes (imap): always the ramp
+    assert chunker.room(0) is None
+    chunker.observe(1, 20e-6)
+    assert chunker.next_size() == _stream.GROWTH
+
+
 def test_explicit_chunk_sizes_are_kept():
     chunker = _stream.Chunker(7, limit=2)
     chunker.observe(7, 1e-6)

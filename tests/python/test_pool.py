@@ -367,6 +367,8 @@ def test_bad_arguments_are_refused_clearly(kwargs, error, message):
     assert worker_children() == []
 
 
+# pytest catches a thread's exception before it reaches stderr: fail on it instead.
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize("chunksize", [1, 2, None])
 def test_a_starmap_item_that_is_not_a_tuple_fails_as_a_typeerror(pool, chunksize, capfd):
     with pytest.raises(TypeError, match="after \\* must be an iterable"):

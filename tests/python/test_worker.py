@@ -588,3 +588,16 @@ def test_heartbeats_and_results_never_interleave(engine):
     for task in range(1, 41):
         message = engine.recv(timeout=20)
         assert message[:4] == ("result", task, 1, True)
+
+
+def test_a_worker_starts_without_the_modules_that_slow_its_start():
+    # A worker's start is on the path of Pool(...) to its first result: threading (and
+    # typing, cloudpickle, traceback) cost it milliseconds; each loads only when a task
+    # needs it.
+    heavy = ["threading", "typing", "cloudpickle", "traceback", "shoal.errors"]
+    code = (
+        "import sys; from shoal._worker import main; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
