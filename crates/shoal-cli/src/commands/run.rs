@@ -108,6 +108,9 @@ pub(super) struct Planned {
 
 /// Runs `shoal run`.
 pub fn run(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
+    if args.detach {
+        return super::submit::detach(address, args);
+    }
     if let Some(path) = address.path().filter(|path| args.resume.is_some() && !path.exists()) {
         bail!("no store at {} to resume a run from (--store names another)", path.display());
     }

@@ -256,40 +256,64 @@ impl Agent {
 
     /// Draining: the agent claims no more (its running tasks finish).
     pub fn drain(&self) -> Result<()> {
-        self.set_state("draining", false)
+        self.set_state("draining")
     }
 
-    /// Stopped: the heartbeat ends and the lease is released. Whatever the agent
-    /// still held is rescued by the others at once.
+    /// Stopped: the heartbeat ends, the tasks it still holds (claimed but not run:
+    /// call it once its writer has finished) are given back, and its lease is
+    /// released. On a connection of its own, so that a claim stuck in the shared one
+    /// cannot hold it up.
     pub fn stop(&self) -> Result<()> {
-        if let Some((stop, thread)) = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()).take()
+        if let Some((stop, thread)) =
+            self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()).take()
         {
             drop(stop);
             let _ = thread.join();
         }
-        self.set_state("stopped", true)
+        let mut client = schema::connect(&self.address, &self.url)?;
+        give_back(&self.address, &mut client, self.id, &[])?;
+        client
+            .execute(
+                &format!(
+                    "UPDATE agents SET state = 'stopped', expires_at = {NOW}
+                     WHERE id = $1 AND state IN ('running', 'draining')"
+                ),
+                &[&self.id],
+            )
+            .map_err(db(&self.address, "stop an agent"))?;
+        Ok(())
     }
 
-    fn set_state(&self, state: &str, expire: bool) -> Result<()> {
+    fn set_state(&self, state: &str) -> Result<()> {
         let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if guard.0 .0.is_closed() {
             let mut client = schema::connect(&self.address, &self.url)?;
             let claim = prepare_claim(&self.address, &mut client)?;
             *guard = (DebugClient(client), claim);
         }
-        let expiry = if expire { format!(", expires_at = {NOW}") } else { String::new() };
         guard
             .0
              .0
             .execute(
-                &format!(
-                    "UPDATE agents SET state = $2{expiry}
-                     WHERE id = $1 AND state IN ('running', 'draining')"
-                ),
+                "UPDATE agents SET state = $2 WHERE id = $1 AND state IN ('running', 'draining')",
                 &[&self.id, &state],
             )
             .map_err(db(&self.address, "change an agent's state"))?;
         Ok(())
+    }
+
+    /// Gives back the tasks the store says this agent runs but that are not in
+    /// `known` (run, task, attempt): a claim that committed while its answer was lost
+    /// with the connection. Their attempts are closed `interrupted`; they are queued
+    /// again without spending a retry. How many.
+    pub fn release_unknown(&self, known: &[(i64, TaskId, u32)]) -> Result<u64> {
+        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.0 .0.is_closed() {
+            let mut client = schema::connect(&self.address, &self.url)?;
+            let claim = prepare_claim(&self.address, &mut client)?;
+            *guard = (DebugClient(client), claim);
+        }
+        give_back(&self.address, &mut guard.0 .0, self.id, known)
     }
 
     /// Rescues the tasks of lost agents now (see the module doc); how many.
@@ -301,7 +325,8 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some((stop, thread)) = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()).take()
+        if let Some((stop, thread)) =
+            self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()).take()
         {
             drop(stop);
             let _ = thread.join();
@@ -350,8 +375,10 @@ fn heartbeat(
 fn sweep(address: &StoreAddress, client: &mut Client) -> Result<u64> {
     let fail = db(address, "rescue the tasks of lost agents");
     let mut tx = client.transaction().map_err(&fail)?;
-    let locked: bool =
-        tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RESCUE_LOCK]).map_err(&fail)?.get(0);
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RESCUE_LOCK])
+        .map_err(&fail)?
+        .get(0);
     if !locked {
         return Ok(0);
     }
@@ -400,6 +427,50 @@ fn sweep(address: &StoreAddress, client: &mut Client) -> Result<u64> {
     }
     tx.commit().map_err(&fail)?;
     Ok(rows.len() as u64)
+}
+
+/// Gives back the running tasks of agent `agent` that are not in `known`: their
+/// attempts closed `interrupted`, the tasks queued again without spending a retry.
+fn give_back(
+    address: &StoreAddress,
+    client: &mut Client,
+    agent: i64,
+    known: &[(i64, TaskId, u32)],
+) -> Result<u64> {
+    let runs: Vec<i64> = known.iter().map(|k| k.0).collect();
+    let tasks: Vec<i64> = known.iter().map(|k| k.1 as i64).collect();
+    let attempts: Vec<i64> = known.iter().map(|k| i64::from(k.2)).collect();
+    let fail = db(address, "give back an agent's tasks");
+    let mut tx = client.transaction().map_err(&fail)?;
+    let n = tx
+        .execute(
+            &format!(
+                "WITH gone AS (
+                   SELECT t.run_id, t.task, t.attempts FROM tasks t
+                   WHERE t.agent = $1 AND t.status = 'running'
+                     AND NOT EXISTS (
+                       SELECT 1 FROM unnest($2::bigint[], $3::bigint[], $4::bigint[])
+                                AS k(run_id, task, attempt)
+                       WHERE k.run_id = t.run_id AND k.task = t.task
+                         AND k.attempt = t.attempts)),
+                 closed AS (
+                   UPDATE attempts a SET ended_at = {NOW}, outcome = 'interrupted',
+                          stderr = convert_to('given back unrun by its agent', 'UTF8')
+                   FROM gone g
+                   WHERE a.run_id = g.run_id AND a.task = g.task
+                     AND a.attempt = g.attempts AND a.ended_at IS NULL)
+                 UPDATE tasks t SET status = 'queued', rescues = t.rescues + 1,
+                        owner = NULL, changed = nextval('changes')
+                 FROM gone g WHERE t.run_id = g.run_id AND t.task = g.task"
+            ),
+            &[&agent, &runs, &tasks, &attempts],
+        )
+        .map_err(&fail)?;
+    if n > 0 {
+        notify(address, &mut tx)?;
+    }
+    tx.commit().map_err(&fail)?;
+    Ok(n)
 }
 
 /// Says that tasks became claimable (one notification per transaction, whatever the

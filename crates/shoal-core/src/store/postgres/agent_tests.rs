@@ -91,9 +91,10 @@ fn record(agent: &Agent, events: Vec<StoreEvent>) -> Vec<Rejected> {
 
 fn statuses(db: &mut Db, run: i64) -> Vec<(i64, String, i64)> {
     db.client
-        .query("SELECT task, status, attempts FROM shoal.tasks WHERE run_id = $1 ORDER BY task", &[
-            &run,
-        ])
+        .query(
+            "SELECT task, status, attempts FROM shoal.tasks WHERE run_id = $1 ORDER BY task",
+            &[&run],
+        )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -103,7 +104,10 @@ fn statuses(db: &mut Db, run: i64) -> Vec<(i64, String, i64)> {
 fn expire(db: &Db, agent: &Agent) {
     Cluster::shared().sql(
         &db.name,
-        &format!("UPDATE shoal.agents SET expires_at = expires_at - 3600 WHERE id = {}", agent.id()),
+        &format!(
+            "UPDATE shoal.agents SET expires_at = expires_at - 3600 WHERE id = {}",
+            agent.id()
+        ),
     );
 }
 
@@ -207,10 +211,7 @@ fn a_late_completion_is_rejected_and_recorded_and_the_rerun_stands() {
     assert!(record(&new, vec![ended(&second, AttemptOutcome::Succeeded)]).is_empty());
     // The old agent's result arrives after all: rejected, recorded, nothing changed.
     let late = record(&old, vec![ended(&first, AttemptOutcome::Failed { exit_code: 3 })]);
-    assert_eq!(
-        late,
-        vec![Rejected { run, task: 1, attempt: 1, status: TaskStatus::Failed }]
-    );
+    assert_eq!(late, vec![Rejected { run, task: 1, attempt: 1, status: TaskStatus::Failed }]);
     assert_eq!(statuses(&mut db, run), vec![(1, "succeeded".into(), 2)]);
     let rows = db
         .client
@@ -294,4 +295,45 @@ fn a_shared_run_lives_without_its_submitter_once_its_input_is_closed() {
     // A run submitted whole, not yet run: alive with no one holding it.
     let waiting = shared_run(&db, 1);
     assert_eq!(store.run(waiting).unwrap().status, RunStatus::Running);
+}
+
+#[test]
+fn claims_an_agent_does_not_hold_are_given_back_without_spending_a_retry() {
+    let mut db = fresh();
+    let run = shared_run(&db, 3);
+    let agent = Agent::register(&db.address, "a", 3, STILL).unwrap();
+    let claimed = agent.claim(3, &[]).unwrap();
+    // The answer of a claim was lost: the agent knows only task 1.
+    let known = [(claimed[0].run, claimed[0].task, claimed[0].attempt)];
+    assert_eq!(agent.release_unknown(&known).unwrap(), 2);
+    assert_eq!(
+        statuses(&mut db, run),
+        vec![(1, "running".into(), 1), (2, "queued".into(), 1), (3, "queued".into(), 1)]
+    );
+    let rescues: i64 =
+        db.client.query_one("SELECT sum(rescues)::bigint FROM shoal.tasks", &[]).unwrap().get(0);
+    assert_eq!(rescues, 2, "given back without spending a retry");
+    // Stopped, it gives back what it holds and releases its lease.
+    agent.stop().unwrap();
+    assert_eq!(statuses(&mut db, run).iter().filter(|t| t.1 == "queued").count(), 3);
+    let (state, expired): (String, bool) = {
+        let row = db
+            .client
+            .query_one(
+                "SELECT state, expires_at <= extract(epoch from clock_timestamp())
+                 FROM shoal.agents",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((state.as_str(), expired), ("stopped", true));
+    let outcomes: Vec<String> = db
+        .client
+        .query("SELECT outcome FROM shoal.attempts ORDER BY task", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(outcomes, vec!["interrupted"; 3]);
 }

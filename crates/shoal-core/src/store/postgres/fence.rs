@@ -70,7 +70,8 @@ impl std::fmt::Debug for FenceJournal {
 }
 
 fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
-    let fenced = "run_id = $1 AND task = $2 AND attempts = $3 AND agent = $4 AND status = 'running'";
+    let fenced =
+        "run_id = $1 AND task = $2 AND attempts = $3 AND agent = $4 AND status = 'running'";
     Ok(Statements {
         start_task: c.prepare(&format!(
             "UPDATE tasks SET slot = $5, pid = $6, started_at = $7,
@@ -164,16 +165,14 @@ impl FenceJournal {
                         .map_err(&fail)?;
                     }
                 }
-                StoreEvent::AttemptEnded { .. } => {
-                    match end(a, s, &mut tx, agent, ev)? {
-                        Ended::Requeued => requeued = true,
-                        Ended::Final(run) => {
-                            ended.insert(run);
-                        }
-                        Ended::Late(r) => rejected.push(r),
-                        Ended::Again => {}
+                StoreEvent::AttemptEnded { .. } => match end(a, s, &mut tx, agent, ev)? {
+                    Ended::Requeued => requeued = true,
+                    Ended::Final(run) => {
+                        ended.insert(run);
                     }
-                }
+                    Ended::Late(r) => rejected.push(r),
+                    Ended::Again => {}
+                },
                 other => {
                     return Err(Error::Store {
                         operation: "record an agent's event",
@@ -310,7 +309,9 @@ impl Journal for FenceJournal {
         loop {
             if self.client.0.is_closed() {
                 match connect(&self.address, &self.url) {
-                    Ok((client, statements)) => (self.client, self.statements) = (client, statements),
+                    Ok((client, statements)) => {
+                        (self.client, self.statements) = (client, statements)
+                    }
                     Err(e) if started.elapsed() > RECONNECT_FOR => return Err(e),
                     Err(_) => {
                         std::thread::sleep(wait);

@@ -43,6 +43,6 @@ fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 pub(crate) use store::PgStore;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod agent_tests;
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,15 @@
 //! The submitter of a shared run (`shoal run --detach` on PostgreSQL): the run is
 //! created `shared`, so agents claim its tasks; tasks are inserted `queued` in
-//! batches (one transaction and one `NOTIFY` each, never one per row); closing the
-//! input lets whoever finishes the last task end the run.
+//! batches (one transaction each, never one per row, with a `NOTIFY` at most every
+//! [`NOTIFY_EVERY`]: idle agents poll too); closing the input lets whoever finishes
+//! the last task end the run.
 //!
 //! A shared run is alive while its submitter holds its lease (its input open) and,
 //! once its input is closed, until it ends: it no longer needs its submitter. A
 //! submitter killed with its input open leaves the run `died` once the lease
 //! expires; agents still run the tasks it had submitted.
+
+use std::time::{Duration, Instant};
 
 use postgres::Client;
 
@@ -21,12 +24,16 @@ use crate::store::records::{unix_now, NewRun, NewTask, RunStatus};
 use crate::store::sqlite::db::json_words;
 use crate::store::StoreAddress;
 
+/// The least time between two notifications of a submitter.
+pub const NOTIFY_EVERY: Duration = Duration::from_millis(250);
+
 /// The submitter of one shared run.
 pub struct Submitter {
     address: StoreAddress,
     client: Client,
     run: i64,
     hold: Option<RunHold>,
+    notified: Instant,
 }
 
 impl std::fmt::Debug for Submitter {
@@ -68,7 +75,13 @@ impl Submitter {
         notify(address, &mut tx)?;
         tx.commit().map_err(&fail)?;
         let hold = liveness.keep(id)?;
-        Ok(Submitter { address: address.clone(), client, run: id, hold: Some(hold) })
+        Ok(Submitter {
+            address: address.clone(),
+            client,
+            run: id,
+            hold: Some(hold),
+            notified: Instant::now(),
+        })
     }
 
     /// The run's id.
@@ -81,7 +94,10 @@ impl Submitter {
         let fail = db(&self.address, "insert tasks");
         let mut tx = self.client.transaction().map_err(&fail)?;
         insert_task_rows(&self.address, &mut tx, self.run, tasks)?;
-        notify(&self.address, &mut tx)?;
+        if self.notified.elapsed() >= NOTIFY_EVERY {
+            notify(&self.address, &mut tx)?;
+            self.notified = Instant::now();
+        }
         tx.commit().map_err(&fail)
     }
 
@@ -93,6 +109,7 @@ impl Submitter {
         tx.execute("UPDATE runs SET input_open = false WHERE id = $1", &[&self.run])
             .map_err(&fail)?;
         end_run_if_done(&self.address, &mut tx, self.run)?;
+        notify(&self.address, &mut tx)?;
         tx.commit().map_err(&fail)?;
         drop(self.hold.take());
         Ok(())
