@@ -13,7 +13,7 @@
 //! end already committed is recognised by its attempt's `ended_at`, never taken for a
 //! late one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use postgres::{Client, Statement, Transaction};
@@ -88,6 +88,8 @@ fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
              status = CASE WHEN $5 AND attempts - rescues <= retries THEN 'queued' ELSE $6 END,
              exit_code = $7, signal = $8, duration = $9, ended_at = $10, stdout = $11,
              stderr = $12, stdout_truncated = $13, stderr_truncated = $14, owner = NULL,
+             slot = coalesce($15, slot), pid = coalesce($16, pid),
+             started_at = coalesce($17, started_at), command = coalesce($18, command),
              changed = nextval('changes')
              WHERE {fenced}
              RETURNING status"
@@ -95,7 +97,8 @@ fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
         end_attempt: c.prepare(
             "UPDATE attempts SET ended_at = $4, duration = $5, outcome = $6, exit_code = $7,
              signal = $8, max_rss_kb = $9, stdout = $10, stderr = $11,
-             stdout_truncated = $12, stderr_truncated = $13
+             stdout_truncated = $12, stderr_truncated = $13, slot = coalesce($14, slot),
+             pid = coalesce($15, pid), started_at = coalesce($16, started_at)
              WHERE run_id = $1 AND task = $2 AND attempt = $3",
         )?,
         // The end of an attempt already closed by a rescue, unless it is this very
@@ -138,8 +141,24 @@ impl FenceJournal {
         let mut rejected = Vec::new();
         let mut ended = BTreeSet::new();
         let mut requeued = false;
+        // An attempt that starts and ends within the batch is written once, whole.
+        let mut starts = HashMap::new();
+        let mut ends = HashSet::new();
         for ev in batch {
             match ev {
+                StoreEvent::AttemptStarted { run, task, attempt, .. } => {
+                    starts.insert((*run, *task, *attempt), ev);
+                }
+                StoreEvent::AttemptEnded { run, task, attempt, .. } => {
+                    ends.insert((*run, *task, *attempt));
+                }
+                _ => {}
+            }
+        }
+        for ev in batch {
+            match ev {
+                StoreEvent::AttemptStarted { run, task, attempt, .. }
+                    if ends.contains(&(*run, *task, *attempt)) => {}
                 StoreEvent::AttemptStarted {
                     run,
                     task,
@@ -165,14 +184,17 @@ impl FenceJournal {
                         .map_err(&fail)?;
                     }
                 }
-                StoreEvent::AttemptEnded { .. } => match end(a, s, &mut tx, agent, ev)? {
-                    Ended::Requeued => requeued = true,
-                    Ended::Final(run) => {
-                        ended.insert(run);
+                StoreEvent::AttemptEnded { run, task, attempt, .. } => {
+                    let start = starts.get(&(*run, *task, *attempt)).copied();
+                    match end(a, s, &mut tx, agent, ev, start)? {
+                        Ended::Requeued => requeued = true,
+                        Ended::Final(run) => {
+                            ended.insert(run);
+                        }
+                        Ended::Late(r) => rejected.push(r),
+                        Ended::Again => {}
                     }
-                    Ended::Late(r) => rejected.push(r),
-                    Ended::Again => {}
-                },
+                }
                 other => {
                     return Err(Error::Store {
                         operation: "record an agent's event",
@@ -214,6 +236,7 @@ fn end(
     tx: &mut Transaction<'_>,
     agent: i64,
     ev: &StoreEvent,
+    start: Option<&StoreEvent>,
 ) -> Result<Ended> {
     let StoreEvent::AttemptEnded {
         run,
@@ -238,6 +261,12 @@ fn end(
         known => (*known.0, *known.1),
     };
     let (task_id, attempt_no) = (*task as i64, i64::from(*attempt));
+    let (slot, pid, started_at, command) = match start {
+        Some(StoreEvent::AttemptStarted { slot, pid, started_at, command, .. }) => {
+            (Some(*slot as i64), Some(i64::from(*pid)), Some(*started_at), command.clone())
+        }
+        _ => (None, None, None, None),
+    };
     let status = outcome.status();
     let retryable = outcome.is_retryable();
     let row = tx
@@ -258,6 +287,10 @@ fn end(
                 &stderr.bytes,
                 &stdout.truncated,
                 &stderr.truncated,
+                &slot,
+                &pid,
+                &started_at,
+                &command,
             ],
         )
         .map_err(&fail)?;
@@ -294,6 +327,9 @@ fn end(
             &err,
             &out_cut,
             &err_cut,
+            &slot,
+            &pid,
+            &started_at,
         ],
     )
     .map_err(&fail)?;
