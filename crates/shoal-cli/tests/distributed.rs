@@ -165,6 +165,10 @@ fn a_failing_task_makes_wait_exit_1_and_its_retries_run_on_any_agent() {
             vec!["2".to_owned(), "failed".to_owned(), "2".to_owned()]
         ]
     );
+    // Its agents run it: a resume, which would run its tasks unfenced, is refused.
+    let resumed = env.run(&["run", "--resume", "1"]);
+    resumed.expect_code(2);
+    assert!(resumed.stderr.contains("submitted with --detach"), "{}", resumed.stderr);
     drop(agent);
 }
 

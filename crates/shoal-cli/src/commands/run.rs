@@ -61,6 +61,9 @@ pub(super) struct RunOptions {
     /// `--tag`/`--tagstring`: what each output line is prefixed with (`{}` for --tag).
     #[serde(default)]
     pub(super) tag: Option<String>,
+    /// Submitted with `--detach`: agents run it, never a `--resume`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) shared: bool,
 }
 
 impl RunOptions {
@@ -94,6 +97,7 @@ impl RunOptions {
             tag: (args.tagstring.clone())
                 .or(args.tag.then(|| "{}".to_owned()))
                 .or(s.and_then(|s| s.tag.clone())),
+            shared: s.is_some_and(|s| s.shared),
         })
     }
 }

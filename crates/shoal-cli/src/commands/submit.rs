@@ -28,7 +28,8 @@ pub fn detach(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     if !matches!(address, StoreAddress::Postgres(_)) {
         bail!("--detach submits the run for `shoal worker` agents: it needs a PostgreSQL store (--store postgresql://...)");
     }
-    let Parsed { command, template, options, mut rx } = parse(&args)?;
+    let Parsed { command, template, mut options, mut rx } = parse(&args)?;
+    options.shared = true;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
