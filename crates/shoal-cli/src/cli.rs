@@ -48,6 +48,11 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Follow a run started elsewhere, live: progress, running tasks, failures.
     Watch(WatchArgs),
+    /// Run the tasks of shared runs of a PostgreSQL store on this machine, until
+    /// stopped (SIGTERM or Ctrl-C drains: no new task, running ones finish).
+    Worker(WorkerArgs),
+    /// Wait until a run ends; exit status as `shoal run`'s.
+    Wait(WaitArgs),
     /// The store itself: `shoal store init` creates its tables.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -200,6 +205,11 @@ pub struct RunArgs {
     /// no store is opened or written.
     #[arg(long, conflicts_with = "resume")]
     pub dry_run: bool,
+
+    /// PostgreSQL store only: submit the run for `shoal worker` agents to run, print
+    /// its id and return (`shoal wait RUN` waits for its end).
+    #[arg(long, conflicts_with_all = ["resume", "dry_run"])]
+    pub detach: bool,
 
     /// GNU parallel's input options (boxed: `Command` stays small).
     #[command(flatten)]
@@ -447,6 +457,39 @@ pub struct WatchArgs {
     /// summary is shown).
     #[arg(value_name = "RUN")]
     pub run: Option<i64>,
+}
+
+/// Options of `shoal worker`.
+#[derive(Debug, Args)]
+#[command(after_help = "The agent claims ready tasks of shared runs (`shoal run --detach`) as \
+slots free up, runs each task's command in its own working directory, and records every \
+attempt; another agent takes over the tasks of one that was killed once its lease expires. \
+A first SIGTERM or Ctrl-C drains it (no new claim, running tasks finish, exit 0); a second \
+kills its tasks and leaves them to the others.\n\
+Exit status: 0 drained; 2 usage error (no PostgreSQL store, no shoal tables); 130/143 \
+stopped by a second signal.")]
+pub struct WorkerArgs {
+    /// Slots (tasks running at once), as for `shoal run`. Default: the number of cores.
+    #[arg(short = 'j', long = "jobs", value_name = "N", allow_hyphen_values = true, value_parser = parse_jobs)]
+    pub jobs: Option<Jobs>,
+
+    /// The agent's name in the store. Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Run only the tasks of this run (repeatable). Default: any shared run.
+    #[arg(long = "run", value_name = "ID")]
+    pub runs: Vec<i64>,
+}
+
+/// Options of `shoal wait`.
+#[derive(Debug, Args)]
+#[command(after_help = "Exit status: as `shoal run`'s: 0 every task succeeded, 1 some failed \
+or were cancelled, or the run died, 130 interrupted; 2 usage error (no such run, no store).")]
+pub struct WaitArgs {
+    /// The run.
+    #[arg(value_name = "RUN")]
+    pub run: i64,
 }
 
 /// Options of `shoal export`.

@@ -133,7 +133,7 @@ fn message(err: &anyhow::Error) -> String {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
-    let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none() && !run.dry_run)
+    let create = matches!(&cli.command, Command::Run(run) if run.resume.is_none() && !run.dry_run && !run.detach)
         || matches!(&cli.command, Command::Store(_));
     let store = commands::store_address(cli.store, create)?;
     name_the_store(run_command(&store, cli.command))
@@ -167,6 +167,8 @@ fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
         Command::Unpause(args) => commands::control::unpause(store, args),
         Command::Jobs(args) => commands::control::jobs(store, args),
         Command::Watch(args) => commands::watch::watch(store, args),
+        Command::Worker(args) => commands::worker::worker(store, args),
+        Command::Wait(args) => commands::watch::wait(store, args),
         Command::Store(StoreCommand::Init) => commands::store::init(store).map(|()| Exit::Success),
         Command::Logs(args) => commands::logs::logs(store, args).map(|()| Exit::Success),
         Command::Completions(args) => commands::manual::completions(args).map(|()| Exit::Success),

@@ -22,7 +22,7 @@ fn store_init_creates_the_tables_once_and_says_what_it_did() {
     let first = env.run(&["store", "init"]);
     first.expect_code(0);
     assert!(
-        first.stdout.starts_with("created the shoal tables (schema version 1) in "),
+        first.stdout.starts_with("created the shoal tables (schema version 2) in "),
         "{first:?}"
     );
     let again = env.run(&["store", "init"]);
@@ -84,7 +84,7 @@ fn a_database_without_the_tables_or_of_another_version_is_refused_by_the_reports
         let out = env.run(args);
         out.expect_code(2);
         assert!(
-            out.stderr.contains("has shoal schema version 7; this shoal reads version 1"),
+            out.stderr.contains("has shoal schema version 7; this shoal reads version 2"),
             "{args:?}: {}",
             out.stderr
         );

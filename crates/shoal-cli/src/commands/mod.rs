@@ -14,7 +14,9 @@ pub mod report;
 mod resume;
 pub mod run;
 pub mod store;
+mod submit;
 pub mod watch;
+pub mod worker;
 
 pub use dry_run::dry_run;
 

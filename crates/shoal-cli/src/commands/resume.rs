@@ -52,6 +52,12 @@ pub(super) fn resume<'a>(
     // have stored values this one refuses (a timeout past what the clock can add).
     let stored: RunOptions = serde_json::from_value(store.run(run_id)?.options)
         .with_context(|| format!("run {run_id} has options this shoal cannot read"))?;
+    if stored.shared {
+        bail!(
+            "run {run_id} was submitted with --detach: `shoal worker` agents run it, not a \
+             resume (`shoal wait {run_id}` waits for its end)"
+        );
+    }
     // What it runs: every task that has not succeeded (`-j 0` runs as many slots).
     let stats = store.stats(run_id)?;
     let pending = stats.total.saturating_sub(stats.counts[&TaskStatus::Succeeded]);

@@ -78,6 +78,9 @@ pub(super) struct RunOptions {
     /// `--workdir`: where each task runs (a template; `...` a new temporary directory).
     #[serde(default)]
     pub(super) workdir: Option<String>,
+    /// Submitted with `--detach`: agents run it, never a `--resume`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) shared: bool,
 }
 
 impl RunOptions {
@@ -127,6 +130,7 @@ impl RunOptions {
             delay: secs(args.control.delay).or(s.and_then(|s| s.delay)),
             quote: args.control.quote || s.is_some_and(|s| s.quote),
             workdir: (args.control.workdir.clone()).or(s.and_then(|s| s.workdir.clone())),
+            shared: s.is_some_and(|s| s.shared),
         })
     }
 }
@@ -141,6 +145,9 @@ pub(super) struct Planned {
 
 /// Runs `shoal run`.
 pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
+    if args.detach {
+        return super::submit::detach(address, args);
+    }
     if args.control.resume_failed {
         args.resume = run_of_the_same_command(address, &args.command)?.map(Some);
     }

@@ -13,6 +13,9 @@ pub fn init(store: &StoreAddress) -> anyhow::Result<()> {
             Init::Present(version) => println!(
                 "{store} already holds the shoal tables (schema version {version}): nothing to do"
             ),
+            Init::Migrated { from, to } => {
+                println!("migrated the shoal tables of {store} from schema version {from} to {to}")
+            }
         },
         StoreAddress::Sqlite(path) => {
             let existed = path.exists();

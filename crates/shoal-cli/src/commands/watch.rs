@@ -21,7 +21,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::report::open_existing;
 use super::run::{summary, Resumable, RunOptions};
-use crate::cli::WatchArgs;
+use crate::cli::{WaitArgs, WatchArgs};
 use crate::progress::{Progress, Shown};
 use crate::Exit;
 
@@ -74,6 +74,56 @@ pub fn watch(address: &StoreAddress, args: WatchArgs) -> anyhow::Result<Exit> {
         Followed::Ended => ended(address, run),
         Followed::Stopped(signal) => {
             note!("shoal: stopped watching run {run}; the run goes on");
+            Ok(Exit::Interrupted(signal))
+        }
+    }
+}
+
+/// Runs `shoal wait`: follows the run without showing it, then its summary and exit
+/// status, as `shoal watch`'s.
+pub fn wait(address: &StoreAddress, args: WaitArgs) -> anyhow::Result<Exit> {
+    let store = open_existing(address)?;
+    let run = args.run;
+    if store.run(run)?.status != RunStatus::Running {
+        return ended(address, run);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    let (mut interrupt, mut terminate) = {
+        let _in_runtime = runtime.enter();
+        (
+            signal(SignalKind::interrupt()).context("handle SIGINT")?,
+            signal(SignalKind::terminate()).context("handle SIGTERM")?,
+        )
+    };
+    let mut store = store;
+    let stopped = runtime.block_on(async {
+        let mut ticks = tokio::time::interval(ALIVE_EVERY);
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => return Some(libc::SIGINT),
+                _ = terminate.recv() => return Some(libc::SIGTERM),
+                _ = ticks.tick() => {}
+            }
+            // A run stored as ended, or one that no live process holds any more.
+            match store.run(run) {
+                Ok(record) if record.status != RunStatus::Running => return None,
+                Ok(_) => {}
+                // A lost connection (a restarted server): open the store again.
+                Err(_) => {
+                    if let Ok(again) = Store::open_read_only(address) {
+                        store = again;
+                    }
+                }
+            }
+        }
+    });
+    match stopped {
+        None => ended(address, run),
+        Some(signal) => {
+            note!("shoal: stopped waiting for run {run}; the run goes on");
             Ok(Exit::Interrupted(signal))
         }
     }

@@ -189,6 +189,22 @@ impl Cluster {
         client.batch_execute(sql).expect("run SQL");
     }
 
+    /// The rows of a query as the superuser in database `name`, each value as text.
+    pub fn rows(&self, name: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+        let mut client =
+            postgres::Client::connect(&self.url(name), postgres::NoTls).expect("connect");
+        let messages = client.simple_query(sql).expect("run a query");
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => {
+                    Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A new, empty database, and its URL.
     pub fn database(&self) -> String {
         let name = format!("t{}", DATABASES.fetch_add(1, Ordering::Relaxed));

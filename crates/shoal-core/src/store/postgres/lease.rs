@@ -2,7 +2,8 @@
 //! owner, last heartbeat, expiry, all on the database's clock), taken in the
 //! transaction that creates the run (or by a resume), renewed by a heartbeat thread
 //! of its holder, deleted when the hold is dropped. A holder killed with `kill -9`
-//! renews it no more: its run shows `died` once the lease has expired.
+//! renews it no more: its run shows `died` once the lease has expired. A shared run
+//! (`submit.rs`) whose input is closed is alive without a lease: agents run it.
 //!
 //! Lease and heartbeat default to 10 s and 2 s; `SHOAL_PG_LEASE` and
 //! `SHOAL_PG_HEARTBEAT` (seconds) change them (tests use short ones).
@@ -23,10 +24,10 @@ use crate::run::{Liveness, RunHold, RunIdentity};
 use crate::store::StoreAddress;
 
 /// The database's clock, in unix seconds.
-const NOW: &str = "extract(epoch from clock_timestamp())::double precision";
+pub(super) const NOW: &str = "extract(epoch from clock_timestamp())::double precision";
 
 /// How long a lease lasts after each heartbeat, and how often its holder renews it.
-fn timings() -> (f64, Duration) {
+pub(super) fn timings() -> (f64, Duration) {
     let seconds = |name: &str, default: f64| {
         std::env::var(name)
             .ok()
@@ -37,10 +38,15 @@ fn timings() -> (f64, Duration) {
     (seconds("SHOAL_PG_LEASE", 10.0), Duration::from_secs_f64(seconds("SHOAL_PG_HEARTBEAT", 2.0)))
 }
 
+/// This machine's name.
+pub(super) fn owner_host() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    host.trim().to_owned()
+}
+
 /// Who holds a lease: this machine and process.
 fn owner() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
+    format!("{}:{}", owner_host(), std::process::id())
 }
 
 /// The liveness of the runs of one PostgreSQL store.
@@ -171,7 +177,13 @@ impl Liveness for LeaseLiveness {
             }
             let Some(client) = slot.as_mut() else { return true };
             match client.0.query_opt(
-                &format!("SELECT expires_at > {NOW} FROM leases WHERE run_id = $1"),
+                // A shared run whose input is closed needs no holder: agents run it.
+                &format!(
+                    "SELECT coalesce((SELECT expires_at > {NOW} FROM leases WHERE run_id = $1),
+                                     false)
+                            OR EXISTS (SELECT 1 FROM runs WHERE id = $1 AND shared
+                                       AND NOT input_open)"
+                ),
                 &[&run],
             ) {
                 Ok(row) => row.is_some_and(|r| r.get(0)),

@@ -7,22 +7,29 @@
 //! lease row renewed by its holder (`lease.rs`), the feeds a live run and a watcher
 //! poll (`feed.rs`), and PostgreSQL's errors in the store's terms (`failure.rs`).
 //!
-//! This slice runs every task on the machine of the `shoal` that holds the run; the
-//! schema already has what claiming tasks from several machines needs (a `state`
-//! column with a partial index of ready tasks, the attempt number that fences a
-//! completion, the lease owner): see ARCHITECTURE.md.
+//! A shared run's tasks are claimed by agents on any machine (`agent.rs`: the
+//! claim, the agents' leases, the rescue of a lost agent's tasks, the waking of idle
+//! agents, the end of a shared run) and their attempts recorded through a fenced
+//! journal (`fence.rs`); a shared run is submitted by `submit.rs`. See
+//! ARCHITECTURE.md.
 
+pub mod agent;
 #[cfg(any(test, feature = "test-cluster"))]
 pub mod cluster;
 mod failure;
 mod feed;
+mod fence;
 mod journal;
 mod lease;
 mod read;
 pub mod schema;
 mod store;
+mod submit;
 
+pub use agent::{Agent, AgentTimings, Claimed, Waker};
+pub use fence::Rejected;
 pub use schema::{init, SCHEMA_VERSION};
+pub use submit::Submitter;
 
 /// Runs `f`, which uses the synchronous client: on a thread of its own when called
 /// from inside a tokio runtime (the engine's), since the client drives a runtime of
@@ -35,5 +42,7 @@ fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 pub(crate) use store::PgStore;
 
+#[cfg(test)]
+mod agent_tests;
 #[cfg(test)]
 mod tests;

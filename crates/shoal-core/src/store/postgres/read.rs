@@ -345,6 +345,7 @@ impl PgStore {
                 .map_err(&fail)?
                 .get(0);
             ids.push(id);
+            apply_to_shared_run(a, &mut tx, run, id, action)?;
         }
         tx.commit().map_err(&fail)?;
         Ok(ids)
@@ -420,4 +421,65 @@ fn task_row(a: &StoreAddress, r: &Row) -> Result<TaskRecord> {
         stdout_truncated: r.get(20),
         stderr_truncated: r.get(21),
     })
+}
+
+/// A shared run has no process of its own to apply a request (agents claim its
+/// tasks): the asker applies it, in the transaction that writes it. Pause makes the
+/// claim skip the run; a cancel ends its queued tasks (running ones finish on their
+/// agents); its slots are its agents', so `jobs` is not applied. Nothing is done
+/// for a run of one process.
+fn apply_to_shared_run(
+    a: &StoreAddress,
+    tx: &mut postgres::Transaction<'_>,
+    run: i64,
+    request: i64,
+    action: &ControlAction,
+) -> Result<()> {
+    let fail = db(a, "apply a control request to a shared run");
+    let shared: bool =
+        tx.query_one("SELECT shared FROM runs WHERE id = $1", &[&run]).map_err(&fail)?.get(0);
+    if !shared {
+        return Ok(());
+    }
+    let cancel = |tx: &mut postgres::Transaction<'_>, task: Option<i64>| {
+        tx.execute(
+            "UPDATE tasks SET status = 'cancelled', changed = nextval('changes')
+             WHERE run_id = $1 AND status = 'queued' AND ($2::bigint IS NULL OR task = $2)",
+            &[&run, &task],
+        )
+    };
+    let result = match action {
+        ControlAction::Pause => {
+            tx.execute("UPDATE runs SET paused = true WHERE id = $1", &[&run]).map_err(&fail)?;
+            "paused: no agent claims its tasks; running ones go on".to_owned()
+        }
+        ControlAction::Unpause => {
+            tx.execute("UPDATE runs SET paused = false WHERE id = $1", &[&run]).map_err(&fail)?;
+            super::agent::notify(a, tx)?;
+            "unpaused".to_owned()
+        }
+        ControlAction::CancelRun => {
+            let n = cancel(tx, None).map_err(&fail)?;
+            super::agent::end_run_if_done(a, tx, run)?;
+            format!("cancelled {n} queued tasks; running ones finish on their agents")
+        }
+        &ControlAction::CancelTask { task } => {
+            let n = cancel(tx, Some(task as i64)).map_err(&fail)?;
+            super::agent::end_run_if_done(a, tx, run)?;
+            if n > 0 {
+                format!("task {task} cancelled")
+            } else {
+                format!("task {task} not cancelled: it runs on an agent, or has ended")
+            }
+        }
+        ControlAction::SetSlots { .. } => {
+            "not applied: a shared run's slots are its agents' (shoal worker -j)".to_owned()
+        }
+    };
+    tx.execute(
+        "UPDATE control SET applied_at = $2, result = $3 WHERE id = $1",
+        &[&request, &unix_now(), &result],
+    )
+    .map_err(&fail)?;
+    Ok(())
 }

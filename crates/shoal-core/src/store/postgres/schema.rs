@@ -1,12 +1,15 @@
-//! The database format: the DDL of schema version 1 in the schema `shoal`, how a
+//! The database format: the DDL of the schema `shoal` (version 1, then the
+//! migrations to the current version), how a
 //! connection is made (with a connect timeout: an unreachable server fails within
 //! seconds, never hangs), and how the tables are created (`shoal store init`, or the
 //! first writer) and checked.
 //!
 //! The version is the one row of `shoal.shoal_schema`, written in the same
 //! transaction as the tables, under an advisory lock so that two shoals creating
-//! them at once do it once. A later version adds `MIGRATIONS`, as the SQLite
-//! backend does. Every column is documented in docs/store.md.
+//! them at once do it once. A writer migrates an older version in one transaction
+//! under the same lock (`MIGRATIONS`, as the SQLite backend does); a new database
+//! gets version 1 and every migration, so both paths give the same tables. Every
+//! column is documented in docs/store.md.
 
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::store::StoreAddress;
 
 /// The schema version this shoal reads and writes (`shoal.shoal_schema.version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection attempt may take when the URL does not say
 /// (`connect_timeout=`).
@@ -26,10 +29,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serialises the creation and migration of the tables (`pg_advisory_xact_lock`).
 const SCHEMA_LOCK: i64 = 0x7368_6f61;
 
-/// The tables of version 1. `tasks.status` is the task's state: the claim of the next
-/// slice takes `queued` tasks through the partial index `tasks_ready`, bumps
-/// `attempts` (the fence every completion presents) and sets `owner`.
-const DDL: &str = "
+/// The tables of version 1. `tasks.status` is the task's state: the claim takes
+/// `queued` tasks through the partial index `tasks_ready` and bumps `attempts` (the
+/// fence every completion presents).
+pub(super) const DDL_1: &str = "
 CREATE SCHEMA IF NOT EXISTS shoal;
 CREATE TABLE shoal.shoal_schema (version bigint NOT NULL);
 CREATE SEQUENCE shoal.changes;
@@ -118,6 +121,40 @@ CREATE TABLE shoal.leases (
 );
 ";
 
+/// Version 2: agents that claim tasks from shared runs (`shoal worker`). Each agent
+/// has a row with its lease; a task and each attempt name the agent that holds or
+/// ran it; `tasks.rescues` counts the agents lost while holding the task (they do not
+/// spend its retries); an attempt whose late result was rejected by the fence keeps
+/// what it said in `late_outcome` and `late_at`; `runs.shared` marks a run whose
+/// tasks agents claim (a run of one process keeps its tasks to itself) and
+/// `runs.paused` one whose tasks are not claimed for now.
+const MIGRATION_2: &str = "
+CREATE TABLE shoal.agents (
+    id           bigserial PRIMARY KEY,
+    name         text NOT NULL,
+    host         text NOT NULL,
+    pid          bigint NOT NULL,
+    slots        bigint NOT NULL,
+    started_at   double precision NOT NULL,
+    heartbeat_at double precision NOT NULL,
+    expires_at   double precision NOT NULL,
+    state        text NOT NULL
+);
+CREATE INDEX agents_live ON shoal.agents (expires_at) WHERE state IN ('running', 'draining');
+ALTER TABLE shoal.runs ADD COLUMN shared boolean NOT NULL DEFAULT false;
+ALTER TABLE shoal.runs ADD COLUMN paused boolean NOT NULL DEFAULT false;
+ALTER TABLE shoal.tasks ADD COLUMN agent bigint REFERENCES shoal.agents(id);
+ALTER TABLE shoal.tasks ADD COLUMN rescues bigint NOT NULL DEFAULT 0;
+CREATE INDEX tasks_by_agent ON shoal.tasks (agent) WHERE status = 'running';
+ALTER TABLE shoal.attempts ADD COLUMN agent bigint REFERENCES shoal.agents(id);
+ALTER TABLE shoal.attempts ADD COLUMN host text;
+ALTER TABLE shoal.attempts ADD COLUMN late_outcome text;
+ALTER TABLE shoal.attempts ADD COLUMN late_at double precision;
+";
+
+/// The migration to each version after 1, in order: `MIGRATIONS[i]` makes version `i + 2`.
+const MIGRATIONS: [&str; 1] = [MIGRATION_2];
+
 /// What [`init`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
@@ -125,6 +162,8 @@ pub enum Init {
     Created(i64),
     /// They were there already, at this version.
     Present(i64),
+    /// They were of an older version, now migrated to this one.
+    Migrated { from: i64, to: i64 },
 }
 
 /// Connects to the database at `url` (the store `store`), with a connect timeout and
@@ -159,10 +198,13 @@ fn version(store: &StoreAddress, client: &mut Client) -> Result<Option<i64>> {
     Ok(row.and_then(|r| r.get(0)))
 }
 
-/// Creates the tables when the database has none; fails on another version.
+/// Creates the tables when the database has none, migrates older ones; fails on a
+/// newer version.
 pub(super) fn ensure(store: &StoreAddress, client: &mut Client) -> Result<Init> {
     if let Some(found) = version(store, client)? {
-        return check(store, found).map(|_| Init::Present(found));
+        if found >= SCHEMA_VERSION {
+            return check(store, found).map(|_| Init::Present(found));
+        }
     }
     let fail = db(store, "create the shoal schema in");
     let denied = |e: postgres::Error| match e.code() {
@@ -180,21 +222,35 @@ pub(super) fn ensure(store: &StoreAddress, client: &mut Client) -> Result<Init> 
     };
     let mut tx = client.transaction().map_err(&fail)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(&fail)?;
-    // Another shoal may have created them while this one waited for the lock.
+    // Another shoal may have created or migrated them while this one waited for the lock.
     let present: bool = tx
         .query_one("SELECT to_regclass('shoal.shoal_schema') IS NOT NULL", &[])
         .map_err(&fail)?
         .get(0);
-    if present {
+    let found: Option<i64> = if present {
+        tx.query_one("SELECT max(version) FROM shoal.shoal_schema", &[]).map_err(&fail)?.get(0)
+    } else {
+        None
+    };
+    if let Some(found) = found.filter(|v| *v >= SCHEMA_VERSION) {
         drop(tx);
-        let found = version(store, client)?.unwrap_or(SCHEMA_VERSION);
         return check(store, found).map(|_| Init::Present(found));
     }
-    tx.batch_execute(DDL).map_err(denied)?;
+    if found.is_none() {
+        tx.batch_execute(DDL_1).map_err(denied)?;
+    }
+    let from = found.unwrap_or(1);
+    for migration in &MIGRATIONS[(from - 1) as usize..] {
+        tx.batch_execute(migration).map_err(denied)?;
+    }
+    tx.execute("DELETE FROM shoal.shoal_schema", &[]).map_err(&fail)?;
     tx.execute("INSERT INTO shoal.shoal_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
         .map_err(&fail)?;
     tx.commit().map_err(&fail)?;
-    Ok(Init::Created(SCHEMA_VERSION))
+    Ok(match found {
+        None => Init::Created(SCHEMA_VERSION),
+        Some(from) => Init::Migrated { from, to: SCHEMA_VERSION },
+    })
 }
 
 /// A read-only opening: the tables must be there, at this version.

@@ -154,7 +154,8 @@ pub(super) fn require_run(
         .ok_or(Error::NoSuchRun { run })
 }
 
-/// Inserts tasks, `queued` with no attempts, inside the caller's transaction.
+/// Inserts tasks, `queued` with no attempts, inside the caller's transaction: one
+/// statement for all of them (columns as arrays), not one per task.
 pub(super) fn insert_task_rows(
     store: &StoreAddress,
     tx: &mut impl GenericClient,
@@ -162,32 +163,39 @@ pub(super) fn insert_task_rows(
     tasks: &[NewTask],
 ) -> Result<()> {
     require_run(store, tx, run)?;
-    let fail = db(store, "insert tasks");
-    let insert = tx
-        .prepare(
-            "INSERT INTO tasks (run_id, task, args, command, priority, cost, key,
-                                timeout, retries, status, attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0)",
-        )
-        .map_err(&fail)?;
-    for t in tasks {
-        tx.execute(
-            &insert,
-            &[
-                &run,
-                &(t.task as i64),
-                &json_words(&t.args),
-                &t.command,
-                &t.meta.priority,
-                &t.meta.cost.map(|d| d.as_secs_f64()),
-                &t.meta.key,
-                &t.meta.timeout.map(|d| d.as_secs_f64()),
-                &i64::from(t.meta.retries),
-                &TaskStatus::Queued.as_str(),
-            ],
-        )
-        .map_err(&fail)?;
+    if tasks.is_empty() {
+        return Ok(());
     }
+    let ids: Vec<i64> = tasks.iter().map(|t| t.task as i64).collect();
+    let args: Vec<String> = tasks.iter().map(|t| json_words(&t.args)).collect();
+    let commands: Vec<&str> = tasks.iter().map(|t| t.command.as_str()).collect();
+    let priorities: Vec<i32> = tasks.iter().map(|t| t.meta.priority).collect();
+    let costs: Vec<Option<f64>> =
+        tasks.iter().map(|t| t.meta.cost.map(|d| d.as_secs_f64())).collect();
+    let keys: Vec<Option<&str>> = tasks.iter().map(|t| t.meta.key.as_deref()).collect();
+    let timeouts: Vec<Option<f64>> =
+        tasks.iter().map(|t| t.meta.timeout.map(|d| d.as_secs_f64())).collect();
+    let retries: Vec<i64> = tasks.iter().map(|t| i64::from(t.meta.retries)).collect();
+    tx.execute(
+        "INSERT INTO tasks (run_id, task, args, command, priority, cost, key,
+                            timeout, retries, status, attempts)
+         SELECT $1, t.*, $10, 0
+         FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int4[], $6::float8[],
+                     $7::text[], $8::float8[], $9::bigint[]) AS t",
+        &[
+            &run,
+            &ids,
+            &args,
+            &commands,
+            &priorities,
+            &costs,
+            &keys,
+            &timeouts,
+            &retries,
+            &TaskStatus::Queued.as_str(),
+        ],
+    )
+    .map_err(db(store, "insert tasks"))?;
     Ok(())
 }
 

@@ -46,7 +46,10 @@ fn another_schema_version_is_refused() {
     for e in
         [Store::open(url.as_str()).unwrap_err(), Store::open_read_only(url.as_str()).unwrap_err()]
     {
-        assert!(matches!(e, Error::StoreVersion { found: 99, expected: 1, .. }), "{e:?}");
+        assert!(
+            matches!(e, Error::StoreVersion { found: 99, expected: schema::SCHEMA_VERSION, .. }),
+            "{e:?}"
+        );
     }
 }
 
