@@ -19,6 +19,7 @@ mod feed;
 mod journal;
 mod lease;
 mod read;
+mod read_api;
 pub mod schema;
 mod store;
 

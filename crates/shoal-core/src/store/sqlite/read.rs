@@ -17,7 +17,7 @@ use crate::store::records::{
 };
 use crate::task::{TaskId, TaskStatus};
 
-const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
+pub(super) const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
     status, attempts, exit_code, signal, slot, pid, started_at, ended_at, duration,
     stdout, stderr, stdout_truncated, stderr_truncated";
 
@@ -180,6 +180,11 @@ impl SqliteStore {
 
     /// Every attempt of a run, by task then attempt number, with its output.
     pub(super) fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
+        self.attempts_of(run, None)
+    }
+
+    /// The attempts of a run, or of one of its tasks, by task then attempt number.
+    pub(super) fn attempts_of(&self, run: i64, task: Option<TaskId>) -> Result<Vec<AttemptRecord>> {
         let conn = self.conn();
         require_run(&self.path, &conn, run)?;
         // The output of the last attempt to end is in the task's row (before version 3
@@ -196,7 +201,7 @@ impl SqliteStore {
                 AS (SELECT a.run_id, a.task, a.attempt, a.slot, a.pid, a.started_at,
                            a.ended_at, a.duration, a.outcome, a.exit_code, a.signal,
                            a.max_rss_kb, {own}
-                    FROM attempts a WHERE a.run_id = ?1),
+                    FROM attempts a WHERE a.run_id = ?1 AND (?2 IS NULL OR a.task = ?2)),
              last (task, attempt)
                 AS (SELECT task, max(attempt) FROM attempt
                     WHERE outcome IS NOT NULL AND outcome != 'interrupted' GROUP BY task)
@@ -216,7 +221,7 @@ impl SqliteStore {
              ORDER BY a.task, a.attempt"
         );
         let mut stmt = conn.prepare(&sql).map_err(db(&self.path, "read attempts"))?;
-        stmt.query_map([run], |r| {
+        stmt.query_map(params![run, task], |r| {
             Ok(AttemptRecord {
                 run: r.get(0)?,
                 task: r.get(1)?,
@@ -298,7 +303,7 @@ fn json<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }
 
-fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+pub(super) fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     Ok(TaskRecord {
         run: r.get(0)?,
         task: r.get(1)?,
