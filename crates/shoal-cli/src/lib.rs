@@ -158,5 +158,6 @@ fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
         Command::Jobs(args) => commands::control::jobs(store, args),
         Command::Watch(args) => commands::watch::watch(store, args),
         Command::Store(StoreCommand::Init) => commands::store::init(store).map(|()| Exit::Success),
+        Command::Serve(args) => commands::serve::serve(store, args).map(|()| Exit::Success),
     }
 }

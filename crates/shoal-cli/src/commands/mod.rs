@@ -1,6 +1,6 @@
 //! The subcommands of `shoal`, one file each (`report` holds the read-only ones,
 //! `control` the ones that steer a live run, `watch` follows one, `store` manages the
-//! store itself).
+//! store itself, `serve` serves it over HTTP).
 
 pub mod control;
 mod dry_run;
@@ -10,6 +10,7 @@ mod printer;
 pub mod report;
 mod resume;
 pub mod run;
+pub mod serve;
 pub mod store;
 pub mod watch;
 

@@ -44,7 +44,7 @@ pub use backend::{Backend, Journal};
 pub use control::{
     requester, ControlAction, ControlFeed, ControlRecord, ControlRequest, ControlWatcher,
 };
-pub use follow::{ProgressFeed, RunProgress, RunningAttempt, TaskEnd};
+pub use follow::{last_line, ProgressFeed, RunProgress, RunningAttempt, TaskEnd};
 pub use handle::Store;
 pub use read_api::{Histogram, PageStart, StoreMetrics, TaskFilter};
 pub use recording::{AttemptEnd, Recording};

@@ -98,10 +98,7 @@ pub(crate) fn status_condition(statuses: &[TaskStatus]) -> String {
 
 /// The SQL sums that bucket `duration` by `bounds` (finite numbers, printed by Rust).
 pub(crate) fn bucket_sums(bounds: &[f64]) -> String {
-    bounds
-        .iter()
-        .map(|b| format!(", sum(CASE WHEN duration <= {b:?} THEN 1 ELSE 0 END)"))
-        .collect()
+    bounds.iter().map(|b| format!(", sum(CASE WHEN duration <= {b:?} THEN 1 ELSE 0 END)")).collect()
 }
 
 /// The offset and the lowest task number a page starts from.

@@ -15,7 +15,8 @@ use crate::store::records::{
 use crate::store::StoreAddress;
 use crate::task::{TaskId, TaskStatus};
 
-pub(super) const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
+pub(super) const TASK_COLUMNS: &str =
+    "run_id, task, args, command, priority, cost, key, timeout, retries,
     status, attempts, exit_code, signal, slot, pid, started_at, ended_at, duration,
     stdout, stderr, stdout_truncated, stderr_truncated";
 
