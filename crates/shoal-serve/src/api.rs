@@ -155,12 +155,19 @@ pub async fn run(
     read(&state, move |store| run_view(store, id)).await.map(Json)
 }
 
-/// `GET /api/v1/runs/{run}/stats`: as `shoal stats --json`.
+/// `GET /api/v1/runs/{run}/stats`: as `shoal stats --json`, with the run's
+/// memory-limit mechanism.
 pub async fn stats(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<Json<RunStats>, ApiError> {
-    read(&state, move |store| Ok(store.stats(id)?)).await.map(Json)
+) -> Result<Json<Value>, ApiError> {
+    read(&state, move |store| {
+        let mode = store.run(id)?.memory_limit_mode;
+        let mut value = serde_json::to_value(store.stats(id)?).unwrap_or_default();
+        value["memory_limit_mode"] = json!(mode);
+        Ok(Json(value))
+    })
+    .await
 }
 
 /// The filter of a task page, from its parameters.

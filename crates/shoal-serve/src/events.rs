@@ -15,9 +15,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 use shoal_core::store::{ProgressFeed, RunStatus, Store};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::api::read;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -32,10 +31,23 @@ pub async fn events(
     State(state): State<AppState>,
     Path(run): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let feed = read(&state, move |store| Ok(store.follow(run)?)).await?;
     let (tx, rx) = mpsc::channel(64);
+    let (opened, open) = oneshot::channel();
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || follow(&store, run, feed, &tx));
+    // The feed lives and dies on this thread: a PostgreSQL feed's connection must
+    // not be dropped on the runtime's.
+    tokio::task::spawn_blocking(move || match store.follow(run) {
+        Ok(feed) => {
+            if opened.send(Ok(())).is_ok() {
+                follow(&store, run, feed, &tx);
+            }
+        }
+        Err(err) => drop(opened.send(Err(ApiError::from(err)))),
+    });
+    open.await.map_err(|_| ApiError {
+        status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        message: "the stream could not start".into(),
+    })??;
     let events = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

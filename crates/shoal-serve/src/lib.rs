@@ -52,13 +52,6 @@ pub struct AppState {
     access: Arc<Access>,
 }
 
-impl AppState {
-    /// The state of a server over `store` with `access`.
-    pub fn new(store: Store, access: Access) -> AppState {
-        AppState { store: Arc::new(store), access: Arc::new(access) }
-    }
-}
-
 /// Opens the store and serves until SIGINT or SIGTERM. `ready` is told the address
 /// listened on (port 0 picks one) once connections are taken.
 pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
@@ -74,12 +67,15 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
         Store::open(config.store.clone())?
     };
     let access = Access { token: config.token, read_only: config.read_only };
-    let app = router(AppState::new(store, access));
+    // The store is dropped here, off the runtime: a PostgreSQL client's drop blocks on
+    // a runtime of its own, which tokio refuses inside another.
+    let store = Arc::new(store);
+    let app = router(AppState { store: store.clone(), access: Arc::new(access) });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| ServeError::Io { what: "start the runtime", source })?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { listen: config.listen, source })?;
@@ -91,7 +87,11 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
             .with_graceful_shutdown(shutdown())
             .await
             .map_err(|source| ServeError::Io { what: "serve", source })
-    })
+    });
+    // Event streams notice a closed client within a poll.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    drop(store);
+    served
 }
 
 /// Resolves on SIGINT or SIGTERM.
