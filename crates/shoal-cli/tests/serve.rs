@@ -444,3 +444,46 @@ fn metrics_count_a_known_run_in_prometheus_text_format() {
     let stored: f64 = env.results(&[]).iter().map(|t| t["duration"].as_f64().unwrap()).sum();
     assert!((value("shoal_task_duration_seconds_sum") - stored).abs() < 1e-6);
 }
+
+/// The repository's root, where `tests/browser` lives.
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn the_dashboard_in_a_browser_follows_a_live_run_and_filters_its_failures() {
+    // The test command (scripts/test.sh) installs chromium, node and playwright-core.
+    let script = repo_root().join("tests/browser/dashboard.mjs");
+    let installed = repo_root().join("tests/browser/node_modules/playwright-core");
+    assert!(
+        installed.exists() && std::path::Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs chromium and playwright-core: scripts/test.sh installs them"
+    );
+    let env = Env::new();
+    finished_run(&env);
+    let server = Server::start(&env, &[]);
+    let gate = env.file("go");
+    let gated = env.write(
+        "gated.sh",
+        &format!(
+            "while [ ! -e {gate} ]; do sleep 0.02; done\n\
+             if [ $1 = 3 ]; then echo bad thing >&2; exit 5; fi\n"
+        ),
+    );
+    let live = env.spawn(&["run", "-j", "2", "sh", &gated, ":::", "1", "2", "3", "4"]);
+    wait_for("the live run", HANG, || (server.get("/api/v1/runs/2").status == 200).then_some(()));
+    let shots = repo_root().join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{}/", server.port))
+        .args(["2", &gate])
+        .arg(&shots)
+        .output()
+        .expect("run node");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("-> finished; failures filtered to task 3"), "{stdout}");
+    live.wait(HANG).expect_code(1);
+}
