@@ -19,7 +19,8 @@ async function api(path, options = {}) {
     headers["X-Shoal-Request"] = "1";
     headers["Content-Type"] = "application/json";
   }
-  const response = await fetch(path, Object.assign({}, options, { headers }));
+  // Relative to the page, so that the dashboard also works behind a proxy's path.
+  const response = await fetch(path.replace(/^\//, ""), Object.assign({}, options, { headers }));
   if (response.status === 401) {
     const given = prompt("This shoal server needs its token:");
     if (given) { localStorage.setItem("shoal-token", given.trim()); return api(path, options); }
