@@ -213,6 +213,9 @@ fn actions_steer_a_live_run_as_the_cli_commands_do(env: Env) {
 
     assert_eq!(result(server.act("/api/v1/runs/2/slots", r#"{"slots": 1}"#)), "slots 2 -> 1");
     assert_eq!(server.get("/api/v1/runs/2").json(200)["slots"], 1);
+    let metrics = server.get("/metrics").body;
+    assert!(metrics.contains("\nshoal_slots 1\n"), "{metrics}");
+    assert!(metrics.contains("\nshoal_runs{status=\"running\"} 1\n"), "{metrics}");
     assert!(result(server.act("/api/v1/runs/2/pause", "")).starts_with("paused"));
     assert_eq!(result(server.act("/api/v1/runs/2/unpause", "")), "unpaused");
     let cancelled = server.act("/api/v1/runs/2/cancel", r#"{"tasks": [4]}"#).json(200);

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 use shoal_core::store::{
-    last_line, unix_now, ControlAction, PageStart, RunRecord, RunStats, RunStatus, Store,
+    last_line, unix_now, ControlAction, PageStart, RunOverview, RunRecord, RunStatus, Store,
     TaskFilter, TaskRecord,
 };
 use shoal_core::task::TaskStatus;
@@ -96,40 +96,35 @@ pub struct RunView {
     pub per_slot: Vec<shoal_core::store::SlotStats>,
 }
 
-/// One run's view, read from the store.
+/// One run's view, read from the store by the run's indexes.
 pub fn run_view(store: &Store, id: i64) -> Result<RunView, ApiError> {
     let record = store.run(id)?;
-    let stats = store.stats(id)?;
-    let input_open = store.runs()?.iter().any(|r| r.id == id && r.input_open);
+    let overview = store.overview(id)?;
     let slots = open_slots(store, &record)?;
-    Ok(view(record, stats, input_open, slots, unix_now()))
+    Ok(view(record, overview, slots, unix_now()))
 }
 
-fn view(
-    record: RunRecord,
-    stats: RunStats,
-    input_open: bool,
-    slots: Option<u64>,
-    now: f64,
-) -> RunView {
-    let open = stats.counts[&TaskStatus::Queued] + stats.counts[&TaskStatus::Running];
-    let done = stats.total - open;
-    let failed = stats.counts.iter().filter(|(s, _)| s.is_failure()).map(|(_, n)| n).sum();
+fn view(record: RunRecord, overview: RunOverview, slots: Option<u64>, now: f64) -> RunView {
+    let RunOverview { counts, per_slot, input_open } = overview;
+    let total: u64 = counts.values().sum();
+    let open = counts[&TaskStatus::Queued] + counts[&TaskStatus::Running];
+    let done = total - open;
+    let failed = counts.iter().filter(|(s, _)| s.is_failure()).map(|(_, n)| n).sum();
     let elapsed = record.ended_at.unwrap_or(now) - record.started_at;
     let rate = (elapsed > 0.0 && done > 0).then(|| done as f64 / elapsed);
     let live = record.status == RunStatus::Running;
     let eta_seconds = rate.filter(|_| live && !input_open).map(|rate| open as f64 / rate);
     RunView {
-        total: stats.total,
+        total,
         input_open,
         done,
         failed,
-        slots_busy: stats.counts[&TaskStatus::Running],
-        counts: stats.counts,
+        slots_busy: counts[&TaskStatus::Running],
+        counts,
         rate,
         eta_seconds,
         slots,
-        per_slot: stats.per_slot,
+        per_slot,
         record,
     }
 }
@@ -137,7 +132,7 @@ fn view(
 /// The slots a run has open: the last applied `jobs` request's count (its result
 /// reads `slots A -> B`), else what it started with (`jobs` of a command run,
 /// `workers` of a Python pool).
-fn open_slots(store: &Store, run: &RunRecord) -> Result<Option<u64>, ApiError> {
+pub fn open_slots(store: &Store, run: &RunRecord) -> Result<Option<u64>, ApiError> {
     let set = store.control_records(run.id)?.into_iter().rev().find_map(|r| {
         matches!(r.action, ControlAction::SetSlots { .. })
             .then_some(r.result?)
@@ -319,39 +314,29 @@ mod tests {
         }
     }
 
-    fn stats(queued: u64, running: u64, succeeded: u64) -> RunStats {
+    fn overview(queued: u64, running: u64, succeeded: u64, input_open: bool) -> RunOverview {
         let mut counts: StatusCounts = TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect();
         counts.insert(TaskStatus::Queued, queued);
         counts.insert(TaskStatus::Running, running);
         counts.insert(TaskStatus::Succeeded, succeeded);
-        RunStats {
-            run: 1,
-            total: queued + running + succeeded,
-            finished: succeeded,
-            unfinished: queued + running,
-            counts,
-            success_rate: None,
-            duration_p50: None,
-            duration_p95: None,
-            duration_max: None,
-            per_slot: vec![],
-        }
+        RunOverview { counts, per_slot: vec![], input_open }
     }
 
     #[test]
     fn rate_and_eta_come_from_the_tasks_done_since_the_start() {
         // 30 done in 10 s, 70 open: 3/s, 23.3 s left.
-        let v = view(record(RunStatus::Running, None), stats(68, 2, 30), false, Some(2), 110.0);
+        let v = view(record(RunStatus::Running, None), overview(68, 2, 30, false), Some(2), 110.0);
         assert_eq!((v.done, v.slots_busy), (30, 2));
         assert_eq!(v.rate, Some(3.0));
         assert!((v.eta_seconds.unwrap() - 70.0 / 3.0).abs() < 1e-9);
         // No ETA while the input is still read, nor for an ended run.
-        let v = view(record(RunStatus::Running, None), stats(68, 2, 30), true, None, 110.0);
+        let v = view(record(RunStatus::Running, None), overview(68, 2, 30, true), None, 110.0);
         assert_eq!((v.rate, v.eta_seconds), (Some(3.0), None));
-        let v = view(record(RunStatus::Finished, Some(120.0)), stats(0, 0, 40), false, None, 500.0);
+        let v =
+            view(record(RunStatus::Finished, Some(120.0)), overview(0, 0, 40, false), None, 500.0);
         assert_eq!((v.rate, v.eta_seconds), (Some(2.0), None));
         // Nothing done yet: no rate.
-        let v = view(record(RunStatus::Running, None), stats(10, 0, 0), false, None, 110.0);
+        let v = view(record(RunStatus::Running, None), overview(10, 0, 0, false), None, 110.0);
         assert_eq!((v.rate, v.eta_seconds), (None, None));
     }
 }

@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use shoal_core::store::{RunStatus, Store, StoreMetrics};
 use shoal_core::task::TaskStatus;
 
-use crate::api::{read, run_view};
+use crate::api::{open_slots, read};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -50,9 +50,8 @@ fn live(store: &Store) -> Result<Live, ApiError> {
         live.runs.push((status, runs.iter().filter(|r| r.status == status).count() as u64));
     }
     for run in runs.iter().filter(|r| r.status == RunStatus::Running) {
-        let view = run_view(store, run.id)?;
-        live.slots += view.slots.unwrap_or(0);
-        live.slots_busy += view.slots_busy;
+        live.slots += open_slots(store, &store.run(run.id)?)?.unwrap_or(0);
+        live.slots_busy += run.counts[&TaskStatus::Running];
     }
     Ok(live)
 }

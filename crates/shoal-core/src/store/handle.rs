@@ -9,7 +9,7 @@ use super::address::StoreAddress;
 use super::backend::{self, Access, Backend, Journal};
 use super::control::{ControlAction, ControlRecord, ControlWatcher, MAX_SLOTS};
 use super::follow::ProgressFeed;
-use super::read_api::{PageStart, StoreMetrics, TaskFilter};
+use super::read_api::{PageStart, RunOverview, StoreMetrics, TaskFilter};
 use super::records::{
     AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunStatus, RunSummary, TaskRecord,
 };
@@ -277,6 +277,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<TaskRecord>> {
         self.backend.task_page(run, filter, start, limit)
+    }
+
+    /// A run's task counts, per-slot work and whether its input is still read, by its
+    /// indexes: what a run's page shows, without [`Store::stats`]'s durations.
+    pub fn overview(&self, run: i64) -> Result<RunOverview> {
+        self.backend.overview(run)
     }
 
     /// One task of a run; [`Error::NoSuchTask`] if the run does not have it.

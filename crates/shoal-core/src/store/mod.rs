@@ -46,7 +46,7 @@ pub use control::{
 };
 pub use follow::{last_line, ProgressFeed, RunProgress, RunningAttempt, TaskEnd};
 pub use handle::Store;
-pub use read_api::{Histogram, PageStart, StoreMetrics, TaskFilter};
+pub use read_api::{Histogram, PageStart, RunOverview, StoreMetrics, TaskFilter};
 pub use recording::{AttemptEnd, Recording};
 pub use records::{
     unix_now, AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunStatus, RunSummary,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::records::{AttemptRecord, StatusCounts, TaskRecord};
+use super::records::{AttemptRecord, SlotStats, StatusCounts, TaskRecord};
 use crate::error::Result;
 use crate::task::{SlotId, TaskId, TaskStatus};
 
@@ -35,6 +35,18 @@ pub enum PageStart {
     After(TaskId),
     /// After skipping this many matching tasks (costs what it skips).
     Offset(u64),
+}
+
+/// What a run's page shows beyond its record, read by the run's indexes (none of its
+/// tasks' durations, unlike [`Store::stats`](super::Store::stats)).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunOverview {
+    /// Tasks in each status, every status present.
+    pub counts: StatusCounts,
+    /// Attempts and busy seconds per slot.
+    pub per_slot: Vec<SlotStats>,
+    /// Its input is still being read: its task count is not final.
+    pub input_open: bool,
 }
 
 /// Store-wide counts for metrics: every run's tasks and attempts.
@@ -74,6 +86,10 @@ pub trait ReadApi {
         start: PageStart,
         limit: usize,
     ) -> Result<Vec<TaskRecord>>;
+
+    /// A run's counts, per-slot work and whether its input is still read;
+    /// [`Error::NoSuchRun`](crate::Error::NoSuchRun) without the run.
+    fn overview(&self, run: i64) -> Result<RunOverview>;
 
     /// One task; [`Error::NoSuchTask`](crate::Error::NoSuchTask) if the run does not
     /// have it, [`Error::NoSuchRun`](crate::Error::NoSuchRun) without the run.

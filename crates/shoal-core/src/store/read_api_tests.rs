@@ -9,6 +9,7 @@ use crate::task::{AttemptOutcome, Output, TaskStatus};
 both_backends!(
     pages_of_tasks_follow_filters_keysets_and_offsets,
     one_task_comes_with_every_attempt_and_its_output,
+    an_overview_counts_a_run_and_its_slots_work,
     metrics_count_tasks_attempts_and_bucket_durations,
 );
 
@@ -132,4 +133,23 @@ fn metrics_count_tasks_attempts_and_bucket_durations(backend: Backend) {
     assert_eq!(metrics.durations.cumulative, [0, 1, 1, 2]);
     assert_eq!(metrics.durations.count, 2);
     assert!((metrics.durations.sum - 2.1).abs() < 1e-9, "{}", metrics.durations.sum);
+}
+
+fn an_overview_counts_a_run_and_its_slots_work(backend: Backend) {
+    let (_dir, store) = fresh_store(backend);
+    let (run, _hold) = known_run(&store);
+    let overview = store.overview(run).unwrap();
+    assert_eq!(overview.counts, store.stats(run).unwrap().counts);
+    assert_eq!(overview.per_slot, store.stats(run).unwrap().per_slot);
+    assert!(!overview.input_open);
+    let missing = store.overview(run + 1).unwrap_err();
+    assert!(matches!(missing, Error::NoSuchRun { .. }), "{missing:?}");
+    let streaming = NewRun {
+        command: vec!["job".into()],
+        options: serde_json::json!({}),
+        cwd: "/tmp".into(),
+        memory_limit_mode: None,
+    };
+    let hold = store.create_streaming_run(&streaming, &[]).unwrap();
+    assert!(store.overview(hold.run()).unwrap().input_open);
 }

@@ -268,21 +268,7 @@ impl PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let per_slot = client
-            .0
-            .query(
-                "SELECT slot, count(*), coalesce(sum(duration), 0) FROM attempts
-                 WHERE run_id = $1 GROUP BY slot ORDER BY slot",
-                &[&run],
-            )
-            .map_err(db(a, "read slot statistics"))?
-            .iter()
-            .map(|r| SlotStats {
-                slot: r.get::<_, i64>(0) as usize,
-                tasks: r.get::<_, i64>(1) as u64,
-                busy: r.get(2),
-            })
-            .collect();
+        let per_slot = slot_stats(a, &mut client.0, run)?;
         Ok(RunStats::from_parts(run, counts, &durations, per_slot))
     }
 
@@ -384,6 +370,28 @@ impl PgStore {
             })
             .collect())
     }
+}
+
+/// Attempts and busy seconds per slot of one run, by slot.
+pub(super) fn slot_stats(
+    store: &StoreAddress,
+    client: &mut impl postgres::GenericClient,
+    run: i64,
+) -> Result<Vec<SlotStats>> {
+    Ok(client
+        .query(
+            "SELECT slot, count(*), coalesce(sum(duration), 0) FROM attempts
+             WHERE run_id = $1 GROUP BY slot ORDER BY slot",
+            &[&run],
+        )
+        .map_err(db(store, "read slot statistics"))?
+        .iter()
+        .map(|r| SlotStats {
+            slot: r.get::<_, i64>(0) as usize,
+            tasks: r.get::<_, i64>(1) as u64,
+            busy: r.get(2),
+        })
+        .collect())
 }
 
 /// Task counts per status of one run, every status present.

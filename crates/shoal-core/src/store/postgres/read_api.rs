@@ -3,12 +3,12 @@
 
 use super::blocking;
 use super::failure::db;
-use super::read::{task_row, task_status, TASK_COLUMNS};
+use super::read::{slot_stats, status_counts, task_row, task_status, TASK_COLUMNS};
 use super::store::{require_run, PgStore};
 use crate::error::{Error, Result};
 use crate::store::read_api::{
-    bucket_sums, page_bounds, status_condition, Histogram, PageStart, ReadApi, StoreMetrics,
-    TaskFilter,
+    bucket_sums, page_bounds, status_condition, Histogram, PageStart, ReadApi, RunOverview,
+    StoreMetrics, TaskFilter,
 };
 use crate::store::records::{zero_counts, AttemptRecord, TaskRecord};
 use crate::task::{TaskId, TaskStatus};
@@ -45,6 +45,23 @@ impl ReadApi for PgStore {
                 )
                 .map_err(db(a, "read tasks"))?;
             rows.iter().map(|r| task_row(a, r)).collect()
+        })
+    }
+
+    fn overview(&self, run: i64) -> Result<RunOverview> {
+        blocking(|| {
+            let a = &self.address;
+            let mut client = self.client();
+            require_run(a, &mut client.0, run)?;
+            let row = client
+                .0
+                .query_one("SELECT input_open FROM runs WHERE id = $1", &[&run])
+                .map_err(db(a, "read a run"))?;
+            Ok(RunOverview {
+                counts: status_counts(a, &mut client.0, run)?,
+                per_slot: slot_stats(a, &mut client.0, run)?,
+                input_open: row.get(0),
+            })
         })
     }
 

@@ -266,25 +266,26 @@ impl SqliteStore {
             .and_then(Iterator::collect)
             .map_err(db(&self.path, "read durations"))?;
 
-        let mut stmt = conn
-            .prepare(
-                "SELECT slot, count(*), total(duration) FROM attempts
-                 WHERE run_id = ?1 GROUP BY slot ORDER BY slot",
-            )
-            .map_err(db(&self.path, "read slot statistics"))?;
-        let per_slot = stmt
-            .query_map([run], |r| {
-                Ok(SlotStats { slot: r.get(0)?, tasks: r.get(1)?, busy: r.get(2)? })
-            })
-            .and_then(Iterator::collect)
-            .map_err(db(&self.path, "read slot statistics"))?;
-
+        let per_slot = slot_stats(&self.path, &conn, run)?;
         Ok(RunStats::from_parts(run, counts, &durations, per_slot))
     }
 }
 
+/// Attempts and busy seconds per slot of one run, by slot.
+pub(super) fn slot_stats(path: &Path, conn: &Connection, run: i64) -> Result<Vec<SlotStats>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT slot, count(*), total(duration) FROM attempts
+             WHERE run_id = ?1 GROUP BY slot ORDER BY slot",
+        )
+        .map_err(db(path, "read slot statistics"))?;
+    stmt.query_map([run], |r| Ok(SlotStats { slot: r.get(0)?, tasks: r.get(1)?, busy: r.get(2)? }))
+        .and_then(Iterator::collect)
+        .map_err(db(path, "read slot statistics"))
+}
+
 /// Task counts per status of one run, every status present.
-fn status_counts(path: &Path, conn: &Connection, run: i64) -> Result<StatusCounts> {
+pub(super) fn status_counts(path: &Path, conn: &Connection, run: i64) -> Result<StatusCounts> {
     let mut counts = zero_counts();
     let mut stmt = conn
         .prepare("SELECT status, count(*) FROM tasks WHERE run_id = ?1 GROUP BY status")

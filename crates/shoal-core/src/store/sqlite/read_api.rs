@@ -4,12 +4,13 @@ use rusqlite::{params, OptionalExtension};
 
 use super::db::require_run;
 use super::failure::db;
-use super::read::{task_row, TASK_COLUMNS};
+use super::read::{slot_stats, status_counts, task_row, TASK_COLUMNS};
+use super::schema::INPUT_OPEN_VERSION;
 use super::store::SqliteStore;
 use crate::error::{Error, Result};
 use crate::store::read_api::{
-    bucket_sums, page_bounds, status_condition, Histogram, PageStart, ReadApi, StoreMetrics,
-    TaskFilter,
+    bucket_sums, page_bounds, status_condition, Histogram, PageStart, ReadApi, RunOverview,
+    StoreMetrics, TaskFilter,
 };
 use crate::store::records::{zero_counts, AttemptRecord, TaskRecord};
 use crate::task::{TaskId, TaskStatus};
@@ -43,6 +44,20 @@ impl ReadApi for SqliteStore {
         )
         .and_then(Iterator::collect)
         .map_err(db(&self.path, "read tasks"))
+    }
+
+    fn overview(&self, run: i64) -> Result<RunOverview> {
+        let conn = self.conn();
+        require_run(&self.path, &conn, run)?;
+        let input_open = self.version() >= INPUT_OPEN_VERSION
+            && conn
+                .query_row("SELECT input_open FROM runs WHERE id = ?1", [run], |r| r.get(0))
+                .map_err(db(&self.path, "read a run"))?;
+        Ok(RunOverview {
+            counts: status_counts(&self.path, &conn, run)?,
+            per_slot: slot_stats(&self.path, &conn, run)?,
+            input_open,
+        })
     }
 
     fn task(&self, run: i64, task: TaskId) -> Result<TaskRecord> {
