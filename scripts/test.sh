@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # The integration tests use python3 (a memory hog), procps-style tools, GNU
 # parallel (the reference some CLI behaviour is compared against, side by side) and
 # PostgreSQL's server programs (each test binary starts its own throwaway cluster
-# with initdb and pg_ctl) from a plain Debian; install them when missing.
+# with initdb and pg_ctl), and for the dashboard's browser test chromium driven by
+# playwright-core under node, from a plain Debian and npm; install them when missing.
 need=()
 command -v parallel >/dev/null || need+=(parallel)
 command -v python3 >/dev/null || need+=(python3)
@@ -19,9 +20,15 @@ command -v groff >/dev/null || need+=(groff-base)
 command -v man >/dev/null || need+=(man-db)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
+
+[ -d tests/browser/node_modules/playwright-core ] ||
+  npm install --prefix tests/browser --no-audit --no-fund --silent
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -56,6 +56,8 @@ pub enum Command {
     /// The store itself: `shoal store init` creates its tables.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Serve the store over HTTP: a JSON API, a live dashboard and Prometheus metrics.
+    Serve(ServeArgs),
     /// A task's output and every attempt of it: `shoal logs [RUN] TASK`.
     Logs(LogsArgs),
     /// A completion script for a shell: `source <(shoal completions bash)`.
@@ -498,4 +500,25 @@ pub struct ExportArgs {
     /// The run (default: the last one).
     #[arg(long, value_name = "ID")]
     pub run: Option<i64>,
+}
+
+/// Options of `shoal serve`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The dashboard is at http://ADDR/, the API under /api/v1 (its OpenAPI document: \
+/api/v1/openapi.json), metrics at /metrics. Actions (POST) need the header `X-Shoal-Request: 1`."
+)]
+pub struct ServeArgs {
+    /// The address to listen on. Any address but loopback needs a token.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8470")]
+    pub listen: std::net::SocketAddr,
+
+    /// A file holding the token every request must carry (`Authorization: Bearer
+    /// TOKEN`); SHOAL_TOKEN gives it too.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Serve no action (cancel, pause, slots): the store is only read.
+    #[arg(long)]
+    pub read_only: bool,
 }

@@ -173,5 +173,6 @@ fn run_command(store: &StoreAddress, command: Command) -> anyhow::Result<Exit> {
         Command::Logs(args) => commands::logs::logs(store, args).map(|()| Exit::Success),
         Command::Completions(args) => commands::manual::completions(args).map(|()| Exit::Success),
         Command::Man => commands::manual::man().map(|()| Exit::Success),
+        Command::Serve(args) => commands::serve::serve(store, args).map(|()| Exit::Success),
     }
 }

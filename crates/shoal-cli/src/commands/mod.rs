@@ -1,7 +1,7 @@
 //! The subcommands of `shoal`, one file each (`report` holds the read-only ones,
 //! `logs` one task's attempts, `control` the ones that steer a live run, `watch`
 //! follows one, `store` manages the store itself, `manual` prints the completion
-//! scripts and the manual page).
+//! scripts and the manual page, `serve` serves the store over HTTP).
 
 pub mod control;
 mod dry_run;
@@ -13,6 +13,7 @@ mod printer;
 pub mod report;
 mod resume;
 pub mod run;
+pub mod serve;
 pub mod store;
 mod submit;
 pub mod watch;

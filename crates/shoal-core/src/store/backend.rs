@@ -27,6 +27,7 @@ use super::address::StoreAddress;
 use super::control::{ControlAction, ControlFeed, ControlRecord};
 use super::follow::ProgressFeed;
 use super::postgres::PgStore;
+use super::read_api::ReadApi;
 use super::records::{AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunSummary, TaskRecord};
 use super::sqlite::SqliteStore;
 use super::writer::StoreEvent;
@@ -52,8 +53,9 @@ pub(super) fn open(address: &StoreAddress, access: Access) -> Result<Box<dyn Bac
     }
 }
 
-/// The synchronous calls of a store; [`Store`](super::Store) documents each.
-pub trait Backend: Send + Sync + fmt::Debug {
+/// The synchronous calls of a store; [`Store`](super::Store) documents each. The
+/// reads of an HTTP front are [`ReadApi`]'s, in files of their own.
+pub trait Backend: ReadApi + Send + Sync + fmt::Debug {
     /// See [`Store::create_run_with`](super::Store::create_run_with) and
     /// [`Store::create_streaming_run`](super::Store::create_streaming_run) (`input_open`).
     fn create_run(&self, run: &NewRun, tasks: &[NewTask], input_open: bool) -> Result<RunHold>;

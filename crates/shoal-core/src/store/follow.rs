@@ -104,7 +104,7 @@ pub trait ProgressFeed: Send {
 
 /// The line a failure's message is shown by: the last that is not blank, trimmed and
 /// cut to `MESSAGE_CHARS` characters.
-pub(crate) fn last_line(bytes: &[u8]) -> Option<String> {
+pub fn last_line(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
     let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
     Some(match line.char_indices().nth(MESSAGE_CHARS) {

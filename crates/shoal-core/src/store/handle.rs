@@ -9,6 +9,7 @@ use super::address::StoreAddress;
 use super::backend::{self, Access, Backend, Journal};
 use super::control::{ControlAction, ControlRecord, ControlWatcher, MAX_SLOTS};
 use super::follow::ProgressFeed;
+use super::read_api::{PageStart, RunOverview, StoreMetrics, TaskFilter};
 use super::records::{
     AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunStatus, RunSummary, TaskRecord,
 };
@@ -264,5 +265,39 @@ impl Store {
     /// Whether the run is still alive is [`Store::is_alive`]'s to say.
     pub fn follow(&self, run: i64) -> Result<Box<dyn ProgressFeed>> {
         self.backend.progress_feed(run)
+    }
+
+    /// The tasks of run `run` that match `filter`, by task number, from `start`, at
+    /// most `limit`: a page, read by the run's index, never the whole run.
+    pub fn task_page(
+        &self,
+        run: i64,
+        filter: &TaskFilter,
+        start: PageStart,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>> {
+        self.backend.task_page(run, filter, start, limit)
+    }
+
+    /// A run's task counts, per-slot work and whether its input is still read, by its
+    /// indexes: what a run's page shows, without [`Store::stats`]'s durations.
+    pub fn overview(&self, run: i64) -> Result<RunOverview> {
+        self.backend.overview(run)
+    }
+
+    /// One task of a run; [`Error::NoSuchTask`] if the run does not have it.
+    pub fn task(&self, run: i64, task: TaskId) -> Result<TaskRecord> {
+        self.backend.task(run, task)
+    }
+
+    /// Every attempt of one task, by attempt number, with its output.
+    pub fn task_attempts(&self, run: i64, task: TaskId) -> Result<Vec<AttemptRecord>> {
+        self.backend.task_attempts(run, task)
+    }
+
+    /// Store-wide counts of tasks and attempts, and the durations of the tasks that
+    /// ran to an end bucketed by `bounds` (ascending, finite seconds), for metrics.
+    pub fn metrics(&self, bounds: &[f64]) -> Result<StoreMetrics> {
+        self.backend.metrics(bounds)
     }
 }

@@ -11,7 +11,7 @@
 //! the one sink that turns the engine's task life, for commands and calls alike, into
 //! the writer's events), the control requests that steer a live
 //! run from outside ([`control`]), the view of a run a watcher follows from another
-//! process ([`follow`]), and the plain file lock ([`lock::FileLock`]) that
+//! process ([`follow`]), the reads of an HTTP front ([`read_api`]), and the plain file lock ([`lock::FileLock`]) that
 //! the SQLite backend's run liveness ([`FileLiveness`](crate::run::FileLiveness))
 //! takes. The embedded SQLite file is the one backend today ([`sqlite`]). A run's
 //! identity and liveness are [`crate::run`]'s.
@@ -29,6 +29,9 @@ mod handle;
 pub(crate) mod lock;
 pub mod outage;
 pub mod postgres;
+pub mod read_api;
+#[cfg(test)]
+mod read_api_tests;
 mod recording;
 mod records;
 pub mod sqlite;
@@ -41,8 +44,9 @@ pub use backend::{Backend, Journal};
 pub use control::{
     requester, ControlAction, ControlFeed, ControlRecord, ControlRequest, ControlWatcher,
 };
-pub use follow::{ProgressFeed, RunProgress, RunningAttempt, TaskEnd};
+pub use follow::{last_line, ProgressFeed, RunProgress, RunningAttempt, TaskEnd};
 pub use handle::Store;
+pub use read_api::{Histogram, PageStart, RunOverview, StoreMetrics, TaskFilter};
 pub use recording::{AttemptEnd, Recording};
 pub use records::{
     unix_now, AttemptRecord, NewRun, NewTask, RunRecord, RunStats, RunStatus, RunSummary,

@@ -22,6 +22,7 @@ mod fence;
 mod journal;
 mod lease;
 mod read;
+mod read_api;
 pub mod schema;
 mod store;
 mod submit;

@@ -15,7 +15,8 @@ use crate::store::records::{
 use crate::store::StoreAddress;
 use crate::task::{TaskId, TaskStatus};
 
-const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
+pub(super) const TASK_COLUMNS: &str =
+    "run_id, task, args, command, priority, cost, key, timeout, retries,
     status, attempts, exit_code, signal, slot, pid, started_at, ended_at, duration,
     stdout, stderr, stdout_truncated, stderr_truncated";
 
@@ -186,6 +187,11 @@ impl PgStore {
     }
 
     pub(super) fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
+        self.attempts_of(run, None)
+    }
+
+    /// The attempts of a run, or of one of its tasks, by task then attempt number.
+    pub(super) fn attempts_of(&self, run: i64, task: Option<TaskId>) -> Result<Vec<AttemptRecord>> {
         let a = &self.address;
         let mut client = self.client();
         require_run(a, &mut client.0, run)?;
@@ -196,7 +202,8 @@ impl PgStore {
             .query(
                 "WITH last (task, attempt) AS (
                     SELECT task, max(attempt) FROM attempts
-                    WHERE run_id = $1 AND outcome IS NOT NULL AND outcome != 'interrupted'
+                    WHERE run_id = $1 AND ($2::bigint IS NULL OR task = $2)
+                      AND outcome IS NOT NULL AND outcome != 'interrupted'
                     GROUP BY task)
                  SELECT a.run_id, a.task, a.attempt, a.slot, a.pid, a.started_at, a.ended_at,
                         a.duration, a.outcome, a.exit_code, a.signal, a.max_rss_kb,
@@ -211,9 +218,9 @@ impl PgStore {
                  FROM attempts a
                  JOIN tasks t ON t.run_id = a.run_id AND t.task = a.task
                  LEFT JOIN last l ON l.task = a.task AND l.attempt = a.attempt
-                 WHERE a.run_id = $1
+                 WHERE a.run_id = $1 AND ($2::bigint IS NULL OR a.task = $2)
                  ORDER BY a.task, a.attempt",
-                &[&run],
+                &[&run, &task.map(|t| t as i64)],
             )
             .map_err(db(a, "read attempts"))?;
         Ok(rows
@@ -261,21 +268,7 @@ impl PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let per_slot = client
-            .0
-            .query(
-                "SELECT slot, count(*), coalesce(sum(duration), 0) FROM attempts
-                 WHERE run_id = $1 GROUP BY slot ORDER BY slot",
-                &[&run],
-            )
-            .map_err(db(a, "read slot statistics"))?
-            .iter()
-            .map(|r| SlotStats {
-                slot: r.get::<_, i64>(0) as usize,
-                tasks: r.get::<_, i64>(1) as u64,
-                busy: r.get(2),
-            })
-            .collect();
+        let per_slot = slot_stats(a, &mut client.0, run)?;
         Ok(RunStats::from_parts(run, counts, &durations, per_slot))
     }
 
@@ -380,6 +373,28 @@ impl PgStore {
     }
 }
 
+/// Attempts and busy seconds per slot of one run, by slot.
+pub(super) fn slot_stats(
+    store: &StoreAddress,
+    client: &mut impl postgres::GenericClient,
+    run: i64,
+) -> Result<Vec<SlotStats>> {
+    Ok(client
+        .query(
+            "SELECT slot, count(*), coalesce(sum(duration), 0) FROM attempts
+             WHERE run_id = $1 GROUP BY slot ORDER BY slot",
+            &[&run],
+        )
+        .map_err(db(store, "read slot statistics"))?
+        .iter()
+        .map(|r| SlotStats {
+            slot: r.get::<_, i64>(0) as usize,
+            tasks: r.get::<_, i64>(1) as u64,
+            busy: r.get(2),
+        })
+        .collect())
+}
+
 /// Task counts per status of one run, every status present.
 pub(super) fn status_counts(
     store: &StoreAddress,
@@ -396,7 +411,7 @@ pub(super) fn status_counts(
     Ok(counts)
 }
 
-fn task_row(a: &StoreAddress, r: &Row) -> Result<TaskRecord> {
+pub(super) fn task_row(a: &StoreAddress, r: &Row) -> Result<TaskRecord> {
     Ok(TaskRecord {
         run: r.get(0),
         task: r.get::<_, i64>(1) as TaskId,

@@ -16,6 +16,7 @@ mod failure;
 mod follow;
 mod journal;
 mod read;
+mod read_api;
 pub mod schema;
 mod space;
 mod store;

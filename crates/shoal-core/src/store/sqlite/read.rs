@@ -17,7 +17,8 @@ use crate::store::records::{
 };
 use crate::task::{TaskId, TaskStatus};
 
-const TASK_COLUMNS: &str = "run_id, task, args, command, priority, cost, key, timeout, retries,
+pub(super) const TASK_COLUMNS: &str =
+    "run_id, task, args, command, priority, cost, key, timeout, retries,
     status, attempts, exit_code, signal, slot, pid, started_at, ended_at, duration,
     stdout, stderr, stdout_truncated, stderr_truncated";
 
@@ -180,6 +181,11 @@ impl SqliteStore {
 
     /// Every attempt of a run, by task then attempt number, with its output.
     pub(super) fn attempts(&self, run: i64) -> Result<Vec<AttemptRecord>> {
+        self.attempts_of(run, None)
+    }
+
+    /// The attempts of a run, or of one of its tasks, by task then attempt number.
+    pub(super) fn attempts_of(&self, run: i64, task: Option<TaskId>) -> Result<Vec<AttemptRecord>> {
         let conn = self.conn();
         require_run(&self.path, &conn, run)?;
         // The output of the last attempt to end is in the task's row (before version 3
@@ -196,7 +202,7 @@ impl SqliteStore {
                 AS (SELECT a.run_id, a.task, a.attempt, a.slot, a.pid, a.started_at,
                            a.ended_at, a.duration, a.outcome, a.exit_code, a.signal,
                            a.max_rss_kb, {own}
-                    FROM attempts a WHERE a.run_id = ?1),
+                    FROM attempts a WHERE a.run_id = ?1 AND (?2 IS NULL OR a.task = ?2)),
              last (task, attempt)
                 AS (SELECT task, max(attempt) FROM attempt
                     WHERE outcome IS NOT NULL AND outcome != 'interrupted' GROUP BY task)
@@ -216,7 +222,7 @@ impl SqliteStore {
              ORDER BY a.task, a.attempt"
         );
         let mut stmt = conn.prepare(&sql).map_err(db(&self.path, "read attempts"))?;
-        stmt.query_map([run], |r| {
+        stmt.query_map(params![run, task], |r| {
             Ok(AttemptRecord {
                 run: r.get(0)?,
                 task: r.get(1)?,
@@ -260,25 +266,26 @@ impl SqliteStore {
             .and_then(Iterator::collect)
             .map_err(db(&self.path, "read durations"))?;
 
-        let mut stmt = conn
-            .prepare(
-                "SELECT slot, count(*), total(duration) FROM attempts
-                 WHERE run_id = ?1 GROUP BY slot ORDER BY slot",
-            )
-            .map_err(db(&self.path, "read slot statistics"))?;
-        let per_slot = stmt
-            .query_map([run], |r| {
-                Ok(SlotStats { slot: r.get(0)?, tasks: r.get(1)?, busy: r.get(2)? })
-            })
-            .and_then(Iterator::collect)
-            .map_err(db(&self.path, "read slot statistics"))?;
-
+        let per_slot = slot_stats(&self.path, &conn, run)?;
         Ok(RunStats::from_parts(run, counts, &durations, per_slot))
     }
 }
 
+/// Attempts and busy seconds per slot of one run, by slot.
+pub(super) fn slot_stats(path: &Path, conn: &Connection, run: i64) -> Result<Vec<SlotStats>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT slot, count(*), total(duration) FROM attempts
+             WHERE run_id = ?1 GROUP BY slot ORDER BY slot",
+        )
+        .map_err(db(path, "read slot statistics"))?;
+    stmt.query_map([run], |r| Ok(SlotStats { slot: r.get(0)?, tasks: r.get(1)?, busy: r.get(2)? }))
+        .and_then(Iterator::collect)
+        .map_err(db(path, "read slot statistics"))
+}
+
 /// Task counts per status of one run, every status present.
-fn status_counts(path: &Path, conn: &Connection, run: i64) -> Result<StatusCounts> {
+pub(super) fn status_counts(path: &Path, conn: &Connection, run: i64) -> Result<StatusCounts> {
     let mut counts = zero_counts();
     let mut stmt = conn
         .prepare("SELECT status, count(*) FROM tasks WHERE run_id = ?1 GROUP BY status")
@@ -298,7 +305,7 @@ fn json<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }
 
-fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+pub(super) fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     Ok(TaskRecord {
         run: r.get(0)?,
         task: r.get(1)?,
