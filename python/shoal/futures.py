@@ -20,7 +20,10 @@ import time
 import weakref
 from concurrent.futures import _base
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 from shoal import _client, _stream, errors
 from shoal._options import PoolSettings, TaskOptions
@@ -255,6 +258,25 @@ class _Submitting:
         future._shoal_task = task
         return future
 
+    def submit_async(self, fn: Callable, /, *args, **kwargs) -> asyncio.Future:
+        """Schedules fn(*args, **kwargs) from a coroutine: `await
+        executor.submit_async(fn, x)` gives its result or raises its exception (with the
+        remote traceback, as `submit(...).result()`). No thread waits for it: the
+        result reaches the running event loop from the executor's result thread.
+        Cancelling the awaiting task (or the returned future) withdraws the call if no
+        worker has it yet; one that started runs to its end, its outcome dropped.
+        RuntimeError outside a running event loop, or after shutdown."""
+        owner = self._owner
+        if owner._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        from shoal import _aio
+
+        loop = _aio.running_loop()
+        try:
+            return _aio.submit(loop, self._core, fn, args, kwargs, self._options)
+        except RuntimeError:  # the engine closed between the check above and now
+            raise RuntimeError("cannot schedule new futures after shutdown") from None
+
     def map(
         self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1
     ) -> Iterator:
@@ -374,7 +396,10 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         self._shutdown = True
         if cancel_futures:
             for future in self._core.waiting_calls():
-                future.cancel()
+                if isinstance(future, _Future):
+                    future.cancel()
+                else:  # submit_async's: cancelled in its loop's thread
+                    future._shoal_cancel_soon()
             # And the items of maps no worker has yet: they end cancelled, as the
             # standard library's map futures would.
             self._core.stop_streams()

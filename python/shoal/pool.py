@@ -301,6 +301,47 @@ class _Submitting:
         """Like `imap`, yielding results as they complete."""
         return self._imap(func, iterable, chunksize, ordered=False)
 
+    # ----- asyncio -----
+
+    def apply_awaitable(self, func: Callable, args: Iterable = (), kwds: dict | None = None):
+        """func(*args, **kwds) in a worker, awaited from a coroutine:
+        `await pool.apply_awaitable(f, (x,))` gives its result or raises its exception.
+        No thread waits for it: the result reaches the running event loop from the
+        pool's result thread. Cancelling the awaiting task (or the returned asyncio
+        future) withdraws the call if no worker has it yet; one that started runs to
+        its end, its outcome dropped. RuntimeError outside a running event loop."""
+        from shoal import _aio
+
+        loop = _aio.running_loop()
+        self._owner._check_running()
+        try:
+            return _aio.submit(
+                loop, self._core, func, tuple(args), dict(kwds) if kwds else None, self._options
+            )
+        except RuntimeError:  # the engine closed between the check above and now
+            raise ValueError("Pool not running") from None
+
+    def imap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
+        """`imap` for asyncio: `async for result in pool.imap_async(f, xs)`, results in
+        order, delivered to the running event loop without a waiting thread (chunks and
+        the lazy input as in `imap`). An item whose call raised raises its exception, and
+        iteration goes on after it. Cancelling the reading task, `await it.aclose()` or
+        dropping the iterator stops the map: what no worker has is cancelled."""
+        return self._imap_async(func, iterable, chunksize, ordered=True)
+
+    def imap_unordered_async(
+        self, func: Callable, iterable: Iterable, chunksize: int | None = None
+    ):
+        """Like `imap_async`, yielding results as they complete."""
+        return self._imap_async(func, iterable, chunksize, ordered=False)
+
+    def _imap_async(self, func, iterable, chunksize, ordered: bool):
+        from shoal import _aio
+
+        results = _aio.AsyncResults(ordered, _aio.running_loop())
+        self._feed(func, iterable, chunksize, results)
+        return _aio.AsyncMapIterator(results)
+
     # ----- the machinery -----
 
     def _chunker(
@@ -347,11 +388,16 @@ class _Submitting:
         return result
 
     def _imap(self, func, iterable, chunksize, ordered: bool) -> IMapIterator:
+        results = _stream.Results(ordered)
+        self._feed(func, iterable, chunksize, results)
+        return IMapIterator(self._owner, results)
+
+    def _feed(self, func, iterable, chunksize, results: _stream.Results) -> None:
+        """Starts the stream of an imap-like call, whose outcomes go to `results`."""
         self._owner._check_running()
         _check_chunksize(chunksize)
         total = len(iterable) if hasattr(iterable, "__len__") else None
         chunker = self._chunker(chunksize, total)
-        results = _stream.Results(ordered)
         stream = _stream.Stream(
             self._core,
             func,
@@ -370,7 +416,6 @@ class _Submitting:
         except Exception as exc:
             _stream.fail_items(results, (0,), exc)
             results.end(1)
-        return IMapIterator(self._owner, results)
 
 
 class Pool(_Submitting):
