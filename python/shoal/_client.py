@@ -8,7 +8,7 @@ It owns one `shoal._engine.Engine` and everything between the front ends and it:
   (`_sharing`);
 - the dispatcher thread, which waits on `engine.events` (the GIL released) and hands
   each task's final event to the handler registered when it was submitted: futures are
-  resolved and callbacks run there;
+  resolved and callbacks run there (asyncio futures are handed to their loop, `_aio`);
 - the registry of streams (`_stream.Stream`: map-like calls fed in chunks by threads of
   their own);
 - the lifecycle: close (deferred until every stream has seen its last chunk done),

@@ -7,6 +7,8 @@ never breaks: a dead worker fails (or retries) its own task only, the executor s
 usable, and a hung task can be given a timeout. `map` consumes its input lazily, a
 bounded window ahead of its reader. Per-task priority, timeout, retries, cost and
 affinity key come from the executor's defaults or from `executor.options(...)`.
+`submit_async` is the asyncio-native submit: awaited without a thread per call (see
+`_aio`).
 
 This module owns the executor's semantics and the futures' states; `_client` does the
 work.

@@ -5,7 +5,8 @@ It keeps the standard API and behaviour (`apply`, `apply_async`, `map`, `map_asy
 context manager that terminates on exit, and `AsyncResult`) and adds what the standard
 pool lacks: per-task priority, timeout, retries, cost and affinity key (pool-wide
 defaults, and per call through `pool.options(...)`), memory limits, CPU pinning, a
-progress bar and statistics. It never hangs: a dead worker fails (or retries) its own
+progress bar and statistics, and asyncio calls (`apply_awaitable`, `imap_async`,
+`imap_unordered_async`, see `_aio`). It never hangs: a dead worker fails (or retries) its own
 task only, and `terminate()` fails every unfinished result with `TaskCancelled`.
 
 This module owns the standard pool's semantics; `_client` does the work.
