@@ -14,6 +14,7 @@ import pytest
 import shoal
 import tasks
 from conftest import FAST, run_script
+from test_failures import _interrupt
 from test_futures import quiet_dispatcher
 
 
@@ -170,8 +171,10 @@ def test_imap_async_raises_an_items_exception_and_goes_on(pool):
 
 def test_cancelling_an_async_iteration_stops_its_map(tmp_path):
     async def main(p):
+        iterator = p.imap_unordered_async(tasks.sleep_then, [0.3] * 20, chunksize=1)
+
         async def read():
-            async for _ in p.imap_unordered_async(tasks.sleep_then, [0.3] * 20, chunksize=1):
+            async for _ in iterator:
                 pass
 
         reader = asyncio.ensure_future(read())
@@ -179,13 +182,15 @@ def test_cancelling_an_async_iteration_stops_its_map(tmp_path):
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader
+        return iterator  # still referenced: its cancellation alone stopped the map
 
     with shoal.Pool(1, **FAST) as p:
-        asyncio.run(main(p))
+        iterator = asyncio.run(main(p))
         started = time.monotonic()
         assert p.apply(tasks.inc, (1,)) == 2
         assert time.monotonic() - started < 2, "the map's items kept the worker busy"
         assert sum(w.tasks for w in p.stats().workers) < 10  # the rest were cancelled
+        del iterator
 
 
 def test_a_loop_that_ends_before_its_calls_ends_cleanly():
@@ -199,6 +204,7 @@ def test_a_loop_that_ends_before_its_calls_ends_cleanly():
             iterator = pool.imap_unordered_async(tasks.sleep_then, [0.2] * 10)
             assert await iterator.__anext__() is None
             assert await ex.submit_async(tasks.inc, 1) == 2  # queued behind the others
+            ex.submit_async(tasks.sleep_then, 0.3, "never awaited either")
             return "done"
 
         with shoal.ProcessPoolExecutor(1) as ex, shoal.Pool(1) as pool:
@@ -211,3 +217,29 @@ def test_a_loop_that_ends_before_its_calls_ends_cleanly():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["done", "exit"]
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "awaiting",
+    [
+        "await asyncio.gather(*(ex.submit_async(tasks.sleep_then, 1.0) for _ in range(40)))",
+        "[x async for x in pool.imap_unordered_async(tasks.sleep_then, [1.0] * 40, chunksize=1)]",
+    ],
+)
+def test_ctrl_c_in_asyncio_run_cancels_the_calls_and_ends_promptly(awaiting):
+    # asyncio.run turns Ctrl-C into the main task's cancellation: the calls it awaits are
+    # withdrawn, the fronts' `with` blocks then have only the running ones to wait for.
+    started = time.monotonic()
+    _interrupt(
+        f"""
+        import asyncio, shoal, tasks
+
+        async def main(ex, pool):
+            print("waiting", flush=True)
+            {awaiting}
+
+        with shoal.ProcessPoolExecutor(1) as ex, shoal.Pool(1) as pool:
+            asyncio.run(main(ex, pool))
+        """
+    )
+    assert time.monotonic() - started < 10, "the caller waited for the work after Ctrl-C"
