@@ -24,8 +24,10 @@ TYPE_CHECKING = False
 
 __all__ = [
     "Pool",
+    "ThreadPool",
     "AsyncResult",
     "ProcessPoolExecutor",
+    "ThreadPoolExecutor",
     "Stats",
     "WorkerStats",
     "ShoalError",
@@ -47,8 +49,10 @@ __all__ = [
 # Where each public name lives.
 _HOMES = {
     "Pool": "shoal.pool",
+    "ThreadPool": "shoal.pool",
     "AsyncResult": "shoal.pool",
     "ProcessPoolExecutor": "shoal.futures",
+    "ThreadPoolExecutor": "shoal.futures",
     "Stats": "shoal._client",
     "WorkerStats": "shoal._client",
     "ShoalError": "shoal.errors",
@@ -84,8 +88,8 @@ if TYPE_CHECKING:
         TaskTimeout,
         WorkerCrashed,
     )
-    from shoal.futures import ProcessPoolExecutor
-    from shoal.pool import AsyncResult, Pool
+    from shoal.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    from shoal.pool import AsyncResult, Pool, ThreadPool
     from shoal.store import Store
 
 

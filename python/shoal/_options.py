@@ -183,7 +183,9 @@ class PoolSettings:
         heartbeat_timeout,
         progress,
         store,
+        threads: bool = False,
     ) -> None:
+        self.threads = threads  # thread workers (see _threads), not processes
         workers = default_workers() if workers is None else _int(workers_name, workers)
         if workers < 1:
             raise ValueError(f"{workers_name} must be at least 1, not {workers}")

@@ -17,6 +17,7 @@ work.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 import weakref
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 from shoal import _client, _stream, errors
 from shoal._options import PoolSettings, TaskOptions
 
-__all__ = ["ProcessPoolExecutor", "ExecutorOptions"]
+__all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor", "ExecutorOptions"]
 
 _DONE = (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED)
 
@@ -382,6 +383,9 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
             progress=progress,
             store=store,
         )
+        self._start(settings)
+
+    def _start(self, settings: PoolSettings) -> None:
         self._max_workers = settings.workers
         self._core = _client.Core(settings)
         self._core.finish_at_exit = True
@@ -436,7 +440,68 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else "running"
-        return f"<shoal.ProcessPoolExecutor {state} max_workers={self._max_workers}>"
+        return f"<shoal.{type(self).__name__} {state} max_workers={self._max_workers}>"
+
+
+class ThreadPoolExecutor(ProcessPoolExecutor):
+    """An Executor running calls in worker threads of this process, with the API of
+    concurrent.futures.ThreadPoolExecutor, scheduled by shoal's engine as the process
+    executor is (priorities, cost, keys, `options(...)`, timeouts, progress, stats(), a
+    store with keyed resume, resize and elastic size).
+
+    ThreadPoolExecutor(max_workers=None, thread_name_prefix="", initializer=None,
+                       initargs=(), *, min_workers=None, idle_timeout=None,
+                       priority=0, timeout=None, retries=1, cost=None, key=None,
+                       progress=False, store=None)
+
+    - max_workers: thread count (default: min(32, os.cpu_count() + 4), as the stdlib's).
+    - thread_name_prefix: accepted for compatibility; the threads are named
+      shoal-thread-worker-N.
+    - initializer(*initargs) runs once in each worker thread (not pickled).
+    Functions, arguments and results are pickled as for processes (the workers speak
+    the same protocol): an argument that cannot be pickled fails its future with
+    PicklingError. A call past its `timeout` fails with TaskTimeout at the deadline
+    and frees its slot, while its thread, which cannot be killed, runs on to the end of
+    the call (`stats().stragglers` counts those still running).
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable | None = None,
+        initargs: Iterable = (),
+        *,
+        min_workers: int | None = None,
+        idle_timeout: float | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        retries: int = 1,
+        cost: float | None = None,
+        key: str | None = None,
+        progress: bool = False,
+        store: str | None = None,
+    ) -> None:
+        settings = PoolSettings(
+            workers=min(32, (os.cpu_count() or 1) + 4) if max_workers is None else max_workers,
+            workers_name="max_workers",
+            min_workers=min_workers,
+            idle_timeout=idle_timeout,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks=None,
+            max_tasks_name="max_tasks_per_child",
+            defaults=TaskOptions(priority, timeout, retries, cost, key),
+            memory_limit=None,
+            cpu_affinity=None,
+            max_memory_per_child=None,
+            heartbeat=1.0,
+            heartbeat_timeout=30.0,
+            progress=progress,
+            store=store,
+            threads=True,
+        )
+        self._start(settings)
 
 
 class ExecutorOptions(_Submitting, concurrent.futures.Executor):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import threading
 import time
 import warnings
@@ -27,7 +28,7 @@ from shoal import _client, _stream
 from shoal._options import PoolSettings, TaskOptions
 from shoal.errors import TaskCancelled
 
-__all__ = ["Pool", "AsyncResult", "MapResult", "IMapIterator", "PoolOptions"]
+__all__ = ["Pool", "ThreadPool", "AsyncResult", "MapResult", "IMapIterator", "PoolOptions"]
 
 INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
 
@@ -504,6 +505,9 @@ class Pool(_Submitting):
             progress=progress,
             store=store,
         )
+        self._start(settings)
+
+    def _start(self, settings: PoolSettings) -> None:
         self._processes = settings.workers
         self._core = _client.Core(settings)
         self._condition = threading.Condition()  # shared by its results (see AsyncResult)
@@ -570,7 +574,69 @@ class Pool(_Submitting):
         raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
     def __repr__(self) -> str:
-        return f"<shoal.Pool state={self._state} processes={self._processes}>"
+        return f"<shoal.{type(self).__name__} state={self._state} processes={self._processes}>"
+
+
+class ThreadPool(Pool):
+    """A pool of worker threads of this process, with the API of
+    multiprocessing.pool.ThreadPool, scheduled by shoal's engine as a process pool is:
+    priorities, cost, keys, per-call options, timeouts, progress, stats(), a store with
+    keyed resume, resize and elastic size.
+
+    ThreadPool(processes=None, initializer=None, initargs=(), *, min_processes=None,
+               idle_timeout=None, priority=0, timeout=None, retries=1, cost=None,
+               key=None, progress=False, store=None)
+
+    - processes: thread count (default: os.cpu_count(), as multiprocessing's).
+    - initializer(*initargs) runs once in each worker thread (not pickled).
+    The keyword-only extras are as for shoal.Pool. Functions, arguments and results
+    are pickled as for processes (the workers speak the same protocol): an argument
+    that cannot be pickled fails its call with PicklingError.
+
+    A thread cannot be killed: a call past its `timeout` fails with TaskTimeout at the
+    deadline and its slot gets a fresh thread, while the old thread runs the call to
+    its end in the background (`stats().stragglers` counts those still running);
+    terminate() likewise stops waiting for running calls rather than stopping them.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable | None = None,
+        initargs: Iterable = (),
+        *,
+        min_processes: int | None = None,
+        idle_timeout: float | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        retries: int = 1,
+        cost: float | None = None,
+        key: str | None = None,
+        progress: bool = False,
+        store: str | None = None,
+    ) -> None:
+        self._state = INIT
+        settings = PoolSettings(
+            workers=(os.cpu_count() or 1) if processes is None else processes,
+            workers_name="processes",
+            min_workers=min_processes,
+            min_workers_name="min_processes",
+            idle_timeout=idle_timeout,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks=None,
+            max_tasks_name="maxtasksperchild",
+            defaults=TaskOptions(priority, timeout, retries, cost, key),
+            memory_limit=None,
+            cpu_affinity=None,
+            max_memory_per_child=None,
+            heartbeat=1.0,
+            heartbeat_timeout=30.0,
+            progress=progress,
+            store=store,
+            threads=True,
+        )
+        self._start(settings)
 
 
 class PoolOptions(_Submitting):
