@@ -26,6 +26,9 @@ as one markdown table per section:
                against the same executor's submit + .result() and
                asyncio.wrap_future(submit(...)) in the same run, and the standard
                ProcessPoolExecutor through wrap_future
+  7. threads   1,000 x time.sleep(0.05) on 100 threads (s): shoal.ThreadPoolExecutor.map
+               and shoal.ThreadPool.map against concurrent.futures.ThreadPoolExecutor
+               and multiprocessing.pool.ThreadPool, and a 2-process multiprocessing.Pool
 
 In sections 1-3 the pool is started and warmed before the clock starts (one f task,
 then one 50 ms sleep per worker, so that pools starting workers lazily have both up).
@@ -424,6 +427,43 @@ def trial_async(variant, tasks):
     return {"seconds": seconds, "value": seconds / tasks * 1e6}
 
 
+IO_CALLS, IO_SECONDS, IO_THREADS = 1000, 0.05, 100
+
+
+def trial_threads(variant, _tasks):
+    """Section 7: IO_CALLS sleeps of IO_SECONDS, mapped over IO_THREADS threads (or 2
+    processes); the pool is started before the clock."""
+    from _pyfuncs import sleep
+
+    if variant == "std_threads":
+        from concurrent.futures import ThreadPoolExecutor as pool_class
+    elif variant == "mp_threads":
+        from multiprocessing.pool import ThreadPool as pool_class
+    elif variant == "shoal_threads":
+        from shoal import ThreadPoolExecutor as pool_class
+    elif variant == "shoal_thread_pool":
+        from shoal import ThreadPool as pool_class
+    else:  # mp: the 2-process pool
+        import multiprocessing
+
+        pool_class = multiprocessing.Pool
+    pool = pool_class(WORKERS if variant == "mp" else IO_THREADS)
+    durations = [IO_SECONDS] * IO_CALLS
+    try:
+        pool.map(sleep, [0.0] * (WORKERS if variant == "mp" else IO_THREADS))  # warm
+        t0 = time.perf_counter()
+        out = list(pool.map(sleep, durations))
+        seconds = time.perf_counter() - t0
+        _check(out, durations, "map(sleep, durations)")
+    finally:
+        if hasattr(pool, "shutdown"):
+            pool.shutdown(wait=True)
+        else:
+            pool.close()
+            pool.join()
+    return {"seconds": seconds, "value": seconds}
+
+
 TRIALS = {
     "dispatch": trial_dispatch,
     "map": trial_map,
@@ -431,6 +471,7 @@ TRIALS = {
     "startup": trial_startup,
     "kill": trial_kill,
     "async": trial_async,
+    "threads": trial_threads,
 }
 
 
@@ -439,7 +480,7 @@ def trial_main():
     section, variant, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3])
     lib = VARIANTS[section][variant][1]
     try:
-        result = TRIALS[section](variant if section in ("kill", "async") else lib, tasks)
+        result = TRIALS[section](variant if section in ("kill", "async", "threads") else lib, tasks)
     except BaseException as e:  # reported in the table, never fatal to the run
         import traceback
 
@@ -500,9 +541,16 @@ VARIANTS = {
                              "shoal_pool"),
         "ppe_wrap": ("`wrap_future(ProcessPoolExecutor.submit(f, x))`, each awaited", "ppe"),
     },
+    "threads": {
+        "std_threads": ("`concurrent.futures.ThreadPoolExecutor(100).map`", "mp"),
+        "mp_threads": ("`multiprocessing.pool.ThreadPool(100).map`", "mp"),
+        "shoal_threads": ("`shoal.ThreadPoolExecutor(100).map`", "shoal_ppe"),
+        "shoal_thread_pool": ("`shoal.ThreadPool(100).map`", "shoal_pool"),
+        "mp": ("`multiprocessing.Pool(2).map` (2 processes)", "mp"),
+    },
 }
 
-SECTION_ORDER = ["dispatch", "map", "skew", "startup", "kill", "async"]
+SECTION_ORDER = ["dispatch", "map", "skew", "startup", "kill", "async", "threads"]
 
 # section -> (title, unit, digits, ratio columns as (header, variant or None = bound))
 SECTIONS = {
@@ -519,6 +567,8 @@ SECTIONS = {
              "s", 3, []),
     "async": ("6. asyncio: {tasks} tiny calls f(x)=x+1 awaited from one event loop, 2 workers",
               "us/task", 1, [("÷ shoal submit + result", "shoal_ppe_sync")]),
+    "threads": ("7. I/O-bound: 1,000 x sleep(50 ms) on 100 threads (bound 0.5 s)", "s", 3,
+                [("÷ stdlib threads", "std_threads"), ("÷ shoal ThreadPoolExecutor", "shoal_threads")]),
 }
 
 NOTES = {
@@ -539,6 +589,9 @@ NOTES = {
     "async": "Wall time from the first submit to the last result (for the loops: "
              "`asyncio.run` of the whole, loop start included), pool warmed first. "
              "\"÷ shoal submit + result\" under 1: faster per call than the synchronous path.",
+    "threads": "Makespan of one `map` call, the pool started and warmed first (one empty "
+               "sleep per worker). The 2-process pool is the process pool's answer to "
+               "the same I/O-bound work.",
 }
 
 GOALS = [  # (section, shoal variant, peer variant or None = bound/absolute, op, limit, text)
@@ -561,6 +614,12 @@ GOALS = [  # (section, shoal variant, peer variant or None = bound/absolute, op,
      "submit_async awaited at least as fast per call as submit + result (issue 14)"),
     ("async", "shoal_pool_aiter", "shoal_ppe_sync", "<=", 1.0,
      "imap_unordered_async at least as fast per call as submit + result (issue 14)"),
+    ("threads", "shoal_threads", "std_threads", "<=", 1.2,
+     "shoal.ThreadPoolExecutor within 1.2x of the stdlib's threads (issue 14)"),
+    ("threads", "shoal_thread_pool", "std_threads", "<=", 1.2,
+     "shoal.ThreadPool within 1.2x of the stdlib's threads (issue 14)"),
+    ("threads", "shoal_threads", "mp", ">=", 30.0,
+     "shoal.ThreadPoolExecutor at least 30x faster than 2 processes (issue 14)"),
 ]
 
 # ---------------------------------------------------------------------------------
@@ -832,7 +891,7 @@ def main():
     ap.add_argument("--tasks", type=int, default=20000,
                     help="tasks in the dispatch, map and async sections (20000)")
     ap.add_argument("--only", metavar="SECTION[,SECTION]",
-                    help="run only these: " + ", ".join(SECTION_ORDER) + " (or 1-6)")
+                    help="run only these: " + ", ".join(SECTION_ORDER) + " (or 1-7)")
     ap.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
     ap.add_argument("--timeout", type=float, default=120.0,
                     help="seconds before one trial is killed and reported (120)")
