@@ -3,8 +3,9 @@
 `shoal.Pool` is a drop-in for `multiprocessing.Pool` and `shoal.ProcessPoolExecutor`
 for `concurrent.futures.ProcessPoolExecutor`; both run their tasks on long-lived worker
 processes supervised by the engine (`shoal._engine`), which never hangs when a worker
-dies, kills only the task that timed out, retries crashes, and prioritises. The errors
-they raise are in `shoal.errors`.
+dies, kills only the task that timed out, retries crashes, and prioritises.
+`shoal.ThreadPool` and `shoal.ThreadPoolExecutor` are the same on worker threads, for
+I/O-bound calls. The errors they raise are in `shoal.errors`.
 
 `shoal.Store(path)` steers the live runs recorded in a store (cancel, pause, unpause,
 set_jobs), from any process, as the `shoal cancel` family does.

@@ -10,6 +10,9 @@ affinity key come from the executor's defaults or from `executor.options(...)`.
 `submit_async` is the asyncio-native submit: awaited without a thread per call (see
 `_aio`).
 
+`ThreadPoolExecutor` is the same executor on worker threads of this process (see
+`_threads`), for `concurrent.futures.ThreadPoolExecutor`.
+
 This module owns the executor's semantics and the futures' states; `_client` does the
 work.
 """

@@ -9,6 +9,9 @@ progress bar and statistics, and asyncio calls (`apply_awaitable`, `imap_async`,
 `imap_unordered_async`, see `_aio`). It never hangs: a dead worker fails (or retries) its own
 task only, and `terminate()` fails every unfinished result with `TaskCancelled`.
 
+`ThreadPool` is the same pool on worker threads of this process (see `_threads`), a
+drop-in for `multiprocessing.pool.ThreadPool`.
+
 This module owns the standard pool's semantics; `_client` does the work.
 """
 
