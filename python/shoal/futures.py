@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import asyncio
 
 from shoal import _client, _stream, errors
-from shoal._options import PoolSettings, TaskOptions
+from shoal._options import PoolSettings, TaskOptions, thread_settings
 
 __all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor", "ExecutorOptions"]
 
@@ -485,26 +485,20 @@ class ThreadPoolExecutor(ProcessPoolExecutor):
         progress: bool = False,
         store: str | None = None,
     ) -> None:
-        settings = PoolSettings(
-            workers=min(32, (os.cpu_count() or 1) + 4) if max_workers is None else max_workers,
-            workers_name="max_workers",
-            min_workers=min_workers,
-            idle_timeout=idle_timeout,
-            initializer=initializer,
-            initargs=initargs,
-            max_tasks=None,
-            max_tasks_name="max_tasks_per_child",
-            defaults=TaskOptions(priority, timeout, retries, cost, key),
-            memory_limit=None,
-            cpu_affinity=None,
-            max_memory_per_child=None,
-            heartbeat=1.0,
-            heartbeat_timeout=30.0,
-            progress=progress,
-            store=store,
-            threads=True,
+        self._start(
+            thread_settings(
+                min(32, (os.cpu_count() or 1) + 4) if max_workers is None else max_workers,
+                "max_workers",
+                "min_workers",
+                min_workers=min_workers,
+                idle_timeout=idle_timeout,
+                initializer=initializer,
+                initargs=initargs,
+                defaults=TaskOptions(priority, timeout, retries, cost, key),
+                progress=progress,
+                store=store,
+            )
         )
-        self._start(settings)
 
 
 class ExecutorOptions(_Submitting, concurrent.futures.Executor):

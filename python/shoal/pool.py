@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from shoal import _client, _stream
-from shoal._options import PoolSettings, TaskOptions
+from shoal._options import PoolSettings, TaskOptions, thread_settings
 from shoal.errors import TaskCancelled
 
 __all__ = ["Pool", "ThreadPool", "AsyncResult", "MapResult", "IMapIterator", "PoolOptions"]
@@ -619,27 +619,20 @@ class ThreadPool(Pool):
         store: str | None = None,
     ) -> None:
         self._state = INIT
-        settings = PoolSettings(
-            workers=(os.cpu_count() or 1) if processes is None else processes,
-            workers_name="processes",
-            min_workers=min_processes,
-            min_workers_name="min_processes",
-            idle_timeout=idle_timeout,
-            initializer=initializer,
-            initargs=initargs,
-            max_tasks=None,
-            max_tasks_name="maxtasksperchild",
-            defaults=TaskOptions(priority, timeout, retries, cost, key),
-            memory_limit=None,
-            cpu_affinity=None,
-            max_memory_per_child=None,
-            heartbeat=1.0,
-            heartbeat_timeout=30.0,
-            progress=progress,
-            store=store,
-            threads=True,
+        self._start(
+            thread_settings(
+                (os.cpu_count() or 1) if processes is None else processes,
+                "processes",
+                "min_processes",
+                min_workers=min_processes,
+                idle_timeout=idle_timeout,
+                initializer=initializer,
+                initargs=initargs,
+                defaults=TaskOptions(priority, timeout, retries, cost, key),
+                progress=progress,
+                store=store,
+            )
         )
-        self._start(settings)
 
 
 class PoolOptions(_Submitting):

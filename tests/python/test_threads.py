@@ -8,9 +8,6 @@ import asyncio
 import concurrent.futures
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -18,7 +15,7 @@ import pytest
 
 import shoal
 import tasks
-from conftest import HERE
+from conftest import popen_script
 
 # Shared with the worker threads: functions of this module are pickled by reference,
 # so the threads see these very objects.
@@ -201,20 +198,13 @@ def test_asyncio_and_resize_on_threads():
 
 
 def test_ctrl_c_in_a_thread_pool_map_ends_it():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, env.get("PYTHONPATH")]))
-    script = """
+    proc = popen_script(
+        """
         import shoal, tasks
         with shoal.ThreadPool(2) as pool:
             print("waiting", flush=True)
             pool.map(tasks.sleep_then, [0.5] * 100, chunksize=1)
         """
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         assert proc.stdout.readline().strip() == "waiting"
