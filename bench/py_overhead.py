@@ -20,6 +20,15 @@ as one markdown table per section:
   5. kill      8 x sleep(1 s) on shoal.ProcessPoolExecutor(2), with and without a
                SIGKILL of one worker 0.3 s in: extra time, and whether all 8 came back
                (shoal only: multiprocessing.Pool hangs and ProcessPoolExecutor breaks)
+  6. async     TASKS tiny calls awaited from one asyncio loop (us/task):
+               shoal.ProcessPoolExecutor.submit_async (each awaited in order, and
+               through asyncio.gather), shoal.Pool.imap_unordered_async(chunksize=1),
+               against the same executor's submit + .result() and
+               asyncio.wrap_future(submit(...)) in the same run, and the standard
+               ProcessPoolExecutor through wrap_future
+  7. threads   1,000 x time.sleep(0.05) on 100 threads (s): shoal.ThreadPoolExecutor.map
+               and shoal.ThreadPool.map against concurrent.futures.ThreadPoolExecutor
+               and multiprocessing.pool.ThreadPool, and a 2-process multiprocessing.Pool
 
 In sections 1-3 the pool is started and warmed before the clock starts (one f task,
 then one 50 ms sleep per worker, so that pools starting workers lazily have both up).
@@ -373,12 +382,96 @@ def trial_kill(variant, _tasks):
     return {"seconds": seconds, "value": seconds, "ok": ok, "missing": len(not_done), **info}
 
 
+
+
+def trial_async(variant, tasks):
+    """Section 6: `tasks` calls of f(x)=x+1 awaited from one event loop (or, for the
+    sync baseline, submitted and then each .result()-ed)."""
+    import asyncio
+
+    from _pyfuncs import inc, sleep
+
+    lib = VARIANTS["async"][variant][1]
+    pool = open_lib(lib)
+    xs = list(range(tasks))
+    inner = pool.ex if isinstance(pool, ExecutorLike) else pool.pool
+
+    async def awaited():
+        if variant == "shoal_pool_aiter":
+            total = 0
+            async for r in inner.imap_unordered_async(inc, xs, chunksize=1):
+                total += r
+            return total
+        if variant == "shoal_ppe_gather":
+            return sum(await asyncio.gather(*[inner.submit_async(inc, x) for x in xs]))
+        if variant == "shoal_ppe_async":
+            calls = [inner.submit_async(inc, x) for x in xs]
+        else:  # the standard bridge: a callback per concurrent future
+            calls = [asyncio.wrap_future(inner.submit(inc, x)) for x in xs]
+        total = 0
+        for call in calls:  # awaited in order, as the baseline takes .result()
+            total += await call
+        return total
+
+    try:
+        pool.warm(inc, sleep)
+        t0 = time.perf_counter()
+        if variant == "shoal_ppe_sync":
+            total = sum(f.result() for f in [inner.submit(inc, x) for x in xs])
+        else:
+            total = asyncio.run(awaited())
+        seconds = time.perf_counter() - t0
+        _check(total, sum(xs) + tasks, "sum of f(x)")
+    finally:
+        pool.close()
+    return {"seconds": seconds, "value": seconds / tasks * 1e6}
+
+
+IO_CALLS, IO_SECONDS, IO_THREADS = 1000, 0.05, 100
+
+
+def trial_threads(variant, _tasks):
+    """Section 7: IO_CALLS sleeps of IO_SECONDS, mapped over IO_THREADS threads (or 2
+    processes); the pool is started before the clock."""
+    from _pyfuncs import sleep
+
+    if variant == "std_threads":
+        from concurrent.futures import ThreadPoolExecutor as pool_class
+    elif variant == "mp_threads":
+        from multiprocessing.pool import ThreadPool as pool_class
+    elif variant == "shoal_threads":
+        from shoal import ThreadPoolExecutor as pool_class
+    elif variant == "shoal_thread_pool":
+        from shoal import ThreadPool as pool_class
+    else:  # mp: the 2-process pool
+        import multiprocessing
+
+        pool_class = multiprocessing.Pool
+    pool = pool_class(WORKERS if variant == "mp" else IO_THREADS)
+    durations = [IO_SECONDS] * IO_CALLS
+    try:
+        pool.map(sleep, [0.0] * (WORKERS if variant == "mp" else IO_THREADS))  # warm
+        t0 = time.perf_counter()
+        out = list(pool.map(sleep, durations))
+        seconds = time.perf_counter() - t0
+        _check(out, durations, "map(sleep, durations)")
+    finally:
+        if hasattr(pool, "shutdown"):
+            pool.shutdown(wait=True)
+        else:
+            pool.close()
+            pool.join()
+    return {"seconds": seconds, "value": seconds}
+
+
 TRIALS = {
     "dispatch": trial_dispatch,
     "map": trial_map,
     "skew": trial_skew,
     "startup": trial_startup,
     "kill": trial_kill,
+    "async": trial_async,
+    "threads": trial_threads,
 }
 
 
@@ -387,7 +480,7 @@ def trial_main():
     section, variant, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3])
     lib = VARIANTS[section][variant][1]
     try:
-        result = TRIALS[section](variant if section == "kill" else lib, tasks)
+        result = TRIALS[section](variant if section in ("kill", "async", "threads") else lib, tasks)
     except BaseException as e:  # reported in the table, never fatal to the run
         import traceback
 
@@ -436,9 +529,28 @@ VARIANTS = {
         "shoal_ppe_plain": ("`shoal.ProcessPoolExecutor(2)`, no kill", "shoal_ppe"),
         "shoal_ppe_kill": (f"the same, SIGKILL of one worker {KILL_AT} s in", "shoal_ppe"),
     },
+    "async": {
+        "shoal_ppe_sync": ("`shoal.ProcessPoolExecutor.submit` + `.result()` (no loop)",
+                           "shoal_ppe"),
+        "shoal_ppe_async": ("shoal `executor.submit_async(f, x)`, each awaited", "shoal_ppe"),
+        "shoal_ppe_gather": ("`await gather(*(shoal executor.submit_async(f, x) ...))`",
+                             "shoal_ppe"),
+        "shoal_ppe_wrap": ("`wrap_future(shoal executor.submit(f, x))`, each awaited",
+                           "shoal_ppe"),
+        "shoal_pool_aiter": ("`async for` over `shoal.Pool.imap_unordered_async`, chunksize=1",
+                             "shoal_pool"),
+        "ppe_wrap": ("`wrap_future(ProcessPoolExecutor.submit(f, x))`, each awaited", "ppe"),
+    },
+    "threads": {
+        "std_threads": ("`concurrent.futures.ThreadPoolExecutor(100).map`", "mp"),
+        "mp_threads": ("`multiprocessing.pool.ThreadPool(100).map`", "mp"),
+        "shoal_threads": ("`shoal.ThreadPoolExecutor(100).map`", "shoal_ppe"),
+        "shoal_thread_pool": ("`shoal.ThreadPool(100).map`", "shoal_pool"),
+        "mp": ("`multiprocessing.Pool(2).map` (2 processes)", "mp"),
+    },
 }
 
-SECTION_ORDER = ["dispatch", "map", "skew", "startup", "kill"]
+SECTION_ORDER = ["dispatch", "map", "skew", "startup", "kill", "async", "threads"]
 
 # section -> (title, unit, digits, ratio columns as (header, variant or None = bound))
 SECTIONS = {
@@ -453,6 +565,10 @@ SECTIONS = {
                 "ms", 1, [("÷ shoal Pool", "shoal_pool")]),
     "kill": ("5. Kill recovery: 8 x sleep(1 s) on 2 workers, one worker SIGKILLed 0.3 s in",
              "s", 3, []),
+    "async": ("6. asyncio: {tasks} tiny calls f(x)=x+1 awaited from one event loop, 2 workers",
+              "us/task", 1, [("÷ shoal submit + result", "shoal_ppe_sync")]),
+    "threads": ("7. I/O-bound: 1,000 x sleep(50 ms) on 100 threads (bound 0.5 s)", "s", 3,
+                [("÷ stdlib threads", "std_threads"), ("÷ shoal ThreadPoolExecutor", "shoal_threads")]),
 }
 
 NOTES = {
@@ -470,6 +586,12 @@ NOTES = {
     "kill": "shoal only. Not run: `multiprocessing.Pool` loses the killed worker's task and "
             "its `map`/`get` hang forever (cpython #66587); `ProcessPoolExecutor` fails "
             "every pending future with `BrokenProcessPool` and stays broken.",
+    "async": "Wall time from the first submit to the last result (for the loops: "
+             "`asyncio.run` of the whole, loop start included), pool warmed first. "
+             "\"÷ shoal submit + result\" under 1: faster per call than the synchronous path.",
+    "threads": "Makespan of one `map` call, the pool started and warmed first (one empty "
+               "sleep per worker). The 2-process pool is the process pool's answer to "
+               "the same I/O-bound work.",
 }
 
 GOALS = [  # (section, shoal variant, peer variant or None = bound/absolute, op, limit, text)
@@ -488,6 +610,16 @@ GOALS = [  # (section, shoal variant, peer variant or None = bound/absolute, op,
     ("startup", "shoal_pool", None, "<", 100.0, "shoal.Pool(2) to first result under 100 ms"),
     ("startup", "shoal_ppe", None, "<", 100.0,
      "shoal.ProcessPoolExecutor(2) to first result under 100 ms"),
+    ("async", "shoal_ppe_async", "shoal_ppe_sync", "<=", 1.0,
+     "submit_async awaited at least as fast per call as submit + result (issue 14)"),
+    ("async", "shoal_pool_aiter", "shoal_ppe_sync", "<=", 1.0,
+     "imap_unordered_async at least as fast per call as submit + result (issue 14)"),
+    ("threads", "shoal_threads", "std_threads", "<=", 1.2,
+     "shoal.ThreadPoolExecutor within 1.2x of the stdlib's threads (issue 14)"),
+    ("threads", "shoal_thread_pool", "std_threads", "<=", 1.2,
+     "shoal.ThreadPool within 1.2x of the stdlib's threads (issue 14)"),
+    ("threads", "shoal_threads", "mp", ">=", 30.0,
+     "shoal.ThreadPoolExecutor at least 30x faster than 2 processes (issue 14)"),
 ]
 
 # ---------------------------------------------------------------------------------
@@ -677,7 +809,7 @@ def print_kill(results, stats, reps):
 
 def goals(all_results, libs):
     if not libs["shoal"]["ok"]:
-        print("\n### Goals of issue 3\n\nNot checked: shoal is not importable.")
+        print("\n### Goals\n\nNot checked: shoal is not importable.")
         return
     lines = []
     for section, shoal_v, peer_v, op, limit, text in GOALS:
@@ -713,7 +845,7 @@ def goals(all_results, libs):
                          f"{'yes' if all_back else 'no'}, {extra:+.3f} s over no kill, "
                          f"goal < 0.5 s ({'met' if met else 'NOT met'})")
     if lines:
-        print("\n### Goals of issue 3 (medians)\n")
+        print("\n### Goals (medians)\n")
         print("\n".join(lines))
 
 
@@ -757,9 +889,9 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each variant (5)")
     ap.add_argument("--tasks", type=int, default=20000,
-                    help="tasks in the dispatch and map sections (20000)")
+                    help="tasks in the dispatch, map and async sections (20000)")
     ap.add_argument("--only", metavar="SECTION[,SECTION]",
-                    help="run only these: " + ", ".join(SECTION_ORDER) + " (or 1-5)")
+                    help="run only these: " + ", ".join(SECTION_ORDER) + " (or 1-7)")
     ap.add_argument("--json", metavar="PATH", help="also write the raw numbers here")
     ap.add_argument("--timeout", type=float, default=120.0,
                     help="seconds before one trial is killed and reported (120)")

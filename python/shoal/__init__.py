@@ -3,8 +3,9 @@
 `shoal.Pool` is a drop-in for `multiprocessing.Pool` and `shoal.ProcessPoolExecutor`
 for `concurrent.futures.ProcessPoolExecutor`; both run their tasks on long-lived worker
 processes supervised by the engine (`shoal._engine`), which never hangs when a worker
-dies, kills only the task that timed out, retries crashes, and prioritises. The errors
-they raise are in `shoal.errors`.
+dies, kills only the task that timed out, retries crashes, and prioritises.
+`shoal.ThreadPool` and `shoal.ThreadPoolExecutor` are the same on worker threads, for
+I/O-bound calls. The errors they raise are in `shoal.errors`.
 
 `shoal.Store(path)` steers the live runs recorded in a store (cancel, pause, unpause,
 set_jobs), from any process, as the `shoal cancel` family does.
@@ -24,8 +25,10 @@ TYPE_CHECKING = False
 
 __all__ = [
     "Pool",
+    "ThreadPool",
     "AsyncResult",
     "ProcessPoolExecutor",
+    "ThreadPoolExecutor",
     "Stats",
     "WorkerStats",
     "ShoalError",
@@ -47,8 +50,10 @@ __all__ = [
 # Where each public name lives.
 _HOMES = {
     "Pool": "shoal.pool",
+    "ThreadPool": "shoal.pool",
     "AsyncResult": "shoal.pool",
     "ProcessPoolExecutor": "shoal.futures",
+    "ThreadPoolExecutor": "shoal.futures",
     "Stats": "shoal._client",
     "WorkerStats": "shoal._client",
     "ShoalError": "shoal.errors",
@@ -84,8 +89,8 @@ if TYPE_CHECKING:
         TaskTimeout,
         WorkerCrashed,
     )
-    from shoal.futures import ProcessPoolExecutor
-    from shoal.pool import AsyncResult, Pool
+    from shoal.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    from shoal.pool import AsyncResult, Pool, ThreadPool
     from shoal.store import Store
 
 

@@ -8,7 +8,7 @@ It owns one `shoal._engine.Engine` and everything between the front ends and it:
   (`_sharing`);
 - the dispatcher thread, which waits on `engine.events` (the GIL released) and hands
   each task's final event to the handler registered when it was submitted: futures are
-  resolved and callbacks run there;
+  resolved and callbacks run there (asyncio futures are handed to their loop, `_aio`);
 - the registry of streams (`_stream.Stream`: map-like calls fed in chunks by threads of
   their own);
 - the lifecycle: close (deferred until every stream has seen its last chunk done),
@@ -48,6 +48,7 @@ from shoal._options import PoolSettings, TaskOptions, resize_count
 from shoal._outcomes import call_outcome, describe, label, stored_label
 from shoal._progress import ProgressBar
 from shoal._stream import Stream, ChunkHandler
+from shoal._threads import ThreadWorkers
 
 # A worker is `python -c WORKER_CODE`: not `-m shoal._worker`, whose runpy imports
 # (importlib.util, contextlib, warnings) cost a worker 3 ms of its start.
@@ -129,11 +130,15 @@ class WorkerStats:
 class Stats:
     """A snapshot of a pool: `workers` (a list of WorkerStats); `calls` submitted and
     `calls_done` (function calls, each item of a map counting once); the engine's
-    `tasks` submitted, `finished`, `running`, `queued` (a chunk is one task)."""
+    `tasks` submitted, `finished`, `running`, `queued` (a chunk is one task); for a
+    thread pool, `stragglers`: threads still running a call that timed out (a thread
+    cannot be killed; its slot has a fresh thread already)."""
 
-    __slots__ = ("workers", "calls", "calls_done", "tasks", "finished", "running", "queued")
+    __slots__ = (
+        "workers", "calls", "calls_done", "tasks", "finished", "running", "queued", "stragglers"
+    )
 
-    def __init__(self, raw: dict, calls: int, calls_done: int) -> None:
+    def __init__(self, raw: dict, calls: int, calls_done: int, stragglers: int = 0) -> None:
         self.workers = [
             WorkerStats(
                 w["slot"],
@@ -150,6 +155,7 @@ class Stats:
         self.calls, self.calls_done = calls, calls_done
         self.tasks, self.finished = raw["submitted"], raw["finished"]
         self.running, self.queued = raw["running"], raw["queued"]
+        self.stragglers = stragglers
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -186,7 +192,14 @@ class Core:
         # Descriptors of the initargs' multiprocessing objects, which every worker
         # inherits: open until the engine has ended (see _close_inherited).
         self._inherited: list[int] = []
-        if settings.initializer is not None:
+        # Thread workers (see _threads) take the initializer as it is, not pickled:
+        # Init only tells them when to run it.
+        self.threads = None
+        if settings.threads:
+            self.threads = ThreadWorkers(settings.initializer, settings.initargs)
+            if settings.initializer is not None:
+                init = b""
+        elif settings.initializer is not None:
             try:
                 init, self._inherited = _sharing.dumps_initializer(
                     settings.initializer, settings.initargs
@@ -202,17 +215,19 @@ class Core:
                 settings.workers,
                 min_workers=settings.min_workers,
                 idle_timeout=settings.idle_timeout,
-                worker_config=worker_config(self._inherited),
+                worker_config=b"" if self.threads else worker_config(self._inherited),
                 init=init,
                 pass_fds=self._inherited,
                 max_tasks_per_worker=settings.max_tasks,
                 recycle_memory=settings.recycle_memory,
                 memory_limit=settings.memory_limit,
                 cpus=settings.cpus,
-                heartbeat=settings.heartbeat,
+                # A thread worker's silence says nothing of it (it is this process).
+                heartbeat=0.0 if self.threads else settings.heartbeat,
                 heartbeat_timeout=settings.heartbeat_timeout,
                 store=settings.store,
                 run_name=[os.path.basename(sys.executable), *sys.argv][:8],
+                threads=self.threads.start if self.threads else None,
             )
         except BaseException:
             _sharing.close_fds(self._inherited)
@@ -433,7 +448,8 @@ class Core:
         self.workers = n
 
     def stats(self) -> Stats:
-        return Stats(self.engine.stats(), self.calls, self.calls_done)
+        stragglers = self.threads.stragglers() if self.threads else 0
+        return Stats(self.engine.stats(), self.calls, self.calls_done, stragglers)
 
     # ----- the dispatcher thread -----
 

@@ -1,7 +1,7 @@
 """Type stubs of `shoal._engine`, the Rust extension (crates/shoal-py): the engine that
 starts, supervises and feeds the worker processes. Payloads are opaque bytes to it."""
 
-from typing import Final
+from typing import Callable, Final
 
 PROTOCOL_VERSION: Final[int]
 __version__: Final[str]  # the crate's version, which is the package's
@@ -40,6 +40,7 @@ class Engine:
         prefetch: int = 32,
         store: str | None = None,
         run_name: list[str] | None = None,
+        threads: Callable[[int, int], None] | None = None,
     ) -> None:
         """Starts the engine thread and the workers. `pass_fds`: descriptors every worker
         inherits at the same number (the caller keeps them open until the engine ended).

@@ -183,7 +183,9 @@ class PoolSettings:
         heartbeat_timeout,
         progress,
         store,
+        threads: bool = False,
     ) -> None:
+        self.threads = threads  # thread workers (see _threads), not processes
         workers = default_workers() if workers is None else _int(workers_name, workers)
         if workers < 1:
             raise ValueError(f"{workers_name} must be at least 1, not {workers}")
@@ -266,3 +268,23 @@ def _cpus(affinity) -> list[int] | None:
             f"(allowed: {sorted(allowed)})"
         )
     return chosen
+
+
+def thread_settings(workers, workers_name: str, min_workers_name: str, **kwargs) -> PoolSettings:
+    """PoolSettings of a thread pool: what `ThreadPool` and `ThreadPoolExecutor` take
+    (min_workers, idle_timeout, initializer, initargs, defaults, progress, store); the
+    process options are not theirs."""
+    return PoolSettings(
+        workers=workers,
+        workers_name=workers_name,
+        min_workers_name=min_workers_name,
+        max_tasks=None,
+        max_tasks_name="",
+        memory_limit=None,
+        cpu_affinity=None,
+        max_memory_per_child=None,
+        heartbeat=1.0,
+        heartbeat_timeout=30.0,
+        threads=True,
+        **kwargs,
+    )

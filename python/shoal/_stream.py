@@ -604,18 +604,8 @@ class Results:
     def take(self, deadline: float | None) -> tuple[bool, Any] | None:
         """The next outcome, waiting until `deadline` (time.monotonic()) at most: None
         if it passed. Raises StopIteration after the last item."""
-        ready = self._ready
         with self._cond:
-            while True:
-                if self._ordered:
-                    outcome = ready.pop(self._taken, None)
-                else:
-                    outcome = ready.popleft() if ready else None
-                if outcome is not None:
-                    break
-                if self._count is not None and self._taken >= self._count:
-                    raise StopIteration
-                self._report()
+            while (outcome := self._pop()) is None:
                 self._waiting = True
                 try:
                     if deadline is None:
@@ -627,10 +617,26 @@ class Results:
                         self._cond.wait(left)
                 finally:
                     self._waiting = False
-            self._taken += 1
-            self._unreported += 1
-            if self._unreported >= self._REPORT_EVERY:
-                self._report()
+        return outcome
+
+    def _pop(self) -> tuple[bool, Any] | None:
+        """The next outcome if there is one, counted as taken; None (the stream told
+        what was taken, so that it feeds more) if the reader must wait for it. Raises
+        StopIteration after the last item. Called with `_cond` held."""
+        ready = self._ready
+        if self._ordered:
+            outcome = ready.pop(self._taken, None)
+        else:
+            outcome = ready.popleft() if ready else None
+        if outcome is None:
+            if self._count is not None and self._taken >= self._count:
+                raise StopIteration
+            self._report()
+            return None
+        self._taken += 1
+        self._unreported += 1
+        if self._unreported >= self._REPORT_EVERY:
+            self._report()
         return outcome
 
     def _report(self) -> None:

@@ -214,12 +214,14 @@ def decode(kind: int, body) -> tuple:
 
 class _Channel:
     """The worker's end of the socketpair. Reads are the main thread's alone; writes are
-    serialised by `lock` and stop for good once `closed` is set (after Bye)."""
+    serialised by `lock` and stop for good once `closed` is set (after Bye). A thread
+    worker's (`in_thread`) failed write closes it instead of ending the process."""
 
     _READ_SIZE = 1 << 16
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, in_thread: bool = False) -> None:
         self.fd = fd
+        self.in_thread = in_thread
         self.lock = allocate_lock()
         self.closed = False
         self._buf = b""
@@ -313,7 +315,11 @@ class _Channel:
                 while sent < len(data):
                     sent += os.write(self.fd, view[sent:])
         except OSError:
-            # EPIPE, ECONNRESET: the engine is gone.
+            # EPIPE, ECONNRESET: the engine is gone (or cut a thread worker's channel:
+            # its next read ends it).
+            if self.in_thread:
+                self.closed = True
+                return
             _exit_now(1)
 
 
@@ -468,6 +474,15 @@ def _initialize(payload: memoryview) -> tuple[bool, bytes, str]:
     try:
         initializer, initargs = pickle.loads(payload)
         initializer(*initargs)
+    except Exception as exc:
+        return (False, *_failure(exc))
+    return True, b"", ""
+
+
+def _run_initializer(initializer) -> tuple[bool, bytes, str]:
+    """A thread worker's initializer: given as an object, never pickled."""
+    try:
+        initializer()
     except Exception as exc:
         return (False, *_failure(exc))
     return True, b"", ""
@@ -636,8 +651,11 @@ def _answer_buffered_calls(channel: _Channel, runner: _Runner, results: _Held) -
             results.send()
 
 
-def serve(channel: _Channel) -> None:
-    """The conversation after Hello, until Shutdown (returns) or an error (raises)."""
+def serve(channel: _Channel, initializer=None) -> None:
+    """The conversation after Hello, until Shutdown (returns) or an error (raises). A
+    thread worker's (`channel.in_thread`) takes no configuration, has no watcher (its
+    heartbeats are off, and the engine's end is its own process's), and runs
+    `initializer()` on Init instead of the payload."""
     message = channel.recv()
     if message[0] != WELCOME:
         raise ProtocolError(
@@ -649,8 +667,9 @@ def serve(channel: _Channel) -> None:
             f"Welcome names protocol version {version}; "
             f"this worker speaks version {PROTOCOL_VERSION}"
         )
-    start_new_thread(_watch, (channel, heartbeat_ms))
-    _configure(config)
+    if not channel.in_thread:
+        start_new_thread(_watch, (channel, heartbeat_ms))
+        _configure(config)
     runner = _Runner()
     initialized = ran = False
     recv, run, has_frame = channel.recv, runner.run, channel.has_frame
@@ -685,7 +704,10 @@ def serve(channel: _Channel) -> None:
                     "Init received twice" if initialized else "Init received after a Run"
                 )
             initialized = True
-            ok, data, tb = _initialize(message[1])
+            if initializer is not None:
+                ok, data, tb = _run_initializer(initializer)
+            else:
+                ok, data, tb = _initialize(message[1])
             _flush_output()
             channel.send(init_done(ok, data, tb))
         elif kind == SHUTDOWN:
@@ -695,6 +717,21 @@ def serve(channel: _Channel) -> None:
             return
         else:
             raise ProtocolError(f"{NAMES[kind]} received twice")
+
+
+def serve_thread(fd: int, initializer=None) -> None:
+    """A thread worker of shoal's thread pools: the protocol on `fd`, in a thread of the
+    caller, until Shutdown or until the engine cuts the channel (a timeout, terminate).
+    The caller closes `fd` afterwards. `initializer()`, if given, runs on Init."""
+    channel = _Channel(fd, in_thread=True)
+    runtime = "python %d.%d.%d (thread)" % sys.version_info[:3]
+    try:
+        channel.send(hello(os.getpid(), runtime))
+        serve(channel, initializer)
+    except EngineGone:
+        pass
+    except ProtocolError as exc:
+        os.write(2, f"shoal thread worker: protocol error: {exc}\n".encode())
 
 
 def main() -> None:

@@ -7,6 +7,11 @@ never breaks: a dead worker fails (or retries) its own task only, the executor s
 usable, and a hung task can be given a timeout. `map` consumes its input lazily, a
 bounded window ahead of its reader. Per-task priority, timeout, retries, cost and
 affinity key come from the executor's defaults or from `executor.options(...)`.
+`submit_async` is the asyncio-native submit: awaited without a thread per call (see
+`_aio`).
+
+`ThreadPoolExecutor` is the same executor on worker threads of this process (see
+`_threads`), for `concurrent.futures.ThreadPoolExecutor`.
 
 This module owns the executor's semantics and the futures' states; `_client` does the
 work.
@@ -15,17 +20,21 @@ work.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 import weakref
 from concurrent.futures import _base
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 from shoal import _client, _stream, errors
-from shoal._options import PoolSettings, TaskOptions
+from shoal._options import PoolSettings, TaskOptions, thread_settings
 
-__all__ = ["ProcessPoolExecutor", "ExecutorOptions"]
+__all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor", "ExecutorOptions"]
 
 _DONE = (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED)
 
@@ -255,6 +264,25 @@ class _Submitting:
         future._shoal_task = task
         return future
 
+    def submit_async(self, fn: Callable, /, *args, **kwargs) -> asyncio.Future:
+        """Schedules fn(*args, **kwargs) from a coroutine: `await
+        executor.submit_async(fn, x)` gives its result or raises its exception (with the
+        remote traceback, as `submit(...).result()`). No thread waits for it: the
+        result reaches the running event loop from the executor's result thread.
+        Cancelling the awaiting task (or the returned future) withdraws the call if no
+        worker has it yet; one that started runs to its end, its outcome dropped.
+        RuntimeError outside a running event loop, or after shutdown."""
+        owner = self._owner
+        if owner._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        from shoal import _aio
+
+        loop = _aio.running_loop()
+        try:
+            return _aio.submit(loop, self._core, fn, args, kwargs, self._options)
+        except RuntimeError:  # the engine closed between the check above and now
+            raise RuntimeError("cannot schedule new futures after shutdown") from None
+
     def map(
         self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1
     ) -> Iterator:
@@ -358,6 +386,9 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
             progress=progress,
             store=store,
         )
+        self._start(settings)
+
+    def _start(self, settings: PoolSettings) -> None:
         self._max_workers = settings.workers
         self._core = _client.Core(settings)
         self._core.finish_at_exit = True
@@ -374,7 +405,10 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
         self._shutdown = True
         if cancel_futures:
             for future in self._core.waiting_calls():
-                future.cancel()
+                if isinstance(future, _Future):
+                    future.cancel()
+                else:  # submit_async's: cancelled in its loop's thread
+                    future._shoal_cancel_soon()
             # And the items of maps no worker has yet: they end cancelled, as the
             # standard library's map futures would.
             self._core.stop_streams()
@@ -409,7 +443,62 @@ class ProcessPoolExecutor(_Submitting, concurrent.futures.Executor):
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else "running"
-        return f"<shoal.ProcessPoolExecutor {state} max_workers={self._max_workers}>"
+        return f"<shoal.{type(self).__name__} {state} max_workers={self._max_workers}>"
+
+
+class ThreadPoolExecutor(ProcessPoolExecutor):
+    """An Executor running calls in worker threads of this process, with the API of
+    concurrent.futures.ThreadPoolExecutor, scheduled by shoal's engine as the process
+    executor is (priorities, cost, keys, `options(...)`, timeouts, progress, stats(), a
+    store with keyed resume, resize and elastic size).
+
+    ThreadPoolExecutor(max_workers=None, thread_name_prefix="", initializer=None,
+                       initargs=(), *, min_workers=None, idle_timeout=None,
+                       priority=0, timeout=None, retries=1, cost=None, key=None,
+                       progress=False, store=None)
+
+    - max_workers: thread count (default: min(32, os.cpu_count() + 4), as the stdlib's).
+    - thread_name_prefix: accepted for compatibility; the threads are named
+      shoal-thread-worker-N.
+    - initializer(*initargs) runs once in each worker thread (not pickled).
+    Functions, arguments and results are pickled as for processes (the workers speak
+    the same protocol): an argument that cannot be pickled fails its future with
+    PicklingError. A call past its `timeout` fails with TaskTimeout at the deadline
+    and frees its slot, while its thread, which cannot be killed, runs on to the end of
+    the call (`stats().stragglers` counts those still running).
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable | None = None,
+        initargs: Iterable = (),
+        *,
+        min_workers: int | None = None,
+        idle_timeout: float | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        retries: int = 1,
+        cost: float | None = None,
+        key: str | None = None,
+        progress: bool = False,
+        store: str | None = None,
+    ) -> None:
+        self._start(
+            thread_settings(
+                min(32, (os.cpu_count() or 1) + 4) if max_workers is None else max_workers,
+                "max_workers",
+                "min_workers",
+                min_workers=min_workers,
+                idle_timeout=idle_timeout,
+                initializer=initializer,
+                initargs=initargs,
+                defaults=TaskOptions(priority, timeout, retries, cost, key),
+                progress=progress,
+                store=store,
+            )
+        )
 
 
 class ExecutorOptions(_Submitting, concurrent.futures.Executor):

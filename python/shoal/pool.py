@@ -5,8 +5,12 @@ It keeps the standard API and behaviour (`apply`, `apply_async`, `map`, `map_asy
 context manager that terminates on exit, and `AsyncResult`) and adds what the standard
 pool lacks: per-task priority, timeout, retries, cost and affinity key (pool-wide
 defaults, and per call through `pool.options(...)`), memory limits, CPU pinning, a
-progress bar and statistics. It never hangs: a dead worker fails (or retries) its own
+progress bar and statistics, and asyncio calls (`apply_awaitable`, `imap_async`,
+`imap_unordered_async`, see `_aio`). It never hangs: a dead worker fails (or retries) its own
 task only, and `terminate()` fails every unfinished result with `TaskCancelled`.
+
+`ThreadPool` is the same pool on worker threads of this process (see `_threads`), a
+drop-in for `multiprocessing.pool.ThreadPool`.
 
 This module owns the standard pool's semantics; `_client` does the work.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import threading
 import time
 import warnings
@@ -23,10 +28,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from shoal import _client, _stream
-from shoal._options import PoolSettings, TaskOptions
+from shoal._options import PoolSettings, TaskOptions, thread_settings
 from shoal.errors import TaskCancelled
 
-__all__ = ["Pool", "AsyncResult", "MapResult", "IMapIterator", "PoolOptions"]
+__all__ = ["Pool", "ThreadPool", "AsyncResult", "MapResult", "IMapIterator", "PoolOptions"]
 
 INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
 
@@ -301,6 +306,47 @@ class _Submitting:
         """Like `imap`, yielding results as they complete."""
         return self._imap(func, iterable, chunksize, ordered=False)
 
+    # ----- asyncio -----
+
+    def apply_awaitable(self, func: Callable, args: Iterable = (), kwds: dict | None = None):
+        """func(*args, **kwds) in a worker, awaited from a coroutine:
+        `await pool.apply_awaitable(f, (x,))` gives its result or raises its exception.
+        No thread waits for it: the result reaches the running event loop from the
+        pool's result thread. Cancelling the awaiting task (or the returned asyncio
+        future) withdraws the call if no worker has it yet; one that started runs to
+        its end, its outcome dropped. RuntimeError outside a running event loop."""
+        from shoal import _aio
+
+        loop = _aio.running_loop()
+        self._owner._check_running()
+        try:
+            return _aio.submit(
+                loop, self._core, func, tuple(args), dict(kwds) if kwds else None, self._options
+            )
+        except RuntimeError:  # the engine closed between the check above and now
+            raise ValueError("Pool not running") from None
+
+    def imap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
+        """`imap` for asyncio: `async for result in pool.imap_async(f, xs)`, results in
+        order, delivered to the running event loop without a waiting thread (chunks and
+        the lazy input as in `imap`). An item whose call raised raises its exception, and
+        iteration goes on after it. Cancelling the reading task, `await it.aclose()` or
+        dropping the iterator stops the map: what no worker has is cancelled."""
+        return self._imap_async(func, iterable, chunksize, ordered=True)
+
+    def imap_unordered_async(
+        self, func: Callable, iterable: Iterable, chunksize: int | None = None
+    ):
+        """Like `imap_async`, yielding results as they complete."""
+        return self._imap_async(func, iterable, chunksize, ordered=False)
+
+    def _imap_async(self, func, iterable, chunksize, ordered: bool):
+        from shoal import _aio
+
+        results = _aio.AsyncResults(ordered, _aio.running_loop())
+        self._feed(func, iterable, chunksize, results)
+        return _aio.AsyncMapIterator(results)
+
     # ----- the machinery -----
 
     def _chunker(
@@ -347,11 +393,16 @@ class _Submitting:
         return result
 
     def _imap(self, func, iterable, chunksize, ordered: bool) -> IMapIterator:
+        results = _stream.Results(ordered)
+        self._feed(func, iterable, chunksize, results)
+        return IMapIterator(self._owner, results)
+
+    def _feed(self, func, iterable, chunksize, results: _stream.Results) -> None:
+        """Starts the stream of an imap-like call, whose outcomes go to `results`."""
         self._owner._check_running()
         _check_chunksize(chunksize)
         total = len(iterable) if hasattr(iterable, "__len__") else None
         chunker = self._chunker(chunksize, total)
-        results = _stream.Results(ordered)
         stream = _stream.Stream(
             self._core,
             func,
@@ -370,7 +421,6 @@ class _Submitting:
         except Exception as exc:
             _stream.fail_items(results, (0,), exc)
             results.end(1)
-        return IMapIterator(self._owner, results)
 
 
 class Pool(_Submitting):
@@ -458,6 +508,9 @@ class Pool(_Submitting):
             progress=progress,
             store=store,
         )
+        self._start(settings)
+
+    def _start(self, settings: PoolSettings) -> None:
         self._processes = settings.workers
         self._core = _client.Core(settings)
         self._condition = threading.Condition()  # shared by its results (see AsyncResult)
@@ -524,7 +577,62 @@ class Pool(_Submitting):
         raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
     def __repr__(self) -> str:
-        return f"<shoal.Pool state={self._state} processes={self._processes}>"
+        return f"<shoal.{type(self).__name__} state={self._state} processes={self._processes}>"
+
+
+class ThreadPool(Pool):
+    """A pool of worker threads of this process, with the API of
+    multiprocessing.pool.ThreadPool, scheduled by shoal's engine as a process pool is:
+    priorities, cost, keys, per-call options, timeouts, progress, stats(), a store with
+    keyed resume, resize and elastic size.
+
+    ThreadPool(processes=None, initializer=None, initargs=(), *, min_processes=None,
+               idle_timeout=None, priority=0, timeout=None, retries=1, cost=None,
+               key=None, progress=False, store=None)
+
+    - processes: thread count (default: os.cpu_count(), as multiprocessing's).
+    - initializer(*initargs) runs once in each worker thread (not pickled).
+    The keyword-only extras are as for shoal.Pool. Functions, arguments and results
+    are pickled as for processes (the workers speak the same protocol): an argument
+    that cannot be pickled fails its call with PicklingError.
+
+    A thread cannot be killed: a call past its `timeout` fails with TaskTimeout at the
+    deadline and its slot gets a fresh thread, while the old thread runs the call to
+    its end in the background (`stats().stragglers` counts those still running);
+    terminate() likewise stops waiting for running calls rather than stopping them.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable | None = None,
+        initargs: Iterable = (),
+        *,
+        min_processes: int | None = None,
+        idle_timeout: float | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        retries: int = 1,
+        cost: float | None = None,
+        key: str | None = None,
+        progress: bool = False,
+        store: str | None = None,
+    ) -> None:
+        self._state = INIT
+        self._start(
+            thread_settings(
+                (os.cpu_count() or 1) if processes is None else processes,
+                "processes",
+                "min_processes",
+                min_workers=min_processes,
+                idle_timeout=idle_timeout,
+                initializer=initializer,
+                initargs=initargs,
+                defaults=TaskOptions(priority, timeout, retries, cost, key),
+                progress=progress,
+                store=store,
+            )
+        )
 
 
 class PoolOptions(_Submitting):

@@ -86,6 +86,20 @@ def run_script(
     )
 
 
+def popen_script(source: str) -> subprocess.Popen:
+    """Starts `source` as a script, as `run_script` does, with text pipes for its
+    stdout and stderr, and returns at once."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(source)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def shoal_cli(*args: str) -> subprocess.CompletedProcess:
     """Runs the `shoal` command line (`$SHOAL_BIN`, else the workspace's build)."""
     binary = os.environ.get("SHOAL_BIN")

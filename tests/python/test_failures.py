@@ -19,7 +19,7 @@ import pytest
 
 import shoal
 import tasks
-from conftest import FAST, HERE, run_script, wait_gone, worker_pids
+from conftest import FAST, HERE, popen_script, run_script, wait_gone, worker_pids
 
 
 def test_an_exception_is_re_raised_with_the_workers_traceback(pool):
@@ -436,16 +436,7 @@ def _interrupt(script: str) -> tuple[str, str]:
     """Runs `script` until it prints "waiting" with 2 workers busy, sends it SIGINT and
     checks that it ends by the KeyboardInterrupt with no worker left; returns its
     stdout and stderr."""
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")]))
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_script(script)
     try:
         assert proc.stdout.readline().strip() == "waiting"
         deadline = time.monotonic() + 10

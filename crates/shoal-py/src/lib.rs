@@ -7,14 +7,19 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use shoal_core::store::{requester, ControlAction, Store, StoreAddress};
-use shoal_core::workers::{PoolClosed, PoolConfig, PoolStore, TaskEvent, TaskSpec, WorkerPool};
+use shoal_core::workers::{
+    PoolClosed, PoolConfig, PoolStore, TaskEvent, TaskSpec, ThreadStarter, WorkerPool,
+};
 use shoal_core::{Error, TaskMeta};
 
 /// A final task event as Python sees it:
@@ -36,7 +41,7 @@ impl Engine {
         argv, workers, *, min_workers=None, idle_timeout=None, env=None, worker_config=Vec::new(), init=None, pass_fds=Vec::new(),
         max_tasks_per_worker=None, recycle_memory=None, memory_limit=None, cpus=None,
         nice=None, heartbeat=1.0, heartbeat_timeout=30.0, kill_grace=1.0,
-        retry_delay=0.05, prefetch=32, store=None, run_name=None,
+        retry_delay=0.05, prefetch=32, store=None, run_name=None, threads=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -60,6 +65,7 @@ impl Engine {
         prefetch: usize,
         store: Option<PathBuf>,
         run_name: Option<Vec<String>>,
+        threads: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         if max_tasks_per_worker == Some(0) {
             return Err(PyValueError::new_err("max_tasks_per_worker must be at least 1"));
@@ -87,6 +93,7 @@ impl Engine {
             // Results are unpickled after they are read: one may yet be refused.
             refusals: true,
         });
+        config.threads = threads.map(thread_starter);
         let pool = WorkerPool::start(config).map_err(engine_error)?;
         Ok(Engine { pool })
     }
@@ -224,6 +231,21 @@ impl Engine {
     fn pending(&self) -> u64 {
         self.pool.pending()
     }
+}
+
+/// Thread workers: `start(worker_id, fd)` starts a thread of this process serving the
+/// worker protocol on `fd`, which it then owns.
+fn thread_starter(start: Py<PyAny>) -> ThreadStarter {
+    ThreadStarter(Arc::new(move |id, channel: OwnedFd| {
+        Python::attach(|py| {
+            start
+                .bind(py)
+                .call1((id, channel.as_raw_fd()))
+                .map_err(|e| io::Error::other(format!("cannot start a thread worker: {e}")))?;
+            let _ = channel.into_raw_fd(); // the thread owns it now
+            Ok(())
+        })
+    }))
 }
 
 fn meta(

@@ -2,7 +2,10 @@
 //! answers ([`TaskEvent`], [`PoolStats`]). Plain data.
 
 use std::ffi::OsString;
-use std::os::fd::RawFd;
+use std::fmt;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::record::PoolStore;
@@ -60,6 +63,29 @@ pub struct PoolConfig {
     pub store: Option<PoolStore>,
     /// Where observers follow each task's steps as they happen (see [`crate::tap`]).
     pub tap: Option<Tap>,
+    /// Workers are threads of the host, started by this, not processes (the Python
+    /// front's thread pools). `argv`, `env`, `pass_fds`, the memory limit, CPUs and
+    /// niceness do not apply to them; hang detection needs `heartbeat` zero (off).
+    pub threads: Option<ThreadStarter>,
+}
+
+/// Starts a thread worker: handed the worker's id and its end of the channel, which it
+/// owns from then on, it starts a thread of the host that speaks the worker protocol
+/// on it. Called from the driver's thread.
+#[derive(Clone)]
+pub struct ThreadStarter(pub Arc<dyn Fn(u64, OwnedFd) -> io::Result<()> + Send + Sync>);
+
+impl ThreadStarter {
+    /// Starts worker `id` on `channel`.
+    pub fn start(&self, id: u64, channel: OwnedFd) -> io::Result<()> {
+        (self.0)(id, channel)
+    }
+}
+
+impl fmt::Debug for ThreadStarter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ThreadStarter")
+    }
 }
 
 impl PoolConfig {
@@ -86,6 +112,7 @@ impl PoolConfig {
             prefetch: 32,
             store: None,
             tap: None,
+            threads: None,
         }
     }
 }

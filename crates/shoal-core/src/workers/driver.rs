@@ -317,6 +317,7 @@ impl Driver {
         let mut limits = Limits { nice: self.config.nice, ..Limits::default() };
         let mut oom_before = 0;
         match &self.memory {
+            _ if self.config.threads.is_some() => limits = Limits::default(), // a thread's are the host's
             Some(MemoryLimit::Cgroup(cgroups)) => {
                 limits.cgroup_procs = Some(cgroups.procs_fd(slot));
                 oom_before = cgroups.oom_kills(slot);

@@ -146,6 +146,21 @@ impl WorkerPool {
                 reason: "must be above 0".into(),
             });
         }
+        if config.threads.is_some() {
+            let process_only = [
+                ("memory_limit", config.memory_limit.is_some()),
+                ("recycle_memory", config.recycle_memory.is_some()),
+                ("cpus", config.cpus.is_some()),
+                ("nice", config.nice.is_some()),
+                ("pass_fds", !config.pass_fds.is_empty()),
+            ];
+            if let Some((what, _)) = process_only.into_iter().find(|(_, set)| *set) {
+                return Err(Error::InvalidConfig {
+                    what,
+                    reason: "applies to worker processes, not to thread workers".into(),
+                });
+            }
+        }
         let Some(program) = config.argv.first() else {
             return Err(Error::InvalidConfig { what: "argv", reason: "is empty".into() });
         };

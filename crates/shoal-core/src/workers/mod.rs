@@ -26,5 +26,7 @@ mod record;
 mod slots;
 mod worker;
 
-pub use config::{Failure, PoolConfig, PoolStats, PoolStore, TaskEvent, TaskSpec, WorkerStats};
+pub use config::{
+    Failure, PoolConfig, PoolStats, PoolStore, TaskEvent, TaskSpec, ThreadStarter, WorkerStats,
+};
 pub use handle::{PoolClosed, ResizeError, WorkerPool};

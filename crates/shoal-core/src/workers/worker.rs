@@ -3,9 +3,19 @@
 //!
 //! The driver never signals a worker itself: it asks the exit watcher, the only one
 //! that reaps the process, so a signal can never reach a reused pid.
+//!
+//! A thread worker (`PoolConfig::threads`) is a thread of the host that the front end
+//! starts on its end of the channel; it speaks the same protocol. It cannot be
+//! killed: a kill cuts its channel (the thread runs on, a straggler, and its next read
+//! or write finds the channel gone), and its "exit" is its channel's end: the reader
+//! reports it, as killed (SIGKILL) when the driver had asked for the kill.
 
 use std::io;
+use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rustix::process::Signal;
 use tokio::io::unix::AsyncFd;
@@ -13,8 +23,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
 
-use super::config::PoolConfig;
-use crate::process::reap::reap;
+use super::config::{PoolConfig, ThreadStarter};
+use crate::process::reap::{reap, Exited};
 use crate::process::signal::kill_group;
 use crate::process::{spawn_worker, ExitInfo, Limits};
 use crate::protocol::{Message, MessageReader, ProtocolError};
@@ -47,14 +57,18 @@ pub(super) struct Process {
 }
 
 impl Process {
-    /// Starts worker `id` and its tasks (on the current tokio runtime).
+    /// Starts worker `id` and its tasks (on the current tokio runtime): a process, or
+    /// a thread of the host with `config.threads` (`limits` do not apply to it).
     pub fn start(
         id: u64,
         config: &PoolConfig,
         limits: Limits,
         inbox: &Inbox,
     ) -> io::Result<Process> {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        if let Some(starter) = &config.threads {
+            return Process::start_thread(id, starter, inbox);
+        }
+        let (ours, theirs) = UnixStream::pair()?;
         let (pid, pidfd) =
             spawn_worker(&config.argv, &config.env, limits, theirs.as_fd(), &config.pass_fds)?;
         drop(theirs);
@@ -73,28 +87,78 @@ impl Process {
             }
         };
         tokio::spawn(watch_exit(id, pid, watcher, kill_rx, inbox.clone()));
-        ours.set_nonblocking(true)?;
-        let (read, write) = tokio::net::UnixStream::from_std(ours)?.into_split();
-        let (out, out_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_frames(write, out_rx));
-        let inbox = inbox.clone();
+        let out = converse(id, ours, inbox, None)?;
+        Ok(Process { pid, out, kill })
+    }
+
+    /// Starts thread worker `id`: the front end's starter takes the channel's other
+    /// end. Its pid is the host's.
+    fn start_thread(id: u64, starter: &ThreadStarter, inbox: &Inbox) -> io::Result<Process> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let cutter = ours.try_clone()?;
+        starter.start(id, OwnedFd::from(theirs))?;
+        let (kill, mut kill_rx) = watch::channel(false);
+        let killed = Arc::new(AtomicBool::new(false));
+        let cut = killed.clone();
         tokio::spawn(async move {
-            let mut reader = MessageReader::new(read);
-            loop {
-                let event = match reader.next().await {
-                    Ok(Some(message)) => WorkerEvent::Message(message),
-                    Ok(None) => WorkerEvent::Closed(None),
-                    Err(e) if e.is_disconnect() => WorkerEvent::Closed(Some(e)),
-                    Err(e) => WorkerEvent::Broken(e),
-                };
-                let last = !matches!(event, WorkerEvent::Message(_));
-                if inbox.send((id, event)).is_err() || last {
+            while kill_rx.changed().await.is_ok() {
+                if *kill_rx.borrow_and_update() {
+                    cut.store(true, Ordering::SeqCst);
+                    // The reader then sees the end and reports the "exit".
+                    let _ = cutter.shutdown(Shutdown::Both);
                     break;
                 }
             }
         });
-        Ok(Process { pid, out, kill })
+        let out = converse(id, ours, inbox, Some(killed))?;
+        Ok(Process { pid: std::process::id(), out, kill })
     }
+}
+
+/// Starts the reader and writer tasks of worker `id`'s channel; returns the writer's
+/// sender. For a thread worker (`killed` given) the reader also reports its exit once
+/// the channel ended (after a protocol error, it cuts the channel first).
+fn converse(
+    id: u64,
+    ours: UnixStream,
+    inbox: &Inbox,
+    killed: Option<Arc<AtomicBool>>,
+) -> io::Result<mpsc::UnboundedSender<Vec<u8>>> {
+    ours.set_nonblocking(true)?;
+    let cutter = if killed.is_some() { Some(ours.try_clone()?) } else { None };
+    let (read, write) = tokio::net::UnixStream::from_std(ours)?.into_split();
+    let (out, out_rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_frames(write, out_rx));
+    let inbox = inbox.clone();
+    tokio::spawn(async move {
+        let mut reader = MessageReader::new(read);
+        loop {
+            let event = match reader.next().await {
+                Ok(Some(message)) => WorkerEvent::Message(message),
+                Ok(None) => WorkerEvent::Closed(None),
+                Err(e) if e.is_disconnect() => WorkerEvent::Closed(Some(e)),
+                Err(e) => WorkerEvent::Broken(e),
+            };
+            let last = !matches!(event, WorkerEvent::Message(_));
+            if inbox.send((id, event)).is_err() {
+                return;
+            }
+            if last {
+                break;
+            }
+        }
+        if let (Some(killed), Some(cutter)) = (killed, cutter) {
+            let _ = cutter.shutdown(Shutdown::Both);
+            let exited = if killed.load(Ordering::SeqCst) {
+                Exited::Signal(Signal::KILL.as_raw())
+            } else {
+                Exited::Code(0)
+            };
+            let info = ExitInfo { exited, max_rss_kb: 0 };
+            let _ = inbox.send((id, WorkerEvent::Exited(Ok(info))));
+        }
+    });
+    Ok(out)
 }
 
 /// Writes frames as they come, several per system call when they queue up. Stops
