@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # The integration tests use python3 (a memory hog), procps-style tools, GNU
 # parallel (the reference some CLI behaviour is compared against, side by side) and
 # PostgreSQL's server programs (each test binary starts its own throwaway cluster
-# with initdb and pg_ctl) from a plain Debian; install them when missing.
+# with initdb and pg_ctl) and iproute2 from a plain Debian; install them when missing.
 need=()
 command -v parallel >/dev/null || need+=(parallel)
 command -v python3 >/dev/null || need+=(python3)
@@ -19,6 +19,8 @@ command -v groff >/dev/null || need+=(groff-base)
 command -v man >/dev/null || need+=(man-db)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# The partition test puts an agent in a network namespace (`ip netns`, as root).
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
