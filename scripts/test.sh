@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # The integration tests use python3 (a memory hog), procps-style tools, GNU
 # parallel (the reference some CLI behaviour is compared against, side by side) and
 # PostgreSQL's server programs (each test binary starts its own throwaway cluster
-# with initdb and pg_ctl), and for the dashboard's browser test chromium driven by
-# playwright-core under node, from a plain Debian and npm; install them when missing.
+# with initdb and pg_ctl), iproute2, and for the dashboard's browser test chromium
+# driven by playwright-core under node, from a plain Debian and npm; install them
+# when missing.
 need=()
 command -v parallel >/dev/null || need+=(parallel)
 command -v python3 >/dev/null || need+=(python3)
@@ -23,6 +24,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# The partition test puts an agent in a network namespace (`ip netns`, as root).
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi

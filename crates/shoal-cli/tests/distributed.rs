@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{wait_for, Env, PG_LEASE};
+use common::{run_command, wait_for, Env, PG_LEASE};
 use shoal_core::store::postgres::cluster::Cluster;
 
 /// The database name of a cluster URL.
@@ -229,4 +229,75 @@ fn pause_cancel_and_jobs_of_a_shared_run_are_applied_through_the_store() {
     assert_eq!(rows(&env, "SELECT status FROM shoal.runs"), vec![vec!["interrupted".to_owned()]]);
     agent.signal(libc::SIGTERM);
     agent.wait(Duration::from_secs(30)).expect_code(0);
+}
+
+#[test]
+fn agents_run_tasks_in_the_runs_directory_with_its_task_numbers_and_timeouts() {
+    let env = Env::on_postgres();
+    let script = env.write("task.sh", "echo \"$(pwd) $SHOAL_TASK $1\"\nsleep \"$2\"\n");
+    let submit_in = |dir: &str, args: &[&str]| {
+        let dir = env.path().join(dir);
+        std::fs::create_dir_all(&dir).expect("a run's directory");
+        let mut command = env.command(&[&["run", "--detach"][..], args].concat());
+        command.current_dir(&dir);
+        run_command(command, None).expect_code(0);
+        dir.display().to_string()
+    };
+    let first = submit_in("first", &["sh", &script, ":::", "a", "b", ":::", "0"]);
+    let second = submit_in("second", &["sh", &script, ":::", "c", "d", ":::", "0"]);
+    // A run whose directory this agent's machine does not have.
+    let gone = submit_in("gone", &["sh", &script, ":::", "e", ":::", "0"]);
+    std::fs::remove_dir(&gone).expect("remove the directory");
+    submit_in("slow", &["--timeout", "0.5", "sh", &script, ":::", "f", ":::", "10"]);
+    let agent = env.spawn(&["worker", "-j2"]);
+    for (run, code) in [("1", 0), ("2", 0), ("3", 1), ("4", 1)] {
+        env.run(&["wait", run]).expect_code(code);
+    }
+    agent.signal(libc::SIGTERM);
+    agent.wait(Duration::from_secs(30)).expect_code(0);
+    let tasks = rows(
+        &env,
+        "SELECT run_id, task, status, convert_from(stdout, 'UTF8'), convert_from(stderr, 'UTF8')
+         FROM shoal.tasks ORDER BY run_id, task",
+    );
+    let said = |t: &Vec<String>| (t[2].clone(), t[3].clone());
+    // Each task sees its number in its run (not the agent's count), in the run's
+    // directory (not the agent's).
+    assert_eq!(said(&tasks[0]), ("succeeded".into(), format!("{first} 1 a\n")));
+    assert_eq!(said(&tasks[1]), ("succeeded".into(), format!("{first} 2 b\n")));
+    assert_eq!(said(&tasks[2]), ("succeeded".into(), format!("{second} 1 c\n")));
+    assert_eq!(said(&tasks[3]), ("succeeded".into(), format!("{second} 2 d\n")));
+    assert_eq!(tasks[4][2], "failed");
+    assert!(tasks[4][4].contains(&format!("cannot run 'sh' in {gone}")), "{:?}", tasks[4]);
+    assert_eq!(tasks[5][2], "timed_out", "{:?}", tasks[5]);
+}
+
+#[test]
+fn a_shared_run_refuses_the_options_its_agents_cannot_honour_with_exit_2() {
+    let env = Env::on_postgres();
+    env.run(&["store", "init"]).expect_code(0);
+    for option in [
+        &["--memory-limit", "1G"][..],
+        &["--timeout", "200%"],
+        &["--halt", "now,fail=1"],
+        &["--delay", "1"],
+        &["--workdir", "..."],
+        &["--joblog", "log"],
+        &["--keep-order"],
+        &["--nice", "5"],
+    ] {
+        let out = env.run(&[&["run", "--detach"][..], option, &["true", ":::", "a"]].concat());
+        let shown = if option.get(1).is_some_and(|v| v.ends_with('%')) {
+            "--timeout N%"
+        } else {
+            option[0]
+        };
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains(&format!("{} is not honoured by `shoal worker` agents", shown)),
+            "{option:?}: {}",
+            out.stderr
+        );
+    }
+    assert!(env.runs().is_empty(), "nothing was submitted");
 }

@@ -13,8 +13,10 @@ use tokio::sync::mpsc;
 
 use super::run::{parse, Parsed};
 use crate::cli::RunArgs;
+use crate::halt::Halt;
 use crate::reading::Read;
 use crate::template::{display, Template};
+use crate::units::TimeoutArg;
 use crate::Exit;
 
 /// The most tasks in one transaction.
@@ -27,6 +29,12 @@ const BATCH_WAIT: Duration = Duration::from_millis(20);
 pub fn detach(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     if !matches!(address, StoreAddress::Postgres(_)) {
         bail!("--detach submits the run for `shoal worker` agents: it needs a PostgreSQL store (--store postgresql://...)");
+    }
+    if let Some(option) = not_for_agents(&args) {
+        bail!(
+            "{option} is not honoured by `shoal worker` agents yet: a shared run (--detach) \
+             cannot take it; run without it, or on a SQLite store"
+        );
     }
     let Parsed { command, template, mut options, mut rx } = parse(&args)?;
     options.shared = true;
@@ -65,6 +73,28 @@ pub fn detach(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
     submitter.close()?;
     println!("{id}");
     Ok(Exit::Success)
+}
+
+/// The first option given that the agents cannot honour: they run a shared run's
+/// tasks with its command, shell, timeouts, retries and output limit, and in its
+/// directory, but keep no per-run pacing, halting, limits, placement or logs.
+fn not_for_agents(args: &RunArgs) -> Option<&'static str> {
+    let control = &args.control;
+    [
+        (args.memory_limit.is_some(), "--memory-limit"),
+        (matches!(args.timeout, Some(TimeoutArg::Median(_))), "--timeout N%"),
+        (args.kill_grace.is_some(), "--kill-grace"),
+        (args.retry_delay.is_some(), "--retry-delay"),
+        (args.pin, "--pin"),
+        (args.nice.is_some(), "--nice"),
+        (args.joblog.is_some(), "--joblog"),
+        (args.keep_order, "--keep-order"),
+        (matches!(control.halt, Some(Halt::Rule(_))), "--halt"),
+        (control.delay.is_some(), "--delay"),
+        (control.workdir.is_some(), "--workdir"),
+    ]
+    .into_iter()
+    .find_map(|(given, option)| given.then_some(option))
 }
 
 fn new_task(

@@ -14,6 +14,7 @@
 //! recover from.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,6 +131,9 @@ pub(super) struct Job {
 pub(super) struct RunSpec {
     template: Template,
     output_limit: usize,
+    /// The directory the run was submitted from: its tasks run there, and fail
+    /// (saying so) on a machine that has no such directory.
+    cwd: Option<PathBuf>,
 }
 
 /// Runs the agent's slots until a signal stops it; see the module doc.
@@ -372,6 +376,7 @@ fn run_spec(store: &Store, run: i64) -> anyhow::Result<RunSpec> {
     Ok(RunSpec {
         template: Template::parse(&record.command, options.shell)?,
         output_limit: options.output_limit as usize,
+        cwd: (!record.cwd.is_empty()).then(|| PathBuf::from(&record.cwd)),
     })
 }
 
@@ -419,10 +424,15 @@ impl Frontend for AgentFrontend<'_> {
 
     fn command(&mut self, task: TaskId, slot: SlotId, job: &Job) -> CommandLine {
         let c = &job.claim;
-        let command = job.spec.template.render(&c.args, c.task, slot);
+        let mut command = job.spec.template.render(&c.args, c.task, slot);
+        command.cwd = job.spec.cwd.clone();
         let shown = job.spec.template.uses_slot().then(|| display(&command));
         self.running.insert(task, (c.run, c.task, c.attempt, job.spec.output_limit, shown));
         command
+    }
+
+    fn number(&self, _task: TaskId, job: &Job) -> TaskId {
+        job.claim.task
     }
 
     fn started(&mut self, event: Started) {

@@ -166,6 +166,11 @@ impl Env {
         Running::start(self.command(args))
     }
 
+    /// Starts shoal in the background, run by `prefix` (as `command_under`).
+    pub fn spawn_under(&self, prefix: &[&str], args: &[&str]) -> Running {
+        Running::start(self.command_under(prefix, args))
+    }
+
     /// `shoal results --json` (with extra arguments), one object per task.
     pub fn results(&self, extra: &[&str]) -> Vec<Value> {
         let mut args = vec!["results", "--json"];

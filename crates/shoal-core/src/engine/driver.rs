@@ -215,11 +215,12 @@ impl<'a, F: Frontend> Driver<'a, F> {
     ) -> bool {
         let payload = self.payloads.get(&task).expect("a started task has its payload");
         let command = self.frontend.command(task, slot, payload);
+        let number = self.frontend.number(task, payload);
         let path = self.resolve(&command.program);
         let (limits, oom_kills) = self.limits(slot);
         let at = SystemTime::now();
         let started = Instant::now();
-        match spawn(&command, path.as_deref(), limits, &self.env, task, slot) {
+        match spawn(&command, path.as_deref(), limits, &self.env, number, slot) {
             Ok(spawned) => {
                 self.tap(|| TaskStep::Started { task, attempt, slot, at });
                 self.frontend.started(Started { task, attempt, slot, pid: spawned.pid, at });

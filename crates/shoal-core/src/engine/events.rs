@@ -97,6 +97,11 @@ pub trait Frontend {
     /// The command line of an attempt of `task` on `slot`; [`Frontend::started`] (or
     /// the attempt's [`Frontend::ended`], when it could not start) follows at once.
     fn command(&mut self, task: TaskId, slot: SlotId, payload: &Self::Payload) -> CommandLine;
+    /// The number the task's process sees as `SHOAL_TASK`: the engine's id unless the
+    /// front end numbers its tasks otherwise (an agent runs tasks of many runs).
+    fn number(&self, task: TaskId, _payload: &Self::Payload) -> TaskId {
+        task
+    }
     /// An attempt started.
     fn started(&mut self, event: Started);
     /// An attempt ended (its whole captured output is in the event).

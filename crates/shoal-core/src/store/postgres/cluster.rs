@@ -15,6 +15,8 @@ pub struct Cluster {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
+    /// `listen_addresses`: 127.0.0.1, and others a test gave.
+    listen: String,
 }
 
 static SHARED: OnceLock<Cluster> = OnceLock::new();
@@ -54,7 +56,8 @@ fn stop_orphans(bin: &Path) {
         if unsafe { libc::kill(pid, 0) } == 0 {
             continue;
         }
-        let orphan = Cluster { bin: bin.to_owned(), dir: entry.path(), port: 0 };
+        let orphan =
+            Cluster { bin: bin.to_owned(), dir: entry.path(), port: 0, listen: String::new() };
         orphan.stop();
     }
 }
@@ -78,6 +81,12 @@ impl Cluster {
 
     /// Starts a new cluster (`fsync` off: tests do not survive power cuts).
     pub fn start() -> Cluster {
+        Cluster::start_listening(None)
+    }
+
+    /// Starts a new cluster that also listens on `address` (one of this machine's),
+    /// and trusts connections from its /24.
+    pub fn start_listening(address: Option<&str>) -> Cluster {
         let bin = bin_dir();
         stop_orphans(&bin);
         let dir = std::env::temp_dir().join(format!(
@@ -99,11 +108,22 @@ impl Cluster {
             .and_then(|l| l.local_addr())
             .expect("find a free port")
             .port();
-        let cluster = Cluster { bin, dir, port };
+        let listen = match address {
+            Some(address) => format!("127.0.0.1,{address}"),
+            None => "127.0.0.1".to_owned(),
+        };
+        let cluster = Cluster { bin, dir, port, listen };
         cluster.pg(
             "initdb",
             &["-D", &cluster.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         );
+        if let Some(address) = address {
+            let hba = Path::new(&cluster.data()).join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            let net = address.rsplit_once('.').map_or(address, |(net, _)| net);
+            text.push_str(&format!("host all all {net}.0/24 trust\n"));
+            std::fs::write(&hba, text).expect("write pg_hba.conf");
+        }
         cluster.start_server();
         cluster
     }
@@ -133,9 +153,10 @@ impl Cluster {
 
     fn options(&self) -> String {
         format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses={} -c fsync=off -c max_connections=200",
             self.port,
-            self.dir.join("socket").display()
+            self.dir.join("socket").display(),
+            self.listen
         )
     }
 

@@ -179,7 +179,14 @@ pub(super) fn connect(store: &StoreAddress, url: &str) -> Result<Client> {
         config.application_name("shoal");
     }
     let mut client = config.connect(NoTls).map_err(|e| refused(said(&e)))?;
-    client.batch_execute("SET search_path = shoal").map_err(|e| refused(said(&e)))?;
+    // A process cut off mid-transaction (a network partition) must not hold its
+    // locks past its lease: the rescue of its tasks would wait on them.
+    let lease_ms = (super::lease::timings().0 * 1000.0).ceil() as u64;
+    client
+        .batch_execute(&format!(
+            "SET search_path = shoal; SET idle_in_transaction_session_timeout = {lease_ms}"
+        ))
+        .map_err(|e| refused(said(&e)))?;
     Ok(client)
 }
 

@@ -110,3 +110,22 @@ fn a_run_is_alive_while_its_lease_is_held_and_renewed() {
     drop(again);
     let _ = new_tasks(1..=1);
 }
+
+#[test]
+fn a_transaction_left_open_past_a_lease_is_ended_by_the_server_and_its_locks_freed() {
+    // As by a process cut off from the database mid-transaction: its locks would stop
+    // the rescue of its tasks.
+    let url = Cluster::shared().database();
+    let address = StoreAddress::parse(url.as_str());
+    let StoreAddress::Postgres(conninfo) = &address else { unreachable!() };
+    schema::init(&address).unwrap();
+    let mut cut_off = schema::connect(&address, conninfo).unwrap();
+    cut_off.batch_execute("BEGIN; SELECT * FROM shoal_schema FOR UPDATE").unwrap();
+    let lease = Duration::from_secs_f64(super::lease::timings().0);
+    std::thread::sleep(lease + Duration::from_millis(500));
+    let mut other = schema::connect(&address, conninfo).unwrap();
+    other
+        .batch_execute("SET lock_timeout = 100; BEGIN; SELECT * FROM shoal_schema FOR UPDATE")
+        .expect("the lock was freed");
+    assert!(cut_off.batch_execute("COMMIT").is_err(), "its session was ended");
+}
