@@ -300,4 +300,9 @@ fn a_shared_run_refuses_the_options_its_agents_cannot_honour_with_exit_2() {
         );
     }
     assert!(env.runs().is_empty(), "nothing was submitted");
+    // Its slots are the agents': -j here would be silently ignored.
+    let out = env.run(&["run", "--detach", "-j", "4", "true", ":::", "a"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("-j sets the slots of this machine"), "{}", out.stderr);
+    assert!(env.runs().is_empty(), "nothing was submitted");
 }

@@ -36,6 +36,12 @@ pub fn detach(address: &StoreAddress, args: RunArgs) -> anyhow::Result<Exit> {
              cannot take it; run without it, or on a SQLite store"
         );
     }
+    if args.jobs.is_some() {
+        bail!(
+            "-j sets the slots of this machine, and a detached run runs none here: \
+             give it to `shoal worker -j N` on the machines that run it"
+        );
+    }
     let Parsed { command, template, mut options, mut rx } = parse(&args)?;
     options.shared = true;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
