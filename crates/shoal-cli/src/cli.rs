@@ -173,6 +173,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
 
+    /// Write each task's stdout, stderr and seq (its number) to files, as GNU
+    /// parallel: DIR/1/<input 1>/2/<input 2>/stdout...; with replacement strings
+    /// (`out/{}.txt`, `out/{}/`), the task's own path. Kept by a resume, which
+    /// overwrites them.
+    #[arg(long, value_name = "DIR", value_parser = parse_workdir)]
+    pub results: Option<String>,
+
     /// Print output lines as they come, as --line-buffer but without the task number
     /// (GNU parallel's, which does not even wait for whole lines).
     #[arg(short = 'u', long, conflicts_with_all = ["keep_order", "line_buffer"])]

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use super::feed::{Feed, Reading};
 use super::joblog::Joblog;
 use super::printer::{Printer, PRINT_LIMIT};
+use super::results_dir::ResultsDir;
 use super::resume::Pages;
 use crate::cli::RunArgs;
 use crate::halt::{parse_halt, Halt, Halting, When};
@@ -78,6 +79,9 @@ pub(super) struct RunOptions {
     /// `--workdir`: where each task runs (a template; `...` a new temporary directory).
     #[serde(default)]
     pub(super) workdir: Option<String>,
+    /// `--results`: where each task's output files go (a template, as parallel's).
+    #[serde(default)]
+    pub(super) results: Option<String>,
     /// Submitted with `--detach`: agents run it, never a `--resume`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) shared: bool,
@@ -130,6 +134,7 @@ impl RunOptions {
             delay: secs(args.control.delay).or(s.and_then(|s| s.delay)),
             quote: args.control.quote || s.is_some_and(|s| s.quote),
             workdir: (args.control.workdir.clone()).or(s.and_then(|s| s.workdir.clone())),
+            results: (args.results.clone()).or(s.and_then(|s| s.results.clone())),
             shared: s.is_some_and(|s| s.shared),
         })
     }
@@ -171,6 +176,7 @@ pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
     let run_id = hold.run();
     let tag = options.tag.as_deref().map(Tag::parse).transpose()?;
     let workdir = options.workdir.as_deref().map(Workdir::parse).transpose()?;
+    let results = options.results.as_deref().map(ResultsDir::open).transpose()?;
     let halting = options.halt.as_deref().map(parse_halt).transpose()?;
     let halting = halting.and_then(Halt::rule).map(Halting::new);
 
@@ -236,6 +242,7 @@ pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
         stop: stop_tx.clone(),
         workdir,
         temp_dirs: HashMap::new(),
+        results,
     };
     let mut feed = Feed {
         template: &template,
@@ -755,6 +762,8 @@ struct CliFrontend<'a> {
     workdir: Option<Workdir>,
     /// `--workdir ...`: the temporary directory of each running task.
     temp_dirs: HashMap<TaskId, PathBuf>,
+    /// `--results`: each task's output files.
+    results: Option<ResultsDir>,
 }
 
 /// `--workdir`: a directory (with the task's replacement strings), or `...`.
@@ -869,6 +878,9 @@ impl Frontend for CliFrontend<'_> {
         if let Some(joblog) = self.joblog.as_deref_mut() {
             joblog.started(task, display(&command));
         }
+        if let Some(results) = &mut self.results {
+            results.started(task, slot, args);
+        }
         // The stored command was rendered without a slot; `started` records the real one.
         self.slot_command = self.template.uses_slot().then(|| display(&command));
         command
@@ -890,6 +902,9 @@ impl Frontend for CliFrontend<'_> {
         self.progress.stopped_running();
         if let Some(joblog) = self.joblog.as_deref_mut() {
             joblog.ended(&event);
+        }
+        if let Some(results) = &mut self.results {
+            results.ended(&event, &event.stdout.bytes, &event.stderr.bytes);
         }
         self.count_for_halt(&event);
         if let Some(line) = super::printer::retry_line(&event) {
