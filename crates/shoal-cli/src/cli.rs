@@ -201,6 +201,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_progress: bool,
 
+    /// GNU parallel's --bar: as --progress (the bar on a terminal, a status line a
+    /// second otherwise).
+    #[arg(long, conflicts_with_all = ["no_progress", "quiet"])]
+    pub bar: bool,
+
+    /// GNU parallel's --eta: a status line on stderr once a second, with the estimated
+    /// time left, terminal or not (and the final one once).
+    #[arg(long, conflicts_with_all = ["no_progress", "quiet"])]
+    pub eta: bool,
+
     /// No summary line at the end, and no progress bar (errors are still said).
     #[arg(long, conflicts_with = "progress")]
     pub quiet: bool,

@@ -991,3 +991,20 @@ fn results_writes_each_tasks_files_as_gnu_parallel() {
     refused(&env, &["run", "--results", "plain/r", "touch", "ran", ":::", "a"], "--results");
     assert!(!env.path().join("ran").exists());
 }
+
+/// parallel's --eta and --bar show shoal's progress: off a terminal, as here, both
+/// print its status line (with the ETA), the final one at least.
+#[test]
+fn eta_and_bar_show_the_status_line_on_stderr() {
+    let env = Env::new();
+    for option in ["--eta", "--bar"] {
+        let out = env.run(&["run", option, "echo", ":::", "a", "b", "c"]);
+        out.expect_code(0);
+        let last = out.stderr.lines().filter(|l| l.contains(" done, ")).last();
+        let last = last.unwrap_or_else(|| panic!("{option}: {}", out.stderr));
+        assert!(last.starts_with("shoal: 3/3 done, running 0 failed 0, "), "{last}");
+        assert!(last.contains(", ETA 0s"), "{last}");
+        refused(&env, &["run", option, "--quiet", "true", ":::", "a"], "--quiet");
+    }
+    assert!(!env.run(&["run", "echo", ":::", "a"]).stderr.contains(" done, "));
+}

@@ -34,7 +34,7 @@ use crate::cli::RunArgs;
 use crate::halt::{parse_halt, Halt, Halting, When};
 use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
-use crate::progress::Progress;
+use crate::progress::{Progress, Show};
 use crate::reading::{self, Fit, Groups, InputSpec, PerTask, Read};
 use crate::template::{display, Tag, Template};
 use crate::units::{self, TimeoutArg};
@@ -180,14 +180,16 @@ pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
     let halting = options.halt.as_deref().map(parse_halt).transpose()?;
     let halting = halting.and_then(Halt::rule).map(Halting::new);
 
-    let force = if args.progress {
-        Some(true)
+    let show = if args.eta {
+        Show::Lines
+    } else if args.progress || args.bar {
+        Show::Always
     } else if args.no_progress || args.quiet {
-        Some(false)
+        Show::Never
     } else {
-        None
+        Show::Auto
     };
-    let progress = Arc::new(Progress::new(tasks, force));
+    let progress = Arc::new(Progress::new(tasks, show));
     progress.set_input_open(reading.is_some());
     let order: Vec<TaskId> = planned.iter().map(|p| p.task).collect();
     let printer = Arc::new(Mutex::new(Printer::new(
