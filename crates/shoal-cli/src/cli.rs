@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::halt::{parse_halt, Halt};
 use crate::inputs::{parse_colsep, parse_delimiter, parse_trim, Delimiter, Trim};
 use crate::jobs::{parse_jobs, Jobs};
+use crate::start_gate::{parse_load, Load};
 use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout_arg, TimeoutArg};
 
 /// shoal: run a command over many inputs on a fault-tolerant pool of slots, with
@@ -375,6 +376,17 @@ pub struct ControlArgs {
     /// already (parallel's --env copies variables to remote hosts).
     #[arg(long = "env", value_name = "VAR")]
     pub env: Vec<String>,
+
+    /// Start a task only while the machine has at least SIZE of memory available
+    /// (MemAvailable of /proc/meminfo; 512M, 2G), as GNU parallel's; asked again each
+    /// second while it has not. Running tasks are left alone.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memfree: Option<u64>,
+
+    /// Start a task only while the 1-minute load average is under N (N% of the
+    /// cores: 80%); asked again each second while it is not.
+    #[arg(long, value_name = "N", value_parser = parse_load)]
+    pub load: Option<Load>,
 
     /// GNU parallel's --resume-failed: with the command of a run in the store (its
     /// latest such run), resume it: the tasks that succeeded are skipped, the others

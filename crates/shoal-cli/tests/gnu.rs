@@ -1008,3 +1008,17 @@ fn eta_and_bar_show_the_status_line_on_stderr() {
     }
     assert!(!env.run(&["run", "echo", ":::", "a"]).stderr.contains(" done, "));
 }
+
+/// --memfree and --load hold starts back while the machine is short (the scheduler's
+/// unit tests show that); with what this machine has, the tasks run as parallel's.
+#[test]
+fn memfree_and_load_start_tasks_while_the_machine_has_room() {
+    let env = Env::new();
+    let out =
+        side_by_side(&env, &["--memfree", "1K", "--load", "1000", "echo", ":::", "a", "b"], b"");
+    assert_eq!(out, "a\nb\n");
+    let out = side_by_side(&env, &["--load", "100000%", "echo", ":::", "c"], b"");
+    assert_eq!(out, "c\n");
+    refused(&env, &["run", "--load", "0", "true", ":::", "a"], "invalid load '0'");
+    refused(&env, &["run", "--memfree", "lots", "true", ":::", "a"], "invalid size 'lots'");
+}

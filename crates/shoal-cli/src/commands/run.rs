@@ -15,7 +15,7 @@ use shoal_core::engine::{
 };
 use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
 use shoal_core::run::{Marker, RunHold};
-use shoal_core::scheduler::{Backoff, SchedulerConfig};
+use shoal_core::scheduler::{Backoff, SchedulerConfig, StartGate};
 use shoal_core::store::{
     AttemptEnd, ControlAction, ControlRequest, NewRun, NewTask, Recording, Store, StoreAddress,
     StoreEvent,
@@ -36,6 +36,7 @@ use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
 use crate::progress::{Progress, Show};
 use crate::reading::{self, Fit, Groups, InputSpec, PerTask, Read};
+use crate::start_gate::MachineGate;
 use crate::template::{display, Tag, Template};
 use crate::units::{self, TimeoutArg};
 use crate::Exit;
@@ -82,6 +83,12 @@ pub(super) struct RunOptions {
     /// `--results`: where each task's output files go (a template, as parallel's).
     #[serde(default)]
     pub(super) results: Option<String>,
+    /// `--memfree`: the least bytes available for a task to start.
+    #[serde(default)]
+    pub(super) memfree: Option<u64>,
+    /// `--load`: the load average tasks start under (N% resolved to processes).
+    #[serde(default)]
+    pub(super) load: Option<f64>,
     /// Submitted with `--detach`: agents run it, never a `--resume`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) shared: bool,
@@ -135,6 +142,9 @@ impl RunOptions {
             quote: args.control.quote || s.is_some_and(|s| s.quote),
             workdir: (args.control.workdir.clone()).or(s.and_then(|s| s.workdir.clone())),
             results: (args.results.clone()).or(s.and_then(|s| s.results.clone())),
+            memfree: args.control.memfree.or(s.and_then(|s| s.memfree)),
+            load: (args.control.load.map(|load| load.limit(jobs::cores())))
+                .or(s.and_then(|s| s.load)),
             shared: s.is_some_and(|s| s.shared),
         })
     }
@@ -373,6 +383,9 @@ fn engine_config(
             retry_timeouts: true,
             start_interval: options.delay.map_or(Duration::ZERO, Duration::from_secs_f64),
             median_timeout: options.timeout_median.map(|percent| percent / 100.0),
+            start_gate: (options.memfree.is_some() || options.load.is_some()).then(|| {
+                Arc::new(MachineGate::new(options.memfree, options.load)) as Arc<dyn StartGate>
+            }),
         },
         kill_grace: Duration::from_secs_f64(options.kill_grace),
         output_cap: options.output_limit.max(PRINT_LIMIT) as usize,
