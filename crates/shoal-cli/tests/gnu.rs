@@ -907,14 +907,13 @@ fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
     files
 }
 
+/// Files by path, with their contents.
+type Files = Vec<(String, String)>;
+
 /// The trees that `shoal run --results DIR ARGS` and parallel's write, DIR being
 /// `results` under `s/` for shoal and `p/` for parallel (`DIR` in ARGS stands for it).
 #[track_caller]
-fn results_trees(
-    env: &Env,
-    dir: &str,
-    args: &[&str],
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn results_trees(env: &Env, dir: &str, args: &[&str]) -> (Files, Files) {
     let mut trees = Vec::new();
     for side in ["s", "p"] {
         let _ = std::fs::remove_dir_all(env.path().join(side));
@@ -1000,7 +999,7 @@ fn eta_and_bar_show_the_status_line_on_stderr() {
     for option in ["--eta", "--bar"] {
         let out = env.run(&["run", option, "echo", ":::", "a", "b", "c"]);
         out.expect_code(0);
-        let last = out.stderr.lines().filter(|l| l.contains(" done, ")).last();
+        let last = out.stderr.lines().rfind(|l| l.contains(" done, "));
         let last = last.unwrap_or_else(|| panic!("{option}: {}", out.stderr));
         assert!(last.starts_with("shoal: 3/3 done, running 0 failed 0, "), "{last}");
         assert!(last.contains(", ETA 0s"), "{last}");
