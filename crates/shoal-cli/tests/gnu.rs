@@ -987,8 +987,10 @@ fn results_writes_each_tasks_files_as_gnu_parallel() {
 
     // A directory that cannot be made: nothing runs.
     env.write("plain", "");
+    let runs = env.runs().len();
     refused(&env, &["run", "--results", "plain/r", "touch", "ran", ":::", "a"], "--results");
     assert!(!env.path().join("ran").exists());
+    assert_eq!(env.runs().len(), runs, "nothing recorded");
 }
 
 /// parallel's --eta and --bar show shoal's progress: off a terminal, as here, both

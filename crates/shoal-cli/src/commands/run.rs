@@ -663,6 +663,8 @@ pub(super) fn parse(args: &RunArgs) -> anyhow::Result<Parsed> {
 /// one goes on being read while the run runs.
 fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
     let Parsed { command, template, mut options, mut rx } = parse(args)?;
+    // A --results directory that cannot be made stops the run before it is recorded.
+    options.results.as_deref().map(ResultsDir::open).transpose()?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
     for input in &inputs {
