@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::halt::{parse_halt, Halt};
 use crate::inputs::{parse_colsep, parse_delimiter, parse_trim, Delimiter, Trim};
 use crate::jobs::{parse_jobs, Jobs};
+use crate::start_gate::{parse_load, Load};
 use crate::units::{parse_duration, parse_memory_limit, parse_size, parse_timeout_arg, TimeoutArg};
 
 /// shoal: run a command over many inputs on a fault-tolerant pool of slots, with
@@ -173,6 +174,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
 
+    /// Write each task's stdout, stderr and seq (its number) to files, as GNU
+    /// parallel: DIR/1/<input 1>/2/<input 2>/stdout...; with replacement strings
+    /// (`out/{}.txt`, `out/{}/`), the task's own path. Kept by a resume, which
+    /// overwrites them.
+    #[arg(long, value_name = "DIR", value_parser = parse_workdir)]
+    pub results: Option<String>,
+
     /// Print output lines as they come, as --line-buffer but without the task number
     /// (GNU parallel's, which does not even wait for whole lines).
     #[arg(short = 'u', long, conflicts_with_all = ["keep_order", "line_buffer"])]
@@ -193,6 +201,16 @@ pub struct RunArgs {
     /// Never show the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// GNU parallel's --bar: as --progress (the bar on a terminal, a status line a
+    /// second otherwise).
+    #[arg(long, conflicts_with_all = ["no_progress", "quiet"])]
+    pub bar: bool,
+
+    /// GNU parallel's --eta: a status line on stderr once a second, with the estimated
+    /// time left, terminal or not (and the final one once).
+    #[arg(long, conflicts_with_all = ["no_progress", "quiet"])]
+    pub eta: bool,
 
     /// No summary line at the end, and no progress bar (errors are still said).
     #[arg(long, conflicts_with = "progress")]
@@ -358,6 +376,17 @@ pub struct ControlArgs {
     /// already (parallel's --env copies variables to remote hosts).
     #[arg(long = "env", value_name = "VAR")]
     pub env: Vec<String>,
+
+    /// Start a task only while the machine has at least SIZE of memory available
+    /// (MemAvailable of /proc/meminfo; 512M, 2G), as GNU parallel's; asked again each
+    /// second while it has not. Running tasks are left alone.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memfree: Option<u64>,
+
+    /// Start a task only while the 1-minute load average is under N (N% of the
+    /// cores: 80%); asked again each second while it is not.
+    #[arg(long, value_name = "N", value_parser = parse_load)]
+    pub load: Option<Load>,
 
     /// GNU parallel's --resume-failed: with the command of a run in the store (its
     /// latest such run), resume it: the tasks that succeeded are skipped, the others

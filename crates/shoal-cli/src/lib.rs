@@ -19,6 +19,7 @@ mod inputs;
 mod jobs;
 mod progress;
 mod reading;
+mod start_gate;
 mod template;
 mod units;
 

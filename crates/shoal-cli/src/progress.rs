@@ -1,6 +1,6 @@
-//! Progress on stderr: an indicatif bar on a terminal; with `--progress` on a
-//! non-terminal, a plain status line once a second and the final one once (for logs
-//! and CI). Shared by the driver thread (what runs: an attempt counts from its start
+//! Progress on stderr: an indicatif bar on a terminal; with `--progress` (or `--bar`)
+//! on a non-terminal, and with `--eta` anywhere, a plain status line once a second and
+//! the final one once (for logs and CI). Shared by the driver thread (what runs: an attempt counts from its start
 //! to its end, so never more than the slots) and the store writer thread (done and
 //! failed, counted once a result is durable). No ETA is shown until a task is done:
 //! before that there is nothing to estimate it from; nor while the run's input is
@@ -150,6 +150,19 @@ pub struct Shown {
     pub running: Vec<RunningAttempt>,
 }
 
+/// When progress is shown, and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Show {
+    /// A bar when stderr is a terminal, nothing otherwise.
+    Auto,
+    /// Nothing (`--no-progress`, `--quiet`).
+    Never,
+    /// A bar on a terminal, the plain lines otherwise (`--progress`, `--bar`).
+    Always,
+    /// The plain lines, with their ETA, terminal or not (`--eta`).
+    Lines,
+}
+
 /// The counters and their display.
 pub struct Progress {
     display: Display,
@@ -157,10 +170,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `force`: `Some(true)` for --progress, `Some(false)` for --no-progress, `None`
-    /// to show a bar only when stderr is a terminal.
-    pub fn new(total: u64, force: Option<bool>) -> Progress {
-        Progress::begun(total, force, Duration::ZERO, false)
+    pub fn new(total: u64, show: Show) -> Progress {
+        Progress::begun(total, show, Duration::ZERO, false)
     }
 
     /// The progress of a run that another process runs and began `elapsed` ago
@@ -168,10 +179,10 @@ impl Progress {
     /// set with [`Progress::show`]; its rate and ETA count from the run's start until
     /// the bar has seen tasks end.
     pub fn following(elapsed: Duration) -> Progress {
-        Progress::begun(0, Some(true), elapsed, true)
+        Progress::begun(0, Show::Always, elapsed, true)
     }
 
-    fn begun(total: u64, force: Option<bool>, elapsed: Duration, watching: bool) -> Progress {
+    fn begun(total: u64, show: Show, elapsed: Duration, watching: bool) -> Progress {
         let now = Instant::now();
         let counts = Arc::new(Counts {
             total: AtomicU64::new(total),
@@ -185,10 +196,12 @@ impl Progress {
             succeeded: watching.then(|| AtomicU64::new(0)),
         });
         let tty = std::io::stderr().is_terminal();
-        let display = match (force, tty) {
-            (Some(false), _) | (None, false) => Display::Hidden,
-            (_, true) => Display::Bar(bar(total, counts.clone(), now - counts.start)),
-            (Some(true), false) => Display::Lines(lines(counts.clone())),
+        let display = match (show, tty) {
+            (Show::Never, _) | (Show::Auto, false) => Display::Hidden,
+            (Show::Lines, _) | (Show::Always, false) => Display::Lines(lines(counts.clone())),
+            (Show::Auto | Show::Always, true) => {
+                Display::Bar(bar(total, counts.clone(), now - counts.start))
+            }
         };
         Progress { display, counts }
     }

@@ -888,3 +888,138 @@ fn resume_failed_reruns_the_failed_tasks_of_the_same_command_as_gnu_parallel() {
     let out = fresh.run(&["run", "--resume-failed", "echo", ":::", "y"]);
     assert_eq!((out.code(), out.stdout.as_str()), (0, "y\n"));
 }
+
+/// Every file under `dir` with its content, by path relative to `dir`.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(next) = todo.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                files.insert(name, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Files by path, with their contents.
+type Files = Vec<(String, String)>;
+
+/// The trees that `shoal run --results DIR ARGS` and parallel's write, DIR being
+/// `results` under `s/` for shoal and `p/` for parallel (`DIR` in ARGS stands for it).
+#[track_caller]
+fn results_trees(env: &Env, dir: &str, args: &[&str]) -> (Files, Files) {
+    let mut trees = Vec::new();
+    for side in ["s", "p"] {
+        let _ = std::fs::remove_dir_all(env.path().join(side));
+        let dir = format!("{side}/{dir}");
+        let mut command = if side == "s" {
+            env.command(&["run", "--no-progress"])
+        } else {
+            let mut parallel = common::gnu_parallel();
+            parallel.current_dir(env.path());
+            parallel
+        };
+        command.args(["--results", &dir]).args(args);
+        run_command(command, None);
+        trees.push(tree(&env.path().join(side)).into_iter().collect());
+    }
+    let parallel = trees.pop().unwrap();
+    (trees.pop().unwrap(), parallel)
+}
+
+#[test]
+fn results_writes_each_tasks_files_as_gnu_parallel() {
+    let env = Env::new();
+    let file = |path: &str, content: &str| (path.to_owned(), content.to_owned());
+    // One group: DIR/1/<input>/; a slash, a backslash and an empty input as parallel.
+    let command = "printf 'out %s\\n' {}; printf 'err %s\\n' {} >&2";
+    let (shoal, parallel) =
+        results_trees(&env, "r", &["-j1", command, ":::", "a", "b/c", "d\\e", ""]);
+    assert!(shoal.contains(&file("r/1/a/stdout", "out a\n")), "{shoal:?}");
+    assert!(shoal.contains(&file("r/1/b\\_c/stderr", "err b/c\n")), "{shoal:?}");
+    assert!(shoal.contains(&file("r/1/d\\\\e/seq", "3")), "{shoal:?}");
+    assert!(shoal.contains(&file("r/1/stdout", "out \n")), "{shoal:?}");
+    assert_eq!(shoal.len(), 12);
+    assert_eq!(shoal, parallel);
+    // Two groups nest; a templated path ending in `/` is the task's directory, one
+    // that does not is its stdout file, with .err and .seq beside it.
+    let (shoal, parallel) =
+        results_trees(&env, "r", &["-j1", command, ":::", "a", "b", ":::", "1", "2"]);
+    assert!(shoal.contains(&file("r/1/b/2/1/stdout", "out b\nout 1\n")), "{shoal:?}");
+    assert_eq!(shoal.len(), 12);
+    assert_eq!(shoal, parallel);
+    let (shoal, parallel) =
+        results_trees(&env, "r/{1}/x{2}/", &["-j1", command, ":::", "a", ":::", "1"]);
+    assert_eq!(
+        shoal,
+        [
+            file("r/a/x1/seq", "1"),
+            file("r/a/x1/stderr", "err a\nerr 1\n"),
+            file("r/a/x1/stdout", "out a\nout 1\n")
+        ]
+    );
+    assert_eq!(shoal, parallel);
+    let (shoal, parallel) = results_trees(&env, "r/{}.txt", &["-j1", command, ":::", "a"]);
+    assert_eq!(
+        shoal,
+        [file("r/a.txt", "out a\n"), file("r/a.txt.err", "err a\n"), file("r/a.txt.seq", "1")]
+    );
+    assert_eq!(shoal, parallel);
+
+    // The output is still printed; a resume keeps --results and writes the files of
+    // the tasks it reruns over the old ones.
+    let read = |path: &str| std::fs::read_to_string(env.path().join(path)).unwrap();
+    let out =
+        env.run(&["run", "--no-progress", "--results", "again", "echo {}; exit 1", ":::", "b"]);
+    out.expect_code(1);
+    assert_eq!(out.stdout, "b\n");
+    assert_eq!(read("again/1/b/stdout"), "b\n");
+    std::fs::write(env.path().join("again/1/b/stdout"), "stale").unwrap();
+    let out = env.run(&["run", "--no-progress", "--resume"]);
+    out.expect_code(1);
+    assert_eq!(read("again/1/b/stdout"), "b\n");
+
+    // A directory that cannot be made: nothing runs.
+    env.write("plain", "");
+    let runs = env.runs().len();
+    refused(&env, &["run", "--results", "plain/r", "touch", "ran", ":::", "a"], "--results");
+    assert!(!env.path().join("ran").exists());
+    assert_eq!(env.runs().len(), runs, "nothing recorded");
+}
+
+/// parallel's --eta and --bar show shoal's progress: off a terminal, as here, both
+/// print its status line (with the ETA), the final one at least.
+#[test]
+fn eta_and_bar_show_the_status_line_on_stderr() {
+    let env = Env::new();
+    for option in ["--eta", "--bar"] {
+        let out = env.run(&["run", option, "echo", ":::", "a", "b", "c"]);
+        out.expect_code(0);
+        let last = out.stderr.lines().rfind(|l| l.contains(" done, "));
+        let last = last.unwrap_or_else(|| panic!("{option}: {}", out.stderr));
+        assert!(last.starts_with("shoal: 3/3 done, running 0 failed 0, "), "{last}");
+        assert!(last.contains(", ETA 0s"), "{last}");
+        refused(&env, &["run", option, "--quiet", "true", ":::", "a"], "--quiet");
+    }
+    assert!(!env.run(&["run", "echo", ":::", "a"]).stderr.contains(" done, "));
+}
+
+/// --memfree and --load hold starts back while the machine is short (the scheduler's
+/// unit tests show that); with what this machine has, the tasks run as parallel's.
+#[test]
+fn memfree_and_load_start_tasks_while_the_machine_has_room() {
+    let env = Env::new();
+    let out =
+        side_by_side(&env, &["--memfree", "1K", "--load", "1000", "echo", ":::", "a", "b"], b"");
+    assert_eq!(out, "a\nb\n");
+    let out = side_by_side(&env, &["--load", "100000%", "echo", ":::", "c"], b"");
+    assert_eq!(out, "c\n");
+    refused(&env, &["run", "--load", "0", "true", ":::", "a"], "invalid load '0'");
+    refused(&env, &["run", "--memfree", "lots", "true", ":::", "a"], "invalid size 'lots'");
+}

@@ -22,6 +22,7 @@ fn rate(depth: u64) -> f64 {
         backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) },
         retry_timeouts: true,
         start_interval: Duration::ZERO,
+        start_gate: None,
         median_timeout: None,
     };
     let mut s = Scheduler::new(config);

@@ -45,6 +45,7 @@ fn config(slots: usize) -> EngineConfig {
             backoff: Backoff { base: Duration::MAX, max: Duration::MAX },
             retry_timeouts: true,
             start_interval: Duration::ZERO,
+            start_gate: None,
             median_timeout: None,
         },
         kill_grace: Duration::MAX,

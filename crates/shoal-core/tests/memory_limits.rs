@@ -47,6 +47,7 @@ fn run_commands(memory: MemoryLimit, commands: Vec<CommandLine>) -> Vec<(Attempt
             backoff: Backoff { base: Duration::from_millis(10), max: Duration::from_secs(1) },
             retry_timeouts: true,
             start_interval: Duration::ZERO,
+            start_gate: None,
             median_timeout: None,
         },
         kill_grace: Duration::from_secs(1),

@@ -15,6 +15,7 @@ fn config(slots: usize, aging: Option<Duration>) -> SchedulerConfig {
         backoff: Backoff { base: Duration::from_millis(10), max: Duration::from_millis(40) },
         retry_timeouts: true,
         start_interval: Duration::ZERO,
+        start_gate: None,
         median_timeout: None,
     }
 }

@@ -187,6 +187,7 @@ impl CommandPool {
                 },
                 retry_timeouts: true,
                 start_interval: Duration::ZERO,
+                start_gate: None,
                 median_timeout: None,
             },
             kill_grace: self.kill_grace,

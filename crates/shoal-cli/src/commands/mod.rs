@@ -11,6 +11,7 @@ pub mod logs;
 pub mod manual;
 mod printer;
 pub mod report;
+mod results_dir;
 mod resume;
 pub mod run;
 pub mod serve;

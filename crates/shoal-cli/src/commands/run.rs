@@ -15,7 +15,7 @@ use shoal_core::engine::{
 };
 use shoal_core::process::{CommandLine, Limits, MemoryLimit, MemoryMode};
 use shoal_core::run::{Marker, RunHold};
-use shoal_core::scheduler::{Backoff, SchedulerConfig};
+use shoal_core::scheduler::{Backoff, SchedulerConfig, StartGate};
 use shoal_core::store::{
     AttemptEnd, ControlAction, ControlRequest, NewRun, NewTask, Recording, Store, StoreAddress,
     StoreEvent,
@@ -28,13 +28,15 @@ use tokio::sync::{mpsc, watch};
 use super::feed::{Feed, Reading};
 use super::joblog::Joblog;
 use super::printer::{Printer, PRINT_LIMIT};
+use super::results_dir::ResultsDir;
 use super::resume::Pages;
 use crate::cli::RunArgs;
 use crate::halt::{parse_halt, Halt, Halting, When};
 use crate::inputs::{self, InputGroupSpec, InputRules, TaskInput};
 use crate::jobs::{self, MAX_JOBS};
-use crate::progress::Progress;
+use crate::progress::{Progress, Show};
 use crate::reading::{self, Fit, Groups, InputSpec, PerTask, Read};
+use crate::start_gate::MachineGate;
 use crate::template::{display, Tag, Template};
 use crate::units::{self, TimeoutArg};
 use crate::Exit;
@@ -78,6 +80,15 @@ pub(super) struct RunOptions {
     /// `--workdir`: where each task runs (a template; `...` a new temporary directory).
     #[serde(default)]
     pub(super) workdir: Option<String>,
+    /// `--results`: where each task's output files go (a template, as parallel's).
+    #[serde(default)]
+    pub(super) results: Option<String>,
+    /// `--memfree`: the least bytes available for a task to start.
+    #[serde(default)]
+    pub(super) memfree: Option<u64>,
+    /// `--load`: the load average tasks start under (N% resolved to processes).
+    #[serde(default)]
+    pub(super) load: Option<f64>,
     /// Submitted with `--detach`: agents run it, never a `--resume`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) shared: bool,
@@ -130,6 +141,10 @@ impl RunOptions {
             delay: secs(args.control.delay).or(s.and_then(|s| s.delay)),
             quote: args.control.quote || s.is_some_and(|s| s.quote),
             workdir: (args.control.workdir.clone()).or(s.and_then(|s| s.workdir.clone())),
+            results: (args.results.clone()).or(s.and_then(|s| s.results.clone())),
+            memfree: args.control.memfree.or(s.and_then(|s| s.memfree)),
+            load: (args.control.load.map(|load| load.limit(jobs::cores())))
+                .or(s.and_then(|s| s.load)),
             shared: s.is_some_and(|s| s.shared),
         })
     }
@@ -171,17 +186,20 @@ pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
     let run_id = hold.run();
     let tag = options.tag.as_deref().map(Tag::parse).transpose()?;
     let workdir = options.workdir.as_deref().map(Workdir::parse).transpose()?;
+    let results = options.results.as_deref().map(ResultsDir::open).transpose()?;
     let halting = options.halt.as_deref().map(parse_halt).transpose()?;
     let halting = halting.and_then(Halt::rule).map(Halting::new);
 
-    let force = if args.progress {
-        Some(true)
+    let show = if args.eta {
+        Show::Lines
+    } else if args.progress || args.bar {
+        Show::Always
     } else if args.no_progress || args.quiet {
-        Some(false)
+        Show::Never
     } else {
-        None
+        Show::Auto
     };
-    let progress = Arc::new(Progress::new(tasks, force));
+    let progress = Arc::new(Progress::new(tasks, show));
     progress.set_input_open(reading.is_some());
     let order: Vec<TaskId> = planned.iter().map(|p| p.task).collect();
     let printer = Arc::new(Mutex::new(Printer::new(
@@ -236,6 +254,7 @@ pub fn run(address: &StoreAddress, mut args: RunArgs) -> anyhow::Result<Exit> {
         stop: stop_tx.clone(),
         workdir,
         temp_dirs: HashMap::new(),
+        results,
     };
     let mut feed = Feed {
         template: &template,
@@ -364,6 +383,9 @@ fn engine_config(
             retry_timeouts: true,
             start_interval: options.delay.map_or(Duration::ZERO, Duration::from_secs_f64),
             median_timeout: options.timeout_median.map(|percent| percent / 100.0),
+            start_gate: (options.memfree.is_some() || options.load.is_some()).then(|| {
+                Arc::new(MachineGate::new(options.memfree, options.load)) as Arc<dyn StartGate>
+            }),
         },
         kill_grace: Duration::from_secs_f64(options.kill_grace),
         output_cap: options.output_limit.max(PRINT_LIMIT) as usize,
@@ -641,6 +663,8 @@ pub(super) fn parse(args: &RunArgs) -> anyhow::Result<Parsed> {
 /// one goes on being read while the run runs.
 fn start<'a>(store: &'a Store, args: &RunArgs, runtime: &Runtime) -> anyhow::Result<Prepared<'a>> {
     let Parsed { command, template, mut options, mut rx } = parse(args)?;
+    // A --results directory that cannot be made stops the run before it is recorded.
+    options.results.as_deref().map(ResultsDir::open).transpose()?;
     let default_timeout = options.timeout.map(Duration::from_secs_f64);
     let (inputs, ended) = runtime.block_on(first_tasks(&mut rx))?;
     for input in &inputs {
@@ -755,6 +779,8 @@ struct CliFrontend<'a> {
     workdir: Option<Workdir>,
     /// `--workdir ...`: the temporary directory of each running task.
     temp_dirs: HashMap<TaskId, PathBuf>,
+    /// `--results`: each task's output files.
+    results: Option<ResultsDir>,
 }
 
 /// `--workdir`: a directory (with the task's replacement strings), or `...`.
@@ -869,6 +895,9 @@ impl Frontend for CliFrontend<'_> {
         if let Some(joblog) = self.joblog.as_deref_mut() {
             joblog.started(task, display(&command));
         }
+        if let Some(results) = &mut self.results {
+            results.started(task, slot, args);
+        }
         // The stored command was rendered without a slot; `started` records the real one.
         self.slot_command = self.template.uses_slot().then(|| display(&command));
         command
@@ -890,6 +919,9 @@ impl Frontend for CliFrontend<'_> {
         self.progress.stopped_running();
         if let Some(joblog) = self.joblog.as_deref_mut() {
             joblog.ended(&event);
+        }
+        if let Some(results) = &mut self.results {
+            results.ended(&event, &event.stdout.bytes, &event.stderr.bytes);
         }
         self.count_for_halt(&event);
         if let Some(line) = super::printer::retry_line(&event) {

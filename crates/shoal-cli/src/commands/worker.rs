@@ -202,6 +202,7 @@ pub(super) fn run_agent(
             backoff: Backoff { base: Duration::ZERO, max: Duration::ZERO },
             retry_timeouts: false,
             start_interval: Duration::ZERO,
+            start_gate: None,
             median_timeout: None,
         },
         kill_grace: Duration::from_secs(2),

@@ -4,11 +4,14 @@
 //!
 //! It must stay free of I/O, sleeping and clock reads: time is a [`Duration`] since
 //! the run began, given by the caller. That keeps it testable without processes and
-//! lets any executor (command slots, long-lived workers) drive it.
+//! lets any executor (command slots, long-lived workers) drive it. The one thing it
+//! asks is the caller's optional [`StartGate`] (free memory, load), before a start.
 //!
 //! [`Duration`]: std::time::Duration
 
 mod queue;
 mod state;
 
-pub use state::{Backoff, Cancel, Decision, Scheduler, SchedulerConfig, Verdict};
+pub use state::{
+    Backoff, Cancel, Decision, Scheduler, SchedulerConfig, StartGate, Verdict, GATE_RECHECK,
+};

@@ -6,6 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::queue::{ReadyQueue, TaskState};
@@ -44,7 +45,19 @@ pub struct SchedulerConfig {
     /// succeeded ones (GNU parallel's `--timeout N%`), once [`MEDIAN_SAMPLES`] have
     /// succeeded; its own timeout still applies.
     pub median_timeout: Option<f64>,
+    /// Asked before an attempt starts: while it says no (the machine is short of free
+    /// memory or over a load, GNU parallel's `--memfree` and `--load`) nothing starts,
+    /// and it is asked again [`GATE_RECHECK`] later.
+    pub start_gate: Option<Arc<dyn StartGate>>,
 }
+
+/// Whether the machine can take another task now (see [`SchedulerConfig::start_gate`]).
+pub trait StartGate: Send + Sync + std::fmt::Debug {
+    fn open(&self) -> bool;
+}
+
+/// How long a closed [`StartGate`] holds the starts back before it is asked again.
+pub const GATE_RECHECK: Duration = Duration::from_secs(1);
 
 /// Succeeded attempts needed before a [`SchedulerConfig::median_timeout`] applies.
 pub const MEDIAN_SAMPLES: usize = 3;
@@ -152,6 +165,8 @@ pub struct Scheduler {
     paused: bool,
     /// When the last attempt started (kept only under a `start_interval`).
     last_start: Option<Duration>,
+    /// The start gate was closed: nothing starts before this time.
+    held_until: Option<Duration>,
     /// Durations of the succeeded attempts (kept only under a `median_timeout`).
     succeeded: Median,
 }
@@ -174,6 +189,7 @@ impl Scheduler {
             stopped: false,
             paused: false,
             last_start: None,
+            held_until: None,
             succeeded: Median::default(),
         }
     }
@@ -215,15 +231,24 @@ impl Scheduler {
             let (_, state) = self.delayed.pop_first().expect("checked above");
             self.ready.push(state, now);
         }
-        if self.stopped || self.paused {
+        if self.stopped || self.paused || self.held_until.is_some_and(|at| now < at) {
             return;
         }
+        // The gate is asked once a poll, at its first start.
+        let mut gate = self.config.start_gate.clone();
         for index in 0..self.open_slots {
             if self.slots[index].is_some() || self.closed[index] {
                 continue;
             }
-            if self.paced_until().is_some_and(|at| now < at) {
+            if self.paced_until().is_some_and(|at| now < at) || self.ready.len() == 0 {
                 break;
+            }
+            if let Some(gate) = gate.take() {
+                if !gate.open() {
+                    self.held_until = Some(now.saturating_add(GATE_RECHECK));
+                    break;
+                }
+                self.held_until = None;
             }
             let Some(mut state) = self.ready.pop(self.last_key[index].as_deref(), now) else {
                 break;
@@ -409,11 +434,12 @@ impl Scheduler {
         let free_slot = (0..self.open_slots).any(|i| self.slots[i].is_none() && !self.closed[i]);
         let can_start = !self.stopped && !self.paused && free_slot && self.ready.len() > 0;
         let paced = self.paced_until().filter(|_| can_start);
+        let held = self.held_until.filter(|_| can_start);
         let median = self.median_limit().and_then(|limit| {
             let unkilled = self.slots.iter().flatten().filter(|run| run.killing.is_none());
             unkilled.map(|run| run.started.saturating_add(limit)).min()
         });
-        deadline.into_iter().chain(retry).chain(paced).chain(median).min()
+        deadline.into_iter().chain(retry).chain(paced).chain(held).chain(median).min()
     }
 
     /// Under a `median_timeout` with enough samples: how long an attempt may run.
@@ -468,6 +494,7 @@ mod tests {
             backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(8) },
             retry_timeouts: true,
             start_interval: Duration::ZERO,
+            start_gate: None,
             median_timeout: None,
         }
     }
@@ -556,6 +583,47 @@ mod tests {
         assert!(poll(&mut s, Duration::ZERO).is_empty());
         assert!(s.is_idle());
         assert_eq!(s.unfinished(), 1, "task 2 never started and stays for a resume");
+    }
+
+    /// A start gate the test opens and closes, counting how often it is asked.
+    #[derive(Debug, Default)]
+    struct Gate {
+        open: std::sync::atomic::AtomicBool,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl StartGate for Gate {
+        fn open(&self) -> bool {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.asked.fetch_add(1, Relaxed);
+            self.open.load(Relaxed)
+        }
+    }
+
+    #[test]
+    fn a_closed_start_gate_holds_every_start_and_is_asked_again_a_second_later() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let gate = Arc::new(Gate::default());
+        let config = SchedulerConfig { start_gate: Some(gate.clone()), ..config(2) };
+        let mut s = Scheduler::new(config);
+        assert!(poll(&mut s, Duration::ZERO).is_empty());
+        assert_eq!(gate.asked.load(Relaxed), 0, "nothing to start: not asked");
+        submit_plain(&mut s, 1..=3);
+        assert!(poll(&mut s, Duration::ZERO).is_empty());
+        assert_eq!(gate.asked.load(Relaxed), 1);
+        assert_eq!(s.next_wakeup(), Some(GATE_RECHECK));
+        assert!(poll(&mut s, Duration::from_millis(500)).is_empty());
+        assert_eq!(gate.asked.load(Relaxed), 1, "held: not asked before the recheck");
+        gate.open.store(true, Relaxed);
+        assert_eq!(started_slots(&poll(&mut s, GATE_RECHECK)), vec![1, 2], "asked once a poll");
+        assert_eq!(gate.asked.load(Relaxed), 2);
+        assert_eq!(s.next_wakeup(), None, "no free slot: no recheck");
+        // Running tasks are left alone when it closes again; the next start waits.
+        gate.open.store(false, Relaxed);
+        s.attempt_ended(1, AttemptOutcome::Succeeded, Duration::from_secs(2));
+        assert!(poll(&mut s, Duration::from_secs(2)).is_empty());
+        assert_eq!(s.running(), 1);
+        assert_eq!(s.next_wakeup(), Some(Duration::from_secs(2) + GATE_RECHECK));
     }
 
     #[test]

@@ -282,6 +282,7 @@ impl Machine {
             backoff: Backoff { base: settings.retry_delay, max: Duration::from_secs(30) },
             retry_timeouts: false,
             start_interval: Duration::ZERO,
+            start_gate: None,
             median_timeout: None,
         });
         for slot in 1..=workers * lanes {
