@@ -118,11 +118,11 @@ mod tests {
     }
 
     /// Right after spawn a child may still be inside exec, its environment not yet
-    /// readable: look again for a moment.
-    fn found(look: impl Fn() -> Vec<Marked>) -> Vec<Marked> {
+    /// readable: look again for a moment, until `expected` processes are found.
+    fn found(expected: usize, look: impl Fn() -> Vec<Marked>) -> Vec<Marked> {
         let mut found = look();
         for _ in 0..100 {
-            if !found.is_empty() {
+            if found.len() >= expected {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -146,7 +146,7 @@ mod tests {
         let (ours, theirs) = (marker(1), marker(2));
         let mut marked = sleeper(&[ours.env()]);
         let mut other = sleeper(&[theirs.env()]);
-        let ours = found(|| ours.processes());
+        let ours = found(1, || ours.processes());
         assert_eq!(ours, vec![Marked { pid: marked.id(), parent: std::process::id() }]);
         assert_eq!(kill_all(&ours), 1);
         let status = marked.wait().unwrap();
@@ -162,9 +162,9 @@ mod tests {
         let task = |n: u64| (TASK_VAR.to_owned(), n.to_string());
         let mut five = sleeper(&[run.env(), task(5)]);
         let mut six = sleeper(&[run.env(), task(6)]);
-        let of_five = found(|| run.task_processes(5));
+        let of_five = found(1, || run.task_processes(5));
         assert_eq!(of_five.iter().map(|m| m.pid).collect::<Vec<_>>(), vec![five.id()]);
-        assert_eq!(found(|| run.processes()).len(), 2);
+        assert_eq!(found(2, || run.processes()).len(), 2);
         for child in [&mut five, &mut six] {
             child.kill().unwrap();
             child.wait().unwrap();
